@@ -1,1 +1,119 @@
+//! The Parallax storage plugin.
+//!
+//! Built as a `cdylib`, it exports the root module of [`parallax_storage_abi`]; the host loads it at run time
+//! and never links it. Built as an `rlib`, the same code can be called in-process (benchmarks compare the two).
 
+pub mod adapter;
+pub mod config;
+pub mod contract;
+pub mod error;
+mod logging;
+pub mod sqlite;
+pub mod time;
+pub mod validate;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    export_root_module,
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RString, RVec},
+};
+use parallax_storage_abi::*;
+
+use crate::{
+    adapter::Adapter,
+    config::{BackendType, StorageConfig},
+    error::{Error, Result},
+};
+
+pub const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[export_root_module]
+pub fn get_library() -> PluginModRef {
+    PluginMod { info, set_log_sink, check_config, open }.leak_into_prefix()
+}
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> RResult<T, StorageError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(e.0),
+        Err(payload) => RResult::RErr(Error::from_panic(payload, what).0),
+    }
+}
+
+pub extern "C" fn info() -> PluginInfo {
+    let backend = |name: &str, available: bool, note: &str, migrations: Vec<String>| BackendInfo {
+        name: name.into(),
+        available,
+        note: note.into(),
+        migrations: migrations.into_iter().map(RString::from).collect::<RVec<_>>(),
+    };
+    PluginInfo {
+        plugin_version: PLUGIN_VERSION.into(),
+        abi_version: ABI_VERSION.into(),
+        backends: vec![
+            backend("sqlite", true, "", sqlite::migrations::embedded_versions()),
+            backend("postgresql", false, NOT_BUILT_POSTGRES, vec![]),
+            backend("file", false, NOT_BUILT_FILE, vec![]),
+        ]
+        .into(),
+    }
+}
+
+const NOT_BUILT_POSTGRES: &str = "the PostgreSQL backend is not in this build yet; use storage.type: sqlite";
+const NOT_BUILT_FILE: &str = "the file backend is not in this build yet; use storage.type: sqlite";
+
+pub extern "C" fn set_log_sink(sink: LogSink) {
+    let _ = catch_unwind(|| logging::set_sink(sink));
+}
+
+pub extern "C" fn check_config(config_json: RString) -> RResult<ConfigReport, StorageError> {
+    guarded("check_config", || {
+        let cfg = config::parse(&config_json)?;
+        Ok(report(&cfg))
+    })
+}
+
+fn report(cfg: &StorageConfig) -> ConfigReport {
+    ConfigReport {
+        backend: backend_name(cfg.backend).into(),
+        effective_json: cfg.effective_json().to_string().into(),
+        warnings: cfg.warnings().into_iter().map(RString::from).collect(),
+    }
+}
+
+fn backend_name(b: BackendType) -> &'static str {
+    match b {
+        BackendType::Postgresql => "postgresql",
+        BackendType::Sqlite => "sqlite",
+        BackendType::File => "file",
+    }
+}
+
+pub extern "C" fn open(config_json: RString, options: OpenOptions) -> RResult<StorageBox, StorageError> {
+    guarded("open", || open_storage(&config_json, &options))
+}
+
+/// Opens a storage instance in-process: what the exported `open` does, minus the FFI guard.
+pub fn open_storage(config_json: &str, options: &OpenOptions) -> Result<StorageBox> {
+    let cfg = config::parse(config_json)?;
+    for w in cfg.warnings() {
+        tracing::warn!(target: "parallax_storage::config", "{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))
+        .thread_name("parallax-storage")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the plugin runtime: {e}")))?;
+    match cfg.backend {
+        BackendType::Sqlite => {
+            let backend = runtime.block_on(sqlite::SqliteBackend::open(cfg.clone(), options.clone()))?;
+            Ok(StorageBackend_TO::from_value(Adapter::new(backend, runtime), TD_Opaque))
+        }
+        BackendType::Postgresql => Err(Error::unsupported(NOT_BUILT_POSTGRES)),
+        BackendType::File => Err(Error::unsupported(NOT_BUILT_FILE)),
+    }
+}

@@ -7,7 +7,7 @@ use abi_stable::{
     StableAbi,
 };
 
-use crate::{ConfigReport, LogSink, PluginInfo, StorageBox, StorageError};
+use crate::{ConfigReport, LogSink, OpenOptions, PluginInfo, StorageBox, StorageError};
 
 /// The ABI version of this crate. A host refuses a plugin whose ABI major version differs (for 0.x, minor).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -30,7 +30,7 @@ pub struct PluginMod {
     /// Opens a storage instance for a resolved `storage` config (JSON text). Runs pending migrations when
     /// `migrations.enabled` and `migrations.autoRun` are set. Blocks until the backend is ready.
     #[sabi(last_prefix_field)]
-    pub open: extern "C" fn(config_json: RString) -> RResult<StorageBox, StorageError>,
+    pub open: extern "C" fn(config_json: RString, options: OpenOptions) -> RResult<StorageBox, StorageError>,
 }
 
 impl RootModule for PluginModRef {

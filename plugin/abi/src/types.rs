@@ -37,6 +37,15 @@ pub struct ConfigReport {
     pub warnings: RVec<RString>,
 }
 
+/// How to open a storage instance.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct OpenOptions {
+    /// Open for schema maintenance (the `migrate` commands): never auto-run migrations and do not refuse a
+    /// schema that is behind or ahead of this plugin. Data calls may then fail with `Schema`.
+    pub maintenance: bool,
+}
+
 /// Keyset pagination: `cursor` is the opaque `next_cursor` of the previous page.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default, PartialEq)]

@@ -1,0 +1,612 @@
+//! Reading `parallax.config.yaml` and producing the `storage` section handed to the plugin as JSON.
+//!
+//! Steps: find the file (`--config`, then `$PARALLAX_CONFIG`, then `./parallax.config.yaml`, else defaults),
+//! parse the YAML, take `storage` (other top-level sections belong to the rest of Parallax and are ignored),
+//! interpolate `${VAR}` / `${VAR:-default}` / `$${` in every string scalar, convert to JSON and apply the
+//! `PARALLAX_*` environment overrides. Validation of keys and values is the plugin's job.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value as Json};
+use serde_yaml_ng::Value as Yaml;
+
+const DEFAULT_FILE: &str = "parallax.config.yaml";
+
+/// The storage section after interpolation and overrides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedConfig {
+    pub storage: Json,
+    /// The file read; `None` when there was none and defaults apply.
+    pub source: Option<PathBuf>,
+}
+
+/// A configuration error. `Display` is one line naming the file (when there is one) and the key path;
+/// it never contains the value of an environment variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    /// The key path concerned, e.g. `storage.postgresql.port`, when there is one.
+    pub key: Option<String>,
+    /// The full sentence after the file name (it already mentions the key).
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{}: {}", file.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Resolves the configuration with the process environment.
+pub fn resolve_from_env(explicit: Option<&Path>) -> Result<ResolvedConfig, ConfigError> {
+    resolve(explicit, &|name| std::env::var(name).ok())
+}
+
+/// Resolves the configuration; `env` looks up environment variables.
+pub fn resolve(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedConfig, ConfigError> {
+    resolve_in(Path::new(""), explicit, env)
+}
+
+/// As [`resolve`], looking for the default file in `dir` (tests use a temporary directory).
+fn resolve_in(
+    dir: &Path,
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedConfig, ConfigError> {
+    let missing = |path: &Path, how: &str| ConfigError {
+        file: None,
+        key: None,
+        message: format!(
+            "config file {} ({how}) does not exist; pass --config FILE or create {DEFAULT_FILE}",
+            path.display()
+        ),
+    };
+    let from_var = env("PARALLAX_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let source = if let Some(path) = explicit {
+        if !path.is_file() {
+            return Err(missing(path, "given with --config"));
+        }
+        Some(path.to_path_buf())
+    } else if let Some(path) = from_var {
+        if !path.is_file() {
+            return Err(missing(&path, "from PARALLAX_CONFIG"));
+        }
+        Some(path)
+    } else {
+        Some(dir.join(DEFAULT_FILE)).filter(|p| p.is_file())
+    };
+
+    let mut storage = match &source {
+        None => Json::Object(Map::new()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                file: Some(path.clone()),
+                key: None,
+                message: format!("cannot read the file: {e}"),
+            })?;
+            Resolver { file: path, env }.storage_from_yaml(&text)?
+        }
+    };
+    apply_overrides(&mut storage, env)?;
+    Ok(ResolvedConfig { storage, source })
+}
+
+struct Resolver<'a> {
+    file: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    fn error(&self, key: Option<&str>, message: String) -> ConfigError {
+        ConfigError {
+            file: Some(self.file.to_path_buf()),
+            key: key.map(str::to_string),
+            message,
+        }
+    }
+
+    fn storage_from_yaml(&self, text: &str) -> Result<Json, ConfigError> {
+        let mut doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" at line {}, column {}", l.line(), l.column()));
+            self.error(None, format!("invalid YAML{}: {e}", at.unwrap_or_default()))
+        })?;
+        doc.apply_merge()
+            .map_err(|e| self.error(None, format!("invalid YAML merge key (<<): {e}")))?;
+        let top = match &doc {
+            Yaml::Null => return Ok(Json::Object(Map::new())),
+            Yaml::Mapping(m) => m,
+            other => {
+                let msg = format!(
+                    "the top level must be a mapping (storage: ...), found {}",
+                    kind(other)
+                );
+                return Err(self.error(None, msg));
+            }
+        };
+        match top.get("storage") {
+            None | Some(Yaml::Null) => Ok(Json::Object(Map::new())),
+            Some(section @ Yaml::Mapping(_)) => self.convert(section, "storage"),
+            Some(other) => {
+                let msg = format!("storage must be a mapping, found {}", kind(other));
+                Err(self.error(Some("storage"), msg))
+            }
+        }
+    }
+
+    fn convert(&self, value: &Yaml, path: &str) -> Result<Json, ConfigError> {
+        Ok(match value {
+            Yaml::Null => Json::Null,
+            Yaml::Bool(b) => Json::Bool(*b),
+            Yaml::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Json::from(i)
+                } else if let Some(u) = n.as_u64() {
+                    Json::from(u)
+                } else {
+                    let f = n.as_f64().and_then(serde_json::Number::from_f64).ok_or_else(|| {
+                        self.error(
+                            Some(path),
+                            format!("{path}: the number {n} cannot be represented"),
+                        )
+                    })?;
+                    Json::Number(f)
+                }
+            }
+            Yaml::String(s) => self.interpolate(s, path)?,
+            Yaml::Sequence(items) => Json::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.convert(item, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Yaml::Mapping(map) => {
+                let mut out = Map::new();
+                for (k, v) in map {
+                    let Yaml::String(key) = k else {
+                        let msg = format!("{path}: mapping keys must be strings, found {}", kind(k));
+                        return Err(self.error(Some(path), msg));
+                    };
+                    let child = format!("{path}.{key}");
+                    out.insert(key.clone(), self.convert(v, &child)?);
+                }
+                Json::Object(out)
+            }
+            Yaml::Tagged(t) => {
+                let msg = format!(
+                    "{path}: YAML tags such as {} are not supported; remove the tag",
+                    t.tag
+                );
+                return Err(self.error(Some(path), msg));
+            }
+        })
+    }
+
+    /// Substitutes references in one scalar. A scalar that is exactly one reference is re-typed.
+    fn interpolate(&self, text: &str, path: &str) -> Result<Json, ConfigError> {
+        let mut out = String::new();
+        let mut rest = text;
+        let mut whole = false;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("$${") {
+                out.push_str("${");
+                rest = &tail[3..];
+            } else if let Some(body) = tail.strip_prefix("${") {
+                let Some(end) = body.find('}') else {
+                    let msg = format!(
+                        "{path} has an unterminated ${{ (no closing }}); write $${{ for a literal ${{"
+                    );
+                    return Err(self.error(Some(path), msg));
+                };
+                out.push_str(&self.lookup(&body[..end], path)?);
+                rest = &body[end + 1..];
+                // The reference spans the whole scalar: it started at 0 and nothing follows it.
+                whole = tail.len() == text.len() && rest.is_empty();
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        Ok(if whole { retype(out) } else { Json::String(out) })
+    }
+
+    fn lookup(&self, reference: &str, path: &str) -> Result<String, ConfigError> {
+        let (name, default) = match reference.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (reference, None),
+        };
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            let msg = format!(
+                "{path} references ${{{reference}}}, which is not a valid variable reference; write \
+                 ${{NAME}} or ${{NAME:-default}} (letters, digits, _), or $${{ for a literal ${{"
+            );
+            return Err(self.error(Some(path), msg));
+        }
+        if default.is_some_and(|d| d.contains("${")) {
+            let msg =
+                format!("{path}: nested references in a default (${{{name}:-${{...}}}}) are not supported");
+            return Err(self.error(Some(path), msg));
+        }
+        match ((self.env)(name), default) {
+            (Some(value), Some(default)) if value.is_empty() => Ok(default.to_string()),
+            (Some(value), _) => Ok(value),
+            (None, Some(default)) => Ok(default.to_string()),
+            (None, None) => {
+                let msg = format!(
+                    "{path} references ${{{name}}}, which is not set; export it or write ${{{name}:-default}}"
+                );
+                Err(self.error(Some(path), msg))
+            }
+        }
+    }
+}
+
+/// Re-types the text of a lone `${VAR}` the way YAML would type a plain scalar (core schema), keeping
+/// anything that would not read back identically (`007`, `+5`, `1e3`, `#x`) as a string.
+fn retype(text: String) -> Json {
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return Json::Null,
+        "true" | "True" | "TRUE" => return Json::Bool(true),
+        "false" | "False" | "FALSE" => return Json::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        if n.to_string() == text {
+            return Json::from(n);
+        }
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        if n.to_string() == text {
+            return Json::from(n);
+        }
+    }
+    if let Some(n) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+        if text.contains('.') && n.to_string() == text {
+            return Json::Number(n);
+        }
+    }
+    Json::String(text)
+}
+
+fn kind(value: &Yaml) -> String {
+    match value {
+        Yaml::Null => "null".into(),
+        Yaml::Bool(b) => format!("boolean {b}"),
+        Yaml::Number(n) => format!("number {n}"),
+        Yaml::String(s) => format!("string {s:?}"),
+        Yaml::Sequence(_) => "a list".into(),
+        Yaml::Mapping(_) => "a mapping".into(),
+        Yaml::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
+}
+
+/// `(variable, key under storage, is the postgresql section)`.
+const OVERRIDES: &[(&str, &str, bool)] = &[
+    ("PARALLAX_STORAGE_TYPE", "type", false),
+    ("PARALLAX_DATABASE_URL", "url", true),
+    ("PARALLAX_DATABASE_HOST", "host", true),
+    ("PARALLAX_DATABASE_PORT", "port", true),
+    ("PARALLAX_DATABASE_NAME", "database", true),
+    ("PARALLAX_DATABASE_USER", "username", true),
+    ("PARALLAX_DATABASE_PASSWORD", "password", true),
+];
+
+fn apply_overrides(storage: &mut Json, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let fail = |var: &str, key: String, message: String| ConfigError {
+        file: None,
+        key: Some(key),
+        message: format!("{var}: {message}"),
+    };
+    for (var, key, in_postgresql) in OVERRIDES {
+        let Some(raw) = env(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = if *var == "PARALLAX_DATABASE_PORT" {
+            let port = raw.trim().parse::<u64>().map_err(|_| {
+                fail(
+                    var,
+                    "storage.postgresql.port".into(),
+                    format!("must be an integer port number, found {raw:?}"),
+                )
+            })?;
+            Json::from(port)
+        } else {
+            Json::String(raw)
+        };
+        let Json::Object(root) = storage else {
+            unreachable!("storage is always a mapping")
+        };
+        let target = if *in_postgresql {
+            let section = root.entry("postgresql").or_insert(Json::Null);
+            if section.is_null() {
+                *section = Json::Object(Map::new());
+            }
+            match section {
+                Json::Object(map) => map,
+                _ => {
+                    let msg =
+                        "cannot apply the override because storage.postgresql is not a mapping".to_string();
+                    return Err(fail(var, "storage.postgresql".into(), msg));
+                }
+            }
+        } else {
+            root
+        };
+        target.insert((*key).to_string(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    /// Writes `yaml` as `parallax.config.yaml` in a fresh directory and resolves it from there.
+    fn run(yaml: &str, vars: &[(&str, &str)]) -> Result<ResolvedConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DEFAULT_FILE), yaml).unwrap();
+        resolve_in(dir.path(), None, &env_of(vars)).map_err(|mut e| {
+            e.file = e.file.map(|f| PathBuf::from(f.file_name().unwrap())); // stable names in assertions
+            e
+        })
+    }
+
+    fn storage(yaml: &str, vars: &[(&str, &str)]) -> Json {
+        run(yaml, vars).unwrap_or_else(|e| panic!("{e}")).storage
+    }
+
+    #[test]
+    fn file_discovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = resolve_in(dir.path(), None, &env_of(&[])).unwrap();
+        assert_eq!(
+            none,
+            ResolvedConfig {
+                storage: json!({}),
+                source: None
+            }
+        );
+
+        let missing = dir.path().join("nope.yaml");
+        let err = resolve_in(dir.path(), Some(&missing), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("nope.yaml"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("pass --config FILE or create parallax.config.yaml"),
+            "{err}"
+        );
+        let var = missing.to_str().unwrap();
+        let err = resolve_in(dir.path(), None, &env_of(&[("PARALLAX_CONFIG", var)])).unwrap_err();
+        assert!(err.to_string().contains("PARALLAX_CONFIG"), "{err}");
+
+        let other = dir.path().join("other.yaml");
+        std::fs::write(&other, "storage: {type: file}").unwrap();
+        std::fs::write(dir.path().join(DEFAULT_FILE), "storage: {type: sqlite}").unwrap();
+        let env = env_of(&[("PARALLAX_CONFIG", other.to_str().unwrap())]);
+        let got = resolve_in(dir.path(), None, &env).unwrap();
+        assert_eq!(
+            (got.storage, got.source),
+            (json!({"type": "file"}), Some(other.clone()))
+        );
+        let got = resolve_in(dir.path(), None, &env_of(&[])).unwrap();
+        assert_eq!(got.storage, json!({"type": "sqlite"}));
+        assert_eq!(got.source, Some(dir.path().join(DEFAULT_FILE)));
+        let got = resolve_in(
+            dir.path(),
+            Some(&other),
+            &env_of(&[("PARALLAX_CONFIG", "/nonexistent")]),
+        )
+        .unwrap();
+        assert_eq!(got.source, Some(other));
+    }
+
+    #[test]
+    fn sections_and_structure() {
+        assert_eq!(storage("", &[]), json!({}));
+        assert_eq!(storage("server: {port: 8080}\n", &[]), json!({}));
+        assert_eq!(storage("storage:\n", &[]), json!({}));
+        assert_eq!(
+            storage("other: ${UNSET}\nstorage: {sqlite: {walMode: false}}", &[]),
+            json!({"sqlite": {"walMode": false}})
+        );
+        let e = run("storage: 5", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "parallax.config.yaml: storage must be a mapping, found number 5"
+        );
+        let e = run("- a\n- b\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("top level must be a mapping"), "{e}");
+        let e = run("storage:\n  sqlite:\n    path: [unclosed\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("parallax.config.yaml: invalid YAML at line"),
+            "{e}"
+        );
+        let e = run("storage:\n  1: x\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage: mapping keys must be strings, found number 1"),
+            "{e}"
+        );
+        let e = run("storage:\n  sqlite: !custom {path: x}\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage.sqlite: YAML tags such as !custom"),
+            "{e}"
+        );
+        let yaml = "storage:\n  postgresql:\n    replicas:\n      - host: a\n        port: 5433\n  sqlite:\n    busyTimeout: 2.5\n    x: null\n";
+        assert_eq!(
+            storage(yaml, &[]),
+            json!({"postgresql": {"replicas": [{"host": "a", "port": 5433}]}, "sqlite": {"busyTimeout": 2.5, "x": null}})
+        );
+        let merged = "base: &b {walMode: false}\nstorage:\n  sqlite:\n    <<: *b\n    path: /x\n";
+        assert_eq!(
+            storage(merged, &[]),
+            json!({"sqlite": {"walMode": false, "path": "/x"}})
+        );
+    }
+
+    #[test]
+    fn interpolation() {
+        let env = [
+            ("PGPORT", "6543"),
+            ("HOST", "db"),
+            ("EMPTY", ""),
+            ("PW", "s3cr3t"),
+            ("ZERO", "007"),
+        ];
+        let yaml = r#"storage:
+  postgresql:
+    host: ${HOST}
+    port: ${PGPORT}
+    database: ${DB:-parallax}
+    username: ${EMPTY:-admin}
+    password: ${PW}
+    url: "postgres://${HOST}:${PGPORT}/x"
+  sqlite:
+    walMode: ${WAL:-true}
+    path: "$${HOME}/a$b"
+    synchronous: ${EMPTY}
+    readPoolSize: ${ZERO}
+    a: "${PGPORT}}"
+    b: ${PGPORT}${PGPORT}
+"#;
+        let s = storage(yaml, &env);
+        assert_eq!(s["postgresql"]["host"], "db");
+        assert_eq!(s["postgresql"]["port"], 6543);
+        assert_eq!(s["postgresql"]["database"], "parallax");
+        assert_eq!(s["postgresql"]["username"], "admin");
+        assert_eq!(s["postgresql"]["password"], "s3cr3t");
+        assert_eq!(s["postgresql"]["url"], "postgres://db:6543/x");
+        assert_eq!(s["sqlite"]["walMode"], true);
+        assert_eq!(s["sqlite"]["path"], "${HOME}/a$b");
+        assert_eq!(s["sqlite"]["synchronous"], Json::Null);
+        assert_eq!(s["sqlite"]["readPoolSize"], "007");
+        assert_eq!(s["sqlite"]["a"], "6543}");
+        assert_eq!(s["sqlite"]["b"], "65436543");
+    }
+
+    #[test]
+    fn retyping() {
+        assert_eq!(retype("5000".into()), json!(5000));
+        assert_eq!(retype("-3".into()), json!(-3));
+        assert_eq!(retype("1.5".into()), json!(1.5));
+        assert_eq!(retype("FALSE".into()), json!(false));
+        for s in ["+5", "1e3", "#abc", "0x10", "yes", " 5", "abc"] {
+            assert_eq!(retype(s.into()), json!(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn interpolation_errors_never_show_values() {
+        let e = run(
+            "storage:\n  postgresql:\n    password: ${POSTGRES_PASSWORD}\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "parallax.config.yaml: storage.postgresql.password references ${POSTGRES_PASSWORD}, which is not \
+             set; export it or write ${POSTGRES_PASSWORD:-default}"
+        );
+        assert_eq!(e.key.as_deref(), Some("storage.postgresql.password"));
+        let e = run(
+            "storage:\n  postgresql:\n    password: \"abc${PW\"\n",
+            &[("PW", "x")],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage.postgresql.password has an unterminated ${"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("abc"), "{e}");
+        let e = run("storage:\n  type: ${1X}\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage.type references ${1X}, which is not a valid"),
+            "{e}"
+        );
+        let e = run("storage:\n  type: ${A:-${B}}\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("nested"), "{e}");
+        let e = run("storage:\n  postgresql:\n    replicas: [{host: '${RH}'}]\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage.postgresql.replicas[0].host references ${RH}"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env = [
+            ("PARALLAX_STORAGE_TYPE", "postgresql"),
+            ("PARALLAX_DATABASE_URL", "postgres://u:p@h/d"),
+            ("PARALLAX_DATABASE_HOST", "h2"),
+            ("PARALLAX_DATABASE_PORT", "5433"),
+            ("PARALLAX_DATABASE_NAME", "db"),
+            ("PARALLAX_DATABASE_USER", "me"),
+            ("PARALLAX_DATABASE_PASSWORD", "pw"),
+        ];
+        let s = storage(
+            "storage:\n  type: sqlite\n  postgresql:\n  sqlite: {path: /x}\n",
+            &env,
+        );
+        assert_eq!(
+            s,
+            json!({"type": "postgresql", "sqlite": {"path": "/x"}, "postgresql": {
+                "url": "postgres://u:p@h/d", "host": "h2", "port": 5433, "database": "db",
+                "username": "me", "password": "pw"}})
+        );
+        // Without a file the overrides still apply; empty values are ignored.
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_of(&[("PARALLAX_DATABASE_HOST", "h"), ("PARALLAX_STORAGE_TYPE", "")]);
+        let got = resolve_in(dir.path(), None, &env).unwrap();
+        assert_eq!(got.storage, json!({"postgresql": {"host": "h"}}));
+
+        let e = run("", &[("PARALLAX_DATABASE_PORT", "fivefour")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "PARALLAX_DATABASE_PORT: must be an integer port number, found \"fivefour\""
+        );
+        let e = run(
+            "storage: {postgresql: 3}",
+            &[("PARALLAX_DATABASE_PASSWORD", "secret")],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("PARALLAX_DATABASE_PASSWORD: cannot apply"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Finding and loading the plugin cdylib.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use abi_stable::library::{LibraryError, RootModule};
+use parallax_storage_abi::{
+    ConfigReport, LogLevel, OpenOptions, PluginInfo, PluginModRef, StorageError, ABI_VERSION,
+};
+
+use crate::{client::Storage, logs};
+
+/// Why the plugin could not be found or loaded. One line, naming the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The file name of the plugin library on this platform, e.g. `libparallax_storage.so`.
+pub fn library_file_name() -> String {
+    format!("{}parallax_storage{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+/// The plugin to load: `explicit` (from `--plugin` or `PARALLAX_STORAGE_PLUGIN`) if given, otherwise the
+/// library next to the running executable. The error lists every place looked at.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, LoadError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(LoadError(format!(
+                "plugin {} does not exist; pass --plugin PATH (or PARALLAX_STORAGE_PLUGIN) naming the built {}",
+                p.display(),
+                library_file_name()
+            )))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| LoadError(format!("cannot find the running executable: {e}")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    // Next to the binary (an install, or target/<profile>/), and one level up (cargo's target/<profile>/deps).
+    let candidates = [dir.join(library_file_name()), dir.join("..").join(library_file_name())];
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    Err(LoadError(format!(
+        "storage plugin not found; looked in {}; build it with `cargo build --release` or pass --plugin PATH \
+         (or set PARALLAX_STORAGE_PLUGIN)",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// A loaded plugin module. Load once per process, then open as many storage instances as needed.
+#[derive(Clone, Copy)]
+pub struct Plugin {
+    module: PluginModRef,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin").field("plugin_version", &self.info().plugin_version).finish()
+    }
+}
+
+static LOADED_FROM: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+impl Plugin {
+    /// Loads the plugin cdylib at `path` and checks its ABI version. A process can hold one plugin library;
+    /// loading it again returns the same module, loading a different file is refused.
+    pub fn load(path: &Path) -> Result<Plugin, LoadError> {
+        let canonical = path.canonicalize().map_err(|e| LoadError(format!("cannot load plugin {}: {e}", path.display())))?;
+        let mut loaded = LOADED_FROM.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(prev) = loaded.as_ref() {
+            if *prev != canonical {
+                return Err(LoadError(format!(
+                    "cannot load plugin {}: this process already loaded {} (a process holds one plugin library)",
+                    path.display(),
+                    prev.display()
+                )));
+            }
+        }
+        let module = PluginModRef::load_from_file(&canonical).map_err(|e| describe(path, e))?;
+        *loaded = Some(canonical);
+        let plugin = Plugin { module };
+        logs::install(plugin.module, LogLevel::Debug);
+        Ok(plugin)
+    }
+
+    pub fn info(&self) -> PluginInfo {
+        (self.module.info())()
+    }
+
+    /// Validates a resolved `storage` config without connecting.
+    pub fn check_config(&self, storage: &serde_json::Value) -> Result<ConfigReport, StorageError> {
+        (self.module.check_config())(storage.to_string().into()).into_result()
+    }
+
+    /// Opens a storage instance; runs pending migrations when the config says so.
+    pub fn open(&self, storage: &serde_json::Value) -> Result<Storage, StorageError> {
+        self.open_with(storage, OpenOptions::default())
+    }
+
+    pub fn open_with(&self, storage: &serde_json::Value, options: OpenOptions) -> Result<Storage, StorageError> {
+        let inner = (self.module.open())(storage.to_string().into(), options).into_result()?;
+        Ok(Storage::new(inner))
+    }
+}
+
+fn describe(path: &Path, e: LibraryError) -> LoadError {
+    let p = path.display();
+    let msg = match e {
+        LibraryError::OpenError { err, .. } => {
+            format!("cannot load plugin {p}: not a loadable shared library ({})", first_line(&err.to_string()))
+        }
+        LibraryError::GetSymbolError { .. } => format!(
+            "cannot load plugin {p}: it is a shared library but not a Parallax storage plugin (no root module)"
+        ),
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "plugin {p} is incompatible: it was built against storage ABI {actual_version}, this host needs ABI \
+             {expected_version} (ABI {ABI_VERSION}); rebuild the plugin and the host from the same release"
+        ),
+        LibraryError::AbiInstability(err) => format!(
+            "plugin {p} is incompatible: its storage ABI layout differs from this host's (ABI {ABI_VERSION}): {}",
+            first_line(&err.to_string())
+        ),
+        other => format!("cannot load plugin {p}: {}", first_line(&other.to_string())),
+    };
+    LoadError(msg)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+}

@@ -1,0 +1,364 @@
+//! The plugin's typed view of the `storage` section of `parallax.config.yaml`.
+//!
+//! The host reads the YAML, interpolates `${VAR}` references, applies environment overrides and hands the
+//! section over as JSON; [`parse`] validates it strictly. Unknown keys, wrong types and bad values are
+//! errors naming the full key path (e.g. `storage.sqlite.busyTimeout`). A key set to `null` (in YAML, a key
+//! with nothing after the colon) counts as not set and takes its default.
+
+mod cron;
+mod duration;
+mod output;
+mod parse;
+mod reader;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cron::CronSchedule;
+pub use duration::{format_age, parse_age};
+pub use parse::{from_value, parse};
+
+/// A configuration error: the key path (e.g. `storage.sqlite.busyTimeout`) and what is wrong with it.
+/// Messages never contain the value of a secret (`password`, `url`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret string (password, connection URL). `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The actual value, for handing to a driver. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Defines a configuration enum with its YAML spellings, `as_str` and `Display`.
+macro_rules! config_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value with its spelling in the configuration file.
+            pub const CHOICES: &'static [(&'static str, $name)] = &[$(($text, $name::$variant)),+];
+
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+config_enum!(
+    /// `storage.type`.
+    BackendType { Postgresql = "postgresql", Sqlite = "sqlite", File = "file" }
+);
+config_enum!(
+    /// `storage.sqlite.synchronous`, SQLite's `PRAGMA synchronous`.
+    Synchronous { Off = "off", Normal = "normal", Full = "full", Extra = "extra" }
+);
+config_enum!(
+    /// `storage.file.format`.
+    FileFormat { Yaml = "yaml", Json = "json" }
+);
+config_enum!(
+    /// `storage.postgresql.ssl.mode`, with libpq's meanings.
+    SslMode { Disable = "disable", Prefer = "prefer", Require = "require", VerifyCa = "verify-ca", VerifyFull = "verify-full" }
+);
+config_enum!(
+    /// `storage.postgresql.readPreference`.
+    ReadPreference { Primary = "primary", Replica = "replica", Any = "any" }
+);
+
+impl Synchronous {
+    /// The value for `PRAGMA synchronous = …`.
+    pub fn as_sql(&self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+/// The whole `storage` section.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub backend: BackendType,
+    /// Present when `storage.postgresql` was written or `storage.type` is postgresql.
+    pub postgresql: Option<PostgresConfig>,
+    /// Always filled in (defaults when absent), whichever backend is selected.
+    pub sqlite: SqliteConfig,
+    /// Present when `storage.file.basePath` is set.
+    pub file: Option<FileConfig>,
+    pub migrations: MigrationsConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub wal_mode: bool,
+    pub busy_timeout_ms: u64,
+    pub synchronous: Synchronous,
+    pub read_pool_size: u32,
+}
+
+impl SqliteConfig {
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.busy_timeout_ms)
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: PathBuf::from("./parallax.db"),
+            wal_mode: true,
+            busy_timeout_ms: 5000,
+            synchronous: Synchronous::Full,
+            read_pool_size: 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationsConfig {
+    pub enabled: bool,
+    pub auto_run: bool,
+}
+
+impl Default for MigrationsConfig {
+    fn default() -> Self {
+        MigrationsConfig {
+            enabled: true,
+            auto_run: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileConfig {
+    pub base_path: PathBuf,
+    pub format: FileFormat,
+    pub compress: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// A `postgres://` or `postgresql://` URL; when set, host/database/username are not.
+    pub url: Option<Secret>,
+    pub host: Option<String>,
+    pub port: u16,
+    pub database: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub pool: PoolConfig,
+    pub ssl: SslConfig,
+    pub primary: Option<HostPort>,
+    pub replicas: Vec<HostPort>,
+    pub read_preference: ReadPreference,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub min_connections: u32,
+    pub max_connections: u32,
+    pub idle_timeout_ms: u64,
+    pub max_idle_time_ms: u64,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_connections: 1,
+            max_connections: 10,
+            idle_timeout_ms: 60_000,
+            max_idle_time_ms: 300_000,
+            acquire_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SslConfig {
+    pub enabled: bool,
+    pub mode: SslMode,
+    /// CA bundle; without it verify-ca/verify-full use the system roots.
+    pub ca: Option<PathBuf>,
+}
+
+impl SslConfig {
+    /// The mode to connect with: `disable` unless `enabled` is true.
+    pub fn effective_mode(&self) -> SslMode {
+        if self.enabled {
+            self.mode
+        } else {
+            SslMode::Disable
+        }
+    }
+}
+
+impl Default for SslConfig {
+    fn default() -> Self {
+        SslConfig {
+            enabled: false,
+            mode: SslMode::Prefer,
+            ca: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RetentionConfig {
+    pub executions: Option<RetentionRule>,
+    pub audit_logs: Option<RetentionRule>,
+    pub cleanup_schedule: Option<CronSchedule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub enabled: bool,
+    pub max_age: Option<Duration>,
+    /// Only for `executions`; always `None` for `auditLogs`.
+    pub max_count: Option<u64>,
+}
+
+/// A key that parses but that this build does not act on. Remove rows as features land.
+struct Unenforced {
+    path: &'static str,
+    reason: &'static str,
+    is_set: fn(&StorageConfig) -> bool,
+}
+
+const RETENTION_REASON: &str =
+    "scheduled retention is not implemented yet; run cleanups by hand when available";
+const REPLICA_REASON: &str = "read replicas are not supported yet; every query goes to the configured server";
+
+const NOT_ENFORCED: &[Unenforced] = &[
+    Unenforced {
+        path: "storage.retention.executions",
+        reason: RETENTION_REASON,
+        is_set: |c| c.retention.executions.is_some(),
+    },
+    Unenforced {
+        path: "storage.retention.auditLogs",
+        reason: RETENTION_REASON,
+        is_set: |c| c.retention.audit_logs.is_some(),
+    },
+    Unenforced {
+        path: "storage.retention.cleanupSchedule",
+        reason: RETENTION_REASON,
+        is_set: |c| c.retention.cleanup_schedule.is_some(),
+    },
+    Unenforced {
+        path: "storage.postgresql.primary",
+        reason: REPLICA_REASON,
+        is_set: |c| c.postgresql.as_ref().is_some_and(|p| p.primary.is_some()),
+    },
+    Unenforced {
+        path: "storage.postgresql.replicas",
+        reason: REPLICA_REASON,
+        is_set: |c| c.postgresql.as_ref().is_some_and(|p| !p.replicas.is_empty()),
+    },
+    Unenforced {
+        path: "storage.postgresql.readPreference",
+        reason: REPLICA_REASON,
+        is_set: |c| {
+            c.postgresql
+                .as_ref()
+                .is_some_and(|p| p.read_preference != ReadPreference::Primary)
+        },
+    },
+];
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: BackendType::Sqlite,
+            postgresql: None,
+            sqlite: SqliteConfig::default(),
+            file: None,
+            migrations: MigrationsConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// One sentence per key that is configured but not enforced by this build.
+    pub fn warnings(&self) -> Vec<String> {
+        NOT_ENFORCED
+            .iter()
+            .filter(|u| (u.is_set)(self))
+            .map(|u| {
+                format!(
+                    "{} is configured but not enforced by this build: {}",
+                    u.path, u.reason
+                )
+            })
+            .collect()
+    }
+
+    /// The configuration with every default filled in, camelCase keys as in the YAML, secrets as `***`.
+    pub fn effective_json(&self) -> serde_json::Value {
+        output::effective_json(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

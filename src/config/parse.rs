@@ -1,0 +1,319 @@
+//! Building a [`StorageConfig`] from the JSON the host hands over.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::reader::{self, Section};
+use super::{
+    duration, BackendType, ConfigError, CronSchedule, FileConfig, FileFormat, HostPort, MigrationsConfig,
+    PoolConfig, PostgresConfig, ReadPreference, RetentionConfig, RetentionRule, SqliteConfig, SslConfig,
+    SslMode, StorageConfig, Synchronous,
+};
+
+const MS: &str = "a non-negative integer (milliseconds)";
+const PORT: &str = "a port number (integer 1-65535)";
+const MAX_BUSY_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Parses and validates the `storage` section given as JSON text (`null` and `{}` give all defaults).
+pub fn parse(json: &str) -> Result<StorageConfig, ConfigError> {
+    let value: Value = serde_json::from_str(json).map_err(|e| {
+        ConfigError::new(
+            "storage",
+            format!(
+                "the host passed invalid JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    from_value(&value)
+}
+
+/// Parses and validates the `storage` section given as a JSON value.
+pub fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
+    let root = Section::new("storage".into(), Some(value), reader::STORAGE_KEYS)?;
+    let backend = root.choice("type", "backend", BackendType::CHOICES, BackendType::Sqlite)?;
+
+    let pg_section = root.subsection("postgresql", reader::POSTGRES_KEYS)?;
+    let postgresql = if pg_section.present() || backend == BackendType::Postgresql {
+        Some(postgres(&pg_section, backend == BackendType::Postgresql)?)
+    } else {
+        None
+    };
+
+    let file_section = root.subsection("file", reader::FILE_KEYS)?;
+    let file = file(&file_section)?;
+    if backend == BackendType::File && file.is_none() {
+        return Err(file_section.error("basePath", "required when storage.type is file"));
+    }
+
+    Ok(StorageConfig {
+        backend,
+        postgresql,
+        sqlite: sqlite(&root.subsection("sqlite", reader::SQLITE_KEYS)?)?,
+        file,
+        migrations: migrations(&root.subsection("migrations", reader::MIGRATIONS_KEYS)?)?,
+        retention: retention(&root.subsection("retention", reader::RETENTION_KEYS)?)?,
+    })
+}
+
+fn path(section: &Section<'_>, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(section.string(key)?.map(PathBuf::from))
+}
+
+fn sqlite(s: &Section<'_>) -> Result<SqliteConfig, ConfigError> {
+    let d = SqliteConfig::default();
+    Ok(SqliteConfig {
+        path: path(s, "path")?.unwrap_or(d.path),
+        wal_mode: s.bool("walMode", d.wal_mode)?,
+        busy_timeout_ms: s.int("busyTimeout", MS, (0, MAX_BUSY_TIMEOUT_MS), d.busy_timeout_ms)?,
+        synchronous: s.choice(
+            "synchronous",
+            "synchronous mode",
+            Synchronous::CHOICES,
+            d.synchronous,
+        )?,
+        read_pool_size: small(s.int(
+            "readPoolSize",
+            "an integer 1-64",
+            (1, 64),
+            d.read_pool_size.into(),
+        )?),
+    })
+}
+
+fn file(s: &Section<'_>) -> Result<Option<FileConfig>, ConfigError> {
+    let format = s.choice("format", "file format", FileFormat::CHOICES, FileFormat::Yaml)?;
+    let compress = s.bool("compress", false)?;
+    Ok(path(s, "basePath")?.map(|base_path| FileConfig {
+        base_path,
+        format,
+        compress,
+    }))
+}
+
+fn migrations(s: &Section<'_>) -> Result<MigrationsConfig, ConfigError> {
+    let d = MigrationsConfig::default();
+    Ok(MigrationsConfig {
+        enabled: s.bool("enabled", d.enabled)?,
+        auto_run: s.bool("autoRun", d.auto_run)?,
+    })
+}
+
+/// Narrows a value already range-checked to fit in `u32`/`u16`.
+fn small<T: TryFrom<u64> + Default>(n: u64) -> T {
+    T::try_from(n).unwrap_or_default()
+}
+
+fn port(s: &Section<'_>, key: &str) -> Result<Option<u16>, ConfigError> {
+    if s.get(key).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(small(s.int(key, PORT, (1, 65_535), 0)?)))
+}
+
+fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigError> {
+    let url = s.secret("url")?;
+    let host = s.string("host")?;
+    let database = s.string("database")?;
+    let username = s.string("username")?;
+    let password = s.secret("password")?;
+
+    if let Some(url) = &url {
+        let text = url.expose();
+        let rest = text
+            .strip_prefix("postgresql://")
+            .or_else(|| text.strip_prefix("postgres://"));
+        let Some(rest) = rest else {
+            return Err(s.error(
+                "url",
+                "must start with postgresql:// or postgres:// (value hidden)",
+            ));
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+        if userinfo.is_some_and(|u| u.contains(':')) && password.is_some() {
+            return Err(s.error(
+                "password",
+                "the url already contains a password; set only one of them",
+            ));
+        }
+        let conflicting: Vec<&str> = ["host", "port", "database", "username"]
+            .into_iter()
+            .filter(|k| s.get(k).is_some())
+            .collect();
+        if !conflicting.is_empty() {
+            let msg = format!(
+                "both url and {} are set; use either url or host/port/database/username \
+                 (PARALLAX_DATABASE_URL sets url)",
+                conflicting.join("/")
+            );
+            return Err(ConfigError::new(s.path(), msg));
+        }
+    } else if selected {
+        if host.is_none() {
+            let msg = "storage.type is postgresql but neither url nor host is set; set url \
+                       (postgresql://user@host:5432/db) or host, database and username";
+            return Err(ConfigError::new(s.path(), msg));
+        }
+        for key in ["database", "username"] {
+            if s.get(key).is_none() {
+                return Err(s.error(
+                    key,
+                    "required when storage.postgresql.host is set (or use url instead)",
+                ));
+            }
+        }
+    }
+
+    let ssl = ssl(&s.subsection("ssl", reader::SSL_KEYS)?)?;
+    let primary_section = s.subsection("primary", reader::HOST_PORT_KEYS)?;
+    let primary = if primary_section.present() {
+        Some(host_port(&primary_section)?)
+    } else {
+        None
+    };
+    let replicas = match s.get("replicas") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let path = format!("{}[{i}]", s.key_path("replicas"));
+                host_port(&Section::new(path, Some(item), reader::HOST_PORT_KEYS)?)
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            let found = reader::describe(other, false);
+            return Err(s.error(
+                "replicas",
+                format!("expected a list of {{host, port}} mappings, found {found}"),
+            ));
+        }
+    };
+
+    Ok(PostgresConfig {
+        url,
+        host,
+        port: port(s, "port")?.unwrap_or(5432),
+        database,
+        username,
+        password,
+        pool: pool(&s.subsection("pool", reader::POOL_KEYS)?)?,
+        ssl,
+        primary,
+        replicas,
+        read_preference: s.choice(
+            "readPreference",
+            "read preference",
+            ReadPreference::CHOICES,
+            ReadPreference::Primary,
+        )?,
+    })
+}
+
+fn pool(s: &Section<'_>) -> Result<PoolConfig, ConfigError> {
+    let d = PoolConfig::default();
+    let max = s.int(
+        "maxConnections",
+        "an integer 1-10000",
+        (1, 10_000),
+        d.max_connections.into(),
+    )?;
+    let min = s.int(
+        "minConnections",
+        "a non-negative integer",
+        (0, 10_000),
+        d.min_connections.into(),
+    )?;
+    if min > max {
+        return Err(s.error(
+            "minConnections",
+            format!("must not exceed maxConnections ({max}), found {min}"),
+        ));
+    }
+    Ok(PoolConfig {
+        min_connections: small(min),
+        max_connections: small(max),
+        idle_timeout_ms: s.int("idleTimeout", MS, (0, u64::MAX), d.idle_timeout_ms)?,
+        max_idle_time_ms: s.int("maxIdleTime", MS, (0, u64::MAX), d.max_idle_time_ms)?,
+        acquire_timeout_ms: s.int("acquireTimeout", MS, (0, u64::MAX), d.acquire_timeout_ms)?,
+    })
+}
+
+fn ssl(s: &Section<'_>) -> Result<SslConfig, ConfigError> {
+    let d = SslConfig::default();
+    let enabled = s.bool("enabled", d.enabled)?;
+    let mode = s.choice("mode", "ssl mode", SslMode::CHOICES, d.mode)?;
+    if !enabled && matches!(mode, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) {
+        let msg = format!(
+            "{mode} needs TLS, but {}.enabled is false; set enabled: true",
+            s.path()
+        );
+        return Err(s.error("mode", msg));
+    }
+    Ok(SslConfig {
+        enabled,
+        mode,
+        ca: path(s, "ca")?,
+    })
+}
+
+fn host_port(s: &Section<'_>) -> Result<HostPort, ConfigError> {
+    let Some(host) = s.string("host")? else {
+        return Err(s.error("host", "required"));
+    };
+    Ok(HostPort {
+        host,
+        port: port(s, "port")?,
+    })
+}
+
+fn retention(s: &Section<'_>) -> Result<RetentionConfig, ConfigError> {
+    let executions = s.subsection("executions", reader::EXECUTIONS_KEYS)?;
+    let audit_logs = s.subsection("auditLogs", reader::AUDIT_LOGS_KEYS)?;
+    let cleanup_schedule = match s.get("cleanupSchedule") {
+        None => None,
+        Some(Value::String(expr)) => {
+            Some(CronSchedule::parse(expr).map_err(|msg| s.error("cleanupSchedule", msg))?)
+        }
+        Some(other) => {
+            let found = reader::describe(other, false);
+            let msg = format!("expected a cron expression string such as \"0 2 * * *\", found {found}");
+            return Err(s.error("cleanupSchedule", msg));
+        }
+    };
+    Ok(RetentionConfig {
+        executions: executions.present().then(|| rule(&executions)).transpose()?,
+        audit_logs: audit_logs.present().then(|| rule(&audit_logs)).transpose()?,
+        cleanup_schedule,
+    })
+}
+
+fn rule(s: &Section<'_>) -> Result<RetentionRule, ConfigError> {
+    let max_age = match s.get("maxAge") {
+        None => None,
+        Some(Value::String(text)) => Some(duration::parse_age(text).map_err(|m| s.error("maxAge", m))?),
+        Some(Value::Number(n)) => {
+            let msg = format!("missing unit in {n}; write e.g. {n}d or {n}h (units: s, m, h, d, w)");
+            return Err(s.error("maxAge", msg));
+        }
+        Some(other) => {
+            let found = reader::describe(other, false);
+            return Err(s.error(
+                "maxAge",
+                format!("expected an age such as \"30d\", found {found}"),
+            ));
+        }
+    };
+    let max_count = match s.get("maxCount") {
+        None => None,
+        Some(_) => Some(s.int("maxCount", "a positive integer", (1, u64::MAX), 0)?),
+    };
+    Ok(RetentionRule {
+        enabled: s.bool("enabled", true)?,
+        max_age,
+        max_count,
+    })
+}

@@ -1,0 +1,80 @@
+//! The backend-neutral storage contract every backend implements. The ABI adapter ([`crate::adapter`])
+//! validates input, fills in ids and timestamps, and then calls one of these methods on the plugin runtime, so
+//! a backend receives only validated input with every `id`/timestamp set.
+
+use std::future::Future;
+
+use parallax_storage_abi::{
+    AuditEntry, AuditQuery, Execution, ExecutionCompletion, ExecutionEvent, ExecutionFilter,
+    ExecutionUpdate, Health, MigrationInfo, MigrationReport, NewAuditEntry, NewEvent,
+    NewExecution, NewPattern, Pattern,
+};
+
+use crate::{error::Result, validate::Page};
+
+pub trait Contract: Send + Sync + 'static {
+    fn put_pattern(&self, p: NewPattern) -> impl Future<Output = Result<Pattern>> + Send;
+    fn get_pattern(&self, name: String, version: String) -> impl Future<Output = Result<Pattern>> + Send;
+    /// Every version of `name`, in any order (the adapter sorts by semantic version).
+    fn pattern_versions(&self, name: String) -> impl Future<Output = Result<Vec<Pattern>>> + Send;
+    /// Every version of up to `page.limit + 1` names after the cursor name, ordered by name.
+    fn patterns_after(&self, page: Page<String>) -> impl Future<Output = Result<Vec<Pattern>>> + Send;
+    fn delete_pattern(&self, name: String, version: String) -> impl Future<Output = Result<()>> + Send;
+
+    fn create_execution(&self, e: NewExecution) -> impl Future<Output = Result<Execution>> + Send;
+    fn update_execution(&self, id: String, u: ExecutionUpdate)
+        -> impl Future<Output = Result<Execution>> + Send;
+    /// `c.completed_at` is set.
+    fn complete_execution(
+        &self,
+        id: String,
+        c: ExecutionCompletion,
+    ) -> impl Future<Output = Result<Execution>> + Send;
+    fn get_execution(&self, id: String) -> impl Future<Output = Result<Execution>> + Send;
+    /// Up to `page.limit + 1` rows after the cursor, newest first (`started_at` desc, id desc).
+    fn list_executions(
+        &self,
+        f: ExecutionFilter,
+        page: Page<(i64, String)>,
+    ) -> impl Future<Output = Result<Vec<Execution>>> + Send;
+    fn count_executions(&self, f: ExecutionFilter) -> impl Future<Output = Result<u64>> + Send;
+
+    /// `e.recorded_at` is set; `event_id` is the new event's id.
+    fn append_event(
+        &self,
+        execution_id: String,
+        event_id: String,
+        e: NewEvent,
+    ) -> impl Future<Output = Result<ExecutionEvent>> + Send;
+    fn list_events(&self, execution_id: String) -> impl Future<Output = Result<Vec<ExecutionEvent>>> + Send;
+
+    /// All or nothing. Every entry has its id and timestamp set.
+    fn append_audit(&self, entries: Vec<NewAuditEntry>) -> impl Future<Output = Result<()>> + Send;
+    /// Up to `page.limit + 1` entries after the cursor, newest first (timestamp desc, id desc).
+    fn query_audit(
+        &self,
+        q: AuditQuery,
+        page: Page<(i64, String)>,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
+
+    fn migration_status(&self) -> impl Future<Output = Result<Vec<MigrationInfo>>> + Send;
+    fn migrate_up(&self) -> impl Future<Output = Result<MigrationReport>> + Send;
+    fn migrate_down(&self) -> impl Future<Output = Result<MigrationReport>> + Send;
+    fn migrate_to(&self, version: String) -> impl Future<Output = Result<MigrationReport>> + Send;
+
+    fn health(&self) -> impl Future<Output = Result<Health>> + Send;
+    /// Stops background work and closes connections. Called once.
+    fn shutdown(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Helpers the adapter uses to shape a backend's raw rows into pages.
+pub fn into_page<T, K>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(key);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+

@@ -1,0 +1,94 @@
+//! Opening SQLite connections with the configured pragmas.
+
+use diesel::{
+    connection::{Connection, SimpleConnection},
+    r2d2::{ConnectionManager, CustomizeConnection, Pool},
+    sql_query,
+    sql_types::Text,
+    sqlite::SqliteConnection,
+    QueryableByName, RunQueryDsl,
+};
+
+use crate::{
+    config::SqliteConfig,
+    error::{Error, Result},
+};
+
+pub type ReadPool = Pool<ConnectionManager<SqliteConnection>>;
+
+fn common_pragmas(cfg: &SqliteConfig) -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+        cfg.busy_timeout_ms,
+        cfg.synchronous.as_sql()
+    )
+}
+
+#[derive(QueryableByName)]
+struct JournalMode {
+    #[diesel(sql_type = Text)]
+    journal_mode: String,
+}
+
+pub fn url(cfg: &SqliteConfig) -> Result<String> {
+    let path = &cfg.path;
+    let text = path.to_str().ok_or_else(|| {
+        Error::invalid(format!("storage.sqlite.path {} is not valid UTF-8", path.display()))
+    })?;
+    if text == ":memory:" || text.starts_with("file:") {
+        return Err(Error::invalid(format!(
+            "storage.sqlite.path {text:?} is not supported: give a file path (an in-memory database would be \
+             private to one connection and lose every write)"
+        )));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(Error::invalid(format!(
+                "storage.sqlite.path {}: directory {} does not exist; create it or choose another path",
+                path.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(text.to_string())
+}
+
+/// The writer's connection: sets the journal mode too (persistent in the file) and reports what it got.
+pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
+    let url = url(cfg)?;
+    let mut conn = SqliteConnection::establish(&url)
+        .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))?;
+    conn.batch_execute(&common_pragmas(cfg))?;
+    let want = if cfg.wal_mode { "wal" } else { "delete" };
+    let got: JournalMode = sql_query(format!("PRAGMA journal_mode = {want}")).get_result(&mut conn)?;
+    if !got.journal_mode.eq_ignore_ascii_case(want) {
+        tracing::warn!(
+            path = %url,
+            wanted = want,
+            got = %got.journal_mode,
+            "SQLite did not switch the journal mode (another connection may hold the database open)"
+        );
+    }
+    Ok(conn)
+}
+
+#[derive(Debug)]
+struct ReaderPragmas(String);
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReaderPragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&self.0).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Read-only connections for queries; they never take the write lock.
+pub fn read_pool(cfg: &SqliteConfig) -> Result<ReadPool> {
+    let url = url(cfg)?;
+    Pool::builder()
+        .max_size(cfg.read_pool_size)
+        .min_idle(Some(1))
+        .connection_timeout(std::time::Duration::from_millis(cfg.busy_timeout_ms.max(1000)))
+        .connection_customizer(Box::new(ReaderPragmas(format!("{} PRAGMA query_only = ON;", common_pragmas(cfg)))))
+        .build(ConnectionManager::new(url.clone()))
+        .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))
+}

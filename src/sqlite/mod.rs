@@ -1,0 +1,118 @@
+//! The SQLite backend: Diesel with the generated schema, one group-committing writer, a pool of read-only
+//! connections, and the embedded migrations.
+
+mod connection;
+pub mod migrations;
+mod models;
+mod queries;
+#[rustfmt::skip]
+pub mod schema;
+mod writer;
+
+use diesel::{sql_query, sql_types::Text, QueryableByName, RunQueryDsl};
+use parallax_storage_abi::{Health, OpenOptions};
+
+use self::{connection::ReadPool, writer::Writer};
+use crate::{
+    config::StorageConfig,
+    error::{Error, Result},
+};
+
+pub struct SqliteBackend {
+    cfg: StorageConfig,
+    writer: Writer,
+    readers: ReadPool,
+}
+
+impl SqliteBackend {
+    pub async fn open(cfg: StorageConfig, options: OpenOptions) -> Result<Self> {
+        let sqlite = cfg.sqlite.clone();
+        let migrations = cfg.migrations.clone();
+        let (conn, pool) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut conn = connection::writer(&sqlite)?;
+            if !options.maintenance {
+                check_schema(&mut conn, migrations.enabled && migrations.auto_run)?;
+            }
+            Ok((conn, connection::read_pool(&sqlite)?))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("opening SQLite failed: {e}")))??;
+        tracing::info!(path = %cfg.sqlite.path.display(), wal = cfg.sqlite.wal_mode, "SQLite storage opened");
+        Ok(SqliteBackend { cfg, writer: Writer::start(conn)?, readers: pool })
+    }
+
+    /// Runs `f` on a read-only pooled connection, off the async worker threads.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut diesel::SqliteConnection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(p) => Error::from_panic(p, "a SQLite read"),
+            Err(_) => Error::unavailable("the SQLite read was cancelled"),
+        })?
+    }
+}
+
+/// Refuses a schema that is behind (unless `auto_run`, which brings it up to date) or ahead of this plugin.
+fn check_schema(conn: &mut diesel::SqliteConnection, auto_run: bool) -> Result<()> {
+    let status = migrations::status(conn)?;
+    let unknown = migrations::unknown_applied(&status);
+    if !unknown.is_empty() {
+        return Err(Error::schema(format!(
+            "the database has migrations this plugin does not know ({}): it was migrated by a newer plugin; \
+             upgrade the plugin, or roll back with the newer one",
+            unknown.join(", ")
+        )));
+    }
+    let pending = migrations::pending(&status);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if !auto_run {
+        return Err(Error::schema(format!(
+            "{} migration(s) pending ({}); run `parallax storage migrate up`, or set storage.migrations.enabled \
+             and storage.migrations.autoRun to true",
+            pending.len(),
+            pending.join(", ")
+        )));
+    }
+    let report = migrations::up(conn)?;
+    tracing::info!(applied = report.applied.len(), versions = ?report.applied, "applied pending SQLite migrations");
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = Text)]
+    v: String,
+}
+
+impl SqliteBackend {
+    async fn health_impl(&self) -> Result<Health> {
+        let location = self.cfg.sqlite.path.display().to_string();
+        let warnings = self.cfg.warnings();
+        self.read(move |conn| {
+            let started = std::time::Instant::now();
+            let v: Version = sql_query("SELECT sqlite_version() AS v").get_result(conn)?;
+            let latency_us = started.elapsed().as_micros() as i64;
+            let status = migrations::status(conn)?;
+            Ok(Health {
+                backend: "sqlite".into(),
+                server_version: format!("SQLite {}", v.v).into(),
+                location: location.into(),
+                latency_us,
+                schema_version: migrations::current_version(&status),
+                pending_migrations: migrations::pending(&status).len() as u32,
+                warnings: warnings.into_iter().map(Into::into).collect(),
+            })
+        })
+        .await
+    }
+}

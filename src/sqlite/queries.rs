@@ -1,0 +1,382 @@
+//! The storage contract on SQLite: reads on the pool, writes through the group-committing writer.
+
+use abi_stable::std_types::ROption::RSome;
+use diesel::{
+    dsl::{count_star, max, sql},
+    prelude::*,
+    sql_types::{Bool, Text},
+    sqlite::Sqlite,
+};
+use parallax_storage_abi::*;
+
+use super::{
+    migrations,
+    models::{status_of, AuditRow, EventRow, ExecutionChanges, ExecutionRow, PatternRow},
+    schema::{audit_logs, execution_events, executions, patterns},
+    SqliteBackend,
+};
+use crate::{
+    contract::Contract,
+    error::{Error, Result},
+    time::now_micros,
+    validate::Page,
+};
+
+fn s(r: &abi_stable::std_types::RString) -> String {
+    r.to_string()
+}
+
+fn exec_not_found(id: &str) -> Error {
+    Error::not_found(format!("execution {id} not found"))
+}
+
+fn load_execution(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRow> {
+    executions::table
+        .find(id)
+        .select(ExecutionRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| exec_not_found(id))
+}
+
+fn apply_filter<'a, ST: 'a>(
+    mut q: executions::BoxedQuery<'a, Sqlite, ST>,
+    f: &ExecutionFilter,
+) -> executions::BoxedQuery<'a, Sqlite, ST> {
+    if let RSome(n) = &f.pattern_name {
+        q = q.filter(executions::pattern_name.eq(s(n)));
+    }
+    if let RSome(v) = &f.pattern_version {
+        q = q.filter(executions::pattern_version.eq(s(v)));
+    }
+    if !f.statuses.is_empty() {
+        q = q.filter(executions::status.eq_any(f.statuses.iter().map(|st| st.as_str()).collect::<Vec<_>>()));
+    }
+    if let RSome(from) = f.started_from {
+        q = q.filter(executions::started_at.ge(from));
+    }
+    if let RSome(until) = f.started_until {
+        q = q.filter(executions::started_at.lt(until));
+    }
+    for tag in f.tags.iter() {
+        q = q.filter(
+            sql::<Bool>("EXISTS (SELECT 1 FROM json_each(executions.tags) WHERE json_each.value = ")
+                .bind::<Text, _>(s(tag))
+                .sql(")"),
+        );
+    }
+    q
+}
+
+impl Contract for SqliteBackend {
+    async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
+        let pattern = Pattern {
+            id: p.id.clone().unwrap_or_default(),
+            name: p.name,
+            version: p.version,
+            description: p.description,
+            definition: p.definition,
+            created_at: now_micros(),
+            created_by: p.created_by,
+        };
+        let row = PatternRow::from(&pattern);
+        self.writer
+            .write("put_pattern", move |conn| {
+                diesel::insert_into(patterns::table).values(&row).execute(conn).map_err(|e| match Error::from(e) {
+                    e if e.kind() == ErrorKind::Conflict && e.0.message.contains("patterns.name") => Error::conflict(
+                        format!("pattern {:?} version {} already exists; versions are immutable", row.name, row.version),
+                    ),
+                    e => e,
+                })?;
+                Ok(())
+            })
+            .await?;
+        Ok(pattern)
+    }
+
+    async fn get_pattern(&self, name: String, version: String) -> Result<Pattern> {
+        self.read(move |conn| {
+            patterns::table
+                .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
+                .select(PatternRow::as_select())
+                .first(conn)
+                .optional()?
+                .map(Pattern::from)
+                .ok_or_else(|| Error::not_found(format!("pattern {name:?} version {version} not found")))
+        })
+        .await
+    }
+
+    async fn pattern_versions(&self, name: String) -> Result<Vec<Pattern>> {
+        self.read(move |conn| {
+            let rows = patterns::table.filter(patterns::name.eq(&name)).select(PatternRow::as_select()).load(conn)?;
+            Ok(rows.into_iter().map(Pattern::from).collect())
+        })
+        .await
+    }
+
+    async fn patterns_after(&self, page: Page<String>) -> Result<Vec<Pattern>> {
+        self.read(move |conn| {
+            let mut names = patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
+            if let Some(after) = &page.after {
+                names = names.filter(patterns::name.gt(after.clone()));
+            }
+            let names: Vec<String> = names.limit(page.limit as i64 + 1).load(conn)?;
+            let rows = patterns::table
+                .filter(patterns::name.eq_any(&names))
+                .order(patterns::name)
+                .select(PatternRow::as_select())
+                .load(conn)?;
+            Ok(rows.into_iter().map(Pattern::from).collect())
+        })
+        .await
+    }
+
+    async fn delete_pattern(&self, name: String, version: String) -> Result<()> {
+        self.writer
+            .write("delete_pattern", move |conn| {
+                let n = diesel::delete(patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))))
+                    .execute(conn)?;
+                if n == 0 {
+                    return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
+        let tags: Vec<String> = e.tags.iter().map(s).collect();
+        let row = ExecutionRow {
+            id: e.id.clone().unwrap_or_default().into(),
+            pattern_name: s(&e.pattern_name),
+            pattern_version: s(&e.pattern_version),
+            status: e.status.as_str().into(),
+            input: e.input.as_ref().map(s).into_option(),
+            output: None,
+            error: None,
+            started_at: e.started_at.unwrap_or_default(),
+            completed_at: None,
+            duration_ms: None,
+            metadata: e.metadata.as_ref().map(s).into_option(),
+            tags: serde_json::to_string(&tags).map_err(|e| Error::internal(e.to_string()))?,
+        };
+        self.writer
+            .write("create_execution", move |conn| {
+                diesel::insert_into(executions::table).values(&row).execute(conn).map_err(|e| match Error::from(e) {
+                    e if e.kind() == ErrorKind::Conflict => Error::conflict(format!("execution {} already exists", row.id)),
+                    e => e,
+                })?;
+                Execution::try_from(row)
+            })
+            .await
+    }
+
+    async fn update_execution(&self, id: String, u: ExecutionUpdate) -> Result<Execution> {
+        self.writer
+            .write("update_execution", move |conn| {
+                let row = load_execution(conn, &id)?;
+                let status = status_of(&row.status)?;
+                if status.is_final() {
+                    return Err(Error::conflict(format!(
+                        "execution {id} is {} and can no longer be updated",
+                        status.as_str()
+                    )));
+                }
+                let changes = ExecutionChanges {
+                    status: u.status.map(|s| s.as_str().to_string()).into_option(),
+                    output: u.output.as_ref().map(s).into_option(),
+                    error: u.error.as_ref().map(s).into_option(),
+                    metadata: u.metadata.as_ref().map(s).into_option(),
+                    ..Default::default()
+                };
+                if changes.status.is_none() && changes.output.is_none() && changes.error.is_none() && changes.metadata.is_none() {
+                    return Execution::try_from(row);
+                }
+                let row = diesel::update(executions::table.find(&id))
+                    .set(&changes)
+                    .returning(ExecutionRow::as_returning())
+                    .get_result(conn)?;
+                Execution::try_from(row)
+            })
+            .await
+    }
+
+    async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
+        self.writer
+            .write("complete_execution", move |conn| {
+                let row = load_execution(conn, &id)?;
+                let status = status_of(&row.status)?;
+                if status.is_final() {
+                    return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
+                }
+                let completed_at = c.completed_at.unwrap_or_else(now_micros);
+                if completed_at < row.started_at {
+                    return Err(Error::invalid(format!(
+                        "completed_at {completed_at} is before the execution's started_at {}",
+                        row.started_at
+                    )));
+                }
+                let changes = ExecutionChanges {
+                    status: Some(c.status.as_str().to_string()),
+                    output: c.output.as_ref().map(s).into_option(),
+                    error: c.error.as_ref().map(s).into_option(),
+                    metadata: None,
+                    completed_at: Some(completed_at),
+                    duration_ms: Some((completed_at - row.started_at) / 1000),
+                };
+                let row = diesel::update(executions::table.find(&id))
+                    .set(&changes)
+                    .returning(ExecutionRow::as_returning())
+                    .get_result(conn)?;
+                Execution::try_from(row)
+            })
+            .await
+    }
+
+    async fn get_execution(&self, id: String) -> Result<Execution> {
+        self.read(move |conn| Execution::try_from(load_execution(conn, &id)?)).await
+    }
+
+    async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
+        self.read(move |conn| {
+            let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
+            if let Some((ts, id)) = page.after {
+                q = q.filter(executions::started_at.lt(ts).or(executions::started_at.eq(ts).and(executions::id.lt(id))));
+            }
+            let rows =
+                q.order((executions::started_at.desc(), executions::id.desc())).limit(page.limit as i64 + 1).load(conn)?;
+            rows.into_iter().map(Execution::try_from).collect()
+        })
+        .await
+    }
+
+    async fn count_executions(&self, f: ExecutionFilter) -> Result<u64> {
+        self.read(move |conn| {
+            let n: i64 = apply_filter(executions::table.select(count_star()).into_boxed(), &f).first(conn)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn append_event(&self, execution_id: String, event_id: String, e: NewEvent) -> Result<ExecutionEvent> {
+        self.writer
+            .write("append_event", move |conn| {
+                let status: String = executions::table
+                    .find(&execution_id)
+                    .select(executions::status)
+                    .first(conn)
+                    .optional()?
+                    .ok_or_else(|| exec_not_found(&execution_id))?;
+                let status = status_of(&status)?;
+                if status.is_final() {
+                    return Err(Error::conflict(format!(
+                        "execution {execution_id} is {}; events can only be appended to pending or running executions",
+                        status.as_str()
+                    )));
+                }
+                let last: Option<i64> = execution_events::table
+                    .filter(execution_events::execution_id.eq(&execution_id))
+                    .select(max(execution_events::seq))
+                    .first(conn)?;
+                let row = EventRow {
+                    id: event_id,
+                    execution_id,
+                    seq: last.unwrap_or(0) + 1,
+                    kind: e.kind.as_str().to_string(),
+                    payload: s(&e.payload),
+                    recorded_at: e.recorded_at.unwrap_or_default(),
+                };
+                diesel::insert_into(execution_events::table).values(&row).execute(conn)?;
+                ExecutionEvent::try_from(row)
+            })
+            .await
+    }
+
+    async fn list_events(&self, execution_id: String) -> Result<Vec<ExecutionEvent>> {
+        self.read(move |conn| {
+            let rows = execution_events::table
+                .filter(execution_events::execution_id.eq(&execution_id))
+                .order(execution_events::seq)
+                .select(EventRow::as_select())
+                .load(conn)?;
+            if rows.is_empty() {
+                // Distinguish "no events yet" from "no such execution".
+                load_execution(conn, &execution_id)?;
+            }
+            rows.into_iter().map(ExecutionEvent::try_from).collect()
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> Result<()> {
+        let rows: Vec<AuditRow> = entries.iter().map(AuditRow::from).collect();
+        self.writer
+            .write("append_audit", move |conn| {
+                // 9 bound values a row: stay well under SQLite's variable limit.
+                for chunk in rows.chunks(1000) {
+                    diesel::insert_into(audit_logs::table).values(chunk).execute(conn)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
+        self.read(move |conn| {
+            let mut b = audit_logs::table.select(AuditRow::as_select()).into_boxed();
+            if let RSome(v) = &q.actor {
+                b = b.filter(audit_logs::actor.eq(s(v)));
+            }
+            if let RSome(v) = &q.action {
+                b = b.filter(audit_logs::action.eq(s(v)));
+            }
+            if let RSome(v) = &q.resource_type {
+                b = b.filter(audit_logs::resource_type.eq(s(v)));
+            }
+            if let RSome(v) = &q.resource_id {
+                b = b.filter(audit_logs::resource_id.eq(s(v)));
+            }
+            if let RSome(v) = q.from {
+                b = b.filter(audit_logs::timestamp.ge(v));
+            }
+            if let RSome(v) = q.until {
+                b = b.filter(audit_logs::timestamp.lt(v));
+            }
+            if let Some((ts, id)) = page.after {
+                b = b.filter(audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))));
+            }
+            let rows =
+                b.order((audit_logs::timestamp.desc(), audit_logs::id.desc())).limit(page.limit as i64 + 1).load(conn)?;
+            Ok(rows.into_iter().map(AuditEntry::from).collect())
+        })
+        .await
+    }
+
+    async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
+        self.read(|conn| migrations::status(conn)).await
+    }
+
+    async fn migrate_up(&self) -> Result<MigrationReport> {
+        self.writer.solo("migrate_up", migrations::up).await
+    }
+
+    async fn migrate_down(&self) -> Result<MigrationReport> {
+        self.writer.solo("migrate_down", migrations::down).await
+    }
+
+    async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
+        self.writer.solo("migrate_to", move |conn| migrations::to(conn, &version)).await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        self.health_impl().await
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        let writer = &self.writer;
+        tokio::task::block_in_place(|| writer.stop());
+        tracing::info!(path = %self.cfg.sqlite.path.display(), "SQLite storage closed");
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    audit_logs (id) {
+        id -> Text,
+        timestamp -> BigInt,
+        action -> Text,
+        actor -> Nullable<Text>,
+        resource_type -> Nullable<Text>,
+        resource_id -> Nullable<Text>,
+        details -> Nullable<Text>,
+        ip_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    execution_events (id) {
+        id -> Text,
+        execution_id -> Text,
+        seq -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        recorded_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    executions (id) {
+        id -> Text,
+        pattern_name -> Text,
+        pattern_version -> Text,
+        status -> Text,
+        input -> Nullable<Text>,
+        output -> Nullable<Text>,
+        error -> Nullable<Text>,
+        started_at -> BigInt,
+        completed_at -> Nullable<BigInt>,
+        duration_ms -> Nullable<BigInt>,
+        metadata -> Nullable<Text>,
+        tags -> Text,
+    }
+}
+
+diesel::table! {
+    patterns (id) {
+        id -> Text,
+        name -> Text,
+        version -> Text,
+        description -> Nullable<Text>,
+        definition -> Text,
+        created_at -> BigInt,
+        created_by -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(execution_events -> executions (execution_id));
+
+diesel::allow_tables_to_appear_in_same_query!(audit_logs, execution_events, executions, patterns,);
