@@ -19,6 +19,18 @@ pub fn set_sink(sink: LogSink) {
     INSTALL.call_once(|| {
         // Fails only if something in this library already set a global subscriber, which nothing does.
         let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(ForwardLayer));
+        // This library has its own copy of std and so its own panic hook: report plugin panics through the
+        // host's log sink instead of raw stderr. They are still caught and returned as `Panicked` errors.
+        std::panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(target: "parallax_storage::panic", location = %location, "plugin panicked: {payload}");
+        }));
     });
 }
 

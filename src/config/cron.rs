@@ -16,42 +16,16 @@ struct FieldSpec {
     names: &'static [&'static str],
 }
 
-const MONTH_NAMES: &[&str] = &[
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
+const MONTH_NAMES: &[&str] =
+    &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 const DAY_NAMES: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 const FIELDS: [FieldSpec; 5] = [
-    FieldSpec {
-        name: "minute",
-        min: 0,
-        max: 59,
-        names: &[],
-    },
-    FieldSpec {
-        name: "hour",
-        min: 0,
-        max: 23,
-        names: &[],
-    },
-    FieldSpec {
-        name: "day-of-month",
-        min: 1,
-        max: 31,
-        names: &[],
-    },
-    FieldSpec {
-        name: "month",
-        min: 1,
-        max: 12,
-        names: MONTH_NAMES,
-    },
-    FieldSpec {
-        name: "day-of-week",
-        min: 0,
-        max: 7,
-        names: DAY_NAMES,
-    },
+    FieldSpec { name: "minute", min: 0, max: 59, names: &[] },
+    FieldSpec { name: "hour", min: 0, max: 23, names: &[] },
+    FieldSpec { name: "day-of-month", min: 1, max: 31, names: &[] },
+    FieldSpec { name: "month", min: 1, max: 12, names: MONTH_NAMES },
+    FieldSpec { name: "day-of-week", min: 0, max: 7, names: DAY_NAMES },
 ];
 
 /// A parsed cron schedule. `expr` is the expression as written; the parsed sets are private so that a
@@ -104,10 +78,7 @@ impl CronSchedule {
         let mut sets = [0u64; 5];
         for ((set, part), spec) in sets.iter_mut().zip(&parts).zip(&FIELDS) {
             *set = parse_field(part, spec).map_err(|reason| {
-                format!(
-                    "invalid cron expression {trimmed:?}: {} field {part:?}: {reason}",
-                    spec.name
-                )
+                format!("invalid cron expression {trimmed:?}: {} field {part:?}: {reason}", spec.name)
             })?;
         }
         // Sunday may be written 7; fold it onto 0.
@@ -173,13 +144,11 @@ impl CronSchedule {
     /// The first matching minute of the day at or after `from` (minutes since midnight).
     fn first_time_from(&self, from: i64) -> Option<i64> {
         let (from_hour, from_minute) = (from / 60, from % 60);
-        (from_hour..24)
-            .filter(|h| self.hours & (1 << h) != 0)
-            .find_map(|h| {
-                let floor = if h == from_hour { from_minute } else { 0 };
-                let candidates = self.minutes & (u64::MAX << floor);
-                (candidates != 0).then(|| h * 60 + i64::from(candidates.trailing_zeros()))
-            })
+        (from_hour..24).filter(|h| self.hours & (1 << h) != 0).find_map(|h| {
+            let floor = if h == from_hour { from_minute } else { 0 };
+            let candidates = self.minutes & (u64::MAX << floor);
+            (candidates != 0).then(|| h * 60 + i64::from(candidates.trailing_zeros()))
+        })
     }
 }
 
@@ -213,10 +182,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
                     .parse()
                     .map_err(|_| format!("step {step:?} in {item:?} is not a positive number"))?;
                 if step == 0 || step > spec.max {
-                    return Err(format!(
-                        "step {step} in {item:?} must be between 1 and {}",
-                        spec.max
-                    ));
+                    return Err(format!("step {step} in {item:?} must be between 1 and {}", spec.max));
                 }
                 (range, Some(step))
             }
@@ -227,9 +193,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
         } else if let Some((a, b)) = range.split_once('-') {
             let (lo, hi) = (parse_value(a, spec)?, parse_value(b, spec)?);
             if lo > hi {
-                return Err(format!(
-                    "range {range:?} runs backwards; write the smaller value first"
-                ));
+                return Err(format!("range {range:?} runs backwards; write the smaller value first"));
             }
             (lo, hi)
         } else if step.is_some() {
@@ -303,93 +267,42 @@ mod tests {
     fn daily_at_two() {
         let t = at(2024, 1, 15, 10, 30, 0);
         assert_eq!(next("0 2 * * *", t), Some(at(2024, 1, 16, 2, 0, 0)));
-        assert_eq!(
-            next("0 2 * * *", at(2024, 1, 15, 1, 59, 59)),
-            Some(at(2024, 1, 15, 2, 0, 0))
-        );
+        assert_eq!(next("0 2 * * *", at(2024, 1, 15, 1, 59, 59)), Some(at(2024, 1, 15, 2, 0, 0)));
         // Strictly after: exactly at the fire time goes to the next day.
-        assert_eq!(
-            next("0 2 * * *", at(2024, 1, 15, 2, 0, 0)),
-            Some(at(2024, 1, 16, 2, 0, 0))
-        );
+        assert_eq!(next("0 2 * * *", at(2024, 1, 15, 2, 0, 0)), Some(at(2024, 1, 16, 2, 0, 0)));
         assert_eq!(next("@daily", t), Some(at(2024, 1, 16, 0, 0, 0)));
     }
 
     #[test]
     fn steps_ranges_lists_and_names() {
-        assert_eq!(
-            next("*/15 * * * *", at(2024, 1, 15, 10, 7, 30)),
-            Some(at(2024, 1, 15, 10, 15, 0))
-        );
-        assert_eq!(
-            next("*/15 * * * *", at(2024, 1, 15, 23, 50, 0)),
-            Some(at(2024, 1, 16, 0, 0, 0))
-        );
-        assert_eq!(
-            next("10-40/20 9-17 * * *", at(2024, 1, 15, 17, 31, 0)),
-            Some(at(2024, 1, 16, 9, 10, 0))
-        );
-        assert_eq!(
-            next("0 0 1 jan,JUL *", at(2024, 2, 1, 0, 0, 0)),
-            Some(at(2024, 7, 1, 0, 0, 0))
-        );
-        assert_eq!(
-            next("0 0 * * 7", at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 1, 7, 0, 0, 0))
-        );
-        assert_eq!(
-            next("0 0 * * SUN", at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 1, 7, 0, 0, 0))
-        );
-        assert_eq!(
-            next("0 0 * * mon-fri", at(2024, 1, 6, 12, 0, 0)),
-            Some(at(2024, 1, 8, 0, 0, 0))
-        );
-        assert_eq!(
-            next("@yearly", at(2024, 3, 1, 0, 0, 0)),
-            Some(at(2025, 1, 1, 0, 0, 0))
-        );
+        assert_eq!(next("*/15 * * * *", at(2024, 1, 15, 10, 7, 30)), Some(at(2024, 1, 15, 10, 15, 0)));
+        assert_eq!(next("*/15 * * * *", at(2024, 1, 15, 23, 50, 0)), Some(at(2024, 1, 16, 0, 0, 0)));
+        assert_eq!(next("10-40/20 9-17 * * *", at(2024, 1, 15, 17, 31, 0)), Some(at(2024, 1, 16, 9, 10, 0)));
+        assert_eq!(next("0 0 1 jan,JUL *", at(2024, 2, 1, 0, 0, 0)), Some(at(2024, 7, 1, 0, 0, 0)));
+        assert_eq!(next("0 0 * * 7", at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 1, 7, 0, 0, 0)));
+        assert_eq!(next("0 0 * * SUN", at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 1, 7, 0, 0, 0)));
+        assert_eq!(next("0 0 * * mon-fri", at(2024, 1, 6, 12, 0, 0)), Some(at(2024, 1, 8, 0, 0, 0)));
+        assert_eq!(next("@yearly", at(2024, 3, 1, 0, 0, 0)), Some(at(2025, 1, 1, 0, 0, 0)));
     }
 
     #[test]
     fn day_of_month_or_day_of_week() {
         // 2024-01-01 is a Monday; Friday the 5th comes before the 13th.
-        assert_eq!(
-            next("0 0 13 * FRI", at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 1, 5, 0, 0, 0))
-        );
+        assert_eq!(next("0 0 13 * FRI", at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 1, 5, 0, 0, 0)));
         // With day-of-week unrestricted only the day of month counts.
-        assert_eq!(
-            next("0 0 13 * *", at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 1, 13, 0, 0, 0))
-        );
+        assert_eq!(next("0 0 13 * *", at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 1, 13, 0, 0, 0)));
         // A `*/2` day-of-month counts as unrestricted, so both must match (Vixie cron rule).
-        assert_eq!(
-            next("0 0 */2 * 1", at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 1, 15, 0, 0, 0))
-        );
+        assert_eq!(next("0 0 */2 * 1", at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 1, 15, 0, 0, 0)));
     }
 
     #[test]
     fn leap_days_and_impossible_dates() {
-        assert_eq!(
-            next("0 0 29 2 *", at(2023, 3, 1, 0, 0, 0)),
-            Some(at(2024, 2, 29, 0, 0, 0))
-        );
-        assert_eq!(
-            next("0 0 29 2 *", at(2096, 3, 1, 0, 0, 0)),
-            Some(at(2104, 2, 29, 0, 0, 0))
-        );
+        assert_eq!(next("0 0 29 2 *", at(2023, 3, 1, 0, 0, 0)), Some(at(2024, 2, 29, 0, 0, 0)));
+        assert_eq!(next("0 0 29 2 *", at(2096, 3, 1, 0, 0, 0)), Some(at(2104, 2, 29, 0, 0, 0)));
         assert_eq!(next("0 0 31 2 *", at(2024, 1, 1, 0, 0, 0)), None);
         assert_eq!(next("0 0 31 4,6 *", at(2024, 1, 1, 0, 0, 0)), None);
-        assert_eq!(
-            next("30 12 * * *", at(1969, 12, 31, 23, 0, 0)),
-            Some(at(1970, 1, 1, 12, 30, 0))
-        );
-        assert_eq!(
-            next("0 0 * * *", at(1960, 5, 5, 5, 5, 5)),
-            Some(at(1960, 5, 6, 0, 0, 0))
-        );
+        assert_eq!(next("30 12 * * *", at(1969, 12, 31, 23, 0, 0)), Some(at(1970, 1, 1, 12, 30, 0)));
+        assert_eq!(next("0 0 * * *", at(1960, 5, 5, 5, 5, 5)), Some(at(1960, 5, 6, 0, 0, 0)));
     }
 
     #[test]

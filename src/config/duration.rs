@@ -12,9 +12,7 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
         return Err("expected an age such as 30d, 12h, 90m, 45s or 2w, found an empty string".to_string());
     }
     if s.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "missing unit in {s:?}; write e.g. {s}d or {s}h (units: s, m, h, d, w)"
-        ));
+        return Err(format!("missing unit in {s:?}; write e.g. {s}d or {s}h (units: s, m, h, d, w)"));
     }
     let mut total: u64 = 0;
     let mut digits = String::new();
@@ -30,9 +28,7 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
             ));
         };
         if digits.is_empty() {
-            return Err(format!(
-                "invalid age {s:?}: unit {c:?} without a number before it"
-            ));
+            return Err(format!("invalid age {s:?}: unit {c:?} without a number before it"));
         }
         let n: u64 = digits.parse().map_err(|_| format!("age {s:?} is too large"))?;
         total = n
@@ -42,9 +38,7 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
         digits.clear();
     }
     if !digits.is_empty() {
-        return Err(format!(
-            "invalid age {s:?}: {digits} at the end has no unit (units: s, m, h, d, w)"
-        ));
+        return Err(format!("invalid age {s:?}: {digits} at the end has no unit (units: s, m, h, d, w)"));
     }
     if total == 0 {
         return Err(format!("age {s:?} must be greater than zero"));
@@ -86,9 +80,7 @@ mod tests {
         assert!(parse_age("1d3").unwrap_err().contains("has no unit"));
         assert!(parse_age("0d").unwrap_err().contains("greater than zero"));
         assert!(parse_age("-1d").is_err());
-        assert!(parse_age("99999999999999999999d")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_age("99999999999999999999d").unwrap_err().contains("too large"));
         assert!(parse_age("").is_err());
     }
 

@@ -29,10 +29,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
+        ConfigError { path: path.into(), message: message.into() }
     }
 }
 
@@ -109,7 +106,13 @@ config_enum!(
 );
 config_enum!(
     /// `storage.postgresql.ssl.mode`, with libpq's meanings.
-    SslMode { Disable = "disable", Prefer = "prefer", Require = "require", VerifyCa = "verify-ca", VerifyFull = "verify-full" }
+    SslMode {
+        Disable = "disable",
+        Prefer = "prefer",
+        Require = "require",
+        VerifyCa = "verify-ca",
+        VerifyFull = "verify-full",
+    }
 );
 config_enum!(
     /// `storage.postgresql.readPreference`.
@@ -177,10 +180,7 @@ pub struct MigrationsConfig {
 
 impl Default for MigrationsConfig {
     fn default() -> Self {
-        MigrationsConfig {
-            enabled: true,
-            auto_run: true,
-        }
+        MigrationsConfig { enabled: true, auto_run: true }
     }
 }
 
@@ -249,11 +249,7 @@ impl SslConfig {
 
 impl Default for SslConfig {
     fn default() -> Self {
-        SslConfig {
-            enabled: false,
-            mode: SslMode::Prefer,
-            ca: None,
-        }
+        SslConfig { enabled: false, mode: SslMode::Prefer, ca: None }
     }
 }
 
@@ -318,11 +314,7 @@ const NOT_ENFORCED: &[Unenforced] = &[
     Unenforced {
         path: "storage.postgresql.readPreference",
         reason: REPLICA_REASON,
-        is_set: |c| {
-            c.postgresql
-                .as_ref()
-                .is_some_and(|p| p.read_preference != ReadPreference::Primary)
-        },
+        is_set: |c| c.postgresql.as_ref().is_some_and(|p| p.read_preference != ReadPreference::Primary),
     },
 ];
 
@@ -345,12 +337,7 @@ impl StorageConfig {
         NOT_ENFORCED
             .iter()
             .filter(|u| (u.is_set)(self))
-            .map(|u| {
-                format!(
-                    "{} is configured but not enforced by this build: {}",
-                    u.path, u.reason
-                )
-            })
+            .map(|u| format!("{} is configured but not enforced by this build: {}", u.path, u.reason))
             .collect()
     }
 

@@ -20,11 +20,7 @@ pub fn parse(json: &str) -> Result<StorageConfig, ConfigError> {
     let value: Value = serde_json::from_str(json).map_err(|e| {
         ConfigError::new(
             "storage",
-            format!(
-                "the host passed invalid JSON (line {}, column {}): {e}",
-                e.line(),
-                e.column()
-            ),
+            format!("the host passed invalid JSON (line {}, column {}): {e}", e.line(), e.column()),
         )
     })?;
     from_value(&value)
@@ -68,37 +64,20 @@ fn sqlite(s: &Section<'_>) -> Result<SqliteConfig, ConfigError> {
         path: path(s, "path")?.unwrap_or(d.path),
         wal_mode: s.bool("walMode", d.wal_mode)?,
         busy_timeout_ms: s.int("busyTimeout", MS, (0, MAX_BUSY_TIMEOUT_MS), d.busy_timeout_ms)?,
-        synchronous: s.choice(
-            "synchronous",
-            "synchronous mode",
-            Synchronous::CHOICES,
-            d.synchronous,
-        )?,
-        read_pool_size: small(s.int(
-            "readPoolSize",
-            "an integer 1-64",
-            (1, 64),
-            d.read_pool_size.into(),
-        )?),
+        synchronous: s.choice("synchronous", "synchronous mode", Synchronous::CHOICES, d.synchronous)?,
+        read_pool_size: small(s.int("readPoolSize", "an integer 1-64", (1, 64), d.read_pool_size.into())?),
     })
 }
 
 fn file(s: &Section<'_>) -> Result<Option<FileConfig>, ConfigError> {
     let format = s.choice("format", "file format", FileFormat::CHOICES, FileFormat::Yaml)?;
     let compress = s.bool("compress", false)?;
-    Ok(path(s, "basePath")?.map(|base_path| FileConfig {
-        base_path,
-        format,
-        compress,
-    }))
+    Ok(path(s, "basePath")?.map(|base_path| FileConfig { base_path, format, compress }))
 }
 
 fn migrations(s: &Section<'_>) -> Result<MigrationsConfig, ConfigError> {
     let d = MigrationsConfig::default();
-    Ok(MigrationsConfig {
-        enabled: s.bool("enabled", d.enabled)?,
-        auto_run: s.bool("autoRun", d.auto_run)?,
-    })
+    Ok(MigrationsConfig { enabled: s.bool("enabled", d.enabled)?, auto_run: s.bool("autoRun", d.auto_run)? })
 }
 
 /// Narrows a value already range-checked to fit in `u32`/`u16`.
@@ -122,27 +101,17 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
 
     if let Some(url) = &url {
         let text = url.expose();
-        let rest = text
-            .strip_prefix("postgresql://")
-            .or_else(|| text.strip_prefix("postgres://"));
+        let rest = text.strip_prefix("postgresql://").or_else(|| text.strip_prefix("postgres://"));
         let Some(rest) = rest else {
-            return Err(s.error(
-                "url",
-                "must start with postgresql:// or postgres:// (value hidden)",
-            ));
+            return Err(s.error("url", "must start with postgresql:// or postgres:// (value hidden)"));
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
         if userinfo.is_some_and(|u| u.contains(':')) && password.is_some() {
-            return Err(s.error(
-                "password",
-                "the url already contains a password; set only one of them",
-            ));
+            return Err(s.error("password", "the url already contains a password; set only one of them"));
         }
-        let conflicting: Vec<&str> = ["host", "port", "database", "username"]
-            .into_iter()
-            .filter(|k| s.get(k).is_some())
-            .collect();
+        let conflicting: Vec<&str> =
+            ["host", "port", "database", "username"].into_iter().filter(|k| s.get(k).is_some()).collect();
         if !conflicting.is_empty() {
             let msg = format!(
                 "both url and {} are set; use either url or host/port/database/username \
@@ -159,21 +128,14 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
         }
         for key in ["database", "username"] {
             if s.get(key).is_none() {
-                return Err(s.error(
-                    key,
-                    "required when storage.postgresql.host is set (or use url instead)",
-                ));
+                return Err(s.error(key, "required when storage.postgresql.host is set (or use url instead)"));
             }
         }
     }
 
     let ssl = ssl(&s.subsection("ssl", reader::SSL_KEYS)?)?;
     let primary_section = s.subsection("primary", reader::HOST_PORT_KEYS)?;
-    let primary = if primary_section.present() {
-        Some(host_port(&primary_section)?)
-    } else {
-        None
-    };
+    let primary = if primary_section.present() { Some(host_port(&primary_section)?) } else { None };
     let replicas = match s.get("replicas") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
@@ -186,10 +148,9 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
             .collect::<Result<_, _>>()?,
         Some(other) => {
             let found = reader::describe(other, false);
-            return Err(s.error(
-                "replicas",
-                format!("expected a list of {{host, port}} mappings, found {found}"),
-            ));
+            return Err(
+                s.error("replicas", format!("expected a list of {{host, port}} mappings, found {found}"))
+            );
         }
     };
 
@@ -215,23 +176,10 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
 
 fn pool(s: &Section<'_>) -> Result<PoolConfig, ConfigError> {
     let d = PoolConfig::default();
-    let max = s.int(
-        "maxConnections",
-        "an integer 1-10000",
-        (1, 10_000),
-        d.max_connections.into(),
-    )?;
-    let min = s.int(
-        "minConnections",
-        "a non-negative integer",
-        (0, 10_000),
-        d.min_connections.into(),
-    )?;
+    let max = s.int("maxConnections", "an integer 1-10000", (1, 10_000), d.max_connections.into())?;
+    let min = s.int("minConnections", "a non-negative integer", (0, 10_000), d.min_connections.into())?;
     if min > max {
-        return Err(s.error(
-            "minConnections",
-            format!("must not exceed maxConnections ({max}), found {min}"),
-        ));
+        return Err(s.error("minConnections", format!("must not exceed maxConnections ({max}), found {min}")));
     }
     Ok(PoolConfig {
         min_connections: small(min),
@@ -247,27 +195,17 @@ fn ssl(s: &Section<'_>) -> Result<SslConfig, ConfigError> {
     let enabled = s.bool("enabled", d.enabled)?;
     let mode = s.choice("mode", "ssl mode", SslMode::CHOICES, d.mode)?;
     if !enabled && matches!(mode, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) {
-        let msg = format!(
-            "{mode} needs TLS, but {}.enabled is false; set enabled: true",
-            s.path()
-        );
+        let msg = format!("{mode} needs TLS, but {}.enabled is false; set enabled: true", s.path());
         return Err(s.error("mode", msg));
     }
-    Ok(SslConfig {
-        enabled,
-        mode,
-        ca: path(s, "ca")?,
-    })
+    Ok(SslConfig { enabled, mode, ca: path(s, "ca")? })
 }
 
 fn host_port(s: &Section<'_>) -> Result<HostPort, ConfigError> {
     let Some(host) = s.string("host")? else {
         return Err(s.error("host", "required"));
     };
-    Ok(HostPort {
-        host,
-        port: port(s, "port")?,
-    })
+    Ok(HostPort { host, port: port(s, "port")? })
 }
 
 fn retention(s: &Section<'_>) -> Result<RetentionConfig, ConfigError> {
@@ -301,19 +239,12 @@ fn rule(s: &Section<'_>) -> Result<RetentionRule, ConfigError> {
         }
         Some(other) => {
             let found = reader::describe(other, false);
-            return Err(s.error(
-                "maxAge",
-                format!("expected an age such as \"30d\", found {found}"),
-            ));
+            return Err(s.error("maxAge", format!("expected an age such as \"30d\", found {found}")));
         }
     };
     let max_count = match s.get("maxCount") {
         None => None,
         Some(_) => Some(s.int("maxCount", "a positive integer", (1, u64::MAX), 0)?),
     };
-    Ok(RetentionRule {
-        enabled: s.bool("enabled", true)?,
-        max_age,
-        max_count,
-    })
+    Ok(RetentionRule { enabled: s.bool("enabled", true)?, max_age, max_count })
 }

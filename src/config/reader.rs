@@ -21,13 +21,8 @@ pub(super) const POSTGRES_KEYS: &[&str] = &[
     "replicas",
     "readPreference",
 ];
-pub(super) const POOL_KEYS: &[&str] = &[
-    "minConnections",
-    "maxConnections",
-    "idleTimeout",
-    "maxIdleTime",
-    "acquireTimeout",
-];
+pub(super) const POOL_KEYS: &[&str] =
+    &["minConnections", "maxConnections", "idleTimeout", "maxIdleTime", "acquireTimeout"];
 pub(super) const SSL_KEYS: &[&str] = &["enabled", "mode", "ca"];
 pub(super) const HOST_PORT_KEYS: &[&str] = &["host", "port"];
 pub(super) const SQLITE_KEYS: &[&str] = &["path", "walMode", "busyTimeout", "synchronous", "readPoolSize"];
@@ -68,10 +63,7 @@ pub(super) fn distance(a: &str, b: &str) -> usize {
 
 /// The closest candidate, if it is close enough to be a plausible typo.
 pub(super) fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    let (best, d) = candidates
-        .iter()
-        .map(|c| (*c, distance(word, c)))
-        .min_by_key(|(_, d)| *d)?;
+    let (best, d) = candidates.iter().map(|c| (*c, distance(word, c))).min_by_key(|(_, d)| *d)?;
     let len = word.chars().count().max(best.chars().count());
     let close = d <= 2 || d * 3 <= len;
     (close && d < len).then_some(best)
@@ -98,9 +90,7 @@ fn unknown_key(path: &str, key: &str, valid: &[&str]) -> ConfigError {
     let list = valid.join(", ");
     let message = if let Some(s) = suggest(key, valid) {
         format!("unknown key; did you mean `{s}`? Valid keys here: {list}")
-    } else if let Some((section, _)) = ALL_SECTIONS
-        .iter()
-        .find(|(p, keys)| *p != path && keys.contains(&key))
+    } else if let Some((section, _)) = ALL_SECTIONS.iter().find(|(p, keys)| *p != path && keys.contains(&key))
     {
         format!("unknown key here; `{key}` belongs under {section}. Valid keys here: {list}")
     } else {
@@ -196,9 +186,7 @@ impl<'a> Section<'a> {
         let Some(value) = self.get(key) else {
             return Ok(default);
         };
-        let n = value
-            .as_u64()
-            .ok_or_else(|| self.wrong_type(key, expected, value, false))?;
+        let n = value.as_u64().ok_or_else(|| self.wrong_type(key, expected, value, false))?;
         let (min, max) = range;
         if n < min || n > max {
             let msg = if min == 0 {
@@ -269,14 +257,8 @@ mod tests {
     fn distance_and_suggestions() {
         assert_eq!(distance("busyTimout", "busyTimeout"), 1);
         assert_eq!(distance("WALMODE", "walMode"), 0);
-        assert_eq!(
-            suggest("postgres", &["postgresql", "sqlite", "file"]),
-            Some("postgresql")
-        );
-        assert_eq!(
-            suggest("sqlit", &["postgresql", "sqlite", "file"]),
-            Some("sqlite")
-        );
+        assert_eq!(suggest("postgres", &["postgresql", "sqlite", "file"]), Some("postgresql"));
+        assert_eq!(suggest("sqlit", &["postgresql", "sqlite", "file"]), Some("sqlite"));
         assert_eq!(suggest("banana", &["postgresql", "sqlite", "file"]), None);
         assert_eq!(suggest("x", &["ca"]), None);
     }
@@ -291,9 +273,7 @@ mod tests {
     #[test]
     fn misplaced_key_points_to_its_section() {
         let v = serde_json::json!({"pool": {}});
-        let err = Section::new("storage".into(), Some(&v), STORAGE_KEYS)
-            .err()
-            .unwrap();
+        let err = Section::new("storage".into(), Some(&v), STORAGE_KEYS).err().unwrap();
         assert_eq!(err.path, "storage.pool");
         assert!(err.message.contains("belongs under storage.postgresql"), "{err}");
     }

@@ -27,13 +27,7 @@ fn null_and_empty_give_defaults() {
         assert_eq!(c.sqlite.synchronous, Synchronous::Full);
         assert_eq!(c.sqlite.read_pool_size, 4);
         assert!(c.postgresql.is_none() && c.file.is_none());
-        assert_eq!(
-            c.migrations,
-            MigrationsConfig {
-                enabled: true,
-                auto_run: true
-            }
-        );
+        assert_eq!(c.migrations, MigrationsConfig { enabled: true, auto_run: true });
         assert!(c.warnings().is_empty());
     }
     // A section key with nothing after it in YAML arrives as null and means "defaults".
@@ -60,9 +54,8 @@ fn seed_examples_parse() {
     assert_eq!(pg.ssl.effective_mode(), SslMode::VerifyFull);
     assert!(!format!("{c:?}").contains("s3cret"));
 
-    let c = ok(
-        json!({"type": "sqlite", "sqlite": {"path": "/data/parallax.db", "walMode": true, "busyTimeout": 5000}}),
-    );
+    let c = ok(json!({"type": "sqlite",
+               "sqlite": {"path": "/data/parallax.db", "walMode": true, "busyTimeout": 5000}}));
     assert_eq!(c.sqlite.path, PathBuf::from("/data/parallax.db"));
 
     let c = ok(
@@ -93,18 +86,10 @@ fn seed_examples_parse() {
         "readPreference": "replica"
     }}));
     let pg = c.postgresql.as_ref().unwrap();
-    assert_eq!(
-        pg.replicas[1],
-        HostPort {
-            host: "r2".into(),
-            port: Some(6432)
-        }
-    );
+    assert_eq!(pg.replicas[1], HostPort { host: "r2".into(), port: Some(6432) });
     let w = c.warnings();
     assert_eq!(w.len(), 3, "{w:?}");
-    assert!(w
-        .iter()
-        .any(|s| s.starts_with("storage.postgresql.readPreference ")));
+    assert!(w.iter().any(|s| s.starts_with("storage.postgresql.readPreference ")));
 }
 
 #[test]
@@ -116,9 +101,7 @@ fn unknown_keys_name_path_and_suggest() {
          busyTimeout, synchronous, readPoolSize"
     );
     assert_eq!(err(json!({"typ": "sqlite"})).path, "storage.typ");
-    assert!(err(json!({"sqlite": {"WALMODE": true}}))
-        .message
-        .contains("did you mean `walMode`"));
+    assert!(err(json!({"sqlite": {"WALMODE": true}})).message.contains("did you mean `walMode`"));
     let e = err(json!({"postgresql": {"pool": {"maxConections": 3}}}));
     assert_eq!(e.path, "storage.postgresql.pool.maxConections");
     assert!(e.message.contains("`maxConnections`"));
@@ -128,11 +111,7 @@ fn unknown_keys_name_path_and_suggest() {
     assert_eq!(e.path, "storage.retention.auditLogs.maxCount");
     assert!(e.message.contains("Valid keys here: enabled, maxAge"), "{e}");
     let e = err(json!({"zzzz": 1}));
-    assert!(
-        e.message
-            .starts_with("unknown key; valid keys here: type, postgresql"),
-        "{e}"
-    );
+    assert!(e.message.starts_with("unknown key; valid keys here: type, postgresql"), "{e}");
 }
 
 #[test]
@@ -144,31 +123,18 @@ fn wrong_types_say_what_was_expected_and_found() {
     );
     let e = err(json!({"sqlite": {"busyTimeout": "5000"}}));
     assert!(e.message.ends_with("(write it without quotes)"), "{e}");
-    assert!(err(json!({"sqlite": {"busyTimeout": -1}}))
-        .message
-        .contains("found number -1"));
-    assert!(err(json!({"sqlite": {"busyTimeout": 1.5}}))
-        .message
-        .contains("found number 1.5"));
+    assert!(err(json!({"sqlite": {"busyTimeout": -1}})).message.contains("found number -1"));
+    assert!(err(json!({"sqlite": {"busyTimeout": 1.5}})).message.contains("found number 1.5"));
     let e = err(json!({"sqlite": {"walMode": "true"}}));
-    assert!(
-        e.message
-            .contains("expected a boolean (true or false), found string \"true\""),
-        "{e}"
-    );
-    assert!(err(json!({"sqlite": {"walMode": 1}}))
-        .message
-        .contains("found number 1"));
+    assert!(e.message.contains("expected a boolean (true or false), found string \"true\""), "{e}");
+    assert!(err(json!({"sqlite": {"walMode": 1}})).message.contains("found number 1"));
     let e = err(json!({"sqlite": 5}));
     assert_eq!(e.path, "storage.sqlite");
     assert!(e.message.contains("expected a mapping"));
     let e = err(json!("sqlite"));
     assert_eq!(e.path, "storage");
     let e = err(json!({"postgresql": {"password": true}}));
-    assert_eq!(
-        e.to_string(),
-        "storage.postgresql.password: expected a string, found boolean true"
-    );
+    assert_eq!(e.to_string(), "storage.postgresql.password: expected a string, found boolean true");
     let e = err(json!({"postgresql": {"replicas": {"host": "x"}}}));
     assert!(e.message.contains("expected a list"));
     assert!(parse("{not json").unwrap_err().message.contains("invalid JSON"));
@@ -192,17 +158,12 @@ fn enumerations_list_choices() {
          postgresql?)"
     );
     let e = err(json!({"type": "mongo"}));
-    assert!(
-        e.message.ends_with("expected one of postgresql, sqlite, file"),
-        "{e}"
-    );
+    assert!(e.message.ends_with("expected one of postgresql, sqlite, file"), "{e}");
     let e = err(json!({"sqlite": {"synchronous": "FULL"}}));
     assert!(e.message.contains("did you mean full?"));
     let e = err(json!({"postgresql": {"ssl": {"enabled": true, "mode": "verify_full"}}}));
     assert!(e.message.contains("did you mean verify-full?"), "{e}");
-    assert!(err(json!({"file": {"basePath": "/x", "format": "toml"}}))
-        .message
-        .contains("yaml, json"));
+    assert!(err(json!({"file": {"basePath": "/x", "format": "toml"}})).message.contains("yaml, json"));
     assert!(err(json!({"postgresql": {"readPreference": "secondary"}}))
         .message
         .contains("primary, replica, any"));
@@ -213,14 +174,8 @@ fn enumerations_list_choices() {
 #[test]
 fn backend_requirements() {
     let e = err(json!({"type": "file"}));
-    assert_eq!(
-        e.to_string(),
-        "storage.file.basePath: required when storage.type is file"
-    );
-    assert_eq!(
-        err(json!({"type": "file", "file": {"compress": true}})).path,
-        "storage.file.basePath"
-    );
+    assert_eq!(e.to_string(), "storage.file.basePath: required when storage.type is file");
+    assert_eq!(err(json!({"type": "file", "file": {"compress": true}})).path, "storage.file.basePath");
 
     let e = err(json!({"type": "postgresql"}));
     assert_eq!(e.path, "storage.postgresql");
@@ -231,10 +186,7 @@ fn backend_requirements() {
     assert_eq!(e.path, "storage.postgresql.username");
 
     let c = ok(json!({"type": "postgresql", "postgresql": {"url": "postgresql://u:pw@h:5432/db"}}));
-    assert_eq!(
-        c.postgresql.as_ref().unwrap().url.as_ref().unwrap().expose(),
-        "postgresql://u:pw@h:5432/db"
-    );
+    assert_eq!(c.postgresql.as_ref().unwrap().url.as_ref().unwrap().expose(), "postgresql://u:pw@h:5432/db");
     assert!(!format!("{c:?}").contains("pw@"));
     let e = err(json!({"postgresql": {"url": "mysql://u:topsecret@h/db"}}));
     assert!(!e.to_string().contains("topsecret"));
@@ -257,33 +209,19 @@ fn backend_requirements() {
 
 #[test]
 fn value_ranges() {
-    assert!(err(json!({"postgresql": {"port": 0}}))
-        .message
-        .contains("between 1 and 65535"));
-    assert!(err(json!({"postgresql": {"port": 70000}}))
-        .message
-        .contains("found 70000"));
-    assert!(err(json!({"sqlite": {"busyTimeout": 3_600_001}}))
-        .message
-        .contains("at most 3600000"));
+    assert!(err(json!({"postgresql": {"port": 0}})).message.contains("between 1 and 65535"));
+    assert!(err(json!({"postgresql": {"port": 70000}})).message.contains("found 70000"));
+    assert!(err(json!({"sqlite": {"busyTimeout": 3_600_001}})).message.contains("at most 3600000"));
     ok(json!({"sqlite": {"busyTimeout": 3_600_000, "readPoolSize": 64}}));
-    assert!(err(json!({"sqlite": {"readPoolSize": 0}}))
-        .message
-        .contains("between 1 and 64"));
-    assert!(err(json!({"postgresql": {"pool": {"maxConnections": 10_001}}}))
-        .message
-        .contains("10000"));
-    assert!(err(json!({"postgresql": {"pool": {"maxConnections": 0}}}))
-        .message
-        .contains("between 1"));
+    assert!(err(json!({"sqlite": {"readPoolSize": 0}})).message.contains("between 1 and 64"));
+    assert!(err(json!({"postgresql": {"pool": {"maxConnections": 10_001}}})).message.contains("10000"));
+    assert!(err(json!({"postgresql": {"pool": {"maxConnections": 0}}})).message.contains("between 1"));
     let e = err(json!({"postgresql": {"pool": {"minConnections": 50, "maxConnections": 20}}}));
     assert_eq!(
         e.to_string(),
         "storage.postgresql.pool.minConnections: must not exceed maxConnections (20), found 50"
     );
-    assert!(err(json!({"postgresql": {"primary": {"port": 5432}}}))
-        .path
-        .ends_with("primary.host"));
+    assert!(err(json!({"postgresql": {"primary": {"port": 5432}}})).path.ends_with("primary.host"));
 }
 
 #[test]
@@ -291,30 +229,17 @@ fn retention_values() {
     let e = err(json!({"retention": {"executions": {"maxAge": 30}}}));
     assert_eq!(e.path, "storage.retention.executions.maxAge");
     assert!(e.message.contains("missing unit"), "{e}");
-    assert!(err(json!({"retention": {"executions": {"maxAge": "30"}}}))
-        .message
-        .contains("missing unit"));
+    assert!(err(json!({"retention": {"executions": {"maxAge": "30"}}})).message.contains("missing unit"));
     assert!(err(json!({"retention": {"executions": {"maxAge": "0d"}}}))
         .message
         .contains("greater than zero"));
-    assert!(err(json!({"retention": {"executions": {"maxCount": 0}}}))
-        .message
-        .contains("between 1"));
+    assert!(err(json!({"retention": {"executions": {"maxCount": 0}}})).message.contains("between 1"));
     let e = err(json!({"retention": {"cleanupSchedule": "0 25 * * *"}}));
     assert_eq!(e.path, "storage.retention.cleanupSchedule");
     assert!(e.message.contains("hour field"), "{e}");
-    assert!(err(json!({"retention": {"cleanupSchedule": 5}}))
-        .message
-        .contains("cron expression"));
+    assert!(err(json!({"retention": {"cleanupSchedule": 5}})).message.contains("cron expression"));
     let c = ok(json!({"retention": {"auditLogs": {}}}));
-    assert_eq!(
-        c.retention.audit_logs,
-        Some(RetentionRule {
-            enabled: true,
-            max_age: None,
-            max_count: None
-        })
-    );
+    assert_eq!(c.retention.audit_logs, Some(RetentionRule { enabled: true, max_age: None, max_count: None }));
 }
 
 #[test]
@@ -340,10 +265,7 @@ fn effective_json_fills_defaults_and_hides_secrets() {
     // The effective configuration parses back to the same thing (apart from the hidden secrets).
     let mut round = v.clone();
     round["postgresql"]["url"] = json!("postgresql://u:hunter2@h/db");
-    round["postgresql"]
-        .as_object_mut()
-        .unwrap()
-        .retain(|_, v| !v.is_null());
+    round["postgresql"].as_object_mut().unwrap().retain(|_, v| !v.is_null());
     let again = parse(&round.to_string()).unwrap().effective_json();
     assert_eq!(again, v);
 

@@ -158,6 +158,7 @@ fn resolve_target(target: &str, embedded: &[Migration]) -> Result<Option<usize>>
 /// all inside one `BEGIN IMMEDIATE` transaction so that two processes cannot apply the same migration twice.
 fn converge(conn: &mut SqliteConnection, upto: Option<usize>) -> Result<(Vec<String>, Vec<String>)> {
     conn.immediate_transaction(|conn| {
+        diesel::migration::MigrationConnection::setup(conn)?;
         let embedded = embedded();
         let applied: Vec<String> = applied(conn)?.into_iter().map(|(v, _)| v).collect();
         let keep = |i: usize| upto.is_some_and(|u| i <= u);

@@ -9,9 +9,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
-use serde_yaml_ng::Value as Yaml;
+use serde_yaml_ng::{Mapping, Value as Yaml};
 
 const DEFAULT_FILE: &str = "parallax.config.yaml";
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The storage section after interpolation and overrides.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,14 +24,20 @@ pub struct ResolvedConfig {
 }
 
 /// A configuration error. `Display` is one line naming the file (when there is one) and the key path;
-/// it never contains the value of an environment variable.
+/// it never contains the value of an environment variable referenced by the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: Option<PathBuf>,
     /// The key path concerned, e.g. `storage.postgresql.port`, when there is one.
     pub key: Option<String>,
-    /// The full sentence after the file name (it already mentions the key).
+    /// The sentence after the file name (it already mentions the key).
     pub message: String,
+}
+
+impl ConfigError {
+    fn new(file: Option<&Path>, key: Option<&str>, message: String) -> Self {
+        ConfigError { file: file.map(Path::to_path_buf), key: key.map(str::to_string), message }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -57,88 +65,63 @@ pub fn resolve(
 }
 
 /// As [`resolve`], looking for the default file in `dir` (tests use a temporary directory).
-fn resolve_in(
-    dir: &Path,
-    explicit: Option<&Path>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ResolvedConfig, ConfigError> {
-    let missing = |path: &Path, how: &str| ConfigError {
-        file: None,
-        key: None,
-        message: format!(
-            "config file {} ({how}) does not exist; pass --config FILE or create {DEFAULT_FILE}",
-            path.display()
-        ),
+fn resolve_in(dir: &Path, explicit: Option<&Path>, env: Env<'_>) -> Result<ResolvedConfig, ConfigError> {
+    let from_var = env("PARALLAX_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let (source, how) = match (explicit, from_var) {
+        (Some(path), _) => (Some(path.to_path_buf()), "given with --config"),
+        (None, Some(path)) => (Some(path), "from PARALLAX_CONFIG"),
+        (None, None) => (Some(dir.join(DEFAULT_FILE)).filter(|p| p.is_file()), ""),
     };
-    let from_var = env("PARALLAX_CONFIG")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let source = if let Some(path) = explicit {
+    let mut storage = Map::new();
+    if let Some(path) = &source {
         if !path.is_file() {
-            return Err(missing(path, "given with --config"));
+            let msg = format!(
+                "config file {} ({how}) does not exist; pass --config FILE or create {DEFAULT_FILE}",
+                path.display()
+            );
+            return Err(ConfigError::new(None, None, msg));
         }
-        Some(path.to_path_buf())
-    } else if let Some(path) = from_var {
-        if !path.is_file() {
-            return Err(missing(&path, "from PARALLAX_CONFIG"));
-        }
-        Some(path)
-    } else {
-        Some(dir.join(DEFAULT_FILE)).filter(|p| p.is_file())
-    };
-
-    let mut storage = match &source {
-        None => Json::Object(Map::new()),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                file: Some(path.clone()),
-                key: None,
-                message: format!("cannot read the file: {e}"),
-            })?;
-            Resolver { file: path, env }.storage_from_yaml(&text)?
-        }
-    };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(Some(path), None, format!("cannot read the file: {e}")))?;
+        storage = Resolver { file: path, env }.storage_from_yaml(&text)?;
+    }
     apply_overrides(&mut storage, env)?;
-    Ok(ResolvedConfig { storage, source })
+    Ok(ResolvedConfig { storage: Json::Object(storage), source })
 }
 
 struct Resolver<'a> {
     file: &'a Path,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    env: Env<'a>,
 }
 
 impl Resolver<'_> {
     fn error(&self, key: Option<&str>, message: String) -> ConfigError {
-        ConfigError {
-            file: Some(self.file.to_path_buf()),
-            key: key.map(str::to_string),
-            message,
-        }
+        ConfigError::new(Some(self.file), key, message)
     }
 
-    fn storage_from_yaml(&self, text: &str) -> Result<Json, ConfigError> {
+    fn storage_from_yaml(&self, text: &str) -> Result<Map<String, Json>, ConfigError> {
         let mut doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(" at line {}, column {}", l.line(), l.column()));
-            self.error(None, format!("invalid YAML{}: {e}", at.unwrap_or_default()))
+            let text = e.to_string();
+            let at = match e.location() {
+                Some(l) if !text.contains(" at line ") => {
+                    format!(" at line {}, column {}", l.line(), l.column())
+                }
+                _ => String::new(),
+            };
+            self.error(None, format!("invalid YAML: {text}{at}"))
         })?;
-        doc.apply_merge()
-            .map_err(|e| self.error(None, format!("invalid YAML merge key (<<): {e}")))?;
+        doc.apply_merge().map_err(|e| self.error(None, format!("invalid YAML merge key (<<): {e}")))?;
         let top = match &doc {
-            Yaml::Null => return Ok(Json::Object(Map::new())),
+            Yaml::Null => return Ok(Map::new()),
             Yaml::Mapping(m) => m,
             other => {
-                let msg = format!(
-                    "the top level must be a mapping (storage: ...), found {}",
-                    kind(other)
-                );
+                let msg = format!("the top level must be a mapping (storage: ...), found {}", kind(other));
                 return Err(self.error(None, msg));
             }
         };
         match top.get("storage") {
-            None | Some(Yaml::Null) => Ok(Json::Object(Map::new())),
-            Some(section @ Yaml::Mapping(_)) => self.convert(section, "storage"),
+            None | Some(Yaml::Null) => Ok(Map::new()),
+            Some(Yaml::Mapping(section)) => self.mapping(section, "storage"),
             Some(other) => {
                 let msg = format!("storage must be a mapping, found {}", kind(other));
                 Err(self.error(Some("storage"), msg))
@@ -146,50 +129,43 @@ impl Resolver<'_> {
         }
     }
 
+    fn mapping(&self, map: &Mapping, path: &str) -> Result<Map<String, Json>, ConfigError> {
+        let mut out = Map::new();
+        for (k, v) in map {
+            let Yaml::String(key) = k else {
+                let msg = format!("{path}: mapping keys must be strings, found {}", kind(k));
+                return Err(self.error(Some(path), msg));
+            };
+            out.insert(key.clone(), self.convert(v, &format!("{path}.{key}"))?);
+        }
+        Ok(out)
+    }
+
     fn convert(&self, value: &Yaml, path: &str) -> Result<Json, ConfigError> {
         Ok(match value {
             Yaml::Null => Json::Null,
             Yaml::Bool(b) => Json::Bool(*b),
             Yaml::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Json::from(i)
-                } else if let Some(u) = n.as_u64() {
-                    Json::from(u)
-                } else {
-                    let f = n.as_f64().and_then(serde_json::Number::from_f64).ok_or_else(|| {
-                        self.error(
-                            Some(path),
-                            format!("{path}: the number {n} cannot be represented"),
+                match (n.as_i64(), n.as_u64(), n.as_f64().and_then(serde_json::Number::from_f64)) {
+                    (Some(i), _, _) => Json::from(i),
+                    (None, Some(u), _) => Json::from(u),
+                    (None, None, Some(f)) => Json::Number(f),
+                    _ => {
+                        return Err(
+                            self.error(Some(path), format!("{path}: the number {n} cannot be represented"))
                         )
-                    })?;
-                    Json::Number(f)
+                    }
                 }
             }
             Yaml::String(s) => self.interpolate(s, path)?,
             Yaml::Sequence(items) => Json::Array(
-                items
-                    .iter()
-                    .enumerate()
+                (items.iter().enumerate())
                     .map(|(i, item)| self.convert(item, &format!("{path}[{i}]")))
                     .collect::<Result<_, _>>()?,
             ),
-            Yaml::Mapping(map) => {
-                let mut out = Map::new();
-                for (k, v) in map {
-                    let Yaml::String(key) = k else {
-                        let msg = format!("{path}: mapping keys must be strings, found {}", kind(k));
-                        return Err(self.error(Some(path), msg));
-                    };
-                    let child = format!("{path}.{key}");
-                    out.insert(key.clone(), self.convert(v, &child)?);
-                }
-                Json::Object(out)
-            }
+            Yaml::Mapping(map) => Json::Object(self.mapping(map, path)?),
             Yaml::Tagged(t) => {
-                let msg = format!(
-                    "{path}: YAML tags such as {} are not supported; remove the tag",
-                    t.tag
-                );
+                let msg = format!("{path}: YAML tags such as {} are not supported; remove the tag", t.tag);
                 return Err(self.error(Some(path), msg));
             }
         })
@@ -203,9 +179,9 @@ impl Resolver<'_> {
         while let Some(i) = rest.find('$') {
             out.push_str(&rest[..i]);
             let tail = &rest[i..];
-            if tail.starts_with("$${") {
+            if let Some(after) = tail.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &tail[3..];
+                rest = after;
             } else if let Some(body) = tail.strip_prefix("${") {
                 let Some(end) = body.find('}') else {
                     let msg = format!(
@@ -231,15 +207,12 @@ impl Resolver<'_> {
             Some((name, default)) => (name, Some(default)),
             None => (reference, None),
         };
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             let msg = format!(
-                "{path} references ${{{reference}}}, which is not a valid variable reference; write \
-                 ${{NAME}} or ${{NAME:-default}} (letters, digits, _), or $${{ for a literal ${{"
+                "{path} references ${{{reference}}}, which is not a valid variable reference; \
+                 write ${{NAME}} or ${{NAME:-default}} (letters, digits, _), or $${{ for a literal ${{"
             );
             return Err(self.error(Some(path), msg));
         }
@@ -254,7 +227,8 @@ impl Resolver<'_> {
             (None, Some(default)) => Ok(default.to_string()),
             (None, None) => {
                 let msg = format!(
-                    "{path} references ${{{name}}}, which is not set; export it or write ${{{name}:-default}}"
+                    "{path} references ${{{name}}}, which is not set; export it or write \
+                     ${{{name}:-default}}"
                 );
                 Err(self.error(Some(path), msg))
             }
@@ -271,22 +245,13 @@ fn retype(text: String) -> Json {
         "false" | "False" | "FALSE" => return Json::Bool(false),
         _ => {}
     }
-    if let Ok(n) = text.parse::<i64>() {
-        if n.to_string() == text {
-            return Json::from(n);
-        }
-    }
-    if let Ok(n) = text.parse::<u64>() {
-        if n.to_string() == text {
-            return Json::from(n);
-        }
-    }
-    if let Some(n) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
-        if text.contains('.') && n.to_string() == text {
-            return Json::Number(n);
-        }
-    }
-    Json::String(text)
+    let number = match (text.parse::<i64>(), text.parse::<u64>(), text.parse::<f64>()) {
+        (Ok(i), _, _) => Some(Json::from(i)),
+        (_, Ok(u), _) => Some(Json::from(u)),
+        (_, _, Ok(f)) if text.contains('.') => serde_json::Number::from_f64(f).map(Json::Number),
+        _ => None,
+    };
+    number.filter(|n| n.as_number().is_some_and(|n| n.to_string() == text)).unwrap_or(Json::String(text))
 }
 
 fn kind(value: &Yaml) -> String {
@@ -301,7 +266,7 @@ fn kind(value: &Yaml) -> String {
     }
 }
 
-/// `(variable, key under storage, is the postgresql section)`.
+/// `(variable, key, whether the key is under storage.postgresql rather than storage)`.
 const OVERRIDES: &[(&str, &str, bool)] = &[
     ("PARALLAX_STORAGE_TYPE", "type", false),
     ("PARALLAX_DATABASE_URL", "url", true),
@@ -312,46 +277,30 @@ const OVERRIDES: &[(&str, &str, bool)] = &[
     ("PARALLAX_DATABASE_PASSWORD", "password", true),
 ];
 
-fn apply_overrides(storage: &mut Json, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-    let fail = |var: &str, key: String, message: String| ConfigError {
-        file: None,
-        key: Some(key),
-        message: format!("{var}: {message}"),
-    };
+fn apply_overrides(storage: &mut Map<String, Json>, env: Env<'_>) -> Result<(), ConfigError> {
     for (var, key, in_postgresql) in OVERRIDES {
         let Some(raw) = env(var).filter(|v| !v.is_empty()) else {
             continue;
         };
-        let value = if *var == "PARALLAX_DATABASE_PORT" {
-            let port = raw.trim().parse::<u64>().map_err(|_| {
-                fail(
-                    var,
-                    "storage.postgresql.port".into(),
-                    format!("must be an integer port number, found {raw:?}"),
-                )
-            })?;
-            Json::from(port)
-        } else {
-            Json::String(raw)
-        };
-        let Json::Object(root) = storage else {
-            unreachable!("storage is always a mapping")
+        let fail = |key: &str, msg: String| ConfigError::new(None, Some(key), format!("{var}: {msg}"));
+        let value = match *key {
+            "port" => Json::from(raw.trim().parse::<u64>().map_err(|_| {
+                fail("storage.postgresql.port", format!("must be an integer port number, found {raw:?}"))
+            })?),
+            _ => Json::String(raw),
         };
         let target = if *in_postgresql {
-            let section = root.entry("postgresql").or_insert(Json::Null);
+            let section = storage.entry("postgresql").or_insert(Json::Null);
             if section.is_null() {
                 *section = Json::Object(Map::new());
             }
-            match section {
-                Json::Object(map) => map,
-                _ => {
-                    let msg =
-                        "cannot apply the override because storage.postgresql is not a mapping".to_string();
-                    return Err(fail(var, "storage.postgresql".into(), msg));
-                }
-            }
+            let Json::Object(map) = section else {
+                let msg = "cannot apply the override because storage.postgresql is not a mapping".to_string();
+                return Err(fail("storage.postgresql", msg));
+            };
+            map
         } else {
-            root
+            &mut *storage
         };
         target.insert((*key).to_string(), value);
     }
@@ -383,49 +332,41 @@ mod tests {
         run(yaml, vars).unwrap_or_else(|e| panic!("{e}")).storage
     }
 
+    /// The error text, checked to contain `needle`.
+    fn fails(yaml: &str, vars: &[(&str, &str)], needle: &str) -> String {
+        let text = run(yaml, vars).expect_err("expected an error").to_string();
+        assert!(text.contains(needle), "{text:?} does not contain {needle:?}");
+        text
+    }
+
     #[test]
     fn file_discovery() {
         let dir = tempfile::tempdir().unwrap();
         let none = resolve_in(dir.path(), None, &env_of(&[])).unwrap();
-        assert_eq!(
-            none,
-            ResolvedConfig {
-                storage: json!({}),
-                source: None
-            }
-        );
+        assert_eq!((none.storage, none.source), (json!({}), None));
 
         let missing = dir.path().join("nope.yaml");
-        let err = resolve_in(dir.path(), Some(&missing), &env_of(&[])).unwrap_err();
-        assert!(err.to_string().contains("nope.yaml"), "{err}");
+        let err = resolve_in(dir.path(), Some(&missing), &env_of(&[])).unwrap_err().to_string();
         assert!(
-            err.to_string()
-                .contains("pass --config FILE or create parallax.config.yaml"),
-            "{err}"
+            err.contains("nope.yaml") && err.contains("pass --config FILE or create parallax.config.yaml")
         );
-        let var = missing.to_str().unwrap();
-        let err = resolve_in(dir.path(), None, &env_of(&[("PARALLAX_CONFIG", var)])).unwrap_err();
-        assert!(err.to_string().contains("PARALLAX_CONFIG"), "{err}");
+        let env = env_of(&[("PARALLAX_CONFIG", missing.to_str().unwrap())]);
+        let err = resolve_in(dir.path(), None, &env).unwrap_err().to_string();
+        assert!(err.contains("nope.yaml (from PARALLAX_CONFIG) does not exist"), "{err}");
 
         let other = dir.path().join("other.yaml");
         std::fs::write(&other, "storage: {type: file}").unwrap();
         std::fs::write(dir.path().join(DEFAULT_FILE), "storage: {type: sqlite}").unwrap();
         let env = env_of(&[("PARALLAX_CONFIG", other.to_str().unwrap())]);
         let got = resolve_in(dir.path(), None, &env).unwrap();
+        assert_eq!((got.storage, got.source), (json!({"type": "file"}), Some(other.clone())));
+        let got = resolve_in(dir.path(), None, &env_of(&[])).unwrap();
         assert_eq!(
             (got.storage, got.source),
-            (json!({"type": "file"}), Some(other.clone()))
+            (json!({"type": "sqlite"}), Some(dir.path().join(DEFAULT_FILE)))
         );
-        let got = resolve_in(dir.path(), None, &env_of(&[])).unwrap();
-        assert_eq!(got.storage, json!({"type": "sqlite"}));
-        assert_eq!(got.source, Some(dir.path().join(DEFAULT_FILE)));
-        let got = resolve_in(
-            dir.path(),
-            Some(&other),
-            &env_of(&[("PARALLAX_CONFIG", "/nonexistent")]),
-        )
-        .unwrap();
-        assert_eq!(got.source, Some(other));
+        let env = env_of(&[("PARALLAX_CONFIG", "/nonexistent")]);
+        assert_eq!(resolve_in(dir.path(), Some(&other), &env).unwrap().source, Some(other));
     }
 
     #[test]
@@ -433,56 +374,29 @@ mod tests {
         assert_eq!(storage("", &[]), json!({}));
         assert_eq!(storage("server: {port: 8080}\n", &[]), json!({}));
         assert_eq!(storage("storage:\n", &[]), json!({}));
-        assert_eq!(
-            storage("other: ${UNSET}\nstorage: {sqlite: {walMode: false}}", &[]),
-            json!({"sqlite": {"walMode": false}})
-        );
-        let e = run("storage: 5", &[]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "parallax.config.yaml: storage must be a mapping, found number 5"
-        );
-        let e = run("- a\n- b\n", &[]).unwrap_err();
-        assert!(e.to_string().contains("top level must be a mapping"), "{e}");
-        let e = run("storage:\n  sqlite:\n    path: [unclosed\n", &[]).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("parallax.config.yaml: invalid YAML at line"),
-            "{e}"
-        );
-        let e = run("storage:\n  1: x\n", &[]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("storage: mapping keys must be strings, found number 1"),
-            "{e}"
-        );
-        let e = run("storage:\n  sqlite: !custom {path: x}\n", &[]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("storage.sqlite: YAML tags such as !custom"),
-            "{e}"
-        );
-        let yaml = "storage:\n  postgresql:\n    replicas:\n      - host: a\n        port: 5433\n  sqlite:\n    busyTimeout: 2.5\n    x: null\n";
-        assert_eq!(
-            storage(yaml, &[]),
-            json!({"postgresql": {"replicas": [{"host": "a", "port": 5433}]}, "sqlite": {"busyTimeout": 2.5, "x": null}})
-        );
+        let other_sections_ignored = storage("other: ${UNSET}\nstorage: {sqlite: {walMode: false}}", &[]);
+        assert_eq!(other_sections_ignored, json!({"sqlite": {"walMode": false}}));
+        let e = fails("storage: 5", &[], "storage must be a mapping, found number 5");
+        assert_eq!(e, "parallax.config.yaml: storage must be a mapping, found number 5");
+        fails("- a\n- b\n", &[], "parallax.config.yaml: the top level must be a mapping");
+        let e =
+            fails("storage:\n  sqlite:\n    path: [unclosed\n", &[], "parallax.config.yaml: invalid YAML: ");
+        assert!(e.contains("at line 4 column 1"), "{e}");
+        fails("storage:\n  1: x\n", &[], "storage: mapping keys must be strings, found number 1");
+        fails("storage:\n  sqlite: !custom {path: x}\n", &[], "storage.sqlite: YAML tags such as !custom");
+        let yaml =
+            "storage:\n  postgresql:\n    replicas:\n      - host: a\n        port: 5433\n  sqlite:\n    \
+                    busyTimeout: 2.5\n    x: null\n";
+        let expected = json!({"postgresql": {"replicas": [{"host": "a", "port": 5433}]},
+                              "sqlite": {"busyTimeout": 2.5, "x": null}});
+        assert_eq!(storage(yaml, &[]), expected);
         let merged = "base: &b {walMode: false}\nstorage:\n  sqlite:\n    <<: *b\n    path: /x\n";
-        assert_eq!(
-            storage(merged, &[]),
-            json!({"sqlite": {"walMode": false, "path": "/x"}})
-        );
+        assert_eq!(storage(merged, &[]), json!({"sqlite": {"walMode": false, "path": "/x"}}));
     }
 
     #[test]
     fn interpolation() {
-        let env = [
-            ("PGPORT", "6543"),
-            ("HOST", "db"),
-            ("EMPTY", ""),
-            ("PW", "s3cr3t"),
-            ("ZERO", "007"),
-        ];
+        let env = [("PGPORT", "6543"), ("HOST", "db"), ("EMPTY", ""), ("PW", "s3cr3t"), ("ZERO", "007")];
         let yaml = r#"storage:
   postgresql:
     host: ${HOST}
@@ -499,19 +413,13 @@ mod tests {
     a: "${PGPORT}}"
     b: ${PGPORT}${PGPORT}
 "#;
-        let s = storage(yaml, &env);
-        assert_eq!(s["postgresql"]["host"], "db");
-        assert_eq!(s["postgresql"]["port"], 6543);
-        assert_eq!(s["postgresql"]["database"], "parallax");
-        assert_eq!(s["postgresql"]["username"], "admin");
-        assert_eq!(s["postgresql"]["password"], "s3cr3t");
-        assert_eq!(s["postgresql"]["url"], "postgres://db:6543/x");
-        assert_eq!(s["sqlite"]["walMode"], true);
-        assert_eq!(s["sqlite"]["path"], "${HOME}/a$b");
-        assert_eq!(s["sqlite"]["synchronous"], Json::Null);
-        assert_eq!(s["sqlite"]["readPoolSize"], "007");
-        assert_eq!(s["sqlite"]["a"], "6543}");
-        assert_eq!(s["sqlite"]["b"], "65436543");
+        let expected = json!({
+            "postgresql": {"host": "db", "port": 6543, "database": "parallax", "username": "admin",
+                           "password": "s3cr3t", "url": "postgres://db:6543/x"},
+            "sqlite": {"walMode": true, "path": "${HOME}/a$b", "synchronous": null, "readPoolSize": "007",
+                       "a": "6543}", "b": "65436543"}
+        });
+        assert_eq!(storage(yaml, &env), expected);
     }
 
     #[test]
@@ -527,42 +435,19 @@ mod tests {
 
     #[test]
     fn interpolation_errors_never_show_values() {
-        let e = run(
-            "storage:\n  postgresql:\n    password: ${POSTGRES_PASSWORD}\n",
-            &[],
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "parallax.config.yaml: storage.postgresql.password references ${POSTGRES_PASSWORD}, which is not \
-             set; export it or write ${POSTGRES_PASSWORD:-default}"
-        );
+        let yaml = "storage:\n  postgresql:\n    password: ${POSTGRES_PASSWORD}\n";
+        let e = run(yaml, &[]).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("storage.postgresql.password"));
-        let e = run(
-            "storage:\n  postgresql:\n    password: \"abc${PW\"\n",
-            &[("PW", "x")],
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("storage.postgresql.password has an unterminated ${"),
-            "{e}"
-        );
-        assert!(!e.to_string().contains("abc"), "{e}");
-        let e = run("storage:\n  type: ${1X}\n", &[]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("storage.type references ${1X}, which is not a valid"),
-            "{e}"
-        );
-        let e = run("storage:\n  type: ${A:-${B}}\n", &[]).unwrap_err();
-        assert!(e.to_string().contains("nested"), "{e}");
-        let e = run("storage:\n  postgresql:\n    replicas: [{host: '${RH}'}]\n", &[]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("storage.postgresql.replicas[0].host references ${RH}"),
-            "{e}"
-        );
+        let expected = "parallax.config.yaml: storage.postgresql.password references ${POSTGRES_PASSWORD}, \
+                        which is not set; export it or write ${POSTGRES_PASSWORD:-default}";
+        assert_eq!(e.to_string(), expected);
+        let yaml = "storage:\n  postgresql:\n    password: \"abc${PW\"\n";
+        let e = fails(yaml, &[("PW", "x")], "storage.postgresql.password has an unterminated ${");
+        assert!(!e.contains("abc"), "{e}");
+        fails("storage:\n  type: ${1X}\n", &[], "storage.type references ${1X}, which is not a valid");
+        fails("storage:\n  type: ${A:-${B}}\n", &[], "nested");
+        let yaml = "storage:\n  postgresql:\n    replicas: [{host: '${RH}'}]\n";
+        fails(yaml, &[], "storage.postgresql.replicas[0].host references ${RH}");
     }
 
     #[test]
@@ -576,15 +461,12 @@ mod tests {
             ("PARALLAX_DATABASE_USER", "me"),
             ("PARALLAX_DATABASE_PASSWORD", "pw"),
         ];
-        let s = storage(
-            "storage:\n  type: sqlite\n  postgresql:\n  sqlite: {path: /x}\n",
-            &env,
-        );
+        let expected = json!({"type": "postgresql", "sqlite": {"path": "/x"}, "postgresql": {
+            "url": "postgres://u:p@h/d", "host": "h2", "port": 5433, "database": "db",
+            "username": "me", "password": "pw"}});
         assert_eq!(
-            s,
-            json!({"type": "postgresql", "sqlite": {"path": "/x"}, "postgresql": {
-                "url": "postgres://u:p@h/d", "host": "h2", "port": 5433, "database": "db",
-                "username": "me", "password": "pw"}})
+            storage("storage:\n  type: sqlite\n  postgresql:\n  sqlite: {path: /x}\n", &env),
+            expected
         );
         // Without a file the overrides still apply; empty values are ignored.
         let dir = tempfile::tempdir().unwrap();
@@ -592,21 +474,14 @@ mod tests {
         let got = resolve_in(dir.path(), None, &env).unwrap();
         assert_eq!(got.storage, json!({"postgresql": {"host": "h"}}));
 
-        let e = run("", &[("PARALLAX_DATABASE_PORT", "fivefour")]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "PARALLAX_DATABASE_PORT: must be an integer port number, found \"fivefour\""
+        let e = fails(
+            "",
+            &[("PARALLAX_DATABASE_PORT", "fivefour")],
+            "PARALLAX_DATABASE_PORT: must be an integer",
         );
-        let e = run(
-            "storage: {postgresql: 3}",
-            &[("PARALLAX_DATABASE_PASSWORD", "secret")],
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("PARALLAX_DATABASE_PASSWORD: cannot apply"),
-            "{e}"
-        );
-        assert!(!e.to_string().contains("secret"));
+        assert_eq!(e, "PARALLAX_DATABASE_PORT: must be an integer port number, found \"fivefour\"");
+        let vars = [("PARALLAX_DATABASE_PASSWORD", "secret")];
+        let e = fails("storage: {postgresql: 3}", &vars, "PARALLAX_DATABASE_PASSWORD: cannot apply");
+        assert!(!e.contains("secret"), "{e}");
     }
 }

@@ -1,0 +1,113 @@
+//! Shared test harness: loads the *built* plugin cdylib through the host crate, as it ships.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    sync::OnceLock,
+};
+
+use parallax_storage_host::{abi::*, Plugin, Storage};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// `target/<profile>/`, found from this test executable (`target/<profile>/deps/<test>-<hash>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(|deps| deps.parent()).expect("test executable lives in target/<profile>/deps").to_path_buf()
+}
+
+pub fn built_library(stem: &str) -> PathBuf {
+    let file = format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let path = target_dir().join(&file);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (the README's test command `cargo nextest run --workspace` \
+         does; `cargo test` alone in the root package does not build every member)",
+        path.display()
+    );
+    path
+}
+
+pub fn plugin() -> &'static Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    PLUGIN.get_or_init(|| Plugin::load(&built_library("parallax_storage")).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A storage instance plus whatever keeps its data alive (a temp dir, a database).
+pub struct Harness {
+    pub storage: Storage,
+    pub config: serde_json::Value,
+    pub dir: TempDir,
+}
+
+impl Harness {
+    /// Opens another, independent instance on the same data.
+    pub fn reopen(&self) -> Storage {
+        plugin().open(&self.config).unwrap_or_else(|e| panic!("reopen: {e}"))
+    }
+}
+
+pub fn sqlite_config(dir: &TempDir) -> serde_json::Value {
+    json!({ "type": "sqlite", "sqlite": { "path": dir.path().join("parallax.db") } })
+}
+
+pub async fn sqlite() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sqlite_config(&dir);
+    let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open sqlite: {e}"));
+    Harness { storage, config, dir }
+}
+
+// ------------------------------------------------------------------ builders
+
+pub fn new_pattern(name: &str, version: &str) -> NewPattern {
+    NewPattern {
+        id: None.into(),
+        name: name.into(),
+        version: version.into(),
+        description: Some(format!("{name} {version}").into()).into(),
+        definition: json!({ "name": name, "steps": [{ "agent": "writer" }] }).to_string().into(),
+        created_by: Some("tester".into()).into(),
+    }
+}
+
+pub fn new_execution(pattern: &str, version: &str) -> NewExecution {
+    NewExecution {
+        id: None.into(),
+        pattern_name: pattern.into(),
+        pattern_version: version.into(),
+        status: ExecutionStatus::Running,
+        input: Some(json!({ "q": "hello" }).to_string().into()).into(),
+        metadata: None.into(),
+        tags: Default::default(),
+        started_at: None.into(),
+    }
+}
+
+pub fn audit(action: &str, actor: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        action: action.into(),
+        actor: Some(actor.into()).into(),
+        resource_type: Some("pattern".into()).into(),
+        resource_id: Some("p1".into()).into(),
+        details: Some(json!({ "ok": true }).to_string().into()).into(),
+        ip_address: Some("10.1.2.3".into()).into(),
+        user_agent: Some("tests/1.0".into()).into(),
+        ..Default::default()
+    }
+}
+
+pub fn page(limit: u32, cursor: Option<&abi_stable::std_types::RString>) -> PageRequest {
+    PageRequest { limit, cursor: cursor.cloned().into() }
+}
+
+#[track_caller]
+pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, StorageError>, kind: ErrorKind, needle: &str) {
+    match r {
+        Ok(v) => panic!("expected a {kind:?} error mentioning {needle:?}, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.kind, kind, "wrong kind for error: {e}");
+            assert!(e.message.contains(needle), "error {e:?} does not mention {needle:?}");
+        }
+    }
+}

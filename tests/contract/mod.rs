@@ -1,0 +1,66 @@
+//! The contract suite: backend-neutral test bodies that every backend runs unchanged, through the loaded
+//! cdylib. `contract_suite!(factory)` generates one `#[tokio::test]` per function in `for_each_contract!`, so
+//! a new contract function cannot be forgotten by a backend.
+
+pub mod audit;
+pub mod events;
+pub mod executions;
+pub mod operations;
+pub mod patterns;
+
+/// Calls `$callback!` with the full list of contract test functions.
+#[macro_export]
+macro_rules! for_each_contract {
+    ($callback:ident, $factory:path) => {
+        $callback! { $factory;
+            patterns::pattern_put_get_roundtrip,
+            patterns::pattern_duplicate_version_conflicts,
+            patterns::pattern_not_found,
+            patterns::pattern_latest_is_highest_semver,
+            patterns::pattern_versions_sorted,
+            patterns::pattern_list_pages_latest_of_each,
+            patterns::pattern_delete,
+            patterns::pattern_invalid_input_is_refused,
+            executions::execution_create_get_roundtrip,
+            executions::execution_update_and_complete,
+            executions::execution_final_states_are_final,
+            executions::execution_invalid_input_is_refused,
+            executions::execution_client_ids_and_conflicts,
+            executions::execution_filters_combine,
+            executions::execution_pagination_is_exact,
+            executions::execution_pagination_edges,
+            events::events_append_in_order,
+            events::events_refused_on_final_or_missing,
+            audit::audit_append_and_query,
+            audit::audit_batch_is_atomic,
+            audit::audit_pagination_and_time_range,
+            operations::migrations_status_down_up_to,
+            operations::health_reports_backend,
+            operations::panics_come_back_as_panicked,
+            operations::dropped_future_still_completes,
+            operations::shutdown_makes_calls_unavailable,
+            operations::concurrent_writers_lose_nothing,
+        }
+    };
+}
+
+#[macro_export]
+macro_rules! contract_tests {
+    ($factory:path; $($area:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let h = $factory().await;
+                $crate::contract::$area::$name(&h).await;
+                h.storage.shutdown().await.expect("shutdown");
+            }
+        )*
+    };
+}
+
+#[macro_export]
+macro_rules! contract_suite {
+    ($factory:path) => {
+        $crate::for_each_contract!(contract_tests, $factory);
+    };
+}

@@ -1,0 +1,139 @@
+use std::collections::HashSet;
+
+use abi_stable::std_types::RString;
+use parallax_storage_host::abi::*;
+
+use crate::common::*;
+
+fn applied(status: &[MigrationInfo]) -> Vec<String> {
+    status.iter().filter(|m| m.applied).map(|m| m.version.to_string()).collect()
+}
+
+pub async fn migrations_status_down_up_to(h: &Harness) {
+    let s = &h.storage;
+    let status = s.migration_status().await.unwrap();
+    assert!(status.len() >= 2, "{status:?}");
+    let all: Vec<String> = status.iter().map(|m| m.version.to_string()).collect();
+    assert_eq!(applied(&status), all, "opening with autoRun applies everything");
+    assert!(status.iter().all(|m| m.applied_at.is_some()));
+
+    let down = s.migrate_down().await.unwrap();
+    assert_eq!(down.reverted.iter().map(|v| v.to_string()).collect::<Vec<_>>(), [all.last().unwrap().clone()]);
+    assert_eq!(applied(&down.status), all[..all.len() - 1]);
+    let h2 = s.health().await.unwrap();
+    assert_eq!(h2.pending_migrations, 1);
+
+    let first = &all[0];
+    let to_first = s.migrate_to(first).await.unwrap();
+    assert_eq!(applied(&to_first.status), [first.clone()]);
+    // The seed's `migrate to 20240115` style: a unique prefix of a version.
+    let tags = all.iter().find(|v| v.starts_with("20240115")).expect("the seed's tags migration exists");
+    let to_tags = s.migrate_to("20240115").await.unwrap();
+    assert_eq!(applied(&to_tags.status).last(), Some(tags));
+    assert_kind(s.migrate_to("2024").await, ErrorKind::InvalidInput, "give more digits");
+    assert_kind(s.migrate_to("1999").await, ErrorKind::InvalidInput, "known versions");
+
+    let none = s.migrate_to("0").await.unwrap();
+    assert!(applied(&none.status).is_empty());
+    assert_kind(s.migrate_down().await, ErrorKind::InvalidInput, "nothing to roll back");
+    assert_kind(s.get_latest_pattern("x").await, ErrorKind::Schema, "migrate up");
+
+    let up = s.migrate_up().await.unwrap();
+    assert_eq!(up.applied.iter().map(|v| v.to_string()).collect::<Vec<_>>(), all);
+    assert!(s.migrate_up().await.unwrap().applied.is_empty(), "up is idempotent");
+    s.put_pattern(new_pattern("after", "1.0.0")).await.unwrap();
+}
+
+pub async fn health_reports_backend(h: &Harness) {
+    let health = h.storage.health().await.unwrap();
+    assert!(!health.backend.is_empty());
+    assert!(!health.server_version.is_empty());
+    assert!(health.latency_us >= 0);
+    assert_eq!(health.pending_migrations, 0);
+    let status = h.storage.migration_status().await.unwrap();
+    assert_eq!(health.schema_version.into_option(), status.last().map(|m| m.version.clone()));
+}
+
+pub async fn panics_come_back_as_panicked(h: &Harness) {
+    let s = &h.storage;
+    assert_kind(s.ping(PingMode::Panic).await, ErrorKind::Panicked, "asked to panic");
+    // The host and the storage object both survive.
+    s.ping(PingMode::Echo).await.unwrap();
+    s.put_pattern(new_pattern("survivor", "1.0.0")).await.unwrap();
+    assert_kind(s.ping(PingMode::Panic).await, ErrorKind::Panicked, "ping");
+    s.get_pattern("survivor", "1.0.0").await.unwrap();
+}
+
+pub async fn dropped_future_still_completes(h: &Harness) {
+    let s = &h.storage;
+    let mut e = new_execution("dropped", "1.0.0");
+    let id = "0190b3f2-7c1e-7a00-8000-00000000d00d";
+    e.id = Some(id.into()).into();
+    // Poll the call once (which hands the write to the plugin runtime), then drop it unfinished: dropping
+    // only stops the caller from hearing the answer.
+    let r = tokio::time::timeout(std::time::Duration::ZERO, s.create_execution(e)).await;
+    assert!(r.is_err(), "the call finished before its first poll returned ({r:?}); the test proves nothing");
+    let mut found = None;
+    for _ in 0..200 {
+        match s.get_execution(id).await {
+            Ok(x) => {
+                found = Some(x);
+                break;
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(found.is_some(), "the dropped write never landed");
+    s.create_execution(new_execution("dropped", "1.0.0")).await.unwrap();
+}
+
+pub async fn shutdown_makes_calls_unavailable(h: &Harness) {
+    let other = h.reopen();
+    other.put_pattern(new_pattern("before", "1.0.0")).await.unwrap();
+    other.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+    assert_kind(other.get_pattern("before", "1.0.0").await, ErrorKind::Unavailable, "shut down");
+    // The first instance is unaffected and sees the write.
+    h.storage.get_pattern("before", "1.0.0").await.unwrap();
+}
+
+pub async fn concurrent_writers_lose_nothing(h: &Harness) {
+    const TASKS: usize = 32;
+    const WRITES: usize = 500;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let s = h.storage.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(WRITES);
+            for i in 0..WRITES {
+                let mut e = new_execution(&format!("load{}", t % 4), "1.0.0");
+                e.tags = vec![RString::from(format!("task{t}"))].into();
+                e.input = Some(format!("{{\"i\": {i}}}").into()).into();
+                let created = s.create_execution(e).await.unwrap_or_else(|e| panic!("task {t} write {i}: {e}"));
+                ids.push(created.id.to_string());
+            }
+            ids
+        }));
+    }
+    let mut written = HashSet::new();
+    for h in handles {
+        written.extend(h.await.unwrap());
+    }
+    assert_eq!(written.len(), TASKS * WRITES);
+    let s = &h.storage;
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), (TASKS * WRITES) as u64);
+    let mut listed = HashSet::new();
+    let mut cursor: Option<RString> = None;
+    loop {
+        let pg = s.list_executions(ExecutionFilter::default(), page(1000, cursor.as_ref())).await.unwrap();
+        listed.extend(pg.items.iter().map(|e| e.id.to_string()));
+        match pg.next_cursor.into_option() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(listed, written);
+    let f = ExecutionFilter { tags: vec![RString::from("task7")].into(), ..Default::default() };
+    assert_eq!(s.count_executions(f).await.unwrap(), WRITES as u64);
+}

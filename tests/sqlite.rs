@@ -1,0 +1,118 @@
+//! The contract suite on SQLite, plus SQLite-specific behaviour.
+
+mod common;
+mod contract;
+
+use common::*;
+use parallax_storage_host::abi::*;
+use serde_json::json;
+
+contract_suite!(common::sqlite);
+
+fn config_with(dir: &tempfile::TempDir, extra: serde_json::Value) -> serde_json::Value {
+    let mut cfg = sqlite_config(dir);
+    merge(&mut cfg, extra);
+    cfg
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+#[tokio::test]
+async fn pending_migrations_without_autorun_refuse_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(&dir, json!({ "migrations": { "autoRun": false } }));
+    let err = plugin().open(&cfg).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Schema, "{err}");
+    assert!(err.message.contains("pending") && err.message.contains("parallax storage migrate up"), "{err}");
+    // Maintenance mode opens anyway, so the migrate commands work.
+    let s = plugin().open_with(&cfg, OpenOptions { maintenance: true }).unwrap();
+    assert!(s.migration_status().await.unwrap().iter().all(|m| !m.applied));
+    s.migrate_up().await.unwrap();
+    s.shutdown().await.unwrap();
+    let s = plugin().open(&cfg).expect("opens once migrated");
+    s.put_pattern(new_pattern("ok", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+    // migrations.enabled: false behaves the same.
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg2 = config_with(&dir2, json!({ "migrations": { "enabled": false } }));
+    assert_eq!(plugin().open(&cfg2).unwrap_err().kind, ErrorKind::Schema);
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_plugin_is_refused() {
+    let h = sqlite().await;
+    h.storage.shutdown().await.unwrap();
+    let db = h.dir.path().join("parallax.db");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("INSERT INTO __diesel_schema_migrations (version) VALUES ('29990101000000')")
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        // No sqlite3 CLI: use a plugin connection's own SQL through a raw rusqlite-free path.
+        panic!("this test needs the sqlite3 command-line tool (Debian package sqlite3); .ci/run installs it");
+    }
+    let err = plugin().open(&h.config).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Schema);
+    assert!(err.message.contains("29990101000000") && err.message.contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn wal_and_pragmas_are_applied() {
+    let h = sqlite().await;
+    h.storage.put_pattern(new_pattern("wal", "1.0.0")).await.unwrap();
+    assert!(h.dir.path().join("parallax.db-wal").exists(), "WAL mode leaves a -wal file while open");
+    let health = h.storage.health().await.unwrap();
+    assert_eq!(health.backend, "sqlite");
+    assert!(health.server_version.starts_with("SQLite 3."), "{}", health.server_version);
+    h.storage.shutdown().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(&dir, json!({ "sqlite": { "walMode": false } }));
+    let s = plugin().open(&cfg).unwrap();
+    s.put_pattern(new_pattern("nowal", "1.0.0")).await.unwrap();
+    assert!(!dir.path().join("parallax.db-wal").exists());
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_on_one_file_share_data() {
+    let h = sqlite().await;
+    let other = h.reopen();
+    let e = h.storage.create_execution(new_execution("shared", "1.0.0")).await.unwrap();
+    assert_eq!(other.get_execution(&e.id).await.unwrap().id, e.id);
+    // Writers in two instances (two writer threads) still do not fail: busy_timeout covers the overlap.
+    let (a, b) = tokio::join!(
+        async {
+            for _ in 0..200 {
+                h.storage.create_execution(new_execution("a", "1.0.0")).await.unwrap();
+            }
+        },
+        async {
+            for _ in 0..200 {
+                other.create_execution(new_execution("b", "1.0.0")).await.unwrap();
+            }
+        }
+    );
+    let _ = (a, b);
+    assert_eq!(h.storage.count_executions(ExecutionFilter::default()).await.unwrap(), 401);
+    other.shutdown().await.unwrap();
+    h.storage.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_paths_are_clear_errors() {
+    let err = plugin().open(&json!({ "sqlite": { "path": "/nonexistent/dir/x.db" } })).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput);
+    assert!(err.message.contains("/nonexistent/dir") && err.message.contains("does not exist"), "{err}");
+    let err = plugin().open(&json!({ "sqlite": { "path": ":memory:" } })).unwrap_err();
+    assert!(err.message.contains("in-memory"), "{err}");
+}
