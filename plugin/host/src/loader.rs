@@ -6,7 +6,7 @@ use std::{
     sync::Mutex,
 };
 
-use abi_stable::library::{LibraryError, RootModule};
+use abi_stable::library::LibraryError;
 use parallax_storage_abi::{
     ConfigReport, LogLevel, OpenOptions, PluginInfo, PluginModRef, StorageError, ABI_VERSION,
 };
@@ -72,25 +72,24 @@ impl fmt::Debug for Plugin {
     }
 }
 
-static LOADED_FROM: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// Plugins loaded by this process, by canonical path. Libraries are never unloaded.
+static LOADED: Mutex<Vec<(PathBuf, PluginModRef)>> = Mutex::new(Vec::new());
 
 impl Plugin {
-    /// Loads the plugin cdylib at `path` and checks its ABI version. A process can hold one plugin library;
-    /// loading it again returns the same module, loading a different file is refused.
+    /// Loads the plugin cdylib at `path` and checks its ABI version and layout. Loading the same file again
+    /// returns the module already loaded.
+    ///
+    /// This deliberately avoids `RootModule::load_from_file`, whose per-type process cache would remember the
+    /// first library it opened even when that library then failed the checks.
     pub fn load(path: &Path) -> Result<Plugin, LoadError> {
         let canonical = path.canonicalize().map_err(|e| LoadError(format!("cannot load plugin {}: {e}", path.display())))?;
-        let mut loaded = LOADED_FROM.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(prev) = loaded.as_ref() {
-            if *prev != canonical {
-                return Err(LoadError(format!(
-                    "cannot load plugin {}: this process already loaded {} (a process holds one plugin library)",
-                    path.display(),
-                    prev.display()
-                )));
-            }
+        let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, module)) = loaded.iter().find(|(p, _)| *p == canonical) {
+            return Ok(Plugin { module: *module });
         }
-        let module = PluginModRef::load_from_file(&canonical).map_err(|e| describe(path, e))?;
-        *loaded = Some(canonical);
+        let header = abi_stable::library::lib_header_from_path(&canonical).map_err(|e| describe(path, e))?;
+        let module = header.init_root_module::<PluginModRef>().map_err(|e| describe(path, e))?;
+        loaded.push((canonical, module));
         let plugin = Plugin { module };
         logs::install(plugin.module, LogLevel::Debug);
         Ok(plugin)
@@ -118,6 +117,7 @@ impl Plugin {
 
 fn describe(path: &Path, e: LibraryError) -> LoadError {
     let p = path.display();
+
     let msg = match e {
         LibraryError::OpenError { err, .. } => {
             format!("cannot load plugin {p}: not a loadable shared library ({})", first_line(&err.to_string()))
@@ -127,7 +127,7 @@ fn describe(path: &Path, e: LibraryError) -> LoadError {
         ),
         LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
             "plugin {p} is incompatible: it was built against storage ABI {actual_version}, this host needs ABI \
-             {expected_version} (ABI {ABI_VERSION}); rebuild the plugin and the host from the same release"
+             {expected_version} (same major version); rebuild the plugin and the host from the same release"
         ),
         LibraryError::AbiInstability(err) => format!(
             "plugin {p} is incompatible: its storage ABI layout differs from this host's (ABI {ABI_VERSION}): {}",

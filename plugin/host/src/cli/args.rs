@@ -1,0 +1,392 @@
+//! The command line, as clap derive types. Spellings here are the documented contract.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use super::input::{parse_json_arg, parse_time};
+
+const ROOT_LONG: &str = "Manage Parallax's durable storage: patterns, execution history and audit logs.
+
+The storage backend is a plugin library (libparallax_storage.so) loaded at run time; it is found next to \
+this executable unless --plugin or PARALLAX_STORAGE_PLUGIN names it. The `storage` section of \
+parallax.config.yaml (--config, $PARALLAX_CONFIG or ./parallax.config.yaml) configures it.
+
+Examples:
+  parallax storage test-connection
+  parallax storage migrate status
+  parallax patterns put review.yaml
+  parallax --output json executions list --status failed --since 24h";
+
+#[derive(Debug, Parser)]
+#[command(name = "parallax", version, about = "Parallax storage CLI", long_about = ROOT_LONG)]
+#[command(arg_required_else_help = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// The config file (default: $PARALLAX_CONFIG, then ./parallax.config.yaml, else built-in defaults)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The storage plugin library to load (default: next to this executable)
+    #[arg(long, global = true, value_name = "PATH", env = "PARALLAX_STORAGE_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+    /// How to print results: aligned tables and `key: value` lines, or one JSON document
+    #[arg(long = "output", id = "format", visible_alias = "format", global = true, value_enum)]
+    #[arg(value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG also works
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Print format for the subcommands whose own `--output` is an execution's output document.
+#[derive(Debug, Args)]
+pub struct FormatOnly {
+    /// How to print results (here `--output` is the execution's output; pass `--format` or put
+    /// `--output table|json` before the subcommand)
+    #[arg(long = "format", id = "format", value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the plugin and the configuration, test the connection, run schema migrations
+    #[command(subcommand)]
+    Storage(StorageCmd),
+    /// Store, read, list and delete versioned pattern definitions
+    #[command(subcommand)]
+    Patterns(PatternsCmd),
+    /// Record and query pattern executions and their events
+    #[command(subcommand)]
+    Executions(ExecutionsCmd),
+    /// Append to and query the audit log
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCmd {
+    /// Show the plugin, its backends and the effective configuration (does not connect)
+    #[command(long_about = "Show the plugin version and ABI version, the backends this build offers with \
+        their embedded migrations, which config file was read, and the effective storage config (secrets \
+        redacted) with keys that are configured but not enforced. Does not open the database.\n\n\
+        Example: parallax storage info --config /etc/parallax/parallax.config.yaml")]
+    Info,
+    /// Connect to the configured backend and report its version, latency and schema state
+    #[command(long_about = "Connect to the configured backend and report the server version, location, \
+        round-trip latency, schema version and pending migrations. Works while migrations are pending. \
+        Exits 0 when the backend is reachable.\n\nExample: parallax storage test-connection")]
+    TestConnection,
+    /// Show, apply or roll back schema migrations
+    #[command(subcommand)]
+    Migrate(MigrateCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCmd {
+    /// List every migration as applied or pending
+    #[command(long_about = "List every migration with its status (applied or pending) and when it was \
+        applied.\n\nExample: parallax storage migrate status")]
+    Status,
+    /// Apply every pending migration
+    #[command(long_about = "Apply every pending migration, in one transaction, then show the status.\n\n\
+        Example: parallax storage migrate up")]
+    Up,
+    /// Roll back the newest applied migration
+    #[command(long_about = "Roll back the newest applied migration, then show the status.\n\n\
+        Example: parallax storage migrate down")]
+    Down,
+    /// Apply or roll back migrations until VERSION is the newest applied one (0 reverts all)
+    #[command(long_about = "Apply or roll back migrations until VERSION is the newest applied one. \
+        VERSION is a full version or a unique prefix of one (20240115); 0 reverts every migration.\n\n\
+        Example: parallax storage migrate to 20240115")]
+    To {
+        /// Target version, a unique prefix of one, or 0
+        #[arg(value_name = "VERSION")]
+        version: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PatternsCmd {
+    /// Store a pattern definition read from a YAML or JSON file
+    #[command(long_about = "Store a pattern definition. FILE is YAML (.yaml, .yml) or JSON (.json), or - \
+        for stdin; the whole document (a mapping) becomes the definition. The name, version and description \
+        come from the document's top-level `name`, `version` and `description` keys unless given as \
+        flags. Storing an existing name and version again is a conflict (exit code 4).\n\n\
+        Example: parallax patterns put review.yaml --created-by alice")]
+    Put {
+        /// The definition file (YAML or JSON; - reads stdin)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Pattern name (default: the document's `name`)
+        #[arg(long)]
+        name: Option<String>,
+        /// Semantic version such as 1.2.0 (default: the document's `version`)
+        #[arg(long)]
+        version: Option<String>,
+        /// Description (default: the document's `description`)
+        #[arg(long)]
+        description: Option<String>,
+        /// Who stored it
+        #[arg(long, value_name = "WHO")]
+        created_by: Option<String>,
+    },
+    /// Show one version of a pattern (the latest when VERSION is omitted)
+    #[command(
+        long_about = "Show a pattern's metadata and definition. Without VERSION, the highest semantic \
+        version is shown.\n\nExamples:\n  parallax patterns get code-review\n  parallax patterns get \
+        code-review 1.2.0 --output json"
+    )]
+    Get { name: String, version: Option<String> },
+    /// List the latest version of every pattern, by name
+    #[command(
+        long_about = "List the latest version of every pattern, ordered by name, one page at a time; \
+        pass the printed cursor to get the next page, or --all to fetch every page.\n\n\
+        Example: parallax patterns list --limit 20"
+    )]
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+        /// Follow next_cursor until every pattern is listed
+        #[arg(long, conflicts_with = "cursor")]
+        all: bool,
+    },
+    /// List every stored version of a pattern, newest version first
+    #[command(long_about = "List every stored version of a pattern, highest semantic version first.\n\n\
+        Example: parallax patterns versions code-review")]
+    Versions { name: String },
+    /// Delete one version of a pattern
+    #[command(long_about = "Delete one stored version of a pattern.\n\n\
+        Example: parallax patterns delete code-review 1.0.0")]
+    Delete { name: String, version: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Page size, 1 to 1000 (default 50)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// The cursor printed after the previous page
+    #[arg(long, value_name = "C")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartStatus {
+    Pending,
+    Running,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FinalStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnyStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    AgentAssignment,
+    StepResult,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCmd {
+    /// Record a new execution of a pattern
+    #[command(
+        long_about = "Record a new execution. Without --pattern-version the latest stored version of \
+        the pattern is used (the pattern must exist). JSON arguments take a JSON document or @FILE (@- for \
+        stdin).\n\nExample: parallax executions start --pattern code-review --input '{\"pr\": 42}' --tag ci"
+    )]
+    Start {
+        #[arg(long, value_name = "NAME")]
+        pattern: String,
+        #[arg(long, value_name = "V")]
+        pattern_version: Option<String>,
+        /// Input document: JSON or @FILE
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        input: Option<String>,
+        /// Metadata document: JSON or @FILE
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        metadata: Option<String>,
+        /// A tag (repeatable)
+        #[arg(long = "tag", value_name = "T")]
+        tags: Vec<String>,
+        #[arg(long, value_enum, default_value = "running")]
+        status: StartStatus,
+        /// Use this UUID instead of a generated one
+        #[arg(long, value_name = "UUID")]
+        id: Option<String>,
+    },
+    /// Complete an execution as completed, failed or cancelled
+    #[command(long_about = "Complete an execution. Here --output is the execution's output document; use \
+        --format (or --output before the subcommand) for the print format.\n\n\
+        Example: parallax executions finish 0190d5e2-... --status completed --output @result.json")]
+    Finish {
+        id: String,
+        #[arg(long, value_enum)]
+        status: FinalStatus,
+        /// The execution's output document: JSON or @FILE
+        #[arg(long = "output", id = "exec_output", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        output: Option<String>,
+        /// Error document: JSON or @FILE
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        error: Option<String>,
+        #[command(flatten)]
+        print: FormatOnly,
+    },
+    /// Change the status or documents of a running or pending execution
+    #[command(
+        long_about = "Change a non-final execution. Here --output is the execution's output document; \
+        use --format for the print format.\n\n\
+        Example: parallax executions update 0190d5e2-... --status running --metadata '{\"node\": 3}'"
+    )]
+    Update {
+        id: String,
+        #[arg(long, value_enum)]
+        status: Option<StartStatus>,
+        /// The execution's output document: JSON or @FILE
+        #[arg(long = "output", id = "exec_output", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        output: Option<String>,
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        error: Option<String>,
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        print: FormatOnly,
+    },
+    /// Append an agent assignment or step result to an execution
+    #[command(long_about = "Append an event to an execution's history.\n\n\
+        Example: parallax executions event 0190d5e2-... --kind step-result --payload '{\"step\": 1}'")]
+    Event {
+        id: String,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        payload: String,
+    },
+    /// Show one execution
+    #[command(long_about = "Show one execution, optionally with its events.\n\n\
+        Example: parallax executions get 0190d5e2-... --events")]
+    Get {
+        id: String,
+        /// Also show the execution's events
+        #[arg(long)]
+        events: bool,
+    },
+    /// List an execution's events in order
+    #[command(long_about = "List an execution's events in the order they were appended.\n\n\
+        Example: parallax executions events 0190d5e2-...")]
+    Events { id: String },
+    /// List executions, newest first, with filters
+    #[command(long_about = "List executions, newest first. Filters combine; --status and --tag repeat \
+        (--status also takes a comma-separated list). --since/--until take an RFC3339 time \
+        (2024-01-15T10:30:00Z) or an age such as 30d or 12h (meaning that long ago).\n\n\
+        Example: parallax executions list --pattern code-review --status failed,cancelled --since 7d")]
+    List {
+        #[command(flatten)]
+        filter: ExecFilterArgs,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Print only the number of matching executions
+        #[arg(long, conflicts_with_all = ["limit", "cursor"])]
+        count: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecFilterArgs {
+    #[arg(long, value_name = "N")]
+    pub pattern: Option<String>,
+    #[arg(long, value_name = "V")]
+    pub pattern_version: Option<String>,
+    /// Any of these statuses (repeatable or comma-separated)
+    #[arg(long = "status", value_enum, value_delimiter = ',', value_name = "S")]
+    pub statuses: Vec<AnyStatus>,
+    /// Started at or after T (RFC3339, or an age like 30d)
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Started before T (RFC3339, or an age like 12h)
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// Carries this tag (repeatable: all must match)
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Append one audit log entry
+    #[command(long_about = "Append one entry to the audit log and print its id.\n\n\
+        Example: parallax audit append --action pattern.update --actor alice --resource-type pattern \
+        --resource-id code-review --details '{\"version\": \"1.1.0\"}'")]
+    Append {
+        #[arg(long, value_name = "A")]
+        action: String,
+        #[arg(long, value_name = "X")]
+        actor: Option<String>,
+        #[arg(long, value_name = "T")]
+        resource_type: Option<String>,
+        #[arg(long, value_name = "I")]
+        resource_id: Option<String>,
+        /// Details document: JSON or @FILE
+        #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        details: Option<String>,
+        /// Client IP address (IPv4 or IPv6, optionally with a prefix length)
+        #[arg(long, value_name = "IP")]
+        ip: Option<String>,
+        #[arg(long, value_name = "UA")]
+        user_agent: Option<String>,
+    },
+    /// Query the audit log, newest first
+    #[command(long_about = "Query the audit log, newest first. --since/--until take an RFC3339 time or an \
+        age such as 90d.\n\nExample: parallax audit list --actor alice --since 24h")]
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        resource_type: Option<String>,
+        #[arg(long)]
+        resource_id: Option<String>,
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        since: Option<i64>,
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        until: Option<i64>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,175 @@
+//! `parallax executions start | finish | update | event | get | events | list`.
+
+use abi_stable::std_types::{ROption, RString};
+use parallax_storage_abi::{
+    EventKind, Execution, ExecutionCompletion, ExecutionFilter, ExecutionStatus, ExecutionUpdate, NewEvent,
+    NewExecution,
+};
+use serde_json::json;
+
+use super::{
+    args::{AnyStatus, ExecFilterArgs, ExecutionsCmd, FinalStatus, Kind, StartStatus},
+    patterns::page_request,
+    render, CliError, Output, EXIT_NOT_FOUND,
+};
+use crate::{ErrorKind, Storage};
+
+fn opt(s: Option<String>) -> ROption<RString> {
+    s.map(RString::from).into()
+}
+
+fn start_status(s: StartStatus) -> ExecutionStatus {
+    match s {
+        StartStatus::Pending => ExecutionStatus::Pending,
+        StartStatus::Running => ExecutionStatus::Running,
+    }
+}
+
+fn final_status(s: FinalStatus) -> ExecutionStatus {
+    match s {
+        FinalStatus::Completed => ExecutionStatus::Completed,
+        FinalStatus::Failed => ExecutionStatus::Failed,
+        FinalStatus::Cancelled => ExecutionStatus::Cancelled,
+    }
+}
+
+fn any_status(s: AnyStatus) -> ExecutionStatus {
+    match s {
+        AnyStatus::Pending => ExecutionStatus::Pending,
+        AnyStatus::Running => ExecutionStatus::Running,
+        AnyStatus::Completed => ExecutionStatus::Completed,
+        AnyStatus::Failed => ExecutionStatus::Failed,
+        AnyStatus::Cancelled => ExecutionStatus::Cancelled,
+    }
+}
+
+fn one(e: &Execution) -> Output {
+    let r = render::execution(e);
+    Output::new(r.json(), r.table())
+}
+
+pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError> {
+    match cmd {
+        ExecutionsCmd::Start { pattern, pattern_version, input, metadata, tags, status, id } => {
+            let version = match pattern_version {
+                Some(v) => v,
+                None => match store.get_latest_pattern(&pattern).await {
+                    Ok(p) => p.version.to_string(),
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        return Err(CliError::new(
+                            EXIT_NOT_FOUND,
+                            format!(
+                            "pattern {pattern:?} does not exist, so it has no latest version; store it with \
+                                 `parallax patterns put` or pass --pattern-version"
+                        ),
+                        ))
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            let e = store
+                .create_execution(NewExecution {
+                    id: opt(id),
+                    pattern_name: pattern.into(),
+                    pattern_version: version.into(),
+                    status: start_status(status),
+                    input: opt(input),
+                    metadata: opt(metadata),
+                    tags: tags.into_iter().map(RString::from).collect(),
+                    started_at: ROption::RNone,
+                })
+                .await?;
+            Ok(one(&e))
+        }
+        ExecutionsCmd::Finish { id, status, output, error, .. } => {
+            let c = ExecutionCompletion {
+                status: final_status(status),
+                output: opt(output),
+                error: opt(error),
+                completed_at: ROption::RNone,
+            };
+            Ok(one(&store.complete_execution(&id, c).await?))
+        }
+        ExecutionsCmd::Update { id, status, output, error, metadata, .. } => {
+            if status.is_none() && output.is_none() && error.is_none() && metadata.is_none() {
+                return Err(CliError::usage(
+                    "nothing to update; pass --status, --output, --error or --metadata",
+                ));
+            }
+            let u = ExecutionUpdate {
+                status: status.map(start_status).into(),
+                output: opt(output),
+                error: opt(error),
+                metadata: opt(metadata),
+            };
+            Ok(one(&store.update_execution(&id, u).await?))
+        }
+        ExecutionsCmd::Event { id, kind, payload } => {
+            let kind = match kind {
+                Kind::AgentAssignment => EventKind::AgentAssignment,
+                Kind::StepResult => EventKind::StepResult,
+            };
+            let ev = store
+                .append_event(&id, NewEvent { kind, payload: payload.into(), recorded_at: ROption::RNone })
+                .await?;
+            let r = render::event(&ev);
+            Ok(Output::new(r.json(), r.table()))
+        }
+        ExecutionsCmd::Get { id, events } => {
+            let e = store.get_execution(&id).await?;
+            let mut out = one(&e);
+            if events {
+                let list = store.list_events(&id).await?;
+                out.json["events"] = json!(render::all(&list, render::event));
+                out.table.push_str("events:\n");
+                out.table.push_str(&render::events_table(&list));
+            }
+            Ok(out)
+        }
+        ExecutionsCmd::Events { id } => {
+            // Distinguish "no events yet" from "no such execution".
+            store.get_execution(&id).await?;
+            let list = store.list_events(&id).await?;
+            let doc = json!({ "execution_id": id, "items": render::all(&list, render::event) });
+            Ok(Output::new(doc, render::events_table(&list)))
+        }
+        ExecutionsCmd::List { filter, page, count } => {
+            let filter = execution_filter(filter)?;
+            if count {
+                let n = store.count_executions(filter).await?;
+                return Ok(Output::new(json!({ "count": n }), format!("{n}\n")));
+            }
+            let got = store.list_executions(filter, page_request(&page)).await?;
+            let next = got.next_cursor.as_ref().map(|c| c.to_string()).into_option();
+            let items: Vec<Execution> = got.items.into_vec();
+            let doc = render::page(render::all(&items, render::execution), next.as_deref());
+            let mut text = render::executions_table(&items);
+            if let Some(c) = &next {
+                text.push_str(&render::next_page_hint(c));
+            }
+            Ok(Output::new(doc, text))
+        }
+    }
+}
+
+fn execution_filter(f: ExecFilterArgs) -> Result<ExecutionFilter, CliError> {
+    if let (Some(since), Some(until)) = (f.since, f.until) {
+        if since > until {
+            return Err(CliError::usage("--since is later than --until; nothing can match"));
+        }
+    }
+    let mut statuses: Vec<ExecutionStatus> = Vec::new();
+    for s in f.statuses.into_iter().map(any_status) {
+        if !statuses.contains(&s) {
+            statuses.push(s);
+        }
+    }
+    Ok(ExecutionFilter {
+        pattern_name: opt(f.pattern),
+        pattern_version: opt(f.pattern_version),
+        statuses: statuses.into(),
+        started_from: f.since.into(),
+        started_until: f.until.into(),
+        tags: f.tags.into_iter().map(RString::from).collect(),
+    })
+}

@@ -1,0 +1,267 @@
+//! Reading user input: pattern files (YAML or JSON), `JSON|@file` arguments and `--since`/`--until` times.
+
+use std::{
+    io::Read,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Map, Value as Json};
+use serde_yaml_ng::Value as Yaml;
+
+use super::CliError;
+
+/// A pattern file read and split into what `put_pattern` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternDoc {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub definition: Json,
+}
+
+/// Flags that override the document's own `name`, `version` and `description`.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Reads `file` (`-` for stdin) as YAML or JSON, chosen by extension or, failing that, by its first character.
+pub fn read_pattern_file(file: &Path, flags: Overrides) -> Result<PatternDoc, CliError> {
+    let shown = if file == Path::new("-") { "<stdin>".to_string() } else { file.display().to_string() };
+    let text = read_source(file).map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
+    let ext = file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let as_json = match ext.as_deref() {
+        Some("json") => true,
+        Some("yaml" | "yml") => false,
+        _ => text.trim_start().starts_with(['{', '[']),
+    };
+    let definition = if as_json {
+        serde_json::from_str::<Json>(&text)
+            .map_err(|e| CliError::usage(format!("{shown}: invalid JSON: {}", one_line(&e.to_string()))))?
+    } else {
+        yaml_to_json(&text).map_err(|e| CliError::usage(format!("{shown}: {e}")))?
+    };
+    let Json::Object(top) = &definition else {
+        return Err(CliError::usage(format!(
+            "{shown}: the pattern definition must be a mapping (an object) at the top level, found {}",
+            json_kind(&definition)
+        )));
+    };
+    let field = |key: &str, flag: Option<String>| -> Result<Option<String>, CliError> {
+        if flag.is_some() {
+            return Ok(flag);
+        }
+        match top.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(CliError::usage(format!(
+                "{shown}: the top-level `{key}` must be a string, found {}; quote it (e.g. {key}: \"1.0.0\") or \
+                 pass --{key}",
+                json_kind(other)
+            ))),
+        }
+    };
+    let missing = |key: &str, upper: &str| {
+        CliError::usage(format!(
+            "{shown}: no pattern {key}; add a top-level `{key}:` key to the document or pass --{key} {upper}"
+        ))
+    };
+    let name = field("name", flags.name)?.ok_or_else(|| missing("name", "NAME"))?;
+    let version = field("version", flags.version)?.ok_or_else(|| missing("version", "VERSION"))?;
+    let description = field("description", flags.description)?;
+    Ok(PatternDoc { name, version, description, definition })
+}
+
+fn read_source(file: &Path) -> std::io::Result<String> {
+    if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file)
+    }
+}
+
+/// Parses YAML and converts it to JSON, refusing what JSON cannot hold (non-string keys, tags, NaN).
+pub fn yaml_to_json(text: &str) -> Result<Json, String> {
+    let mut doc: Yaml =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML: {}", one_line(&e.to_string())))?;
+    doc.apply_merge().map_err(|e| format!("invalid YAML merge key (<<): {}", one_line(&e.to_string())))?;
+    convert(&doc, "")
+}
+
+fn convert(value: &Yaml, path: &str) -> Result<Json, String> {
+    let at = |path: &str| if path.is_empty() { "the top level".to_string() } else { path.to_string() };
+    Ok(match value {
+        Yaml::Null => Json::Null,
+        Yaml::Bool(b) => Json::Bool(*b),
+        Yaml::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Json::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Json::from(u)
+            } else {
+                let f = n.as_f64().and_then(serde_json::Number::from_f64);
+                Json::Number(f.ok_or_else(|| {
+                    format!(
+                        "{}: the number {n} cannot be represented in JSON; quote it as a string",
+                        at(path)
+                    )
+                })?)
+            }
+        }
+        Yaml::String(s) => Json::String(s.clone()),
+        Yaml::Sequence(items) => Json::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| convert(item, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Yaml::Mapping(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let Yaml::String(key) = k else {
+                    return Err(format!(
+                        "{}: mapping keys must be strings, found {}; quote the key",
+                        at(path),
+                        yaml_kind(k)
+                    ));
+                };
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                out.insert(key.clone(), convert(v, &child)?);
+            }
+            Json::Object(out)
+        }
+        Yaml::Tagged(t) => {
+            return Err(format!(
+                "{}: YAML tags such as {} are not supported; remove the tag",
+                at(path),
+                t.tag
+            ))
+        }
+    })
+}
+
+fn yaml_kind(v: &Yaml) -> String {
+    match v {
+        Yaml::Null => "null".into(),
+        Yaml::Bool(b) => format!("boolean {b}"),
+        Yaml::Number(n) => format!("number {n}"),
+        Yaml::String(s) => format!("string {s:?}"),
+        Yaml::Sequence(_) => "a list".into(),
+        Yaml::Mapping(_) => "a mapping".into(),
+        Yaml::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
+}
+
+pub fn json_kind(v: &Json) -> String {
+    match v {
+        Json::Null => "null".into(),
+        Json::Bool(b) => format!("boolean {b}"),
+        Json::Number(n) => format!("number {n}"),
+        Json::String(s) => format!("string {s:?}"),
+        Json::Array(_) => "a list".into(),
+        Json::Object(_) => "a mapping".into(),
+    }
+}
+
+/// Clap value parser for `JSON|@FILE` arguments (`@-` reads stdin): returns compact JSON text.
+pub fn parse_json_arg(arg: &str) -> Result<String, String> {
+    let (text, from) = match arg.strip_prefix('@') {
+        Some(path) => {
+            let text = read_source(Path::new(path)).map_err(|e| format!("cannot read {path}: {e}"))?;
+            (text, Some(path))
+        }
+        None => (arg.to_string(), None),
+    };
+    match serde_json::from_str::<Json>(&text) {
+        Ok(v) => Ok(v.to_string()),
+        Err(e) => {
+            let mut msg = format!("invalid JSON: {}", one_line(&e.to_string()));
+            if let Some(path) = from {
+                msg = format!("{path}: {msg}");
+            } else if matches!(arg, "table" | "json") {
+                msg.push_str("; for the print format here, use --format");
+            } else if !arg.trim_start().starts_with(['{', '[', '"']) {
+                msg.push_str("; pass a JSON document (quote strings: '\"text\"') or @FILE");
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// Clap value parser for `--since`/`--until`: an RFC3339 time, or an age (`30d`, `12h`) meaning now minus it.
+/// Returns microseconds since the Unix epoch.
+pub fn parse_time(arg: &str) -> Result<i64, String> {
+    let arg = arg.trim();
+    let bad = || {
+        format!(
+            "expected an RFC3339 time such as 2024-01-15T10:30:00Z or an age such as 30d, 12h or 90m, \
+             found {arg:?}"
+        )
+    };
+    if arg.is_empty() {
+        return Err(bad());
+    }
+    if arg.starts_with(|c: char| c.is_ascii_digit()) && arg.contains('-') {
+        let t = humantime::parse_rfc3339_weak(arg).map_err(|e| format!("{}: {e}", bad()))?;
+        return micros_since_epoch(t).ok_or_else(bad);
+    }
+    let age = humantime::parse_duration(arg).map_err(|_| bad())?;
+    let now = SystemTime::now();
+    let t = now.checked_sub(age).ok_or_else(|| format!("the age {arg:?} reaches before the year 1970"))?;
+    micros_since_epoch(t).ok_or_else(|| format!("the age {arg:?} reaches before the year 1970"))
+}
+
+fn micros_since_epoch(t: SystemTime) -> Option<i64> {
+    t.duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_micros()).ok())
+}
+
+/// Formats microseconds since the epoch as RFC3339 UTC with microseconds, never panicking.
+pub fn format_time(micros: i64) -> String {
+    // humantime handles 1970..=9999.
+    const MAX: i64 = 253_402_300_799_999_999;
+    if (0..=MAX).contains(&micros) {
+        let t = UNIX_EPOCH + Duration::from_micros(micros as u64);
+        humantime::format_rfc3339_micros(t).to_string()
+    } else {
+        format!("{micros}us since 1970-01-01T00:00:00Z")
+    }
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_conversion() {
+        assert_eq!(
+            yaml_to_json("a: 1\nb: [x, 2.5]\n").unwrap(),
+            serde_json::json!({"a": 1, "b": ["x", 2.5]})
+        );
+        assert!(yaml_to_json("1: x").unwrap_err().contains("mapping keys must be strings"));
+        assert!(yaml_to_json("a: !t x").unwrap_err().contains("a: YAML tags"));
+        assert!(yaml_to_json("a: [.nan]").unwrap_err().contains("a[0]: the number"));
+        assert!(yaml_to_json("a: [unclosed").unwrap_err().starts_with("invalid YAML"));
+    }
+
+    #[test]
+    fn times_and_json_args() {
+        assert_eq!(parse_time("2024-01-15T10:30:00Z"), Ok(1_705_314_600_000_000));
+        assert!(parse_time("30d").unwrap() < parse_time("12h").unwrap());
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2024-13-01T00:00:00Z").is_err());
+        assert_eq!(format_time(1_705_314_600_000_001), "2024-01-15T10:30:00.000001Z");
+        assert_eq!(parse_json_arg(r#"{ "a" : 1 }"#), Ok(r#"{"a":1}"#.to_string()));
+        assert!(parse_json_arg("{nope").unwrap_err().starts_with("invalid JSON"));
+        assert!(parse_json_arg("json").unwrap_err().contains("--format"));
+    }
+}

@@ -1,0 +1,90 @@
+//! `parallax patterns put | get | list | versions | delete`.
+
+use abi_stable::std_types::{ROption, RString};
+use parallax_storage_abi::{NewPattern, PageRequest, Pattern};
+use serde_json::json;
+
+use super::{
+    args::{PageArgs, PatternsCmd},
+    input::{read_pattern_file, Overrides},
+    render::{self, Record},
+    table::yaml_block,
+    CliError, Output,
+};
+use crate::Storage;
+
+pub async fn run(store: &Storage, cmd: PatternsCmd) -> Result<Output, CliError> {
+    match cmd {
+        PatternsCmd::Put { file, name, version, description, created_by } => {
+            let doc = read_pattern_file(&file, Overrides { name, version, description })?;
+            let stored = store
+                .put_pattern(NewPattern {
+                    id: ROption::RNone,
+                    name: doc.name.into(),
+                    version: doc.version.into(),
+                    description: doc.description.map(RString::from).into(),
+                    definition: doc.definition.to_string().into(),
+                    created_by: created_by.map(RString::from).into(),
+                })
+                .await?;
+            Ok(record(&stored, "stored"))
+        }
+        PatternsCmd::Get { name, version } => {
+            let p = match version {
+                Some(v) => store.get_pattern(&name, &v).await?,
+                None => store.get_latest_pattern(&name).await?,
+            };
+            Ok(record(&p, ""))
+        }
+        PatternsCmd::List { page, all } => list(store, page, all).await,
+        PatternsCmd::Versions { name } => {
+            let versions = store.list_pattern_versions(&name).await?;
+            if versions.is_empty() {
+                return Err(CliError::new(super::EXIT_NOT_FOUND, format!("pattern {name:?} not found")));
+            }
+            let doc = json!({ "name": name, "items": render::all(&versions, render::pattern) });
+            Ok(Output::new(doc, render::patterns_table(&versions, false)))
+        }
+        PatternsCmd::Delete { name, version } => {
+            store.delete_pattern(&name, &version).await?;
+            let doc = json!({ "deleted": { "name": name, "version": version } });
+            Ok(Output::new(doc, format!("deleted pattern {name} {version}\n")))
+        }
+    }
+}
+
+/// A pattern as `key: value` lines with the definition as indented YAML; `verb` heads the text when set.
+fn record(p: &Pattern, verb: &str) -> Output {
+    let r: Record = render::pattern(p);
+    let mut text =
+        if verb.is_empty() { String::new() } else { format!("{verb} pattern {} {}\n", p.name, p.version) };
+    text.push_str(&r.table_except(&["definition"]));
+    if verb.is_empty() {
+        text.push_str("definition:\n");
+        text.push_str(&yaml_block(r.get("definition"), 2));
+    }
+    Output::new(r.json(), text)
+}
+
+pub fn page_request(page: &PageArgs) -> PageRequest {
+    PageRequest { limit: page.limit.unwrap_or(0), cursor: page.cursor.clone().map(RString::from).into() }
+}
+
+async fn list(store: &Storage, page: PageArgs, all: bool) -> Result<Output, CliError> {
+    let mut request = page_request(&page);
+    let mut items = Vec::new();
+    let next = loop {
+        let got = store.list_patterns(request.clone()).await?;
+        items.extend(got.items);
+        match got.next_cursor.into_option() {
+            Some(c) if all => request.cursor = ROption::RSome(c),
+            other => break other.map(|c| c.to_string()),
+        }
+    };
+    let doc = render::page(render::all(&items, render::pattern), next.as_deref());
+    let mut text = render::patterns_table(&items, true);
+    if let Some(c) = &next {
+        text.push_str(&render::next_page_hint(c));
+    }
+    Ok(Output::new(doc, text))
+}

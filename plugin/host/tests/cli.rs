@@ -1,0 +1,447 @@
+//! End-to-end tests of the `parallax` binary against the real plugin and a SQLite file in a temp dir.
+//!
+//! The plugin must be built first: `cargo build -p parallax-storage && cargo test -p parallax-storage-host`.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+
+/// `target/debug/libparallax_storage.so`, found from this test executable (`target/debug/deps/cli-…`).
+fn plugin_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let name = format!("{}parallax_storage{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join(&name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the plugin first with `cargo build -p parallax-storage` (the README's test \
+         command does both: `cargo build -p parallax-storage && cargo test -p parallax-storage-host`)",
+        path.display()
+    );
+    path
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+const CONFIG: &str = "storage:\n  type: sqlite\n  sqlite:\n    path: ./parallax.db\n";
+
+impl Env {
+    fn new() -> Env {
+        Env::with_config(CONFIG)
+    }
+
+    fn with_config(yaml: &str) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("parallax.config.yaml"), yaml).expect("write config");
+        Env { dir }
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).expect("write file");
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
+        cmd.args(args).arg("--plugin").arg(plugin_path()).current_dir(self.dir.path());
+        for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
+            cmd.env_remove(var);
+        }
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn parallax");
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().expect("wait");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None)
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "parallax {args:?} failed: {}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    /// Runs with `--output json`, asserts success and parses stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("parallax {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// Runs, asserts exit `code` and exactly one `error:` line on stderr; returns the message.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code, code, "parallax {args:?}: stdout {} stderr {}", r.stdout, r.stderr);
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "parallax {args:?}: expected one stderr line, got {:?}", r.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+        lines[0].to_string()
+    }
+}
+
+const PATTERN_YAML: &str = "name: code-review\nversion: 1.0.0\ndescription: Review a pull request\n\
+steps:\n  - agent: reviewer\n    prompt: \"look for bugs\"\n    retries: 2\n";
+
+#[test]
+fn help_mentions_the_commands() {
+    let env = Env::new();
+    let top = env.ok(&["--help"]);
+    for word in ["storage", "patterns", "executions", "audit", "--output", "--config", "--plugin"] {
+        assert!(top.contains(word), "--help lacks {word}: {top}");
+    }
+    let storage = env.ok(&["storage", "--help"]);
+    for word in ["info", "test-connection", "migrate"] {
+        assert!(storage.contains(word), "storage --help lacks {word}: {storage}");
+    }
+    let migrate = env.ok(&["storage", "migrate", "--help"]);
+    for word in ["status", "up", "down", "to"] {
+        assert!(migrate.contains(word), "{migrate}");
+    }
+    assert!(env.ok(&["executions", "list", "--help"]).contains("--since"));
+    assert!(env.ok(&["--version"]).starts_with("parallax "));
+}
+
+#[test]
+fn storage_info_and_test_connection() {
+    let env = Env::with_config(&format!(
+        "{CONFIG}  retention:\n    executions:\n      enabled: true\n      maxAge: 30d\n"
+    ));
+    let info = env.ok(&["storage", "info"]);
+    assert!(info.contains("plugin version:") && info.contains("sqlite"), "{info}");
+    assert!(info.contains("parallax.config.yaml"), "{info}");
+    assert!(info.contains("not enforced") && info.contains("storage.retention.executions"), "{info}");
+    assert!(!env.dir.path().join("parallax.db").exists(), "info must not open the database");
+
+    let doc = env.json(&["storage", "info"]);
+    let backends = doc["plugin"]["backends"].as_array().unwrap();
+    let sqlite = backends.iter().find(|b| b["name"] == "sqlite").unwrap();
+    assert_eq!(sqlite["available"], true);
+    assert!(!sqlite["migrations"].as_array().unwrap().is_empty());
+    assert_eq!(doc["config"]["backend"], "sqlite");
+    assert_eq!(doc["config"]["effective"]["sqlite"]["path"], "./parallax.db");
+    assert!(doc["config_source"].as_str().unwrap().ends_with("parallax.config.yaml"));
+    assert!(!doc["config"]["warnings"].as_array().unwrap().is_empty());
+
+    // Without a config file: defaults.
+    std::fs::remove_file(env.dir.path().join("parallax.config.yaml")).unwrap();
+    assert!(env.ok(&["storage", "info"]).contains("defaults"));
+    assert_eq!(env.json(&["storage", "info"])["config_source"], Value::Null);
+
+    let env = Env::new();
+    let text = env.ok(&["storage", "test-connection"]);
+    assert!(text.contains("reachable") && text.contains("SQLite"), "{text}");
+    assert!(text.contains("latency:") && text.contains("migrate up"), "{text}");
+    let h = env.json(&["storage", "test-connection"]);
+    assert_eq!(h["backend"], "sqlite");
+    assert!(h["latency_us"].as_i64().unwrap() >= 0);
+    assert!(h["pending_migrations"].as_u64().unwrap() > 0, "maintenance mode runs no migration: {h}");
+    env.ok(&["storage", "migrate", "up"]);
+    let h = env.json(&["storage", "test-connection"]);
+    assert_eq!(h["pending_migrations"], 0);
+    assert!(h["schema_version"].is_string());
+}
+
+fn statuses(doc: &Value) -> Vec<String> {
+    doc["migrations"].as_array().unwrap().iter().map(|m| m["status"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn migrate_status_up_down_to() {
+    let env = Env::new();
+    let status = env.json(&["storage", "migrate", "status"]);
+    let n = statuses(&status).len();
+    assert!(n >= 2);
+    assert!(statuses(&status).iter().all(|s| s == "pending"), "{status}");
+    let table = env.ok(&["storage", "migrate", "status"]);
+    assert!(table.starts_with("VERSION") && table.contains("APPLIED_AT") && table.contains("pending"));
+
+    let up = env.json(&["storage", "migrate", "up"]);
+    assert_eq!(up["applied"].as_array().unwrap().len(), n);
+    let status = env.json(&["storage", "migrate", "status"]);
+    assert!(statuses(&status).iter().all(|s| s == "applied"));
+    let applied_at = status["migrations"][0]["applied_at"].as_str().unwrap();
+    assert!(applied_at.ends_with('Z') && applied_at.contains('T'), "{applied_at}");
+
+    let down = env.ok(&["storage", "migrate", "down"]);
+    let last = status["migrations"][n - 1]["version"].as_str().unwrap().to_string();
+    assert!(down.contains(&format!("reverted: {last}")), "{down}");
+
+    env.ok(&["storage", "migrate", "to", "0"]);
+    let status = env.json(&["storage", "migrate", "status"]);
+    assert!(statuses(&status).iter().all(|s| s == "pending"), "{status}");
+
+    let first = status["migrations"][0]["version"].as_str().unwrap().to_string();
+    let to = env.json(&["storage", "migrate", "to", &first]);
+    assert_eq!(to["applied"], serde_json::json!([first]));
+    env.fails(&["storage", "migrate", "to", "19990101"], 2);
+    env.ok(&["storage", "migrate", "up"]);
+    assert!(statuses(&env.json(&["storage", "migrate", "status"])).iter().all(|s| s == "applied"));
+}
+
+#[test]
+fn pending_migrations_without_auto_run() {
+    let env = Env::with_config(&format!("{CONFIG}  migrations:\n    autoRun: false\n"));
+    let msg = env.fails(&["patterns", "list"], 5);
+    assert!(msg.contains("migrate up"), "{msg}");
+    assert!(env.ok(&["storage", "migrate", "status"]).contains("pending"));
+    env.ok(&["storage", "migrate", "up"]);
+    assert_eq!(env.json(&["patterns", "list"])["items"], serde_json::json!([]));
+}
+
+#[test]
+fn patterns_end_to_end() {
+    let env = Env::new();
+    env.write("review.yaml", PATTERN_YAML);
+    let put = env.ok(&["patterns", "put", "review.yaml", "--created-by", "alice"]);
+    assert!(put.contains("code-review") && put.contains("1.0.0"), "{put}");
+
+    env.write("review.json", r#"{"name": "code-review", "version": "1.1.0", "steps": [{"agent": "a"}]}"#);
+    let p = env.json(&["patterns", "put", "review.json", "--description", "second"]);
+    assert_eq!((p["version"].as_str(), p["description"].as_str()), (Some("1.1.0"), Some("second")));
+
+    // From stdin, name and version from flags; JSON sniffed.
+    let r = env
+        .run_with(&["patterns", "put", "-", "--name", "triage", "--version", "0.1.0"], Some(r#"{"k": 1}"#));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let latest = env.json(&["patterns", "get", "code-review"]);
+    assert_eq!(latest["version"], "1.1.0");
+    assert_eq!(latest["definition"]["steps"][0]["agent"], "a");
+    assert!(latest["created_at"].as_str().unwrap().ends_with('Z'));
+    let v1 = env.json(&["patterns", "get", "code-review", "1.0.0"]);
+    assert_eq!(v1["definition"]["steps"][0]["retries"], 2);
+    assert_eq!(v1["created_by"], "alice");
+    let text = env.ok(&["patterns", "get", "code-review", "1.0.0"]);
+    assert!(text.starts_with("id:"), "{text}");
+    assert!(text.contains("definition:\n") && text.contains("prompt: look for bugs"), "{text}");
+
+    let versions = env.json(&["patterns", "versions", "code-review"]);
+    let vs: Vec<&str> =
+        versions["items"].as_array().unwrap().iter().map(|p| p["version"].as_str().unwrap()).collect();
+    assert_eq!(vs, ["1.1.0", "1.0.0"]);
+    assert!(env.ok(&["patterns", "versions", "code-review"]).starts_with("VERSION"));
+
+    let list = env.json(&["patterns", "list"]);
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["code-review", "triage"]);
+    assert_eq!(list["next_cursor"], Value::Null);
+    let page = env.ok(&["patterns", "list", "--limit", "1"]);
+    assert!(page.starts_with("NAME") && page.contains("next page: --cursor"), "{page}");
+    let first = env.json(&["patterns", "list", "--limit", "1"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = env.json(&["patterns", "list", "--limit", "1", "--cursor", cursor]);
+    assert_eq!(second["items"][0]["name"], "triage");
+    assert_eq!(
+        env.json(&["patterns", "list", "--limit", "1", "--all"])["items"].as_array().unwrap().len(),
+        2
+    );
+
+    env.ok(&["patterns", "delete", "triage", "0.1.0"]);
+    env.fails(&["patterns", "get", "triage"], 3);
+}
+
+#[test]
+fn executions_and_audit_end_to_end() {
+    let env = Env::new();
+    env.write("review.yaml", PATTERN_YAML);
+    env.ok(&["patterns", "put", "review.yaml"]);
+    env.write("input.json", r#"{"pr": 42}"#);
+
+    let text =
+        env.ok(&["executions", "start", "--pattern", "code-review", "--input", "@input.json", "--tag", "ci"]);
+    assert!(text.starts_with("id:"), "{text}");
+    let id = text.lines().next().unwrap().trim_start_matches("id:").trim().to_string();
+    let e = env.json(&["executions", "get", &id]);
+    assert_eq!((e["pattern_version"].as_str(), e["status"].as_str()), (Some("1.0.0"), Some("running")));
+    assert_eq!(e["input"]["pr"], 42);
+    assert_eq!(e["tags"], serde_json::json!(["ci"]));
+
+    let other = env.json(&[
+        "executions",
+        "start",
+        "--pattern",
+        "code-review",
+        "--pattern-version",
+        "1.0.0",
+        "--status",
+        "pending",
+        "--metadata",
+        r#"{"node": 3}"#,
+    ]);
+    assert_eq!(other["status"], "pending");
+    assert_eq!(other["metadata"]["node"], 3);
+
+    let ev = env.json(&["executions", "event", &id, "--kind", "step-result", "--payload", r#"{"step": 1}"#]);
+    assert_eq!((ev["seq"].as_i64(), ev["kind"].as_str()), (Some(1), Some("step_result")));
+    env.ok(&["executions", "event", &id, "--kind", "agent-assignment", "--payload", r#""agent-7""#]);
+
+    // `--output` after `finish` is the execution's output; `--format` picks the print format.
+    let done = env.run(&[
+        "executions",
+        "finish",
+        &id,
+        "--status",
+        "completed",
+        "--output",
+        r#"{"ok": true}"#,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let done: Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!((done["status"].as_str(), done["output"]["ok"].as_bool()), (Some("completed"), Some(true)));
+    assert!(done["duration_ms"].is_i64() && done["completed_at"].is_string());
+
+    let updated = env.json(&["executions", "update", other["id"].as_str().unwrap(), "--status", "running"]);
+    assert_eq!(updated["status"], "running");
+
+    let full = env.json(&["executions", "get", &id, "--events"]);
+    let kinds: Vec<&str> =
+        full["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["step_result", "agent_assignment"]);
+    assert_eq!(full["events"][1]["payload"], "agent-7");
+    let text = env.ok(&["executions", "get", &id, "--events"]);
+    assert!(text.contains("events:\nSEQ") && text.contains("step_result"), "{text}");
+    assert_eq!(env.json(&["executions", "events", &id])["items"].as_array().unwrap().len(), 2);
+
+    let ids = |doc: Value| -> Vec<String> {
+        doc["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+    };
+    let just_id = std::slice::from_ref(&id);
+    assert_eq!(ids(env.json(&["executions", "list", "--status", "completed"])), just_id);
+    assert_eq!(
+        ids(env.json(&["executions", "list", "--status", "failed,completed", "--tag", "ci"])),
+        just_id
+    );
+    assert_eq!(ids(env.json(&["executions", "list", "--pattern", "code-review"])).len(), 2);
+    assert!(ids(env.json(&["executions", "list", "--pattern", "other"])).is_empty());
+    assert_eq!(
+        ids(env.json(&["executions", "list", "--since", "1h", "--until", "2999-01-01T00:00:00Z"])).len(),
+        2
+    );
+    assert!(ids(env.json(&["executions", "list", "--since", "2999-01-01T00:00:00Z"])).is_empty());
+    assert_eq!(env.ok(&["executions", "list", "--count"]).trim(), "2");
+    assert_eq!(env.json(&["executions", "list", "--count", "--status", "running"])["count"], 1);
+    let table = env.ok(&["executions", "list", "--limit", "1"]);
+    assert!(table.starts_with("ID") && table.contains("next page: --cursor"), "{table}");
+
+    let appended = env.json(&[
+        "audit",
+        "append",
+        "--action",
+        "pattern.update",
+        "--actor",
+        "alice",
+        "--resource-type",
+        "pattern",
+        "--resource-id",
+        "code-review",
+        "--details",
+        r#"{"version": "1.0.0"}"#,
+        "--ip",
+        "10.0.0.1",
+        "--user-agent",
+        "curl/8",
+    ]);
+    assert!(appended["id"].is_string());
+    env.ok(&["audit", "append", "--action", "login", "--actor", "bob"]);
+    let mine = env.json(&["audit", "list", "--actor", "alice"]);
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["items"][0]["details"]["version"], "1.0.0");
+    assert_eq!(mine["items"][0]["ip_address"], "10.0.0.1");
+    let all = env.ok(&["audit", "list", "--since", "1d"]);
+    assert!(all.starts_with("TIMESTAMP") && all.contains("login") && all.contains("pattern.update"), "{all}");
+}
+
+#[test]
+fn config_and_plugin_errors() {
+    let env = Env::with_config("storage:\n  sqlite:\n    busyTimout: 100\n");
+    let msg = env.fails(&["patterns", "list"], 2);
+    assert!(msg.contains("busyTimout") && msg.contains("busyTimeout"), "{msg}");
+    let msg = env.fails(&["storage", "info"], 2);
+    assert!(msg.contains("busyTimeout"), "{msg}");
+
+    let env = Env::with_config("storage:\n  sqlite:\n    path: ${PARALLAX_CLI_TEST_UNSET_DIR}/db\n");
+    let msg = env.fails(&["storage", "test-connection"], 2);
+    assert!(msg.contains("PARALLAX_CLI_TEST_UNSET_DIR") && msg.contains("storage.sqlite.path"), "{msg}");
+
+    let env = Env::new();
+    let missing = env.dir.path().join("nope").join("libparallax_storage.so");
+    let r = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
+        cmd.args(["storage", "info", "--plugin"]).arg(&missing).current_dir(env.dir.path());
+        cmd.output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains(&missing.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn input_errors() {
+    let env = Env::new();
+    env.write("bad.yaml", "name: x\nsteps: [unclosed\n");
+    let msg = env.fails(&["patterns", "put", "bad.yaml"], 2);
+    assert!(msg.contains("bad.yaml") && msg.contains("invalid YAML"), "{msg}");
+    env.write("list.yaml", "- a\n- b\n");
+    let msg = env.fails(&["patterns", "put", "list.yaml", "--name", "x", "--version", "1.0.0"], 2);
+    assert!(msg.contains("list.yaml") && msg.contains("must be a mapping"), "{msg}");
+    env.write("noname.yml", "version: 1.0.0\nsteps: []\n");
+    let msg = env.fails(&["patterns", "put", "noname.yml"], 2);
+    assert!(msg.contains("name") && msg.contains("--name"), "{msg}");
+    env.write("nan.yaml", "name: x\nversion: 1.0.0\nweights: [.nan]\n");
+    let msg = env.fails(&["patterns", "put", "nan.yaml"], 2);
+    assert!(msg.contains("nan.yaml") && msg.contains("weights[0]"), "{msg}");
+    env.write("keys.yaml", "name: x\nversion: 1.0.0\nmap: {1: a}\n");
+    assert!(env.fails(&["patterns", "put", "keys.yaml"], 2).contains("keys must be strings"));
+    env.write("bad.json", "{\"name\": ");
+    assert!(env.fails(&["patterns", "put", "bad.json"], 2).contains("invalid JSON"));
+    env.fails(&["patterns", "put", "missing.yaml"], 2);
+
+    env.write("p.yaml", PATTERN_YAML);
+    env.ok(&["patterns", "put", "p.yaml"]);
+    let msg = env.fails(&["patterns", "put", "p.yaml"], 4);
+    assert!(msg.contains("1.0.0"), "{msg}");
+
+    let msg = env.fails(&["executions", "start", "--pattern", "code-review", "--input", "{not json"], 2);
+    assert!(msg.contains("--input") && msg.contains("invalid JSON"), "{msg}");
+    let msg = env.fails(&["executions", "start", "--pattern", "no-such-pattern"], 3);
+    assert!(msg.contains("no-such-pattern"), "{msg}");
+    let msg = env.fails(&["executions", "get", "01890a5d-ac96-774b-bcce-b302099a8057"], 3);
+    assert!(msg.contains("01890a5d-ac96-774b-bcce-b302099a8057"), "{msg}");
+    env.fails(&["executions", "finish", "01890a5d-ac96-774b-bcce-b302099a8057", "--status", "failed"], 3);
+    let msg = env.fails(&["executions", "list", "--status", "bogus"], 2);
+    assert!(msg.contains("bogus") && msg.contains("pending"), "{msg}");
+    let msg = env.fails(&["executions", "start", "--pattern", "code-review", "--status", "completed"], 2);
+    assert!(msg.contains("completed"), "{msg}");
+    let msg = env.fails(&["executions", "list", "--since", "last tuesday"], 2);
+    assert!(msg.contains("--since") && msg.contains("RFC3339"), "{msg}");
+    env.fails(&["audit", "list", "--until", "2024-13-45T00:00:00Z"], 2);
+    env.fails(&["patterns", "list", "--limit", "0"], 2);
+    env.fails(&["patterns", "frobnicate"], 2);
+}
