@@ -54,7 +54,10 @@ impl Env {
 
     fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
-        cmd.args(args).arg("--plugin").arg(plugin_path()).current_dir(self.dir.path());
+        cmd.args(args).current_dir(self.dir.path());
+        if !args.contains(&"--plugin") {
+            cmd.arg("--plugin").arg(plugin_path());
+        }
         for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
             cmd.env_remove(var);
         }
@@ -391,15 +394,8 @@ fn config_and_plugin_errors() {
 
     let env = Env::new();
     let missing = env.dir.path().join("nope").join("libparallax_storage.so");
-    let r = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
-        cmd.args(["storage", "info", "--plugin"]).arg(&missing).current_dir(env.dir.path());
-        cmd.output().unwrap()
-    };
-    let stderr = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains(&missing.display().to_string()), "{stderr}");
+    let msg = env.fails(&["storage", "info", "--plugin", missing.to_str().unwrap()], 2);
+    assert!(msg.contains(&missing.display().to_string()), "{msg}");
 }
 
 #[test]

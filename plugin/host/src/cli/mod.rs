@@ -140,7 +140,13 @@ fn clap_error(e: clap::Error) -> i32 {
                 .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
                 .filter(|l| !l.is_empty())
                 .collect();
-            let message = parts.join("; ");
+            let mut message = String::new();
+            for part in parts {
+                if !message.is_empty() {
+                    message.push_str(if message.ends_with(':') { " " } else { "; " });
+                }
+                message.push_str(part);
+            }
             let message = message.strip_prefix("error: ").unwrap_or(&message);
             fail(&CliError::usage(format!("{message} (see --help)")))
         }
