@@ -70,11 +70,15 @@ impl<B: Contract> Adapter<B> {
                 Ok(handle) => match handle.await {
                     Ok(r) => r,
                     Err(je) if je.is_panic() => Err(Error::from_panic(je.into_panic(), op)),
-                    Err(_) => Err(Error::unavailable(format!("{op} was cancelled: the storage is shutting down"))),
+                    Err(_) => {
+                        Err(Error::unavailable(format!("{op} was cancelled: the storage is shutting down")))
+                    }
                 },
             };
             match &result {
-                Ok(_) => tracing::trace!(op, elapsed_us = started.elapsed().as_micros() as u64, "storage call"),
+                Ok(_) => {
+                    tracing::trace!(op, elapsed_us = started.elapsed().as_micros() as u64, "storage call")
+                }
                 Err(e) => tracing::debug!(op, kind = e.kind().as_str(), error = %e, "storage call failed"),
             }
             match result {
@@ -180,7 +184,10 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     }
 
     fn get_pattern(&self, name: RString, version: RString) -> StorageFuture<Pattern> {
-        self.call("get_pattern", Ok(move |b: Arc<B>| async move { b.get_pattern(name.into(), version.into()).await }))
+        self.call(
+            "get_pattern",
+            Ok(move |b: Arc<B>| async move { b.get_pattern(name.into(), version.into()).await }),
+        )
     }
 
     fn get_latest_pattern(&self, name: RString) -> StorageFuture<Pattern> {
@@ -188,7 +195,10 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             "get_latest_pattern",
             Ok(move |b: Arc<B>| async move {
                 let versions = sort_versions(b.pattern_versions(name.to_string()).await?);
-                versions.into_iter().next().ok_or_else(|| Error::not_found(format!("pattern {name:?} not found")))
+                versions
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::not_found(format!("pattern {name:?} not found")))
             }),
         )
     }
@@ -202,7 +212,8 @@ impl<B: Contract> StorageBackend for Adapter<B> {
 
     fn list_patterns(&self, page: PageRequest) -> StorageFuture<PatternPage> {
         let prepare = (|| {
-            let page = Page { limit: validate::limit(page.limit)?, after: validate::name_cursor(&page.cursor)? };
+            let page =
+                Page { limit: validate::limit(page.limit)?, after: validate::name_cursor(&page.cursor)? };
             Ok(move |b: Arc<B>| async move {
                 let limit = page.limit;
                 let rows = b.patterns_after(page).await?;
@@ -222,14 +233,20 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                 }
                 flush(&mut group, &mut latest);
                 let (items, next) = into_page(latest, limit, |p| p.name.to_string());
-                Ok(PatternPage { items: items.into(), next_cursor: next.map(|n| validate::encode_name_cursor(&n)).into() })
+                Ok(PatternPage {
+                    items: items.into(),
+                    next_cursor: next.map(|n| validate::encode_name_cursor(&n)).into(),
+                })
             })
         })();
         self.call("list_patterns", prepare)
     }
 
     fn delete_pattern(&self, name: RString, version: RString) -> StorageFuture<()> {
-        self.call("delete_pattern", Ok(move |b: Arc<B>| async move { b.delete_pattern(name.into(), version.into()).await }))
+        self.call(
+            "delete_pattern",
+            Ok(move |b: Arc<B>| async move { b.delete_pattern(name.into(), version.into()).await }),
+        )
     }
 
     fn create_execution(&self, e: NewExecution) -> StorageFuture<Execution> {
@@ -276,18 +293,21 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     }
 
     fn get_execution(&self, id: RString) -> StorageFuture<Execution> {
-        let prepare = validate::uuid(&id, "execution id").map(|id| move |b: Arc<B>| async move { b.get_execution(id).await });
+        let prepare = validate::uuid(&id, "execution id")
+            .map(|id| move |b: Arc<B>| async move { b.get_execution(id).await });
         self.call("get_execution", prepare)
     }
 
     fn list_executions(&self, filter: ExecutionFilter, page: PageRequest) -> StorageFuture<ExecutionPage> {
         let prepare = (|| {
             execution_filter(&filter)?;
-            let page = Page { limit: validate::limit(page.limit)?, after: validate::time_cursor(&page.cursor)? };
+            let page =
+                Page { limit: validate::limit(page.limit)?, after: validate::time_cursor(&page.cursor)? };
             Ok(move |b: Arc<B>| async move {
                 let limit = page.limit;
                 let rows = b.list_executions(filter, page).await?;
-                let (items, next) = into_page(rows, limit, |e| validate::encode_time_cursor(e.started_at, &e.id));
+                let (items, next) =
+                    into_page(rows, limit, |e| validate::encode_time_cursor(e.started_at, &e.id));
                 Ok(ExecutionPage { items: items.into(), next_cursor: next.into() })
             })
         })();
@@ -295,7 +315,8 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     }
 
     fn count_executions(&self, filter: ExecutionFilter) -> StorageFuture<u64> {
-        let prepare = execution_filter(&filter).map(|_| move |b: Arc<B>| async move { b.count_executions(filter).await });
+        let prepare = execution_filter(&filter)
+            .map(|_| move |b: Arc<B>| async move { b.count_executions(filter).await });
         self.call("count_executions", prepare)
     }
 
@@ -331,7 +352,10 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             let entries = entries
                 .into_iter()
                 .enumerate()
-                .map(|(i, a)| audit_entry(a, now).map_err(|e| Error::invalid(format!("audit entry {i}: {}", e.0.message))))
+                .map(|(i, a)| {
+                    audit_entry(a, now)
+                        .map_err(|e| Error::invalid(format!("audit entry {i}: {}", e.0.message)))
+                })
                 .collect::<Result<Vec<_>>>()?;
             Ok(move |b: Arc<B>| async move {
                 let ids: RVec<RString> = entries.iter().map(|a| a.id.clone().unwrap()).collect();
@@ -348,11 +372,13 @@ impl<B: Contract> StorageBackend for Adapter<B> {
         let prepare = (|| {
             validate::opt_label(&query.actor, "actor", 255)?;
             validate::opt_label(&query.action, "action", 100)?;
-            let page = Page { limit: validate::limit(page.limit)?, after: validate::time_cursor(&page.cursor)? };
+            let page =
+                Page { limit: validate::limit(page.limit)?, after: validate::time_cursor(&page.cursor)? };
             Ok(move |b: Arc<B>| async move {
                 let limit = page.limit;
                 let rows = b.query_audit(query, page).await?;
-                let (items, next) = into_page(rows, limit, |a| validate::encode_time_cursor(a.timestamp, &a.id));
+                let (items, next) =
+                    into_page(rows, limit, |a| validate::encode_time_cursor(a.timestamp, &a.id));
                 Ok(AuditPage { items: items.into(), next_cursor: next.into() })
             })
         })();

@@ -5,9 +5,8 @@
 use std::future::Future;
 
 use parallax_storage_abi::{
-    AuditEntry, AuditQuery, Execution, ExecutionCompletion, ExecutionEvent, ExecutionFilter,
-    ExecutionUpdate, Health, MigrationInfo, MigrationReport, NewAuditEntry, NewEvent,
-    NewExecution, NewPattern, Pattern,
+    AuditEntry, AuditQuery, Execution, ExecutionCompletion, ExecutionEvent, ExecutionFilter, ExecutionUpdate,
+    Health, MigrationInfo, MigrationReport, NewAuditEntry, NewEvent, NewExecution, NewPattern, Pattern,
 };
 
 use crate::{error::Result, validate::Page};
@@ -22,8 +21,11 @@ pub trait Contract: Send + Sync + 'static {
     fn delete_pattern(&self, name: String, version: String) -> impl Future<Output = Result<()>> + Send;
 
     fn create_execution(&self, e: NewExecution) -> impl Future<Output = Result<Execution>> + Send;
-    fn update_execution(&self, id: String, u: ExecutionUpdate)
-        -> impl Future<Output = Result<Execution>> + Send;
+    fn update_execution(
+        &self,
+        id: String,
+        u: ExecutionUpdate,
+    ) -> impl Future<Output = Result<Execution>> + Send;
     /// `c.completed_at` is set.
     fn complete_execution(
         &self,
@@ -77,4 +79,3 @@ pub fn into_page<T, K>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> K) ->
         (rows, None)
     }
 }
-

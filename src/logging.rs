@@ -90,8 +90,11 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
         }
         let mut c = Collect::default();
         event.record(&mut c);
-        let fields: RVec<LogField<'_>> =
-            c.fields.iter().map(|(n, v)| LogField { name: RStr::from_str(n), value: RStr::from_str(v) }).collect();
+        let fields: RVec<LogField<'_>> = c
+            .fields
+            .iter()
+            .map(|(n, v)| LogField { name: RStr::from_str(n), value: RStr::from_str(v) })
+            .collect();
         let record = LogRecord {
             level: lvl,
             target: RStr::from_str(event.metadata().target()),

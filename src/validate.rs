@@ -31,7 +31,12 @@ pub fn limit(limit: u32) -> Result<usize> {
 /// Cursor of time-ordered pages: `<micros>:<uuid>` of the last item of the previous page.
 pub fn time_cursor(cursor: &ROption<RString>) -> Result<Option<(i64, String)>> {
     let Some(c) = cursor.as_ref().into_option() else { return Ok(None) };
-    let bad = || Error::invalid(format!("invalid page cursor {:?}; pass the next_cursor of the previous page", c.as_str()));
+    let bad = || {
+        Error::invalid(format!(
+            "invalid page cursor {:?}; pass the next_cursor of the previous page",
+            c.as_str()
+        ))
+    };
     let (ts, id) = c.as_str().split_once(':').ok_or_else(bad)?;
     let ts = ts.parse::<i64>().map_err(|_| bad())?;
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
@@ -143,7 +148,8 @@ pub fn ip_address(s: &str) -> Result<()> {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
     };
-    let bad = || Error::invalid(format!("ip_address {s:?} is not an IPv4 or IPv6 address (optionally /prefix)"));
+    let bad =
+        || Error::invalid(format!("ip_address {s:?} is not an IPv4 or IPv6 address (optionally /prefix)"));
     let ip: IpAddr = addr.parse().map_err(|_| bad())?;
     if let Some(p) = prefix {
         let max = if ip.is_ipv4() { 32 } else { 128 };

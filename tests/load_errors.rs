@@ -16,7 +16,10 @@ fn a_file_that_is_not_a_library_is_refused() {
     std::fs::write(&fake, b"this is not an ELF file").unwrap();
     let err = Plugin::load(&fake).unwrap_err().to_string();
     one_line(&err);
-    assert!(err.contains(&fake.display().to_string()) && err.contains("not a loadable shared library"), "{err}");
+    assert!(
+        err.contains(&fake.display().to_string()) && err.contains("not a loadable shared library"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -45,7 +48,9 @@ fn a_plugin_built_against_another_abi_version_is_refused() {
 
 #[test]
 fn a_missing_plugin_lists_where_it_looked() {
-    let err = loader::locate(Some(std::path::Path::new("/nowhere/libparallax_storage.so"))).unwrap_err().to_string();
+    let err = loader::locate(Some(std::path::Path::new("/nowhere/libparallax_storage.so")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nowhere/libparallax_storage.so") && err.contains("--plugin"), "{err}");
     let err = Plugin::load(std::path::Path::new("/nowhere/libx.so")).unwrap_err().to_string();
     assert!(err.contains("/nowhere/libx.so"), "{err}");

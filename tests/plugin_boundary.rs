@@ -98,7 +98,10 @@ fn defaults_and_not_yet_enforced_keys_are_reported() {
         }))
         .unwrap();
     assert!(
-        report.warnings.iter().any(|w| w.contains("storage.retention.executions") && w.contains("not enforced")),
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("storage.retention.executions") && w.contains("not enforced")),
         "{:?}",
         report.warnings
     );
@@ -113,7 +116,8 @@ fn secrets_never_appear_in_reports() {
     });
     let report = plugin().check_config(&cfg).unwrap();
     assert!(!report.effective_json.contains("hunter2-secret"), "{}", report.effective_json);
-    let cfg = json!({ "type": "postgresql", "postgresql": { "url": "postgres://u:hunter2-secret@db/parallax" } });
+    let cfg =
+        json!({ "type": "postgresql", "postgresql": { "url": "postgres://u:hunter2-secret@db/parallax" } });
     let report = plugin().check_config(&cfg).unwrap();
     assert!(!report.effective_json.contains("hunter2-secret"), "{}", report.effective_json);
     // This build has no PostgreSQL backend yet: opening says so, without the secret.
@@ -145,5 +149,8 @@ async fn host_config_file_resolution_feeds_the_plugin() {
 
     let no_env = |_: &str| None;
     let err = config::resolve(Some(&file), &no_env).unwrap_err().to_string();
-    assert!(err.contains("${BUSY}") && err.contains("storage.sqlite.busyTimeout") && !err.contains('\n'), "{err}");
+    assert!(
+        err.contains("${BUSY}") && err.contains("storage.sqlite.busyTimeout") && !err.contains('\n'),
+        "{err}"
+    );
 }

@@ -88,7 +88,10 @@ pub fn read_pool(cfg: &SqliteConfig) -> Result<ReadPool> {
         .max_size(cfg.read_pool_size)
         .min_idle(Some(1))
         .connection_timeout(std::time::Duration::from_millis(cfg.busy_timeout_ms.max(1000)))
-        .connection_customizer(Box::new(ReaderPragmas(format!("{} PRAGMA query_only = ON;", common_pragmas(cfg)))))
+        .connection_customizer(Box::new(ReaderPragmas(format!(
+            "{} PRAGMA query_only = ON;",
+            common_pragmas(cfg)
+        ))))
         .build(ConnectionManager::new(url.clone()))
         .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))
 }

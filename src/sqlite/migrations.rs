@@ -2,13 +2,13 @@
 //! status/up/down/to operations behind `parallax storage migrate`.
 
 use abi_stable::std_types::{ROption, RString};
+use diesel::migration::MigrationSource;
 use diesel::{
     sql_query,
     sql_types::{Nullable, Text},
     sqlite::{Sqlite, SqliteConnection},
     QueryableByName, RunQueryDsl,
 };
-use diesel::migration::MigrationSource;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use parallax_storage_abi::{MigrationInfo, MigrationReport};
 
@@ -63,9 +63,10 @@ fn applied(conn: &mut SqliteConnection) -> Result<Vec<(String, Option<i64>)>> {
     if exists.n == 0 {
         return Ok(Vec::new());
     }
-    let rows: Vec<AppliedRow> =
-        sql_query("SELECT version, CAST(run_on AS TEXT) AS run_on FROM __diesel_schema_migrations ORDER BY version")
-            .load(conn)?;
+    let rows: Vec<AppliedRow> = sql_query(
+        "SELECT version, CAST(run_on AS TEXT) AS run_on FROM __diesel_schema_migrations ORDER BY version",
+    )
+    .load(conn)?;
     Ok(rows.into_iter().map(|r| (r.version, r.run_on.as_deref().and_then(parse_sqlite_datetime))).collect())
 }
 
@@ -113,14 +114,22 @@ pub fn status(conn: &mut SqliteConnection) -> Result<Vec<MigrationInfo>> {
 /// Versions applied in the database that this plugin does not know: the database is newer than the plugin.
 pub fn unknown_applied(status: &[MigrationInfo]) -> Vec<String> {
     let known = embedded_versions();
-    status.iter().filter(|m| m.applied && !known.contains(&m.version.to_string())).map(|m| m.version.to_string()).collect()
+    status
+        .iter()
+        .filter(|m| m.applied && !known.contains(&m.version.to_string()))
+        .map(|m| m.version.to_string())
+        .collect()
 }
 
 pub fn pending(status: &[MigrationInfo]) -> Vec<String> {
     status.iter().filter(|m| !m.applied).map(|m| m.version.to_string()).collect()
 }
 
-fn report(conn: &mut SqliteConnection, applied: Vec<String>, reverted: Vec<String>) -> Result<MigrationReport> {
+fn report(
+    conn: &mut SqliteConnection,
+    applied: Vec<String>,
+    reverted: Vec<String>,
+) -> Result<MigrationReport> {
     Ok(MigrationReport {
         applied: applied.into_iter().map(RString::from).collect(),
         reverted: reverted.into_iter().map(RString::from).collect(),
@@ -138,7 +147,8 @@ fn resolve_target(target: &str, embedded: &[Migration]) -> Result<Option<usize>>
     if target == "0" {
         return Ok(None);
     }
-    let matches: Vec<usize> = (0..embedded.len()).filter(|&i| version_of(&embedded[i]).starts_with(target)).collect();
+    let matches: Vec<usize> =
+        (0..embedded.len()).filter(|&i| version_of(&embedded[i]).starts_with(target)).collect();
     let known = || embedded.iter().map(version_of).collect::<Vec<_>>().join(", ");
     match matches.as_slice() {
         [i] => Ok(Some(*i)),

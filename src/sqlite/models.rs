@@ -75,14 +75,16 @@ pub struct ExecutionRow {
 }
 
 pub fn status_of(s: &str) -> Result<ExecutionStatus> {
-    ExecutionStatus::parse(s).ok_or_else(|| Error::internal(format!("unknown execution status {s:?} in the database")))
+    ExecutionStatus::parse(s)
+        .ok_or_else(|| Error::internal(format!("unknown execution status {s:?} in the database")))
 }
 
 impl TryFrom<ExecutionRow> for Execution {
     type Error = Error;
     fn try_from(r: ExecutionRow) -> Result<Self> {
-        let tags: Vec<String> = serde_json::from_str(&r.tags)
-            .map_err(|e| Error::internal(format!("execution {}: tags are not a JSON array of strings: {e}", r.id)))?;
+        let tags: Vec<String> = serde_json::from_str(&r.tags).map_err(|e| {
+            Error::internal(format!("execution {}: tags are not a JSON array of strings: {e}", r.id))
+        })?;
         Ok(Execution {
             status: status_of(&r.status)?,
             id: r.id.into(),

@@ -82,12 +82,17 @@ impl Contract for SqliteBackend {
         let row = PatternRow::from(&pattern);
         self.writer
             .write("put_pattern", move |conn| {
-                diesel::insert_into(patterns::table).values(&row).execute(conn).map_err(|e| match Error::from(e) {
-                    e if e.kind() == ErrorKind::Conflict && e.0.message.contains("patterns.name") => Error::conflict(
-                        format!("pattern {:?} version {} already exists; versions are immutable", row.name, row.version),
-                    ),
-                    e => e,
-                })?;
+                diesel::insert_into(patterns::table).values(&row).execute(conn).map_err(
+                    |e| match Error::from(e) {
+                        e if e.kind() == ErrorKind::Conflict && e.0.message.contains("patterns.name") => {
+                            Error::conflict(format!(
+                                "pattern {:?} version {} already exists; versions are immutable",
+                                row.name, row.version
+                            ))
+                        }
+                        e => e,
+                    },
+                )?;
                 Ok(())
             })
             .await?;
@@ -109,7 +114,10 @@ impl Contract for SqliteBackend {
 
     async fn pattern_versions(&self, name: String) -> Result<Vec<Pattern>> {
         self.read(move |conn| {
-            let rows = patterns::table.filter(patterns::name.eq(&name)).select(PatternRow::as_select()).load(conn)?;
+            let rows = patterns::table
+                .filter(patterns::name.eq(&name))
+                .select(PatternRow::as_select())
+                .load(conn)?;
             Ok(rows.into_iter().map(Pattern::from).collect())
         })
         .await
@@ -117,7 +125,8 @@ impl Contract for SqliteBackend {
 
     async fn patterns_after(&self, page: Page<String>) -> Result<Vec<Pattern>> {
         self.read(move |conn| {
-            let mut names = patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
+            let mut names =
+                patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
             if let Some(after) = &page.after {
                 names = names.filter(patterns::name.gt(after.clone()));
             }
@@ -135,8 +144,10 @@ impl Contract for SqliteBackend {
     async fn delete_pattern(&self, name: String, version: String) -> Result<()> {
         self.writer
             .write("delete_pattern", move |conn| {
-                let n = diesel::delete(patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))))
-                    .execute(conn)?;
+                let n = diesel::delete(
+                    patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))),
+                )
+                .execute(conn)?;
                 if n == 0 {
                     return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
                 }
@@ -163,9 +174,13 @@ impl Contract for SqliteBackend {
         };
         self.writer
             .write("create_execution", move |conn| {
-                diesel::insert_into(executions::table).values(&row).execute(conn).map_err(|e| match Error::from(e) {
-                    e if e.kind() == ErrorKind::Conflict => Error::conflict(format!("execution {} already exists", row.id)),
-                    e => e,
+                diesel::insert_into(executions::table).values(&row).execute(conn).map_err(|e| {
+                    match Error::from(e) {
+                        e if e.kind() == ErrorKind::Conflict => {
+                            Error::conflict(format!("execution {} already exists", row.id))
+                        }
+                        e => e,
+                    }
                 })?;
                 Execution::try_from(row)
             })
@@ -190,7 +205,11 @@ impl Contract for SqliteBackend {
                     metadata: u.metadata.as_ref().map(s).into_option(),
                     ..Default::default()
                 };
-                if changes.status.is_none() && changes.output.is_none() && changes.error.is_none() && changes.metadata.is_none() {
+                if changes.status.is_none()
+                    && changes.output.is_none()
+                    && changes.error.is_none()
+                    && changes.metadata.is_none()
+                {
                     return Execution::try_from(row);
                 }
                 let row = diesel::update(executions::table.find(&id))
@@ -242,10 +261,16 @@ impl Contract for SqliteBackend {
         self.read(move |conn| {
             let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
             if let Some((ts, id)) = page.after {
-                q = q.filter(executions::started_at.lt(ts).or(executions::started_at.eq(ts).and(executions::id.lt(id))));
+                q = q.filter(
+                    executions::started_at
+                        .lt(ts)
+                        .or(executions::started_at.eq(ts).and(executions::id.lt(id))),
+                );
             }
-            let rows =
-                q.order((executions::started_at.desc(), executions::id.desc())).limit(page.limit as i64 + 1).load(conn)?;
+            let rows = q
+                .order((executions::started_at.desc(), executions::id.desc()))
+                .limit(page.limit as i64 + 1)
+                .load(conn)?;
             rows.into_iter().map(Execution::try_from).collect()
         })
         .await
@@ -259,7 +284,12 @@ impl Contract for SqliteBackend {
         .await
     }
 
-    async fn append_event(&self, execution_id: String, event_id: String, e: NewEvent) -> Result<ExecutionEvent> {
+    async fn append_event(
+        &self,
+        execution_id: String,
+        event_id: String,
+        e: NewEvent,
+    ) -> Result<ExecutionEvent> {
         self.writer
             .write("append_event", move |conn| {
                 let status: String = executions::table
@@ -344,17 +374,21 @@ impl Contract for SqliteBackend {
                 b = b.filter(audit_logs::timestamp.lt(v));
             }
             if let Some((ts, id)) = page.after {
-                b = b.filter(audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))));
+                b = b.filter(
+                    audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))),
+                );
             }
-            let rows =
-                b.order((audit_logs::timestamp.desc(), audit_logs::id.desc())).limit(page.limit as i64 + 1).load(conn)?;
+            let rows = b
+                .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
+                .limit(page.limit as i64 + 1)
+                .load(conn)?;
             Ok(rows.into_iter().map(AuditEntry::from).collect())
         })
         .await
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
-        self.read(|conn| migrations::status(conn)).await
+        self.read(migrations::status).await
     }
 
     async fn migrate_up(&self) -> Result<MigrationReport> {

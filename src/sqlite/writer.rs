@@ -52,7 +52,9 @@ where
         let result = match (commit, self.outcome) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(r)) => r,
-            (Ok(()), None) => Err(Error::internal("the SQLite writer committed a group without running a job")),
+            (Ok(()), None) => {
+                Err(Error::internal("the SQLite writer committed a group without running a job"))
+            }
         };
         let _ = self.done.send(result);
     }

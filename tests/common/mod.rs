@@ -1,10 +1,7 @@
 //! Shared test harness: loads the *built* plugin cdylib through the host crate, as it ships.
 #![allow(dead_code)]
 
-use std::{
-    path::PathBuf,
-    sync::OnceLock,
-};
+use std::{path::PathBuf, sync::OnceLock};
 
 use parallax_storage_host::{abi::*, Plugin, Storage};
 use serde_json::json;
@@ -13,7 +10,10 @@ use tempfile::TempDir;
 /// `target/<profile>/`, found from this test executable (`target/<profile>/deps/<test>-<hash>`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(|deps| deps.parent()).expect("test executable lives in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
 }
 
 pub fn built_library(stem: &str) -> PathBuf {

@@ -9,7 +9,11 @@ const T0: i64 = 1_705_276_800_000_000;
 
 pub async fn audit_append_and_query(h: &Harness) {
     let s = &h.storage;
-    let mut entries = vec![audit("pattern.create", "alice"), audit("pattern.delete", "bob"), audit("pattern.create", "bob")];
+    let mut entries = vec![
+        audit("pattern.create", "alice"),
+        audit("pattern.delete", "bob"),
+        audit("pattern.create", "bob"),
+    ];
     entries[2].ip_address = Some("2001:db8::1".into()).into();
     entries[2].resource_id = Some("p2".into()).into();
     let ids = s.append_audit(entries).await.unwrap();
@@ -53,7 +57,11 @@ pub async fn audit_batch_is_atomic(h: &Harness) {
     let r = s.append_audit(batch).await;
     assert!(r.is_err(), "a duplicate id fails the whole batch");
     let q = AuditQuery { actor: Some("carol".into()).into(), ..Default::default() };
-    assert_eq!(s.query_audit(q, page(100, None)).await.unwrap().items.len(), 1, "no partial batch was written");
+    assert_eq!(
+        s.query_audit(q, page(100, None)).await.unwrap().items.len(),
+        1,
+        "no partial batch was written"
+    );
     let big: Vec<NewAuditEntry> = (0..3000).map(|_| audit("bulk", "dave")).collect();
     assert_eq!(s.append_audit(big).await.unwrap().len(), 3000);
     let too_big: Vec<NewAuditEntry> = (0..10_001).map(|_| audit("bulk", "dave")).collect();

@@ -12,9 +12,11 @@ pub async fn events_append_in_order(h: &Harness) {
     let e = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
     let other = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
     assert!(s.list_events(&e.id).await.unwrap().is_empty());
-    let a = s.append_event(&e.id, event(EventKind::AgentAssignment, json!({ "agent": "writer" }))).await.unwrap();
+    let a =
+        s.append_event(&e.id, event(EventKind::AgentAssignment, json!({ "agent": "writer" }))).await.unwrap();
     s.append_event(&other.id, event(EventKind::StepResult, json!({ "step": 0 }))).await.unwrap();
-    let b = s.append_event(&e.id, event(EventKind::StepResult, json!({ "step": 1, "ok": true }))).await.unwrap();
+    let b =
+        s.append_event(&e.id, event(EventKind::StepResult, json!({ "step": 1, "ok": true }))).await.unwrap();
     assert_eq!((a.seq, b.seq), (1, 2));
     assert_eq!(a.execution_id, e.id);
     let listed = s.list_events(&e.id).await.unwrap();
@@ -22,8 +24,11 @@ pub async fn events_append_in_order(h: &Harness) {
     // Appending does not rewrite the execution row.
     assert_eq!(s.get_execution(&e.id).await.unwrap(), e);
     assert_kind(
-        s.append_event(&e.id, NewEvent { kind: EventKind::StepResult, payload: "{oops".into(), recorded_at: None.into() })
-            .await,
+        s.append_event(
+            &e.id,
+            NewEvent { kind: EventKind::StepResult, payload: "{oops".into(), recorded_at: None.into() },
+        )
+        .await,
         ErrorKind::InvalidInput,
         "payload",
     );
@@ -32,7 +37,11 @@ pub async fn events_append_in_order(h: &Harness) {
 pub async fn events_refused_on_final_or_missing(h: &Harness) {
     let s = &h.storage;
     let missing = "0190b3f2-7c1e-7a00-8000-00000000beef";
-    assert_kind(s.append_event(missing, event(EventKind::StepResult, json!(1))).await, ErrorKind::NotFound, missing);
+    assert_kind(
+        s.append_event(missing, event(EventKind::StepResult, json!(1))).await,
+        ErrorKind::NotFound,
+        missing,
+    );
     assert_kind(s.list_events(missing).await, ErrorKind::NotFound, missing);
     let e = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
     let c = ExecutionCompletion {

@@ -122,9 +122,17 @@ pub async fn execution_invalid_input_is_refused(h: &Harness) {
     let upd = ExecutionUpdate { output: Some("nope{".into()).into(), ..Default::default() };
     let created = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
     assert_kind(s.update_execution(&created.id, upd).await, ErrorKind::InvalidInput, "output");
-    let f = ExecutionFilter { started_from: Some(10).into(), started_until: Some(5).into(), ..Default::default() };
+    let f = ExecutionFilter {
+        started_from: Some(10).into(),
+        started_until: Some(5).into(),
+        ..Default::default()
+    };
     assert_kind(s.list_executions(f, page(10, None)).await, ErrorKind::InvalidInput, "after");
-    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 1, "refused calls wrote nothing");
+    assert_eq!(
+        s.count_executions(ExecutionFilter::default()).await.unwrap(),
+        1,
+        "refused calls wrote nothing"
+    );
 }
 
 pub async fn execution_client_ids_and_conflicts(h: &Harness) {

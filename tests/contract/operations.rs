@@ -18,14 +18,17 @@ pub async fn migrations_status_down_up_to(h: &Harness) {
     assert!(status.iter().all(|m| m.applied_at.is_some()));
 
     let down = s.migrate_down().await.unwrap();
-    assert_eq!(down.reverted.iter().map(|v| v.to_string()).collect::<Vec<_>>(), [all.last().unwrap().clone()]);
+    assert_eq!(
+        down.reverted.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        [all.last().unwrap().clone()]
+    );
     assert_eq!(applied(&down.status), all[..all.len() - 1]);
     let h2 = s.health().await.unwrap();
     assert_eq!(h2.pending_migrations, 1);
 
     let first = &all[0];
     let to_first = s.migrate_to(first).await.unwrap();
-    assert_eq!(applied(&to_first.status), [first.clone()]);
+    assert_eq!(applied(&to_first.status), std::slice::from_ref(first));
     // The seed's `migrate to 20240115` style: a unique prefix of a version.
     let tags = all.iter().find(|v| v.starts_with("20240115")).expect("the seed's tags migration exists");
     let to_tags = s.migrate_to("20240115").await.unwrap();
@@ -80,7 +83,9 @@ pub async fn dropped_future_still_completes(h: &Harness) {
                 found = Some(x);
                 break;
             }
-            Err(e) if e.kind == ErrorKind::NotFound => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -110,7 +115,8 @@ pub async fn concurrent_writers_lose_nothing(h: &Harness) {
                 let mut e = new_execution(&format!("load{}", t % 4), "1.0.0");
                 e.tags = vec![RString::from(format!("task{t}"))].into();
                 e.input = Some(format!("{{\"i\": {i}}}").into()).into();
-                let created = s.create_execution(e).await.unwrap_or_else(|e| panic!("task {t} write {i}: {e}"));
+                let created =
+                    s.create_execution(e).await.unwrap_or_else(|e| panic!("task {t} write {i}: {e}"));
                 ids.push(created.id.to_string());
             }
             ids

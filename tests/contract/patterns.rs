@@ -122,7 +122,11 @@ pub async fn pattern_invalid_input_is_refused(h: &Harness) {
     assert_kind(s.put_pattern(p.clone()).await, ErrorKind::InvalidInput, "must be a JSON object");
     assert_kind(s.put_pattern(new_pattern("bad", "1.0")).await, ErrorKind::InvalidInput, "semantic version");
     assert_kind(s.put_pattern(new_pattern("", "1.0.0")).await, ErrorKind::InvalidInput, "must not be empty");
-    assert_kind(s.put_pattern(new_pattern(&"x".repeat(256), "1.0.0")).await, ErrorKind::InvalidInput, "maximum is 255");
+    assert_kind(
+        s.put_pattern(new_pattern(&"x".repeat(256), "1.0.0")).await,
+        ErrorKind::InvalidInput,
+        "maximum is 255",
+    );
     let mut p = new_pattern("bad", "1.0.0");
     p.id = Some("not-a-uuid".into()).into();
     assert_kind(s.put_pattern(p).await, ErrorKind::InvalidInput, "not a UUID");

@@ -44,7 +44,8 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, LoadError> {
             )))
         };
     }
-    let exe = std::env::current_exe().map_err(|e| LoadError(format!("cannot find the running executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| LoadError(format!("cannot find the running executable: {e}")))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
     // Next to the binary (an install, or target/<profile>/), and one level up (cargo's target/<profile>/deps).
     let candidates = [dir.join(library_file_name()), dir.join("..").join(library_file_name())];
@@ -82,7 +83,9 @@ impl Plugin {
     /// This deliberately avoids `RootModule::load_from_file`, whose per-type process cache would remember the
     /// first library it opened even when that library then failed the checks.
     pub fn load(path: &Path) -> Result<Plugin, LoadError> {
-        let canonical = path.canonicalize().map_err(|e| LoadError(format!("cannot load plugin {}: {e}", path.display())))?;
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| LoadError(format!("cannot load plugin {}: {e}", path.display())))?;
         let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, module)) = loaded.iter().find(|(p, _)| *p == canonical) {
             return Ok(Plugin { module: *module });
@@ -109,7 +112,11 @@ impl Plugin {
         self.open_with(storage, OpenOptions::default())
     }
 
-    pub fn open_with(&self, storage: &serde_json::Value, options: OpenOptions) -> Result<Storage, StorageError> {
+    pub fn open_with(
+        &self,
+        storage: &serde_json::Value,
+        options: OpenOptions,
+    ) -> Result<Storage, StorageError> {
         let inner = (self.module.open())(storage.to_string().into(), options).into_result()?;
         Ok(Storage::new(inner))
     }

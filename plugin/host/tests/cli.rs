@@ -302,16 +302,16 @@ fn executions_and_audit_end_to_end() {
     assert_eq!((ev["seq"].as_i64(), ev["kind"].as_str()), (Some(1), Some("step_result")));
     env.ok(&["executions", "event", &id, "--kind", "agent-assignment", "--payload", r#""agent-7""#]);
 
-    // `--output` after `finish` is the execution's output; `--format` picks the print format.
+    // `--result` is the execution's output document; `--output` stays the print format everywhere.
     let done = env.run(&[
         "executions",
         "finish",
         &id,
         "--status",
         "completed",
-        "--output",
+        "--result",
         r#"{"ok": true}"#,
-        "--format",
+        "--output",
         "json",
     ]);
     assert_eq!(done.code, 0, "{}", done.stderr);

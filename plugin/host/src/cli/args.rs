@@ -51,15 +51,6 @@ pub enum Format {
     Json,
 }
 
-/// Print format for the subcommands whose own `--output` is an execution's output document.
-#[derive(Debug, Args)]
-pub struct FormatOnly {
-    /// How to print results (here `--output` is the execution's output; pass `--format` or put
-    /// `--output table|json` before the subcommand)
-    #[arg(long = "format", id = "format", value_enum, value_name = "FORMAT")]
-    pub format: Option<Format>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Inspect the plugin and the configuration, test the connection, run schema migrations
@@ -241,41 +232,35 @@ pub enum ExecutionsCmd {
         id: Option<String>,
     },
     /// Complete an execution as completed, failed or cancelled
-    #[command(long_about = "Complete an execution. Here --output is the execution's output document; use \
-        --format (or --output before the subcommand) for the print format.\n\n\
-        Example: parallax executions finish 0190d5e2-... --status completed --output @result.json")]
+    #[command(long_about = "Complete an execution: set its final status, completed_at and duration, and \
+        optionally its result (output document) and error document.\n\n\
+        Example: parallax executions finish 0190d5e2-... --status completed --result @result.json")]
     Finish {
         id: String,
         #[arg(long, value_enum)]
         status: FinalStatus,
-        /// The execution's output document: JSON or @FILE
-        #[arg(long = "output", id = "exec_output", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        /// The execution's output document (stored in its `output` column): JSON or @FILE
+        #[arg(long = "result", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
         output: Option<String>,
         /// Error document: JSON or @FILE
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
         error: Option<String>,
-        #[command(flatten)]
-        print: FormatOnly,
     },
     /// Change the status or documents of a running or pending execution
-    #[command(
-        long_about = "Change a non-final execution. Here --output is the execution's output document; \
-        use --format for the print format.\n\n\
-        Example: parallax executions update 0190d5e2-... --status running --metadata '{\"node\": 3}'"
-    )]
+    #[command(long_about = "Change a non-final execution: its status (pending or running), result (output \
+        document), error or metadata.\n\n\
+        Example: parallax executions update 0190d5e2-... --status running --metadata '{\"node\": 3}'")]
     Update {
         id: String,
         #[arg(long, value_enum)]
         status: Option<StartStatus>,
-        /// The execution's output document: JSON or @FILE
-        #[arg(long = "output", id = "exec_output", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
+        /// The execution's output document (stored in its `output` column): JSON or @FILE
+        #[arg(long = "result", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
         output: Option<String>,
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
         error: Option<String>,
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
         metadata: Option<String>,
-        #[command(flatten)]
-        print: FormatOnly,
     },
     /// Append an agent assignment or step result to an execution
     #[command(long_about = "Append an event to an execution's history.\n\n\

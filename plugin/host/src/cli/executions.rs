@@ -93,7 +93,7 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
         ExecutionsCmd::Update { id, status, output, error, metadata, .. } => {
             if status.is_none() && output.is_none() && error.is_none() && metadata.is_none() {
                 return Err(CliError::usage(
-                    "nothing to update; pass --status, --output, --error or --metadata",
+                    "nothing to update; pass --status, --result, --error or --metadata",
                 ));
             }
             let u = ExecutionUpdate {

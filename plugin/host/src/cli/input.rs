@@ -184,8 +184,6 @@ pub fn parse_json_arg(arg: &str) -> Result<String, String> {
             let mut msg = format!("invalid JSON: {}", one_line(&e.to_string()));
             if let Some(path) = from {
                 msg = format!("{path}: {msg}");
-            } else if matches!(arg, "table" | "json") {
-                msg.push_str("; for the print format here, use --format");
             } else if !arg.trim_start().starts_with(['{', '[', '"']) {
                 msg.push_str("; pass a JSON document (quote strings: '\"text\"') or @FILE");
             }
@@ -262,6 +260,6 @@ mod tests {
         assert_eq!(format_time(1_705_314_600_000_001), "2024-01-15T10:30:00.000001Z");
         assert_eq!(parse_json_arg(r#"{ "a" : 1 }"#), Ok(r#"{"a":1}"#.to_string()));
         assert!(parse_json_arg("{nope").unwrap_err().starts_with("invalid JSON"));
-        assert!(parse_json_arg("json").unwrap_err().contains("--format"));
+        assert!(parse_json_arg("json").unwrap_err().contains("@FILE"));
     }
 }

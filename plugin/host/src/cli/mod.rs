@@ -19,7 +19,7 @@ use parallax_storage_abi::{ErrorKind, OpenOptions, StorageError};
 use serde_json::Value as Json;
 use tracing_subscriber::EnvFilter;
 
-use self::args::{Cli, Command, ExecutionsCmd, Format, StorageCmd};
+use self::args::{Cli, Command, Format, StorageCmd};
 use crate::{config, loader, Plugin, Storage};
 
 pub const EXIT_OTHER: i32 = 1;
@@ -112,13 +112,7 @@ fn fail(e: &CliError) -> i32 {
 }
 
 fn effective_format(cli: &Cli) -> Format {
-    let leaf = match &cli.command {
-        Command::Executions(ExecutionsCmd::Finish { print, .. } | ExecutionsCmd::Update { print, .. }) => {
-            print.format
-        }
-        _ => None,
-    };
-    leaf.or(cli.global.format).unwrap_or(Format::Table)
+    cli.global.format.unwrap_or(Format::Table)
 }
 
 /// Help and version go to stdout with exit 0; any other clap error becomes one `error:` line, exit 2.
