@@ -405,6 +405,52 @@ impl<B: Contract> StorageBackend for Adapter<B> {
         self.call("health", Ok(|b: Arc<B>| async move { b.health().await }))
     }
 
+    fn search_executions(&self, query: RString, page: PageRequest) -> StorageFuture<ExecutionSearchPage> {
+        let prepare = (|| {
+            let terms = validate::search_terms(&query)?;
+            let page =
+                Page { limit: validate::limit(page.limit)?, after: validate::offset_cursor(&page.cursor)? };
+            Ok(move |b: Arc<B>| async move {
+                let (limit, offset) = (page.limit, page.after.unwrap_or(0));
+                let hits = b.search_executions(terms, page).await?;
+                let (items, next) = into_page(hits, limit, |_| ());
+                Ok(ExecutionSearchPage {
+                    items: items
+                        .into_iter()
+                        .map(|(execution, rank)| ExecutionHit { execution, rank })
+                        .collect(),
+                    next_cursor: next.map(|_| validate::encode_offset_cursor(offset + limit)).into(),
+                })
+            })
+        })();
+        self.call("search_executions", prepare)
+    }
+
+    fn search_patterns(&self, query: RString, page: PageRequest) -> StorageFuture<PatternSearchPage> {
+        let prepare = (|| {
+            let terms = validate::search_terms(&query)?;
+            let page =
+                Page { limit: validate::limit(page.limit)?, after: validate::offset_cursor(&page.cursor)? };
+            Ok(move |b: Arc<B>| async move {
+                let (limit, offset) = (page.limit, page.after.unwrap_or(0));
+                let hits = b.search_patterns(terms, page).await?;
+                let (items, next) = into_page(hits, limit, |_| ());
+                Ok(PatternSearchPage {
+                    items: items.into_iter().map(|(pattern, rank)| PatternHit { pattern, rank }).collect(),
+                    next_cursor: next.map(|_| validate::encode_offset_cursor(offset + limit)).into(),
+                })
+            })
+        })();
+        self.call("search_patterns", prepare)
+    }
+
+    fn mark_migration_applied(&self, version: RString) -> StorageFuture<MigrationReport> {
+        self.call(
+            "mark_migration_applied",
+            Ok(move |b: Arc<B>| async move { b.mark_migration_applied(version.into()).await }),
+        )
+    }
+
     fn ping(&self, mode: PingMode) -> StorageFuture<()> {
         self.call(
             "ping",

@@ -64,6 +64,24 @@ pub trait Contract: Send + Sync + 'static {
     fn migrate_down(&self) -> impl Future<Output = Result<MigrationReport>> + Send;
     fn migrate_to(&self, version: String) -> impl Future<Output = Result<MigrationReport>> + Send;
 
+    /// Records `version` (a full embedded version, resolved by the backend) as applied without running it.
+    fn mark_migration_applied(&self, version: String)
+        -> impl Future<Output = Result<MigrationReport>> + Send;
+
+    /// Executions whose input, output or error string values contain every term (lower-case words), best
+    /// first, ties newest first; up to `page.limit + 1` hits after skipping `page.after` hits.
+    fn search_executions(
+        &self,
+        terms: Vec<String>,
+        page: Page<usize>,
+    ) -> impl Future<Output = Result<Vec<(Execution, f64)>>> + Send;
+    /// Pattern versions whose name, description or definition string values contain every term; as above.
+    fn search_patterns(
+        &self,
+        terms: Vec<String>,
+        page: Page<usize>,
+    ) -> impl Future<Output = Result<Vec<(Pattern, f64)>>> + Send;
+
     fn health(&self) -> impl Future<Output = Result<Health>> + Send;
     /// Stops background work and closes connections. Called once.
     fn shutdown(&self) -> impl Future<Output = Result<()>> + Send;

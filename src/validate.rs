@@ -63,6 +63,44 @@ pub fn encode_name_cursor(name: &str) -> RString {
     RString::from(format!("n:{name}"))
 }
 
+/// Cursor of ranked pages (search): `o:<offset>`.
+pub fn offset_cursor(cursor: &ROption<RString>) -> Result<Option<usize>> {
+    let Some(c) = cursor.as_ref().into_option() else { return Ok(None) };
+    match c.as_str().strip_prefix("o:").and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) => Ok(Some(n)),
+        None => Err(Error::invalid(format!(
+            "invalid page cursor {:?}; pass the next_cursor of the previous page",
+            c.as_str()
+        ))),
+    }
+}
+
+pub fn encode_offset_cursor(offset: usize) -> RString {
+    RString::from(format!("o:{offset}"))
+}
+
+/// Splits a search query into lower-case words (runs of letters and digits), without duplicates. Every
+/// backend matches these words the same way: whole words, case-insensitive, all of them.
+pub fn search_terms(query: &str) -> Result<Vec<String>> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let w = word.to_lowercase();
+        if w.chars().count() > 100 {
+            return Err(Error::invalid(format!("search word {word:?} is longer than 100 characters")));
+        }
+        if !terms.contains(&w) {
+            terms.push(w);
+        }
+    }
+    if terms.is_empty() {
+        return Err(Error::invalid(format!("search query {query:?} has no words to search for")));
+    }
+    if terms.len() > 32 {
+        return Err(Error::invalid(format!("search query has {} words; the maximum is 32", terms.len())));
+    }
+    Ok(terms)
+}
+
 /// A client-supplied UUID (normalised to lower-case hyphenated form), or a new UUIDv7.
 pub fn id_or_new(id: &ROption<RString>, what: &str) -> Result<String> {
     match id.as_ref().into_option() {
@@ -184,6 +222,16 @@ mod tests {
         assert!(time_cursor(&ROption::RSome("nope".into())).is_err());
         assert!(time_cursor(&ROption::RSome("1:not-a-uuid".into())).is_err());
         assert_eq!(name_cursor(&ROption::RSome(encode_name_cursor("a:b"))).unwrap(), Some("a:b".into()));
+        assert_eq!(offset_cursor(&ROption::RSome(encode_offset_cursor(40))).unwrap(), Some(40));
+        assert!(offset_cursor(&ROption::RSome("o:-1".into())).is_err());
+    }
+
+    #[test]
+    fn search_terms_are_words() {
+        assert_eq!(search_terms("Timeout, timeout!  Écrit-42").unwrap(), ["timeout", "écrit", "42"]);
+        assert!(search_terms(" -- ").is_err());
+        let many: Vec<String> = (0..33).map(|i| format!("w{i}")).collect();
+        assert!(search_terms(&many.join(" ")).unwrap_err().to_string().contains("maximum is 32"));
     }
 
     #[test]

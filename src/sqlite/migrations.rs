@@ -214,3 +214,25 @@ pub fn to(conn: &mut SqliteConnection, target: &str) -> Result<MigrationReport> 
 pub fn current_version(status: &[MigrationInfo]) -> ROption<RString> {
     status.iter().rev().find(|m| m.applied).map(|m| m.version.clone()).into()
 }
+
+/// Records `target` (a full version or unique prefix) as applied without running it, for the case where an
+/// operator fixed the schema by hand. Refuses a version that is already applied.
+pub fn mark_applied(conn: &mut SqliteConnection, target: &str) -> Result<MigrationReport> {
+    let embedded = embedded();
+    let Some(idx) = resolve_target(target, &embedded)? else {
+        return Err(Error::invalid("give the version to mark as applied, not 0"));
+    };
+    let version = version_of(&embedded[idx]);
+    conn.immediate_transaction(|conn| {
+        diesel::migration::MigrationConnection::setup(conn)?;
+        if applied(conn)?.iter().any(|(v, _)| *v == version) {
+            return Err(Error::conflict(format!("migration {version} is already applied")));
+        }
+        sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES (?)")
+            .bind::<Text, _>(&version)
+            .execute(conn)?;
+        Ok(())
+    })?;
+    tracing::warn!(version = %version, "migration marked as applied without running it");
+    report(conn, vec![version], vec![])
+}

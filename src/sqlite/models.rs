@@ -17,7 +17,7 @@ fn opt(o: &ROption<RString>) -> Option<String> {
     o.as_ref().map(|s| s.to_string()).into_option()
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = patterns, check_for_backend(diesel::sqlite::Sqlite))]
 pub struct PatternRow {
     pub id: String,
@@ -57,7 +57,7 @@ impl From<&Pattern> for PatternRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = executions, check_for_backend(diesel::sqlite::Sqlite))]
 pub struct ExecutionRow {
     pub id: String,
@@ -185,4 +185,21 @@ impl From<AuditRow> for AuditEntry {
             user_agent: ropt(r.user_agent),
         }
     }
+}
+
+/// Full-text search hits: the row and its relevance (`-bm25`, higher is better).
+#[derive(QueryableByName)]
+pub struct ExecutionHitRow {
+    #[diesel(embed)]
+    pub record: ExecutionRow,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub rank: f64,
+}
+
+#[derive(QueryableByName)]
+pub struct PatternHitRow {
+    #[diesel(embed)]
+    pub record: PatternRow,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub rank: f64,
 }

@@ -4,14 +4,18 @@ use abi_stable::std_types::ROption::RSome;
 use diesel::{
     dsl::{count_star, max, sql},
     prelude::*,
-    sql_types::{Bool, Text},
+    sql_query,
+    sql_types::{BigInt, Bool, Text},
     sqlite::Sqlite,
 };
 use parallax_storage_abi::*;
 
 use super::{
     migrations,
-    models::{status_of, AuditRow, EventRow, ExecutionChanges, ExecutionRow, PatternRow},
+    models::{
+        status_of, AuditRow, EventRow, ExecutionChanges, ExecutionHitRow, ExecutionRow, PatternHitRow,
+        PatternRow,
+    },
     schema::{audit_logs, execution_events, executions, patterns},
     SqliteBackend,
 };
@@ -24,6 +28,11 @@ use crate::{
 
 fn s(r: &abi_stable::std_types::RString) -> String {
     r.to_string()
+}
+
+/// An FTS5 query requiring every term as a whole word: `"a" "b"` (terms are letters and digits only).
+fn fts_query(terms: &[String]) -> String {
+    terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
 }
 
 fn exec_not_found(id: &str) -> Error {
@@ -401,6 +410,48 @@ impl Contract for SqliteBackend {
 
     async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
         self.writer.solo("migrate_to", move |conn| migrations::to(conn, &version)).await
+    }
+
+    async fn mark_migration_applied(&self, version: String) -> Result<MigrationReport> {
+        self.writer.solo("mark_migration_applied", move |conn| migrations::mark_applied(conn, &version)).await
+    }
+
+    async fn search_executions(
+        &self,
+        terms: Vec<String>,
+        page: Page<usize>,
+    ) -> Result<Vec<(Execution, f64)>> {
+        self.read(move |conn| {
+            let hits: Vec<ExecutionHitRow> = sql_query(
+                "SELECT e.*, -bm25(executions_fts) AS rank FROM executions_fts \
+                 JOIN execution_search s ON s.doc_id = executions_fts.rowid \
+                 JOIN executions e ON e.id = s.execution_id \
+                 WHERE executions_fts MATCH ? ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT ? OFFSET ?",
+            )
+            .bind::<Text, _>(fts_query(&terms))
+            .bind::<BigInt, _>(page.limit as i64 + 1)
+            .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+            .load(conn)?;
+            hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()
+        })
+        .await
+    }
+
+    async fn search_patterns(&self, terms: Vec<String>, page: Page<usize>) -> Result<Vec<(Pattern, f64)>> {
+        self.read(move |conn| {
+            let hits: Vec<PatternHitRow> = sql_query(
+                "SELECT p.*, -bm25(patterns_fts) AS rank FROM patterns_fts \
+                 JOIN pattern_search s ON s.doc_id = patterns_fts.rowid \
+                 JOIN patterns p ON p.id = s.pattern_id \
+                 WHERE patterns_fts MATCH ? ORDER BY rank DESC, p.created_at DESC, p.id DESC LIMIT ? OFFSET ?",
+            )
+            .bind::<Text, _>(fts_query(&terms))
+            .bind::<BigInt, _>(page.limit as i64 + 1)
+            .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+            .load(conn)?;
+            Ok(hits.into_iter().map(|h| (Pattern::from(h.record), h.rank)).collect())
+        })
+        .await
     }
 
     async fn health(&self) -> Result<Health> {

@@ -26,6 +26,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    execution_search (doc_id) {
+        doc_id -> Integer,
+        execution_id -> Text,
+    }
+}
+
+diesel::table! {
     executions (id) {
         id -> Text,
         pattern_name -> Text,
@@ -43,6 +50,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    pattern_search (doc_id) {
+        doc_id -> Integer,
+        pattern_id -> Text,
+    }
+}
+
+diesel::table! {
     patterns (id) {
         id -> Text,
         name -> Text,
@@ -56,4 +70,11 @@ diesel::table! {
 
 diesel::joinable!(execution_events -> executions (execution_id));
 
-diesel::allow_tables_to_appear_in_same_query!(audit_logs, execution_events, executions, patterns,);
+diesel::allow_tables_to_appear_in_same_query!(
+    audit_logs,
+    execution_events,
+    execution_search,
+    executions,
+    pattern_search,
+    patterns,
+);

@@ -1,6 +1,9 @@
 //! Shared test harness: loads the *built* plugin cdylib through the host crate, as it ships.
 #![allow(dead_code)]
 
+pub mod file;
+pub mod pg;
+
 use std::{path::PathBuf, sync::OnceLock};
 
 use parallax_storage_host::{abi::*, Plugin, Storage};

@@ -7,6 +7,7 @@ pub mod events;
 pub mod executions;
 pub mod operations;
 pub mod patterns;
+pub mod search;
 
 /// Calls `$callback!` with the full list of contract test functions.
 #[macro_export]
@@ -40,6 +41,10 @@ macro_rules! for_each_contract {
             operations::dropped_future_still_completes,
             operations::shutdown_makes_calls_unavailable,
             operations::concurrent_writers_lose_nothing,
+            operations::mark_applied_records_without_running,
+            search::search_executions_matches_words_in_documents,
+            search::search_pages_are_exact,
+            search::search_patterns_by_name_description_definition,
         }
     };
 }

@@ -13,7 +13,7 @@ pub type StorageFuture<T> = FfiFuture<RResult<T, StorageError>>;
 /// An owned storage object, as returned by the root module's `open`.
 pub type StorageBox = StorageBackend_TO<'static, RBox<()>>;
 
-/// The storage contract. **Methods may only be appended** after `shutdown`, moving `last_prefix_field`.
+/// The storage contract. **Methods may only be appended** at the end, moving `last_prefix_field` to the new last.
 #[sabi_trait]
 pub trait StorageBackend: Send + Sync {
     // ----- patterns
@@ -58,6 +58,18 @@ pub trait StorageBackend: Send + Sync {
     fn health(&self) -> StorageFuture<Health>;
     fn ping(&self, mode: PingMode) -> StorageFuture<()>;
     /// Closes pools and stops the plugin runtime; later calls fail with `Unavailable`.
-    #[sabi(last_prefix_field)]
     fn shutdown(&self) -> StorageFuture<()>;
+
+    // ----- full-text search
+    /// Executions whose input, output or error contain every word of `query` (string values of the JSON
+    /// documents, case-insensitive), best match first.
+    fn search_executions(&self, query: RString, page: PageRequest) -> StorageFuture<ExecutionSearchPage>;
+    /// Pattern versions whose name, description or definition (its string values) contain every word of `query`,
+    /// best match first.
+    fn search_patterns(&self, query: RString, page: PageRequest) -> StorageFuture<PatternSearchPage>;
+
+    // ----- migrations, continued
+    /// Records `version` as applied without running it: the operator fixed the schema by hand.
+    #[sabi(last_prefix_field)]
+    fn mark_migration_applied(&self, version: RString) -> StorageFuture<MigrationReport>;
 }

@@ -310,6 +310,37 @@ pub struct AuditPage {
     pub next_cursor: ROption<RString>,
 }
 
+// ---------------------------------------------------------------- full-text search
+
+/// One search result: the record and its relevance (higher is better; comparable within one result list).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ExecutionHit {
+    pub execution: Execution,
+    pub rank: f64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ExecutionSearchPage {
+    pub items: RVec<ExecutionHit>,
+    pub next_cursor: ROption<RString>,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PatternHit {
+    pub pattern: Pattern,
+    pub rank: f64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PatternSearchPage {
+    pub items: RVec<PatternHit>,
+    pub next_cursor: ROption<RString>,
+}
+
 // ---------------------------------------------------------------- migrations and health
 
 #[repr(C)]

@@ -94,6 +94,17 @@ impl Storage {
         self.inner.migrate_to(rs(version)).await.into_result()
     }
 
+    pub async fn mark_migration_applied(&self, version: &str) -> R<MigrationReport> {
+        self.inner.mark_migration_applied(rs(version)).await.into_result()
+    }
+
+    pub async fn search_executions(&self, query: &str, page: PageRequest) -> R<ExecutionSearchPage> {
+        self.inner.search_executions(rs(query), page).await.into_result()
+    }
+    pub async fn search_patterns(&self, query: &str, page: PageRequest) -> R<PatternSearchPage> {
+        self.inner.search_patterns(rs(query), page).await.into_result()
+    }
+
     pub async fn health(&self) -> R<Health> {
         self.inner.health().await.into_result()
     }

@@ -1,0 +1,9 @@
+DROP TRIGGER patterns_search_delete;
+DROP TRIGGER patterns_search_insert;
+DROP TABLE patterns_fts;
+DROP TABLE pattern_search;
+DROP TRIGGER executions_search_delete;
+DROP TRIGGER executions_search_update;
+DROP TRIGGER executions_search_insert;
+DROP TABLE executions_fts;
+DROP TABLE execution_search;
