@@ -1,6 +1,6 @@
 //! End-to-end tests of the `parallax` binary against the real plugin and a SQLite file in a temp dir.
 //!
-//! The plugin must be built first: `cargo build -p parallax-storage && cargo test -p parallax-storage-host`.
+//! The plugin must be built first; the README's test command (`cargo test --workspace`) builds it.
 
 use std::{
     io::Write,
@@ -19,7 +19,7 @@ fn plugin_path() -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: build the plugin first with `cargo build -p parallax-storage` (the README's test \
-         command does both: `cargo build -p parallax-storage && cargo test -p parallax-storage-host`)",
+         command, `cargo test --workspace`, builds every member)",
         path.display()
     );
     path
@@ -440,4 +440,47 @@ fn input_errors() {
     env.fails(&["audit", "list", "--until", "2024-13-45T00:00:00Z"], 2);
     env.fails(&["patterns", "list", "--limit", "0"], 2);
     env.fails(&["patterns", "frobnicate"], 2);
+}
+
+#[test]
+fn search_and_mark_applied() {
+    let env = Env::new();
+    env.write("p.yaml", PATTERN_YAML);
+    env.ok(&["patterns", "put", "p.yaml"]);
+    let id = env.json(&[
+        "executions",
+        "start",
+        "--pattern",
+        "code-review",
+        "--input",
+        r#"{"text": "flaky build on arm64"}"#,
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["executions", "start", "--pattern", "code-review", "--input", r#"{"text": "green build"}"#]);
+
+    let hits = env.json(&["executions", "search", "FLAKY", "build"]);
+    let items = hits["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{hits}");
+    assert_eq!(items[0]["id"], id.as_str());
+    assert!(items[0]["rank"].is_number());
+    assert_eq!(env.json(&["executions", "search", "build"])["items"].as_array().unwrap().len(), 2);
+    let text = env.ok(&["executions", "search", "flaky"]);
+    assert!(text.contains(&id), "{text}");
+    assert!(env.fails(&["executions", "search", "?!"], 2).contains("no words"));
+
+    let hits = env.json(&["patterns", "search", "bugs"]);
+    assert_eq!(hits["items"][0]["name"], "code-review");
+    assert!(env.json(&["patterns", "search", "nothing-like-this"])["items"].as_array().unwrap().is_empty());
+
+    let status = env.json(&["storage", "migrate", "status"]);
+    let last =
+        status["migrations"].as_array().unwrap().last().unwrap()["version"].as_str().unwrap().to_string();
+    assert!(env.fails(&["storage", "migrate", "mark-applied", &last], 4).contains("already applied"));
+    env.ok(&["storage", "migrate", "down"]);
+    let out = env.ok(&["storage", "migrate", "mark-applied", &last]);
+    assert!(out.contains(&last), "{out}");
+    let health = env.json(&["storage", "test-connection"]);
+    assert_eq!(health["pending_migrations"], 0, "{health}");
 }

@@ -108,6 +108,18 @@ pub enum MigrateCmd {
         #[arg(value_name = "VERSION")]
         version: String,
     },
+    /// Record a migration as applied without running it (after fixing the schema by hand)
+    #[command(
+        long_about = "Record VERSION as applied without running it. Use this after a migration failed \
+        and you fixed the schema by hand, instead of inserting into Diesel's migration table yourself. \
+        VERSION is a full version or a unique prefix of one; an already applied version is refused.\n\n\
+        Example: parallax storage migrate mark-applied 20240115"
+    )]
+    MarkApplied {
+        /// The version to record, or a unique prefix of one
+        #[arg(value_name = "VERSION")]
+        version: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +171,19 @@ pub enum PatternsCmd {
     #[command(long_about = "List every stored version of a pattern, highest semantic version first.\n\n\
         Example: parallax patterns versions code-review")]
     Versions { name: String },
+    /// Full-text search over names, descriptions and definitions
+    #[command(
+        long_about = "Find pattern versions whose name, description or definition (its string values) \
+        contain every word of TEXT, case-insensitively; best match first.\n\n\
+        Example: parallax patterns search incident severity"
+    )]
+    Search {
+        /// The words to look for (all must match)
+        #[arg(value_name = "TEXT", required = true, num_args = 1..)]
+        text: Vec<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Delete one version of a pattern
     #[command(long_about = "Delete one stored version of a pattern.\n\n\
         Example: parallax patterns delete code-review 1.0.0")]
@@ -298,6 +323,17 @@ pub enum ExecutionsCmd {
         /// Print only the number of matching executions
         #[arg(long, conflicts_with_all = ["limit", "cursor"])]
         count: bool,
+    },
+    /// Full-text search over execution input, output and error documents
+    #[command(long_about = "Find executions whose input, output or error documents (their string values) \
+        contain every word of TEXT, case-insensitively; best match first.\n\n\
+        Example: parallax executions search quota exhausted")]
+    Search {
+        /// The words to look for (all must match)
+        #[arg(value_name = "TEXT", required = true, num_args = 1..)]
+        text: Vec<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 

@@ -149,6 +149,14 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
             }
             Ok(Output::new(doc, text))
         }
+        ExecutionsCmd::Search { text, page } => {
+            let got = store.search_executions(&text.join(" "), page_request(&page)).await?;
+            let items: Vec<Execution> = got.items.iter().map(|h| h.execution.clone()).collect();
+            let records = got.items.iter().map(|h| (render::execution(&h.execution), h.rank)).collect();
+            let next = got.next_cursor.as_ref().map(|c| c.as_str()).into_option();
+            let (doc, text) = render::ranked_page(records, render::executions_table(&items), next);
+            Ok(Output::new(doc, text))
+        }
     }
 }
 

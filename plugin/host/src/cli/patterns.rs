@@ -45,6 +45,14 @@ pub async fn run(store: &Storage, cmd: PatternsCmd) -> Result<Output, CliError> 
             let doc = json!({ "name": name, "items": render::all(&versions, render::pattern) });
             Ok(Output::new(doc, render::patterns_table(&versions, false)))
         }
+        PatternsCmd::Search { text, page } => {
+            let got = store.search_patterns(&text.join(" "), page_request(&page)).await?;
+            let items: Vec<Pattern> = got.items.iter().map(|h| h.pattern.clone()).collect();
+            let records = got.items.iter().map(|h| (render::pattern(&h.pattern), h.rank)).collect();
+            let next = got.next_cursor.as_ref().map(|c| c.as_str()).into_option();
+            let (doc, text) = render::ranked_page(records, render::patterns_table(&items, true), next);
+            Ok(Output::new(doc, text))
+        }
         PatternsCmd::Delete { name, version } => {
             store.delete_pattern(&name, &version).await?;
             let doc = json!({ "deleted": { "name": name, "version": version } });

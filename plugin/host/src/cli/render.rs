@@ -171,6 +171,23 @@ pub fn page(items: Vec<Json>, next_cursor: Option<&str>) -> Json {
 }
 
 /// A list of records as JSON values.
+/// A page of search hits: each record with its `rank`, and the table text with the next-page hint.
+pub fn ranked_page(records: Vec<(Record, f64)>, table: String, next_cursor: Option<&str>) -> (Json, String) {
+    let items = records
+        .into_iter()
+        .map(|(r, rank)| {
+            let mut v = r.json();
+            v["rank"] = serde_json::json!(rank);
+            v
+        })
+        .collect();
+    let mut text = table;
+    if let Some(c) = next_cursor {
+        text.push_str(&next_page_hint(c));
+    }
+    (page(items, next_cursor), text)
+}
+
 pub fn all<T>(items: &[T], f: impl Fn(&T) -> Record) -> Vec<Json> {
     items.iter().map(|i| f(i).json()).collect()
 }

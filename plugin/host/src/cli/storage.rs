@@ -115,6 +115,7 @@ async fn migrate(store: &Storage, cmd: MigrateCmd) -> Result<Output, CliError> {
         MigrateCmd::Up => store.migrate_up().await?,
         MigrateCmd::Down => store.migrate_down().await?,
         MigrateCmd::To { version } => store.migrate_to(&version).await?,
+        MigrateCmd::MarkApplied { version } => store.mark_migration_applied(&version).await?,
     };
     let (doc, out) = render::migration_report(&report);
     Ok(Output::new(doc, out))
