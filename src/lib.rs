@@ -8,6 +8,7 @@ pub mod config;
 pub mod contract;
 pub mod error;
 mod logging;
+pub mod migrate;
 pub mod sqlite;
 pub mod time;
 pub mod validate;

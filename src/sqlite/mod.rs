@@ -16,6 +16,7 @@ use self::{connection::ReadPool, writer::Writer};
 use crate::{
     config::StorageConfig,
     error::{Error, Result},
+    migrate,
 };
 
 pub struct SqliteBackend {
@@ -31,7 +32,7 @@ impl SqliteBackend {
         let (conn, pool) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut conn = connection::writer(&sqlite)?;
             if !options.maintenance {
-                check_schema(&mut conn, migrations.enabled && migrations.auto_run)?;
+                migrations::check(&mut conn, migrations.enabled && migrations.auto_run)?;
             }
             Ok((conn, connection::read_pool(&sqlite)?))
         })
@@ -60,34 +61,6 @@ impl SqliteBackend {
     }
 }
 
-/// Refuses a schema that is behind (unless `auto_run`, which brings it up to date) or ahead of this plugin.
-fn check_schema(conn: &mut diesel::SqliteConnection, auto_run: bool) -> Result<()> {
-    let status = migrations::status(conn)?;
-    let unknown = migrations::unknown_applied(&status);
-    if !unknown.is_empty() {
-        return Err(Error::schema(format!(
-            "the database has migrations this plugin does not know ({}): it was migrated by a newer plugin; \
-             upgrade the plugin, or roll back with the newer one",
-            unknown.join(", ")
-        )));
-    }
-    let pending = migrations::pending(&status);
-    if pending.is_empty() {
-        return Ok(());
-    }
-    if !auto_run {
-        return Err(Error::schema(format!(
-            "{} migration(s) pending ({}); run `parallax storage migrate up`, or set storage.migrations.enabled \
-             and storage.migrations.autoRun to true",
-            pending.len(),
-            pending.join(", ")
-        )));
-    }
-    let report = migrations::up(conn)?;
-    tracing::info!(applied = report.applied.len(), versions = ?report.applied, "applied pending SQLite migrations");
-    Ok(())
-}
-
 #[derive(QueryableByName)]
 struct Version {
     #[diesel(sql_type = Text)]
@@ -108,8 +81,8 @@ impl SqliteBackend {
                 server_version: format!("SQLite {}", v.v).into(),
                 location: location.into(),
                 latency_us,
-                schema_version: migrations::current_version(&status),
-                pending_migrations: migrations::pending(&status).len() as u32,
+                schema_version: migrate::current_version(&status),
+                pending_migrations: migrate::pending(&status).len() as u32,
                 warnings: warnings.into_iter().map(Into::into).collect(),
             })
         })
