@@ -82,9 +82,14 @@ impl From<diesel::result::Error> for Error {
                     K::UniqueViolation => Error::conflict(msg),
                     K::ForeignKeyViolation | K::CheckViolation | K::NotNullViolation => Error::invalid(msg),
                     K::ClosedConnection => Error::unavailable(msg),
-                    _ if msg.contains("no such table") || msg.contains("no such column") => Error::schema(
-                        format!("{msg}; the database schema is behind this plugin: run `parallax storage migrate up`"),
-                    ),
+                    _ if msg.contains("no such table")
+                        || msg.contains("no such column")
+                        || (msg.starts_with("relation ") || msg.starts_with("column ")) && msg.ends_with("does not exist") =>
+                    {
+                        Error::schema(
+                            format!("{msg}; the database schema is behind this plugin: run `parallax storage migrate up`"),
+                        )
+                    }
                     _ if msg.contains("database is locked") || msg.contains("busy") => {
                         Error::new(ErrorKind::Timeout, msg)
                     }

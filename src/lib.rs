@@ -9,6 +9,7 @@ pub mod contract;
 pub mod error;
 mod logging;
 pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 pub mod time;
 pub mod validate;
@@ -56,14 +57,13 @@ pub extern "C" fn info() -> PluginInfo {
         abi_version: ABI_VERSION.into(),
         backends: vec![
             backend("sqlite", true, "", sqlite::migrations::embedded_versions()),
-            backend("postgresql", false, NOT_BUILT_POSTGRES, vec![]),
+            backend("postgresql", true, "", postgres::embedded_versions()),
             backend("file", false, NOT_BUILT_FILE, vec![]),
         ]
         .into(),
     }
 }
 
-const NOT_BUILT_POSTGRES: &str = "the PostgreSQL backend is not in this build yet; use storage.type: sqlite";
 const NOT_BUILT_FILE: &str = "the file backend is not in this build yet; use storage.type: sqlite";
 
 pub extern "C" fn set_log_sink(sink: LogSink) {
@@ -114,7 +114,10 @@ pub fn open_storage(config_json: &str, options: &OpenOptions) -> Result<StorageB
             let backend = runtime.block_on(sqlite::SqliteBackend::open(cfg.clone(), options.clone()))?;
             Ok(StorageBackend_TO::from_value(Adapter::new(backend, runtime), TD_Opaque))
         }
-        BackendType::Postgresql => Err(Error::unsupported(NOT_BUILT_POSTGRES)),
+        BackendType::Postgresql => {
+            let backend = runtime.block_on(postgres::PostgresBackend::open(cfg.clone(), options.clone()))?;
+            Ok(StorageBackend_TO::from_value(Adapter::new(backend, runtime), TD_Opaque))
+        }
         BackendType::File => Err(Error::unsupported(NOT_BUILT_FILE)),
     }
 }

@@ -205,6 +205,8 @@ pub struct PostgresConfig {
     pub primary: Option<HostPort>,
     pub replicas: Vec<HostPort>,
     pub read_preference: ReadPreference,
+    /// How many months of `executions` partitions to keep created ahead of now (ours; default 3).
+    pub partition_months_ahead: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -56,6 +56,7 @@ fn postgres(p: &PostgresConfig) -> Value {
         "primary": p.primary.as_ref().map(host_port),
         "replicas": p.replicas.iter().map(host_port).collect::<Vec<_>>(),
         "readPreference": p.read_preference.as_str(),
+        "partitionMonthsAhead": p.partition_months_ahead,
     })
 }
 

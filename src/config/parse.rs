@@ -171,6 +171,8 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
             ReadPreference::CHOICES,
             ReadPreference::Primary,
         )?,
+        partition_months_ahead: s.int("partitionMonthsAhead", "an integer 1-120 (months)", (1, 120), 3)?
+            as u32,
     })
 }
 

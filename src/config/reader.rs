@@ -20,6 +20,7 @@ pub(super) const POSTGRES_KEYS: &[&str] = &[
     "primary",
     "replicas",
     "readPreference",
+    "partitionMonthsAhead",
 ];
 pub(super) const POOL_KEYS: &[&str] =
     &["minConnections", "maxConnections", "idleTimeout", "maxIdleTime", "acquireTimeout"];

@@ -41,9 +41,23 @@ pub struct Harness {
     pub storage: Storage,
     pub config: serde_json::Value,
     pub dir: TempDir,
+    /// The PostgreSQL database created for this test, dropped by [`Harness::finish`].
+    pub pg_db: Option<String>,
 }
 
 impl Harness {
+    pub fn new(storage: Storage, config: serde_json::Value, dir: TempDir) -> Harness {
+        Harness { storage, config, dir, pg_db: None }
+    }
+
+    /// Shuts the storage down and drops what the test created.
+    pub async fn finish(self) {
+        self.storage.shutdown().await.expect("shutdown");
+        if let Some(db) = &self.pg_db {
+            pg::server().drop_database(db).await;
+        }
+    }
+
     /// Opens another, independent instance on the same data.
     pub fn reopen(&self) -> Storage {
         plugin().open(&self.config).unwrap_or_else(|e| panic!("reopen: {e}"))
@@ -58,7 +72,18 @@ pub async fn sqlite() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = sqlite_config(&dir);
     let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open sqlite: {e}"));
-    Harness { storage, config, dir }
+    Harness::new(storage, config, dir)
+}
+
+/// A fresh database on the test PostgreSQL server (see `pg.rs`).
+pub async fn postgres() -> Harness {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let config = server.storage_config(&db);
+    let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open postgresql: {e}"));
+    let mut h = Harness::new(storage, config, tempfile::tempdir().expect("tempdir"));
+    h.pg_db = Some(db);
+    h
 }
 
 // ------------------------------------------------------------------ builders

@@ -57,7 +57,7 @@ macro_rules! contract_tests {
             async fn $name() {
                 let h = $factory().await;
                 $crate::contract::$area::$name(&h).await;
-                h.storage.shutdown().await.expect("shutdown");
+                h.finish().await;
             }
         )*
     };

@@ -1,0 +1,121 @@
+//! The embedded PostgreSQL migrations (`migrations/postgres`, the same files the Diesel CLI runs) and the
+//! PostgreSQL side of [`crate::migrate`]: migrations run in one transaction holding an advisory lock, so several
+//! hosts starting at once apply each migration exactly once.
+
+use diesel::{
+    connection::Connection,
+    migration::MigrationConnection,
+    pg::Pg,
+    sql_query,
+    sql_types::{Bool, Nullable, Text},
+    QueryableByName, RunQueryDsl,
+};
+use diesel_async::{async_connection_wrapper::AsyncConnectionWrapper, AsyncPgConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use parallax_storage_abi::{MigrationInfo, MigrationReport};
+
+use crate::{
+    error::{Error, Result},
+    migrate::{self, MigrationConn},
+};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Arbitrary, fixed key of the advisory lock serialising migrations ("plx-migr").
+const MIGRATION_LOCK: i64 = 0x706c_782d_6d69_6772;
+
+pub type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;
+
+#[derive(QueryableByName)]
+struct AppliedRow {
+    #[diesel(sql_type = Text)]
+    version: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_on: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Present {
+    #[diesel(sql_type = Bool)]
+    present: bool,
+}
+
+impl MigrationConn<Pg> for Wrapper {
+    fn applied_rows(&mut self) -> Result<Vec<(String, Option<String>)>> {
+        let p: Present = sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS present")
+            .get_result(self)?;
+        if !p.present {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<AppliedRow> = sql_query(
+            "SELECT version::text AS version, run_on::text AS run_on FROM __diesel_schema_migrations ORDER BY version",
+        )
+        .load(self)?;
+        Ok(rows.into_iter().map(|r| (r.version, r.run_on)).collect())
+    }
+
+    fn ensure_table(&mut self) -> Result<()> {
+        MigrationConnection::setup(self)?;
+        Ok(())
+    }
+
+    fn record_applied(&mut self, version: &str) -> Result<()> {
+        sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1)")
+            .bind::<Text, _>(version)
+            .execute(self)?;
+        Ok(())
+    }
+
+    fn exclusive<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.transaction(|conn| {
+            sql_query(format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).execute(conn)?;
+            f(conn)
+        })
+    }
+}
+
+/// Runs blocking migration code on a dedicated connection, off the async worker threads.
+pub async fn with_wrapper<T, F>(conn: AsyncPgConnection, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Wrapper) -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // Created here so that it blocks on the plugin runtime's handle from this blocking thread.
+        let mut wrapper = Wrapper::from(conn);
+        f(&mut wrapper)
+    })
+    .await
+    .map_err(|e| match e.try_into_panic() {
+        Ok(p) => Error::from_panic(p, "a PostgreSQL migration"),
+        Err(_) => Error::unavailable("the migration task was cancelled"),
+    })?
+}
+
+pub fn embedded_versions() -> Vec<String> {
+    migrate::embedded_versions::<Pg>(&MIGRATIONS)
+}
+
+pub fn status(w: &mut Wrapper) -> Result<Vec<MigrationInfo>> {
+    migrate::status(w, &MIGRATIONS)
+}
+
+pub fn check(w: &mut Wrapper, auto_run: bool) -> Result<()> {
+    migrate::check(w, &MIGRATIONS, auto_run)
+}
+
+pub fn up(w: &mut Wrapper) -> Result<MigrationReport> {
+    migrate::up(w, &MIGRATIONS)
+}
+
+pub fn down(w: &mut Wrapper) -> Result<MigrationReport> {
+    migrate::down(w, &MIGRATIONS)
+}
+
+pub fn to(w: &mut Wrapper, target: &str) -> Result<MigrationReport> {
+    migrate::to(w, &MIGRATIONS, target)
+}
+
+pub fn mark_applied(w: &mut Wrapper, target: &str) -> Result<MigrationReport> {
+    migrate::mark_applied(w, &MIGRATIONS, target)
+}

@@ -1,0 +1,52 @@
+//! Monthly `executions` partitions: created for this month and the configured number of months ahead at
+//! startup, then re-checked periodically, under an advisory lock so several hosts do not race on DDL.
+
+use diesel::{sql_query, sql_types::Integer, QueryableByName};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::{connect::Pool, KEEP_AHEAD_EVERY};
+use crate::error::{Error, Result};
+
+/// Arbitrary, fixed key of the advisory lock serialising partition DDL ("plx-part").
+const PARTITION_LOCK: i64 = 0x706c_782d_7061_7274;
+
+#[derive(QueryableByName)]
+struct Made {
+    #[diesel(sql_type = Integer)]
+    made: i32,
+}
+
+/// Makes sure partitions exist from this month through `months_ahead` months ahead; returns how many it made.
+pub async fn ensure(pool: &Pool, months_ahead: u32) -> Result<u32> {
+    let mut conn = pool.get().await.map_err(|e| Error::unavailable(format!("partition maintenance: {e}")))?;
+    let made = conn
+        .transaction::<_, Error, _>(async |conn| {
+            sql_query(format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK})")).execute(conn).await?;
+            let made: Made = sql_query(
+                "SELECT count(*) FILTER (WHERE created)::int AS made FROM generate_series(0, $1) AS m, \
+                 LATERAL parallax_create_execution_partition(now() + make_interval(months => m)) AS created",
+            )
+            .bind::<Integer, _>(months_ahead as i32)
+            .get_result(conn)
+            .await?;
+            Ok(made.made)
+        })
+        .await?;
+    Ok(made as u32)
+}
+
+/// Re-checks periodically; errors are logged and retried at the next tick.
+pub fn keep_ahead(pool: Pool, months_ahead: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEEP_AHEAD_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match ensure(&pool, months_ahead).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(created = n, "created executions partitions ahead of time"),
+                Err(e) => tracing::warn!(error = %e, "partition maintenance failed; retrying later"),
+            }
+        }
+    })
+}

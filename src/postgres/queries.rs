@@ -1,0 +1,534 @@
+//! The storage contract on PostgreSQL.
+
+use abi_stable::std_types::ROption::RSome;
+use diesel::{
+    data_types::PgTimestamp,
+    dsl::{count_star, max},
+    pg::Pg,
+    prelude::*,
+    sql_query,
+    sql_types::{BigInt, Text},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use parallax_storage_abi::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    connect, migrations,
+    models::{
+        from_pg, json, opt_json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionChanges,
+        ExecutionHitRow, ExecutionRow, PatternHitRow, PatternRow,
+    },
+    schema::{audit_logs, execution_events, executions, patterns},
+    PostgresBackend,
+};
+use crate::{
+    contract::Contract,
+    error::{Error, Result},
+    migrate,
+    time::now_micros,
+    validate::Page,
+};
+
+const DAY: i64 = 86_400_000_000;
+
+fn exec_not_found(id: &Uuid) -> Error {
+    Error::not_found(format!("execution {id} not found"))
+}
+
+/// The creation time a UUIDv7 carries, in microseconds.
+fn v7_micros(id: &Uuid) -> Option<i64> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    Some(secs as i64 * 1_000_000 + nanos as i64 / 1000)
+}
+
+/// Finds an execution by id, optionally locking it. A UUIDv7 id carries its creation time, which is (unless
+/// the client chose `started_at`) within moments of `started_at`: look in that day's partition first, so the
+/// lookup touches one partition instead of all of them; fall back to every partition.
+async fn find_execution(conn: &mut AsyncPgConnection, id: &Uuid, lock: bool) -> Result<ExecutionRow> {
+    if let Some(t) = v7_micros(id) {
+        let q = executions::table
+            .filter(executions::id.eq(id))
+            .filter(executions::started_at.ge(to_pg(t - DAY)))
+            .filter(executions::started_at.lt(to_pg(t + DAY)))
+            .select(ExecutionRow::as_select());
+        let row = if lock { q.for_update().first(conn).await } else { q.first(conn).await }.optional()?;
+        if let Some(row) = row {
+            return Ok(row);
+        }
+    }
+    let q = executions::table.filter(executions::id.eq(id)).select(ExecutionRow::as_select());
+    let row = if lock { q.for_update().first(conn).await } else { q.first(conn).await }.optional()?;
+    row.ok_or_else(|| exec_not_found(id))
+}
+
+fn apply_filter<'a, ST: 'a>(
+    mut q: executions::BoxedQuery<'a, Pg, ST>,
+    f: &ExecutionFilter,
+) -> executions::BoxedQuery<'a, Pg, ST> {
+    if let RSome(n) = &f.pattern_name {
+        q = q.filter(executions::pattern_name.eq(n.to_string()));
+    }
+    if let RSome(v) = &f.pattern_version {
+        q = q.filter(executions::pattern_version.eq(v.to_string()));
+    }
+    if !f.statuses.is_empty() {
+        q = q.filter(executions::status.eq_any(f.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+    }
+    if let RSome(from) = f.started_from {
+        q = q.filter(executions::started_at.ge(to_pg(from)));
+    }
+    if let RSome(until) = f.started_until {
+        q = q.filter(executions::started_at.lt(to_pg(until)));
+    }
+    if !f.tags.is_empty() {
+        let tags: Vec<String> = f.tags.iter().map(|t| t.to_string()).collect();
+        q = q.filter(executions::tags.contains(Value::from(tags)));
+    }
+    q
+}
+
+/// A tsquery requiring every term: `a & b` (terms are letters and digits only).
+fn ts_query(terms: &[String]) -> String {
+    terms.join(" & ")
+}
+
+fn map_unique(e: diesel::result::Error, conflict: impl FnOnce() -> Error) -> Error {
+    match Error::from(e) {
+        e if e.kind() == ErrorKind::Conflict => conflict(),
+        e => e,
+    }
+}
+
+impl PostgresBackend {
+    async fn migrate_op<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut migrations::Wrapper) -> Result<T> + Send + 'static,
+    {
+        let conn = connect::connect(&self.spec).await.map_err(|e| {
+            Error::unavailable(format!("cannot connect to PostgreSQL at {}: {e}", self.spec.location))
+        })?;
+        migrations::with_wrapper(conn, f).await
+    }
+}
+
+impl Contract for PostgresBackend {
+    async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
+        let pattern = Pattern {
+            id: p.id.clone().unwrap_or_default(),
+            name: p.name,
+            version: p.version,
+            description: p.description,
+            definition: p.definition,
+            created_at: now_micros(),
+            created_by: p.created_by,
+        };
+        let row = PatternRow::from_pattern(&pattern)?;
+        let mut conn = self.conn().await?;
+        diesel::insert_into(patterns::table).values(&row).execute(&mut conn).await.map_err(|e| {
+            map_unique(e, || {
+                Error::conflict(format!(
+                    "pattern {:?} version {} already exists (or its id is taken); versions are immutable",
+                    row.name, row.version
+                ))
+            })
+        })?;
+        Ok(pattern)
+    }
+
+    async fn get_pattern(&self, name: String, version: String) -> Result<Pattern> {
+        let mut conn = self.conn().await?;
+        patterns::table
+            .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
+            .select(PatternRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?
+            .map(Pattern::from)
+            .ok_or_else(|| Error::not_found(format!("pattern {name:?} version {version} not found")))
+    }
+
+    async fn pattern_versions(&self, name: String) -> Result<Vec<Pattern>> {
+        let mut conn = self.conn().await?;
+        let rows = patterns::table
+            .filter(patterns::name.eq(&name))
+            .select(PatternRow::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(Pattern::from).collect())
+    }
+
+    async fn patterns_after(&self, page: Page<String>) -> Result<Vec<Pattern>> {
+        let mut conn = self.conn().await?;
+        let mut names = patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
+        if let Some(after) = &page.after {
+            names = names.filter(patterns::name.gt(after.clone()));
+        }
+        let names: Vec<String> = names.limit(page.limit as i64 + 1).load(&mut conn).await?;
+        let rows = patterns::table
+            .filter(patterns::name.eq_any(&names))
+            .order(patterns::name)
+            .select(PatternRow::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(Pattern::from).collect())
+    }
+
+    async fn delete_pattern(&self, name: String, version: String) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let n = diesel::delete(
+            patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))),
+        )
+        .execute(&mut conn)
+        .await?;
+        if n == 0 {
+            return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
+        }
+        Ok(())
+    }
+
+    async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
+        let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
+        let row = ExecutionRow {
+            id: uuid(e.id.as_ref().into_option().map(|s| s.as_str()).unwrap_or_default())?,
+            pattern_name: e.pattern_name.to_string(),
+            pattern_version: e.pattern_version.to_string(),
+            status: e.status.as_str().into(),
+            input: opt_json(&e.input)?,
+            output: None,
+            error: None,
+            started_at: to_pg(e.started_at.unwrap_or_default()),
+            completed_at: None,
+            duration_ms: None,
+            metadata: opt_json(&e.metadata)?,
+            tags: Value::from(tags),
+        };
+        let mut conn = self.conn().await?;
+        // The primary key is (id, started_at): a duplicate id in another month would not violate it, so check.
+        let id = row.id;
+        let created = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let exists: i64 =
+                    executions::table.filter(executions::id.eq(&id)).select(count_star()).first(conn).await?;
+                if exists > 0 {
+                    return Err(Error::conflict(format!("execution {id} already exists")));
+                }
+                diesel::insert_into(executions::table)
+                    .values(&row)
+                    .returning(ExecutionRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(|e| map_unique(e, || Error::conflict(format!("execution {id} already exists"))))
+            })
+            .await?;
+        Execution::try_from(created)
+    }
+
+    async fn update_execution(&self, id: String, u: ExecutionUpdate) -> Result<Execution> {
+        let id = uuid(&id)?;
+        let changes = ExecutionChanges {
+            status: u.status.map(|s| s.as_str().to_string()).into_option(),
+            output: opt_json(&u.output)?,
+            error: opt_json(&u.error)?,
+            metadata: opt_json(&u.metadata)?,
+            ..Default::default()
+        };
+        let mut conn = self.conn().await?;
+        let row = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let row = find_execution(conn, &id, true).await?;
+                let status = status_of(&row.status)?;
+                if status.is_final() {
+                    return Err(Error::conflict(format!(
+                        "execution {id} is {} and can no longer be updated",
+                        status.as_str()
+                    )));
+                }
+                if changes.is_empty() {
+                    return Ok(row);
+                }
+                Ok(diesel::update(executions::table)
+                    .filter(executions::id.eq(&id).and(executions::started_at.eq(row.started_at)))
+                    .set(&changes)
+                    .returning(ExecutionRow::as_returning())
+                    .get_result(conn)
+                    .await?)
+            })
+            .await?;
+        Execution::try_from(row)
+    }
+
+    async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
+        let id = uuid(&id)?;
+        let completed_at = c.completed_at.unwrap_or_else(now_micros);
+        let (output, error) = (opt_json(&c.output)?, opt_json(&c.error)?);
+        let mut conn = self.conn().await?;
+        let row = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let row = find_execution(conn, &id, true).await?;
+                let status = status_of(&row.status)?;
+                if status.is_final() {
+                    return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
+                }
+                let started = from_pg(row.started_at);
+                if completed_at < started {
+                    return Err(Error::invalid(format!(
+                        "completed_at {completed_at} is before the execution's started_at {started}"
+                    )));
+                }
+                let changes = ExecutionChanges {
+                    status: Some(c.status.as_str().to_string()),
+                    output,
+                    error,
+                    metadata: None,
+                    completed_at: Some(to_pg(completed_at)),
+                    duration_ms: Some((completed_at - started) / 1000),
+                };
+                Ok(diesel::update(executions::table)
+                    .filter(executions::id.eq(&id).and(executions::started_at.eq(row.started_at)))
+                    .set(&changes)
+                    .returning(ExecutionRow::as_returning())
+                    .get_result(conn)
+                    .await?)
+            })
+            .await?;
+        Execution::try_from(row)
+    }
+
+    async fn get_execution(&self, id: String) -> Result<Execution> {
+        let id = uuid(&id)?;
+        let mut conn = self.conn().await?;
+        Execution::try_from(find_execution(&mut conn, &id, false).await?)
+    }
+
+    async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
+        let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
+        if let Some((ts, id)) = page.after {
+            let (ts, id) = (to_pg(ts), uuid(&id)?);
+            q = q.filter(
+                executions::started_at.lt(ts).or(executions::started_at.eq(ts).and(executions::id.lt(id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        let rows = q
+            .order((executions::started_at.desc(), executions::id.desc()))
+            .limit(page.limit as i64 + 1)
+            .load(&mut conn)
+            .await?;
+        rows.into_iter().map(Execution::try_from).collect()
+    }
+
+    async fn count_executions(&self, f: ExecutionFilter) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let n: i64 =
+            apply_filter(executions::table.select(count_star()).into_boxed(), &f).first(&mut conn).await?;
+        Ok(n as u64)
+    }
+
+    async fn append_event(
+        &self,
+        execution_id: String,
+        event_id: String,
+        e: NewEvent,
+    ) -> Result<ExecutionEvent> {
+        let (eid, id) = (uuid(&execution_id)?, uuid(&event_id)?);
+        let payload = json(&e.payload)?;
+        let mut conn = self.conn().await?;
+        let row = conn
+            .transaction::<_, Error, _>(async |conn| {
+                // Locking the execution row serialises appends (seq numbering) and completion.
+                let exec = find_execution(conn, &eid, true).await?;
+                let status = status_of(&exec.status)?;
+                if status.is_final() {
+                    return Err(Error::conflict(format!(
+                        "execution {eid} is {}; events can only be appended to pending or running executions",
+                        status.as_str()
+                    )));
+                }
+                let last: Option<i64> = execution_events::table
+                    .filter(execution_events::execution_id.eq(&eid))
+                    .select(max(execution_events::seq))
+                    .first(conn)
+                    .await?;
+                let row = EventRow {
+                    id,
+                    execution_id: eid,
+                    seq: last.unwrap_or(0) + 1,
+                    kind: e.kind.as_str().to_string(),
+                    payload,
+                    recorded_at: to_pg(e.recorded_at.unwrap_or_default()),
+                };
+                diesel::insert_into(execution_events::table).values(&row).execute(conn).await?;
+                Ok(row)
+            })
+            .await?;
+        ExecutionEvent::try_from(row)
+    }
+
+    async fn list_events(&self, execution_id: String) -> Result<Vec<ExecutionEvent>> {
+        let eid = uuid(&execution_id)?;
+        let mut conn = self.conn().await?;
+        let rows = execution_events::table
+            .filter(execution_events::execution_id.eq(&eid))
+            .order(execution_events::seq)
+            .select(EventRow::as_select())
+            .load(&mut conn)
+            .await?;
+        if rows.is_empty() {
+            find_execution(&mut conn, &eid, false).await?;
+        }
+        rows.into_iter().map(ExecutionEvent::try_from).collect()
+    }
+
+    async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> Result<()> {
+        let rows = entries.iter().map(AuditRow::from_new).collect::<Result<Vec<_>>>()?;
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, Error, _>(async |conn| {
+            // 9 bound values a row: stay under PostgreSQL's 65,535 parameters per statement.
+            for chunk in rows.chunks(5000) {
+                diesel::insert_into(audit_logs::table).values(chunk).execute(conn).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
+        let mut b = audit_logs::table.select(AuditRow::as_select()).into_boxed();
+        if let RSome(v) = &q.actor {
+            b = b.filter(audit_logs::actor.eq(v.to_string()));
+        }
+        if let RSome(v) = &q.action {
+            b = b.filter(audit_logs::action.eq(v.to_string()));
+        }
+        if let RSome(v) = &q.resource_type {
+            b = b.filter(audit_logs::resource_type.eq(v.to_string()));
+        }
+        if let RSome(v) = &q.resource_id {
+            b = b.filter(audit_logs::resource_id.eq(v.to_string()));
+        }
+        if let RSome(v) = q.from {
+            b = b.filter(audit_logs::timestamp.ge(to_pg(v)));
+        }
+        if let RSome(v) = q.until {
+            b = b.filter(audit_logs::timestamp.lt(to_pg(v)));
+        }
+        if let Some((ts, id)) = page.after {
+            let (ts, id): (PgTimestamp, Uuid) = (to_pg(ts), uuid(&id)?);
+            b = b.filter(
+                audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        let rows = b
+            .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
+            .limit(page.limit as i64 + 1)
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
+    }
+
+    async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
+        self.migrate_op(migrations::status).await
+    }
+
+    async fn migrate_up(&self) -> Result<MigrationReport> {
+        let report = self.migrate_op(migrations::up).await?;
+        self.after_schema_change().await;
+        Ok(report)
+    }
+
+    async fn migrate_down(&self) -> Result<MigrationReport> {
+        self.migrate_op(migrations::down).await
+    }
+
+    async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
+        let report = self.migrate_op(move |w| migrations::to(w, &version)).await?;
+        self.after_schema_change().await;
+        Ok(report)
+    }
+
+    async fn mark_migration_applied(&self, version: String) -> Result<MigrationReport> {
+        self.migrate_op(move |w| migrations::mark_applied(w, &version)).await
+    }
+
+    async fn search_executions(
+        &self,
+        terms: Vec<String>,
+        page: Page<usize>,
+    ) -> Result<Vec<(Execution, f64)>> {
+        let mut conn = self.conn().await?;
+        let hits: Vec<ExecutionHitRow> = sql_query(
+            "SELECT e.id, e.pattern_name, e.pattern_version, e.status, e.input, e.output, e.error, e.started_at, \
+             e.completed_at, e.duration_ms, e.metadata, e.tags, ts_rank(e.search_vector, q)::float8 AS rank \
+             FROM executions e, to_tsquery('simple', $1) q WHERE e.search_vector @@ q \
+             ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind::<Text, _>(ts_query(&terms))
+        .bind::<BigInt, _>(page.limit as i64 + 1)
+        .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+        .load(&mut conn)
+        .await?;
+        hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()
+    }
+
+    async fn search_patterns(&self, terms: Vec<String>, page: Page<usize>) -> Result<Vec<(Pattern, f64)>> {
+        let mut conn = self.conn().await?;
+        let hits: Vec<PatternHitRow> = sql_query(
+            "SELECT p.id, p.name, p.version, p.description, p.definition, p.created_at, p.created_by, \
+             ts_rank(p.search_vector, q)::float8 AS rank \
+             FROM patterns p, to_tsquery('simple', $1) q WHERE p.search_vector @@ q \
+             ORDER BY rank DESC, p.created_at DESC, p.id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind::<Text, _>(ts_query(&terms))
+        .bind::<BigInt, _>(page.limit as i64 + 1)
+        .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+        .load(&mut conn)
+        .await?;
+        Ok(hits.into_iter().map(|h| (Pattern::from(h.record), h.rank)).collect())
+    }
+
+    async fn health(&self) -> Result<Health> {
+        #[derive(QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = Text)]
+            v: String,
+        }
+        let started = std::time::Instant::now();
+        let version: Version = {
+            let mut conn = self.conn().await?;
+            sql_query("SELECT current_setting('server_version') AS v").get_result(&mut conn).await?
+        };
+        let latency_us = started.elapsed().as_micros() as i64;
+        let status = self.migrate_op(migrations::status).await?;
+        Ok(Health {
+            backend: "postgresql".into(),
+            server_version: format!("PostgreSQL {}", version.v).into(),
+            location: self.spec.location.clone().into(),
+            latency_us,
+            schema_version: migrate::current_version(&status),
+            pending_migrations: migrate::pending(&status).len() as u32,
+            warnings: self.cfg.warnings().into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.stop_maintenance();
+        tracing::info!(location = %self.spec.location, "PostgreSQL storage closed");
+        Ok(())
+    }
+}
+
+impl PostgresBackend {
+    /// After migrating up, make sure the partitions exist (the schema may have been missing at open).
+    async fn after_schema_change(&self) {
+        if let Err(e) = super::partitions::ensure(&self.pool, self.pg.partition_months_ahead).await {
+            tracing::debug!(error = %e, "partitions not ensured after migrating (schema incomplete?)");
+        }
+    }
+}
