@@ -260,9 +260,10 @@ impl Cluster {
         );
     }
 
+    /// A clean ("fast") shutdown: clients are disconnected, committed data is kept.
     pub fn stop_server(&self) {
         let data = self.data_dir();
-        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
     }
 
     /// Stops the server when this process dies, even by a signal.
