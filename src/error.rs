@@ -90,11 +90,20 @@ impl From<diesel::result::Error> for Error {
                             format!("{msg}; the database schema is behind this plugin: run `parallax storage migrate up`"),
                         )
                     }
+                    _ if msg.contains("connection closed")
+                        || msg.contains("terminating connection")
+                        || msg.contains("server closed the connection") =>
+                    {
+                        Error::unavailable(format!("the database connection was lost: {msg}"))
+                    }
                     _ if msg.contains("database is locked") || msg.contains("busy") => {
                         Error::new(ErrorKind::Timeout, msg)
                     }
                     _ => Error::internal(msg),
                 }
+            }
+            D::BrokenTransactionManager => {
+                Error::unavailable("the database connection broke mid-transaction")
             }
             _ => Error::internal(e.to_string()),
         }

@@ -6,7 +6,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use diesel::ConnectionError;
 use diesel_async::{
-    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig},
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
     AsyncPgConnection,
 };
 use rustls::{
@@ -306,6 +306,10 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
     let mut manager_cfg = ManagerConfig::default();
+    // No `SELECT 1` before every checkout (a round trip per call): a connection whose server went away is
+    // closed (`is_closed`) and dropped by the pool; a call that races a dying server fails once with
+    // `unavailable` and the next one gets a fresh connection.
+    manager_cfg.recycling_method = RecyclingMethod::Fast;
     manager_cfg.custom_setup = Box::new(move |_url| {
         let spec = spec.clone();
         Box::pin(async move { connect(&spec).await })

@@ -134,29 +134,6 @@ impl TryFrom<ExecutionRow> for Execution {
     }
 }
 
-/// The columns an update may change; `None` leaves a column alone.
-#[derive(AsChangeset, Default)]
-#[diesel(table_name = executions)]
-pub struct ExecutionChanges {
-    pub status: Option<String>,
-    pub output: Option<Value>,
-    pub error: Option<Value>,
-    pub metadata: Option<Value>,
-    pub completed_at: Option<PgTimestamp>,
-    pub duration_ms: Option<i64>,
-}
-
-impl ExecutionChanges {
-    pub fn is_empty(&self) -> bool {
-        self.status.is_none()
-            && self.output.is_none()
-            && self.error.is_none()
-            && self.metadata.is_none()
-            && self.completed_at.is_none()
-            && self.duration_ms.is_none()
-    }
-}
-
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = execution_events, check_for_backend(diesel::pg::Pg))]
 pub struct EventRow {

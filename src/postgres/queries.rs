@@ -7,7 +7,7 @@ use diesel::{
     pg::Pg,
     prelude::*,
     sql_query,
-    sql_types::{BigInt, Text},
+    sql_types::{Array, BigInt, Inet, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use parallax_storage_abi::*;
@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::{
     connect, migrations,
     models::{
-        from_pg, json, opt_json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionChanges,
-        ExecutionHitRow, ExecutionRow, PatternHitRow, PatternRow,
+        from_pg, json, opt_json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow,
+        PatternHitRow, PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
     PostgresBackend,
@@ -64,6 +64,48 @@ async fn find_execution(conn: &mut AsyncPgConnection, id: &Uuid, lock: bool) -> 
     let q = executions::table.filter(executions::id.eq(id)).select(ExecutionRow::as_select());
     let row = if lock { q.for_update().first(conn).await } else { q.first(conn).await }.optional()?;
     row.ok_or_else(|| exec_not_found(id))
+}
+
+/// Audit rows as columns, for `unnest`.
+#[derive(Default)]
+struct AuditColumns {
+    id: Vec<Uuid>,
+    timestamp: Vec<PgTimestamp>,
+    action: Vec<String>,
+    actor: Vec<Option<String>>,
+    resource_type: Vec<Option<String>>,
+    resource_id: Vec<Option<String>>,
+    details: Vec<Option<Value>>,
+    ip_address: Vec<Option<ipnetwork::IpNetwork>>,
+    user_agent: Vec<Option<String>>,
+}
+
+impl AuditColumns {
+    fn push(&mut self, r: AuditRow) {
+        self.id.push(r.id);
+        self.timestamp.push(r.timestamp);
+        self.action.push(r.action);
+        self.actor.push(r.actor);
+        self.resource_type.push(r.resource_type);
+        self.resource_id.push(r.resource_id);
+        self.details.push(r.details);
+        self.ip_address.push(r.ip_address);
+        self.user_agent.push(r.user_agent);
+    }
+}
+
+/// The columns of [`ExecutionRow`], for hand-written statements.
+const EXECUTION_COLUMNS: &str =
+    "id, pattern_name, pattern_version, status, input, output, error, started_at, \
+    completed_at, duration_ms, metadata, tags";
+
+/// `started_at` ranges to try for an id: the day around a UUIDv7's time first (one partition), then all.
+fn id_ranges(id: &Uuid) -> Vec<(PgTimestamp, PgTimestamp)> {
+    let all = (PgTimestamp(i64::MIN), PgTimestamp(i64::MAX));
+    match v7_micros(id) {
+        Some(t) => vec![(to_pg(t - DAY), to_pg(t + DAY)), all],
+        None => vec![all],
+    }
 }
 
 fn apply_filter<'a, ST: 'a>(
@@ -209,58 +251,59 @@ impl Contract for PostgresBackend {
             tags: Value::from(tags),
         };
         let mut conn = self.conn().await?;
-        // The primary key is (id, started_at): a duplicate id in another month would not violate it, so check.
-        let id = row.id;
-        let created = conn
-            .transaction::<_, Error, _>(async |conn| {
-                let exists: i64 =
-                    executions::table.filter(executions::id.eq(&id)).select(count_star()).first(conn).await?;
-                if exists > 0 {
-                    return Err(Error::conflict(format!("execution {id} already exists")));
-                }
-                diesel::insert_into(executions::table)
-                    .values(&row)
-                    .returning(ExecutionRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .map_err(|e| map_unique(e, || Error::conflict(format!("execution {id} already exists"))))
-            })
-            .await?;
-        Execution::try_from(created)
+        // One statement, one round trip. The primary key is (id, started_at), so the NOT EXISTS guards against
+        // the same id in another month; two *concurrent* inserts of one client-chosen id with different
+        // started_at could both pass it (generated UUIDv7 ids never collide).
+        let inserted = sql_query(
+            "INSERT INTO executions (id, pattern_name, pattern_version, status, input, metadata, started_at, tags) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM executions WHERE id = $1)",
+        )
+        .bind::<SqlUuid, _>(row.id)
+        .bind::<Text, _>(&row.pattern_name)
+        .bind::<Text, _>(&row.pattern_version)
+        .bind::<Text, _>(&row.status)
+        .bind::<Nullable<Jsonb>, _>(&row.input)
+        .bind::<Nullable<Jsonb>, _>(&row.metadata)
+        .bind::<Timestamptz, _>(row.started_at)
+        .bind::<Jsonb, _>(&row.tags)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| map_unique(e, || Error::conflict(format!("execution {} already exists", row.id))))?;
+        if inserted == 0 {
+            return Err(Error::conflict(format!("execution {} already exists", row.id)));
+        }
+        Execution::try_from(row)
     }
 
     async fn update_execution(&self, id: String, u: ExecutionUpdate) -> Result<Execution> {
         let id = uuid(&id)?;
-        let changes = ExecutionChanges {
-            status: u.status.map(|s| s.as_str().to_string()).into_option(),
-            output: opt_json(&u.output)?,
-            error: opt_json(&u.error)?,
-            metadata: opt_json(&u.metadata)?,
-            ..Default::default()
-        };
+        let status = u.status.map(|s| s.as_str().to_string()).into_option();
+        let (output, error, metadata) = (opt_json(&u.output)?, opt_json(&u.error)?, opt_json(&u.metadata)?);
         let mut conn = self.conn().await?;
-        let row = conn
-            .transaction::<_, Error, _>(async |conn| {
-                let row = find_execution(conn, &id, true).await?;
-                let status = status_of(&row.status)?;
-                if status.is_final() {
-                    return Err(Error::conflict(format!(
-                        "execution {id} is {} and can no longer be updated",
-                        status.as_str()
-                    )));
-                }
-                if changes.is_empty() {
-                    return Ok(row);
-                }
-                Ok(diesel::update(executions::table)
-                    .filter(executions::id.eq(&id).and(executions::started_at.eq(row.started_at)))
-                    .set(&changes)
-                    .returning(ExecutionRow::as_returning())
-                    .get_result(conn)
-                    .await?)
-            })
+        for (lo, hi) in id_ranges(&id) {
+            let rows: Vec<ExecutionRow> = sql_query(format!(
+                "UPDATE executions SET status = coalesce($2, status), output = coalesce($3, output), \
+                 error = coalesce($4, error), metadata = coalesce($5, metadata) \
+                 WHERE id = $1 AND started_at >= $6 AND started_at < $7 AND status IN ('pending', 'running') \
+                 RETURNING {EXECUTION_COLUMNS}"
+            ))
+            .bind::<SqlUuid, _>(id)
+            .bind::<Nullable<Text>, _>(&status)
+            .bind::<Nullable<Jsonb>, _>(&output)
+            .bind::<Nullable<Jsonb>, _>(&error)
+            .bind::<Nullable<Jsonb>, _>(&metadata)
+            .bind::<Timestamptz, _>(lo)
+            .bind::<Timestamptz, _>(hi)
+            .load(&mut conn)
             .await?;
-        Execution::try_from(row)
+            if let Some(row) = rows.into_iter().next() {
+                return Execution::try_from(row);
+            }
+        }
+        // Nothing updated: say why.
+        let row = find_execution(&mut conn, &id, false).await?;
+        let status = status_of(&row.status)?;
+        Err(Error::conflict(format!("execution {id} is {} and can no longer be updated", status.as_str())))
     }
 
     async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
@@ -268,36 +311,37 @@ impl Contract for PostgresBackend {
         let completed_at = c.completed_at.unwrap_or_else(now_micros);
         let (output, error) = (opt_json(&c.output)?, opt_json(&c.error)?);
         let mut conn = self.conn().await?;
-        let row = conn
-            .transaction::<_, Error, _>(async |conn| {
-                let row = find_execution(conn, &id, true).await?;
-                let status = status_of(&row.status)?;
-                if status.is_final() {
-                    return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
-                }
-                let started = from_pg(row.started_at);
-                if completed_at < started {
-                    return Err(Error::invalid(format!(
-                        "completed_at {completed_at} is before the execution's started_at {started}"
-                    )));
-                }
-                let changes = ExecutionChanges {
-                    status: Some(c.status.as_str().to_string()),
-                    output,
-                    error,
-                    metadata: None,
-                    completed_at: Some(to_pg(completed_at)),
-                    duration_ms: Some((completed_at - started) / 1000),
-                };
-                Ok(diesel::update(executions::table)
-                    .filter(executions::id.eq(&id).and(executions::started_at.eq(row.started_at)))
-                    .set(&changes)
-                    .returning(ExecutionRow::as_returning())
-                    .get_result(conn)
-                    .await?)
-            })
+        for (lo, hi) in id_ranges(&id) {
+            let rows: Vec<ExecutionRow> = sql_query(format!(
+                "UPDATE executions SET status = $2, output = coalesce($3, output), error = coalesce($4, error), \
+                 completed_at = $5, duration_ms = ($6 - (EXTRACT(EPOCH FROM started_at) * 1000000)::bigint) / 1000 \
+                 WHERE id = $1 AND started_at >= $7 AND started_at < $8 AND status IN ('pending', 'running') \
+                 AND started_at <= $5 RETURNING {EXECUTION_COLUMNS}"
+            ))
+            .bind::<SqlUuid, _>(id)
+            .bind::<Text, _>(c.status.as_str())
+            .bind::<Nullable<Jsonb>, _>(&output)
+            .bind::<Nullable<Jsonb>, _>(&error)
+            .bind::<Timestamptz, _>(to_pg(completed_at))
+            .bind::<BigInt, _>(completed_at)
+            .bind::<Timestamptz, _>(lo)
+            .bind::<Timestamptz, _>(hi)
+            .load(&mut conn)
             .await?;
-        Execution::try_from(row)
+            if let Some(row) = rows.into_iter().next() {
+                return Execution::try_from(row);
+            }
+        }
+        // Nothing completed: say why.
+        let row = find_execution(&mut conn, &id, false).await?;
+        let status = status_of(&row.status)?;
+        if status.is_final() {
+            return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
+        }
+        let started = from_pg(row.started_at);
+        Err(Error::invalid(format!(
+            "completed_at {completed_at} is before the execution's started_at {started}"
+        )))
     }
 
     async fn get_execution(&self, id: String) -> Result<Execution> {
@@ -387,15 +431,29 @@ impl Contract for PostgresBackend {
 
     async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> Result<()> {
         let rows = entries.iter().map(AuditRow::from_new).collect::<Result<Vec<_>>>()?;
+        // One statement of nine arrays, however large the batch: no per-row parameters to parse and plan.
+        let mut cols = AuditColumns::default();
+        for r in rows {
+            cols.push(r);
+        }
         let mut conn = self.conn().await?;
-        conn.transaction::<_, Error, _>(async |conn| {
-            // 9 bound values a row: stay under PostgreSQL's 65,535 parameters per statement.
-            for chunk in rows.chunks(5000) {
-                diesel::insert_into(audit_logs::table).values(chunk).execute(conn).await?;
-            }
-            Ok(())
-        })
-        .await
+        sql_query(
+            "INSERT INTO audit_logs (id, timestamp, action, actor, resource_type, resource_id, details, ip_address, \
+             user_agent) SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::varchar[], $4::varchar[], \
+             $5::varchar[], $6::varchar[], $7::jsonb[], $8::inet[], $9::text[])",
+        )
+        .bind::<Array<SqlUuid>, _>(cols.id)
+        .bind::<Array<Timestamptz>, _>(cols.timestamp)
+        .bind::<Array<Text>, _>(cols.action)
+        .bind::<Array<Nullable<Text>>, _>(cols.actor)
+        .bind::<Array<Nullable<Text>>, _>(cols.resource_type)
+        .bind::<Array<Nullable<Text>>, _>(cols.resource_id)
+        .bind::<Array<Nullable<Jsonb>>, _>(cols.details)
+        .bind::<Array<Nullable<Inet>>, _>(cols.ip_address)
+        .bind::<Array<Nullable<Text>>, _>(cols.user_agent)
+        .execute(&mut conn)
+        .await?;
+        Ok(())
     }
 
     async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
