@@ -421,8 +421,11 @@ fn input_errors() {
 
     env.write("p.yaml", PATTERN_YAML);
     env.ok(&["patterns", "put", "p.yaml"]);
-    let msg = env.fails(&["patterns", "put", "p.yaml"], 4);
-    assert!(msg.contains("1.0.0"), "{msg}");
+    // The same content again is fine (re-run deploys); different content under the same version is not.
+    assert!(env.ok(&["patterns", "put", "p.yaml"]).contains("unchanged"));
+    env.write("p2.yaml", &PATTERN_YAML.replace("look for bugs", "look for typos"));
+    let msg = env.fails(&["patterns", "put", "p2.yaml"], 4);
+    assert!(msg.contains("1.0.0") && msg.contains("different content"), "{msg}");
 
     let msg = env.fails(&["executions", "start", "--pattern", "code-review", "--input", "{not json"], 2);
     assert!(msg.contains("--input") && msg.contains("invalid JSON"), "{msg}");

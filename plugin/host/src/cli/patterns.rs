@@ -1,7 +1,7 @@
 //! `parallax patterns put | get | list | versions | delete`.
 
 use abi_stable::std_types::{ROption, RString};
-use parallax_storage_abi::{NewPattern, PageRequest, Pattern};
+use parallax_storage_abi::{ErrorKind, NewPattern, PageRequest, Pattern};
 use serde_json::json;
 
 use super::{
@@ -17,17 +17,39 @@ pub async fn run(store: &Storage, cmd: PatternsCmd) -> Result<Output, CliError> 
     match cmd {
         PatternsCmd::Put { file, name, version, description, created_by } => {
             let doc = read_pattern_file(&file, Overrides { name, version, description })?;
-            let stored = store
-                .put_pattern(NewPattern {
-                    id: ROption::RNone,
-                    name: doc.name.into(),
-                    version: doc.version.into(),
-                    description: doc.description.map(RString::from).into(),
-                    definition: doc.definition.to_string().into(),
-                    created_by: created_by.map(RString::from).into(),
-                })
-                .await?;
-            Ok(record(&stored, "stored"))
+            let new = NewPattern {
+                id: ROption::RNone,
+                name: doc.name.clone().into(),
+                version: doc.version.clone().into(),
+                description: doc.description.clone().map(RString::from).into(),
+                definition: doc.definition.to_string().into(),
+                created_by: created_by.map(RString::from).into(),
+            };
+            match store.put_pattern(new).await {
+                Ok(stored) => Ok(record(&stored, "stored")),
+                // Versions are immutable, but putting the very same content again (a re-run deploy script)
+                // is not an error: only a *different* definition under an existing version is.
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    let existing = store.get_pattern(&doc.name, &doc.version).await?;
+                    let same_definition = serde_json::from_str::<serde_json::Value>(&existing.definition)
+                        .is_ok_and(|d| d == doc.definition);
+                    let same_description = existing.description.as_ref().map(|d| d.as_str()).into_option()
+                        == doc.description.as_deref();
+                    if same_definition && same_description {
+                        Ok(record(&existing, "unchanged (identical content already stored):"))
+                    } else {
+                        Err(CliError::new(
+                            super::EXIT_CONFLICT,
+                            format!(
+                                "pattern {:?} version {} already exists with different content; versions are \
+                                 immutable: bump the version",
+                                doc.name, doc.version
+                            ),
+                        ))
+                    }
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         PatternsCmd::Get { name, version } => {
             let p = match version {
