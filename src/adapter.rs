@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use abi_stable::std_types::{RResult, RString, RVec};
+use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use async_ffi::FutureExt as _;
 use parallax_storage_abi::*;
 use tokio::runtime::{Handle, Runtime};
@@ -87,6 +87,35 @@ impl<B: Contract> Adapter<B> {
             }
         }
         .into_ffi()
+    }
+
+    /// Full-text search: splits the query into terms, runs `find` for one page past an offset cursor and
+    /// shapes the ranked hits with `page_of`.
+    fn search<T, P, F, Fut>(
+        &self,
+        op: &'static str,
+        query: &str,
+        page: PageRequest,
+        find: F,
+        page_of: fn(Vec<(T, f64)>, ROption<RString>) -> P,
+    ) -> StorageFuture<P>
+    where
+        T: Send + 'static,
+        P: Send + 'static,
+        F: FnOnce(Arc<B>, Vec<String>, Page<usize>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<(T, f64)>>> + Send + 'static,
+    {
+        let prepare = (|| {
+            let terms = validate::search_terms(query)?;
+            let page =
+                Page { limit: validate::limit(page.limit)?, after: validate::offset_cursor(&page.cursor)? };
+            Ok(move |b: Arc<B>| async move {
+                let (limit, offset) = (page.limit, page.after.unwrap_or(0));
+                let (items, next) = into_page(find(b, terms, page).await?, limit, |_| ());
+                Ok(page_of(items, next.map(|_| validate::encode_offset_cursor(offset + limit)).into()))
+            })
+        })();
+        self.call(op, prepare)
     }
 
     fn stop_runtime(&self) {
@@ -406,42 +435,29 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     }
 
     fn search_executions(&self, query: RString, page: PageRequest) -> StorageFuture<ExecutionSearchPage> {
-        let prepare = (|| {
-            let terms = validate::search_terms(&query)?;
-            let page =
-                Page { limit: validate::limit(page.limit)?, after: validate::offset_cursor(&page.cursor)? };
-            Ok(move |b: Arc<B>| async move {
-                let (limit, offset) = (page.limit, page.after.unwrap_or(0));
-                let hits = b.search_executions(terms, page).await?;
-                let (items, next) = into_page(hits, limit, |_| ());
-                Ok(ExecutionSearchPage {
-                    items: items
-                        .into_iter()
-                        .map(|(execution, rank)| ExecutionHit { execution, rank })
-                        .collect(),
-                    next_cursor: next.map(|_| validate::encode_offset_cursor(offset + limit)).into(),
-                })
-            })
-        })();
-        self.call("search_executions", prepare)
+        self.search(
+            "search_executions",
+            &query,
+            page,
+            |b, terms, page| async move { b.search_executions(terms, page).await },
+            |items, next_cursor| ExecutionSearchPage {
+                items: items.into_iter().map(|(execution, rank)| ExecutionHit { execution, rank }).collect(),
+                next_cursor,
+            },
+        )
     }
 
     fn search_patterns(&self, query: RString, page: PageRequest) -> StorageFuture<PatternSearchPage> {
-        let prepare = (|| {
-            let terms = validate::search_terms(&query)?;
-            let page =
-                Page { limit: validate::limit(page.limit)?, after: validate::offset_cursor(&page.cursor)? };
-            Ok(move |b: Arc<B>| async move {
-                let (limit, offset) = (page.limit, page.after.unwrap_or(0));
-                let hits = b.search_patterns(terms, page).await?;
-                let (items, next) = into_page(hits, limit, |_| ());
-                Ok(PatternSearchPage {
-                    items: items.into_iter().map(|(pattern, rank)| PatternHit { pattern, rank }).collect(),
-                    next_cursor: next.map(|_| validate::encode_offset_cursor(offset + limit)).into(),
-                })
-            })
-        })();
-        self.call("search_patterns", prepare)
+        self.search(
+            "search_patterns",
+            &query,
+            page,
+            |b, terms, page| async move { b.search_patterns(terms, page).await },
+            |items, next_cursor| PatternSearchPage {
+                items: items.into_iter().map(|(pattern, rank)| PatternHit { pattern, rank }).collect(),
+                next_cursor,
+            },
+        )
     }
 
     fn mark_migration_applied(&self, version: RString) -> StorageFuture<MigrationReport> {

@@ -12,7 +12,6 @@ use diesel::{
 };
 use diesel_async::{async_connection_wrapper::AsyncConnectionWrapper, AsyncPgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use parallax_storage_abi::{MigrationInfo, MigrationReport};
 
 use crate::{
     error::{Error, Result},
@@ -94,28 +93,4 @@ where
 
 pub fn embedded_versions() -> Vec<String> {
     migrate::embedded_versions::<Pg>(&MIGRATIONS)
-}
-
-pub fn status(w: &mut Wrapper) -> Result<Vec<MigrationInfo>> {
-    migrate::status(w, &MIGRATIONS)
-}
-
-pub fn check(w: &mut Wrapper, auto_run: bool) -> Result<()> {
-    migrate::check(w, &MIGRATIONS, auto_run)
-}
-
-pub fn up(w: &mut Wrapper) -> Result<MigrationReport> {
-    migrate::up(w, &MIGRATIONS)
-}
-
-pub fn down(w: &mut Wrapper) -> Result<MigrationReport> {
-    migrate::down(w, &MIGRATIONS)
-}
-
-pub fn to(w: &mut Wrapper, target: &str) -> Result<MigrationReport> {
-    migrate::to(w, &MIGRATIONS, target)
-}
-
-pub fn mark_applied(w: &mut Wrapper, target: &str) -> Result<MigrationReport> {
-    migrate::mark_applied(w, &MIGRATIONS, target)
 }

@@ -49,7 +49,10 @@ impl PostgresBackend {
             false
         } else {
             let auto_run = cfg.migrations.enabled && cfg.migrations.auto_run;
-            migrations::with_wrapper(conn, move |w| migrations::check(w, auto_run)).await?;
+            migrations::with_wrapper(conn, move |w| {
+                crate::migrate::check(w, &migrations::MIGRATIONS, auto_run)
+            })
+            .await?;
             true
         };
         let pool = connect::pool(spec.clone(), &pg);

@@ -15,7 +15,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    connect, migrations,
+    connect,
+    migrations::{self, MIGRATIONS},
     models::{
         from_pg, json, opt_json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow,
         PatternHitRow, PatternRow,
@@ -492,27 +493,27 @@ impl Contract for PostgresBackend {
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
-        self.migrate_op(migrations::status).await
+        self.migrate_op(|w| migrate::status(w, &MIGRATIONS)).await
     }
 
     async fn migrate_up(&self) -> Result<MigrationReport> {
-        let report = self.migrate_op(migrations::up).await?;
+        let report = self.migrate_op(|w| migrate::up(w, &MIGRATIONS)).await?;
         self.after_schema_change().await;
         Ok(report)
     }
 
     async fn migrate_down(&self) -> Result<MigrationReport> {
-        self.migrate_op(migrations::down).await
+        self.migrate_op(|w| migrate::down(w, &MIGRATIONS)).await
     }
 
     async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
-        let report = self.migrate_op(move |w| migrations::to(w, &version)).await?;
+        let report = self.migrate_op(move |w| migrate::to(w, &MIGRATIONS, &version)).await?;
         self.after_schema_change().await;
         Ok(report)
     }
 
     async fn mark_migration_applied(&self, version: String) -> Result<MigrationReport> {
-        self.migrate_op(move |w| migrations::mark_applied(w, &version)).await
+        self.migrate_op(move |w| migrate::mark_applied(w, &MIGRATIONS, &version)).await
     }
 
     async fn search_executions(
@@ -563,7 +564,7 @@ impl Contract for PostgresBackend {
             sql_query("SELECT current_setting('server_version') AS v").get_result(&mut conn).await?
         };
         let latency_us = started.elapsed().as_micros() as i64;
-        let status = self.migrate_op(migrations::status).await?;
+        let status = self.migrate_op(|w| migrate::status(w, &MIGRATIONS)).await?;
         Ok(Health {
             backend: "postgresql".into(),
             server_version: format!("PostgreSQL {}", version.v).into(),

@@ -9,7 +9,6 @@ use diesel::{
     QueryableByName, RunQueryDsl,
 };
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use parallax_storage_abi::{MigrationInfo, MigrationReport};
 
 use crate::{
     error::Result,
@@ -69,28 +68,4 @@ impl MigrationConn<Sqlite> for SqliteConnection {
 
 pub fn embedded_versions() -> Vec<String> {
     migrate::embedded_versions::<Sqlite>(&MIGRATIONS)
-}
-
-pub fn status(conn: &mut SqliteConnection) -> Result<Vec<MigrationInfo>> {
-    migrate::status(conn, &MIGRATIONS)
-}
-
-pub fn check(conn: &mut SqliteConnection, auto_run: bool) -> Result<()> {
-    migrate::check(conn, &MIGRATIONS, auto_run)
-}
-
-pub fn up(conn: &mut SqliteConnection) -> Result<MigrationReport> {
-    migrate::up(conn, &MIGRATIONS)
-}
-
-pub fn down(conn: &mut SqliteConnection) -> Result<MigrationReport> {
-    migrate::down(conn, &MIGRATIONS)
-}
-
-pub fn to(conn: &mut SqliteConnection, target: &str) -> Result<MigrationReport> {
-    migrate::to(conn, &MIGRATIONS, target)
-}
-
-pub fn mark_applied(conn: &mut SqliteConnection, target: &str) -> Result<MigrationReport> {
-    migrate::mark_applied(conn, &MIGRATIONS, target)
 }

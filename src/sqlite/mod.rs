@@ -32,7 +32,11 @@ impl SqliteBackend {
         let (conn, pool) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut conn = connection::writer(&sqlite)?;
             if !options.maintenance {
-                migrations::check(&mut conn, migrations.enabled && migrations.auto_run)?;
+                migrate::check(
+                    &mut conn,
+                    &migrations::MIGRATIONS,
+                    migrations.enabled && migrations.auto_run,
+                )?;
             }
             Ok((conn, connection::read_pool(&sqlite)?))
         })
@@ -75,7 +79,7 @@ impl SqliteBackend {
             let started = std::time::Instant::now();
             let v: Version = sql_query("SELECT sqlite_version() AS v").get_result(conn)?;
             let latency_us = started.elapsed().as_micros() as i64;
-            let status = migrations::status(conn)?;
+            let status = migrate::status(conn, &migrations::MIGRATIONS)?;
             Ok(Health {
                 backend: "sqlite".into(),
                 server_version: format!("SQLite {}", v.v).into(),

@@ -11,7 +11,7 @@ use diesel::{
 use parallax_storage_abi::*;
 
 use super::{
-    migrations,
+    migrations::MIGRATIONS,
     models::{
         status_of, AuditRow, EventRow, ExecutionChanges, ExecutionHitRow, ExecutionRow, PatternHitRow,
         PatternRow,
@@ -22,6 +22,7 @@ use super::{
 use crate::{
     contract::Contract,
     error::{Error, Result},
+    migrate,
     time::now_micros,
     validate::Page,
 };
@@ -397,23 +398,25 @@ impl Contract for SqliteBackend {
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
-        self.read(migrations::status).await
+        self.read(|c| migrate::status(c, &MIGRATIONS)).await
     }
 
     async fn migrate_up(&self) -> Result<MigrationReport> {
-        self.writer.solo("migrate_up", migrations::up).await
+        self.writer.solo("migrate_up", |c| migrate::up(c, &MIGRATIONS)).await
     }
 
     async fn migrate_down(&self) -> Result<MigrationReport> {
-        self.writer.solo("migrate_down", migrations::down).await
+        self.writer.solo("migrate_down", |c| migrate::down(c, &MIGRATIONS)).await
     }
 
     async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
-        self.writer.solo("migrate_to", move |conn| migrations::to(conn, &version)).await
+        self.writer.solo("migrate_to", move |c| migrate::to(c, &MIGRATIONS, &version)).await
     }
 
     async fn mark_migration_applied(&self, version: String) -> Result<MigrationReport> {
-        self.writer.solo("mark_migration_applied", move |conn| migrations::mark_applied(conn, &version)).await
+        self.writer
+            .solo("mark_migration_applied", move |c| migrate::mark_applied(c, &MIGRATIONS, &version))
+            .await
     }
 
     async fn search_executions(
