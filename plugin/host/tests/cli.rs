@@ -491,7 +491,8 @@ fn search_and_mark_applied() {
 #[test]
 fn the_binary_does_not_link_the_plugin() {
     // The host loads the plugin at run time; linking it would defeat swapping backends by config.
-    let out = Command::new("ldd").arg(env!("CARGO_BIN_EXE_parallax")).output().expect("ldd (Debian: libc-bin)");
+    let out =
+        Command::new("ldd").arg(env!("CARGO_BIN_EXE_parallax")).output().expect("ldd (Debian: libc-bin)");
     let libs = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(!libs.contains("parallax_storage"), "the parallax binary links the plugin:\n{libs}");
