@@ -7,6 +7,7 @@ pub mod adapter;
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod file;
 mod logging;
 pub mod migrate;
 pub mod postgres;
@@ -58,13 +59,11 @@ pub extern "C" fn info() -> PluginInfo {
         backends: vec![
             backend("sqlite", true, "", sqlite::migrations::embedded_versions()),
             backend("postgresql", true, "", postgres::embedded_versions()),
-            backend("file", false, NOT_BUILT_FILE, vec![]),
+            backend("file", true, "", file::migrations::format_versions()),
         ]
         .into(),
     }
 }
-
-const NOT_BUILT_FILE: &str = "the file backend is not in this build yet; use storage.type: sqlite";
 
 pub extern "C" fn set_log_sink(sink: LogSink) {
     let _ = catch_unwind(|| logging::set_sink(sink));
@@ -118,6 +117,9 @@ pub fn open_storage(config_json: &str, options: &OpenOptions) -> Result<StorageB
             let backend = runtime.block_on(postgres::PostgresBackend::open(cfg.clone(), options.clone()))?;
             Ok(StorageBackend_TO::from_value(Adapter::new(backend, runtime), TD_Opaque))
         }
-        BackendType::File => Err(Error::unsupported(NOT_BUILT_FILE)),
+        BackendType::File => {
+            let backend = runtime.block_on(file::FileBackend::open(cfg.clone(), options.clone()))?;
+            Ok(StorageBackend_TO::from_value(Adapter::new(backend, runtime), TD_Opaque))
+        }
     }
 }

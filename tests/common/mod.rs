@@ -43,11 +43,17 @@ pub struct Harness {
     pub dir: TempDir,
     /// The PostgreSQL database created for this test, dropped by [`Harness::finish`].
     pub pg_db: Option<String>,
+    /// A second instance (another process, or another `open` in this one) may use the same data at the same
+    /// time. False for the single-writer file store, which refuses the second opener instead.
+    pub concurrent_instances: bool,
+    /// Migrations are the SQL schema history (several steps, including the seed's 20240115 tags step). False
+    /// for the file store, whose "migrations" are versions of its own format: one version so far.
+    pub schema_migrations: bool,
 }
 
 impl Harness {
     pub fn new(storage: Storage, config: serde_json::Value, dir: TempDir) -> Harness {
-        Harness { storage, config, dir, pg_db: None }
+        Harness { storage, config, dir, pg_db: None, concurrent_instances: true, schema_migrations: true }
     }
 
     /// Shuts the storage down and drops what the test created.

@@ -10,6 +10,9 @@ fn applied(status: &[MigrationInfo]) -> Vec<String> {
 }
 
 pub async fn migrations_status_down_up_to(h: &Harness) {
+    if !h.schema_migrations {
+        return single_format_version(h).await;
+    }
     let s = &h.storage;
     let status = s.migration_status().await.unwrap();
     assert!(status.len() >= 2, "{status:?}");
@@ -53,10 +56,16 @@ pub async fn mark_applied_records_without_running(h: &Harness) {
         s.migration_status().await.unwrap().iter().map(|m| m.version.to_string()).collect();
     let last = all.last().unwrap().clone();
     assert_kind(s.mark_migration_applied(&last).await, ErrorKind::Conflict, "already applied");
+    if !h.schema_migrations {
+        // One format version, always applied while the store exists: nothing can be un-applied to re-mark.
+        assert_kind(s.mark_migration_applied("1999").await, ErrorKind::InvalidInput, "known versions");
+        assert_kind(s.mark_migration_applied("0").await, ErrorKind::InvalidInput, "not 0");
+        return;
+    }
     s.migrate_down().await.unwrap();
     // The operator "fixed it by hand": recording it must not run it (running it twice would fail).
     let report = s.mark_migration_applied(&last).await.unwrap();
-    assert_eq!(report.applied.iter().map(|v| v.to_string()).collect::<Vec<_>>(), [last.clone()]);
+    assert_eq!(report.applied.iter().map(|v| v.to_string()).collect::<Vec<_>>(), std::slice::from_ref(&last));
     assert!(report.status.iter().all(|m| m.applied));
     assert_eq!(s.health().await.unwrap().pending_migrations, 0);
     assert_kind(s.mark_migration_applied("1999").await, ErrorKind::InvalidInput, "known versions");
@@ -64,6 +73,26 @@ pub async fn mark_applied_records_without_running(h: &Harness) {
     // migration would fail), so redo it properly through `to`.
     let _ = s.migrate_to(&all[all.len() - 2]).await;
     s.migrate_up().await.unwrap();
+}
+
+/// A store whose "migrations" are versions of its own format (the file store) has one version so far: it is
+/// applied, `up` and `to` it change nothing, rolling it back is refused (it would delete the store), and
+/// unknown versions are refused as for the SQL backends.
+async fn single_format_version(h: &Harness) {
+    let s = &h.storage;
+    let status = s.migration_status().await.unwrap();
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert!(status[0].applied && status[0].applied_at.is_some(), "{status:?}");
+    let version = status[0].version.to_string();
+    assert!(s.migrate_up().await.unwrap().applied.is_empty(), "up is idempotent");
+    let to = s.migrate_to(&version).await.unwrap();
+    assert!(to.applied.is_empty() && to.reverted.is_empty(), "{to:?}");
+    assert_kind(s.migrate_down().await, ErrorKind::Unsupported, "first format");
+    assert_kind(s.migrate_to("0").await, ErrorKind::Unsupported, "first format");
+    assert_kind(s.migrate_to("1999").await, ErrorKind::InvalidInput, "known versions");
+    assert_eq!(s.health().await.unwrap().pending_migrations, 0);
+    assert_eq!(s.migration_status().await.unwrap(), status, "nothing changed");
+    s.put_pattern(new_pattern("after", "1.0.0")).await.unwrap();
 }
 
 pub async fn health_reports_backend(h: &Harness) {
@@ -116,6 +145,9 @@ pub async fn dropped_future_still_completes(h: &Harness) {
 }
 
 pub async fn shutdown_makes_calls_unavailable(h: &Harness) {
+    if !h.concurrent_instances {
+        return single_instance_shutdown(h).await;
+    }
     let other = h.reopen();
     other.put_pattern(new_pattern("before", "1.0.0")).await.unwrap();
     other.shutdown().await.unwrap();
@@ -123,6 +155,26 @@ pub async fn shutdown_makes_calls_unavailable(h: &Harness) {
     assert_kind(other.get_pattern("before", "1.0.0").await, ErrorKind::Unavailable, "shut down");
     // The first instance is unaffected and sees the write.
     h.storage.get_pattern("before", "1.0.0").await.unwrap();
+}
+
+/// A single-writer store refuses a second instance while the first is open (naming why); once the first is
+/// shut down its calls are unavailable, and a new instance opens and sees its writes.
+async fn single_instance_shutdown(h: &Harness) {
+    let s = &h.storage;
+    match plugin().open(&h.config) {
+        Ok(_) => panic!("a second instance on a single-writer store must be refused"),
+        Err(e) => {
+            assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+            assert!(e.message.contains("in use"), "{e}");
+        }
+    }
+    s.put_pattern(new_pattern("before", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_kind(s.get_pattern("before", "1.0.0").await, ErrorKind::Unavailable, "shut down");
+    let other = h.reopen();
+    other.get_pattern("before", "1.0.0").await.unwrap();
+    other.shutdown().await.unwrap();
 }
 
 pub async fn concurrent_writers_lose_nothing(h: &Harness) {

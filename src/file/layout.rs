@@ -1,0 +1,252 @@
+//! Where every record lives under `basePath`, how names are made filesystem-safe, and the file-name
+//! timestamps that make directory listings sort by time. See the module documentation of [`super`] for the
+//! whole layout.
+
+use std::path::{Path, PathBuf};
+
+use super::codec::Encoding;
+
+pub const MANIFEST_STEM: &str = "manifest";
+pub const README: &str = "README.txt";
+pub const LOCK: &str = ".lock";
+pub const PATTERNS: &str = "patterns";
+pub const EXECUTIONS: &str = "executions";
+pub const AUDIT: &str = "audit";
+pub const EVENTS_SUFFIX: &str = ".events";
+/// Temporary files are `.~<final name>.<pid>.<n>.tmp` in the final file's directory.
+pub const TEMP_PREFIX: &str = ".~";
+pub const TEMP_SUFFIX: &str = ".tmp";
+/// Longest escaped name kept whole; longer ones are shortened and end in `~<hash>`.
+const MAX_COMPONENT: usize = 200;
+
+/// The store's root directory and the paths of everything in it.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub base: PathBuf,
+}
+
+impl Layout {
+    pub fn new(base: PathBuf) -> Self {
+        Layout { base }
+    }
+
+    pub fn manifest(&self, enc: Encoding) -> PathBuf {
+        self.base.join(format!("{MANIFEST_STEM}.{}", enc.ext()))
+    }
+
+    pub fn pattern_file(&self, name: &str, version: &str, enc: Encoding) -> PathBuf {
+        self.base.join(PATTERNS).join(escape(name)).join(format!("{}.{}", escape(version), enc.ext()))
+    }
+
+    /// `executions/YYYY/MM/DD/HHMMSS.ffffff_<id>.<ext>`, dated by `started_at` (UTC).
+    pub fn execution_file(&self, started_at: i64, id: &str, enc: Encoding) -> PathBuf {
+        let t = Civil::from_micros(started_at);
+        self.base
+            .join(EXECUTIONS)
+            .join(format!("{:04}", t.year))
+            .join(format!("{:02}", t.month))
+            .join(format!("{:02}", t.day))
+            .join(format!("{}_{id}.{}", t.stamp(), enc.ext()))
+    }
+
+    /// `audit/YYYY-MM-DD/HHMMSS.ffffff_<batch>.<ext>`, dated by the batch's earliest entry.
+    pub fn audit_file(&self, earliest: i64, batch: &str, enc: Encoding) -> PathBuf {
+        let t = Civil::from_micros(earliest);
+        self.base.join(AUDIT).join(format!("{:04}-{:02}-{:02}", t.year, t.month, t.day)).join(format!(
+            "{}_{batch}.{}",
+            t.stamp(),
+            enc.ext()
+        ))
+    }
+}
+
+/// The events directory beside an execution file: `<stamp>_<id>.events`.
+pub fn events_dir(execution_file: &Path) -> Option<PathBuf> {
+    let name = execution_file.file_name()?.to_str()?;
+    let (stem, _) = Encoding::split(name)?;
+    Some(execution_file.with_file_name(format!("{stem}{EVENTS_SUFFIX}")))
+}
+
+/// `<seq, six digits>.<ext>` inside an events directory.
+pub fn event_file(events_dir: &Path, seq: i64, enc: Encoding) -> PathBuf {
+    events_dir.join(format!("{seq:06}.{}", enc.ext()))
+}
+
+/// The id in an execution file or events directory name (`<stamp>_<id>`).
+pub fn id_of_stem(stem: &str) -> Option<&str> {
+    let (_, id) = stem.rsplit_once('_')?;
+    uuid::Uuid::parse_str(id).ok().map(|_| id)
+}
+
+pub fn is_temp(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
+/// Makes a pattern name or version a safe, reversible file name: ASCII letters, digits, `-`, `_` and `.`
+/// (not leading) stay; every other byte becomes `%XX`. So `a/b` → `a%2Fb`, `..` → `%2E.`, `1.0.0+b` →
+/// `1.0.0%2Bb`. Escapes longer than 200 bytes are cut and end in `~` and a hash of the whole name (`~` is
+/// never produced otherwise); the name inside the file is authoritative.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() <= MAX_COMPONENT {
+        return out;
+    }
+    let mut cut = MAX_COMPONENT - 17;
+    // Do not split a `%XX` escape.
+    while out.as_bytes()[..cut].iter().rev().take(2).any(|&b| b == b'%') {
+        cut -= 1;
+    }
+    format!("{}~{:016x}", &out[..cut], fnv1a(s.as_bytes()))
+}
+
+/// The inverse of [`escape`]; `None` for a shortened (hashed) or malformed name.
+pub fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A UTC calendar time with microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    pub micros: i64,
+}
+
+impl Civil {
+    pub fn from_micros(t: i64) -> Civil {
+        let days = t.div_euclid(86_400_000_000);
+        let rem = t.rem_euclid(86_400_000_000);
+        // civil_from_days (H. Hinnant).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let secs = rem / 1_000_000;
+        Civil {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+            micros: rem % 1_000_000,
+        }
+    }
+
+    /// `HHMMSS.ffffff`: sorts by time within a day.
+    pub fn stamp(&self) -> String {
+        format!("{:02}{:02}{:02}.{:06}", self.hour, self.minute, self.second, self.micros)
+    }
+}
+
+/// RFC 3339 UTC with microseconds: `2024-01-15T10:30:00.000000Z`.
+pub fn format_ts(t: i64) -> String {
+    let c = Civil::from_micros(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+    )
+}
+
+/// Parses what [`format_ts`] writes; the fraction may have 0 to 6 digits.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let num = |p: &str, len: usize| -> Option<i64> {
+        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':');
+    let (hh, mm, ss) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
+    if d.next().is_some() || t.next().is_some() || frac.len() > 6 || (time.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let micros = if frac.is_empty() { 0 } else { num(frac, frac.len())? * 10i64.pow(6 - frac.len() as u32) };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let t = crate::time::civil_to_micros(y, m, day) + ((hh * 60 + mm) * 60 + ss) * 1_000_000 + micros;
+    // Reject dates such as February 30 that civil_to_micros would roll over.
+    (Civil::from_micros(t).day == day).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_reversible_and_safe() {
+        for s in ["summarize", "a/b", "..", ".hidden", "x y", "ünï", "1.0.0+build.5", "%41", "a~b", "-"] {
+            let e = escape(s);
+            assert!(!e.contains('/') && e != "." && e != ".." && !e.starts_with('.'), "{s:?} → {e:?}");
+            assert_eq!(unescape(&e).as_deref(), Some(s), "{e}");
+        }
+        assert_eq!(escape("1.0.0"), "1.0.0");
+        let long = "é".repeat(255);
+        let e = escape(&long);
+        assert!(e.len() <= MAX_COMPONENT && e.contains('~'), "{}", e.len());
+        assert_eq!(unescape(&e), None);
+        assert_ne!(escape(&long), escape(&"é".repeat(254)));
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        for t in
+            [0, 1_705_276_800_000_000, 1_705_314_615_123_456, 951_868_799_999_999, 253_402_300_799_999_999]
+        {
+            assert_eq!(parse_ts(&format_ts(t)), Some(t), "{}", format_ts(t));
+        }
+        assert_eq!(format_ts(1_705_314_615_123_456), "2024-01-15T10:30:15.123456Z");
+        assert_eq!(parse_ts("2024-01-15T10:30:15Z"), Some(1_705_314_615_000_000));
+        assert_eq!(parse_ts("2024-01-15T10:30:15.5Z"), Some(1_705_314_615_500_000));
+        for bad in [
+            "2024-02-30T00:00:00Z",
+            "2024-01-15 10:30:15Z",
+            "2024-01-15T10:30:15",
+            "x",
+            "2024-01-15T10:30:15.Z",
+        ] {
+            assert_eq!(parse_ts(bad), None, "{bad}");
+        }
+        assert_eq!(Civil::from_micros(1_705_314_615_123_456).stamp(), "103015.123456");
+    }
+}

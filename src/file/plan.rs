@@ -1,0 +1,184 @@
+//! One group commit in the making: the writer runs each queued write against the index *plus the effects of
+//! the earlier writes of the same group*, collecting the files to write or remove and the index changes to
+//! apply once those files are durable. A write that fails validation leaves nothing behind.
+
+use std::{collections::HashSet, path::PathBuf};
+
+use parallax_storage_abi::{AuditEntry, Execution, Pattern};
+
+use super::{
+    codec::Encoding,
+    docs::Doc,
+    index::{Found, Index},
+    layout::Layout,
+    search::{self, Terms},
+};
+
+pub enum FileOp {
+    Write {
+        path: PathBuf,
+        doc: Box<Doc>,
+        enc: Encoding,
+    },
+    /// Removes a file; `prune_dir` also removes its directory if that is now empty.
+    Remove {
+        path: PathBuf,
+        prune_dir: bool,
+    },
+}
+
+/// What the index learns once a group is durable.
+pub enum Change {
+    Pattern { key: (String, String), entry: Option<(Pattern, PathBuf, Terms)> },
+    Execution { e: Execution, path: PathBuf, terms: Terms },
+    Event { execution_id: String, seq: i64 },
+    Audit { entries: Vec<AuditEntry> },
+}
+
+pub struct Plan<'a> {
+    pub idx: &'a Index,
+    pub layout: &'a Layout,
+    /// The encoding of new files (the current configuration).
+    pub enc: Encoding,
+    ops: Vec<FileOp>,
+    changes: Vec<Change>,
+    audit_ids: HashSet<String>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(idx: &'a Index, layout: &'a Layout, enc: Encoding) -> Self {
+        Plan { idx, layout, enc, ops: Vec::new(), changes: Vec::new(), audit_ids: HashSet::new() }
+    }
+
+    pub fn write(&mut self, path: PathBuf, doc: Doc, enc: Encoding) {
+        self.ops.push(FileOp::Write { path, doc: Box::new(doc), enc });
+    }
+
+    pub fn remove(&mut self, path: PathBuf, prune_dir: bool) {
+        self.ops.push(FileOp::Remove { path, prune_dir });
+    }
+
+    pub fn change(&mut self, c: Change) {
+        if let Change::Audit { entries } = &c {
+            self.audit_ids.extend(entries.iter().map(|a| a.id.to_string()));
+        }
+        self.changes.push(c);
+    }
+
+    pub fn mark(&self) -> (usize, usize) {
+        (self.ops.len(), self.changes.len())
+    }
+
+    /// Undoes everything planned since `mark` (a write that failed).
+    pub fn rollback(&mut self, (ops, changes): (usize, usize)) {
+        self.ops.truncate(ops);
+        for c in self.changes.drain(changes..) {
+            if let Change::Audit { entries } = c {
+                for a in entries {
+                    self.audit_ids.remove(a.id.as_str());
+                }
+            }
+        }
+    }
+
+    pub fn into_parts(self) -> (Vec<FileOp>, Vec<Change>) {
+        (self.ops, self.changes)
+    }
+
+    pub fn pattern(&self, name: &str, version: &str) -> Found<(Pattern, PathBuf)> {
+        for c in self.changes.iter().rev() {
+            if let Change::Pattern { key, entry } = c {
+                if key.0 == name && key.1 == version {
+                    return match entry {
+                        Some((p, path, _)) => Found::Yes((p.clone(), path.clone())),
+                        None => Found::No,
+                    };
+                }
+            }
+        }
+        match self.idx.pattern(name, version) {
+            Found::Yes(p) => Found::Yes((p.p.clone(), p.path.clone())),
+            Found::No => Found::No,
+            Found::Damaged(path, why) => Found::Damaged(path, why),
+        }
+    }
+
+    pub fn execution(&self, id: &str) -> Found<(Execution, PathBuf)> {
+        for c in self.changes.iter().rev() {
+            if let Change::Execution { e, path, .. } = c {
+                if e.id == id {
+                    return Found::Yes((e.clone(), path.clone()));
+                }
+            }
+        }
+        match self.idx.execution(id) {
+            Found::Yes(x) => Found::Yes((x.e.clone(), x.path.clone())),
+            Found::No => Found::No,
+            Found::Damaged(path, why) => Found::Damaged(path, why),
+        }
+    }
+
+    pub fn last_seq(&self, execution_id: &str) -> i64 {
+        for c in self.changes.iter().rev() {
+            if let Change::Event { execution_id: id, seq } = c {
+                if id == execution_id {
+                    return *seq;
+                }
+            }
+        }
+        match self.idx.execution(execution_id) {
+            Found::Yes(x) => x.last_seq,
+            _ => 0,
+        }
+    }
+
+    pub fn audit_id_taken(&self, id: &str) -> bool {
+        self.audit_ids.contains(id) || self.idx.audit_ids.contains(id)
+    }
+}
+
+impl Index {
+    /// Applies a committed group's changes, in order.
+    pub fn apply(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            match c {
+                Change::Pattern { key, entry } => {
+                    if let Some(path) = self.bad_patterns.remove(&key) {
+                        self.unreadable.remove(&path);
+                    }
+                    match entry {
+                        Some((p, path, terms)) => {
+                            self.patterns.insert(key, super::index::PatternEntry { p, path, terms });
+                        }
+                        None => {
+                            self.patterns.remove(&key);
+                        }
+                    }
+                }
+                Change::Execution { e, path, terms } => self.insert_execution(e, path, terms),
+                Change::Event { execution_id, seq } => {
+                    if let Some(&t) = self.exec_start.get(&execution_id) {
+                        if let Some(x) = self.executions.get_mut(&(t, execution_id)) {
+                            x.last_seq = x.last_seq.max(seq);
+                        }
+                    }
+                }
+                Change::Audit { entries } => {
+                    for a in entries {
+                        self.audit_ids.insert(a.id.to_string());
+                        self.audit.insert((a.timestamp, a.id.to_string()), a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn pattern_change(p: &Pattern, path: PathBuf) -> Change {
+    let key = (p.name.to_string(), p.version.to_string());
+    Change::Pattern { key, entry: Some((p.clone(), path, search::pattern_terms(p))) }
+}
+
+pub fn execution_change(e: &Execution, path: PathBuf) -> Change {
+    Change::Execution { e: e.clone(), terms: search::execution_terms(e), path }
+}

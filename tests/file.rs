@@ -1,0 +1,430 @@
+//! The contract suite on the file store in all four encodings, plus file-store behaviour: mixed stores,
+//! crash safety under SIGKILL, the lock between processes, damaged and hand-edited files.
+
+mod common;
+mod contract;
+
+mod yaml {
+    use crate::{contract_suite, contract_tests};
+    contract_suite!(crate::common::file::yaml);
+}
+
+mod json {
+    use crate::{contract_suite, contract_tests};
+    contract_suite!(crate::common::file::json);
+}
+
+mod yaml_gz {
+    use crate::{contract_suite, contract_tests};
+    contract_suite!(crate::common::file::yaml_gz);
+}
+
+mod json_gz {
+    use crate::{contract_suite, contract_tests};
+    contract_suite!(crate::common::file::json_gz);
+}
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{file::*, *};
+use parallax_storage_host::abi::*;
+use serde_json::json;
+
+/// 2024-01-15T00:00:00Z in microseconds.
+const T0: i64 = 1_705_276_800_000_000;
+
+// ------------------------------------------------------------------ layout, encodings, names
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_is_documented_and_browsable() {
+    let h = yaml_gz().await;
+    let base = base(&h);
+    let s = &h.storage;
+    s.put_pattern(new_pattern("summarize", "1.0.0+build.5")).await.unwrap();
+    let mut e = new_execution("summarize", "1.0.0");
+    e.started_at = Some(T0 + 37_815_123_456).into(); // 10:30:15.123456
+    let e = s.create_execution(e).await.unwrap();
+    s.append_event(&e.id, event(json!({ "step": 1 }))).await.unwrap();
+    let mut a = audit("pattern.create", "alice");
+    a.timestamp = Some(T0 + 1).into();
+    s.append_audit(vec![a]).await.unwrap();
+
+    assert!(base.join("manifest.yaml").is_file() && base.join("README.txt").is_file());
+    let readme = std::fs::read_to_string(base.join("README.txt")).unwrap();
+    assert!(readme.contains("executions/<YYYY>/<MM>/<DD>/<HHMMSS.ffffff>_<id>.<ext>"), "{readme}");
+    let pid = std::fs::read_to_string(base.join(".lock")).unwrap();
+    assert_eq!(pid.trim(), std::process::id().to_string(), "the lock file names its holder");
+    assert!(base.join("patterns/summarize/1.0.0%2Bbuild.5.yaml.gz").is_file());
+    let exec = base.join(format!("executions/2024/01/15/103015.123456_{}.yaml.gz", e.id));
+    assert!(exec.is_file(), "{:?}", files(&base));
+    assert!(base
+        .join(format!("executions/2024/01/15/103015.123456_{}.events/000001.yaml.gz", e.id))
+        .is_file());
+    let day = base.join("audit/2024-01-15");
+    assert_eq!(files(&day).len(), 1);
+    // Compressed files are plain gzip: the standard tool reads them, and they are YAML inside.
+    let out = Command::new("gzip").arg("-dc").arg(&exec).output().expect("gzip is installed");
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_yaml_ng::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["id"], json!(e.id.as_str()));
+    assert_eq!(doc["started_at"], json!("2024-01-15T10:30:15.123456Z"));
+    assert_eq!(doc["input"], json!({ "q": "hello" }), "documents are structures, not strings");
+    // No temporary files are left behind by acknowledged writes.
+    assert!(files(&base).iter().all(|p| !p.to_string_lossy().contains(".~")));
+
+    let health = s.health().await.unwrap();
+    assert_eq!(health.backend, "file");
+    assert_eq!(health.location, base.display().to_string());
+    let v = health.server_version.as_str();
+    assert!(
+        v.contains("format 1") && v.contains(" files") && v.contains(" free") && v.contains("yaml.gz"),
+        "{v}"
+    );
+    let info = plugin().info();
+    let file = info.backends.iter().find(|b| b.name == "file").unwrap();
+    assert!(file.available && file.migrations.iter().map(|m| m.as_str()).eq(["1"]));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_store_reads_every_file_by_its_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |format: &str, compress: bool| config(dir.path(), format, compress);
+    let s = open_ok(&cfg("yaml", false));
+    s.put_pattern(new_pattern("mixed", "1.0.0")).await.unwrap();
+    let e1 = s.create_execution(new_execution("mixed", "1.0.0")).await.unwrap();
+    s.append_event(&e1.id, event(json!(1))).await.unwrap();
+    let a1 = s.append_audit(vec![audit("one", "mixer")]).await.unwrap();
+    s.shutdown().await.unwrap();
+
+    let s = open_ok(&cfg("json", true));
+    s.put_pattern(new_pattern("mixed", "2.0.0")).await.unwrap();
+    let e2 = s.create_execution(new_execution("mixed", "1.0.0")).await.unwrap();
+    s.append_event(&e1.id, event(json!(2))).await.unwrap();
+    let upd = ExecutionUpdate { output: Some("{\"half\": true}".into()).into(), ..Default::default() };
+    s.update_execution(&e1.id, upd).await.unwrap();
+    let a2 = s.append_audit(vec![audit("two", "mixer")]).await.unwrap();
+    s.shutdown().await.unwrap();
+
+    let s = open_ok(&cfg("json", false));
+    let e3 = s.create_execution(new_execution("mixed", "1.0.0")).await.unwrap();
+    let versions: Vec<String> =
+        s.list_pattern_versions("mixed").await.unwrap().iter().map(|p| p.version.to_string()).collect();
+    assert_eq!(versions, ["2.0.0", "1.0.0"]);
+    let got = s.get_execution(&e1.id).await.unwrap();
+    assert_eq!(got.output.as_ref().into_option().map(|o| o.as_str()), Some("{\"half\":true}"));
+    assert_eq!(
+        s.list_events(&e1.id).await.unwrap().iter().map(|e| e.payload.to_string()).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    s.get_execution(&e2.id).await.unwrap();
+    let q = AuditQuery { actor: Some("mixer".into()).into(), ..Default::default() };
+    let ids: Vec<String> =
+        s.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&a1[0]) && ids.contains(&a2[0]));
+    s.shutdown().await.unwrap();
+
+    let base = dir.path().join("store");
+    let ext = |needle: &str| ext_of(&find(&base, needle, ""));
+    assert_eq!(ext(&format!("_{}.", e1.id)), "yaml", "a rewrite keeps the file's own format");
+    assert_eq!(ext(&format!("_{}.", e2.id)), "json.gz");
+    assert_eq!(ext(&format!("_{}.", e3.id)), "json");
+    let exec1 = find(&base, &format!("_{}.", e1.id), "yaml").display().to_string();
+    let events = PathBuf::from(format!("{}.events", exec1.strip_suffix(".yaml").unwrap()));
+    let kinds: Vec<String> = files(&events).iter().map(|p| ext_of(p)).collect();
+    assert_eq!(kinds, ["yaml", "json.gz"]);
+    assert_eq!(ext_of(&base.join("manifest.yaml")), "yaml", "the manifest keeps its first format");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_escaped_into_safe_reversible_file_names() {
+    let h = json().await;
+    let base = base(&h);
+    let long = "é".repeat(255);
+    let names = ["a/b", "..", ".hidden", "x y", "ünï/../..", "%41", "CON", long.as_str()];
+    for n in names {
+        h.storage.put_pattern(new_pattern(n, "1.0.0-rc.1+b")).await.unwrap();
+    }
+    h.storage.shutdown().await.unwrap();
+    let patterns = base.join("patterns");
+    for f in files(&patterns) {
+        let rel = f.strip_prefix(&patterns).unwrap();
+        assert_eq!(rel.components().count(), 2, "one directory per name: {rel:?}");
+        let dir = rel.components().next().unwrap().as_os_str().to_str().unwrap();
+        assert!(!dir.starts_with('.') && dir.len() <= 200, "{dir}");
+    }
+    assert!(patterns.join("a%2Fb/1.0.0-rc.1%2Bb.json").is_file());
+    assert!(patterns.join("%2E./1.0.0-rc.1%2Bb.json").is_file());
+    let s = h.reopen();
+    for n in names {
+        assert_eq!(s.get_pattern(n, "1.0.0-rc.1+b").await.unwrap().name, n);
+    }
+    assert_eq!(s.list_patterns(page(100, None)).await.unwrap().items.len(), names.len());
+    s.delete_pattern("a/b", "1.0.0-rc.1+b").await.unwrap();
+    assert!(!patterns.join("a%2Fb").exists(), "an emptied name directory is removed");
+    s.shutdown().await.unwrap();
+    h.finish().await;
+}
+
+// ------------------------------------------------------------------ format versions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_version_one_is_applied_by_creating_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "yaml", false);
+    cfg["migrations"] = json!({ "autoRun": false });
+    let err = open_err(&cfg);
+    assert_eq!(err.kind, ErrorKind::Schema, "{err}");
+    assert!(err.message.contains("does not exist yet") && err.message.contains("migrate up"), "{err}");
+    let s = plugin().open_with(&cfg, OpenOptions { maintenance: true }).unwrap();
+    let status = s.migration_status().await.unwrap();
+    assert!(status.len() == 1 && !status[0].applied, "{status:?}");
+    assert_kind(s.get_latest_pattern("x").await, ErrorKind::Schema, "migrate up");
+    assert_kind(s.create_execution(new_execution("x", "1.0.0")).await, ErrorKind::Schema, "migrate up");
+    let health = s.health().await.unwrap();
+    assert_eq!((health.pending_migrations, health.schema_version.is_none()), (1, true));
+    assert_kind(s.migrate_down().await, ErrorKind::InvalidInput, "nothing to roll back");
+    let up = s.migrate_to("1").await.unwrap();
+    assert_eq!(up.applied.iter().map(|v| v.as_str()).collect::<Vec<_>>(), ["1"]);
+    s.put_pattern(new_pattern("created", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+    let s = open_ok(&cfg);
+    s.get_pattern("created", "1.0.0").await.unwrap();
+    s.shutdown().await.unwrap();
+
+    // A manifest from a newer plugin is refused; a directory that is not a store is never taken over.
+    let manifest = dir.path().join("store/manifest.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("format_version: 1", "format_version: 2");
+    std::fs::write(&manifest, text).unwrap();
+    let err = open_err(&cfg);
+    assert!(err.kind == ErrorKind::Schema && err.message.contains("newer"), "{err}");
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("important.txt"), "keep me").unwrap();
+    let fcfg = json!({ "type": "file", "file": { "basePath": foreign.path() } });
+    let err = open_err(&fcfg);
+    assert!(
+        err.kind == ErrorKind::InvalidInput && err.message.contains("not a Parallax file store"),
+        "{err}"
+    );
+    assert_eq!(files(foreign.path()).len(), 1, "nothing was created in a foreign directory");
+    let err = open_err(&json!({ "type": "file", "file": { "basePath": "/nonexistent/dir/store" } }));
+    assert!(err.kind == ErrorKind::InvalidInput && err.message.contains("does not exist"), "{err}");
+}
+
+// ------------------------------------------------------------------ damaged and hand-edited files
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
+    logs();
+    let h = yaml().await;
+    let base = base(&h);
+    let s = &h.storage;
+    s.put_pattern(new_pattern("dmg", "1.0.0")).await.unwrap();
+    s.put_pattern(new_pattern("dmg", "2.0.0")).await.unwrap();
+    s.put_pattern(new_pattern("fine", "1.0.0")).await.unwrap();
+    let torn = s.create_execution(new_execution("dmg", "1.0.0")).await.unwrap();
+    let edited = s.create_execution(new_execution("dmg", "1.0.0")).await.unwrap();
+    let with_events = s.create_execution(new_execution("dmg", "1.0.0")).await.unwrap();
+    s.append_event(&with_events.id, event(json!(1))).await.unwrap();
+    s.append_event(&with_events.id, event(json!(2))).await.unwrap();
+    let mut bad_batch = audit("lost", "auditor");
+    bad_batch.timestamp = Some(T0).into();
+    s.append_audit(vec![bad_batch]).await.unwrap();
+    let kept = s.append_audit(vec![audit("kept", "auditor")]).await.unwrap();
+    s.shutdown().await.unwrap();
+
+    // A torn file, a valid hand edit, broken YAML, a wrong event, a bad audit batch, and litter.
+    let torn_path = find(&base, &torn.id, ".yaml");
+    let bytes = std::fs::read(&torn_path).unwrap();
+    std::fs::write(&torn_path, &bytes[..bytes.len() / 2]).unwrap();
+    let edited_path = find(&base, &edited.id, ".yaml");
+    let text = std::fs::read_to_string(&edited_path).unwrap().replace("q: hello", "q: edited by hand");
+    std::fs::write(&edited_path, text).unwrap();
+    let pattern_path = base.join("patterns/dmg/1.0.0.yaml");
+    std::fs::write(&pattern_path, "definition: [unclosed\n").unwrap();
+    let event_path = PathBuf::from(format!(
+        "{}.events/000002.yaml",
+        find(&base, &with_events.id, ".yaml").display().to_string().strip_suffix(".yaml").unwrap()
+    ));
+    std::fs::write(&event_path, "seq: 7\n").unwrap();
+    let audit_path = files(&base.join("audit/2024-01-15"))[0].clone();
+    std::fs::write(&audit_path, "entries: 5\n").unwrap();
+    let temp = torn_path.with_file_name(".~x.yaml.1.2.tmp");
+    std::fs::write(&temp, "half a write").unwrap();
+    std::fs::write(base.join("patterns/notes.txt"), "an operator's notes").unwrap();
+
+    let s = h.reopen();
+    let named = |r: Result<_, StorageError>, path: &Path| {
+        let e = r.expect_err("reading a damaged record fails");
+        assert_eq!(e.kind, ErrorKind::Internal, "{e}");
+        assert!(e.message.contains(&path.display().to_string()) && e.message.contains("damaged"), "{e}");
+    };
+    named(s.get_execution(&torn.id).await.map(drop), &torn_path);
+    named(s.get_pattern("dmg", "1.0.0").await.map(drop), &pattern_path);
+    named(s.get_latest_pattern("dmg").await.map(drop), &pattern_path);
+    named(s.list_events(&with_events.id).await.map(drop), &event_path);
+    for p in [&torn_path, &pattern_path, &event_path, &audit_path] {
+        assert!(warned(&p.display().to_string()), "no warning names {}", p.display());
+    }
+    // The rest of the store is there, hand edits included.
+    let got = s.get_execution(&edited.id).await.unwrap();
+    assert_eq!(got.input.as_ref().into_option().map(|i| i.as_str()), Some("{\"q\":\"edited by hand\"}"));
+    assert_eq!(s.get_pattern("dmg", "2.0.0").await.unwrap().version, "2.0.0");
+    s.get_pattern("fine", "1.0.0").await.unwrap();
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 2);
+    let q = AuditQuery { actor: Some("auditor".into()).into(), ..Default::default() };
+    let left: Vec<String> =
+        s.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(left, kept);
+    assert!(!temp.exists(), "stray temporary files are removed on open");
+    assert!(base.join("patterns/notes.txt").exists(), "unknown files are left alone");
+    let warnings: Vec<String> = s.health().await.unwrap().warnings.iter().map(|w| w.to_string()).collect();
+    assert!(warnings.iter().any(|w| w.starts_with("4 file(s) could not be read")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains(&torn_path.display().to_string())), "{warnings:?}");
+    // The damaged id stays taken; a damaged pattern version can be deleted, then stored again.
+    let mut again = new_execution("dmg", "1.0.0");
+    again.id = Some(torn.id.clone()).into();
+    assert_kind(s.create_execution(again).await, ErrorKind::Conflict, "already exists");
+    assert_kind(s.put_pattern(new_pattern("dmg", "1.0.0")).await, ErrorKind::Conflict, "damaged");
+    s.delete_pattern("dmg", "1.0.0").await.unwrap();
+    assert_eq!(s.get_latest_pattern("dmg").await.unwrap().version, "2.0.0");
+    s.put_pattern(new_pattern("dmg", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+    h.finish().await;
+}
+
+// ------------------------------------------------------------------ child processes
+
+/// Not a test of its own: the child side of the tests below, which run this binary again with
+/// `PARALLAX_FILE_TEST_CHILD` set. In a normal run it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process() {
+    let Ok(role) = std::env::var(CHILD_ROLE) else { return };
+    let config: serde_json::Value = serde_json::from_str(&std::env::var(CHILD_CONFIG).unwrap()).unwrap();
+    match role.as_str() {
+        "probe" => match plugin().open(&config) {
+            Ok(_) => println!("PROBE opened"),
+            Err(e) => println!("PROBE {:?} {}", e.kind, e.message),
+        },
+        "hold" => {
+            let _s = open_ok(&config);
+            println!("READY {}", std::process::id());
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        "write" => child_writer(open_ok(&config)).await,
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_refuses_other_processes_and_is_taken_over_after_a_crash() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "yaml", false);
+    let base = dir.path().join("store");
+    let lock = base.join(".lock");
+
+    // Another process holds the store: we are refused, with its pid and the path.
+    let (mut holder, rx) = spawn_child("hold", &cfg);
+    let child_pid = wait_for(&rx, "READY", Duration::from_secs(30));
+    let child_pid = child_pid.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(child_pid, holder.0.id().to_string());
+    let err = open_err(&cfg);
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+    assert!(err.message.contains(&format!("process {child_pid}")), "{err}");
+    assert!(err.message.contains(&base.display().to_string()) && err.message.contains(".lock"), "{err}");
+
+    // It dies without cleaning up: the kernel dropped its flock, so the stale lock is taken over (and logged).
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap().trim(),
+        child_pid,
+        "the dead holder's pid is still there"
+    );
+    let s = open_ok(&cfg);
+    assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), std::process::id().to_string());
+    assert!(warned(&format!("left by process {child_pid}")), "the takeover is logged");
+
+    // Now we hold it: another process is refused, naming us.
+    let (mut probe, rx) = spawn_child("probe", &cfg);
+    let line = wait_for(&rx, "PROBE", Duration::from_secs(30));
+    probe.0.wait().unwrap();
+    assert!(line.starts_with("PROBE Unavailable"), "{line}");
+    assert!(line.contains(&format!("process {}", std::process::id())), "{line}");
+    // And so is another instance in this process.
+    let err = open_err(&cfg);
+    assert!(err.message.contains("another storage instance in this process"), "{err}");
+
+    // A clean shutdown leaves an empty lock file, and the next opener gets in.
+    s.shutdown().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
+    open_ok(&cfg).shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
+    const ROUNDS: usize = 25;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let encodings = [("yaml", false), ("json", true), ("yaml", true), ("json", false)];
+    let mut acked = Acked::default();
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let (format, compress) = encodings[round % encodings.len()];
+        let cfg = config(dir.path(), format, compress);
+        let (mut child, rx) = spawn_child("write", &cfg);
+        // Most rounds die while writing; every fifth dies while still opening (indexing, taking the lock).
+        let kill_after = if round % 5 == 4 {
+            Duration::from_millis(rng.below(40))
+        } else {
+            wait_for(&rx, "READY", Duration::from_secs(60));
+            Duration::from_millis(20 + rng.below(380))
+        };
+        std::thread::sleep(kill_after);
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+        // Everything the child printed before it died (the reader thread ends at EOF).
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+            acked.record(&line);
+        }
+    }
+    let writing = started.elapsed();
+
+    logs();
+    let s = open_ok(&config(dir.path(), "yaml", false));
+    let base = dir.path().join("store");
+    let interrupted = logs()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l.message.contains("interrupted write")
+                && l.fields.iter().any(|(_, v)| v.contains(&*base.to_string_lossy()))
+        })
+        .count();
+    assert!(acked.executions.len() > 20, "the child wrote too little to prove anything: {}", acked.total());
+    acked.verify(&s).await;
+    // No file is torn or corrupt, and no temporary file survives the reopen.
+    let health = s.health().await.unwrap();
+    assert!(health.warnings.is_empty(), "{:?}", health.warnings);
+    assert!(files(&base).iter().all(|p| !p.file_name().unwrap().to_string_lossy().starts_with(".~")));
+    println!(
+        "crash test: {ROUNDS} SIGKILLs in {:.1?}; {} acknowledged writes ({} executions, {} events, {} audit \
+         entries) all readable; {interrupted} temporary files of interrupted writes removed on the last open",
+        writing,
+        acked.total(),
+        acked.executions.len(),
+        acked.events.len(),
+        acked.audit.len()
+    );
+    s.shutdown().await.unwrap();
+}
