@@ -1,0 +1,80 @@
+//! Storage benchmarks: our full path (host crate → ABI → loaded plugin cdylib → database) against a raw
+//! baseline doing the same work in the same run, one line per scenario:
+//!
+//! `<scenario> ours=… baseline=… ratio=<ours/baseline> … target=… met=yes|NO # notes`
+//!
+//! ```sh
+//! cargo bench --bench storage                 # everything (under 10 minutes on 2 cores)
+//! cargo bench --bench storage -- --quick      # small counts: a smoke run
+//! cargo bench --bench storage -- sqlite_      # only scenarios whose name contains `sqlite_`
+//! ```
+//!
+//! PostgreSQL comes from the test harness (`tests/common/pg.rs`): `PARALLAX_TEST_POSTGRES_URL`, or a
+//! throwaway cluster from the installed server binaries. Results are collected into a Markdown table at the
+//! end (BENCHMARKS.md holds the latest).
+
+// The crate root is benches/storage.rs, so its modules (in benches/storage/) need explicit paths.
+#[path = "storage/abi.rs"]
+mod abi;
+#[path = "storage/data.rs"]
+mod data;
+#[path = "storage/load.rs"]
+mod load;
+/// The test harness's PostgreSQL: the same server setup as `cargo test`.
+#[allow(dead_code)]
+#[path = "../tests/common/pg.rs"]
+mod pg;
+#[path = "storage/pg_writes.rs"]
+mod pg_writes;
+#[path = "storage/reads.rs"]
+mod reads;
+#[path = "storage/sqlite_writes.rs"]
+mod sqlite_writes;
+#[path = "storage/util.rs"]
+mod util;
+
+use std::time::Instant;
+
+use util::Opts;
+
+async fn run(opts: &Opts) {
+    if opts.wants("pg_lifecycle") {
+        pg_writes::lifecycle(opts).await;
+    }
+    if opts.wants("sqlite_writes") {
+        sqlite_writes::writes(opts).await;
+    }
+    if opts.wants("pg_audit_batch") {
+        pg_writes::audit_batches(opts).await;
+    }
+    if opts.wants("abi_ping") {
+        abi::ping(opts).await;
+    }
+    if opts.wants("pg_filtered_page") || opts.wants("pg_get_by_id") {
+        reads::postgres(opts).await;
+    }
+    if opts.wants("sqlite_filtered_page") || opts.wants("sqlite_get_by_id") {
+        reads::sqlite(opts).await;
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let started = Instant::now();
+    // Fail on a missing or stale plugin before starting any database.
+    util::plugin();
+    // The host side: two workers, like the plugin's runtime on this machine.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-host")
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(&opts));
+    util::print_table();
+    eprintln!(
+        "# total {:.0} s{}",
+        started.elapsed().as_secs_f64(),
+        if opts.quick { " (--quick)" } else { "" }
+    );
+}

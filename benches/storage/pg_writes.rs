@@ -1,0 +1,244 @@
+//! PostgreSQL write scenarios: the execution lifecycle at 16 callers, and audit batches against COPY.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use futures_util::SinkExt;
+use parallax_storage_host::{abi::*, Storage};
+use serde_json::json;
+
+use crate::{
+    data::{now_us, BinaryCopy, PgJson, PgTs, PgUuid},
+    pg,
+    util::{self, Opts},
+};
+
+const CALLERS: usize = 16;
+const INPUT: &str = r#"{"q":"summarize the quarterly report","user":"u42"}"#;
+const OUTPUT: &str = r#"{"result":"a short summary","tokens":321}"#;
+
+/// A fresh database and a plugin instance on it whose pool matches the baseline's 16 connections.
+pub async fn open() -> (String, Storage) {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut config = server.storage_config(&db);
+    config["postgresql"]["pool"] = json!({ "minConnections": CALLERS, "maxConnections": CALLERS });
+    let storage =
+        util::plugin().open(&config).unwrap_or_else(|e| util::fail(&format!("open postgresql: {e}")));
+    (db, storage)
+}
+
+/// Runs `ops` jobs over `CALLERS` concurrent tasks, each built by `caller(i)` and pulling job numbers from a
+/// shared counter; returns operations per second.
+async fn concurrent<F, Fut>(ops: usize, caller: F) -> f64
+where
+    F: Fn(usize, Arc<AtomicUsize>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..CALLERS).map(|i| caller(i, next.clone())).collect();
+    util::throughput(ops, async move {
+        let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        for h in handles {
+            h.await.expect("caller task");
+        }
+    })
+    .await
+}
+
+fn new_execution() -> NewExecution {
+    NewExecution {
+        id: None.into(),
+        pattern_name: "bench-lifecycle".into(),
+        pattern_version: "1.0.0".into(),
+        status: ExecutionStatus::Running,
+        input: Some(INPUT.into()).into(),
+        metadata: None.into(),
+        tags: Default::default(),
+        started_at: None.into(),
+    }
+}
+
+async fn plugin_lifecycles(storage: &Storage, ops: usize) -> f64 {
+    concurrent(ops, |_, next| {
+        let s = storage.clone();
+        async move {
+            while next.fetch_add(1, Ordering::Relaxed) < ops {
+                let e = s.create_execution(new_execution()).await.expect("create_execution");
+                let done = ExecutionCompletion {
+                    status: ExecutionStatus::Completed,
+                    output: Some(OUTPUT.into()).into(),
+                    error: None.into(),
+                    completed_at: None.into(),
+                };
+                s.complete_execution(&e.id, done).await.expect("complete_execution");
+            }
+        }
+    })
+    .await
+}
+
+const INSERT: &str = "INSERT INTO executions (id, pattern_name, pattern_version, status, input, metadata, \
+    started_at, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const COMPLETE: &str = "UPDATE executions SET status = $2, output = $3, completed_at = $4, duration_ms = $5 \
+    WHERE id = $1 AND started_at = $6 AND status IN ('pending', 'running')";
+
+async fn raw_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: usize) -> f64 {
+    concurrent(ops, |i, next| {
+        let c = clients[i].clone();
+        async move {
+            let (insert, complete) = (c.prepare(INSERT).await.unwrap(), c.prepare(COMPLETE).await.unwrap());
+            while next.fetch_add(1, Ordering::Relaxed) < ops {
+                let (id, started) = (PgUuid(uuid::Uuid::now_v7()), now_us());
+                let md: Option<PgJson> = None;
+                c.execute(
+                    &insert,
+                    &[
+                        &id,
+                        &"bench-lifecycle",
+                        &"1.0.0",
+                        &"running",
+                        &PgJson(INPUT),
+                        &md,
+                        &PgTs(started),
+                        &PgJson("[]"),
+                    ],
+                )
+                .await
+                .expect("raw insert");
+                let done = now_us();
+                let n = c
+                    .execute(
+                        &complete,
+                        &[
+                            &id,
+                            &"completed",
+                            &PgJson(OUTPUT),
+                            &PgTs(done),
+                            &((done - started) / 1000),
+                            &PgTs(started),
+                        ],
+                    )
+                    .await
+                    .expect("raw update");
+                assert_eq!(n, 1);
+            }
+        }
+    })
+    .await
+}
+
+/// Scenario 1: create + complete one execution, 16 callers, vs raw tokio-postgres on 16 connections.
+pub async fn lifecycle(opts: &Opts) {
+    let ops = opts.n(8_000, 800);
+    let (db, storage) = open().await;
+    let server = pg::server();
+    let mut clients = Vec::new();
+    for _ in 0..CALLERS {
+        clients.push(Arc::new(server.client(&db).await));
+    }
+    // Warm up both paths (connections, plans, caches), then measure alternately.
+    plugin_lifecycles(&storage, ops / 10).await;
+    raw_lifecycles(&clients, ops / 10).await;
+    let (mut ours, mut base) = (0.0, 0.0);
+    for _ in 0..2 {
+        ours += plugin_lifecycles(&storage, ops / 2).await / 2.0;
+        base += raw_lifecycles(&clients, ops / 2).await / 2.0;
+    }
+    util::report_throughput(
+        "pg_lifecycle",
+        ours,
+        base,
+        "lifecycles/s",
+        0.8,
+        &format!("{ops} create+complete, {CALLERS} callers; plugin pool 16 = raw 16 connections"),
+    );
+    storage.shutdown().await.expect("shutdown");
+    drop(clients);
+    server.drop_database(&db).await;
+}
+
+const BATCH: usize = 1000;
+
+fn audit_batch(b: usize) -> Vec<NewAuditEntry> {
+    (0..BATCH)
+        .map(|i| NewAuditEntry {
+            action: "pattern.update".into(),
+            actor: Some(format!("user-{}", (b * BATCH + i) % 50).into()).into(),
+            resource_type: Some("pattern".into()).into(),
+            resource_id: Some(format!("p-{}", i % 200).into()).into(),
+            details: Some(format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#).into()).into(),
+            ip_address: Some("10.1.2.3".into()).into(),
+            user_agent: Some("parallax-bench/1.0".into()).into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+const COPY_AUDIT: &str =
+    "COPY audit_logs (id, timestamp, action, actor, resource_type, resource_id, details, \
+    ip_address, user_agent) FROM STDIN (FORMAT binary)";
+
+async fn copy_batch(client: &tokio_postgres::Client, b: usize) {
+    let now = now_us();
+    let mut c = BinaryCopy::new();
+    for i in 0..BATCH {
+        c.row(9);
+        c.uuid(&uuid::Uuid::now_v7());
+        c.timestamptz(now);
+        c.text("pattern.update");
+        c.text(&format!("user-{}", (b * BATCH + i) % 50));
+        c.text("pattern");
+        c.text(&format!("p-{}", i % 200));
+        c.jsonb(&format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#));
+        c.inet4([10, 1, 2, 3]);
+        c.text("parallax-bench/1.0");
+    }
+    let sink = client.copy_in(COPY_AUDIT).await.expect("COPY audit_logs");
+    futures_util::pin_mut!(sink);
+    sink.send(c.finish()).await.expect("COPY data");
+    let n = sink.finish().await.expect("COPY finish");
+    assert_eq!(n as usize, BATCH);
+}
+
+/// Scenario 3: batches of 1,000 audit entries through the plugin vs binary COPY of the same rows.
+pub async fn audit_batches(opts: &Opts) {
+    let batches = opts.n(60, 10);
+    let (db, storage) = open().await;
+    let client = pg::server().client(&db).await;
+    for b in 0..3 {
+        storage.append_audit(audit_batch(b)).await.expect("append_audit");
+        copy_batch(&client, b).await;
+    }
+    let (mut ours, mut base) = (0.0, 0.0);
+    for round in 0..2 {
+        let first = 10 + round * batches;
+        ours += util::throughput(batches / 2 * BATCH, async {
+            for b in first..first + batches / 2 {
+                storage.append_audit(audit_batch(b)).await.expect("append_audit");
+            }
+        })
+        .await
+            / 2.0;
+        base += util::throughput(batches / 2 * BATCH, async {
+            for b in first..first + batches / 2 {
+                copy_batch(&client, b).await;
+            }
+        })
+        .await
+            / 2.0;
+    }
+    util::report_throughput(
+        "pg_audit_batch",
+        ours,
+        base,
+        "rows/s",
+        0.7,
+        &format!("{batches} batches of {BATCH}, one caller; baseline COPY (FORMAT binary)"),
+    );
+    storage.shutdown().await.expect("shutdown");
+    drop(client);
+    pg::server().drop_database(&db).await;
+}

@@ -1,0 +1,213 @@
+//! SQLite write scenario: 16 callers creating executions through the plugin (its single group-committing
+//! writer) vs rusqlite on the same schema and durability, autocommit and one big transaction.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use parallax_storage_host::{abi::*, Storage};
+use serde_json::json;
+
+use crate::{
+    data::now_us,
+    util::{self, Opts},
+};
+
+const CALLERS: usize = 16;
+const INPUT: &str = r#"{"q":"summarize the quarterly report","user":"u42"}"#;
+/// The plugin's defaults, spelled out; the baselines set the same.
+const JOURNAL: &str = "WAL";
+const SYNCHRONOUS: &str = "FULL";
+
+pub fn config(path: &Path) -> serde_json::Value {
+    json!({ "type": "sqlite", "sqlite": { "path": path, "walMode": true, "synchronous": "full" } })
+}
+
+pub fn open(path: &Path) -> Storage {
+    util::plugin().open(&config(path)).unwrap_or_else(|e| util::fail(&format!("open sqlite: {e}")))
+}
+
+/// A new database file with the plugin's schema (its migrations), closed again.
+pub async fn migrated_file(path: &Path) {
+    open(path).shutdown().await.expect("shutdown");
+}
+
+/// A rusqlite connection with the plugin's pragmas.
+pub fn raw_connection(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open sqlite file");
+    let mode: String = conn.query_row(&format!("PRAGMA journal_mode = {JOURNAL}"), [], |r| r.get(0)).unwrap();
+    assert!(mode.eq_ignore_ascii_case(JOURNAL), "journal_mode is {mode}");
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {SYNCHRONOUS}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+    ))
+    .unwrap();
+    conn
+}
+
+fn new_execution() -> NewExecution {
+    NewExecution {
+        id: None.into(),
+        pattern_name: "bench-writes".into(),
+        pattern_version: "1.0.0".into(),
+        status: ExecutionStatus::Running,
+        input: Some(INPUT.into()).into(),
+        metadata: None.into(),
+        tags: Default::default(),
+        started_at: None.into(),
+    }
+}
+
+async fn plugin_creates(storage: &Storage, ops: usize) -> f64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    util::throughput(ops, async {
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (s, next) = (storage.clone(), next.clone());
+                tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < ops {
+                        s.create_execution(new_execution()).await.expect("create_execution");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.expect("caller task");
+        }
+    })
+    .await
+}
+
+const INSERT: &str =
+    "INSERT INTO executions (id, pattern_name, pattern_version, status, input, output, error, \
+    started_at, completed_at, duration_ms, metadata, tags) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, NULL, \
+    NULL, NULL, '[]')";
+
+fn raw_insert(stmt: &mut rusqlite::CachedStatement<'_>) {
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    stmt.execute(rusqlite::params![id, "bench-writes", "1.0.0", "running", INPUT, now_us()]).expect("insert");
+}
+
+/// `ops` inserts, each its own (autocommit) transaction, from one connection.
+fn raw_autocommit(path: PathBuf, ops: usize) -> f64 {
+    let conn = raw_connection(&path);
+    let mut stmt = conn.prepare_cached(INSERT).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..ops {
+        raw_insert(&mut stmt);
+    }
+    ops as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `ops` inserts in one transaction, including its commit.
+fn raw_one_transaction(path: PathBuf, ops: usize) -> f64 {
+    let mut conn = raw_connection(&path);
+    let t = std::time::Instant::now();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx.prepare_cached(INSERT).unwrap();
+        for _ in 0..ops {
+            raw_insert(&mut stmt);
+        }
+    }
+    tx.commit().unwrap();
+    ops as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `ops` inserts committed in groups of `group` rows (each row in its own savepoint if `savepoints`): what a
+/// group-committing writer with `group` callers can reach at best on this disk.
+fn raw_groups(path: PathBuf, ops: usize, group: usize, savepoints: bool) -> f64 {
+    let mut conn = raw_connection(&path);
+    let t = std::time::Instant::now();
+    for _ in 0..ops / group {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        {
+            let mut stmt = tx.prepare_cached(INSERT).unwrap();
+            for _ in 0..group {
+                if savepoints {
+                    tx.execute_batch("SAVEPOINT job").unwrap();
+                }
+                raw_insert(&mut stmt);
+                if savepoints {
+                    tx.execute_batch("RELEASE job").unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+    (ops / group * group) as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// Scenario 2.
+pub async fn writes(opts: &Opts) {
+    let ops = opts.n(20_000, 2_000);
+    let auto_ops = opts.n(1_000, 200);
+    let dir = tempfile::Builder::new().prefix("parallax-bench-").tempdir().expect("tempdir");
+    let files: Vec<PathBuf> =
+        ["ours.db", "autocommit.db", "transaction.db"].iter().map(|f| dir.path().join(f)).collect();
+    let fs_note = format!("journal_mode={JOURNAL} synchronous={SYNCHRONOUS} on {}", dir.path().display());
+
+    let storage = open(&files[0]);
+    plugin_creates(&storage, ops / 10).await;
+    let ours = plugin_creates(&storage, ops).await;
+    storage.shutdown().await.expect("shutdown");
+
+    migrated_file(&files[1]).await;
+    let p = files[1].clone();
+    blocking(move || raw_autocommit(p.clone(), auto_ops / 10)).await;
+    let p = files[1].clone();
+    let auto = blocking(move || raw_autocommit(p, auto_ops)).await;
+
+    migrated_file(&files[2]).await;
+    let p = files[2].clone();
+    blocking(move || raw_one_transaction(p.clone(), ops / 10)).await;
+    let p = files[2].clone();
+    let txn = blocking(move || raw_one_transaction(p, ops)).await;
+
+    // References, not targets: the best any design can do with 16 callers (16 rows per commit), and what a
+    // savepoint per row (the plugin's writer isolates each job in one) costs on top.
+    let mut refs = Vec::new();
+    for (i, savepoints) in [false, true].into_iter().enumerate() {
+        let p = dir.path().join(format!("groups{i}.db"));
+        migrated_file(&p).await;
+        let pc = p.clone();
+        blocking(move || raw_groups(pc, ops / 10, CALLERS, savepoints)).await;
+        refs.push(blocking(move || raw_groups(p, ops, CALLERS, savepoints)).await);
+    }
+    println!(
+        "sqlite_ref_groups_of_{CALLERS} raw={:.0}/s raw_with_savepoints={:.0}/s vs_one_txn={:.2}/{:.2} \
+         vs_autocommit={:.1}/{:.1} # rows/s; rusqlite committing {CALLERS} rows at a time: the ceiling for \
+         {CALLERS} callers; {fs_note}",
+        refs[0],
+        refs[1],
+        refs[0] / txn,
+        refs[1] / txn,
+        refs[0] / auto,
+        refs[1] / auto
+    );
+    util::report_throughput(
+        "sqlite_writes_vs_autocommit",
+        ours,
+        auto,
+        "rows/s",
+        5.0,
+        &format!(
+            "{ops} creates by {CALLERS} callers vs {auto_ops} autocommit inserts, 1 connection; {fs_note}"
+        ),
+    );
+    util::report_throughput(
+        "sqlite_writes_vs_one_txn",
+        ours,
+        txn,
+        "rows/s",
+        0.8,
+        &format!("{ops} creates by {CALLERS} callers vs {ops} inserts in one transaction; {fs_note}"),
+    );
+}
