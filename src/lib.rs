@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod time;
 pub mod validate;
+mod writer_thread;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -10,11 +10,10 @@ use std::{
     fs, io,
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
-    thread::JoinHandle,
+    sync::{Arc, RwLock},
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
     codec::Encoding,
@@ -23,10 +22,10 @@ use super::{
     layout::Layout,
     plan::{FileOp, Plan},
 };
-use crate::error::{Error, Result};
-
-const MAX_GROUP: usize = 512;
-const QUEUE: usize = 8192;
+use crate::{
+    error::{Error, Result},
+    writer_thread::{run_solo, Handlers, Msg, WriterThread},
+};
 
 /// What the writer thread owns: where the store is, how new files are encoded, and the shared index.
 pub struct Ctx {
@@ -86,24 +85,16 @@ where
 
 type Solo = Box<dyn FnOnce(&mut Ctx) + Send>;
 
-enum Msg {
-    Group(Box<dyn Work>),
-    Solo(Solo),
-}
-
 pub struct Writer {
-    tx: Mutex<Option<mpsc::Sender<Msg>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: WriterThread<Box<dyn Work>, Solo>,
 }
 
 impl Writer {
     pub fn start(ctx: Ctx) -> Result<Self> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("parallax-file-writer".into())
-            .spawn(move || run(ctx, rx))
-            .map_err(|e| Error::internal(format!("cannot start the file store writer thread: {e}")))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        let handlers = Handlers { group: commit_group, solo: |ctx: &mut Ctx, job: Solo| job(ctx) };
+        Ok(Writer {
+            thread: WriterThread::start("the file store writer", "parallax-file-writer", ctx, handlers)?,
+        })
     }
 
     /// Plans `f` into the next group; resolves once the group is durable (or failed).
@@ -113,8 +104,8 @@ impl Writer {
         F: FnOnce(&mut Plan<'_>) -> Result<T> + Send + 'static,
     {
         let (done, result) = oneshot::channel::<Result<T>>();
-        self.send(Msg::Group(Box::new(Job { what, f: Some(f), outcome: None, done }))).await?;
-        result.await.map_err(|_| Error::unavailable("the file store writer stopped before answering"))?
+        self.thread.send(Msg::Group(Box::new(Job { what, f: Some(f), outcome: None, done }))).await?;
+        self.thread.answer(result).await
     }
 
     /// Runs `f` alone on the writer thread, between groups (format-version changes).
@@ -124,64 +115,13 @@ impl Writer {
         F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
     {
         let (done, result) = oneshot::channel::<Result<T>>();
-        let job: Solo = Box::new(move |ctx| {
-            let r = match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
-                Ok(r) => r,
-                Err(payload) => Err(Error::from_panic(payload, what)),
-            };
-            let _ = done.send(r);
-        });
-        self.send(Msg::Solo(job)).await?;
-        result.await.map_err(|_| Error::unavailable("the file store writer stopped before answering"))?
-    }
-
-    async fn send(&self, msg: Msg) -> Result<()> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let tx = tx.ok_or_else(|| Error::unavailable("the file store is shut down"))?;
-        tx.send(msg).await.map_err(|_| Error::unavailable("the file store writer has stopped"))
+        self.thread.send(Msg::Solo(Box::new(move |ctx| run_solo(ctx, what, f, done)))).await?;
+        self.thread.answer(result).await
     }
 
     /// Lets queued writes finish, then stops the thread (blocking until it has).
     pub fn stop(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn run(mut ctx: Ctx, mut rx: mpsc::Receiver<Msg>) {
-    let mut group: Vec<Box<dyn Work>> = Vec::with_capacity(MAX_GROUP);
-    let mut pending_solo: Option<Solo> = None;
-    loop {
-        if let Some(solo) = pending_solo.take() {
-            solo(&mut ctx);
-        }
-        let Some(first) = rx.blocking_recv() else { return };
-        match first {
-            Msg::Solo(solo) => {
-                solo(&mut ctx);
-                continue;
-            }
-            Msg::Group(job) => group.push(job),
-        }
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Msg::Group(job)) => group.push(job),
-                Ok(Msg::Solo(solo)) => {
-                    pending_solo = Some(solo);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        commit_group(&mut ctx, &mut group);
+        self.thread.stop();
     }
 }
 

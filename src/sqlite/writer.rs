@@ -1,24 +1,18 @@
-//! The single SQLite writer. Every write in the process goes through one connection on one thread, which
-//! takes whatever jobs are queued, runs each in its own savepoint inside one `BEGIN IMMEDIATE` transaction, and
-//! commits the group once. Callers are answered only after the commit, so an acknowledged write is durable
-//! (to the configured `synchronous` level), and concurrent callers never see "database is locked" from each
-//! other. A failing job rolls back its own savepoint and nothing else.
+//! The single SQLite writer. Every write in the process goes through one connection on one thread
+//! ([`crate::writer_thread`]), which takes whatever jobs are queued, runs each in its own savepoint inside one
+//! `BEGIN IMMEDIATE` transaction, and commits the group once. Callers are answered only after the commit, so an
+//! acknowledged write is durable (to the configured `synchronous` level), and concurrent callers never see
+//! "database is locked" from each other. A failing job rolls back its own savepoint and nothing else.
 
-use std::{
-    panic::{catch_unwind, AssertUnwindSafe},
-    sync::Mutex,
-    thread::JoinHandle,
-};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use diesel::{connection::Connection, sqlite::SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::error::{Error, Result};
-
-/// Most jobs committed together.
-const MAX_GROUP: usize = 512;
-/// Queue depth before callers wait (back-pressure instead of unbounded memory).
-const QUEUE: usize = 8192;
+use crate::{
+    error::{Error, Result},
+    writer_thread::{run_solo, Handlers, Msg, WriterThread},
+};
 
 /// One write of a group: `run` inside the group transaction, then `finish` with the commit's outcome.
 trait GroupWork: Send {
@@ -63,26 +57,17 @@ where
 type GroupJob = Box<dyn GroupWork>;
 type SoloJob = Box<dyn FnOnce(&mut SqliteConnection) + Send>;
 
-enum Job {
-    /// A write that may share a transaction with others.
-    Group(GroupJob),
-    /// Runs alone, outside any transaction (migrations manage their own).
-    Solo(SoloJob),
-}
-
 pub struct Writer {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: WriterThread<GroupJob, SoloJob>,
 }
 
 impl Writer {
     pub fn start(conn: SqliteConnection) -> Result<Self> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("parallax-sqlite-writer".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|e| Error::internal(format!("cannot start the SQLite writer thread: {e}")))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        let handlers =
+            Handlers { group: commit_group, solo: |conn: &mut SqliteConnection, job: SoloJob| job(conn) };
+        Ok(Writer {
+            thread: WriterThread::start("the SQLite writer", "parallax-sqlite-writer", conn, handlers)?,
+        })
     }
 
     /// Runs `f` in a savepoint of the next group transaction; resolves after the group commits.
@@ -92,9 +77,8 @@ impl Writer {
         F: FnOnce(&mut SqliteConnection) -> Result<T> + Send + 'static,
     {
         let (done, result) = oneshot::channel::<Result<T>>();
-        let job: GroupJob = Box::new(Work { what, f: Some(f), outcome: None, done });
-        self.send(Job::Group(job)).await?;
-        result.await.map_err(|_| Error::unavailable("the SQLite writer stopped before answering"))?
+        self.thread.send(Msg::Group(Box::new(Work { what, f: Some(f), outcome: None, done }))).await?;
+        self.thread.answer(result).await
     }
 
     /// Runs `f` alone on the writer connection, outside any transaction.
@@ -104,64 +88,13 @@ impl Writer {
         F: FnOnce(&mut SqliteConnection) -> Result<T> + Send + 'static,
     {
         let (done, result) = oneshot::channel::<Result<T>>();
-        let job: SoloJob = Box::new(move |conn| {
-            let r = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
-                Ok(r) => r,
-                Err(payload) => Err(Error::from_panic(payload, what)),
-            };
-            let _ = done.send(r);
-        });
-        self.send(Job::Solo(job)).await?;
-        result.await.map_err(|_| Error::unavailable("the SQLite writer stopped before answering"))?
-    }
-
-    async fn send(&self, job: Job) -> Result<()> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let tx = tx.ok_or_else(|| Error::unavailable("the SQLite storage is shut down"))?;
-        tx.send(job).await.map_err(|_| Error::unavailable("the SQLite writer has stopped"))
+        self.thread.send(Msg::Solo(Box::new(move |conn| run_solo(conn, what, f, done)))).await?;
+        self.thread.answer(result).await
     }
 
     /// Lets the queued jobs finish, then stops the thread (blocking until it has).
     pub fn stop(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
-    let mut group: Vec<GroupJob> = Vec::with_capacity(MAX_GROUP);
-    let mut pending_solo: Option<SoloJob> = None;
-    loop {
-        if let Some(solo) = pending_solo.take() {
-            solo(&mut conn);
-        }
-        let Some(first) = rx.blocking_recv() else { return };
-        match first {
-            Job::Solo(solo) => {
-                solo(&mut conn);
-                continue;
-            }
-            Job::Group(job) => group.push(job),
-        }
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Job::Group(job)) => group.push(job),
-                Ok(Job::Solo(solo)) => {
-                    pending_solo = Some(solo);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        commit_group(&mut conn, &mut group);
+        self.thread.stop();
     }
 }
 
