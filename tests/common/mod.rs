@@ -24,16 +24,52 @@ pub fn built_library(stem: &str) -> PathBuf {
     let path = target_dir().join(&file);
     assert!(
         path.is_file(),
-        "{} is missing: build the workspace first (the README's test command `cargo nextest run --workspace` \
-         does; `cargo test` alone in the root package does not build every member)",
+        "{} is missing: build the workspace first with `cargo build --workspace` (the README's test command \
+         `cargo build --workspace && cargo test --workspace` does; `cargo test` alone builds the plugin only as \
+         an rlib)",
         path.display()
     );
     path
 }
 
+/// The newest modification time of the plugin's sources (src/, migrations/, plugin/abi/src).
+fn newest_source() -> Option<std::time::SystemTime> {
+    fn walk(dir: &std::path::Path, newest: &mut Option<std::time::SystemTime>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = None;
+    for dir in ["src", "migrations", "plugin/abi/src"] {
+        walk(&root.join(dir), &mut newest);
+    }
+    newest
+}
+
+/// The built plugin, refusing a library older than its sources (a `cargo test` without `cargo build`).
+fn fresh_plugin_library() -> PathBuf {
+    let lib = built_library("parallax_storage");
+    let built = std::fs::metadata(&lib).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(source)) = (built, newest_source()) {
+        assert!(
+            built >= source,
+            "{} is older than the plugin's sources: run `cargo build --workspace` (the README's test command \
+             `cargo build --workspace && cargo test --workspace` does)",
+            lib.display()
+        );
+    }
+    lib
+}
+
 pub fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| Plugin::load(&built_library("parallax_storage")).unwrap_or_else(|e| panic!("{e}")))
+    PLUGIN.get_or_init(|| Plugin::load(&fresh_plugin_library()).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// A storage instance plus whatever keeps its data alive (a temp dir, a database).

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `parallax` binary against the real plugin and a SQLite file in a temp dir.
 //!
-//! The plugin must be built first; the README's test command (`cargo test --workspace`) builds it.
+//! The plugin must be built first; the README's test command (`cargo build --workspace && cargo test
+//! --workspace`) builds it.
 
 use std::{
     io::Write,
@@ -19,7 +20,7 @@ fn plugin_path() -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: build the plugin first with `cargo build -p parallax-storage` (the README's test \
-         command, `cargo test --workspace`, builds every member)",
+         command, `cargo build --workspace && cargo test --workspace`, does)",
         path.display()
     );
     path
