@@ -63,6 +63,7 @@ fn main() {
     let started = Instant::now();
     // Fail on a missing or stale plugin before starting any database.
     util::plugin();
+    eprintln!("# machine: {}", util::machine());
     // The host side: two workers, like the plugin's runtime on this machine.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -73,8 +74,9 @@ fn main() {
     runtime.block_on(run(&opts));
     util::print_table();
     eprintln!(
-        "# total {:.0} s{}",
+        "# total {:.0} s{}, load average now {}",
         started.elapsed().as_secs_f64(),
-        if opts.quick { " (--quick)" } else { "" }
+        if opts.quick { " (--quick)" } else { "" },
+        util::loadavg()
     );
 }

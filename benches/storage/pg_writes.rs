@@ -19,12 +19,15 @@ const CALLERS: usize = 16;
 const INPUT: &str = r#"{"q":"summarize the quarterly report","user":"u42"}"#;
 const OUTPUT: &str = r#"{"result":"a short summary","tokens":321}"#;
 
-/// A fresh database and a plugin instance on it whose pool matches the baseline's 16 connections.
-pub async fn open() -> (String, Storage) {
+/// A fresh database and a plugin instance on it: with `pool`, connections fixed at that number (to match a
+/// baseline's), otherwise the plugin's default pool.
+pub async fn open(pool: Option<usize>) -> (String, Storage) {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut config = server.storage_config(&db);
-    config["postgresql"]["pool"] = json!({ "minConnections": CALLERS, "maxConnections": CALLERS });
+    if let Some(n) = pool {
+        config["postgresql"]["pool"] = json!({ "minConnections": n, "maxConnections": n });
+    }
     let storage =
         util::plugin().open(&config).unwrap_or_else(|e| util::fail(&format!("open postgresql: {e}")));
     (db, storage)
@@ -132,8 +135,8 @@ async fn raw_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: usize) -> 
 
 /// Scenario 1: create + complete one execution, 16 callers, vs raw tokio-postgres on 16 connections.
 pub async fn lifecycle(opts: &Opts) {
-    let ops = opts.n(8_000, 800);
-    let (db, storage) = open().await;
+    let ops = opts.n(16_000, 800);
+    let (db, storage) = open(Some(CALLERS)).await;
     let server = pg::server();
     let mut clients = Vec::new();
     for _ in 0..CALLERS {
@@ -205,8 +208,8 @@ async fn copy_batch(client: &tokio_postgres::Client, b: usize) {
 
 /// Scenario 3: batches of 1,000 audit entries through the plugin vs binary COPY of the same rows.
 pub async fn audit_batches(opts: &Opts) {
-    let batches = opts.n(60, 10);
-    let (db, storage) = open().await;
+    let batches = opts.n(100, 10);
+    let (db, storage) = open(None).await;
     let client = pg::server().client(&db).await;
     for b in 0..3 {
         storage.append_audit(audit_batch(b)).await.expect("append_audit");

@@ -36,14 +36,18 @@ fn page() -> PageRequest {
     PageRequest { limit: PAGE, cursor: None.into() }
 }
 
-/// Runs `ops` operations of each side, interleaved in chunks (the first chunk of each is a warm-up).
+/// Chunks of each side run before measuring: every pooled connection has prepared its statements and
+/// PostgreSQL has settled on its plans (custom plans for the first five executions of a statement).
+const WARMUP_CHUNKS: usize = 3;
+
+/// Runs `ops` operations of each side, interleaved in chunks, after a warm-up.
 async fn interleaved<O, B>(ops: usize, mut ours: O, mut base: B) -> (Latencies, Latencies)
 where
     O: AsyncFnMut(usize),
     B: AsyncFnMut(usize),
 {
     let (mut lo, mut lb) = (Latencies::with_capacity(ops), Latencies::with_capacity(ops));
-    for chunk in 0..=ops / CHUNK {
+    for chunk in 0..WARMUP_CHUNKS + ops / CHUNK {
         let (mut o, mut b) = (Latencies::with_capacity(CHUNK), Latencies::with_capacity(CHUNK));
         for k in chunk * CHUNK..(chunk + 1) * CHUNK {
             let t = Instant::now();
@@ -55,7 +59,7 @@ where
             base(k).await;
             b.push(t.elapsed());
         }
-        if chunk > 0 {
+        if chunk >= WARMUP_CHUNKS {
             lo.extend(o);
             lb.extend(b);
         }
@@ -75,7 +79,7 @@ async fn ours_get(s: &Storage, ids: &[uuid::Uuid], k: usize) {
 
 pub async fn postgres(opts: &Opts) {
     let rows = opts.n(1_000_000, 50_000);
-    let (db, storage) = pg_writes::open().await;
+    let (db, storage) = pg_writes::open(None).await;
     let Loaded { ids } = load::postgres(&db, rows).await;
     let client = pg::server().client(&db).await;
     let page_sql = client
@@ -96,7 +100,7 @@ pub async fn postgres(opts: &Opts) {
     }
 
     if opts.wants("pg_filtered_page") {
-        let ops = opts.n(3_000, 500);
+        let ops = opts.n(5_000, 500);
         let (ours, base) = interleaved(
             ops,
             async |k| {
@@ -117,7 +121,7 @@ pub async fn postgres(opts: &Opts) {
         );
     }
     if opts.wants("pg_get_by_id") {
-        let ops = opts.n(10_000, 1_000);
+        let ops = opts.n(20_000, 1_000);
         let (ours, base) = interleaved(
             ops,
             async |k| ours_get(&storage, &ids, k).await,
@@ -209,7 +213,7 @@ pub async fn sqlite(opts: &Opts) {
     }
 
     if opts.wants("sqlite_filtered_page") {
-        let ops = opts.n(3_000, 500);
+        let ops = opts.n(5_000, 500);
         let (ours, base) = interleaved(
             ops,
             async |k| {
@@ -230,7 +234,7 @@ pub async fn sqlite(opts: &Opts) {
         );
     }
     if opts.wants("sqlite_get_by_id") {
-        let ops = opts.n(10_000, 1_000);
+        let ops = opts.n(20_000, 1_000);
         let (ours, base) = interleaved(
             ops,
             async |k| ours_get(&storage, &ids, k).await,

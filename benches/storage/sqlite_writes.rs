@@ -141,46 +141,39 @@ fn raw_groups(path: PathBuf, ops: usize, group: usize, savepoints: bool) -> f64 
     (ops / group * group) as f64 / t.elapsed().as_secs_f64()
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("blocking task")
+/// Runs a raw baseline on a fresh migrated file, off the async workers: a warm-up of a tenth of `ops`, then
+/// `ops` measured.
+async fn raw(path: PathBuf, ops: usize, run: impl Fn(PathBuf, usize) -> f64 + Send + Copy + 'static) -> f64 {
+    migrated_file(&path).await;
+    tokio::task::spawn_blocking(move || {
+        run(path.clone(), ops / 10);
+        run(path, ops)
+    })
+    .await
+    .expect("blocking task")
 }
 
 /// Scenario 2.
 pub async fn writes(opts: &Opts) {
-    let ops = opts.n(20_000, 2_000);
-    let auto_ops = opts.n(1_000, 200);
+    let ops = opts.n(30_000, 2_000);
+    let auto_ops = opts.n(2_000, 200);
     let dir = tempfile::Builder::new().prefix("parallax-bench-").tempdir().expect("tempdir");
-    let files: Vec<PathBuf> =
-        ["ours.db", "autocommit.db", "transaction.db"].iter().map(|f| dir.path().join(f)).collect();
+    let file = |name: &str| dir.path().join(name);
     let fs_note = format!("journal_mode={JOURNAL} synchronous={SYNCHRONOUS} on {}", dir.path().display());
 
-    let storage = open(&files[0]);
+    let storage = open(&file("ours.db"));
     plugin_creates(&storage, ops / 10).await;
     let ours = plugin_creates(&storage, ops).await;
     storage.shutdown().await.expect("shutdown");
 
-    migrated_file(&files[1]).await;
-    let p = files[1].clone();
-    blocking(move || raw_autocommit(p.clone(), auto_ops / 10)).await;
-    let p = files[1].clone();
-    let auto = blocking(move || raw_autocommit(p, auto_ops)).await;
-
-    migrated_file(&files[2]).await;
-    let p = files[2].clone();
-    blocking(move || raw_one_transaction(p.clone(), ops / 10)).await;
-    let p = files[2].clone();
-    let txn = blocking(move || raw_one_transaction(p, ops)).await;
-
+    let auto = raw(file("autocommit.db"), auto_ops, raw_autocommit).await;
+    let txn = raw(file("transaction.db"), ops, raw_one_transaction).await;
     // References, not targets: the best any design can do with 16 callers (16 rows per commit), and what a
     // savepoint per row (the plugin's writer isolates each job in one) costs on top.
-    let mut refs = Vec::new();
-    for (i, savepoints) in [false, true].into_iter().enumerate() {
-        let p = dir.path().join(format!("groups{i}.db"));
-        migrated_file(&p).await;
-        let pc = p.clone();
-        blocking(move || raw_groups(pc, ops / 10, CALLERS, savepoints)).await;
-        refs.push(blocking(move || raw_groups(p, ops, CALLERS, savepoints)).await);
-    }
+    let refs = [
+        raw(file("groups.db"), ops, |p, n| raw_groups(p, n, CALLERS, false)).await,
+        raw(file("groups_savepoints.db"), ops, |p, n| raw_groups(p, n, CALLERS, true)).await,
+    ];
     println!(
         "sqlite_ref_groups_of_{CALLERS} raw={:.0}/s raw_with_savepoints={:.0}/s vs_one_txn={:.2}/{:.2} \
          vs_autocommit={:.1}/{:.1} # rows/s; rusqlite committing {CALLERS} rows at a time: the ceiling for \

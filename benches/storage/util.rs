@@ -129,6 +129,34 @@ pub fn plugin() -> &'static Plugin {
     })
 }
 
+/// One line about this machine and how busy it is (the ratios are taken in one run, but absolute numbers
+/// move with the load other processes put on the 2 cores and the disk).
+pub fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cores} cores, {cpu}, {:.1} GiB memory, load average {}",
+        mem_kib as f64 / 1_048_576.0,
+        loadavg()
+    )
+}
+
+pub fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 pub fn fail(msg: &str) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(1);
