@@ -279,7 +279,9 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     }
 
     fn create_execution(&self, e: NewExecution) -> StorageFuture<Execution> {
-        let prepare = new_execution(e).map(|e| move |b: Arc<B>| async move { b.create_execution(e).await });
+        let id_from_client = e.id.is_some();
+        let prepare = new_execution(e)
+            .map(|e| move |b: Arc<B>| async move { b.create_execution(e, id_from_client).await });
         self.call("create_execution", prepare)
     }
 

@@ -20,7 +20,12 @@ pub trait Contract: Send + Sync + 'static {
     fn patterns_after(&self, page: Page<String>) -> impl Future<Output = Result<Vec<Pattern>>> + Send;
     fn delete_pattern(&self, name: String, version: String) -> impl Future<Output = Result<()>> + Send;
 
-    fn create_execution(&self, e: NewExecution) -> impl Future<Output = Result<Execution>> + Send;
+    /// `id_from_client`: the caller chose the id (it may collide); otherwise the adapter generated a UUIDv7.
+    fn create_execution(
+        &self,
+        e: NewExecution,
+        id_from_client: bool,
+    ) -> impl Future<Output = Result<Execution>> + Send;
     fn update_execution(
         &self,
         id: String,

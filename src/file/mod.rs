@@ -226,7 +226,7 @@ impl Contract for FileBackend {
         self.writer.write("delete_pattern", move |pl| ops::delete_pattern(pl, name, version)).await
     }
 
-    async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
+    async fn create_execution(&self, e: NewExecution, _id_from_client: bool) -> Result<Execution> {
         self.writer.write("create_execution", move |pl| ops::create_execution(pl, e)).await
     }
 

@@ -6,6 +6,7 @@ mod migrations;
 mod models;
 mod partitions;
 mod queries;
+mod statements;
 #[rustfmt::skip]
 pub mod schema;
 

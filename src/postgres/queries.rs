@@ -22,6 +22,7 @@ use super::{
         PatternHitRow, PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
+    statements::{CompleteExecution, GuardedInsert, InsertExecution, UpdateExecution},
     PostgresBackend,
 };
 use crate::{
@@ -95,11 +96,6 @@ impl AuditColumns {
     }
 }
 
-/// The columns of [`ExecutionRow`], for hand-written statements.
-const EXECUTION_COLUMNS: &str =
-    "id, pattern_name, pattern_version, status, input, output, error, started_at, \
-    completed_at, duration_ms, metadata, tags";
-
 /// `started_at` ranges to try for an id: the day around a UUIDv7's time first (one partition), then all.
 fn id_ranges(id: &Uuid) -> Vec<(PgTimestamp, PgTimestamp)> {
     let all = (PgTimestamp(i64::MIN), PgTimestamp(i64::MAX));
@@ -119,8 +115,12 @@ fn apply_filter<'a, ST: 'a>(
     if let RSome(v) = &f.pattern_version {
         q = q.filter(executions::pattern_version.eq(v.to_string()));
     }
-    if !f.statuses.is_empty() {
-        q = q.filter(executions::status.eq_any(f.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+    match f.statuses.as_slice() {
+        [] => {}
+        // `status = $1` lets PostgreSQL walk the (pattern_name, status, started_at, id) index in order and stop
+        // after one page; `status = ANY($1)` makes it read and sort every match (12x slower at 1M rows).
+        [one] => q = q.filter(executions::status.eq(one.as_str())),
+        many => q = q.filter(executions::status.eq_any(many.iter().map(|s| s.as_str()).collect::<Vec<_>>())),
     }
     if let RSome(from) = f.started_from {
         q = q.filter(executions::started_at.ge(to_pg(from)));
@@ -235,7 +235,7 @@ impl Contract for PostgresBackend {
         Ok(())
     }
 
-    async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
+    async fn create_execution(&self, e: NewExecution, id_from_client: bool) -> Result<Execution> {
         let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
         let row = ExecutionRow {
             id: uuid(e.id.as_ref().into_option().map(|s| s.as_str()).unwrap_or_default())?,
@@ -252,26 +252,17 @@ impl Contract for PostgresBackend {
             tags: Value::from(tags),
         };
         let mut conn = self.conn().await?;
-        // One statement, one round trip. The primary key is (id, started_at), so the NOT EXISTS guards against
-        // the same id in another month; two *concurrent* inserts of one client-chosen id with different
-        // started_at could both pass it (generated UUIDv7 ids never collide).
-        let inserted = sql_query(
-            "INSERT INTO executions (id, pattern_name, pattern_version, status, input, metadata, started_at, tags) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM executions WHERE id = $1)",
-        )
-        .bind::<SqlUuid, _>(row.id)
-        .bind::<Text, _>(&row.pattern_name)
-        .bind::<Text, _>(&row.pattern_version)
-        .bind::<Text, _>(&row.status)
-        .bind::<Nullable<Jsonb>, _>(&row.input)
-        .bind::<Nullable<Jsonb>, _>(&row.metadata)
-        .bind::<Timestamptz, _>(row.started_at)
-        .bind::<Jsonb, _>(&row.tags)
-        .execute(&mut conn)
-        .await
-        .map_err(|e| map_unique(e, || Error::conflict(format!("execution {} already exists", row.id))))?;
+        // One prepared statement, one round trip.
+        let conflict = || Error::conflict(format!("execution {} already exists", row.id));
+        let stmt = InsertExecution { row: &row, guard_id: id_from_client };
+        let inserted = if id_from_client {
+            GuardedInsert(stmt).execute(&mut conn).await
+        } else {
+            stmt.execute(&mut conn).await
+        }
+        .map_err(|e| map_unique(e, conflict))?;
         if inserted == 0 {
-            return Err(Error::conflict(format!("execution {} already exists", row.id)));
+            return Err(conflict());
         }
         Execution::try_from(row)
     }
@@ -282,21 +273,16 @@ impl Contract for PostgresBackend {
         let (output, error, metadata) = (opt_json(&u.output)?, opt_json(&u.error)?, opt_json(&u.metadata)?);
         let mut conn = self.conn().await?;
         for (lo, hi) in id_ranges(&id) {
-            let rows: Vec<ExecutionRow> = sql_query(format!(
-                "UPDATE executions SET status = coalesce($2, status), output = coalesce($3, output), \
-                 error = coalesce($4, error), metadata = coalesce($5, metadata) \
-                 WHERE id = $1 AND started_at >= $6 AND started_at < $7 AND status IN ('pending', 'running') \
-                 RETURNING {EXECUTION_COLUMNS}"
-            ))
-            .bind::<SqlUuid, _>(id)
-            .bind::<Nullable<Text>, _>(&status)
-            .bind::<Nullable<Jsonb>, _>(&output)
-            .bind::<Nullable<Jsonb>, _>(&error)
-            .bind::<Nullable<Jsonb>, _>(&metadata)
-            .bind::<Timestamptz, _>(lo)
-            .bind::<Timestamptz, _>(hi)
-            .load(&mut conn)
-            .await?;
+            let stmt = UpdateExecution {
+                id,
+                status: status.as_deref(),
+                output: output.as_ref(),
+                error: error.as_ref(),
+                metadata: metadata.as_ref(),
+                lo,
+                hi,
+            };
+            let rows: Vec<ExecutionRow> = stmt.load(&mut conn).await?;
             if let Some(row) = rows.into_iter().next() {
                 return Execution::try_from(row);
             }
@@ -313,22 +299,17 @@ impl Contract for PostgresBackend {
         let (output, error) = (opt_json(&c.output)?, opt_json(&c.error)?);
         let mut conn = self.conn().await?;
         for (lo, hi) in id_ranges(&id) {
-            let rows: Vec<ExecutionRow> = sql_query(format!(
-                "UPDATE executions SET status = $2, output = coalesce($3, output), error = coalesce($4, error), \
-                 completed_at = $5, duration_ms = ($6 - (EXTRACT(EPOCH FROM started_at) * 1000000)::bigint) / 1000 \
-                 WHERE id = $1 AND started_at >= $7 AND started_at < $8 AND status IN ('pending', 'running') \
-                 AND started_at <= $5 RETURNING {EXECUTION_COLUMNS}"
-            ))
-            .bind::<SqlUuid, _>(id)
-            .bind::<Text, _>(c.status.as_str())
-            .bind::<Nullable<Jsonb>, _>(&output)
-            .bind::<Nullable<Jsonb>, _>(&error)
-            .bind::<Timestamptz, _>(to_pg(completed_at))
-            .bind::<BigInt, _>(completed_at)
-            .bind::<Timestamptz, _>(lo)
-            .bind::<Timestamptz, _>(hi)
-            .load(&mut conn)
-            .await?;
+            let stmt = CompleteExecution {
+                id,
+                status: c.status.as_str(),
+                output: output.as_ref(),
+                error: error.as_ref(),
+                completed_at: to_pg(completed_at),
+                completed_micros: completed_at,
+                lo,
+                hi,
+            };
+            let rows: Vec<ExecutionRow> = stmt.load(&mut conn).await?;
             if let Some(row) = rows.into_iter().next() {
                 return Execution::try_from(row);
             }

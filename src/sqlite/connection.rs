@@ -87,6 +87,8 @@ pub fn read_pool(cfg: &SqliteConfig) -> Result<ReadPool> {
     Pool::builder()
         .max_size(cfg.read_pool_size)
         .min_idle(Some(1))
+        // Connections are local files: no `SELECT 1` round before every checkout.
+        .test_on_check_out(false)
         .connection_timeout(std::time::Duration::from_millis(cfg.busy_timeout_ms.max(1000)))
         .connection_customizer(Box::new(ReaderPragmas(format!(
             "{} PRAGMA query_only = ON;",

@@ -166,7 +166,7 @@ impl Contract for SqliteBackend {
             .await
     }
 
-    async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
+    async fn create_execution(&self, e: NewExecution, _id_from_client: bool) -> Result<Execution> {
         let tags: Vec<String> = e.tags.iter().map(s).collect();
         let row = ExecutionRow {
             id: e.id.clone().unwrap_or_default().into(),

@@ -1,0 +1,158 @@
+//! The execution write statements, hand-written (they need `coalesce`, `NOT EXISTS` and arithmetic on
+//! `started_at`) but prepared once per connection: each is a `QueryFragment` with a static `QueryId`, so
+//! diesel's statement cache keeps it, where a `sql_query` would be parsed and planned on every call.
+
+use diesel::{
+    data_types::PgTimestamp,
+    pg::Pg,
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+    sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Untyped, Uuid as SqlUuid},
+    QueryResult,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::models::ExecutionRow;
+
+/// The columns of [`ExecutionRow`], for `RETURNING`.
+pub const EXECUTION_COLUMNS: &str =
+    "id, pattern_name, pattern_version, status, input, output, error, started_at, \
+    completed_at, duration_ms, metadata, tags";
+
+/// A statement type is its own (static) query id: diesel caches its prepared statement per connection.
+macro_rules! statement {
+    ($($t:ident),*) => {$(
+        impl QueryId for $t<'_> {
+            type QueryId = $t<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl Query for $t<'_> {
+            type SqlType = Untyped;
+        }
+    )*};
+}
+
+/// `INSERT` of a new execution. With `guard_id`, also refuses an id already used in another month (the
+/// primary key is `(id, started_at)`); ids the plugin generated (UUIDv7) cannot collide and skip that probe of
+/// every partition.
+pub struct InsertExecution<'a> {
+    pub row: &'a ExecutionRow,
+    pub guard_id: bool,
+}
+
+/// `UPDATE` of a pending or running execution; `None` keeps a column.
+pub struct UpdateExecution<'a> {
+    pub id: Uuid,
+    pub status: Option<&'a str>,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a Value>,
+    pub metadata: Option<&'a Value>,
+    pub lo: PgTimestamp,
+    pub hi: PgTimestamp,
+}
+
+/// Final status of a pending or running execution, `completed_at` and `duration_ms`.
+pub struct CompleteExecution<'a> {
+    pub id: Uuid,
+    pub status: &'a str,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a Value>,
+    pub completed_at: PgTimestamp,
+    pub completed_micros: i64,
+    pub lo: PgTimestamp,
+    pub hi: PgTimestamp,
+}
+
+/// Two distinct statements (with and without the id guard) need two cache keys: two types.
+pub struct GuardedInsert<'a>(pub InsertExecution<'a>);
+
+fn insert_sql<'b>(s: &'b InsertExecution<'_>, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    let r = s.row;
+    out.push_sql(
+        "INSERT INTO executions (id, pattern_name, pattern_version, status, input, metadata, started_at, tags) \
+         SELECT ",
+    );
+    out.push_bind_param::<SqlUuid, _>(&r.id)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Text, _>(&r.pattern_name)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Text, _>(&r.pattern_version)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Text, _>(&r.status)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Nullable<Jsonb>, _>(&r.input)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Nullable<Jsonb>, _>(&r.metadata)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Timestamptz, _>(&r.started_at)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Jsonb, _>(&r.tags)?;
+    if s.guard_id {
+        out.push_sql(" WHERE NOT EXISTS (SELECT 1 FROM executions WHERE id = ");
+        out.push_bind_param::<SqlUuid, _>(&r.id)?;
+        out.push_sql(")");
+    }
+    Ok(())
+}
+
+impl QueryFragment<Pg> for InsertExecution<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        insert_sql(self, &mut out)
+    }
+}
+
+impl QueryFragment<Pg> for GuardedInsert<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        insert_sql(&self.0, &mut out)
+    }
+}
+
+impl QueryFragment<Pg> for UpdateExecution<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE executions SET status = coalesce(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.status)?;
+        out.push_sql(", status), output = coalesce(");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.output)?;
+        out.push_sql(", output), error = coalesce(");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.error)?;
+        out.push_sql(", error), metadata = coalesce(");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.metadata)?;
+        out.push_sql(", metadata) WHERE id = ");
+        out.push_bind_param::<SqlUuid, _>(&self.id)?;
+        out.push_sql(" AND started_at >= ");
+        out.push_bind_param::<Timestamptz, _>(&self.lo)?;
+        out.push_sql(" AND started_at < ");
+        out.push_bind_param::<Timestamptz, _>(&self.hi)?;
+        out.push_sql(" AND status IN ('pending', 'running') RETURNING ");
+        out.push_sql(EXECUTION_COLUMNS);
+        Ok(())
+    }
+}
+
+impl QueryFragment<Pg> for CompleteExecution<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE executions SET status = ");
+        out.push_bind_param::<Text, _>(&self.status)?;
+        out.push_sql(", output = coalesce(");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.output)?;
+        out.push_sql(", output), error = coalesce(");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.error)?;
+        out.push_sql(", error), completed_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.completed_at)?;
+        out.push_sql(", duration_ms = (");
+        out.push_bind_param::<BigInt, _>(&self.completed_micros)?;
+        out.push_sql(" - (EXTRACT(EPOCH FROM started_at) * 1000000)::bigint) / 1000 WHERE id = ");
+        out.push_bind_param::<SqlUuid, _>(&self.id)?;
+        out.push_sql(" AND started_at >= ");
+        out.push_bind_param::<Timestamptz, _>(&self.lo)?;
+        out.push_sql(" AND started_at < ");
+        out.push_bind_param::<Timestamptz, _>(&self.hi)?;
+        out.push_sql(" AND started_at <= ");
+        out.push_bind_param::<Timestamptz, _>(&self.completed_at)?;
+        out.push_sql(" AND status IN ('pending', 'running') RETURNING ");
+        out.push_sql(EXECUTION_COLUMNS);
+        Ok(())
+    }
+}
+
+statement!(InsertExecution, GuardedInsert, UpdateExecution, CompleteExecution);
