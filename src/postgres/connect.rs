@@ -289,6 +289,22 @@ pub async fn connect(spec: &ConnectSpec) -> std::result::Result<AsyncPgConnectio
     }
 }
 
+/// Opens one raw tokio-postgres client (TLS as configured), its connection driven on the current runtime.
+pub async fn connect_raw(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Client, String> {
+    match &spec.tls {
+        None => {
+            let (client, conn) = spec.pg.connect(tokio_postgres::NoTls).await.map_err(|e| describe(&e))?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Some(tls) => {
+            let (client, conn) = spec.pg.connect(tls.clone()).await.map_err(|e| describe(&e))?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+    }
+}
+
 /// tokio-postgres' error with its causes (the TLS reason sits in the source chain).
 fn describe(e: &tokio_postgres::Error) -> String {
     let mut msg = e.to_string();

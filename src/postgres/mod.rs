@@ -2,6 +2,7 @@
 //! under an advisory lock, monthly `executions` partitions kept ahead of time, full-text search.
 
 mod connect;
+mod copy;
 mod migrations;
 mod models;
 mod partitions;
@@ -32,6 +33,8 @@ pub struct PostgresBackend {
     pg: PostgresConfig,
     spec: Arc<ConnectSpec>,
     pool: Pool,
+    /// Raw clients for `COPY` (audit batches).
+    copy: copy::CopyPool,
     /// The task keeping partitions created ahead; aborted at shutdown.
     maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -57,7 +60,8 @@ impl PostgresBackend {
             true
         };
         let pool = connect::pool(spec.clone(), &pg);
-        let backend = PostgresBackend { cfg, pg, spec, pool, maintenance: Mutex::new(None) };
+        let copy = copy::CopyPool::new(spec.clone());
+        let backend = PostgresBackend { cfg, pg, spec, pool, copy, maintenance: Mutex::new(None) };
         if schema_ready {
             let made = partitions::ensure(&backend.pool, backend.pg.partition_months_ahead).await?;
             if made > 0 {

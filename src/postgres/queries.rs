@@ -7,7 +7,7 @@ use diesel::{
     pg::Pg,
     prelude::*,
     sql_query,
-    sql_types::{Array, BigInt, Inet, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{BigInt, Text},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use parallax_storage_abi::*;
@@ -66,34 +66,6 @@ async fn find_execution(conn: &mut AsyncPgConnection, id: &Uuid, lock: bool) -> 
     let q = executions::table.filter(executions::id.eq(id)).select(ExecutionRow::as_select());
     let row = if lock { q.for_update().first(conn).await } else { q.first(conn).await }.optional()?;
     row.ok_or_else(|| exec_not_found(id))
-}
-
-/// Audit rows as columns, for `unnest`.
-#[derive(Default)]
-struct AuditColumns {
-    id: Vec<Uuid>,
-    timestamp: Vec<PgTimestamp>,
-    action: Vec<String>,
-    actor: Vec<Option<String>>,
-    resource_type: Vec<Option<String>>,
-    resource_id: Vec<Option<String>>,
-    details: Vec<Option<Value>>,
-    ip_address: Vec<Option<ipnetwork::IpNetwork>>,
-    user_agent: Vec<Option<String>>,
-}
-
-impl AuditColumns {
-    fn push(&mut self, r: AuditRow) {
-        self.id.push(r.id);
-        self.timestamp.push(r.timestamp);
-        self.action.push(r.action);
-        self.actor.push(r.actor);
-        self.resource_type.push(r.resource_type);
-        self.resource_id.push(r.resource_id);
-        self.details.push(r.details);
-        self.ip_address.push(r.ip_address);
-        self.user_agent.push(r.user_agent);
-    }
 }
 
 /// `started_at` ranges to try for an id: the day around a UUIDv7's time first (one partition), then all.
@@ -413,29 +385,10 @@ impl Contract for PostgresBackend {
 
     async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> Result<()> {
         let rows = entries.iter().map(AuditRow::from_new).collect::<Result<Vec<_>>>()?;
-        // One statement of nine arrays, however large the batch: no per-row parameters to parse and plan.
-        let mut cols = AuditColumns::default();
-        for r in rows {
-            cols.push(r);
-        }
-        let mut conn = self.conn().await?;
-        sql_query(
-            "INSERT INTO audit_logs (id, timestamp, action, actor, resource_type, resource_id, details, ip_address, \
-             user_agent) SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::varchar[], $4::varchar[], \
-             $5::varchar[], $6::varchar[], $7::jsonb[], $8::inet[], $9::text[])",
-        )
-        .bind::<Array<SqlUuid>, _>(cols.id)
-        .bind::<Array<Timestamptz>, _>(cols.timestamp)
-        .bind::<Array<Text>, _>(cols.action)
-        .bind::<Array<Nullable<Text>>, _>(cols.actor)
-        .bind::<Array<Nullable<Text>>, _>(cols.resource_type)
-        .bind::<Array<Nullable<Text>>, _>(cols.resource_id)
-        .bind::<Array<Nullable<Jsonb>>, _>(cols.details)
-        .bind::<Array<Nullable<Inet>>, _>(cols.ip_address)
-        .bind::<Array<Nullable<Text>>, _>(cols.user_agent)
-        .execute(&mut conn)
-        .await?;
-        Ok(())
+        let details: Vec<Option<&str>> =
+            entries.iter().map(|a| a.details.as_ref().map(|d| d.as_str()).into_option()).collect();
+        // Binary COPY: one statement, no per-row parameters; all rows or none.
+        self.copy.audit(&rows, &details).await
     }
 
     async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
