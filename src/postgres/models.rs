@@ -33,10 +33,6 @@ pub fn json(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| Error::internal(format!("validated JSON failed to parse: {e}")))
 }
 
-pub fn opt_json(text: &ROption<RString>) -> Result<Option<Value>> {
-    text.as_ref().map(|t| json(t)).into_option().transpose()
-}
-
 fn ropt(o: Option<String>) -> ROption<RString> {
     o.map(RString::from).into()
 }

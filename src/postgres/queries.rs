@@ -18,11 +18,11 @@ use super::{
     connect,
     migrations::{self, MIGRATIONS},
     models::{
-        from_pg, json, opt_json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow,
+        from_pg, json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow,
         PatternHitRow, PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
-    statements::{CompleteExecution, GuardedInsert, InsertExecution, UpdateExecution},
+    statements::{CompleteExecution, GuardedInsert, InsertExecution, RawJson, UpdateExecution},
     PostgresBackend,
 };
 use crate::{
@@ -110,6 +110,10 @@ fn apply_filter<'a, ST: 'a>(
 /// A tsquery requiring every term: `a & b` (terms are letters and digits only).
 fn ts_query(terms: &[String]) -> String {
     terms.join(" & ")
+}
+
+fn raw(doc: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> Option<RawJson<'_>> {
+    doc.as_ref().map(|d| RawJson(d.as_str())).into_option()
 }
 
 fn map_unique(e: diesel::result::Error, conflict: impl FnOnce() -> Error) -> Error {
@@ -208,25 +212,23 @@ impl Contract for PostgresBackend {
     }
 
     async fn create_execution(&self, e: NewExecution, id_from_client: bool) -> Result<Execution> {
-        let tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
-        let row = ExecutionRow {
-            id: uuid(e.id.as_ref().into_option().map(|s| s.as_str()).unwrap_or_default())?,
-            pattern_name: e.pattern_name.to_string(),
-            pattern_version: e.pattern_version.to_string(),
-            status: e.status.as_str().into(),
-            input: opt_json(&e.input)?,
-            output: None,
-            error: None,
-            started_at: to_pg(e.started_at.unwrap_or_default()),
-            completed_at: None,
-            duration_ms: None,
-            metadata: opt_json(&e.metadata)?,
-            tags: Value::from(tags),
-        };
+        let id = uuid(e.id.as_ref().into_option().map(|s| s.as_str()).unwrap_or_default())?;
+        let tags = Value::from(e.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        let started_at = e.started_at.unwrap_or_default();
         let mut conn = self.conn().await?;
-        // One prepared statement, one round trip.
-        let conflict = || Error::conflict(format!("execution {} already exists", row.id));
-        let stmt = InsertExecution { row: &row, guard_id: id_from_client };
+        // One prepared statement, one round trip; the documents go as the adapter's validated text.
+        let stmt = InsertExecution {
+            id,
+            pattern_name: &e.pattern_name,
+            pattern_version: &e.pattern_version,
+            status: e.status.as_str(),
+            input: raw(&e.input),
+            metadata: raw(&e.metadata),
+            started_at: to_pg(started_at),
+            tags: &tags,
+            guard_id: id_from_client,
+        };
+        let conflict = || Error::conflict(format!("execution {id} already exists"));
         let inserted = if id_from_client {
             GuardedInsert(stmt).execute(&mut conn).await
         } else {
@@ -236,24 +238,29 @@ impl Contract for PostgresBackend {
         if inserted == 0 {
             return Err(conflict());
         }
-        Execution::try_from(row)
+        Ok(Execution {
+            id: id.hyphenated().to_string().into(),
+            pattern_name: e.pattern_name,
+            pattern_version: e.pattern_version,
+            status: e.status,
+            input: e.input,
+            output: None.into(),
+            error: None.into(),
+            started_at,
+            completed_at: None.into(),
+            duration_ms: None.into(),
+            metadata: e.metadata,
+            tags: e.tags,
+        })
     }
 
     async fn update_execution(&self, id: String, u: ExecutionUpdate) -> Result<Execution> {
         let id = uuid(&id)?;
         let status = u.status.map(|s| s.as_str().to_string()).into_option();
-        let (output, error, metadata) = (opt_json(&u.output)?, opt_json(&u.error)?, opt_json(&u.metadata)?);
+        let (output, error, metadata) = (raw(&u.output), raw(&u.error), raw(&u.metadata));
         let mut conn = self.conn().await?;
         for (lo, hi) in id_ranges(&id) {
-            let stmt = UpdateExecution {
-                id,
-                status: status.as_deref(),
-                output: output.as_ref(),
-                error: error.as_ref(),
-                metadata: metadata.as_ref(),
-                lo,
-                hi,
-            };
+            let stmt = UpdateExecution { id, status: status.as_deref(), output, error, metadata, lo, hi };
             let rows: Vec<ExecutionRow> = stmt.load(&mut conn).await?;
             if let Some(row) = rows.into_iter().next() {
                 return Execution::try_from(row);
@@ -268,14 +275,14 @@ impl Contract for PostgresBackend {
     async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
         let id = uuid(&id)?;
         let completed_at = c.completed_at.unwrap_or_else(now_micros);
-        let (output, error) = (opt_json(&c.output)?, opt_json(&c.error)?);
+        let (output, error) = (raw(&c.output), raw(&c.error));
         let mut conn = self.conn().await?;
         for (lo, hi) in id_ranges(&id) {
             let stmt = CompleteExecution {
                 id,
                 status: c.status.as_str(),
-                output: output.as_ref(),
-                error: error.as_ref(),
+                output,
+                error,
                 completed_at: to_pg(completed_at),
                 completed_micros: completed_at,
                 lo,

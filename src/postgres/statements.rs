@@ -2,17 +2,30 @@
 //! `started_at`) but prepared once per connection: each is a `QueryFragment` with a static `QueryId`, so
 //! diesel's statement cache keeps it, where a `sql_query` would be parsed and planned on every call.
 
+use std::io::Write;
+
 use diesel::{
     data_types::PgTimestamp,
     pg::Pg,
     query_builder::{AstPass, Query, QueryFragment, QueryId},
+    serialize::{self, IsNull, Output, ToSql},
     sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Untyped, Uuid as SqlUuid},
     QueryResult,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::models::ExecutionRow;
+/// JSON text the adapter already validated, sent as JSONB without parsing and re-serialising it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl ToSql<Jsonb, Pg> for RawJson<'_> {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(&[1])?; // JSONB binary format version
+        out.write_all(self.0.as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
 
 /// The columns of [`ExecutionRow`], for `RETURNING`.
 pub const EXECUTION_COLUMNS: &str =
@@ -36,7 +49,14 @@ macro_rules! statement {
 /// primary key is `(id, started_at)`); ids the plugin generated (UUIDv7) cannot collide and skip that probe of
 /// every partition.
 pub struct InsertExecution<'a> {
-    pub row: &'a ExecutionRow,
+    pub id: Uuid,
+    pub pattern_name: &'a str,
+    pub pattern_version: &'a str,
+    pub status: &'a str,
+    pub input: Option<RawJson<'a>>,
+    pub metadata: Option<RawJson<'a>>,
+    pub started_at: PgTimestamp,
+    pub tags: &'a Value,
     pub guard_id: bool,
 }
 
@@ -44,9 +64,9 @@ pub struct InsertExecution<'a> {
 pub struct UpdateExecution<'a> {
     pub id: Uuid,
     pub status: Option<&'a str>,
-    pub output: Option<&'a Value>,
-    pub error: Option<&'a Value>,
-    pub metadata: Option<&'a Value>,
+    pub output: Option<RawJson<'a>>,
+    pub error: Option<RawJson<'a>>,
+    pub metadata: Option<RawJson<'a>>,
     pub lo: PgTimestamp,
     pub hi: PgTimestamp,
 }
@@ -55,8 +75,8 @@ pub struct UpdateExecution<'a> {
 pub struct CompleteExecution<'a> {
     pub id: Uuid,
     pub status: &'a str,
-    pub output: Option<&'a Value>,
-    pub error: Option<&'a Value>,
+    pub output: Option<RawJson<'a>>,
+    pub error: Option<RawJson<'a>>,
     pub completed_at: PgTimestamp,
     pub completed_micros: i64,
     pub lo: PgTimestamp,
@@ -66,19 +86,18 @@ pub struct CompleteExecution<'a> {
 /// Two distinct statements (with and without the id guard) need two cache keys: two types.
 pub struct GuardedInsert<'a>(pub InsertExecution<'a>);
 
-fn insert_sql<'b>(s: &'b InsertExecution<'_>, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-    let r = s.row;
+fn insert_sql<'b>(r: &'b InsertExecution<'_>, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
     out.push_sql(
         "INSERT INTO executions (id, pattern_name, pattern_version, status, input, metadata, started_at, tags) \
          SELECT ",
     );
     out.push_bind_param::<SqlUuid, _>(&r.id)?;
     out.push_sql(", ");
-    out.push_bind_param::<Text, _>(&r.pattern_name)?;
+    out.push_bind_param::<Text, _>(r.pattern_name)?;
     out.push_sql(", ");
-    out.push_bind_param::<Text, _>(&r.pattern_version)?;
+    out.push_bind_param::<Text, _>(r.pattern_version)?;
     out.push_sql(", ");
-    out.push_bind_param::<Text, _>(&r.status)?;
+    out.push_bind_param::<Text, _>(r.status)?;
     out.push_sql(", ");
     out.push_bind_param::<Nullable<Jsonb>, _>(&r.input)?;
     out.push_sql(", ");
@@ -86,8 +105,8 @@ fn insert_sql<'b>(s: &'b InsertExecution<'_>, out: &mut AstPass<'_, 'b, Pg>) -> 
     out.push_sql(", ");
     out.push_bind_param::<Timestamptz, _>(&r.started_at)?;
     out.push_sql(", ");
-    out.push_bind_param::<Jsonb, _>(&r.tags)?;
-    if s.guard_id {
+    out.push_bind_param::<Jsonb, _>(r.tags)?;
+    if r.guard_id {
         out.push_sql(" WHERE NOT EXISTS (SELECT 1 FROM executions WHERE id = ");
         out.push_bind_param::<SqlUuid, _>(&r.id)?;
         out.push_sql(")");
