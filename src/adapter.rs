@@ -389,7 +389,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(move |b: Arc<B>| async move {
-                let ids: RVec<RString> = entries.iter().map(|a| a.id.clone().unwrap()).collect();
+                let ids: RVec<RString> = entries.iter().map(|a| a.id.clone().unwrap_or_default()).collect();
                 if !entries.is_empty() {
                     b.append_audit(entries).await?;
                 }

@@ -71,7 +71,9 @@ fn warnings(list: &serde_json::Value) -> String {
 
 pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
     match cmd {
-        StorageCmd::Info => unreachable!("handled without opening the storage"),
+        StorageCmd::Info => {
+            Err(CliError::new(1, "internal: `storage info` is answered without opening the storage"))
+        }
         StorageCmd::TestConnection => {
             let h = store.health().await?;
             let r = render::health(&h);
@@ -88,7 +90,10 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
             ]);
             out.push_str(&warnings(r.get("warnings")));
             if h.pending_migrations > 0 {
-                out.push_str("note: run `parallax storage migrate up` to apply the pending migrations\n");
+                out.push_str(
+                    "note: run `parallax storage migrate up` to apply the pending migrations (with \
+                     storage.migrations.enabled and autoRun, the default, the next data command applies them)\n",
+                );
             }
             Ok(Output::new(r.json(), out))
         }
