@@ -118,7 +118,7 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
         }
         SslMode::Prefer | SslMode::Require => {
             pg.ssl_mode(if mode == SslMode::Prefer { PgSslMode::Prefer } else { PgSslMode::Require });
-            Some(client_config(Arc::new(AcceptAnyCert(provider())))?)
+            Some(client_config(Arc::new(RelaxedVerifier { mode: Relaxed::AnyCert, provider: provider() }))?)
         }
         SslMode::VerifyCa | SslMode::VerifyFull => {
             pg.ssl_mode(PgSslMode::Require);
@@ -127,8 +127,11 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
                 rustls::client::WebPkiServerVerifier::builder_with_provider(roots, Arc::new(provider()))
                     .build()
                     .map_err(|e| Error::invalid(format!("config: storage.postgresql.ssl.ca: {e}")))?;
-            let verifier: Arc<dyn ServerCertVerifier> =
-                if mode == SslMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
+            let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa {
+                Arc::new(RelaxedVerifier { mode: Relaxed::ChainOnly(webpki), provider: provider() })
+            } else {
+                webpki
+            };
             Some(client_config(verifier)?)
         }
     };
@@ -155,9 +158,8 @@ fn roots(ca: Option<&std::path::Path>) -> Result<RootCertStore> {
         Some(path) => {
             let bad = |what: String| Error::invalid(format!("config: storage.postgresql.ssl.ca: {what}"));
             let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-            let mut reader = std::io::BufReader::new(pem.as_slice());
             let mut n = 0;
-            for cert in rustls_pemfile_certs(&mut reader) {
+            for cert in <CertificateDer<'_> as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
                 let cert =
                     cert.map_err(|e| bad(format!("{} is not a PEM certificate file: {e}", path.display())))?;
                 store.add(cert).map_err(|e| bad(format!("{}: {e}", path.display())))?;
@@ -183,24 +185,22 @@ fn roots(ca: Option<&std::path::Path>) -> Result<RootCertStore> {
     Ok(store)
 }
 
-fn rustls_pemfile_certs(
-    reader: &mut dyn std::io::BufRead,
-) -> impl Iterator<Item = std::result::Result<CertificateDer<'static>, String>> + '_ {
-    use rustls::pki_types::pem::PemObject;
-    let mut text = Vec::new();
-    let read = reader.read_to_end(&mut text).map_err(|e| e.to_string());
-    let certs: Vec<std::result::Result<CertificateDer<'static>, String>> = match read {
-        Err(e) => vec![Err(e)],
-        Ok(_) => CertificateDer::pem_slice_iter(&text).map(|c| c.map_err(|e| e.to_string())).collect(),
-    };
-    certs.into_iter()
+/// The two modes that check less than full verification. Handshake signatures are always verified.
+#[derive(Debug)]
+enum Relaxed {
+    /// `verify-ca`: the chain must lead to a trusted CA; the host name is not checked.
+    ChainOnly(Arc<rustls::client::WebPkiServerVerifier>),
+    /// `prefer`/`require`: encrypt, but do not authenticate the server (as libpq does for these modes).
+    AnyCert,
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA, the host name is not checked.
 #[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+struct RelaxedVerifier {
+    mode: Relaxed,
+    provider: rustls::crypto::CryptoProvider,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for RelaxedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -210,11 +210,16 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError as C, Error as E};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
+        match &self.mode {
+            Relaxed::AnyCert => Ok(ServerCertVerified::assertion()),
+            Relaxed::ChainOnly(webpki) => {
+                match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                    Err(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
+                        Ok(ServerCertVerified::assertion())
+                    }
+                    other => other,
+                }
             }
-            other => other,
         }
     }
     fn verify_tls12_signature(
@@ -223,7 +228,7 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -231,46 +236,10 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require`: encrypt, but do not authenticate the server (as libpq does for these modes).
-#[derive(Debug)]
-struct AcceptAnyCert(rustls::crypto::CryptoProvider);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
