@@ -36,13 +36,14 @@ pub async fn migrated_file(path: &Path) {
     open(path).shutdown().await.expect("shutdown");
 }
 
-/// A rusqlite connection with the plugin's pragmas.
+/// A rusqlite connection with the plugin's pragmas (those of its writer connection).
 pub fn raw_connection(path: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).expect("open sqlite file");
     let mode: String = conn.query_row(&format!("PRAGMA journal_mode = {JOURNAL}"), [], |r| r.get(0)).unwrap();
     assert!(mode.eq_ignore_ascii_case(JOURNAL), "journal_mode is {mode}");
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {SYNCHRONOUS}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        "PRAGMA synchronous = {SYNCHRONOUS}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+         PRAGMA temp_store = MEMORY;"
     ))
     .unwrap();
     conn
