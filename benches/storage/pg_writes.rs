@@ -146,9 +146,16 @@ pub async fn lifecycle(opts: &Opts) {
     plugin_lifecycles(&storage, ops / 10).await;
     raw_lifecycles(&clients, ops / 10).await;
     let (mut ours, mut base) = (0.0, 0.0);
+    // Client CPU per lifecycle (this process: host, plugin and raw client; the server is other processes).
+    let (mut ours_cpu, mut base_cpu) = (0.0, 0.0);
     for _ in 0..2 {
+        let c0 = util::process_cpu_secs();
         ours += plugin_lifecycles(&storage, ops / 2).await / 2.0;
+        let c1 = util::process_cpu_secs();
         base += raw_lifecycles(&clients, ops / 2).await / 2.0;
+        let c2 = util::process_cpu_secs();
+        ours_cpu += (c1 - c0) * 1e6 / ops as f64;
+        base_cpu += (c2 - c1) * 1e6 / ops as f64;
     }
     util::report_throughput(
         "pg_lifecycle",
@@ -156,7 +163,10 @@ pub async fn lifecycle(opts: &Opts) {
         base,
         "lifecycles/s",
         0.8,
-        &format!("{ops} create+complete, {CALLERS} callers; plugin pool 16 = raw 16 connections"),
+        &format!(
+            "{ops} create+complete, {CALLERS} callers; plugin pool 16 = raw 16 connections; client CPU per \
+             lifecycle ours={ours_cpu:.0}us raw={base_cpu:.0}us"
+        ),
     );
     storage.shutdown().await.expect("shutdown");
     drop(clients);

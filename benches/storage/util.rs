@@ -201,6 +201,17 @@ pub async fn throughput<F: std::future::Future<Output = ()>>(ops: usize, f: F) -
     ops as f64 / t.elapsed().as_secs_f64()
 }
 
+/// CPU time (user + system) this process has used so far, in seconds: the client's share of a scenario, whose
+/// server runs in other processes. From `/proc/self/stat` (clock ticks, 10 ms resolution: measure seconds).
+pub fn process_cpu_secs() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15 of the whole line.
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
+    });
+    ticks.unwrap_or(f64::NAN) / 100.0
+}
+
 /// One line of the final table.
 pub struct Outcome {
     pub scenario: String,
