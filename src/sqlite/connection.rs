@@ -61,7 +61,8 @@ pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
     conn.batch_execute(&common_pragmas(cfg))?;
     // Statement journals (a savepoint per job, and one per statement that fires a trigger) stay in memory
     // instead of spilling to a temporary file: the bench's profile had a quarter of the writer's time in those
-    // `pwrite`s.
+    // `pwrite`s. The journals hold the pages one job changes (a row or a pattern), so memory stays small;
+    // migrations, which may sort whole tables, switch back to temporary files (`migrations::exclusive`).
     conn.batch_execute("PRAGMA temp_store = MEMORY;")?;
     let want = if cfg.wal_mode { "wal" } else { "delete" };
     let got: JournalMode = sql_query(format!("PRAGMA journal_mode = {want}")).get_result(&mut conn)?;

@@ -2,6 +2,7 @@
 //! of the shared migration logic in [`crate::migrate`].
 
 use diesel::{
+    connection::SimpleConnection,
     migration::MigrationConnection,
     sql_query,
     sql_types::{BigInt, Nullable, Text},
@@ -60,12 +61,48 @@ impl MigrationConn<Sqlite> for SqliteConnection {
     }
 
     fn exclusive<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        // The writer keeps temporary data in memory (`temp_store = MEMORY`, see `connection::writer`); a
+        // migration may sort a whole table (CREATE INDEX), so it spills to temporary files as usual.
+        self.batch_execute("PRAGMA temp_store = DEFAULT;")?;
         // BEGIN IMMEDIATE takes SQLite's write lock: another process migrating waits (busy_timeout), then
         // sees the applied versions.
-        self.immediate_transaction(f)
+        let result = self.immediate_transaction(f);
+        self.batch_execute("PRAGMA temp_store = MEMORY;")?;
+        result
     }
 }
 
 pub fn embedded_versions() -> Vec<String> {
     migrate::embedded_versions::<Sqlite>(&MIGRATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::{sql_query, sql_types::Integer, QueryableByName, RunQueryDsl};
+
+    use super::*;
+    use crate::{config::SqliteConfig, sqlite::connection};
+
+    #[derive(QueryableByName)]
+    struct TempStore {
+        #[diesel(sql_type = Integer)]
+        temp_store: i32,
+    }
+
+    fn temp_store(conn: &mut SqliteConnection) -> i32 {
+        sql_query("PRAGMA temp_store").get_result::<TempStore>(conn).expect("PRAGMA temp_store").temp_store
+    }
+
+    /// The writer keeps statement journals in memory (2 = MEMORY), but a migration may sort a whole table and
+    /// must spill to files (0 = DEFAULT) as usual; afterwards the writer is back in memory mode.
+    #[test]
+    fn writer_keeps_temp_data_in_memory_except_during_migrations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = SqliteConfig { path: dir.path().join("t.db"), ..SqliteConfig::default() };
+        let mut conn = connection::writer(&cfg).expect("writer");
+        assert_eq!(temp_store(&mut conn), 2);
+        let inside = conn.exclusive(|c| Ok(temp_store(c))).expect("exclusive");
+        assert_eq!(inside, 0);
+        assert_eq!(temp_store(&mut conn), 2);
+    }
 }
