@@ -1,20 +1,26 @@
 //! The thin, shared layer between the ABI trait object and a backend: validates input, fills in ids and
-//! timestamps, runs the backend call on the plugin's own tokio runtime, turns panics into `Panicked` errors and
-//! shapes raw rows into pages.
+//! timestamps, runs the backend call on the plugin's own tokio runtime (spawned there, or for backends that only
+//! wait on channels polled by the caller with that runtime entered: [`Contract::POLL_ON_CALLER`]), turns panics
+//! into `Panicked` errors and shapes raw rows into pages.
 
 use std::{
     future::Future,
     panic::AssertUnwindSafe,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    task::{Context, Poll},
 };
 
 use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use async_ffi::FutureExt as _;
 use parallax_storage_abi::*;
-use tokio::runtime::{Handle, Runtime};
+use tokio::{
+    runtime::{Handle, Runtime},
+    task::JoinHandle,
+};
 
 use crate::{
     contract::{into_page, Contract},
@@ -22,6 +28,55 @@ use crate::{
     time::now_micros,
     validate::{self, Page},
 };
+
+/// A backend call under way: spawned on the plugin runtime, or polled by the caller
+/// ([`Contract::POLL_ON_CALLER`]).
+enum Running<T: Send + 'static> {
+    Spawned(JoinHandle<Result<T>>),
+    OnCaller(OnCaller<T>),
+}
+
+/// A backend future polled on the caller's thread, with the plugin runtime entered (so it can spawn, use the
+/// blocking pool and timers), panics caught like a spawned task's. Dropped unfinished, it hands the rest of
+/// the work to the plugin runtime, so a write the caller stopped waiting for still completes, as a spawned
+/// call would.
+struct OnCaller<T: Send + 'static> {
+    work: Option<Pin<Box<dyn Future<Output = Result<T>> + Send>>>,
+    handle: Handle,
+    op: &'static str,
+}
+
+impl<T: Send + 'static> Future for OnCaller<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = &mut *self;
+        let Some(work) = this.work.as_mut() else {
+            return Poll::Ready(Err(Error::internal(format!("{} was polled after it finished", this.op))));
+        };
+        let _entered = this.handle.enter();
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(r)) => r,
+            Err(payload) => Err(Error::from_panic(payload, this.op)),
+        };
+        // A future that panicked may panic again while dropped: keep that on this side of the boundary too.
+        let done = this.work.take();
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(done)));
+        Poll::Ready(outcome)
+    }
+}
+
+impl<T: Send + 'static> Drop for OnCaller<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            // After shutdown the runtime drops the task instead of running it: the storage is closing anyway.
+            let _detached = self.handle.spawn(async move {
+                let _ = work.await;
+            });
+        }
+    }
+}
 
 pub struct Adapter<B: Contract> {
     backend: Arc<B>,
@@ -48,7 +103,7 @@ impl<B: Contract> Adapter<B> {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let started = std::time::Instant::now();
-        let spawned = match prepare {
+        let running = match prepare {
             Err(e) => Err(e),
             Ok(_) if self.closed.load(Ordering::Acquire) => {
                 Err(Error::unavailable("this storage instance has been shut down; open a new one"))
@@ -56,18 +111,28 @@ impl<B: Contract> Adapter<B> {
             Ok(f) => {
                 let backend = self.backend.clone();
                 // The closure itself may panic before it yields a future: catch that too.
-                Ok(self.handle.spawn(async move {
+                let work = async move {
                     match std::panic::catch_unwind(AssertUnwindSafe(|| f(backend))) {
                         Ok(fut) => fut.await,
                         Err(payload) => Err(Error::from_panic(payload, op)),
                     }
-                }))
+                };
+                Ok(if B::POLL_ON_CALLER {
+                    Running::OnCaller(OnCaller {
+                        work: Some(Box::pin(work)),
+                        handle: self.handle.clone(),
+                        op,
+                    })
+                } else {
+                    Running::Spawned(self.handle.spawn(work))
+                })
             }
         };
         async move {
-            let result = match spawned {
+            let result = match running {
                 Err(e) => Err(e),
-                Ok(handle) => match handle.await {
+                Ok(Running::OnCaller(work)) => work.await,
+                Ok(Running::Spawned(handle)) => match handle.await {
                     Ok(r) => r,
                     Err(je) if je.is_panic() => Err(Error::from_panic(je.into_panic(), op)),
                     Err(_) => {

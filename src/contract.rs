@@ -12,6 +12,13 @@ use parallax_storage_abi::{
 use crate::{error::Result, validate::Page};
 
 pub trait Contract: Send + Sync + 'static {
+    /// The backend's futures only wait on channels and on the plugin runtime's blocking pool (SQLite, the file
+    /// store), so the adapter polls them on the caller's thread with the plugin runtime entered instead of
+    /// spawning a task per call: an answer from the writer or a blocking thread then wakes the caller directly,
+    /// not a plugin worker that wakes the caller in turn. A backend whose futures drive sockets (PostgreSQL)
+    /// gains nothing from it (its connection tasks run on the plugin runtime either way) and keeps spawning.
+    const POLL_ON_CALLER: bool = false;
+
     fn put_pattern(&self, p: NewPattern) -> impl Future<Output = Result<Pattern>> + Send;
     fn get_pattern(&self, name: String, version: String) -> impl Future<Output = Result<Pattern>> + Send;
     /// Every version of `name`, in any order (the adapter sorts by semantic version).

@@ -1,6 +1,6 @@
 //! ABI overhead: `ping(Echo)` through the dynamically loaded cdylib vs the same call on the plugin's rlib
-//! linked into this program. Both go through the same adapter (spawn onto the plugin's runtime, await the
-//! join handle); the difference is the library boundary itself.
+//! linked into this program. Both go through the same adapter (a SQLite-backed storage, whose calls the adapter
+//! polls on the caller's thread with the plugin runtime entered); the difference is the library boundary itself.
 
 use std::time::Instant;
 
@@ -55,7 +55,7 @@ pub async fn ping(opts: &Opts) {
         &ours,
         &base,
         10.0,
-        &format!("{calls} sequential ping(Echo) each; loaded cdylib vs linked rlib, both spawn onto the plugin runtime"),
+        &format!("{calls} sequential ping(Echo) each; loaded cdylib vs linked rlib, same adapter path"),
     );
     loaded.shutdown().await.expect("shutdown");
     linked.shutdown().await.into_result().expect("shutdown");

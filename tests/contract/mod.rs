@@ -39,6 +39,7 @@ macro_rules! for_each_contract {
             operations::health_reports_backend,
             operations::panics_come_back_as_panicked,
             operations::dropped_future_still_completes,
+            operations::call_dropped_before_polling_still_runs,
             operations::shutdown_makes_calls_unavailable,
             operations::concurrent_writers_lose_nothing,
             operations::mark_applied_records_without_running,

@@ -115,6 +115,33 @@ pub async fn panics_come_back_as_panicked(h: &Harness) {
     s.get_pattern("survivor", "1.0.0").await.unwrap();
 }
 
+/// Waits (up to 2 s) until execution `id` can be read.
+async fn eventually_readable(s: &parallax_storage_host::Storage, id: &str) -> bool {
+    for _ in 0..200 {
+        match s.get_execution(id).await {
+            Ok(_) => return true,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    false
+}
+
+/// A plugin call whose FFI future the host drops without ever polling it still runs: the backends differ in
+/// where a call's work happens (spawned at once, or polled by the caller and handed to the plugin runtime when
+/// dropped), and neither may lose the write. (`Storage`'s own methods are `async fn`s that would not even call
+/// the plugin unpolled, so this goes through the raw storage object.)
+pub async fn call_dropped_before_polling_still_runs(h: &Harness) {
+    let s = &h.storage;
+    let mut e = new_execution("dropped-unpolled", "1.0.0");
+    let id = "0190b3f2-7c1e-7a00-8000-00000000d0d0";
+    e.id = Some(id.into()).into();
+    drop(s.raw().create_execution(e));
+    assert!(eventually_readable(s, id).await, "the write dropped before its first poll never landed");
+}
+
 pub async fn dropped_future_still_completes(h: &Harness) {
     let s = &h.storage;
     let mut e = new_execution("dropped", "1.0.0");
@@ -127,20 +154,7 @@ pub async fn dropped_future_still_completes(h: &Harness) {
         std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(call.as_mut(), cx))).await;
     assert!(first.is_pending(), "the call finished on its first poll ({first:?}); the test proves nothing");
     drop(call);
-    let mut found = None;
-    for _ in 0..200 {
-        match s.get_execution(id).await {
-            Ok(x) => {
-                found = Some(x);
-                break;
-            }
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(found.is_some(), "the dropped write never landed");
+    assert!(eventually_readable(s, id).await, "the dropped write never landed");
     s.create_execution(new_execution("dropped", "1.0.0")).await.unwrap();
 }
 

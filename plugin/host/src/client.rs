@@ -28,6 +28,13 @@ impl Storage {
         Storage { inner: Arc::new(inner) }
     }
 
+    /// The plugin's storage object itself: its methods start the call and return the FFI future, for a host
+    /// that drives those futures itself (this type's methods are `async fn`s, which call the plugin only when
+    /// first polled).
+    pub fn raw(&self) -> &StorageBox {
+        &self.inner
+    }
+
     pub async fn put_pattern(&self, p: NewPattern) -> R<Pattern> {
         self.inner.put_pattern(p).await.into_result()
     }
