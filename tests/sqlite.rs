@@ -116,3 +116,86 @@ async fn bad_paths_are_clear_errors() {
     let err = plugin().open(&json!({ "sqlite": { "path": ":memory:" } })).unwrap_err();
     assert!(err.message.contains("in-memory"), "{err}");
 }
+
+fn raw_sqlite(dir: &tempfile::TempDir) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.path().join("parallax.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Another program's insert, as the Diesel CLI or the sqlite3 shell would do it: only the triggers run.
+fn insert_behind_the_plugins_back(conn: &rusqlite::Connection, id: &str, word: &str) {
+    conn.execute(
+        "INSERT INTO executions (id, pattern_name, pattern_version, status, input, started_at, tags) \
+         VALUES (?1, 'external', '1.0.0', 'running', ?2, 1700000000000000, '[]')",
+        rusqlite::params![id, format!(r#"{{"q":"{word}"}}"#)],
+    )
+    .unwrap();
+}
+
+async fn search_ids(s: &parallax_storage_host::Storage, word: &str) -> Vec<String> {
+    let page = s.search_executions(word, page(50, None)).await.unwrap();
+    page.items.iter().map(|h| h.execution.id.to_string()).collect()
+}
+
+/// The plugin's writes enter the full-text index in their own transaction: nothing is left queued, and every
+/// execution (created, then completed with new words) is indexed exactly once with its current text.
+#[tokio::test]
+async fn writes_are_indexed_in_their_own_commit() {
+    let h = sqlite().await;
+    let s = &h.storage;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let mut e = new_execution("indexed", "1.0.0");
+        e.input = Some(format!(r#"{{"q":"alpha{i}"}}"#).into()).into();
+        ids.push(s.create_execution(e).await.unwrap().id.to_string());
+    }
+    let done = ExecutionCompletion {
+        status: ExecutionStatus::Completed,
+        output: Some(r#"{"answer":"zebra"}"#.into()).into(),
+        error: None.into(),
+        completed_at: None.into(),
+    };
+    s.complete_execution(&ids[3], done).await.unwrap();
+    let raw = raw_sqlite(&h.dir);
+    assert_eq!(count(&raw, "SELECT count(*) FROM execution_search_queue"), 0, "left queued after commit");
+    assert_eq!(count(&raw, "SELECT count(*) FROM executions_fts"), 20, "one document per execution");
+    assert_eq!(search_ids(s, "alpha7").await, vec![ids[7].clone()]);
+    assert_eq!(search_ids(s, "zebra").await, vec![ids[3].clone()]);
+    assert_eq!(search_ids(s, "alpha3").await, vec![ids[3].clone()], "the input words stay indexed");
+    h.finish().await;
+}
+
+/// Rows another program wrote (queued by the triggers, not indexed) are indexed before a search reads, and a
+/// migration back to per-row triggers indexes what is still queued.
+#[tokio::test]
+async fn rows_written_by_another_program_are_found_and_kept_on_migrate_down() {
+    let h = sqlite().await;
+    let s = &h.storage;
+    let raw = raw_sqlite(&h.dir);
+    insert_behind_the_plugins_back(&raw, "0190b3f2-7c1e-7a00-8000-00000000e001", "outsider");
+    assert_eq!(count(&raw, "SELECT count(*) FROM execution_search_queue"), 1);
+    assert_eq!(search_ids(s, "outsider").await, vec!["0190b3f2-7c1e-7a00-8000-00000000e001".to_string()]);
+    assert_eq!(count(&raw, "SELECT count(*) FROM execution_search_queue"), 0);
+
+    insert_behind_the_plugins_back(&raw, "0190b3f2-7c1e-7a00-8000-00000000e002", "straggler");
+    s.migrate_to("20240117000000").await.unwrap();
+    assert_eq!(
+        count(&raw, "SELECT count(*) FROM sqlite_master WHERE name = 'execution_search_queue'"),
+        0,
+        "down.sql drops the queue"
+    );
+    assert_eq!(search_ids(s, "straggler").await, vec!["0190b3f2-7c1e-7a00-8000-00000000e002".to_string()]);
+    // Back on the per-row triggers, the plugin's writes are still searchable; then up again.
+    let mut e = new_execution("indexed", "1.0.0");
+    e.input = Some(r#"{"q":"between"}"#.into()).into();
+    let between = s.create_execution(e).await.unwrap().id.to_string();
+    assert_eq!(search_ids(s, "between").await, vec![between]);
+    s.migrate_up().await.unwrap();
+    assert_eq!(search_ids(s, "outsider").await.len(), 1);
+    h.finish().await;
+}

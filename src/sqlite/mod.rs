@@ -7,6 +7,7 @@ mod models;
 mod queries;
 #[rustfmt::skip]
 pub mod schema;
+pub mod search;
 mod writer;
 
 use diesel::{sql_query, sql_types::Text, QueryableByName, RunQueryDsl};

@@ -17,7 +17,7 @@ use super::{
         PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
-    SqliteBackend,
+    search, SqliteBackend,
 };
 use crate::{
     contract::Contract,
@@ -426,6 +426,10 @@ impl Contract for SqliteBackend {
         terms: Vec<String>,
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
+        // Our writes index in their own transaction; another program's may have left executions queued.
+        if self.read(search::any_queued).await? {
+            self.writer.write("index_search", |_| Ok(())).await?;
+        }
         self.read(move |conn| {
             let hits: Vec<ExecutionHitRow> = sql_query(
                 "SELECT e.*, -bm25(executions_fts) AS rank FROM executions_fts \

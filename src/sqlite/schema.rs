@@ -33,6 +33,12 @@ diesel::table! {
 }
 
 diesel::table! {
+    execution_search_queue (execution_id) {
+        execution_id -> Text,
+    }
+}
+
+diesel::table! {
     executions (id) {
         id -> Text,
         pattern_name -> Text,
@@ -74,6 +80,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_logs,
     execution_events,
     execution_search,
+    execution_search_queue,
     executions,
     pattern_search,
     patterns,

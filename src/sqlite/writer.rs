@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use diesel::{connection::Connection, sqlite::SqliteConnection};
 use tokio::sync::oneshot;
 
+use super::search;
 use crate::{
     error::{Error, Result},
     writer_thread::{run_solo, Handlers, Msg, WriterThread},
@@ -103,7 +104,8 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<GroupJob>) {
         for job in group.iter_mut() {
             job.run(conn);
         }
-        Ok::<(), Error>(())
+        // The group's executions enter the full-text index in the same transaction, all at once.
+        search::index_queued(conn)
     });
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = group.len(), "SQLite group commit failed");

@@ -1,0 +1,85 @@
+//! Full-text indexing of executions, once per write transaction. The triggers of migration
+//! `2026-11-24-000000_index_execution_search_per_commit` only note changed executions in
+//! `execution_search_queue`; [`index_queued`] indexes all of them with one statement per step before the
+//! writer commits (FTS5 writes an index segment per savepoint, so indexing row by row from a trigger cost a
+//! segment per row). The statements are prepared once per connection (static query ids).
+
+use diesel::{
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+    sql_types::Bool,
+    sqlite::{Sqlite, SqliteConnection},
+    QueryResult, RunQueryDsl,
+};
+
+use crate::error::{Error, Result};
+
+/// A fixed SQL statement that diesel prepares once per connection and keeps in its statement cache.
+macro_rules! statement {
+    ($($(#[$doc:meta])* $name:ident = $sql:expr;)*) => {$(
+        $(#[$doc])*
+        struct $name;
+        impl QueryId for $name {
+            type QueryId = $name;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl QueryFragment<Sqlite> for $name {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+                out.push_sql($sql);
+                Ok(())
+            }
+        }
+        impl RunQueryDsl<SqliteConnection> for $name {}
+    )*};
+}
+
+/// The steps of indexing the queue, in order (public for the benchmark's raw baseline, which does the same work).
+pub const INDEX_QUEUED_SQL: [&str; 4] = [
+    // A stable FTS document id for each new execution.
+    "INSERT OR IGNORE INTO execution_search (execution_id) SELECT execution_id FROM execution_search_queue",
+    // Updated executions lose their old document (new ones have none: nothing to delete).
+    "DELETE FROM executions_fts WHERE rowid IN (SELECT s.doc_id FROM execution_search_queue q \
+     JOIN execution_search s ON s.execution_id = q.execution_id)",
+    // The string values of the JSON documents, as PostgreSQL's to_tsvector(jsonb) sees them.
+    "INSERT INTO executions_fts (rowid, body) SELECT s.doc_id, \
+     coalesce((SELECT group_concat(value, ' ') FROM json_tree(e.input) WHERE type = 'text'), '') || ' ' || \
+     coalesce((SELECT group_concat(value, ' ') FROM json_tree(e.output) WHERE type = 'text'), '') || ' ' || \
+     coalesce((SELECT group_concat(value, ' ') FROM json_tree(e.error) WHERE type = 'text'), '') \
+     FROM execution_search_queue q JOIN execution_search s ON s.execution_id = q.execution_id \
+     JOIN executions e ON e.id = q.execution_id",
+    "DELETE FROM execution_search_queue",
+];
+
+statement! {
+    /// Is anything waiting to be indexed?
+    AnyQueued = "SELECT EXISTS (SELECT 1 FROM execution_search_queue)";
+    MapNew = INDEX_QUEUED_SQL[0];
+    DropOld = INDEX_QUEUED_SQL[1];
+    IndexQueued = INDEX_QUEUED_SQL[2];
+    ClearQueue = INDEX_QUEUED_SQL[3];
+}
+
+impl Query for AnyQueued {
+    type SqlType = Bool;
+}
+
+/// Whether executions are waiting to be indexed. A database migrated down to before the queue has no queue
+/// (its triggers index every row themselves): nothing is waiting.
+pub fn any_queued(conn: &mut SqliteConnection) -> Result<bool> {
+    match AnyQueued.get_result::<bool>(conn) {
+        Ok(any) => Ok(any),
+        Err(e) if e.to_string().contains("no such table: execution_search_queue") => Ok(false),
+        Err(e) => Err(Error::from(e)),
+    }
+}
+
+/// Indexes every queued execution and empties the queue. Runs inside the caller's transaction.
+pub fn index_queued(conn: &mut SqliteConnection) -> Result<()> {
+    if !any_queued(conn)? {
+        return Ok(());
+    }
+    MapNew.execute(conn)?;
+    DropOld.execute(conn)?;
+    IndexQueued.execute(conn)?;
+    ClearQueue.execute(conn)?;
+    Ok(())
+}
