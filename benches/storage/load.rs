@@ -107,7 +107,7 @@ const SQLITE_INSERT: &str = "INSERT INTO executions (id, pattern_name, pattern_v
     ?10, ?11, ?12)";
 
 /// Fills the full-text tables for every execution at once: the backfill of the migration that created them
-/// (migrations/sqlite/2024-01-17-000000_add_full_text_search), which the insert trigger does row by row.
+/// (migrations/sqlite/2024-01-17-000000_add_full_text_search); the plugin indexes new rows per commit instead.
 const SQLITE_FTS_BACKFILL: &str = "
     INSERT INTO execution_search (execution_id) SELECT id FROM executions ORDER BY started_at;
     INSERT INTO executions_fts (rowid, body)
