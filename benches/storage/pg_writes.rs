@@ -148,14 +148,23 @@ pub async fn lifecycle(opts: &Opts) {
     let (mut ours, mut base) = (0.0, 0.0);
     // Client CPU per lifecycle (this process: host, plugin and raw client; the server is other processes).
     let (mut ours_cpu, mut base_cpu) = (0.0, 0.0);
+    // Machine-wide busy share: below 100 % means the scenario waited on latency, not CPU.
+    let (mut ours_busy, mut base_busy) = (0.0, 0.0);
+    // Server CPU per lifecycle (every `postgres` process; zero when the server runs elsewhere).
+    let (mut ours_srv, mut base_srv) = (0.0, 0.0);
+    let server_cpu = || util::processes_cpu_secs("postgres");
     for _ in 0..2 {
-        let c0 = util::process_cpu_secs();
+        let (c0, m0, s0) = (util::process_cpu_secs(), util::machine_cpu_ticks(), server_cpu());
         ours += plugin_lifecycles(&storage, ops / 2).await / 2.0;
-        let c1 = util::process_cpu_secs();
+        let (c1, m1, s1) = (util::process_cpu_secs(), util::machine_cpu_ticks(), server_cpu());
         base += raw_lifecycles(&clients, ops / 2).await / 2.0;
-        let c2 = util::process_cpu_secs();
+        let (c2, m2, s2) = (util::process_cpu_secs(), util::machine_cpu_ticks(), server_cpu());
         ours_cpu += (c1 - c0) * 1e6 / ops as f64;
         base_cpu += (c2 - c1) * 1e6 / ops as f64;
+        ours_srv += (s1 - s0) * 1e6 / ops as f64;
+        base_srv += (s2 - s1) * 1e6 / ops as f64;
+        ours_busy += util::busy_percent(m0, m1) / 2.0;
+        base_busy += util::busy_percent(m1, m2) / 2.0;
     }
     util::report_throughput(
         "pg_lifecycle",
@@ -165,7 +174,9 @@ pub async fn lifecycle(opts: &Opts) {
         0.8,
         &format!(
             "{ops} create+complete, {CALLERS} callers; plugin pool 16 = raw 16 connections; client CPU per \
-             lifecycle ours={ours_cpu:.0}us raw={base_cpu:.0}us"
+             lifecycle ours={ours_cpu:.0}us raw={base_cpu:.0}us; server CPU per lifecycle \
+             ours={ours_srv:.0}us raw={base_srv:.0}us; machine busy ours={ours_busy:.0}% \
+             raw={base_busy:.0}%"
         ),
     );
     storage.shutdown().await.expect("shutdown");

@@ -212,6 +212,43 @@ pub fn process_cpu_secs() -> f64 {
     ticks.unwrap_or(f64::NAN) / 100.0
 }
 
+/// CPU time (user + system, seconds) used so far by every running process whose command name is `comm`
+/// (e.g. `postgres`: the server's share of a scenario). Processes that exit in between are not counted.
+pub fn processes_cpu_secs(comm: &str) -> f64 {
+    let mut ticks = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        if head.split_once('(').map(|(_, name)| name) != Some(comm) {
+            continue;
+        }
+        let rest: Vec<&str> = rest.split_whitespace().collect();
+        ticks += rest.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + rest.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    }
+    ticks / 100.0
+}
+
+/// Machine-wide CPU counters from `/proc/stat`: (busy, idle) clock ticks summed over all cores. The
+/// difference of two readings tells whether a scenario left cores idle (waiting on latency) or was CPU bound.
+pub fn machine_cpu_ticks() -> (f64, f64) {
+    let line = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(str::to_string));
+    let fields: Vec<f64> =
+        line.as_deref().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    if fields.len() < 5 {
+        return (f64::NAN, f64::NAN);
+    }
+    // user nice system idle iowait irq softirq steal …: idle + iowait are idle time.
+    let idle = fields[3] + fields[4];
+    (fields.iter().take(8).sum::<f64>() - idle, idle)
+}
+
+/// Share of the machine's CPU time that was busy between two [`machine_cpu_ticks`] readings, in percent.
+pub fn busy_percent(before: (f64, f64), after: (f64, f64)) -> f64 {
+    let (busy, idle) = (after.0 - before.0, after.1 - before.1);
+    100.0 * busy / (busy + idle)
+}
+
 /// One line of the final table.
 pub struct Outcome {
     pub scenario: String,

@@ -1,14 +1,11 @@
 //! Connecting to PostgreSQL: the seed's keys to a `tokio_postgres::Config`, TLS through rustls with the
 //! configured CA (tokio-postgres itself refuses `sslmode=verify-full`, so the modes are implemented here), and
-//! the bb8 pool of diesel-async connections.
+//! the bb8 pool of diesel-async connections (driven by their callers: [`super::driven`]).
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use diesel::ConnectionError;
-use diesel_async::{
-    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
-    AsyncPgConnection,
-};
+use diesel_async::AsyncPgConnection;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime},
@@ -22,7 +19,7 @@ use crate::{
     error::{Error, Result},
 };
 
-pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+pub type Pool = bb8::Pool<super::driven::Manager>;
 
 /// Everything needed to open a connection, resolved once at open. Holds the password: never log it.
 pub struct ConnectSpec {
@@ -258,6 +255,24 @@ pub async fn connect(spec: &ConnectSpec) -> std::result::Result<AsyncPgConnectio
     }
 }
 
+/// Opens one connection (TLS as configured) and returns its client and its `Connection` future, unspawned
+/// (see [`super::driven`]).
+pub async fn connect_parts(
+    spec: &ConnectSpec,
+) -> std::result::Result<(tokio_postgres::Client, super::driven::Driver), ConnectionError> {
+    let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(describe(&e));
+    Ok(match &spec.tls {
+        None => {
+            let (client, conn) = spec.pg.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+            (client, Box::pin(conn) as super::driven::Driver)
+        }
+        Some(tls) => {
+            let (client, conn) = spec.pg.connect(tls.clone()).await.map_err(bad)?;
+            (client, Box::pin(conn) as super::driven::Driver)
+        }
+    })
+}
+
 /// Opens one raw tokio-postgres client (TLS as configured), its connection driven on the current runtime.
 pub async fn connect_raw(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Client, String> {
     match &spec.tls {
@@ -290,17 +305,6 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
-    let mut manager_cfg = ManagerConfig::default();
-    // No `SELECT 1` before every checkout (a round trip per call): a connection whose server went away is
-    // closed (`is_closed`) and dropped by the pool; a call that races a dying server fails once with
-    // `unavailable` and the next one gets a fresh connection.
-    manager_cfg.recycling_method = RecyclingMethod::Fast;
-    manager_cfg.custom_setup = Box::new(move |_url| {
-        let spec = spec.clone();
-        Box::pin(async move { connect(&spec).await })
-    });
-    let manager =
-        AsyncDieselConnectionManager::new_with_config("postgres://configured-by-parallax", manager_cfg);
     let p = &cfg.pool;
     bb8::Pool::builder()
         .max_size(p.max_connections)
@@ -308,7 +312,7 @@ pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
         .idle_timeout(Some(Duration::from_millis(p.idle_timeout_ms.max(1))))
         .max_lifetime(Some(Duration::from_millis(p.max_idle_time_ms.max(1))))
         .connection_timeout(Duration::from_millis(p.acquire_timeout_ms.max(1)))
-        .build_unchecked(manager)
+        .build_unchecked(super::driven::Manager { spec })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod connect;
 mod copy;
+mod driven;
 mod migrations;
 mod models;
 mod partitions;
@@ -76,14 +77,7 @@ impl PostgresBackend {
 
     /// A pooled connection, or `Timeout` (pool exhausted) / `Unavailable` (server unreachable) within the
     /// configured acquireTimeout.
-    async fn conn(
-        &self,
-    ) -> Result<
-        bb8::PooledConnection<
-            '_,
-            diesel_async::pooled_connection::AsyncDieselConnectionManager<AsyncPgConnection>,
-        >,
-    > {
+    async fn conn(&self) -> Result<bb8::PooledConnection<'_, driven::Manager>> {
         match self.pool.get().await {
             Ok(c) => Ok(c),
             Err(bb8::RunError::User(e)) => Err(Error::unavailable(format!(
@@ -111,6 +105,12 @@ impl PostgresBackend {
                 }
             }
         }
+    }
+
+    /// Runs `f` with a pooled connection, driving the connection's I/O in the same future
+    /// ([`driven::PgConn::run`]).
+    async fn with_conn<T>(&self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
+        self.conn().await?.run(f).await
     }
 
     fn stop_maintenance(&self) {

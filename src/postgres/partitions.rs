@@ -20,16 +20,19 @@ struct Made {
 pub async fn ensure(pool: &Pool, months_ahead: u32) -> Result<u32> {
     let mut conn = pool.get().await.map_err(|e| Error::unavailable(format!("partition maintenance: {e}")))?;
     let made = conn
-        .transaction::<_, Error, _>(async |conn| {
-            sql_query(format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK})")).execute(conn).await?;
-            let made: Made = sql_query(
-                "SELECT count(*) FILTER (WHERE created)::int AS made FROM generate_series(0, $1) AS m, \
+        .run(async |conn| {
+            conn.transaction::<_, Error, _>(async |conn| {
+                sql_query(format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK})")).execute(conn).await?;
+                let made: Made = sql_query(
+                    "SELECT count(*) FILTER (WHERE created)::int AS made FROM generate_series(0, $1) AS m, \
                  LATERAL parallax_create_execution_partition(now() + make_interval(months => m)) AS created",
-            )
-            .bind::<Integer, _>(months_ahead as i32)
-            .get_result(conn)
-            .await?;
-            Ok(made.made)
+                )
+                .bind::<Integer, _>(months_ahead as i32)
+                .get_result(conn)
+                .await?;
+                Ok(made.made)
+            })
+            .await
         })
         .await?;
     Ok(made as u32)

@@ -137,6 +137,10 @@ impl PostgresBackend {
 }
 
 impl Contract for PostgresBackend {
+    /// Pooled connections are driven by the call using them ([`super::driven`]), so polling the call on the
+    /// caller's thread writes each statement there and the answer wakes the caller directly.
+    const POLL_ON_CALLER: bool = true;
+
     async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
         let pattern = Pattern {
             id: p.id.clone().unwrap_or_default(),
@@ -148,167 +152,186 @@ impl Contract for PostgresBackend {
             created_by: p.created_by,
         };
         let row = PatternRow::from_pattern(&pattern)?;
-        let mut conn = self.conn().await?;
-        diesel::insert_into(patterns::table).values(&row).execute(&mut conn).await.map_err(|e| {
-            map_unique(e, || {
-                Error::conflict(format!(
-                    "pattern {:?} version {} already exists (or its id is taken); versions are immutable",
-                    row.name, row.version
-                ))
-            })
-        })?;
-        Ok(pattern)
+        self.with_conn(async move |conn| {
+            diesel::insert_into(patterns::table).values(&row).execute(conn).await.map_err(|e| {
+                map_unique(e, || {
+                    Error::conflict(format!(
+                        "pattern {:?} version {} already exists (or its id is taken); versions are immutable",
+                        row.name, row.version
+                    ))
+                })
+            })?;
+            Ok(pattern)
+        })
+        .await
     }
 
     async fn get_pattern(&self, name: String, version: String) -> Result<Pattern> {
-        let mut conn = self.conn().await?;
-        patterns::table
-            .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
-            .select(PatternRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?
-            .map(Pattern::from)
-            .ok_or_else(|| Error::not_found(format!("pattern {name:?} version {version} not found")))
+        self.with_conn(async move |conn| {
+            patterns::table
+                .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
+                .select(PatternRow::as_select())
+                .first(conn)
+                .await
+                .optional()?
+                .map(Pattern::from)
+                .ok_or_else(|| Error::not_found(format!("pattern {name:?} version {version} not found")))
+        })
+        .await
     }
 
     async fn pattern_versions(&self, name: String) -> Result<Vec<Pattern>> {
-        let mut conn = self.conn().await?;
-        let rows = patterns::table
-            .filter(patterns::name.eq(&name))
-            .select(PatternRow::as_select())
-            .load(&mut conn)
-            .await?;
-        Ok(rows.into_iter().map(Pattern::from).collect())
+        self.with_conn(async move |conn| {
+            let rows = patterns::table
+                .filter(patterns::name.eq(&name))
+                .select(PatternRow::as_select())
+                .load(conn)
+                .await?;
+            Ok(rows.into_iter().map(Pattern::from).collect())
+        })
+        .await
     }
 
     async fn patterns_after(&self, page: Page<String>) -> Result<Vec<Pattern>> {
-        let mut conn = self.conn().await?;
-        let mut names = patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
-        if let Some(after) = &page.after {
-            names = names.filter(patterns::name.gt(after.clone()));
-        }
-        let names: Vec<String> = names.limit(page.limit as i64 + 1).load(&mut conn).await?;
-        let rows = patterns::table
-            .filter(patterns::name.eq_any(&names))
-            .order(patterns::name)
-            .select(PatternRow::as_select())
-            .load(&mut conn)
-            .await?;
-        Ok(rows.into_iter().map(Pattern::from).collect())
+        self.with_conn(async move |conn| {
+            let mut names =
+                patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
+            if let Some(after) = &page.after {
+                names = names.filter(patterns::name.gt(after.clone()));
+            }
+            let names: Vec<String> = names.limit(page.limit as i64 + 1).load(conn).await?;
+            let rows = patterns::table
+                .filter(patterns::name.eq_any(&names))
+                .order(patterns::name)
+                .select(PatternRow::as_select())
+                .load(conn)
+                .await?;
+            Ok(rows.into_iter().map(Pattern::from).collect())
+        })
+        .await
     }
 
     async fn delete_pattern(&self, name: String, version: String) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let n = diesel::delete(
-            patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))),
-        )
-        .execute(&mut conn)
-        .await?;
-        if n == 0 {
-            return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
-        }
-        Ok(())
+        self.with_conn(async move |conn| {
+            let n = diesel::delete(
+                patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))),
+            )
+            .execute(conn)
+            .await?;
+            if n == 0 {
+                return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn create_execution(&self, e: NewExecution, id_from_client: bool) -> Result<Execution> {
         let id = uuid(e.id.as_ref().into_option().map(|s| s.as_str()).unwrap_or_default())?;
         let tags = Value::from(e.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>());
         let started_at = e.started_at.unwrap_or_default();
-        let mut conn = self.conn().await?;
-        // One prepared statement, one round trip; the documents go as the adapter's validated text.
-        let stmt = InsertExecution {
-            id,
-            pattern_name: &e.pattern_name,
-            pattern_version: &e.pattern_version,
-            status: e.status.as_str(),
-            input: raw(&e.input),
-            metadata: raw(&e.metadata),
-            started_at: to_pg(started_at),
-            tags: &tags,
-            guard_id: id_from_client,
-        };
-        let conflict = || Error::conflict(format!("execution {id} already exists"));
-        let inserted = if id_from_client {
-            GuardedInsert(stmt).execute(&mut conn).await
-        } else {
-            stmt.execute(&mut conn).await
-        }
-        .map_err(|e| map_unique(e, conflict))?;
-        if inserted == 0 {
-            return Err(conflict());
-        }
-        Ok(Execution {
-            id: id.hyphenated().to_string().into(),
-            pattern_name: e.pattern_name,
-            pattern_version: e.pattern_version,
-            status: e.status,
-            input: e.input,
-            output: None.into(),
-            error: None.into(),
-            started_at,
-            completed_at: None.into(),
-            duration_ms: None.into(),
-            metadata: e.metadata,
-            tags: e.tags,
+        self.with_conn(async move |conn| {
+            // One prepared statement, one round trip; the documents go as the adapter's validated text.
+            let stmt = InsertExecution {
+                id,
+                pattern_name: &e.pattern_name,
+                pattern_version: &e.pattern_version,
+                status: e.status.as_str(),
+                input: raw(&e.input),
+                metadata: raw(&e.metadata),
+                started_at: to_pg(started_at),
+                tags: &tags,
+                guard_id: id_from_client,
+            };
+            let conflict = || Error::conflict(format!("execution {id} already exists"));
+            let inserted = if id_from_client {
+                GuardedInsert(stmt).execute(conn).await
+            } else {
+                stmt.execute(conn).await
+            }
+            .map_err(|e| map_unique(e, conflict))?;
+            if inserted == 0 {
+                return Err(conflict());
+            }
+            Ok(Execution {
+                id: id.hyphenated().to_string().into(),
+                pattern_name: e.pattern_name,
+                pattern_version: e.pattern_version,
+                status: e.status,
+                input: e.input,
+                output: None.into(),
+                error: None.into(),
+                started_at,
+                completed_at: None.into(),
+                duration_ms: None.into(),
+                metadata: e.metadata,
+                tags: e.tags,
+            })
         })
+        .await
     }
 
     async fn update_execution(&self, id: String, u: ExecutionUpdate) -> Result<Execution> {
         let id = uuid(&id)?;
         let status = u.status.map(|s| s.as_str().to_string()).into_option();
         let (output, error, metadata) = (raw(&u.output), raw(&u.error), raw(&u.metadata));
-        let mut conn = self.conn().await?;
-        for (lo, hi) in id_ranges(&id) {
-            let stmt = UpdateExecution { id, status: status.as_deref(), output, error, metadata, lo, hi };
-            let rows: Vec<ExecutionRow> = stmt.load(&mut conn).await?;
-            if let Some(row) = rows.into_iter().next() {
-                return Execution::try_from(row);
+        self.with_conn(async move |conn| {
+            for (lo, hi) in id_ranges(&id) {
+                let stmt = UpdateExecution { id, status: status.as_deref(), output, error, metadata, lo, hi };
+                let rows: Vec<ExecutionRow> = stmt.load(conn).await?;
+                if let Some(row) = rows.into_iter().next() {
+                    return Execution::try_from(row);
+                }
             }
-        }
-        // Nothing updated: say why.
-        let row = find_execution(&mut conn, &id, false).await?;
-        let status = status_of(&row.status)?;
-        Err(Error::conflict(format!("execution {id} is {} and can no longer be updated", status.as_str())))
+            // Nothing updated: say why.
+            let row = find_execution(conn, &id, false).await?;
+            let status = status_of(&row.status)?;
+            Err(Error::conflict(format!(
+                "execution {id} is {} and can no longer be updated",
+                status.as_str()
+            )))
+        })
+        .await
     }
 
     async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
         let id = uuid(&id)?;
         let completed_at = c.completed_at.unwrap_or_else(now_micros);
         let (output, error) = (raw(&c.output), raw(&c.error));
-        let mut conn = self.conn().await?;
-        for (lo, hi) in id_ranges(&id) {
-            let stmt = CompleteExecution {
-                id,
-                status: c.status.as_str(),
-                output,
-                error,
-                completed_at: to_pg(completed_at),
-                completed_micros: completed_at,
-                lo,
-                hi,
-            };
-            let rows: Vec<ExecutionRow> = stmt.load(&mut conn).await?;
-            if let Some(row) = rows.into_iter().next() {
-                return Execution::try_from(row);
+        self.with_conn(async move |conn| {
+            for (lo, hi) in id_ranges(&id) {
+                let stmt = CompleteExecution {
+                    id,
+                    status: c.status.as_str(),
+                    output,
+                    error,
+                    completed_at: to_pg(completed_at),
+                    completed_micros: completed_at,
+                    lo,
+                    hi,
+                };
+                let rows: Vec<ExecutionRow> = stmt.load(conn).await?;
+                if let Some(row) = rows.into_iter().next() {
+                    return Execution::try_from(row);
+                }
             }
-        }
-        // Nothing completed: say why.
-        let row = find_execution(&mut conn, &id, false).await?;
-        let status = status_of(&row.status)?;
-        if status.is_final() {
-            return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
-        }
-        let started = from_pg(row.started_at);
-        Err(Error::invalid(format!(
-            "completed_at {completed_at} is before the execution's started_at {started}"
-        )))
+            // Nothing completed: say why.
+            let row = find_execution(conn, &id, false).await?;
+            let status = status_of(&row.status)?;
+            if status.is_final() {
+                return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
+            }
+            let started = from_pg(row.started_at);
+            Err(Error::invalid(format!(
+                "completed_at {completed_at} is before the execution's started_at {started}"
+            )))
+        })
+        .await
     }
 
     async fn get_execution(&self, id: String) -> Result<Execution> {
         let id = uuid(&id)?;
-        let mut conn = self.conn().await?;
-        Execution::try_from(find_execution(&mut conn, &id, false).await?)
+        self.with_conn(async move |conn| Execution::try_from(find_execution(conn, &id, false).await?)).await
     }
 
     async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
@@ -319,20 +342,24 @@ impl Contract for PostgresBackend {
                 executions::started_at.lt(ts).or(executions::started_at.eq(ts).and(executions::id.lt(id))),
             );
         }
-        let mut conn = self.conn().await?;
-        let rows = q
-            .order((executions::started_at.desc(), executions::id.desc()))
-            .limit(page.limit as i64 + 1)
-            .load(&mut conn)
-            .await?;
-        rows.into_iter().map(Execution::try_from).collect()
+        self.with_conn(async move |conn| {
+            let rows = q
+                .order((executions::started_at.desc(), executions::id.desc()))
+                .limit(page.limit as i64 + 1)
+                .load(conn)
+                .await?;
+            rows.into_iter().map(Execution::try_from).collect()
+        })
+        .await
     }
 
     async fn count_executions(&self, f: ExecutionFilter) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        let n: i64 =
-            apply_filter(executions::table.select(count_star()).into_boxed(), &f).first(&mut conn).await?;
-        Ok(n as u64)
+        self.with_conn(async move |conn| {
+            let n: i64 =
+                apply_filter(executions::table.select(count_star()).into_boxed(), &f).first(conn).await?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn append_event(
@@ -343,51 +370,55 @@ impl Contract for PostgresBackend {
     ) -> Result<ExecutionEvent> {
         let (eid, id) = (uuid(&execution_id)?, uuid(&event_id)?);
         let payload = json(&e.payload)?;
-        let mut conn = self.conn().await?;
-        let row = conn
-            .transaction::<_, Error, _>(async |conn| {
-                // Locking the execution row serialises appends (seq numbering) and completion.
-                let exec = find_execution(conn, &eid, true).await?;
-                let status = status_of(&exec.status)?;
-                if status.is_final() {
-                    return Err(Error::conflict(format!(
-                        "execution {eid} is {}; events can only be appended to pending or running executions",
-                        status.as_str()
-                    )));
-                }
-                let last: Option<i64> = execution_events::table
-                    .filter(execution_events::execution_id.eq(&eid))
-                    .select(max(execution_events::seq))
-                    .first(conn)
-                    .await?;
-                let row = EventRow {
-                    id,
-                    execution_id: eid,
-                    seq: last.unwrap_or(0) + 1,
-                    kind: e.kind.as_str().to_string(),
-                    payload,
-                    recorded_at: to_pg(e.recorded_at.unwrap_or_default()),
-                };
-                diesel::insert_into(execution_events::table).values(&row).execute(conn).await?;
-                Ok(row)
-            })
-            .await?;
-        ExecutionEvent::try_from(row)
+        self.with_conn(async move |conn| {
+            let row = conn
+                .transaction::<_, Error, _>(async |conn| {
+                    // Locking the execution row serialises appends (seq numbering) and completion.
+                    let exec = find_execution(conn, &eid, true).await?;
+                    let status = status_of(&exec.status)?;
+                    if status.is_final() {
+                        return Err(Error::conflict(format!(
+                            "execution {eid} is {}; events can only be appended to pending or running executions",
+                            status.as_str()
+                        )));
+                    }
+                    let last: Option<i64> = execution_events::table
+                        .filter(execution_events::execution_id.eq(&eid))
+                        .select(max(execution_events::seq))
+                        .first(conn)
+                        .await?;
+                    let row = EventRow {
+                        id,
+                        execution_id: eid,
+                        seq: last.unwrap_or(0) + 1,
+                        kind: e.kind.as_str().to_string(),
+                        payload,
+                        recorded_at: to_pg(e.recorded_at.unwrap_or_default()),
+                    };
+                    diesel::insert_into(execution_events::table).values(&row).execute(conn).await?;
+                    Ok(row)
+                })
+                .await?;
+            ExecutionEvent::try_from(row)
+        })
+        .await
     }
 
     async fn list_events(&self, execution_id: String) -> Result<Vec<ExecutionEvent>> {
         let eid = uuid(&execution_id)?;
-        let mut conn = self.conn().await?;
-        let rows = execution_events::table
-            .filter(execution_events::execution_id.eq(&eid))
-            .order(execution_events::seq)
-            .select(EventRow::as_select())
-            .load(&mut conn)
-            .await?;
-        if rows.is_empty() {
-            find_execution(&mut conn, &eid, false).await?;
-        }
-        rows.into_iter().map(ExecutionEvent::try_from).collect()
+        self.with_conn(async move |conn| {
+            let rows = execution_events::table
+                .filter(execution_events::execution_id.eq(&eid))
+                .order(execution_events::seq)
+                .select(EventRow::as_select())
+                .load(conn)
+                .await?;
+            if rows.is_empty() {
+                find_execution(conn, &eid, false).await?;
+            }
+            rows.into_iter().map(ExecutionEvent::try_from).collect()
+        })
+        .await
     }
 
     async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> Result<()> {
@@ -424,13 +455,15 @@ impl Contract for PostgresBackend {
                 audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))),
             );
         }
-        let mut conn = self.conn().await?;
-        let rows = b
-            .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
-            .limit(page.limit as i64 + 1)
-            .load(&mut conn)
-            .await?;
-        Ok(rows.into_iter().map(AuditEntry::from).collect())
+        self.with_conn(async move |conn| {
+            let rows = b
+                .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
+                .limit(page.limit as i64 + 1)
+                .load(conn)
+                .await?;
+            Ok(rows.into_iter().map(AuditEntry::from).collect())
+        })
+        .await
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
@@ -462,35 +495,39 @@ impl Contract for PostgresBackend {
         terms: Vec<String>,
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
-        let mut conn = self.conn().await?;
-        let hits: Vec<ExecutionHitRow> = sql_query(
-            "SELECT e.id, e.pattern_name, e.pattern_version, e.status, e.input, e.output, e.error, e.started_at, \
-             e.completed_at, e.duration_ms, e.metadata, e.tags, ts_rank(e.search_vector, q)::float8 AS rank \
-             FROM executions e, to_tsquery('simple', $1) q WHERE e.search_vector @@ q \
-             ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT $2 OFFSET $3",
-        )
-        .bind::<Text, _>(ts_query(&terms))
-        .bind::<BigInt, _>(page.limit as i64 + 1)
-        .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
-        .load(&mut conn)
-        .await?;
-        hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()
+        self.with_conn(async move |conn| {
+            let hits: Vec<ExecutionHitRow> = sql_query(
+                "SELECT e.id, e.pattern_name, e.pattern_version, e.status, e.input, e.output, e.error, e.started_at, \
+                 e.completed_at, e.duration_ms, e.metadata, e.tags, ts_rank(e.search_vector, q)::float8 AS rank \
+                 FROM executions e, to_tsquery('simple', $1) q WHERE e.search_vector @@ q \
+                 ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT $2 OFFSET $3",
+            )
+            .bind::<Text, _>(ts_query(&terms))
+            .bind::<BigInt, _>(page.limit as i64 + 1)
+            .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+            .load(conn)
+            .await?;
+            hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()
+        })
+        .await
     }
 
     async fn search_patterns(&self, terms: Vec<String>, page: Page<usize>) -> Result<Vec<(Pattern, f64)>> {
-        let mut conn = self.conn().await?;
-        let hits: Vec<PatternHitRow> = sql_query(
-            "SELECT p.id, p.name, p.version, p.description, p.definition, p.created_at, p.created_by, \
-             ts_rank(p.search_vector, q)::float8 AS rank \
-             FROM patterns p, to_tsquery('simple', $1) q WHERE p.search_vector @@ q \
-             ORDER BY rank DESC, p.created_at DESC, p.id DESC LIMIT $2 OFFSET $3",
-        )
-        .bind::<Text, _>(ts_query(&terms))
-        .bind::<BigInt, _>(page.limit as i64 + 1)
-        .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
-        .load(&mut conn)
-        .await?;
-        Ok(hits.into_iter().map(|h| (Pattern::from(h.record), h.rank)).collect())
+        self.with_conn(async move |conn| {
+            let hits: Vec<PatternHitRow> = sql_query(
+                "SELECT p.id, p.name, p.version, p.description, p.definition, p.created_at, p.created_by, \
+                 ts_rank(p.search_vector, q)::float8 AS rank \
+                 FROM patterns p, to_tsquery('simple', $1) q WHERE p.search_vector @@ q \
+                 ORDER BY rank DESC, p.created_at DESC, p.id DESC LIMIT $2 OFFSET $3",
+            )
+            .bind::<Text, _>(ts_query(&terms))
+            .bind::<BigInt, _>(page.limit as i64 + 1)
+            .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+            .load(conn)
+            .await?;
+            Ok(hits.into_iter().map(|h| (Pattern::from(h.record), h.rank)).collect())
+        })
+        .await
     }
 
     async fn health(&self) -> Result<Health> {
@@ -501,8 +538,10 @@ impl Contract for PostgresBackend {
         }
         let started = std::time::Instant::now();
         let version: Version = {
-            let mut conn = self.conn().await?;
-            sql_query("SELECT current_setting('server_version') AS v").get_result(&mut conn).await?
+            self.with_conn(async |conn| {
+                Ok(sql_query("SELECT current_setting('server_version') AS v").get_result(conn).await?)
+            })
+            .await?
         };
         let latency_us = started.elapsed().as_micros() as i64;
         let status = self.migrate_op(|w| migrate::status(w, &MIGRATIONS)).await?;

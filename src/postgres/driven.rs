@@ -1,0 +1,137 @@
+//! Pooled connections driven by the call that uses them.
+//!
+//! tokio-postgres splits a connection into a `Client` (which queues requests) and a `Connection` future (which
+//! writes them to the socket and hands back the answers). diesel-async normally spawns that future as a task
+//! of its own, so every statement hops threads twice more: the caller wakes the connection task, the
+//! connection task wakes the caller. Here the pool keeps the `Connection` future next to its client and the
+//! call that holds the connection polls it ([`PgConn::run`]): a statement is written to the socket during
+//! the caller's own poll, and the answer wakes the caller straight from the plugin runtime's I/O driver.
+//!
+//! An idle connection is polled by nobody, so a server that went away is noticed at the next checkout
+//! ([`Manager::is_valid`] polls the connection once) and the pool replaces it. A connection leaving the pool
+//! hands its `Connection` future to the plugin runtime, which sends PostgreSQL the `Terminate` message.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use diesel::ConnectionError;
+use diesel_async::{pooled_connection::PoolableConnection, AsyncPgConnection};
+
+use super::connect::{self, ConnectSpec};
+
+/// A tokio-postgres `Connection` future, whichever TLS stream it runs over.
+pub type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+
+/// A diesel-async connection and the `Connection` future serving it. Holds no secrets.
+pub struct PgConn {
+    conn: AsyncPgConnection,
+    /// `None` once the connection ended (server gone, I/O error): the pool then drops this connection.
+    driver: Option<Driver>,
+}
+
+impl PgConn {
+    /// Runs `f` with the connection while polling the connection's I/O in the same future.
+    pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> T) -> T {
+        let PgConn { conn, driver } = self;
+        Driven { work: std::pin::pin!(f(conn)), driver }.await
+    }
+
+    /// Whether the connection's I/O has ended.
+    fn ended(&self) -> bool {
+        self.driver.is_none()
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // The client (dropped right after this) queues `Terminate`; let the plugin runtime deliver it and
+        // close the socket. Without a runtime (process exit) the socket is simply closed.
+        if let (Some(driver), Ok(handle)) = (self.driver.take(), tokio::runtime::Handle::try_current()) {
+            let _detached = handle.spawn(async move {
+                let _ = driver.await;
+            });
+        }
+    }
+}
+
+/// Polls the connection's I/O, then `work`, then the I/O again (to write what `work` just queued).
+struct Driven<'a, W> {
+    work: Pin<&'a mut W>,
+    driver: &'a mut Option<Driver>,
+}
+
+impl<W: Future> Future for Driven<'_, W> {
+    type Output = W::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<W::Output> {
+        poll_driver(self.driver, cx);
+        if let Poll::Ready(out) = self.work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        poll_driver(self.driver, cx);
+        Poll::Pending
+    }
+}
+
+/// Polls the `Connection` future once; drops it when it has ended, which fails the client's pending and
+/// later requests ("connection closed") instead of leaving them waiting.
+fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
+    if let Some(d) = driver.as_mut() {
+        if let Poll::Ready(outcome) = d.as_mut().poll(cx) {
+            if let Err(e) = outcome {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+            *driver = None;
+        }
+    }
+}
+
+/// Opens one connection whose `Connection` future is kept, not spawned.
+async fn open(spec: &ConnectSpec) -> Result<PgConn, ConnectionError> {
+    let (client, driver) = connect::connect_parts(spec).await?;
+    let mut driver = Some(driver);
+    // Setting up the diesel connection runs statements: drive the socket meanwhile.
+    let conn =
+        Driven { work: std::pin::pin!(AsyncPgConnection::try_from(client)), driver: &mut driver }.await?;
+    if driver.is_none() {
+        return Err(ConnectionError::BadConnection("the connection closed while it was being set up".into()));
+    }
+    Ok(PgConn { conn, driver })
+}
+
+/// The bb8 manager of [`PgConn`]s.
+pub struct Manager {
+    pub spec: Arc<ConnectSpec>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ConnectionError;
+
+    async fn connect(&self) -> Result<PgConn, ConnectionError> {
+        open(&self.spec).await
+    }
+
+    /// Called at every checkout. Costs no round trip: it polls the idle connection's I/O once, which reads
+    /// anything the server sent while the connection sat in the pool — end of stream if the server closed
+    /// it, so a connection from before a server restart is replaced instead of failing the call.
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectionError> {
+        std::future::poll_fn(|cx| {
+            poll_driver(&mut conn.driver, cx);
+            Poll::Ready(())
+        })
+        .await;
+        if conn.ended() || conn.conn.is_broken() {
+            return Err(ConnectionError::BadConnection("the server closed the connection".into()));
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.ended() || conn.conn.is_broken()
+    }
+}
