@@ -1,7 +1,7 @@
 //! The thin, shared layer between the ABI trait object and a backend: validates input, fills in ids and
-//! timestamps, runs the backend call on the plugin's own tokio runtime (spawned there, or for backends that only
-//! wait on channels polled by the caller with that runtime entered: [`Contract::POLL_ON_CALLER`]), turns panics
-//! into `Panicked` errors and shapes raw rows into pages.
+//! timestamps, runs the backend call with the plugin's own tokio runtime (spawned there, or polled by the caller
+//! with that runtime entered: [`Contract::POLL_ON_CALLER`]), turns panics into `Panicked` errors and shapes raw
+//! rows into pages.
 
 use std::{
     future::Future,

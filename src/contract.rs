@@ -12,11 +12,12 @@ use parallax_storage_abi::{
 use crate::{error::Result, validate::Page};
 
 pub trait Contract: Send + Sync + 'static {
-    /// The backend's futures only wait on channels and on the plugin runtime's blocking pool, or do short
-    /// in-memory work (SQLite, the file store's index), so the adapter polls them on the caller's thread with the plugin runtime entered instead of
-    /// spawning a task per call: an answer from the writer or a blocking thread then wakes the caller directly,
-    /// not a plugin worker that wakes the caller in turn. A backend whose futures drive sockets (PostgreSQL)
-    /// gains nothing from it (its connection tasks run on the plugin runtime either way) and keeps spawning.
+    /// The adapter polls the backend's futures on the caller's thread, with the plugin runtime entered,
+    /// instead of spawning a task per call. Right for backends whose futures only wait on channels and the
+    /// blocking pool or do short in-memory work (SQLite, the file store's index), and for PostgreSQL, whose
+    /// pooled connections are driven by the calling future itself (`postgres::driven`): an answer then wakes
+    /// the caller directly, not a plugin worker that wakes the caller in turn. Leave it `false` for a backend
+    /// whose futures rely on tasks of their own on the plugin runtime.
     const POLL_ON_CALLER: bool = false;
 
     fn put_pattern(&self, p: NewPattern) -> impl Future<Output = Result<Pattern>> + Send;

@@ -110,6 +110,61 @@ async fn partitions_are_made_ahead_and_route_rows() {
     h.finish().await;
 }
 
+/// The plugin's connections to `db` other than `admin`'s own, by backend pid.
+async fn plugin_backends(admin: &tokio_postgres::Client) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'parallax-storage' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Waits (up to 10 s) until the plugin has no connection to `db`.
+async fn until_no_plugin_backends(admin: &tokio_postgres::Client, why: &str) {
+    let started = Instant::now();
+    while !plugin_backends(admin).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{why}: the plugin's connections are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pooled connection's I/O is driven by the call using it, so nothing watches it while it sits idle in the
+/// pool. One the server closed meanwhile (restart, `pg_terminate_backend`, an idle timeout in a proxy) must be
+/// noticed at checkout and replaced: the next call succeeds instead of failing with "connection closed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_server_closed_is_replaced_at_checkout() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut cfg = server.storage_config(&db);
+    merge(&mut cfg, json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1 } } }));
+    let storage = plugin().open(&cfg).unwrap();
+    storage.put_pattern(new_pattern("kept", "1.0.0")).await.unwrap();
+    let admin = server.client(&db).await;
+    for round in 0..3 {
+        let pids = plugin_backends(&admin).await;
+        assert_eq!(pids.len(), 1, "round {round}: expected the pool's one connection, found {pids:?}");
+        admin.execute("SELECT pg_terminate_backend($1)", &[&pids[0]]).await.unwrap();
+        until_no_plugin_backends(&admin, &format!("round {round}: terminated")).await;
+        // Let the plugin runtime's I/O driver see the closed socket.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let p = storage.get_pattern("kept", "1.0.0").await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(p.name.as_str(), "kept");
+    }
+    storage.shutdown().await.unwrap();
+    drop(storage);
+    until_no_plugin_backends(&admin, "after shutdown and drop").await;
+    server.drop_database(&db).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_times_out_instead_of_hanging() {
     let server = pg::server();

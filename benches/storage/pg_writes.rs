@@ -133,6 +133,63 @@ async fn raw_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: usize) -> 
     .await
 }
 
+/// The plugin's own two statements (`lifecycle_sql`: the same text, prepared the same way), issued from raw
+/// tokio-postgres with the values the plugin would send, the returned row read.
+async fn raw_same_sql_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: usize) -> f64 {
+    const DAY: i64 = 86_400_000_000;
+    let [insert_sql, complete_sql] = parallax_storage::postgres::lifecycle_sql()
+        .unwrap_or_else(|e| util::fail(&format!("lifecycle_sql: {e}")));
+    let (insert_sql, complete_sql) = (Arc::new(insert_sql), Arc::new(complete_sql));
+    concurrent(ops, |i, next| {
+        let c = clients[i].clone();
+        let (insert_sql, complete_sql) = (insert_sql.clone(), complete_sql.clone());
+        async move {
+            let insert = c.prepare(&insert_sql).await.unwrap();
+            let complete = c.prepare(&complete_sql).await.unwrap();
+            while next.fetch_add(1, Ordering::Relaxed) < ops {
+                let (id, started) = (PgUuid(uuid::Uuid::now_v7()), now_us());
+                let md: Option<PgJson> = None;
+                c.execute(
+                    &insert,
+                    &[
+                        &id,
+                        &"bench-lifecycle",
+                        &"1.0.0",
+                        &"running",
+                        &PgJson(INPUT),
+                        &md,
+                        &PgTs(started),
+                        &PgJson("[]"),
+                    ],
+                )
+                .await
+                .expect("raw insert");
+                let done = now_us();
+                let no_error: Option<PgJson> = None;
+                let rows = c
+                    .query(
+                        &complete,
+                        &[
+                            &"completed",
+                            &PgJson(OUTPUT),
+                            &no_error,
+                            &PgTs(done),
+                            &done,
+                            &id,
+                            &PgTs(started - DAY),
+                            &PgTs(started + DAY),
+                            &PgTs(done),
+                        ],
+                    )
+                    .await
+                    .expect("raw complete");
+                assert_eq!(rows.len(), 1);
+            }
+        }
+    })
+    .await
+}
+
 /// Scenario 1: create + complete one execution, 16 callers, vs raw tokio-postgres on 16 connections.
 pub async fn lifecycle(opts: &Opts) {
     let ops = opts.n(16_000, 800);
@@ -142,30 +199,34 @@ pub async fn lifecycle(opts: &Opts) {
     for _ in 0..CALLERS {
         clients.push(Arc::new(server.client(&db).await));
     }
-    // Warm up both paths (connections, plans, caches), then measure alternately.
+    // Warm up every path (connections, plans, caches), then measure in turn. The baseline is raw
+    // tokio-postgres issuing the plugin's own SQL; hand-written SQL (the parent table addressed by the exact
+    // `started_at` the client kept, no row returned) is reported beside it.
     plugin_lifecycles(&storage, ops / 10).await;
+    raw_same_sql_lifecycles(&clients, ops / 10).await;
     raw_lifecycles(&clients, ops / 10).await;
-    let (mut ours, mut base) = (0.0, 0.0);
-    // Client CPU per lifecycle (this process: host, plugin and raw client; the server is other processes).
-    let (mut ours_cpu, mut base_cpu) = (0.0, 0.0);
-    // Machine-wide busy share: below 100 % means the scenario waited on latency, not CPU.
-    let (mut ours_busy, mut base_busy) = (0.0, 0.0);
-    // Server CPU per lifecycle (every `postgres` process; zero when the server runs elsewhere).
-    let (mut ours_srv, mut base_srv) = (0.0, 0.0);
+    let (mut ours, mut base, mut hand) = (0.0, 0.0, 0.0);
+    // Per lifecycle: client CPU (this process: host, plugin and raw client) and server CPU (every `postgres`
+    // process; zero when the server runs elsewhere); machine busy share (below 100 %: waiting, not CPU bound).
     let server_cpu = || util::processes_cpu_secs("postgres");
+    let mut cost = [[0.0; 3]; 3];
     for _ in 0..2 {
-        let (c0, m0, s0) = (util::process_cpu_secs(), util::machine_cpu_ticks(), server_cpu());
+        let mut phase = |i: usize, before: (f64, f64, (f64, f64))| {
+            let after = (util::process_cpu_secs(), server_cpu(), util::machine_cpu_ticks());
+            cost[i][0] += (after.0 - before.0) * 1e6 / ops as f64;
+            cost[i][1] += (after.1 - before.1) * 1e6 / ops as f64;
+            cost[i][2] += util::busy_percent(before.2, after.2) / 2.0;
+            after
+        };
+        let t0 = (util::process_cpu_secs(), server_cpu(), util::machine_cpu_ticks());
         ours += plugin_lifecycles(&storage, ops / 2).await / 2.0;
-        let (c1, m1, s1) = (util::process_cpu_secs(), util::machine_cpu_ticks(), server_cpu());
-        base += raw_lifecycles(&clients, ops / 2).await / 2.0;
-        let (c2, m2, s2) = (util::process_cpu_secs(), util::machine_cpu_ticks(), server_cpu());
-        ours_cpu += (c1 - c0) * 1e6 / ops as f64;
-        base_cpu += (c2 - c1) * 1e6 / ops as f64;
-        ours_srv += (s1 - s0) * 1e6 / ops as f64;
-        base_srv += (s2 - s1) * 1e6 / ops as f64;
-        ours_busy += util::busy_percent(m0, m1) / 2.0;
-        base_busy += util::busy_percent(m1, m2) / 2.0;
+        let t1 = phase(0, t0);
+        base += raw_same_sql_lifecycles(&clients, ops / 2).await / 2.0;
+        let t2 = phase(1, t1);
+        hand += raw_lifecycles(&clients, ops / 2).await / 2.0;
+        phase(2, t2);
     }
+    let [o, b, h] = cost;
     util::report_throughput(
         "pg_lifecycle",
         ours,
@@ -173,10 +234,20 @@ pub async fn lifecycle(opts: &Opts) {
         "lifecycles/s",
         0.8,
         &format!(
-            "{ops} create+complete, {CALLERS} callers; plugin pool 16 = raw 16 connections; client CPU per \
-             lifecycle ours={ours_cpu:.0}us raw={base_cpu:.0}us; server CPU per lifecycle \
-             ours={ours_srv:.0}us raw={base_srv:.0}us; machine busy ours={ours_busy:.0}% \
-             raw={base_busy:.0}%"
+            "{ops} create+complete, {CALLERS} callers; plugin pool 16 = raw 16 connections; baseline = the \
+             plugin's SQL from raw tokio-postgres; hand-written SQL {hand:.0}/s (ours/hand {:.2}); per lifecycle \
+             client CPU ours={:.0}us same-SQL={:.0}us hand={:.0}us, server CPU ours={:.0}us same-SQL={:.0}us \
+             hand={:.0}us; machine busy {:.0}%/{:.0}%/{:.0}%",
+            ours / hand,
+            o[0],
+            b[0],
+            h[0],
+            o[1],
+            b[1],
+            h[1],
+            o[2],
+            b[2],
+            h[2]
         ),
     );
     storage.shutdown().await.expect("shutdown");

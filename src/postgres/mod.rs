@@ -22,6 +22,7 @@ use parallax_storage_abi::OpenOptions;
 
 pub use self::connect::redact_url;
 use self::connect::{ConnectSpec, Pool};
+pub use self::statements::lifecycle_sql;
 use crate::{
     config::{PostgresConfig, StorageConfig},
     error::{Error, Result},

@@ -175,3 +175,54 @@ impl QueryFragment<Pg> for CompleteExecution<'_> {
 }
 
 statement!(InsertExecution, GuardedInsert, UpdateExecution, CompleteExecution);
+
+/// The SQL text of the two statements of an execution's lifecycle as the plugin sends them (create with a
+/// generated id, then complete), for the benchmark's raw baseline that must issue the same SQL. Parameters:
+/// insert `$1..$8` = id, pattern_name, pattern_version, status, input, metadata, started_at, tags; complete
+/// `$1..$9` = status, output, error, completed_at, completed_at in µs, id, `started_at` lower and upper bound,
+/// completed_at.
+pub fn lifecycle_sql() -> QueryResult<[String; 2]> {
+    use diesel::{pg::PgQueryBuilder, query_builder::QueryBuilder};
+    fn sql(q: &impl QueryFragment<Pg>) -> QueryResult<String> {
+        let mut b = PgQueryBuilder::new();
+        q.to_sql(&mut b, &Pg)?;
+        Ok(b.finish())
+    }
+    let (id, ts, tags) = (Uuid::nil(), PgTimestamp(0), Value::Array(Vec::new()));
+    let insert = InsertExecution {
+        id,
+        pattern_name: "",
+        pattern_version: "",
+        status: "",
+        input: None,
+        metadata: None,
+        started_at: ts,
+        tags: &tags,
+        guard_id: false,
+    };
+    let complete = CompleteExecution {
+        id,
+        status: "",
+        output: None,
+        error: None,
+        completed_at: ts,
+        completed_micros: 0,
+        lo: ts,
+        hi: ts,
+    };
+    Ok([sql(&insert)?, sql(&complete)?])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lifecycle_sql_is_the_statements_text() {
+        let [insert, complete] = super::lifecycle_sql().unwrap();
+        assert!(
+            insert.starts_with("INSERT INTO executions (") && insert.contains("$8") && !insert.contains("$9")
+        );
+        assert!(!insert.contains("NOT EXISTS"), "generated ids skip the id guard: {insert}");
+        assert!(complete.starts_with("UPDATE executions SET") && complete.contains("$9"), "{complete}");
+        assert!(complete.ends_with(super::EXECUTION_COLUMNS), "{complete}");
+    }
+}
