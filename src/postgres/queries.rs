@@ -22,7 +22,7 @@ use super::{
         PatternHitRow, PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
-    statements::{CompleteExecution, GuardedInsert, InsertExecution, RawJson, UpdateExecution},
+    statements::{CompleteExecution, GuardedInsert, InsertExecution, LiteralLimit, RawJson, UpdateExecution},
     PostgresBackend,
 };
 use crate::{
@@ -343,11 +343,9 @@ impl Contract for PostgresBackend {
             );
         }
         self.with_conn(async move |conn| {
-            let rows = q
-                .order((executions::started_at.desc(), executions::id.desc()))
-                .limit(page.limit as i64 + 1)
-                .load(conn)
-                .await?;
+            let query = q.order((executions::started_at.desc(), executions::id.desc()));
+            let rows: Vec<ExecutionRow> =
+                LiteralLimit { query, limit: page.limit as i64 + 1 }.load(conn).await?;
             rows.into_iter().map(Execution::try_from).collect()
         })
         .await
@@ -456,11 +454,8 @@ impl Contract for PostgresBackend {
             );
         }
         self.with_conn(async move |conn| {
-            let rows = b
-                .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
-                .limit(page.limit as i64 + 1)
-                .load(conn)
-                .await?;
+            let query = b.order((audit_logs::timestamp.desc(), audit_logs::id.desc()));
+            let rows: Vec<AuditRow> = LiteralLimit { query, limit: page.limit as i64 + 1 }.load(conn).await?;
             Ok(rows.into_iter().map(AuditEntry::from).collect())
         })
         .await
