@@ -6,12 +6,10 @@
 use std::{
     future::Future,
     panic::AssertUnwindSafe,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    task::{Context, Poll},
 };
 
 use abi_stable::std_types::{ROption, RResult, RString, RVec};
@@ -25,6 +23,7 @@ use tokio::{
 use crate::{
     contract::{into_page, Contract},
     error::{Error, Result},
+    on_caller::OnCaller,
     time::now_micros,
     validate::{self, Page},
 };
@@ -36,53 +35,13 @@ enum Running<T: Send + 'static> {
     OnCaller(OnCaller<T>),
 }
 
-/// A backend future polled on the caller's thread, with the plugin runtime entered (so it can spawn, use the
-/// blocking pool and timers), panics caught like a spawned task's. Dropped unfinished, it hands the rest of
-/// the work to the plugin runtime, so a write the caller stopped waiting for still completes, as a spawned
-/// call would.
-struct OnCaller<T: Send + 'static> {
-    work: Option<Pin<Box<dyn Future<Output = Result<T>> + Send>>>,
-    handle: Handle,
-    op: &'static str,
-}
-
-impl<T: Send + 'static> Future for OnCaller<T> {
-    type Output = Result<T>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let this = &mut *self;
-        let Some(work) = this.work.as_mut() else {
-            return Poll::Ready(Err(Error::internal(format!("{} was polled after it finished", this.op))));
-        };
-        let _entered = this.handle.enter();
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(r)) => r,
-            Err(payload) => Err(Error::from_panic(payload, this.op)),
-        };
-        // A future that panicked may panic again while dropped: keep that on this side of the boundary too.
-        let done = this.work.take();
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(done)));
-        Poll::Ready(outcome)
-    }
-}
-
-impl<T: Send + 'static> Drop for OnCaller<T> {
-    fn drop(&mut self) {
-        if let Some(work) = self.work.take() {
-            // After shutdown the runtime drops the task instead of running it: the storage is closing anyway.
-            let _detached = self.handle.spawn(async move {
-                let _ = work.await;
-            });
-        }
-    }
-}
-
 pub struct Adapter<B: Contract> {
     backend: Arc<B>,
     handle: Handle,
     runtime: Mutex<Option<Runtime>>,
     closed: Arc<AtomicBool>,
+    /// Set just before the runtime shuts down: calls polled by the caller stop polling their work.
+    stopped: Arc<AtomicBool>,
 }
 
 impl<B: Contract> Adapter<B> {
@@ -92,6 +51,7 @@ impl<B: Contract> Adapter<B> {
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             closed: Arc::new(AtomicBool::new(false)),
+            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -118,11 +78,12 @@ impl<B: Contract> Adapter<B> {
                     }
                 };
                 Ok(if B::POLL_ON_CALLER {
-                    Running::OnCaller(OnCaller {
-                        work: Some(Box::pin(work)),
-                        handle: self.handle.clone(),
+                    Running::OnCaller(OnCaller::new(
+                        Box::pin(work),
+                        self.handle.clone(),
                         op,
-                    })
+                        self.stopped.clone(),
+                    ))
                 } else {
                     Running::Spawned(self.handle.spawn(work))
                 })
@@ -185,6 +146,7 @@ impl<B: Contract> Adapter<B> {
 
     fn stop_runtime(&self) {
         if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.stopped.store(true, Ordering::Release);
             rt.shutdown_background();
         }
     }
@@ -553,6 +515,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
         let backend = self.backend.clone();
         let job = self.handle.spawn(async move { backend.shutdown().await });
         let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stopped = self.stopped.clone();
         async move {
             let result = match job.await {
                 Ok(r) => r,
@@ -560,6 +523,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                 Err(_) => Ok(()),
             };
             if let Some(rt) = runtime {
+                stopped.store(true, Ordering::Release);
                 rt.shutdown_background();
             }
             result.map_err(|e| e.0).into()

@@ -10,6 +10,7 @@ pub mod error;
 pub mod file;
 mod logging;
 pub mod migrate;
+mod on_caller;
 pub mod postgres;
 pub mod sqlite;
 pub mod time;

@@ -165,6 +165,49 @@ async fn a_pooled_connection_the_server_closed_is_replaced_at_checkout() {
     server.drop_database(&db).await;
 }
 
+/// Calls still waiting when the storage shuts down (one on the server, one for a pool connection) end
+/// promptly with `unavailable`. They are polled by the caller, so once the plugin runtime has stopped they must
+/// not touch its timers or sockets again (a stopped runtime's timer panics when polled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_at_shutdown_end_unavailable() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut cfg = server.storage_config(&db);
+    merge(
+        &mut cfg,
+        json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1, "acquireTimeout": 30000 } } }),
+    );
+    let storage = plugin().open(&cfg).unwrap();
+    storage.put_pattern(new_pattern("warm", "1.0.0")).await.unwrap();
+    let mut blocker = server.client(&db).await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE patterns IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let calls: Vec<_> = ["on the server", "for a connection"]
+        .into_iter()
+        .map(|what| {
+            let s = storage.clone();
+            let call = tokio::spawn(async move { s.put_pattern(new_pattern(what, "1.0.0")).await });
+            (what, call)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (what, call) in &calls {
+        assert!(!call.is_finished(), "the call waiting {what} finished early");
+    }
+    storage.shutdown().await.unwrap();
+    for (what, call) in calls {
+        let err = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("the call waiting {what} still waits after shutdown"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable, "the call waiting {what}: {err}");
+    }
+    tx.rollback().await.unwrap();
+    drop(storage);
+    server.drop_database(&db).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_times_out_instead_of_hanging() {
     let server = pg::server();

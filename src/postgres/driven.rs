@@ -7,9 +7,12 @@
 //! call that holds the connection polls it ([`PgConn::run`]): a statement is written to the socket during
 //! the caller's own poll, and the answer wakes the caller straight from the plugin runtime's I/O driver.
 //!
-//! An idle connection is polled by nobody, so a server that went away is noticed at the next checkout
-//! ([`Manager::is_valid`] polls the connection once) and the pool replaces it. A connection leaving the pool
-//! hands its `Connection` future to the plugin runtime, which sends PostgreSQL the `Terminate` message.
+//! An idle connection is polled by nobody. A server that closed it is noticed at the next checkout
+//! ([`Manager::is_valid`] polls the connection once and reads the end of stream), provided the plugin
+//! runtime's I/O driver has already seen the socket close, which normally takes moments; a call that races a
+//! closing server fails once with `unavailable`, as before, and the pool then replaces the connection. A
+//! connection leaving the pool hands its `Connection` future to the plugin runtime for a few seconds, to send
+//! PostgreSQL the `Terminate` message.
 
 use std::{
     future::Future,
@@ -22,6 +25,9 @@ use diesel::ConnectionError;
 use diesel_async::{pooled_connection::PoolableConnection, AsyncPgConnection};
 
 use super::connect::{self, ConnectSpec};
+
+/// How long a connection leaving the pool may take to say goodbye.
+const TERMINATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A tokio-postgres `Connection` future, whichever TLS stream it runs over.
 pub type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
@@ -50,9 +56,10 @@ impl Drop for PgConn {
     fn drop(&mut self) {
         // The client (dropped right after this) queues `Terminate`; let the plugin runtime deliver it and
         // close the socket. Without a runtime (process exit) the socket is simply closed.
+        // A hung server never answers: give up after a while and just close the socket.
         if let (Some(driver), Ok(handle)) = (self.driver.take(), tokio::runtime::Handle::try_current()) {
             let _detached = handle.spawn(async move {
-                let _ = driver.await;
+                let _ = tokio::time::timeout(TERMINATE_WITHIN, driver).await;
             });
         }
     }
@@ -82,8 +89,9 @@ impl<W: Future> Future for Driven<'_, W> {
 fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
     if let Some(d) = driver.as_mut() {
         if let Poll::Ready(outcome) = d.as_mut().poll(cx) {
+            // The calls on it only learn "connection closed": say why here.
             if let Err(e) = outcome {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
+                tracing::warn!(error = %e, "PostgreSQL connection lost; the pool will open a new one");
             }
             *driver = None;
         }
