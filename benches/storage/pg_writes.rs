@@ -88,6 +88,21 @@ const INSERT: &str = "INSERT INTO executions (id, pattern_name, pattern_version,
 const COMPLETE: &str = "UPDATE executions SET status = $2, output = $3, completed_at = $4, duration_ms = $5 \
     WHERE id = $1 AND started_at = $6 AND status IN ('pending', 'running')";
 
+/// The create half of a raw lifecycle: the same eight values for both raw loops.
+async fn raw_create(
+    c: &tokio_postgres::Client,
+    insert: &tokio_postgres::Statement,
+    id: &PgUuid,
+    started: i64,
+) {
+    let md: Option<PgJson> = None;
+    let input = PgJson(INPUT);
+    let (at, tags) = (PgTs(started), PgJson("[]"));
+    c.execute(insert, &[id, &"bench-lifecycle", &"1.0.0", &"running", &input, &md, &at, &tags])
+        .await
+        .expect("raw insert");
+}
+
 async fn raw_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: usize) -> f64 {
     concurrent(ops, |i, next| {
         let c = clients[i].clone();
@@ -95,22 +110,7 @@ async fn raw_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: usize) -> 
             let (insert, complete) = (c.prepare(INSERT).await.unwrap(), c.prepare(COMPLETE).await.unwrap());
             while next.fetch_add(1, Ordering::Relaxed) < ops {
                 let (id, started) = (PgUuid(uuid::Uuid::now_v7()), now_us());
-                let md: Option<PgJson> = None;
-                c.execute(
-                    &insert,
-                    &[
-                        &id,
-                        &"bench-lifecycle",
-                        &"1.0.0",
-                        &"running",
-                        &PgJson(INPUT),
-                        &md,
-                        &PgTs(started),
-                        &PgJson("[]"),
-                    ],
-                )
-                .await
-                .expect("raw insert");
+                raw_create(&c, &insert, &id, started).await;
                 let done = now_us();
                 let n = c
                     .execute(
@@ -148,22 +148,7 @@ async fn raw_same_sql_lifecycles(clients: &[Arc<tokio_postgres::Client>], ops: u
             let complete = c.prepare(&complete_sql).await.unwrap();
             while next.fetch_add(1, Ordering::Relaxed) < ops {
                 let (id, started) = (PgUuid(uuid::Uuid::now_v7()), now_us());
-                let md: Option<PgJson> = None;
-                c.execute(
-                    &insert,
-                    &[
-                        &id,
-                        &"bench-lifecycle",
-                        &"1.0.0",
-                        &"running",
-                        &PgJson(INPUT),
-                        &md,
-                        &PgTs(started),
-                        &PgJson("[]"),
-                    ],
-                )
-                .await
-                .expect("raw insert");
+                raw_create(&c, &insert, &id, started).await;
                 let done = now_us();
                 let no_error: Option<PgJson> = None;
                 let rows = c
