@@ -181,3 +181,23 @@ pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, StorageError>, kind: ErrorKi
         }
     }
 }
+
+/// Runs a future to completion on the current thread with nothing but `std`: no tokio, no other executor. The
+/// host may await the plugin's futures on any executor (DESIGN.md); this is the plainest one.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}

@@ -40,6 +40,7 @@ macro_rules! for_each_contract {
             operations::panics_come_back_as_panicked,
             operations::dropped_future_still_completes,
             operations::call_dropped_before_polling_still_runs,
+            operations::calls_complete_on_a_thread_without_tokio,
             operations::shutdown_makes_calls_unavailable,
             operations::concurrent_writers_lose_nothing,
             operations::mark_applied_records_without_running,

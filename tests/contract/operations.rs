@@ -142,6 +142,23 @@ pub async fn call_dropped_before_polling_still_runs(h: &Harness) {
     assert!(eventually_readable(s, id).await, "the write dropped before its first poll never landed");
 }
 
+/// The host may await calls on any executor: here a plain thread that parks between polls, no tokio at all.
+pub async fn calls_complete_on_a_thread_without_tokio(h: &Harness) {
+    let s = h.storage.clone();
+    let got = std::thread::spawn(move || {
+        block_on(async move {
+            let created = s.create_execution(new_execution("no-tokio", "1.0.0")).await?;
+            let listed = s.list_executions(ExecutionFilter::default(), page(10, None)).await?;
+            Ok::<_, StorageError>((s.get_execution(&created.id).await?, created, listed.items.len()))
+        })
+    })
+    .join()
+    .expect("the thread panicked");
+    let (got, created, listed) = got.unwrap();
+    assert_eq!(got, created);
+    assert!(listed >= 1);
+}
+
 pub async fn dropped_future_still_completes(h: &Harness) {
     let s = &h.storage;
     let mut e = new_execution("dropped", "1.0.0");
