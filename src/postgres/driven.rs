@@ -139,7 +139,8 @@ impl bb8::ManageConnection for Manager {
         Ok(())
     }
 
+    /// Also drops a connection given back while a panic unwinds: the call may have stopped anywhere.
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.ended() || conn.conn.is_broken()
+        conn.ended() || conn.conn.is_broken() || std::thread::panicking()
     }
 }
