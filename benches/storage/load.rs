@@ -106,16 +106,25 @@ const SQLITE_INSERT: &str = "INSERT INTO executions (id, pattern_name, pattern_v
     error, started_at, completed_at, duration_ms, metadata, tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
     ?10, ?11, ?12)";
 
-/// Fills the full-text tables for every execution at once: the backfill of the migration that created them
-/// (migrations/sqlite/2024-01-17-000000_add_full_text_search); the plugin indexes new rows per commit instead.
-const SQLITE_FTS_BACKFILL: &str = "
-    INSERT INTO execution_search (execution_id) SELECT id FROM executions ORDER BY started_at;
-    INSERT INTO executions_fts (rowid, body)
-    SELECT s.doc_id,
-        coalesce((SELECT group_concat(value, ' ') FROM json_tree(e.input) WHERE type = 'text'), '') || ' ' ||
-        coalesce((SELECT group_concat(value, ' ') FROM json_tree(e.output) WHERE type = 'text'), '') || ' ' ||
-        coalesce((SELECT group_concat(value, ' ') FROM json_tree(e.error) WHERE type = 'text'), '')
-    FROM execution_search s JOIN executions e ON e.id = s.execution_id;";
+/// Fills the full-text tables for every execution at once, with the plugin's own indexing statements
+/// (`INDEX_QUEUED_SQL`, which the writer runs before each commit) over a queue holding every loaded row.
+fn sqlite_fts_backfill(tx: &rusqlite::Transaction<'_>) {
+    tx.execute_batch(
+        "INSERT INTO execution_search_queue (execution_id) SELECT id FROM executions ORDER BY started_at",
+    )
+    .unwrap();
+    for sql in parallax_storage::sqlite::search::INDEX_QUEUED_SQL {
+        tx.execute_batch(sql).unwrap();
+    }
+    let (rows, indexed): (i64, i64) = tx
+        .query_row(
+            "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM executions_fts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rows, indexed, "the full-text backfill missed rows");
+}
 
 /// Schema objects of `executions` rebuilt after the load: `(name, type, sql)` of its indexes and its insert
 /// trigger (4x faster than maintaining them row by row).
@@ -172,7 +181,7 @@ pub fn sqlite(path: &Path, rows: usize) -> Loaded {
             tx.execute_batch(sql).unwrap();
         }
     }
-    tx.execute_batch(SQLITE_FTS_BACKFILL).unwrap();
+    sqlite_fts_backfill(&tx);
     for (_, kind, sql) in &rebuilt {
         if kind == "trigger" {
             tx.execute_batch(sql).unwrap();
