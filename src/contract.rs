@@ -100,6 +100,25 @@ pub trait Contract: Send + Sync + 'static {
     fn shutdown(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// The execution a backend has just stored from `e`, whose `id` and `started_at` the adapter filled in: what
+/// `create_execution` answers without reading the row back.
+pub fn created_execution(e: NewExecution) -> Execution {
+    Execution {
+        id: e.id.unwrap_or_default(),
+        pattern_name: e.pattern_name,
+        pattern_version: e.pattern_version,
+        status: e.status,
+        input: e.input,
+        output: None.into(),
+        error: None.into(),
+        started_at: e.started_at.unwrap_or_default(),
+        completed_at: None.into(),
+        duration_ms: None.into(),
+        metadata: e.metadata,
+        tags: e.tags,
+    }
+}
+
 /// Helpers the adapter uses to shape a backend's raw rows into pages.
 pub fn into_page<T, K>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
     if rows.len() > limit {

@@ -16,6 +16,7 @@ use super::{
     plan::{execution_change, pattern_change, Change, Plan},
 };
 use crate::{
+    contract::created_execution,
     error::{Error, Result},
     time::now_micros,
 };
@@ -91,20 +92,7 @@ pub fn create_execution(pl: &mut Plan<'_>, e: NewExecution) -> Result<Execution>
     if !matches!(pl.execution(&id), Found::No) {
         return Err(Error::conflict(format!("execution {id} already exists")));
     }
-    let execution = Execution {
-        id: id.clone().into(),
-        pattern_name: e.pattern_name,
-        pattern_version: e.pattern_version,
-        status: e.status,
-        input: e.input,
-        output: None.into(),
-        error: None.into(),
-        started_at: e.started_at.unwrap_or_default(),
-        completed_at: None.into(),
-        duration_ms: None.into(),
-        metadata: e.metadata,
-        tags: e.tags,
-    };
+    let execution = created_execution(e);
     let path = pl.layout.execution_file(execution.started_at, &id, pl.enc);
     pl.write(path.clone(), Doc::Execution(execution.clone()), pl.enc);
     pl.change(execution_change(&execution, path));

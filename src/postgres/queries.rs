@@ -26,7 +26,7 @@ use super::{
     PostgresBackend,
 };
 use crate::{
-    contract::Contract,
+    contract::{created_execution, Contract},
     error::{Error, Result},
     migrate,
     time::now_micros,
@@ -253,20 +253,7 @@ impl Contract for PostgresBackend {
             if inserted == 0 {
                 return Err(conflict());
             }
-            Ok(Execution {
-                id: id.hyphenated().to_string().into(),
-                pattern_name: e.pattern_name,
-                pattern_version: e.pattern_version,
-                status: e.status,
-                input: e.input,
-                output: None.into(),
-                error: None.into(),
-                started_at,
-                completed_at: None.into(),
-                duration_ms: None.into(),
-                metadata: e.metadata,
-                tags: e.tags,
-            })
+            Ok(created_execution(e))
         })
         .await
     }
