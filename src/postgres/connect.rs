@@ -240,23 +240,8 @@ impl ServerCertVerifier for RelaxedVerifier {
     }
 }
 
-/// Opens one connection (TLS as configured).
-pub async fn connect(spec: &ConnectSpec) -> std::result::Result<AsyncPgConnection, ConnectionError> {
-    let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(describe(&e));
-    match &spec.tls {
-        None => {
-            let (client, conn) = spec.pg.connect(tokio_postgres::NoTls).await.map_err(bad)?;
-            AsyncPgConnection::try_from_client_and_connection(client, conn).await
-        }
-        Some(tls) => {
-            let (client, conn) = spec.pg.connect(tls.clone()).await.map_err(bad)?;
-            AsyncPgConnection::try_from_client_and_connection(client, conn).await
-        }
-    }
-}
-
 /// Opens one connection (TLS as configured) and returns its client and its `Connection` future, unspawned
-/// (see [`super::driven`]).
+/// (pooled connections drive it themselves: [`super::driven`]).
 pub async fn connect_parts(
     spec: &ConnectSpec,
 ) -> std::result::Result<(tokio_postgres::Client, super::driven::Driver), ConnectionError> {
@@ -273,20 +258,26 @@ pub async fn connect_parts(
     })
 }
 
-/// Opens one raw tokio-postgres client (TLS as configured), its connection driven on the current runtime.
+/// Opens one raw tokio-postgres client (TLS as configured), its connection driven by a task on the current
+/// runtime; the task ends when the client is dropped.
+async fn spawned(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Client, ConnectionError> {
+    let (client, driver) = connect_parts(spec).await?;
+    tokio::spawn(async move {
+        if let Err(e) = driver.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Opens one unpooled diesel-async connection (migrations, health).
+pub async fn connect(spec: &ConnectSpec) -> std::result::Result<AsyncPgConnection, ConnectionError> {
+    AsyncPgConnection::try_from(spawned(spec).await?).await
+}
+
+/// Opens one raw tokio-postgres client (`COPY`).
 pub async fn connect_raw(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Client, String> {
-    match &spec.tls {
-        None => {
-            let (client, conn) = spec.pg.connect(tokio_postgres::NoTls).await.map_err(|e| describe(&e))?;
-            tokio::spawn(conn);
-            Ok(client)
-        }
-        Some(tls) => {
-            let (client, conn) = spec.pg.connect(tls.clone()).await.map_err(|e| describe(&e))?;
-            tokio::spawn(conn);
-            Ok(client)
-        }
-    }
+    spawned(spec).await.map_err(|e| e.to_string())
 }
 
 /// tokio-postgres' error with its causes (the TLS reason sits in the source chain).
