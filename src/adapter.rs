@@ -1,7 +1,6 @@
 //! The thin, shared layer between the ABI trait object and a backend: validates input, fills in ids and
-//! timestamps, runs the backend call with the plugin's own tokio runtime (spawned there, or polled by the caller
-//! with that runtime entered: [`Contract::POLL_ON_CALLER`]), turns panics into `Panicked` errors and shapes raw
-//! rows into pages.
+//! timestamps, runs the backend call on the caller's thread with the plugin's own tokio runtime entered
+//! (`src/on_caller.rs`), turns panics into `Panicked` errors and shapes raw rows into pages.
 
 use std::{
     future::Future,
@@ -15,10 +14,7 @@ use std::{
 use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use async_ffi::FutureExt as _;
 use parallax_storage_abi::*;
-use tokio::{
-    runtime::{Handle, Runtime},
-    task::JoinHandle,
-};
+use tokio::runtime::{Handle, Runtime};
 
 use crate::{
     contract::{into_page, Contract},
@@ -27,13 +23,6 @@ use crate::{
     time::now_micros,
     validate::{self, Page},
 };
-
-/// A backend call under way: spawned on the plugin runtime, or polled by the caller
-/// ([`Contract::POLL_ON_CALLER`]).
-enum Running<T: Send + 'static> {
-    Spawned(JoinHandle<Result<T>>),
-    OnCaller(OnCaller<T>),
-}
 
 pub struct Adapter<B: Contract> {
     backend: Arc<B>,
@@ -77,29 +66,13 @@ impl<B: Contract> Adapter<B> {
                         Err(payload) => Err(Error::from_panic(payload, op)),
                     }
                 };
-                Ok(if B::POLL_ON_CALLER {
-                    Running::OnCaller(OnCaller::new(
-                        Box::pin(work),
-                        self.handle.clone(),
-                        op,
-                        self.stopped.clone(),
-                    ))
-                } else {
-                    Running::Spawned(self.handle.spawn(work))
-                })
+                Ok(OnCaller::new(Box::pin(work), self.handle.clone(), op, self.stopped.clone()))
             }
         };
         async move {
             let result = match running {
                 Err(e) => Err(e),
-                Ok(Running::OnCaller(work)) => work.await,
-                Ok(Running::Spawned(handle)) => match handle.await {
-                    Ok(r) => r,
-                    Err(je) if je.is_panic() => Err(Error::from_panic(je.into_panic(), op)),
-                    Err(_) => {
-                        Err(Error::unavailable(format!("{op} was cancelled: the storage is shutting down")))
-                    }
-                },
+                Ok(work) => work.await,
             };
             match &result {
                 Ok(_) => {

@@ -1,6 +1,9 @@
 //! The backend-neutral storage contract every backend implements. The ABI adapter ([`crate::adapter`])
-//! validates input, fills in ids and timestamps, and then calls one of these methods on the plugin runtime, so
-//! a backend receives only validated input with every `id`/timestamp set.
+//! validates input, fills in ids and timestamps, and then calls one of these methods, so a backend receives only
+//! validated input with every `id`/timestamp set. The returned future is polled on the caller's thread with the
+//! plugin runtime entered (`src/on_caller.rs`): it may spawn, use timers, sockets and the blocking pool, but
+//! whatever it waits on must be driven by itself or by the plugin runtime (e.g. PostgreSQL connections polled
+//! by the calling future: `postgres::driven`), never by a task that only the caller's executor would run.
 
 use std::future::Future;
 
@@ -12,14 +15,6 @@ use parallax_storage_abi::{
 use crate::{error::Result, validate::Page};
 
 pub trait Contract: Send + Sync + 'static {
-    /// The adapter polls the backend's futures on the caller's thread, with the plugin runtime entered,
-    /// instead of spawning a task per call. Right for backends whose futures only wait on channels and the
-    /// blocking pool or do short in-memory work (SQLite, the file store's index), and for PostgreSQL, whose
-    /// pooled connections are driven by the calling future itself (`postgres::driven`): an answer then wakes
-    /// the caller directly, not a plugin worker that wakes the caller in turn. Leave it `false` for a backend
-    /// whose futures rely on tasks of their own on the plugin runtime.
-    const POLL_ON_CALLER: bool = false;
-
     fn put_pattern(&self, p: NewPattern) -> impl Future<Output = Result<Pattern>> + Send;
     fn get_pattern(&self, name: String, version: String) -> impl Future<Output = Result<Pattern>> + Send;
     /// Every version of `name`, in any order (the adapter sorts by semantic version).

@@ -1,4 +1,5 @@
-//! Backend calls polled on the caller's thread ([`crate::contract::Contract::POLL_ON_CALLER`]).
+//! Backend calls polled on the caller's thread instead of being spawned onto the plugin runtime: an answer wakes
+//! the caller directly, not a plugin worker that would wake the caller in turn.
 //!
 //! The work is polled with the plugin runtime entered (so it can spawn, use the blocking pool, timers and the
 //! runtime's I/O driver) and panics are caught as a spawned task's would be. Three things differ from

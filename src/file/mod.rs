@@ -206,8 +206,6 @@ fn human_bytes(b: u64) -> String {
 }
 
 impl Contract for FileBackend {
-    const POLL_ON_CALLER: bool = true;
-
     async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
         self.writer.write("put_pattern", move |pl| ops::put_pattern(pl, p)).await
     }

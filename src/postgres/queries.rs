@@ -137,10 +137,6 @@ impl PostgresBackend {
 }
 
 impl Contract for PostgresBackend {
-    /// Pooled connections are driven by the call using them ([`super::driven`]), so polling the call on the
-    /// caller's thread writes each statement there and the answer wakes the caller directly.
-    const POLL_ON_CALLER: bool = true;
-
     async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
         let pattern = Pattern {
             id: p.id.clone().unwrap_or_default(),

@@ -79,8 +79,6 @@ fn apply_filter<'a, ST: 'a>(
 }
 
 impl Contract for SqliteBackend {
-    const POLL_ON_CALLER: bool = true;
-
     async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
         let pattern = Pattern {
             id: p.id.clone().unwrap_or_default(),
