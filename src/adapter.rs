@@ -1,25 +1,29 @@
-//! The thin, shared layer between the ABI trait object and a backend: validates input, fills in ids and
-//! timestamps, runs the backend call on the caller's thread with the plugin's own tokio runtime entered
-//! (`src/on_caller.rs`), turns panics into `Panicked` errors and shapes raw rows into pages.
+//! The thin layer between the ABI trait object and a backend: guard, validate, call. Every method's whole body
+//! (validation, id and timestamp defaults, building the backend call) runs inside [`Adapter::call`]'s
+//! `catch_unwind`, and the backend's future is polled with panics caught (`src/on_caller.rs`), so a panic
+//! anywhere in a call comes back as `ErrorKind::Panicked` instead of unwinding into abi_stable's guard (which
+//! aborts the host). The call runs on the caller's thread with the plugin's own tokio runtime entered; what
+//! rows mean (versions, pages, lifecycle rules) is decided in [`crate::rules`].
 
 use std::{
     future::Future,
-    panic::AssertUnwindSafe,
+    panic::{catch_unwind, AssertUnwindSafe},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
 };
 
-use abi_stable::std_types::{ROption, RResult, RString, RVec};
+use abi_stable::std_types::{ROption, ROption::RSome, RResult, RString, RVec};
 use async_ffi::FutureExt as _;
 use parallax_storage_abi::*;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::{
-    contract::{into_page, Contract},
+    contract::Contract,
     error::{Error, Result},
     on_caller::OnCaller,
+    rules::{self, into_page},
     time::now_micros,
     validate::{self, Page},
 };
@@ -44,31 +48,33 @@ impl<B: Contract> Adapter<B> {
         }
     }
 
-    /// Runs `f(backend)` on the plugin runtime. Validation errors (`Err` from `prepare`) return at once.
-    fn call<T, F, Fut>(&self, op: &'static str, prepare: Result<F>) -> StorageFuture<T>
+    /// The one guard of every storage call. `body` is the synchronous half of the call (validation, defaults):
+    /// it yields the backend call `f`, which `call` runs on the caller's thread with the plugin runtime
+    /// entered. A panic anywhere (in `body`, in `f`, in the future `f` returns, or here) comes back as a
+    /// `Panicked` error; an `Err` from `body` comes back at once.
+    fn call<T, F, Fut>(&self, op: &'static str, body: impl FnOnce() -> Result<F>) -> StorageFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(Arc<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let started = std::time::Instant::now();
-        let running = match prepare {
-            Err(e) => Err(e),
-            Ok(_) if self.closed.load(Ordering::Acquire) => {
-                Err(Error::unavailable("this storage instance has been shut down; open a new one"))
+        let running = catch_unwind(AssertUnwindSafe(|| {
+            let f = body()?;
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::unavailable("this storage instance has been shut down; open a new one"));
             }
-            Ok(f) => {
-                let backend = self.backend.clone();
-                // The closure itself may panic before it yields a future: catch that too.
-                let work = async move {
-                    match std::panic::catch_unwind(AssertUnwindSafe(|| f(backend))) {
-                        Ok(fut) => fut.await,
-                        Err(payload) => Err(Error::from_panic(payload, op)),
-                    }
-                };
-                Ok(OnCaller::new(Box::pin(work), self.handle.clone(), op, self.stopped.clone()))
-            }
-        };
+            let backend = self.backend.clone();
+            // `f` runs at the first poll: a panic in it is caught here, one in its future by `OnCaller`.
+            let work = async move {
+                match catch_unwind(AssertUnwindSafe(|| f(backend))) {
+                    Ok(fut) => fut.await,
+                    Err(payload) => Err(Error::from_panic(payload, op)),
+                }
+            };
+            Ok(OnCaller::new(Box::pin(work), self.handle.clone(), op, self.stopped.clone()))
+        }))
+        .unwrap_or_else(|payload| Err(Error::from_panic(payload, op)));
         async move {
             let result = match running {
                 Err(e) => Err(e),
@@ -93,7 +99,7 @@ impl<B: Contract> Adapter<B> {
     fn search<T, P, F, Fut>(
         &self,
         op: &'static str,
-        query: &str,
+        query: RString,
         page: PageRequest,
         find: F,
         page_of: fn(Vec<(T, f64)>, ROption<RString>) -> P,
@@ -104,8 +110,8 @@ impl<B: Contract> Adapter<B> {
         F: FnOnce(Arc<B>, Vec<String>, Page<usize>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<(T, f64)>>> + Send + 'static,
     {
-        let prepare = (|| {
-            let terms = validate::search_terms(query)?;
+        self.call(op, move || {
+            let terms = validate::search_terms(&query)?;
             let page =
                 Page { limit: validate::limit(page.limit)?, after: validate::offset_cursor(&page.cursor)? };
             Ok(move |b: Arc<B>| async move {
@@ -113,8 +119,7 @@ impl<B: Contract> Adapter<B> {
                 let (items, next) = into_page(find(b, terms, page).await?, limit, |_| ());
                 Ok(page_of(items, next.map(|_| validate::encode_offset_cursor(offset + limit)).into()))
             })
-        })();
-        self.call(op, prepare)
+        })
     }
 
     fn stop_runtime(&self) {
@@ -131,16 +136,6 @@ impl<B: Contract> Drop for Adapter<B> {
     }
 }
 
-fn sort_versions(mut v: Vec<Pattern>) -> Vec<Pattern> {
-    // Highest semantic version first; equal versions (e.g. 1.0.0+a and 1.0.0+b) by newest created_at.
-    v.sort_by(|a, b| {
-        let va = semver::Version::parse(&a.version).ok();
-        let vb = semver::Version::parse(&b.version).ok();
-        vb.cmp(&va).then(b.created_at.cmp(&a.created_at))
-    });
-    v
-}
-
 fn execution_filter(f: &ExecutionFilter) -> Result<()> {
     validate::opt_label(&f.pattern_name, "pattern_name", 255)?;
     validate::opt_label(&f.pattern_version, "pattern_version", 50)?;
@@ -155,16 +150,20 @@ fn execution_filter(f: &ExecutionFilter) -> Result<()> {
     Ok(())
 }
 
+fn new_pattern(mut p: NewPattern) -> Result<NewPattern> {
+    p.id = RSome(validate::id_or_new(&p.id, "pattern id")?.into());
+    validate::label(&p.name, "pattern name", 255)?;
+    validate::semver(&p.version)?;
+    validate::opt_label(&p.created_by, "created_by", 255)?;
+    p.definition = validate::json_object(&p.definition, "pattern definition")?.into();
+    Ok(p)
+}
+
 fn new_execution(mut e: NewExecution) -> Result<NewExecution> {
     e.id = RSome(validate::id_or_new(&e.id, "execution id")?.into());
     validate::label(&e.pattern_name, "pattern_name", 255)?;
     validate::label(&e.pattern_version, "pattern_version", 50)?;
-    if e.status.is_final() {
-        return Err(Error::invalid(format!(
-            "a new execution must be pending or running, not {}; create it, then complete it",
-            e.status.as_str()
-        )));
-    }
+    rules::check_new_status(e.status)?;
     validate::opt_json(&mut e.input, "input")?;
     validate::opt_json(&mut e.metadata, "metadata")?;
     let mut tags: Vec<RString> = Vec::with_capacity(e.tags.len());
@@ -178,6 +177,31 @@ fn new_execution(mut e: NewExecution) -> Result<NewExecution> {
     let started = e.started_at.unwrap_or_else(now_micros);
     validate::timestamp(started, "started_at")?;
     e.started_at = RSome(started);
+    Ok(e)
+}
+
+fn execution_update(mut u: ExecutionUpdate) -> Result<ExecutionUpdate> {
+    rules::check_update_status(u.status)?;
+    validate::opt_json(&mut u.output, "output")?;
+    validate::opt_json(&mut u.error, "error")?;
+    validate::opt_json(&mut u.metadata, "metadata")?;
+    Ok(u)
+}
+
+fn execution_completion(mut c: ExecutionCompletion) -> Result<rules::Completion> {
+    rules::check_completion_status(c.status)?;
+    validate::opt_json(&mut c.output, "output")?;
+    validate::opt_json(&mut c.error, "error")?;
+    let c = rules::completion(c, now_micros());
+    validate::timestamp(c.completed_at, "completed_at")?;
+    Ok(c)
+}
+
+fn new_event(mut e: NewEvent) -> Result<NewEvent> {
+    e.payload = validate::json(&e.payload, "event payload")?.into();
+    let at = e.recorded_at.unwrap_or_else(now_micros);
+    validate::timestamp(at, "recorded_at")?;
+    e.recorded_at = RSome(at);
     Ok(e)
 }
 
@@ -197,140 +221,110 @@ fn audit_entry(mut a: NewAuditEntry, now: i64) -> Result<NewAuditEntry> {
     Ok(a)
 }
 
-use abi_stable::std_types::ROption::RSome;
+fn audit_batch(entries: RVec<NewAuditEntry>) -> Result<Vec<NewAuditEntry>> {
+    if entries.len() > validate::MAX_AUDIT_BATCH {
+        return Err(Error::invalid(format!(
+            "audit batch of {} entries is too large; the maximum is {}",
+            entries.len(),
+            validate::MAX_AUDIT_BATCH
+        )));
+    }
+    let now = now_micros();
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            audit_entry(a, now).map_err(|e| Error::invalid(format!("audit entry {i}: {}", e.0.message)))
+        })
+        .collect()
+}
 
 impl<B: Contract> StorageBackend for Adapter<B> {
-    fn put_pattern(&self, mut p: NewPattern) -> StorageFuture<Pattern> {
-        let prepare = (|| {
-            p.id = RSome(validate::id_or_new(&p.id, "pattern id")?.into());
-            validate::label(&p.name, "pattern name", 255)?;
-            validate::semver(&p.version)?;
-            validate::opt_label(&p.created_by, "created_by", 255)?;
-            p.definition = validate::json_object(&p.definition, "pattern definition")?.into();
-            Ok(move |b: Arc<B>| async move { b.put_pattern(p).await })
-        })();
-        self.call("put_pattern", prepare)
+    fn put_pattern(&self, p: NewPattern) -> StorageFuture<Pattern> {
+        self.call("put_pattern", move || {
+            let id_from_client = p.id.is_some();
+            let p = new_pattern(p)?;
+            Ok(move |b: Arc<B>| async move { b.put_pattern(p, id_from_client).await })
+        })
     }
 
     fn get_pattern(&self, name: RString, version: RString) -> StorageFuture<Pattern> {
-        self.call(
-            "get_pattern",
-            Ok(move |b: Arc<B>| async move { b.get_pattern(name.into(), version.into()).await }),
-        )
+        self.call("get_pattern", move || {
+            Ok(move |b: Arc<B>| async move { b.get_pattern(name.into(), version.into()).await })
+        })
     }
 
     fn get_latest_pattern(&self, name: RString) -> StorageFuture<Pattern> {
-        self.call(
-            "get_latest_pattern",
+        self.call("get_latest_pattern", move || {
             Ok(move |b: Arc<B>| async move {
-                let versions = sort_versions(b.pattern_versions(name.to_string()).await?);
-                versions
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::not_found(format!("pattern {name:?} not found")))
-            }),
-        )
+                rules::latest_version(&name, b.pattern_versions(name.to_string()).await?)
+            })
+        })
     }
 
     fn list_pattern_versions(&self, name: RString) -> StorageFuture<RVec<Pattern>> {
-        self.call(
-            "list_pattern_versions",
-            Ok(move |b: Arc<B>| async move { Ok(sort_versions(b.pattern_versions(name.into()).await?).into()) }),
-        )
+        self.call("list_pattern_versions", move || {
+            Ok(move |b: Arc<B>| async move {
+                Ok(rules::sort_versions(b.pattern_versions(name.into()).await?).into())
+            })
+        })
     }
 
     fn list_patterns(&self, page: PageRequest) -> StorageFuture<PatternPage> {
-        let prepare = (|| {
+        self.call("list_patterns", move || {
             let page =
                 Page { limit: validate::limit(page.limit)?, after: validate::name_cursor(&page.cursor)? };
             Ok(move |b: Arc<B>| async move {
                 let limit = page.limit;
-                let rows = b.patterns_after(page).await?;
-                // Latest version of each name, names in order.
-                let mut latest: Vec<Pattern> = Vec::new();
-                let mut group: Vec<Pattern> = Vec::new();
-                let flush = |group: &mut Vec<Pattern>, latest: &mut Vec<Pattern>| {
-                    if let Some(p) = sort_versions(std::mem::take(group)).into_iter().next() {
-                        latest.push(p);
-                    }
-                };
-                for p in rows {
-                    if group.last().is_some_and(|g| g.name != p.name) {
-                        flush(&mut group, &mut latest);
-                    }
-                    group.push(p);
-                }
-                flush(&mut group, &mut latest);
+                let latest = rules::latest_of_each(b.patterns_after(page).await?);
                 let (items, next) = into_page(latest, limit, |p| p.name.to_string());
                 Ok(PatternPage {
                     items: items.into(),
                     next_cursor: next.map(|n| validate::encode_name_cursor(&n)).into(),
                 })
             })
-        })();
-        self.call("list_patterns", prepare)
+        })
     }
 
     fn delete_pattern(&self, name: RString, version: RString) -> StorageFuture<()> {
-        self.call(
-            "delete_pattern",
-            Ok(move |b: Arc<B>| async move { b.delete_pattern(name.into(), version.into()).await }),
-        )
+        self.call("delete_pattern", move || {
+            Ok(move |b: Arc<B>| async move { b.delete_pattern(name.into(), version.into()).await })
+        })
     }
 
     fn create_execution(&self, e: NewExecution) -> StorageFuture<Execution> {
-        let id_from_client = e.id.is_some();
-        let prepare = new_execution(e)
-            .map(|e| move |b: Arc<B>| async move { b.create_execution(e, id_from_client).await });
-        self.call("create_execution", prepare)
+        self.call("create_execution", move || {
+            let id_from_client = e.id.is_some();
+            let e = new_execution(e)?;
+            Ok(move |b: Arc<B>| async move { b.create_execution(e, id_from_client).await })
+        })
     }
 
-    fn update_execution(&self, id: RString, mut u: ExecutionUpdate) -> StorageFuture<Execution> {
-        let prepare = (|| {
+    fn update_execution(&self, id: RString, u: ExecutionUpdate) -> StorageFuture<Execution> {
+        self.call("update_execution", move || {
             let id = validate::uuid(&id, "execution id")?;
-            if let RSome(s) = u.status {
-                if s.is_final() {
-                    return Err(Error::invalid(format!(
-                        "status {} is final: use complete_execution (`parallax executions finish`) to set it",
-                        s.as_str()
-                    )));
-                }
-            }
-            validate::opt_json(&mut u.output, "output")?;
-            validate::opt_json(&mut u.error, "error")?;
-            validate::opt_json(&mut u.metadata, "metadata")?;
+            let u = execution_update(u)?;
             Ok(move |b: Arc<B>| async move { b.update_execution(id, u).await })
-        })();
-        self.call("update_execution", prepare)
+        })
     }
 
-    fn complete_execution(&self, id: RString, mut c: ExecutionCompletion) -> StorageFuture<Execution> {
-        let prepare = (|| {
+    fn complete_execution(&self, id: RString, c: ExecutionCompletion) -> StorageFuture<Execution> {
+        self.call("complete_execution", move || {
             let id = validate::uuid(&id, "execution id")?;
-            if !c.status.is_final() {
-                return Err(Error::invalid(format!(
-                    "cannot complete an execution with status {}; use completed, failed or cancelled",
-                    c.status.as_str()
-                )));
-            }
-            validate::opt_json(&mut c.output, "output")?;
-            validate::opt_json(&mut c.error, "error")?;
-            let at = c.completed_at.unwrap_or_else(now_micros);
-            validate::timestamp(at, "completed_at")?;
-            c.completed_at = RSome(at);
+            let c = execution_completion(c)?;
             Ok(move |b: Arc<B>| async move { b.complete_execution(id, c).await })
-        })();
-        self.call("complete_execution", prepare)
+        })
     }
 
     fn get_execution(&self, id: RString) -> StorageFuture<Execution> {
-        let prepare = validate::uuid(&id, "execution id")
-            .map(|id| move |b: Arc<B>| async move { b.get_execution(id).await });
-        self.call("get_execution", prepare)
+        self.call("get_execution", move || {
+            let id = validate::uuid(&id, "execution id")?;
+            Ok(move |b: Arc<B>| async move { b.get_execution(id).await })
+        })
     }
 
     fn list_executions(&self, filter: ExecutionFilter, page: PageRequest) -> StorageFuture<ExecutionPage> {
-        let prepare = (|| {
+        self.call("list_executions", move || {
             execution_filter(&filter)?;
             let page =
                 Page { limit: validate::limit(page.limit)?, after: validate::time_cursor(&page.cursor)? };
@@ -341,53 +335,35 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                     into_page(rows, limit, |e| validate::encode_time_cursor(e.started_at, &e.id));
                 Ok(ExecutionPage { items: items.into(), next_cursor: next.into() })
             })
-        })();
-        self.call("list_executions", prepare)
+        })
     }
 
     fn count_executions(&self, filter: ExecutionFilter) -> StorageFuture<u64> {
-        let prepare = execution_filter(&filter)
-            .map(|_| move |b: Arc<B>| async move { b.count_executions(filter).await });
-        self.call("count_executions", prepare)
+        self.call("count_executions", move || {
+            execution_filter(&filter)?;
+            Ok(move |b: Arc<B>| async move { b.count_executions(filter).await })
+        })
     }
 
-    fn append_event(&self, execution_id: RString, mut e: NewEvent) -> StorageFuture<ExecutionEvent> {
-        let prepare = (|| {
+    fn append_event(&self, execution_id: RString, e: NewEvent) -> StorageFuture<ExecutionEvent> {
+        self.call("append_event", move || {
             let id = validate::uuid(&execution_id, "execution id")?;
-            e.payload = validate::json(&e.payload, "event payload")?.into();
-            let at = e.recorded_at.unwrap_or_else(now_micros);
-            validate::timestamp(at, "recorded_at")?;
-            e.recorded_at = RSome(at);
-            let event_id = validate::id_or_new(&abi_stable::std_types::ROption::RNone, "event id")?;
+            let e = new_event(e)?;
+            let event_id = validate::id_or_new(&ROption::RNone, "event id")?;
             Ok(move |b: Arc<B>| async move { b.append_event(id, event_id, e).await })
-        })();
-        self.call("append_event", prepare)
+        })
     }
 
     fn list_events(&self, execution_id: RString) -> StorageFuture<RVec<ExecutionEvent>> {
-        let prepare = validate::uuid(&execution_id, "execution id")
-            .map(|id| move |b: Arc<B>| async move { Ok(b.list_events(id).await?.into()) });
-        self.call("list_events", prepare)
+        self.call("list_events", move || {
+            let id = validate::uuid(&execution_id, "execution id")?;
+            Ok(move |b: Arc<B>| async move { Ok(b.list_events(id).await?.into()) })
+        })
     }
 
     fn append_audit(&self, entries: RVec<NewAuditEntry>) -> StorageFuture<RVec<RString>> {
-        let prepare = (|| {
-            if entries.len() > validate::MAX_AUDIT_BATCH {
-                return Err(Error::invalid(format!(
-                    "audit batch of {} entries is too large; the maximum is {}",
-                    entries.len(),
-                    validate::MAX_AUDIT_BATCH
-                )));
-            }
-            let now = now_micros();
-            let entries = entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    audit_entry(a, now)
-                        .map_err(|e| Error::invalid(format!("audit entry {i}: {}", e.0.message)))
-                })
-                .collect::<Result<Vec<_>>>()?;
+        self.call("append_audit", move || {
+            let entries = audit_batch(entries)?;
             Ok(move |b: Arc<B>| async move {
                 let ids: RVec<RString> = entries.iter().map(|a| a.id.clone().unwrap_or_default()).collect();
                 if !entries.is_empty() {
@@ -395,12 +371,11 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                 }
                 Ok(ids)
             })
-        })();
-        self.call("append_audit", prepare)
+        })
     }
 
     fn query_audit(&self, query: AuditQuery, page: PageRequest) -> StorageFuture<AuditPage> {
-        let prepare = (|| {
+        self.call("query_audit", move || {
             validate::opt_label(&query.actor, "actor", 255)?;
             validate::opt_label(&query.action, "action", 100)?;
             let page =
@@ -412,34 +387,37 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                     into_page(rows, limit, |a| validate::encode_time_cursor(a.timestamp, &a.id));
                 Ok(AuditPage { items: items.into(), next_cursor: next.into() })
             })
-        })();
-        self.call("query_audit", prepare)
+        })
     }
 
     fn migration_status(&self) -> StorageFuture<RVec<MigrationInfo>> {
-        self.call("migration_status", Ok(|b: Arc<B>| async move { Ok(b.migration_status().await?.into()) }))
+        self.call("migration_status", || {
+            Ok(|b: Arc<B>| async move { Ok(b.migration_status().await?.into()) })
+        })
     }
 
     fn migrate_up(&self) -> StorageFuture<MigrationReport> {
-        self.call("migrate_up", Ok(|b: Arc<B>| async move { b.migrate_up().await }))
+        self.call("migrate_up", || Ok(|b: Arc<B>| async move { b.migrate_up().await }))
     }
 
     fn migrate_down(&self) -> StorageFuture<MigrationReport> {
-        self.call("migrate_down", Ok(|b: Arc<B>| async move { b.migrate_down().await }))
+        self.call("migrate_down", || Ok(|b: Arc<B>| async move { b.migrate_down().await }))
     }
 
     fn migrate_to(&self, version: RString) -> StorageFuture<MigrationReport> {
-        self.call("migrate_to", Ok(move |b: Arc<B>| async move { b.migrate_to(version.into()).await }))
+        self.call("migrate_to", move || {
+            Ok(move |b: Arc<B>| async move { b.migrate_to(version.into()).await })
+        })
     }
 
     fn health(&self) -> StorageFuture<Health> {
-        self.call("health", Ok(|b: Arc<B>| async move { b.health().await }))
+        self.call("health", || Ok(|b: Arc<B>| async move { b.health().await }))
     }
 
     fn search_executions(&self, query: RString, page: PageRequest) -> StorageFuture<ExecutionSearchPage> {
         self.search(
             "search_executions",
-            &query,
+            query,
             page,
             |b, terms, page| async move { b.search_executions(terms, page).await },
             |items, next_cursor| ExecutionSearchPage {
@@ -452,7 +430,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     fn search_patterns(&self, query: RString, page: PageRequest) -> StorageFuture<PatternSearchPage> {
         self.search(
             "search_patterns",
-            &query,
+            query,
             page,
             |b, terms, page| async move { b.search_patterns(terms, page).await },
             |items, next_cursor| PatternSearchPage {
@@ -463,31 +441,45 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     }
 
     fn mark_migration_applied(&self, version: RString) -> StorageFuture<MigrationReport> {
-        self.call(
-            "mark_migration_applied",
-            Ok(move |b: Arc<B>| async move { b.mark_migration_applied(version.into()).await }),
-        )
+        self.call("mark_migration_applied", move || {
+            Ok(move |b: Arc<B>| async move { b.mark_migration_applied(version.into()).await })
+        })
     }
 
     fn ping(&self, mode: PingMode) -> StorageFuture<()> {
-        self.call(
-            "ping",
+        self.call("ping", move || {
+            if mode == PingMode::PanicInPrepare {
+                panic!("ping(PanicInPrepare) was asked to panic before its future exists");
+            }
             Ok(move |_: Arc<B>| async move {
                 if mode == PingMode::Panic {
                     panic!("ping(Panic) was asked to panic");
                 }
                 Ok(())
-            }),
-        )
+            })
+        })
     }
 
+    /// Not through [`Adapter::call`]: it must run after the instance is closed to other calls, and it stops
+    /// the runtime `call` polls on. Its synchronous half is guarded the same way.
     fn shutdown(&self) -> StorageFuture<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return async { RResult::ROk(()) }.into_ffi();
-        }
-        let backend = self.backend.clone();
-        let job = self.handle.spawn(async move { backend.shutdown().await });
-        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let start = catch_unwind(AssertUnwindSafe(|| {
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return None;
+            }
+            let backend = self.backend.clone();
+            let job = self.handle.spawn(async move { backend.shutdown().await });
+            let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Some((job, runtime))
+        }));
+        let (job, runtime) = match start {
+            Ok(Some(started)) => started,
+            Ok(None) => return async { RResult::ROk(()) }.into_ffi(),
+            Err(payload) => {
+                let e = Error::from_panic(payload, "shutdown");
+                return async move { RResult::RErr(e.0) }.into_ffi();
+            }
+        };
         let stopped = self.stopped.clone();
         async move {
             let result = match job.await {

@@ -1,6 +1,7 @@
 //! The backend-neutral storage contract every backend implements. The ABI adapter ([`crate::adapter`])
 //! validates input, fills in ids and timestamps, and then calls one of these methods, so a backend receives only
-//! validated input with every `id`/timestamp set. The returned future is polled on the caller's thread with the
+//! validated input with every `id`/timestamp set. A backend fetches, locks and persists; what it stores and
+//! every refusal it answers come from [`crate::rules`], so all backends give the same answers. The returned future is polled on the caller's thread with the
 //! plugin runtime entered (`src/on_caller.rs`): it may spawn, use timers, sockets and the blocking pool, but
 //! whatever it waits on must be driven by itself or by the plugin runtime (e.g. PostgreSQL connections polled
 //! by the calling future: `postgres::driven`), never by a task that only the caller's executor would run.
@@ -8,14 +9,20 @@
 use std::future::Future;
 
 use parallax_storage_abi::{
-    AuditEntry, AuditQuery, Execution, ExecutionCompletion, ExecutionEvent, ExecutionFilter, ExecutionUpdate,
-    Health, MigrationInfo, MigrationReport, NewAuditEntry, NewEvent, NewExecution, NewPattern, Pattern,
+    AuditEntry, AuditQuery, Execution, ExecutionEvent, ExecutionFilter, ExecutionUpdate, Health,
+    MigrationInfo, MigrationReport, NewAuditEntry, NewEvent, NewExecution, NewPattern, Pattern,
 };
 
-use crate::{error::Result, validate::Page};
+use crate::{error::Result, rules::Completion, validate::Page};
 
 pub trait Contract: Send + Sync + 'static {
-    fn put_pattern(&self, p: NewPattern) -> impl Future<Output = Result<Pattern>> + Send;
+    /// `id_from_client`: the caller chose the id (it may be taken); otherwise the adapter generated a UUIDv7.
+    /// Build the stored version with [`crate::rules::stored_pattern`].
+    fn put_pattern(
+        &self,
+        p: NewPattern,
+        id_from_client: bool,
+    ) -> impl Future<Output = Result<Pattern>> + Send;
     fn get_pattern(&self, name: String, version: String) -> impl Future<Output = Result<Pattern>> + Send;
     /// Every version of `name`, in any order (the adapter sorts by semantic version).
     fn pattern_versions(&self, name: String) -> impl Future<Output = Result<Vec<Pattern>>> + Send;
@@ -34,12 +41,9 @@ pub trait Contract: Send + Sync + 'static {
         id: String,
         u: ExecutionUpdate,
     ) -> impl Future<Output = Result<Execution>> + Send;
-    /// `c.completed_at` is set.
-    fn complete_execution(
-        &self,
-        id: String,
-        c: ExecutionCompletion,
-    ) -> impl Future<Output = Result<Execution>> + Send;
+    /// The completion's time is decided by the adapter ([`crate::rules::completion`]).
+    fn complete_execution(&self, id: String, c: Completion)
+        -> impl Future<Output = Result<Execution>> + Send;
     fn get_execution(&self, id: String) -> impl Future<Output = Result<Execution>> + Send;
     /// Up to `page.limit + 1` rows after the cursor, newest first (`started_at` desc, id desc).
     fn list_executions(
@@ -93,34 +97,4 @@ pub trait Contract: Send + Sync + 'static {
     fn health(&self) -> impl Future<Output = Result<Health>> + Send;
     /// Stops background work and closes connections. Called once.
     fn shutdown(&self) -> impl Future<Output = Result<()>> + Send;
-}
-
-/// The execution a backend has just stored from `e`, whose `id` and `started_at` the adapter filled in: what
-/// `create_execution` answers without reading the row back.
-pub fn created_execution(e: NewExecution) -> Execution {
-    Execution {
-        id: e.id.unwrap_or_default(),
-        pattern_name: e.pattern_name,
-        pattern_version: e.pattern_version,
-        status: e.status,
-        input: e.input,
-        output: None.into(),
-        error: None.into(),
-        started_at: e.started_at.unwrap_or_default(),
-        completed_at: None.into(),
-        duration_ms: None.into(),
-        metadata: e.metadata,
-        tags: e.tags,
-    }
-}
-
-/// Helpers the adapter uses to shape a backend's raw rows into pages.
-pub fn into_page<T, K>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
-    if rows.len() > limit {
-        rows.truncate(limit);
-        let next = rows.last().map(key);
-        (rows, next)
-    } else {
-        (rows, None)
-    }
 }

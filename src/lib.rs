@@ -12,6 +12,7 @@ mod logging;
 pub mod migrate;
 mod on_caller;
 pub mod postgres;
+pub mod rules;
 pub mod sqlite;
 pub mod time;
 pub mod validate;
@@ -48,27 +49,37 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> RResult<T, StorageEr
     }
 }
 
+/// Never unwinds: a backend whose description panics is listed as unavailable, with the panic as its note.
 pub extern "C" fn info() -> PluginInfo {
-    let backend = |name: &str, available: bool, note: &str, migrations: Vec<String>| BackendInfo {
-        name: name.into(),
-        available,
-        note: note.into(),
-        migrations: migrations.into_iter().map(RString::from).collect::<RVec<_>>(),
+    let backend = |name: &str, migrations: fn() -> Vec<String>| match catch_unwind(migrations) {
+        Ok(migrations) => BackendInfo {
+            name: name.into(),
+            available: true,
+            note: "".into(),
+            migrations: migrations.into_iter().map(RString::from).collect::<RVec<_>>(),
+        },
+        Err(payload) => BackendInfo {
+            name: name.into(),
+            available: false,
+            note: Error::from_panic(payload, "info").0.message,
+            migrations: RVec::new(),
+        },
     };
     PluginInfo {
         plugin_version: PLUGIN_VERSION.into(),
         abi_version: ABI_VERSION.into(),
         backends: vec![
-            backend("sqlite", true, "", sqlite::migrations::embedded_versions()),
-            backend("postgresql", true, "", postgres::embedded_versions()),
-            backend("file", true, "", file::migrations::format_versions()),
+            backend("sqlite", sqlite::migrations::embedded_versions),
+            backend("postgresql", postgres::embedded_versions),
+            backend("file", file::migrations::format_versions),
         ]
         .into(),
     }
 }
 
+/// Never unwinds: a sink that cannot be installed leaves the previous one (or none) in place.
 pub extern "C" fn set_log_sink(sink: LogSink) {
-    let _ = catch_unwind(|| logging::set_sink(sink));
+    let _ = catch_unwind(AssertUnwindSafe(|| logging::set_sink(sink)));
 }
 
 pub extern "C" fn check_config(config_json: RString) -> RResult<ConfigReport, StorageError> {

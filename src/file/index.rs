@@ -14,6 +14,7 @@ use parallax_storage_abi::{AuditEntry, AuditQuery, Execution, ExecutionFilter, P
 use super::search::{self, Terms};
 use crate::{
     error::{Error, Result},
+    rules,
     validate::Page,
 };
 
@@ -68,14 +69,6 @@ pub fn damaged(what: &str, path: &Path, why: &str) -> Error {
         "{what} cannot be read: file {} is damaged ({why}); repair it by hand or restore it from a backup",
         path.display()
     ))
-}
-
-fn pattern_not_found(name: &str, version: &str) -> Error {
-    Error::not_found(format!("pattern {name:?} version {version} not found"))
-}
-
-pub fn exec_not_found(id: &str) -> Error {
-    Error::not_found(format!("execution {id} not found"))
 }
 
 fn eq(want: &ROption<RString>, have: &RString) -> bool {
@@ -166,7 +159,7 @@ impl Index {
     pub fn get_pattern(&self, name: &str, version: &str) -> Result<Pattern> {
         match self.pattern(name, version) {
             Found::Yes(p) => Ok(p.p.clone()),
-            Found::No => Err(pattern_not_found(name, version)),
+            Found::No => Err(rules::pattern_not_found(name, version)),
             Found::Damaged(path, why) => {
                 Err(damaged(&format!("pattern {name:?} version {version}"), &path, &why))
             }
@@ -212,7 +205,7 @@ impl Index {
     pub fn get_execution(&self, id: &str) -> Result<&ExecEntry> {
         match self.execution(id) {
             Found::Yes(e) => Ok(e),
-            Found::No => Err(exec_not_found(id)),
+            Found::No => Err(rules::execution_not_found(id)),
             Found::Damaged(path, why) => Err(damaged(&format!("execution {id}"), &path, &why)),
         }
     }

@@ -206,8 +206,8 @@ fn human_bytes(b: u64) -> String {
 }
 
 impl Contract for FileBackend {
-    async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
-        self.writer.write("put_pattern", move |pl| ops::put_pattern(pl, p)).await
+    async fn put_pattern(&self, p: NewPattern, id_from_client: bool) -> Result<Pattern> {
+        self.writer.write("put_pattern", move |pl| ops::put_pattern(pl, p, id_from_client)).await
     }
 
     async fn get_pattern(&self, name: String, version: String) -> Result<Pattern> {
@@ -234,7 +234,7 @@ impl Contract for FileBackend {
         self.writer.write("update_execution", move |pl| ops::update_execution(pl, id, u)).await
     }
 
-    async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
+    async fn complete_execution(&self, id: String, c: crate::rules::Completion) -> Result<Execution> {
         self.writer.write("complete_execution", move |pl| ops::complete_execution(pl, id, c)).await
     }
 

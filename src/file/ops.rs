@@ -1,23 +1,22 @@
-//! The write operations, planned on the writer thread: the same rules and messages as the SQL backends
-//! (`src/sqlite/queries.rs`): immutable pattern versions, final execution states, event sequence numbers,
-//! all-or-nothing audit batches.
+//! The write operations, planned on the writer thread. What is stored and every refusal come from
+//! [`crate::rules`], as for the SQL backends; the file-specific parts are the files written, damaged files,
+//! and all-or-nothing audit batches.
 
-use abi_stable::std_types::{ROption::RSome, RString};
 use parallax_storage_abi::{
-    AuditEntry, Execution, ExecutionCompletion, ExecutionEvent, ExecutionUpdate, NewAuditEntry, NewEvent,
-    NewExecution, NewPattern, Pattern,
+    AuditEntry, Execution, ExecutionEvent, ExecutionUpdate, NewAuditEntry, NewEvent, NewExecution,
+    NewPattern, Pattern,
 };
 
 use super::{
     codec::Encoding,
     docs::Doc,
-    index::{damaged, exec_not_found, Found},
+    index::{damaged, Found},
     layout,
     plan::{execution_change, pattern_change, Change, Plan},
 };
 use crate::{
-    contract::created_execution,
     error::{Error, Result},
+    rules::{self, Completion},
     time::now_micros,
 };
 
@@ -29,7 +28,7 @@ fn ready(pl: &Plan<'_>) -> Result<()> {
 fn existing(pl: &Plan<'_>, id: &str) -> Result<(Execution, std::path::PathBuf)> {
     match pl.execution(id) {
         Found::Yes(x) => Ok(x),
-        Found::No => Err(exec_not_found(id)),
+        Found::No => Err(rules::execution_not_found(id)),
         Found::Damaged(path, why) => Err(damaged(&format!("execution {id}"), &path, &why)),
     }
 }
@@ -39,35 +38,24 @@ fn encoding_of(pl: &Plan<'_>, path: &std::path::Path) -> Encoding {
     Encoding::of_path(path).unwrap_or(pl.enc)
 }
 
-pub fn put_pattern(pl: &mut Plan<'_>, p: NewPattern) -> Result<Pattern> {
+/// `id_from_client`: the caller chose the id, which another version may hold (generated UUIDv7s cannot).
+pub fn put_pattern(pl: &mut Plan<'_>, p: NewPattern, id_from_client: bool) -> Result<Pattern> {
     ready(pl)?;
     match pl.pattern(&p.name, &p.version) {
         Found::No => {}
-        Found::Yes(_) => {
-            return Err(Error::conflict(format!(
-                "pattern {:?} version {} already exists; versions are immutable",
-                p.name, p.version
-            )))
-        }
+        Found::Yes(_) => return Err(rules::pattern_version_exists(&p.name, &p.version)),
         Found::Damaged(path, why) => {
             return Err(Error::conflict(format!(
-                "pattern {:?} version {} already exists, but its file {} is damaged ({why}); delete that \
-                 version first",
-                p.name,
-                p.version,
+                "{}, but its file {} is damaged ({why}); delete that version first",
+                rules::pattern_version_exists(&p.name, &p.version).0.message,
                 path.display()
             )))
         }
     }
-    let pattern = Pattern {
-        id: p.id.clone().unwrap_or_default(),
-        name: p.name,
-        version: p.version,
-        description: p.description,
-        definition: p.definition,
-        created_at: now_micros(),
-        created_by: p.created_by,
-    };
+    let pattern = rules::stored_pattern(p, now_micros());
+    if id_from_client && pl.pattern_id_taken(&pattern.id) {
+        return Err(rules::pattern_id_taken(&pattern.id));
+    }
     let path = pl.layout.pattern_file(&pattern.name, &pattern.version, pl.enc);
     pl.write(path.clone(), Doc::Pattern(pattern.clone()), pl.enc);
     pl.change(pattern_change(&pattern, path));
@@ -79,7 +67,7 @@ pub fn delete_pattern(pl: &mut Plan<'_>, name: String, version: String) -> Resul
     ready(pl)?;
     let path = match pl.pattern(&name, &version) {
         Found::Yes((_, path)) | Found::Damaged(path, _) => path,
-        Found::No => return Err(Error::not_found(format!("pattern {name:?} version {version} not found"))),
+        Found::No => return Err(rules::pattern_not_found(&name, &version)),
     };
     pl.remove(path, true);
     pl.change(Change::Pattern { key: (name, version), entry: None });
@@ -90,9 +78,9 @@ pub fn create_execution(pl: &mut Plan<'_>, e: NewExecution) -> Result<Execution>
     ready(pl)?;
     let id = e.id.clone().unwrap_or_default().to_string();
     if !matches!(pl.execution(&id), Found::No) {
-        return Err(Error::conflict(format!("execution {id} already exists")));
+        return Err(rules::execution_exists(&id));
     }
-    let execution = created_execution(e);
+    let execution = rules::created_execution(e);
     let path = pl.layout.execution_file(execution.started_at, &id, pl.enc);
     pl.write(path.clone(), Doc::Execution(execution.clone()), pl.enc);
     pl.change(execution_change(&execution, path));
@@ -107,53 +95,20 @@ fn rewrite(pl: &mut Plan<'_>, e: &Execution, path: std::path::PathBuf) {
 
 pub fn update_execution(pl: &mut Plan<'_>, id: String, u: ExecutionUpdate) -> Result<Execution> {
     ready(pl)?;
-    let (mut e, path) = existing(pl, &id)?;
-    if e.status.is_final() {
-        return Err(Error::conflict(format!(
-            "execution {id} is {} and can no longer be updated",
-            e.status.as_str()
-        )));
+    let (current, path) = existing(pl, &id)?;
+    let (updated, changed) = rules::updated_execution(current, u)?;
+    if changed {
+        rewrite(pl, &updated, path);
     }
-    if u.status.is_none() && u.output.is_none() && u.error.is_none() && u.metadata.is_none() {
-        return Ok(e);
-    }
-    if let RSome(s) = u.status {
-        e.status = s;
-    }
-    set(&mut e.output, u.output);
-    set(&mut e.error, u.error);
-    set(&mut e.metadata, u.metadata);
-    rewrite(pl, &e, path);
-    Ok(e)
+    Ok(updated)
 }
 
-/// `None` leaves a field alone, as the SQL backends' changesets do.
-fn set(field: &mut abi_stable::std_types::ROption<RString>, value: abi_stable::std_types::ROption<RString>) {
-    if value.is_some() {
-        *field = value;
-    }
-}
-
-pub fn complete_execution(pl: &mut Plan<'_>, id: String, c: ExecutionCompletion) -> Result<Execution> {
+pub fn complete_execution(pl: &mut Plan<'_>, id: String, c: Completion) -> Result<Execution> {
     ready(pl)?;
-    let (mut e, path) = existing(pl, &id)?;
-    if e.status.is_final() {
-        return Err(Error::conflict(format!("execution {id} is already {}", e.status.as_str())));
-    }
-    let completed_at = c.completed_at.unwrap_or_else(now_micros);
-    if completed_at < e.started_at {
-        return Err(Error::invalid(format!(
-            "completed_at {completed_at} is before the execution's started_at {}",
-            e.started_at
-        )));
-    }
-    e.status = c.status;
-    set(&mut e.output, c.output);
-    set(&mut e.error, c.error);
-    e.completed_at = RSome(completed_at);
-    e.duration_ms = RSome((completed_at - e.started_at) / 1000);
-    rewrite(pl, &e, path);
-    Ok(e)
+    let (current, path) = existing(pl, &id)?;
+    let completed = rules::completed_execution(current, c)?;
+    rewrite(pl, &completed, path);
+    Ok(completed)
 }
 
 /// One new file per event beside the execution file; the execution file itself is not rewritten.
@@ -165,23 +120,11 @@ pub fn append_event(
 ) -> Result<ExecutionEvent> {
     ready(pl)?;
     let (x, path) = existing(pl, &execution_id)?;
-    if x.status.is_final() {
-        return Err(Error::conflict(format!(
-            "execution {execution_id} is {}; events can only be appended to pending or running executions",
-            x.status.as_str()
-        )));
-    }
+    rules::check_accepts_events(&execution_id, x.status)?;
     let dir = layout::events_dir(&path).ok_or_else(|| {
         Error::internal(format!("execution file {} has an unexpected name", path.display()))
     })?;
-    let event = ExecutionEvent {
-        id: event_id.into(),
-        execution_id: execution_id.clone().into(),
-        seq: pl.last_seq(&execution_id) + 1,
-        kind: e.kind,
-        payload: e.payload,
-        recorded_at: e.recorded_at.unwrap_or_default(),
-    };
+    let event = rules::appended_event(&execution_id, &event_id, Some(pl.last_seq(&execution_id)), e);
     let file = layout::event_file(&dir, event.seq, pl.enc);
     pl.write(file, Doc::Event(event.clone()), pl.enc);
     pl.change(Change::Event { execution_id, seq: event.seq });

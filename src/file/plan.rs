@@ -132,6 +132,20 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// Whether a pattern version holds id `id`, counting the earlier writes of this group (a linear scan:
+    /// only ids a client chose are checked).
+    pub fn pattern_id_taken(&self, id: &str) -> bool {
+        let mut decided: HashSet<&(String, String)> = HashSet::new();
+        for c in self.changes.iter().rev() {
+            if let Change::Pattern { key, entry } = c {
+                if decided.insert(key) && entry.as_ref().is_some_and(|(p, _, _)| p.id == id) {
+                    return true;
+                }
+            }
+        }
+        self.idx.patterns.iter().any(|(key, x)| x.p.id == id && !decided.contains(key))
+    }
+
     pub fn audit_id_taken(&self, id: &str) -> bool {
         self.audit_ids.contains(id) || self.idx.audit_ids.contains(id)
     }

@@ -18,26 +18,23 @@ use super::{
     connect,
     migrations::{self, MIGRATIONS},
     models::{
-        from_pg, json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow,
-        PatternHitRow, PatternRow,
+        json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow, PatternHitRow,
+        PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
     statements::{CompleteExecution, GuardedInsert, InsertExecution, LiteralLimit, RawJson, UpdateExecution},
     PostgresBackend,
 };
 use crate::{
-    contract::{created_execution, Contract},
+    contract::Contract,
     error::{Error, Result},
     migrate,
+    rules::{self, Completion},
     time::now_micros,
     validate::Page,
 };
 
 const DAY: i64 = 86_400_000_000;
-
-fn exec_not_found(id: &Uuid) -> Error {
-    Error::not_found(format!("execution {id} not found"))
-}
 
 /// The creation time a UUIDv7 carries, in microseconds.
 fn v7_micros(id: &Uuid) -> Option<i64> {
@@ -65,7 +62,13 @@ async fn find_execution(conn: &mut AsyncPgConnection, id: &Uuid, lock: bool) -> 
     }
     let q = executions::table.filter(executions::id.eq(id)).select(ExecutionRow::as_select());
     let row = if lock { q.for_update().first(conn).await } else { q.first(conn).await }.optional()?;
-    row.ok_or_else(|| exec_not_found(id))
+    row.ok_or_else(|| rules::execution_not_found(&id.to_string()))
+}
+
+/// A conditional statement changed no row, yet the row exists and the rules allow the change: it changed
+/// between the two statements.
+fn refused_unexplained(id: &Uuid) -> Error {
+    Error::conflict(format!("execution {id} changed while this call ran; read it and retry"))
 }
 
 /// `started_at` ranges to try for an id: the day around a UUIDv7's time first (one partition), then all.
@@ -116,10 +119,13 @@ fn raw(doc: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> 
     doc.as_ref().map(|d| RawJson(d.as_str())).into_option()
 }
 
-fn map_unique(e: diesel::result::Error, conflict: impl FnOnce() -> Error) -> Error {
-    match Error::from(e) {
-        e if e.kind() == ErrorKind::Conflict => conflict(),
-        e => e,
+/// The constraint a unique violation names, if `e` is one.
+fn violated_constraint(e: &diesel::result::Error) -> Option<String> {
+    match e {
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info) => {
+            info.constraint_name().map(str::to_string)
+        }
+        _ => None,
     }
 }
 
@@ -137,24 +143,15 @@ impl PostgresBackend {
 }
 
 impl Contract for PostgresBackend {
-    async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
-        let pattern = Pattern {
-            id: p.id.clone().unwrap_or_default(),
-            name: p.name,
-            version: p.version,
-            description: p.description,
-            definition: p.definition,
-            created_at: now_micros(),
-            created_by: p.created_by,
-        };
+    async fn put_pattern(&self, p: NewPattern, _id_from_client: bool) -> Result<Pattern> {
+        let pattern = rules::stored_pattern(p, now_micros());
         let row = PatternRow::from_pattern(&pattern)?;
         self.with_conn(async move |conn| {
             diesel::insert_into(patterns::table).values(&row).execute(conn).await.map_err(|e| {
-                map_unique(e, || {
-                    Error::conflict(format!(
-                        "pattern {:?} version {} already exists (or its id is taken); versions are immutable",
-                        row.name, row.version
-                    ))
+                // `patterns_name_version_key` or `patterns_pkey` (the id).
+                let on_name_version = violated_constraint(&e).is_some_and(|c| c.contains("name"));
+                rules::explain_conflict(Error::from(e), |_| {
+                    rules::pattern_conflict(&pattern, on_name_version)
                 })
             })?;
             Ok(pattern)
@@ -171,7 +168,7 @@ impl Contract for PostgresBackend {
                 .await
                 .optional()?
                 .map(Pattern::from)
-                .ok_or_else(|| Error::not_found(format!("pattern {name:?} version {version} not found")))
+                .ok_or_else(|| rules::pattern_not_found(&name, &version))
         })
         .await
     }
@@ -215,7 +212,7 @@ impl Contract for PostgresBackend {
             .execute(conn)
             .await?;
             if n == 0 {
-                return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
+                return Err(rules::pattern_not_found(&name, &version));
             }
             Ok(())
         })
@@ -239,17 +236,17 @@ impl Contract for PostgresBackend {
                 tags: &tags,
                 guard_id: id_from_client,
             };
-            let conflict = || Error::conflict(format!("execution {id} already exists"));
+            let conflict = || rules::execution_exists(&id.to_string());
             let inserted = if id_from_client {
                 GuardedInsert(stmt).execute(conn).await
             } else {
                 stmt.execute(conn).await
             }
-            .map_err(|e| map_unique(e, conflict))?;
+            .map_err(|e| rules::explain_conflict(Error::from(e), |_| conflict()))?;
             if inserted == 0 {
                 return Err(conflict());
             }
-            Ok(created_execution(e))
+            Ok(rules::created_execution(e))
         })
         .await
     }
@@ -258,6 +255,7 @@ impl Contract for PostgresBackend {
         let id = uuid(&id)?;
         let status = u.status.map(|s| s.as_str().to_string()).into_option();
         let (output, error, metadata) = (raw(&u.output), raw(&u.error), raw(&u.metadata));
+        let u = &u;
         self.with_conn(async move |conn| {
             for (lo, hi) in id_ranges(&id) {
                 let stmt = UpdateExecution { id, status: status.as_deref(), output, error, metadata, lo, hi };
@@ -266,21 +264,20 @@ impl Contract for PostgresBackend {
                     return Execution::try_from(row);
                 }
             }
-            // Nothing updated: say why.
-            let row = find_execution(conn, &id, false).await?;
-            let status = status_of(&row.status)?;
-            Err(Error::conflict(format!(
-                "execution {id} is {} and can no longer be updated",
-                status.as_str()
-            )))
+            // Nothing updated: the rule the statement encodes says why.
+            let current = Execution::try_from(find_execution(conn, &id, false).await?)?;
+            Err(rules::updated_execution(current, u.clone())
+                .err()
+                .unwrap_or_else(|| refused_unexplained(&id)))
         })
         .await
     }
 
-    async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
+    async fn complete_execution(&self, id: String, c: Completion) -> Result<Execution> {
         let id = uuid(&id)?;
-        let completed_at = c.completed_at.unwrap_or_else(now_micros);
+        let completed_at = c.completed_at;
         let (output, error) = (raw(&c.output), raw(&c.error));
+        let c = &c;
         self.with_conn(async move |conn| {
             for (lo, hi) in id_ranges(&id) {
                 let stmt = CompleteExecution {
@@ -298,16 +295,11 @@ impl Contract for PostgresBackend {
                     return Execution::try_from(row);
                 }
             }
-            // Nothing completed: say why.
-            let row = find_execution(conn, &id, false).await?;
-            let status = status_of(&row.status)?;
-            if status.is_final() {
-                return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
-            }
-            let started = from_pg(row.started_at);
-            Err(Error::invalid(format!(
-                "completed_at {completed_at} is before the execution's started_at {started}"
-            )))
+            // Nothing completed: the rules the statement encodes say why.
+            let current = Execution::try_from(find_execution(conn, &id, false).await?)?;
+            Err(rules::completed_execution(current, c.clone())
+                .err()
+                .unwrap_or_else(|| refused_unexplained(&id)))
         })
         .await
     }
@@ -356,13 +348,7 @@ impl Contract for PostgresBackend {
                 .transaction::<_, Error, _>(async |conn| {
                     // Locking the execution row serialises appends (seq numbering) and completion.
                     let exec = find_execution(conn, &eid, true).await?;
-                    let status = status_of(&exec.status)?;
-                    if status.is_final() {
-                        return Err(Error::conflict(format!(
-                            "execution {eid} is {}; events can only be appended to pending or running executions",
-                            status.as_str()
-                        )));
-                    }
+                    rules::check_accepts_events(&eid.to_string(), status_of(&exec.status)?)?;
                     let last: Option<i64> = execution_events::table
                         .filter(execution_events::execution_id.eq(&eid))
                         .select(max(execution_events::seq))
@@ -371,7 +357,7 @@ impl Contract for PostgresBackend {
                     let row = EventRow {
                         id,
                         execution_id: eid,
-                        seq: last.unwrap_or(0) + 1,
+                        seq: rules::next_seq(last),
                         kind: e.kind.as_str().to_string(),
                         payload,
                         recorded_at: to_pg(e.recorded_at.unwrap_or_default()),

@@ -60,7 +60,9 @@ pub struct InsertExecution<'a> {
     pub guard_id: bool,
 }
 
-/// `UPDATE` of a pending or running execution; `None` keeps a column.
+/// `UPDATE` of a pending or running execution; `None` keeps a column. The SQL form of
+/// [`crate::rules::updated_execution`]: when it changes no row, the backend reads the row and lets that
+/// function say why, so the answer is the other backends'.
 pub struct UpdateExecution<'a> {
     pub id: Uuid,
     pub status: Option<&'a str>,
@@ -71,7 +73,10 @@ pub struct UpdateExecution<'a> {
     pub hi: PgTimestamp,
 }
 
-/// Final status of a pending or running execution, `completed_at` and `duration_ms`.
+/// Final status of a pending or running execution, `completed_at` and `duration_ms`: the SQL form of
+/// [`crate::rules::completed_execution`] (final states are final, `completed_at >= started_at`,
+/// [`crate::rules::duration_ms`] in integer arithmetic); when it changes no row, the backend reads the row and
+/// lets that function say why.
 pub struct CompleteExecution<'a> {
     pub id: Uuid,
     pub status: &'a str,

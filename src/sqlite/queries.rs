@@ -23,6 +23,7 @@ use crate::{
     contract::Contract,
     error::{Error, Result},
     migrate,
+    rules::{self, Completion},
     time::now_micros,
     validate::Page,
 };
@@ -36,8 +37,16 @@ fn fts_query(terms: &[String]) -> String {
     terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
 }
 
-fn exec_not_found(id: &str) -> Error {
-    Error::not_found(format!("execution {id} not found"))
+/// The columns an update or completion may change, as `rules` left them.
+fn changes_of(e: &Execution) -> ExecutionChanges {
+    ExecutionChanges {
+        status: Some(e.status.as_str().to_string()),
+        output: e.output.as_ref().map(s).into_option(),
+        error: e.error.as_ref().map(s).into_option(),
+        metadata: e.metadata.as_ref().map(s).into_option(),
+        completed_at: e.completed_at.into_option(),
+        duration_ms: e.duration_ms.into_option(),
+    }
 }
 
 fn load_execution(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRow> {
@@ -46,7 +55,7 @@ fn load_execution(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRow>
         .select(ExecutionRow::as_select())
         .first(conn)
         .optional()?
-        .ok_or_else(|| exec_not_found(id))
+        .ok_or_else(|| rules::execution_not_found(id))
 }
 
 fn apply_filter<'a, ST: 'a>(
@@ -79,30 +88,19 @@ fn apply_filter<'a, ST: 'a>(
 }
 
 impl Contract for SqliteBackend {
-    async fn put_pattern(&self, p: NewPattern) -> Result<Pattern> {
-        let pattern = Pattern {
-            id: p.id.clone().unwrap_or_default(),
-            name: p.name,
-            version: p.version,
-            description: p.description,
-            definition: p.definition,
-            created_at: now_micros(),
-            created_by: p.created_by,
-        };
+    async fn put_pattern(&self, p: NewPattern, _id_from_client: bool) -> Result<Pattern> {
+        let pattern = rules::stored_pattern(p, now_micros());
         let row = PatternRow::from(&pattern);
+        let conflict = pattern.clone();
         self.writer
             .write("put_pattern", move |conn| {
-                diesel::insert_into(patterns::table).values(&row).execute(conn).map_err(
-                    |e| match Error::from(e) {
-                        e if e.kind() == ErrorKind::Conflict && e.0.message.contains("patterns.name") => {
-                            Error::conflict(format!(
-                                "pattern {:?} version {} already exists; versions are immutable",
-                                row.name, row.version
-                            ))
-                        }
-                        e => e,
-                    },
-                )?;
+                diesel::insert_into(patterns::table).values(&row).execute(conn).map_err(|e| {
+                    // SQLite names the columns of the violated key: `patterns.name, patterns.version` or
+                    // `patterns.id`.
+                    rules::explain_conflict(Error::from(e), |e| {
+                        rules::pattern_conflict(&conflict, e.0.message.contains("patterns.name"))
+                    })
+                })?;
                 Ok(())
             })
             .await?;
@@ -117,7 +115,7 @@ impl Contract for SqliteBackend {
                 .first(conn)
                 .optional()?
                 .map(Pattern::from)
-                .ok_or_else(|| Error::not_found(format!("pattern {name:?} version {version} not found")))
+                .ok_or_else(|| rules::pattern_not_found(&name, &version))
         })
         .await
     }
@@ -159,7 +157,7 @@ impl Contract for SqliteBackend {
                 )
                 .execute(conn)?;
                 if n == 0 {
-                    return Err(Error::not_found(format!("pattern {name:?} version {version} not found")));
+                    return Err(rules::pattern_not_found(&name, &version));
                 }
                 Ok(())
             })
@@ -167,98 +165,53 @@ impl Contract for SqliteBackend {
     }
 
     async fn create_execution(&self, e: NewExecution, _id_from_client: bool) -> Result<Execution> {
-        let tags: Vec<String> = e.tags.iter().map(s).collect();
+        let execution = rules::created_execution(e);
+        let tags: Vec<String> = execution.tags.iter().map(s).collect();
         let row = ExecutionRow {
-            id: e.id.clone().unwrap_or_default().into(),
-            pattern_name: s(&e.pattern_name),
-            pattern_version: s(&e.pattern_version),
-            status: e.status.as_str().into(),
-            input: e.input.as_ref().map(s).into_option(),
+            id: s(&execution.id),
+            pattern_name: s(&execution.pattern_name),
+            pattern_version: s(&execution.pattern_version),
+            status: execution.status.as_str().into(),
+            input: execution.input.as_ref().map(s).into_option(),
             output: None,
             error: None,
-            started_at: e.started_at.unwrap_or_default(),
+            started_at: execution.started_at,
             completed_at: None,
             duration_ms: None,
-            metadata: e.metadata.as_ref().map(s).into_option(),
+            metadata: execution.metadata.as_ref().map(s).into_option(),
             tags: serde_json::to_string(&tags).map_err(|e| Error::internal(e.to_string()))?,
         };
         self.writer
             .write("create_execution", move |conn| {
                 diesel::insert_into(executions::table).values(&row).execute(conn).map_err(|e| {
-                    match Error::from(e) {
-                        e if e.kind() == ErrorKind::Conflict => {
-                            Error::conflict(format!("execution {} already exists", row.id))
-                        }
-                        e => e,
-                    }
+                    rules::explain_conflict(Error::from(e), |_| rules::execution_exists(&row.id))
                 })?;
-                Execution::try_from(row)
+                Ok(())
             })
-            .await
+            .await?;
+        Ok(execution)
     }
 
     async fn update_execution(&self, id: String, u: ExecutionUpdate) -> Result<Execution> {
         self.writer
             .write("update_execution", move |conn| {
-                let row = load_execution(conn, &id)?;
-                let status = status_of(&row.status)?;
-                if status.is_final() {
-                    return Err(Error::conflict(format!(
-                        "execution {id} is {} and can no longer be updated",
-                        status.as_str()
-                    )));
+                let current = Execution::try_from(load_execution(conn, &id)?)?;
+                let (updated, changed) = rules::updated_execution(current, u)?;
+                if changed {
+                    diesel::update(executions::table.find(&id)).set(&changes_of(&updated)).execute(conn)?;
                 }
-                let changes = ExecutionChanges {
-                    status: u.status.map(|s| s.as_str().to_string()).into_option(),
-                    output: u.output.as_ref().map(s).into_option(),
-                    error: u.error.as_ref().map(s).into_option(),
-                    metadata: u.metadata.as_ref().map(s).into_option(),
-                    ..Default::default()
-                };
-                if changes.status.is_none()
-                    && changes.output.is_none()
-                    && changes.error.is_none()
-                    && changes.metadata.is_none()
-                {
-                    return Execution::try_from(row);
-                }
-                let row = diesel::update(executions::table.find(&id))
-                    .set(&changes)
-                    .returning(ExecutionRow::as_returning())
-                    .get_result(conn)?;
-                Execution::try_from(row)
+                Ok(updated)
             })
             .await
     }
 
-    async fn complete_execution(&self, id: String, c: ExecutionCompletion) -> Result<Execution> {
+    async fn complete_execution(&self, id: String, c: Completion) -> Result<Execution> {
         self.writer
             .write("complete_execution", move |conn| {
-                let row = load_execution(conn, &id)?;
-                let status = status_of(&row.status)?;
-                if status.is_final() {
-                    return Err(Error::conflict(format!("execution {id} is already {}", status.as_str())));
-                }
-                let completed_at = c.completed_at.unwrap_or_else(now_micros);
-                if completed_at < row.started_at {
-                    return Err(Error::invalid(format!(
-                        "completed_at {completed_at} is before the execution's started_at {}",
-                        row.started_at
-                    )));
-                }
-                let changes = ExecutionChanges {
-                    status: Some(c.status.as_str().to_string()),
-                    output: c.output.as_ref().map(s).into_option(),
-                    error: c.error.as_ref().map(s).into_option(),
-                    metadata: None,
-                    completed_at: Some(completed_at),
-                    duration_ms: Some((completed_at - row.started_at) / 1000),
-                };
-                let row = diesel::update(executions::table.find(&id))
-                    .set(&changes)
-                    .returning(ExecutionRow::as_returning())
-                    .get_result(conn)?;
-                Execution::try_from(row)
+                let current = Execution::try_from(load_execution(conn, &id)?)?;
+                let completed = rules::completed_execution(current, c)?;
+                diesel::update(executions::table.find(&id)).set(&changes_of(&completed)).execute(conn)?;
+                Ok(completed)
             })
             .await
     }
@@ -307,28 +260,23 @@ impl Contract for SqliteBackend {
                     .select(executions::status)
                     .first(conn)
                     .optional()?
-                    .ok_or_else(|| exec_not_found(&execution_id))?;
-                let status = status_of(&status)?;
-                if status.is_final() {
-                    return Err(Error::conflict(format!(
-                        "execution {execution_id} is {}; events can only be appended to pending or running executions",
-                        status.as_str()
-                    )));
-                }
+                    .ok_or_else(|| rules::execution_not_found(&execution_id))?;
+                rules::check_accepts_events(&execution_id, status_of(&status)?)?;
                 let last: Option<i64> = execution_events::table
                     .filter(execution_events::execution_id.eq(&execution_id))
                     .select(max(execution_events::seq))
                     .first(conn)?;
+                let event = rules::appended_event(&execution_id, &event_id, last, e);
                 let row = EventRow {
                     id: event_id,
                     execution_id,
-                    seq: last.unwrap_or(0) + 1,
-                    kind: e.kind.as_str().to_string(),
-                    payload: s(&e.payload),
-                    recorded_at: e.recorded_at.unwrap_or_default(),
+                    seq: event.seq,
+                    kind: event.kind.as_str().to_string(),
+                    payload: s(&event.payload),
+                    recorded_at: event.recorded_at,
                 };
                 diesel::insert_into(execution_events::table).values(&row).execute(conn)?;
-                ExecutionEvent::try_from(row)
+                Ok(event)
             })
             .await
     }

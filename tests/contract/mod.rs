@@ -7,6 +7,7 @@ pub mod events;
 pub mod executions;
 pub mod operations;
 pub mod patterns;
+pub mod rules;
 pub mod search;
 
 /// Calls `$callback!` with the full list of contract test functions.
@@ -38,12 +39,21 @@ macro_rules! for_each_contract {
             operations::migrations_status_down_up_to,
             operations::health_reports_backend,
             operations::panics_come_back_as_panicked,
+            operations::panic_before_the_future_comes_back_as_panicked,
             operations::dropped_future_still_completes,
             operations::call_dropped_before_polling_still_runs,
             operations::calls_complete_on_a_thread_without_tokio,
             operations::shutdown_makes_calls_unavailable,
             operations::concurrent_writers_lose_nothing,
             operations::mark_applied_records_without_running,
+            rules::rules_final_execution_cannot_be_updated,
+            rules::rules_final_execution_cannot_be_completed_again,
+            rules::rules_events_only_while_pending_or_running,
+            rules::rules_completion_not_before_start,
+            rules::rules_missing_execution_is_not_found,
+            rules::rules_duplicate_execution_id_conflicts,
+            rules::rules_duplicate_pattern_version_conflicts,
+            rules::rules_missing_pattern_is_not_found,
             search::search_executions_matches_words_in_documents,
             search::search_pages_are_exact,
             search::search_patterns_by_name_description_definition,

@@ -115,6 +115,19 @@ pub async fn panics_come_back_as_panicked(h: &Harness) {
     s.get_pattern("survivor", "1.0.0").await.unwrap();
 }
 
+/// A panic in the synchronous half of a call (validation, defaults; before the plugin has a future to hand
+/// back) comes back as `Panicked` through the loaded library too, instead of unwinding into abi_stable's guard,
+/// which would abort this test process.
+pub async fn panic_before_the_future_comes_back_as_panicked(h: &Harness) {
+    let s = &h.storage;
+    assert_kind(s.ping(PingMode::PanicInPrepare).await, ErrorKind::Panicked, "before its future exists");
+    // The host is alive and the storage object still works, for reads and writes.
+    s.ping(PingMode::Echo).await.unwrap();
+    let p = s.put_pattern(new_pattern("after-sync-panic", "1.0.0")).await.unwrap();
+    assert_kind(s.ping(PingMode::PanicInPrepare).await, ErrorKind::Panicked, "ping");
+    assert_eq!(s.get_pattern("after-sync-panic", "1.0.0").await.unwrap(), p);
+}
+
 /// Waits (up to 2 s) until execution `id` can be read.
 async fn eventually_readable(s: &parallax_storage_host::Storage, id: &str) -> bool {
     for _ in 0..200 {

@@ -386,4 +386,6 @@ pub enum PingMode {
     Echo,
     /// Panic inside the plugin: proves that panics come back as `ErrorKind::Panicked` and the host survives.
     Panic,
+    /// Panic in the synchronous half of the call, before a future exists.
+    PanicInPrepare,
 }
