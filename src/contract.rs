@@ -24,7 +24,7 @@ pub trait Contract: Send + Sync + 'static {
         id_from_client: bool,
     ) -> impl Future<Output = Result<Pattern>> + Send;
     fn get_pattern(&self, name: String, version: String) -> impl Future<Output = Result<Pattern>> + Send;
-    /// Every version of `name`, in any order (the adapter sorts by semantic version).
+    /// Every version of `name`, in any order (the adapter sorts them with [`crate::rules::sort_versions`]).
     fn pattern_versions(&self, name: String) -> impl Future<Output = Result<Vec<Pattern>>> + Send;
     /// Every version of up to `page.limit + 1` names after the cursor name, ordered by name.
     fn patterns_after(&self, page: Page<String>) -> impl Future<Output = Result<Vec<Pattern>>> + Send;

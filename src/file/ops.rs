@@ -45,11 +45,14 @@ pub fn put_pattern(pl: &mut Plan<'_>, p: NewPattern, id_from_client: bool) -> Re
         Found::No => {}
         Found::Yes(_) => return Err(rules::pattern_version_exists(&p.name, &p.version)),
         Found::Damaged(path, why) => {
+            // Only the file store has damaged files: its own message.
             return Err(Error::conflict(format!(
-                "{}, but its file {} is damaged ({why}); delete that version first",
-                rules::pattern_version_exists(&p.name, &p.version).0.message,
+                "pattern {:?} version {} already exists, but its file {} is damaged ({why}); delete that \
+                 version first",
+                p.name,
+                p.version,
                 path.display()
-            )))
+            )));
         }
     }
     let pattern = rules::stored_pattern(p, now_micros());
