@@ -3,19 +3,21 @@
 //! Built as a `cdylib`, it exports the root module of [`parallax_storage_abi`]; the host loads it at run time
 //! and never links it. Built as an `rlib`, the same code can be called in-process (benchmarks compare the two).
 
-pub mod adapter;
-pub mod config;
-pub mod contract;
-pub mod error;
-pub mod file;
+// Only what the benchmarks reach is public (`open_storage`, `postgres::lifecycle_sql`,
+// `sqlite::search::INDEX_QUEUED_SQL`); everything else is private so that rustc reports dead code.
+mod adapter;
+mod config;
+mod contract;
+mod error;
+mod file;
 mod logging;
-pub mod migrate;
+mod migrate;
 mod on_caller;
 pub mod postgres;
 pub mod rules;
 pub mod sqlite;
-pub mod time;
-pub mod validate;
+mod time;
+mod validate;
 mod writer_thread;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

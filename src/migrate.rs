@@ -10,7 +10,7 @@ use parallax_storage_abi::{MigrationInfo, MigrationReport};
 
 use crate::{
     error::{Error, Result},
-    time::civil_to_micros,
+    time,
 };
 
 type Migration<DB> = Box<dyn diesel::migration::Migration<DB>>;
@@ -53,16 +53,15 @@ where
     embedded::<DB>(source).iter().map(version_of).collect()
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC, as Diesel's `run_on` default writes it) to microseconds.
+/// Diesel's `run_on` as text (`YYYY-MM-DD HH:MM:SS[.ffffff]`, as its `CURRENT_TIMESTAMP` default writes it) to
+/// microseconds. A value without an offset is taken as UTC (SQLite's `CURRENT_TIMESTAMP` is UTC); one with an
+/// offset (`…+00`, `…Z`) is converted by it.
 pub fn parse_run_on(s: &str) -> Option<i64> {
-    let (date, time) = s.trim().split_once([' ', 'T'])?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let time = time.trim_end_matches('Z');
-    let mut t = time.split(':');
-    let (hh, mm) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
-    let secs: f64 = t.next()?.split(['+', '-']).next()?.parse().ok()?;
-    Some(civil_to_micros(y, m, day) + (hh * 3600 + mm * 60) * 1_000_000 + (secs * 1e6).round() as i64)
+    let s = s.trim();
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Some(ts.as_microsecond());
+    }
+    time::utc_micros(s.parse().ok()?)
 }
 
 fn applied<DB: Backend, C: MigrationConn<DB>>(conn: &mut C) -> Result<Vec<(String, Option<i64>)>> {
@@ -303,9 +302,12 @@ where
 mod tests {
     #[test]
     fn run_on_formats() {
-        let base = crate::time::civil_to_micros(2024, 1, 15);
+        let base = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
         assert_eq!(super::parse_run_on("2024-01-15 10:30:00"), Some(base + 37_800_000_000));
         assert_eq!(super::parse_run_on("2024-01-15 10:30:00.25"), Some(base + 37_800_250_000));
+        assert_eq!(super::parse_run_on("2024-01-15T10:30:00.000001Z"), Some(base + 37_800_000_001));
+        assert_eq!(super::parse_run_on("2024-01-15 12:30:00+02"), Some(base + 37_800_000_000));
+        assert_eq!(super::parse_run_on("2024-02-30 10:30:00"), None);
         assert_eq!(super::parse_run_on("nope"), None);
     }
 }

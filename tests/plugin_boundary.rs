@@ -67,11 +67,14 @@ fn config_errors_name_the_key_and_the_fix() {
     let e = check(json!({ "type": "postgres" }));
     assert!(e.message.contains("postgresql"), "{e}");
 
-    let e = check(json!({ "retention": { "executions": { "maxAge": "30 days" } } }));
-    assert!(e.message.contains("storage.retention.executions.maxAge"), "{e}");
+    let e = check(json!({ "retention": { "executions": { "maxAge": "30 parsecs" } } }));
+    assert!(
+        e.message.contains("storage.retention.executions.maxAge") && e.message.contains("30 parsecs"),
+        "{e}"
+    );
 
     let e = check(json!({ "retention": { "cleanupSchedule": "0 25 * * *" } }));
-    assert!(e.message.contains("cleanupSchedule"), "{e}");
+    assert!(e.message.contains("cleanupSchedule") && e.message.contains("hour field \"25\""), "{e}");
 
     // Opening refuses the same way, and nothing is created.
     let dir = tempfile::tempdir().unwrap();

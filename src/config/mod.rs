@@ -16,8 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cron::CronSchedule;
-pub use duration::{format_age, parse_age};
-pub use parse::{from_value, parse};
+pub use parse::parse;
 
 /// A configuration error: the key path (e.g. `storage.sqlite.busyTimeout`) and what is wrong with it.
 /// Messages never contain the value of a secret (`password`, `url`).
@@ -152,12 +151,6 @@ pub struct SqliteConfig {
     pub busy_timeout_ms: u64,
     pub synchronous: Synchronous,
     pub read_pool_size: u32,
-}
-
-impl SqliteConfig {
-    pub fn busy_timeout(&self) -> Duration {
-        Duration::from_millis(self.busy_timeout_ms)
-    }
 }
 
 impl Default for SqliteConfig {

@@ -27,7 +27,7 @@ pub fn parse(json: &str) -> Result<StorageConfig, ConfigError> {
 }
 
 /// Parses and validates the `storage` section given as a JSON value.
-pub fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
+fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
     let root = Section::new("storage".into(), Some(value), reader::STORAGE_KEYS)?;
     let backend = root.choice("type", "backend", BackendType::CHOICES, BackendType::Sqlite)?;
 

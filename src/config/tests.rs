@@ -259,7 +259,7 @@ fn effective_json_fills_defaults_and_hides_secrets() {
     assert_eq!(v["sqlite"]["busyTimeout"], 5000);
     assert_eq!(v["sqlite"]["synchronous"], "full");
     assert_eq!(v["migrations"]["autoRun"], true);
-    assert_eq!(v["retention"]["executions"]["maxAge"], "2w");
+    assert_eq!(v["retention"]["executions"]["maxAge"], "14d");
     assert_eq!(v["retention"]["executions"]["maxCount"], serde_json::Value::Null);
     assert!(v.get("file").is_none());
     // The effective configuration parses back to the same thing (apart from the hidden secrets).

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use jiff::civil::DateTime;
+
 use super::codec::Encoding;
+use crate::time;
 
 pub const MANIFEST_STEM: &str = "manifest";
 pub const README: &str = "README.txt";
@@ -40,21 +43,21 @@ impl Layout {
 
     /// `executions/YYYY/MM/DD/HHMMSS.ffffff_<id>.<ext>`, dated by `started_at` (UTC).
     pub fn execution_file(&self, started_at: i64, id: &str, enc: Encoding) -> PathBuf {
-        let t = Civil::from_micros(started_at);
+        let t = time::utc(started_at);
         self.base
             .join(EXECUTIONS)
-            .join(format!("{:04}", t.year))
-            .join(format!("{:02}", t.month))
-            .join(format!("{:02}", t.day))
-            .join(format!("{}_{id}.{}", t.stamp(), enc.ext()))
+            .join(t.strftime("%Y").to_string())
+            .join(t.strftime("%m").to_string())
+            .join(t.strftime("%d").to_string())
+            .join(format!("{}_{id}.{}", stamp(&t), enc.ext()))
     }
 
     /// `audit/YYYY-MM-DD/HHMMSS.ffffff_<batch>.<ext>`, dated by the batch's earliest entry.
     pub fn audit_file(&self, earliest: i64, batch: &str, enc: Encoding) -> PathBuf {
-        let t = Civil::from_micros(earliest);
-        self.base.join(AUDIT).join(format!("{:04}-{:02}-{:02}", t.year, t.month, t.day)).join(format!(
+        let t = time::utc(earliest);
+        self.base.join(AUDIT).join(t.strftime("%Y-%m-%d").to_string()).join(format!(
             "{}_{batch}.{}",
-            t.stamp(),
+            stamp(&t),
             enc.ext()
         ))
     }
@@ -132,81 +135,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// A UTC calendar time with microseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Civil {
-    pub year: i64,
-    pub month: i64,
-    pub day: i64,
-    pub hour: i64,
-    pub minute: i64,
-    pub second: i64,
-    pub micros: i64,
-}
-
-impl Civil {
-    pub fn from_micros(t: i64) -> Civil {
-        let days = t.div_euclid(86_400_000_000);
-        let rem = t.rem_euclid(86_400_000_000);
-        // civil_from_days (H. Hinnant).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let secs = rem / 1_000_000;
-        Civil {
-            year,
-            month,
-            day,
-            hour: secs / 3600,
-            minute: secs / 60 % 60,
-            second: secs % 60,
-            micros: rem % 1_000_000,
-        }
-    }
-
-    /// `HHMMSS.ffffff`: sorts by time within a day.
-    pub fn stamp(&self) -> String {
-        format!("{:02}{:02}{:02}.{:06}", self.hour, self.minute, self.second, self.micros)
-    }
+/// `HHMMSS.ffffff` (UTC): sorts by time within a day.
+fn stamp(t: &DateTime) -> String {
+    t.strftime("%H%M%S.%6f").to_string()
 }
 
 /// RFC 3339 UTC with microseconds: `2024-01-15T10:30:00.000000Z`.
 pub fn format_ts(t: i64) -> String {
-    let c = Civil::from_micros(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
-    )
+    time::utc(t).strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Parses what [`format_ts`] writes; the fraction may have 0 to 6 digits.
 pub fn parse_ts(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let num = |p: &str, len: usize| -> Option<i64> {
-        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
-    };
-    let mut d = date.split('-');
-    let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.split(':');
-    let (hh, mm, ss) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
-    if d.next().is_some() || t.next().is_some() || frac.len() > 6 || (time.contains('.') && frac.is_empty()) {
-        return None;
-    }
-    let micros = if frac.is_empty() { 0 } else { num(frac, frac.len())? * 10i64.pow(6 - frac.len() as u32) };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 59 {
-        return None;
-    }
-    let t = crate::time::civil_to_micros(y, m, day) + ((hh * 60 + mm) * 60 + ss) * 1_000_000 + micros;
-    // Reject dates such as February 30 that civil_to_micros would roll over.
-    (Civil::from_micros(t).day == day).then_some(t)
+    time::utc_micros(DateTime::strptime("%Y-%m-%dT%H:%M:%S%.fZ", s).ok()?)
 }
 
 #[cfg(test)]
@@ -247,6 +188,22 @@ mod tests {
         ] {
             assert_eq!(parse_ts(bad), None, "{bad}");
         }
-        assert_eq!(Civil::from_micros(1_705_314_615_123_456).stamp(), "103015.123456");
+        assert_eq!(stamp(&time::utc(1_705_314_615_123_456)), "103015.123456");
+        assert_eq!(parse_ts("2024-01-15T10:30:15.1234567Z"), None);
+    }
+
+    #[test]
+    fn paths_are_dated_in_utc() {
+        const JSON: Encoding = Encoding { format: crate::config::FileFormat::Json, gzip: false };
+        let layout = Layout::new(PathBuf::from("/s"));
+        let id = "0190f3c4-5b6a-7c8d-9e0f-102132435465";
+        assert_eq!(
+            layout.execution_file(1_705_314_615_123_456, id, JSON),
+            PathBuf::from(format!("/s/executions/2024/01/15/103015.123456_{id}.json"))
+        );
+        assert_eq!(
+            layout.audit_file(951_868_799_999_999, "b", JSON),
+            PathBuf::from("/s/audit/2000-02-29/235959.999999_b.json")
+        );
     }
 }

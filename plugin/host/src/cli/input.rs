@@ -1,10 +1,8 @@
 //! Reading user input: pattern files (YAML or JSON), `JSON|@file` arguments and `--since`/`--until` times.
 
-use std::{
-    io::Read,
-    path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{io::Read, path::Path};
+
+use jiff::{civil::DateTime, tz::TimeZone, SignedDuration, Span, Timestamp};
 
 use serde_json::{Map, Value as Json};
 use serde_yaml_ng::Value as Yaml;
@@ -192,8 +190,9 @@ pub fn parse_json_arg(arg: &str) -> Result<String, String> {
     }
 }
 
-/// Clap value parser for `--since`/`--until`: an RFC3339 time, or an age (`30d`, `12h`) meaning now minus it.
-/// Returns microseconds since the Unix epoch.
+/// Clap value parser for `--since`/`--until`: an RFC3339 time (`2024-01-15T10:30:00Z`, any offset; without one,
+/// UTC), or an age (`30d`, `12h`, `1d12h`, `2 weeks`, `1mo`) meaning now minus it, counted in UTC calendar days
+/// and months. Returns microseconds since the Unix epoch. Read with jiff, as the plugin reads its `maxAge`.
 pub fn parse_time(arg: &str) -> Result<i64, String> {
     let arg = arg.trim();
     let bad = || {
@@ -205,29 +204,40 @@ pub fn parse_time(arg: &str) -> Result<i64, String> {
     if arg.is_empty() {
         return Err(bad());
     }
-    if arg.starts_with(|c: char| c.is_ascii_digit()) && arg.contains('-') {
-        let t = humantime::parse_rfc3339_weak(arg).map_err(|e| format!("{}: {e}", bad()))?;
-        return micros_since_epoch(t).ok_or_else(bad);
+    let before_1970 = format!("{arg:?} reaches before 1970-01-01T00:00:00Z, where stored times start");
+    let t = if arg.starts_with(|c: char| c.is_ascii_digit()) && arg.contains('-') {
+        match arg.parse::<Timestamp>() {
+            Ok(t) => t,
+            Err(e) => {
+                let civil: DateTime = arg.parse().map_err(|_| format!("{}: {e}", bad()))?;
+                TimeZone::UTC.to_timestamp(civil).map_err(|e| format!("{}: {e}", bad()))?
+            }
+        }
+    } else {
+        let age: Span = arg.parse().map_err(|_| bad())?;
+        if age.is_negative() {
+            return Err(format!("{}: an age counts back from now and cannot be negative", bad()));
+        }
+        Timestamp::now()
+            .to_zoned(TimeZone::UTC)
+            .checked_sub(age)
+            .map_err(|_| before_1970.clone())?
+            .timestamp()
+    };
+    match t.as_microsecond() {
+        micros if micros >= 0 => Ok(micros),
+        _ => Err(before_1970),
     }
-    let age = humantime::parse_duration(arg).map_err(|_| bad())?;
-    let now = SystemTime::now();
-    let t = now.checked_sub(age).ok_or_else(|| format!("the age {arg:?} reaches before the year 1970"))?;
-    micros_since_epoch(t).ok_or_else(|| format!("the age {arg:?} reaches before the year 1970"))
-}
-
-fn micros_since_epoch(t: SystemTime) -> Option<i64> {
-    t.duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_micros()).ok())
 }
 
 /// Formats microseconds since the epoch as RFC3339 UTC with microseconds, never panicking.
 pub fn format_time(micros: i64) -> String {
-    // humantime handles 1970..=9999.
-    const MAX: i64 = 253_402_300_799_999_999;
-    if (0..=MAX).contains(&micros) {
-        let t = UNIX_EPOCH + Duration::from_micros(micros as u64);
-        humantime::format_rfc3339_micros(t).to_string()
-    } else {
-        format!("{micros}us since 1970-01-01T00:00:00Z")
+    // Stored times are 1970..=9999. A civil (UTC) date-time reaches 9999-12-31T23:59:59.999999; jiff's
+    // `Timestamp` stops a day short of it.
+    const EPOCH: DateTime = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    match EPOCH.checked_add(SignedDuration::from_micros(micros)) {
+        Ok(t) if micros >= 0 => t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        _ => format!("{micros}us since 1970-01-01T00:00:00Z"),
     }
 }
 
@@ -257,7 +267,29 @@ mod tests {
         assert!(parse_time("30d").unwrap() < parse_time("12h").unwrap());
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2024-13-01T00:00:00Z").is_err());
+        assert_eq!(parse_time("2024-01-15 10:30:00"), Ok(1_705_314_600_000_000));
+        assert_eq!(parse_time("2024-01-15T12:30:00+02:00"), Ok(1_705_314_600_000_000));
+        let e = parse_time("1969-12-31T23:59:59Z").unwrap_err();
+        assert_eq!(
+            e,
+            "\"1969-12-31T23:59:59Z\" reaches before 1970-01-01T00:00:00Z, where stored times start"
+        );
+        let hour = 3_600_000_000;
+        let (day, week) = (parse_time("1d").unwrap(), parse_time("1w").unwrap());
+        assert!((parse_time("24h").unwrap() - day).abs() < hour, "{day}");
+        assert!((parse_time("7d").unwrap() - week).abs() < hour, "{week}");
+        assert!(parse_time("1mo").unwrap() < parse_time("27d").unwrap());
+        assert!(parse_time("1d12h").unwrap() < day);
+        let e = parse_time("-1d").unwrap_err();
+        assert!(e.contains("cannot be negative"), "{e}");
+        let e = parse_time("30").unwrap_err();
+        assert!(e.starts_with("expected an RFC3339 time") && e.ends_with("found \"30\""), "{e}");
+        assert!(parse_time("60y").unwrap_err().contains("reaches before 1970-01-01"));
         assert_eq!(format_time(1_705_314_600_000_001), "2024-01-15T10:30:00.000001Z");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_time(253_402_300_799_999_999), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format_time(-5), "-5us since 1970-01-01T00:00:00Z");
+        assert_eq!(format_time(i64::MAX), format!("{}us since 1970-01-01T00:00:00Z", i64::MAX));
         assert_eq!(parse_json_arg(r#"{ "a" : 1 }"#), Ok(r#"{"a":1}"#.to_string()));
         assert!(parse_json_arg("{nope").unwrap_err().starts_with("invalid JSON"));
         assert!(parse_json_arg("json").unwrap_err().contains("@FILE"));
