@@ -144,6 +144,9 @@ fn sort_versions(mut v: Vec<Pattern>) -> Vec<Pattern> {
 fn execution_filter(f: &ExecutionFilter) -> Result<()> {
     validate::opt_label(&f.pattern_name, "pattern_name", 255)?;
     validate::opt_label(&f.pattern_version, "pattern_version", 50)?;
+    for s in f.statuses.iter() {
+        validate::known_status(*s, "status filter")?;
+    }
     for t in f.tags.iter() {
         validate::label(t, "tag", 100)?;
     }
@@ -159,6 +162,7 @@ fn new_execution(mut e: NewExecution) -> Result<NewExecution> {
     e.id = RSome(validate::id_or_new(&e.id, "execution id")?.into());
     validate::label(&e.pattern_name, "pattern_name", 255)?;
     validate::label(&e.pattern_version, "pattern_version", 50)?;
+    validate::known_status(e.status, "status")?;
     if e.status.is_final() {
         return Err(Error::invalid(format!(
             "a new execution must be pending or running, not {}; create it, then complete it",
@@ -289,6 +293,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
         let prepare = (|| {
             let id = validate::uuid(&id, "execution id")?;
             if let RSome(s) = u.status {
+                validate::known_status(s, "status")?;
                 if s.is_final() {
                     return Err(Error::invalid(format!(
                         "status {} is final: use complete_execution (`parallax executions finish`) to set it",
@@ -354,6 +359,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     fn append_event(&self, execution_id: RString, mut e: NewEvent) -> StorageFuture<ExecutionEvent> {
         let prepare = (|| {
             let id = validate::uuid(&execution_id, "execution id")?;
+            validate::known_event_kind(e.kind)?;
             e.payload = validate::json(&e.payload, "event payload")?.into();
             let at = e.recorded_at.unwrap_or_else(now_micros);
             validate::timestamp(at, "recorded_at")?;
@@ -473,6 +479,11 @@ impl<B: Contract> StorageBackend for Adapter<B> {
         self.call(
             "ping",
             Ok(move |_: Arc<B>| async move {
+                if !mode.is_known() {
+                    return Err(Error::unsupported(format!(
+                        "ping mode {mode} is not one this plugin knows (storage ABI {ABI_VERSION})"
+                    )));
+                }
                 if mode == PingMode::Panic {
                     panic!("ping(Panic) was asked to panic");
                 }
@@ -502,5 +513,12 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             result.map_err(|e| e.0).into()
         }
         .into_ffi()
+    }
+
+    // Appended in ABI 2.1.0; keep it last (see `parallax_storage_abi::maintenance`).
+    fn maintenance(&self, request: RString) -> StorageFuture<RString> {
+        let prepare = crate::maintenance::prepare(&request)
+            .map(|req| move |_: Arc<B>| async move { crate::maintenance::run(req).map(RString::from) });
+        self.call("maintenance", prepare)
     }
 }

@@ -9,6 +9,7 @@ pub mod contract;
 pub mod error;
 pub mod file;
 mod logging;
+mod maintenance;
 pub mod migrate;
 mod on_caller;
 pub mod postgres;
