@@ -118,6 +118,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_load_version_is_this_major_dot_zero() {
+        let major = crate::ABI_VERSION.split('.').next().unwrap();
+        assert_eq!(crate::ABI_LOAD_VERSION, format!("{major}.0.0"));
+    }
+
+    #[test]
     fn earlier_minors_are_prefixes_of_this_one() {
         // An earlier minor as the host's interface accepts this one as the library: same fields, some appended.
         check_layout_compatibility(v2_0::PluginModRef::LAYOUT, PluginModRef::LAYOUT)
