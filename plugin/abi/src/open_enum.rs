@@ -76,3 +76,28 @@ macro_rules! open_enum {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{ErrorKind, ExecutionStatus, LogLevel};
+
+    #[test]
+    fn known_values_keep_their_names_and_unknown_ones_are_carried_safely() {
+        assert_eq!(ExecutionStatus::parse("running"), Some(ExecutionStatus::Running));
+        assert_eq!(format!("{:?} {}", ExecutionStatus::Running, ExecutionStatus::Running), "Running running");
+        assert!(ExecutionStatus::Cancelled.is_final() && ExecutionStatus::Cancelled.is_known());
+
+        let future = ExecutionStatus::from_raw(9);
+        assert!(!future.is_known() && !future.is_final());
+        assert_eq!(future.as_str(), "unknown");
+        assert_eq!(ExecutionStatus::parse("unknown"), None);
+        assert_eq!(format!("{future:?} / {future}"), "ExecutionStatus(9) / unknown (9)");
+        // Matching needs a `_` arm, and the constants work as patterns.
+        let label = match ErrorKind::from_raw(200) {
+            ErrorKind::NotFound => "not found",
+            _ => "other",
+        };
+        assert_eq!(label, "other");
+        assert!(LogLevel::Error < LogLevel::Trace && LogLevel::Trace < LogLevel::from_raw(6));
+    }
+}
