@@ -139,6 +139,9 @@ impl<B: Contract> Drop for Adapter<B> {
 fn execution_filter(f: &ExecutionFilter) -> Result<()> {
     validate::opt_label(&f.pattern_name, "pattern_name", 255)?;
     validate::opt_label(&f.pattern_version, "pattern_version", 50)?;
+    for s in f.statuses.iter() {
+        validate::known_status(*s, "status filter")?;
+    }
     for t in f.tags.iter() {
         validate::label(t, "tag", 100)?;
     }
@@ -198,6 +201,7 @@ fn execution_completion(mut c: ExecutionCompletion) -> Result<rules::Completion>
 }
 
 fn new_event(mut e: NewEvent) -> Result<NewEvent> {
+    validate::known_event_kind(e.kind)?;
     e.payload = validate::json(&e.payload, "event payload")?.into();
     let at = e.recorded_at.unwrap_or_else(now_micros);
     validate::timestamp(at, "recorded_at")?;
@@ -452,6 +456,11 @@ impl<B: Contract> StorageBackend for Adapter<B> {
                 panic!("ping(PanicInPrepare) was asked to panic before its future exists");
             }
             Ok(move |_: Arc<B>| async move {
+                if !mode.is_known() {
+                    return Err(Error::unsupported(format!(
+                        "ping mode {mode} is not one this plugin knows (storage ABI {ABI_VERSION})"
+                    )));
+                }
                 if mode == PingMode::Panic {
                     panic!("ping(Panic) was asked to panic");
                 }
@@ -494,5 +503,13 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             result.map_err(|e| e.0).into()
         }
         .into_ffi()
+    }
+
+    // Appended in ABI 2.1.0; keep it last (see `parallax_storage_abi::maintenance`).
+    fn maintenance(&self, request: RString) -> StorageFuture<RString> {
+        self.call("maintenance", move || {
+            let req = crate::maintenance::prepare(&request)?;
+            Ok(move |_: Arc<B>| async move { crate::maintenance::run(req).map(RString::from) })
+        })
     }
 }

@@ -18,7 +18,10 @@ use parallax_storage_abi::{
     NewExecution, NewPattern, Pattern,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    validate,
+};
 
 // ------------------------------------------------------------------ not found, already exists
 
@@ -52,6 +55,7 @@ pub fn execution_exists(id: &str) -> Error {
 
 /// A new execution starts pending or running.
 pub fn check_new_status(status: ExecutionStatus) -> Result<()> {
+    validate::known_status(status, "status")?;
     if status.is_final() {
         return Err(Error::invalid(format!(
             "a new execution must be pending or running, not {}; create it, then complete it",
@@ -63,6 +67,9 @@ pub fn check_new_status(status: ExecutionStatus) -> Result<()> {
 
 /// An update may move an execution between pending and running; a final status is set by completing it.
 pub fn check_update_status(status: ROption<ExecutionStatus>) -> Result<()> {
+    if let RSome(s) = status {
+        validate::known_status(s, "status")?;
+    }
     match status {
         RSome(s) if s.is_final() => Err(Error::invalid(format!(
             "status {} is final: use complete_execution (`parallax executions finish`) to set it",
@@ -74,6 +81,7 @@ pub fn check_update_status(status: ROption<ExecutionStatus>) -> Result<()> {
 
 /// Completing sets a final status.
 pub fn check_completion_status(status: ExecutionStatus) -> Result<()> {
+    validate::known_status(status, "status")?;
     if !status.is_final() {
         return Err(Error::invalid(format!(
             "cannot complete an execution with status {}; use completed, failed or cancelled",

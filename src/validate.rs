@@ -210,6 +210,28 @@ pub fn timestamp(ts: i64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A value of an open ABI enum ([`parallax_storage_abi::ExecutionStatus`], `EventKind`) that this plugin does
+/// not know (sent by a host of a newer ABI minor) is refused, never stored as `unknown`.
+fn known<T: Copy + std::fmt::Display>(value: T, is_known: bool, all: &[T], what: &str) -> Result<()> {
+    if is_known {
+        return Ok(());
+    }
+    let names: Vec<String> = all.iter().map(|v| v.to_string()).collect();
+    Err(Error::invalid(format!(
+        "{what} {value} is not one this plugin knows (storage ABI {}); use one of: {}",
+        parallax_storage_abi::ABI_VERSION,
+        names.join(", ")
+    )))
+}
+
+pub fn known_status(s: parallax_storage_abi::ExecutionStatus, what: &str) -> Result<()> {
+    known(s, s.is_known(), &parallax_storage_abi::ExecutionStatus::ALL, what)
+}
+
+pub fn known_event_kind(k: parallax_storage_abi::EventKind) -> Result<()> {
+    known(k, k.is_known(), &parallax_storage_abi::EventKind::ALL, "event kind")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,20 @@
 //! Behaviour of the boundary itself: plugin info, logs with fields reaching the host, several instances from
-//! one loaded module, config errors through the loaded plugin.
+//! one loaded module, config errors through the loaded plugin, and ABI compatibility across versions: a plugin
+//! of ABI 2.0.0 (the frozen copy in `plugin/testing/abi-2.0/`) in this host, this plugin in a 2.0.0 host, a
+//! plugin of another major refused, maintenance documents, and open-enum values a peer does not know.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use parallax_storage_host::{abi::*, logs};
+use parallax_storage_host::{
+    abi::{
+        maintenance::{self, Describe, MaintenanceRequest, OpVersions, MAINTENANCE_SINCE},
+        *,
+    },
+    logs, Plugin,
+};
 use serde_json::json;
 
 #[test]
@@ -157,4 +165,120 @@ async fn host_config_file_resolution_feeds_the_plugin() {
         err.contains("${BUSY}") && err.contains("storage.sqlite.busyTimeout") && !err.contains('\n'),
         "{err}"
     );
+}
+
+// ------------------------------------------------------------------ ABI compatibility
+
+#[tokio::test]
+async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
+    // The frozen ABI is the previous minor of this one: the test means something only while that holds.
+    assert!(maintenance::abi_has(ABI_VERSION, "2.0.0") && ABI_VERSION != "2.0.0", "{ABI_VERSION}");
+    let old = Plugin::load(&compat::fixtures().old_plugin).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old.info().abi_version, "2.0.0");
+    let s = old.open(&json!({})).unwrap_or_else(|e| panic!("open: {e}"));
+    assert_eq!(s.plugin_abi_version(), "2.0.0");
+
+    // The calls of 2.0.0 work.
+    let p = s.put_pattern(new_pattern("old-plugin", "1.0.0")).await.unwrap();
+    assert_eq!(s.get_pattern("old-plugin", "1.0.0").await.unwrap(), p);
+    assert_kind(s.get_pattern("old-plugin", "9.0.0").await, ErrorKind::NotFound, "9.0.0");
+    let e = s.create_execution(new_execution("old-plugin", "1.0.0")).await.unwrap();
+    let got = s.get_execution(&e.id).await.unwrap();
+    assert_eq!(got, e);
+    assert_eq!(got.status, ExecutionStatus::Running);
+    s.ping(PingMode::Echo).await.unwrap();
+
+    // The call appended in 2.1.0 answers `Unsupported`, naming both versions: through the client ...
+    let err = s.describe().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.message.contains("maintenance")
+            && err.message.contains("2.0.0")
+            && err.message.contains(ABI_VERSION),
+        "{err}"
+    );
+    // ... and through the raw trait object, where abi_stable finds no vtable entry and runs the trait's default
+    // body in the host (no panic, no made-up answer).
+    let raw = s.raw().maintenance(MaintenanceRequest::describe().to_json().into()).await.into_result();
+    let err = raw.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    assert!(err.message.contains(MAINTENANCE_SINCE) && err.message.contains(ABI_VERSION), "{err}");
+
+    // The old instance still answers afterwards, and the current plugin works alongside it in this process.
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 1);
+    let h = sqlite().await;
+    assert_eq!(h.storage.describe().await.unwrap().abi_version, ABI_VERSION);
+    h.finish().await;
+    s.shutdown().await.unwrap();
+}
+
+#[test]
+fn this_plugin_works_in_a_host_built_at_abi_2_0() {
+    let host = &compat::fixtures().old_host;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(host)
+        .arg(fresh_plugin_library())
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", host.display()));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the ABI 2.0.0 host failed: {stdout}{stderr}");
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("(ABI {ABI_VERSION})")) && stdout.contains("host of ABI 2.0.0"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("old-host.db").is_file(), "the old host's calls reached SQLite");
+}
+
+#[test]
+fn a_plugin_of_another_abi_major_is_refused_in_one_line() {
+    let lib = built_library("parallax_incompatible_plugin");
+    let err = Plugin::load(&lib).unwrap_err().to_string();
+    println!("{err}");
+    assert!(!err.contains('\n'), "the error must be one line: {err}");
+    assert!(err.contains("incompatible") && err.contains(&lib.display().to_string()), "{err}");
+    assert!(err.contains("3.0.0"), "names the plugin's ABI version: {err}");
+    assert!(err.contains(ABI_VERSION), "names the host's ABI version: {err}");
+}
+
+#[tokio::test]
+async fn maintenance_documents_are_versioned_and_unknown_ones_refused_by_name() {
+    let h = sqlite().await;
+    let d: Describe = h.storage.describe().await.unwrap();
+    assert_eq!(d.abi_version, ABI_VERSION);
+    assert_eq!(d.plugin_version, plugin().info().plugin_version.as_str());
+    assert!(d.ops.contains(&OpVersions { op: "describe".into(), versions: vec![1] }), "{d:?}");
+
+    let unknown_op = MaintenanceRequest::new("archive", 1, json!({ "to": "s3://bucket" }));
+    assert_kind(h.storage.maintenance(&unknown_op).await, ErrorKind::Unsupported, "\"archive\"");
+    let unknown_version = MaintenanceRequest::new("describe", 99, serde_json::Value::Null);
+    assert_kind(h.storage.maintenance(&unknown_version).await, ErrorKind::Unsupported, "version 99");
+    let raw = h.storage.raw().maintenance(r#"{"op":"describe"}"#.into()).await.into_result();
+    assert_kind(raw, ErrorKind::InvalidInput, "version");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn values_this_plugin_does_not_know_are_refused_not_stored() {
+    // A host of a newer ABI minor may send an enum value this plugin was not built with.
+    let h = sqlite().await;
+    let s = &h.storage;
+    let future = ExecutionStatus::from_raw(200);
+    assert_eq!(future.as_str(), "unknown");
+    let mut e = new_execution("p", "1.0.0");
+    e.status = future;
+    assert_kind(s.create_execution(e).await, ErrorKind::InvalidInput, "unknown (200)");
+
+    let running = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
+    let u = ExecutionUpdate { status: Some(future).into(), ..Default::default() };
+    assert_kind(s.update_execution(&running.id, u).await, ErrorKind::InvalidInput, "unknown (200)");
+    let filter = ExecutionFilter { statuses: vec![future].into(), ..Default::default() };
+    assert_kind(s.count_executions(filter).await, ErrorKind::InvalidInput, "unknown (200)");
+    let event = NewEvent { kind: EventKind::from_raw(7), payload: "{}".into(), recorded_at: None.into() };
+    assert_kind(s.append_event(&running.id, event).await, ErrorKind::InvalidInput, "unknown (7)");
+    assert!(s.list_events(&running.id).await.unwrap().is_empty());
+    assert_kind(s.ping(PingMode::from_raw(250)).await, ErrorKind::Unsupported, "unknown (250)");
+    assert_eq!(s.get_execution(&running.id).await.unwrap().status, ExecutionStatus::Running);
+    h.finish().await;
 }

@@ -1,6 +1,7 @@
 //! Shared test harness: loads the *built* plugin cdylib through the host crate, as it ships.
 #![allow(dead_code)]
 
+pub mod compat;
 pub mod file;
 pub mod pg;
 
@@ -53,7 +54,7 @@ fn newest_source() -> Option<std::time::SystemTime> {
 }
 
 /// The built plugin, refusing a library older than its sources (a `cargo test` without `cargo build`).
-fn fresh_plugin_library() -> PathBuf {
+pub fn fresh_plugin_library() -> PathBuf {
     let lib = built_library("parallax_storage");
     let built = std::fs::metadata(&lib).and_then(|m| m.modified()).ok();
     if let (Some(built), Some(source)) = (built, newest_source()) {

@@ -1,43 +1,28 @@
 use abi_stable::{std_types::RString, StableAbi};
 use std::fmt;
 
-/// What went wrong, in a form the host can branch on.
-#[repr(u8)]
-#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The requested record does not exist.
-    NotFound,
-    /// The write conflicts with existing data (duplicate key, wrong state).
-    Conflict,
-    /// The caller's input (config, JSON document, filter, argument) is invalid.
-    InvalidInput,
-    /// The backend cannot be reached or has been shut down.
-    Unavailable,
-    /// The operation did not finish in time.
-    Timeout,
-    /// The database schema does not match what this plugin expects (pending or unknown migrations).
-    Schema,
-    /// The operation or configuration is not supported by this build or backend.
-    Unsupported,
-    /// A bug or an unexpected backend failure.
-    Internal,
-    /// The plugin panicked while serving the call; the host and the storage object survive.
-    Panicked,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::InvalidInput => "invalid input",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Schema => "schema",
-            ErrorKind::Unsupported => "unsupported",
-            ErrorKind::Internal => "internal",
-            ErrorKind::Panicked => "panicked",
-        }
+open_enum! {
+    /// What went wrong, in a form the host can branch on. Open: a newer plugin may send a kind this host does
+    /// not know; treat it like [`ErrorKind::Internal`] (the message still explains it).
+    pub struct ErrorKind {
+        /// The requested record does not exist.
+        NotFound = 0 => "not found",
+        /// The write conflicts with existing data (duplicate key, wrong state).
+        Conflict = 1 => "conflict",
+        /// The caller's input (config, JSON document, filter, argument) is invalid.
+        InvalidInput = 2 => "invalid input",
+        /// The backend cannot be reached or has been shut down.
+        Unavailable = 3 => "unavailable",
+        /// The operation did not finish in time.
+        Timeout = 4 => "timeout",
+        /// The database schema does not match what this plugin expects (pending or unknown migrations).
+        Schema = 5 => "schema",
+        /// The operation or configuration is not supported by this build or backend (or by the peer's ABI).
+        Unsupported = 6 => "unsupported",
+        /// A bug or an unexpected backend failure.
+        Internal = 7 => "internal",
+        /// The plugin panicked while serving the call; the host and the storage object survive.
+        Panicked = 8 => "panicked",
     }
 }
 

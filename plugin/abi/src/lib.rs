@@ -1,19 +1,79 @@
 //! The stable ABI between the Parallax host and its storage plugin.
 //!
 //! This crate holds only what crosses the boundary: the root module ([`PluginModRef`]), the storage trait
-//! object ([`StorageBackend`]), the error type and the `#[repr(C)]` data types. It depends on nothing but
-//! `abi_stable` and `async-ffi`, so the host never pulls in a database driver.
+//! object ([`StorageBackend`]), the error type, the `#[repr(C)]` data types and the [`maintenance`] documents.
+//! It depends on nothing but `abi_stable`, `async-ffi` and `serde`/`serde_json`, so the host never pulls in a
+//! database driver.
 //!
 //! Conventions for everything that crosses:
 //! - timestamps are `i64` microseconds since the Unix epoch, UTC;
 //! - ids are UUID strings (the plugin generates UUIDv7 ids when the caller supplies none);
 //! - JSON documents are JSON text, validated by the plugin.
 //!
-//! Compatibility rule: the root module and the storage trait may only grow by appending fields/methods after
-//! the current `#[sabi(last_prefix_field)]`; anything else is a new major [`ABI_VERSION`].
+//! # Versions
+//!
+//! [`ABI_VERSION`] is this crate's version. The **major** decides whether a host loads a plugin at all; the
+//! **minor** says which appended calls the peer has. Any 2.x host loads any 2.x plugin, older or newer, and a
+//! plugin of another major is refused at load in one line naming both versions.
+//!
+//! abi_stable assumes the opposite model (the library at least as new as the host), twice, and this crate
+//! works around both:
+//! - its version check refuses a library whose minor is lower than the host's. The root module is checked
+//!   against [`ABI_LOAD_VERSION`] (`<major>.0.0`, fixed for the major) instead, and the real minor travels in
+//!   [`PluginInfo::abi_version`];
+//! - its layout check refuses a library whose prefix types (root module, storage vtable) have fewer fields
+//!   than the host's. The host checks a plugin against its own layout and, failing that, against the frozen
+//!   layout of each earlier minor of the major kept in [`layouts`], then uses it through the current types
+//!   ([`layouts::init_root_module`], which the host's loader calls).
+//!
+//! # How the ABI grows within a major
+//!
+//! 1. **Calls: appended trait methods.** [`StorageBackend`] keeps `#[sabi(last_prefix_field)]` on
+//!    `mark_migration_applied`, the last method of 2.0.0, for the whole 2.x major; it is never moved (moving it
+//!    changes the prefix and is a new major). Methods after it are optional in abi_stable's vtable: a plugin
+//!    built at an older minor has no entry, and calling the method then runs the trait's default body in the
+//!    host. So every appended method **must** have a default body, and that body answers `Unsupported`,
+//!    naming the method and the version that added it ([`maintenance::missing_method`]); the host's client
+//!    checks the plugin's minor first and names both versions. Without a default body the call would panic;
+//!    with a body that pretends success it would be a silent default. The same release freezes the previous
+//!    minor's trait (and root module) in [`layouts`]. The root module grows the same way: fields after `open`
+//!    with `#[sabi(missing_field(option))]`.
+//! 2. **Values: open enums.** Every enum that crosses ([`ErrorKind`], [`ExecutionStatus`], [`EventKind`],
+//!    [`PingMode`], [`LogLevel`]) is a `#[repr(transparent)]` newtype over `u8` with one associated constant
+//!    per value, so a minor version may add a value (append only; numbers are never reused). The receiver
+//!    treats a value it does not know safely: the plugin refuses an unknown status, event kind or ping mode
+//!    from the host as invalid input or `Unsupported`; the host shows an unknown error kind like `internal`
+//!    (the message still explains it) and an unknown status as `unknown`. Code matching these types needs a
+//!    `_` arm, which is the point.
+//! 3. **Records: frozen per major.** The `#[repr(C)]` structs (`ExecutionFilter`, `Health`, `AuditEntry`, …)
+//!    never change within a major: no field is added, removed, reordered or retyped. New data reaches them
+//!    through a new appended method (with new structs), or, for the low-frequency operations below, inside a
+//!    versioned JSON document. A change to a struct is a new major.
+//! 4. **Maintenance operations: one method, versioned documents.** Cleanup and retention runs, archive,
+//!    import/export, metrics, verification, and whatever operators need next do **not** each get a trait method
+//!    or a struct. They all cross through `StorageBackend::maintenance` (added in 2.1.0), whose request and
+//!    response are JSON documents `{"op": …, "version": N, "params": {…}}` → `{"op": …, "version": N,
+//!    "result": {…}}` defined in [`maintenance`]. A new operation, or a new version of an operation's
+//!    document, is a change to this crate's serde types and to the plugin, not to the binary layout; the
+//!    plugin answers an op or document version it does not know with `Unsupported` naming it, and the
+//!    `describe` op lists what it supports, so a host can ask before it calls. Hot paths (the data calls)
+//!    stay typed methods; the JSON round trip is fine for calls made once a minute, not once a request.
+//!
+//! Why 2.0.0: ABI 1.x had exhaustive `#[repr(u8)]` enums (no value could ever be added) and had moved
+//! `last_prefix_field`. Nothing was deployed yet, so this was the last cheap moment for a major bump; from here
+//! on the rules above let a year of features land as minor versions.
+//!
+//! The compatibility suite (`tests/plugin_boundary.rs`) keeps a frozen copy of ABI 2.0.0 under
+//! `plugin/testing/abi-2.0/` and proves both directions: a 2.0.0 plugin in this host, this plugin in a 2.0.0
+//! host.
+
+#[macro_use]
+mod open_enum;
 
 mod error;
+pub mod layouts;
 mod log;
+pub mod maintenance;
 mod root;
 #[allow(non_local_definitions)] // generated by #[sabi_trait]
 mod storage;
@@ -21,7 +81,7 @@ mod types;
 
 pub use error::{ErrorKind, StorageError};
 pub use log::{LogField, LogLevel, LogRecord, LogSink};
-pub use root::{PluginMod, PluginModRef, ABI_VERSION};
+pub use root::{PluginMod, PluginModRef, ABI_LOAD_VERSION, ABI_VERSION};
 pub use storage::{StorageBackend, StorageBackend_TO, StorageBox, StorageFuture};
 pub use types::*;
 

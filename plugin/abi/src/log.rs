@@ -3,14 +3,16 @@ use abi_stable::{
     StableAbi,
 };
 
-#[repr(u8)]
-#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Error = 1,
-    Warn = 2,
-    Info = 3,
-    Debug = 4,
-    Trace = 5,
+open_enum! {
+    /// Severity of a plugin log event; lower is more severe. Open: an unknown level orders by its number.
+    #[derive(PartialOrd, Ord)]
+    pub struct LogLevel {
+        Error = 1 => "error",
+        Warn = 2 => "warn",
+        Info = 3 => "info",
+        Debug = 4 => "debug",
+        Trace = 5 => "trace",
+    }
 }
 
 /// One structured field of a log event, formatted as text by the plugin.

@@ -1,7 +1,6 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
     sabi_types::VersionStrings,
     std_types::{RResult, RString},
     StableAbi,
@@ -9,13 +8,22 @@ use abi_stable::{
 
 use crate::{ConfigReport, LogSink, OpenOptions, PluginInfo, StorageBox, StorageError};
 
-/// The ABI version of this crate. A host refuses a plugin whose ABI major version differs (for 0.x, minor).
+/// The ABI version of this crate, reported in [`PluginInfo::abi_version`]: the major says which plugins a host
+/// loads at all, the minor which appended calls the peer has (see the crate docs).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version abi_stable checks when a host loads a plugin: `ABI_MAJOR.0.0`, fixed for the whole major.
+///
+/// abi_stable refuses a library whose minor version is *lower* than the host's, which would make a 2.1 host
+/// refuse every 2.0 plugin. So the loader checks only the major here, and the real minor travels in
+/// [`ABI_VERSION`] / [`PluginInfo::abi_version`], where the host decides per call.
+pub const ABI_LOAD_VERSION: &str = "2.0.0";
 
 /// The plugin's root module, exported by the cdylib.
 ///
-/// **Fields may only be appended**, after `open`, and each new field must be read through the generated
-/// accessor that returns an `Option` so an older plugin still loads in a newer host.
+/// **Fields may only be appended**, after `open`, which keeps `#[sabi(last_prefix_field)]` for the whole major;
+/// each new field is marked `#[sabi(missing_field(option))]`, so an older plugin still loads in a newer host and
+/// the host reads the field as `None` (see the crate docs).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -37,5 +45,5 @@ impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}
     const BASE_NAME: &'static str = "parallax_storage";
     const NAME: &'static str = "parallax_storage";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(ABI_LOAD_VERSION);
 }

@@ -2,7 +2,7 @@ use abi_stable::{
     sabi_trait,
     std_types::{RBox, RResult, RString, RVec},
 };
-use async_ffi::FfiFuture;
+use async_ffi::{FfiFuture, FutureExt as _};
 
 use crate::*;
 
@@ -13,7 +13,12 @@ pub type StorageFuture<T> = FfiFuture<RResult<T, StorageError>>;
 /// An owned storage object, as returned by the root module's `open`.
 pub type StorageBox = StorageBackend_TO<'static, RBox<()>>;
 
-/// The storage contract. **Methods may only be appended** at the end, moving `last_prefix_field` to the new last.
+/// The storage contract.
+///
+/// **Growth rule** (the crate docs argue it): `#[sabi(last_prefix_field)]` stays on `mark_migration_applied`, the
+/// last method of ABI 2.0.0, for the whole 2.x major. A minor version appends methods after it, each with a
+/// default body that answers `Unsupported` naming the method and the version that added it: a plugin built at
+/// an older minor has no entry for the method, and abi_stable then runs that body in the host.
 #[sabi_trait]
 pub trait StorageBackend: Send + Sync {
     // ----- patterns
@@ -72,4 +77,15 @@ pub trait StorageBackend: Send + Sync {
     /// Records `version` as applied without running it: the operator fixed the schema by hand.
     #[sabi(last_prefix_field)]
     fn mark_migration_applied(&self, version: RString) -> StorageFuture<MigrationReport>;
+
+    // ----- appended in ABI 2.1.0 (optional: a plugin built at 2.0.x has no entry; the default body answers)
+    /// Runs one maintenance operation: `request` is a JSON request document, the answer a JSON response
+    /// document (see [`crate::maintenance`]). Every low-frequency operation (cleanup, archive, import/export,
+    /// metrics, verification) crosses here rather than as a method of its own.
+    fn maintenance(&self, request: RString) -> StorageFuture<RString> {
+        let _ = request;
+        let e =
+            crate::maintenance::missing_method("maintenance", crate::maintenance::MAINTENANCE_SINCE, None);
+        async move { RResult::RErr(e) }.into_ffi()
+    }
 }

@@ -92,40 +92,20 @@ pub struct PatternPage {
 
 // ---------------------------------------------------------------- executions
 
-#[repr(u8)]
-#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ExecutionStatus {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
+open_enum! {
+    /// Where an execution is in its lifecycle. Open: the plugin refuses a status it does not know as invalid
+    /// input; a host shows one it does not know as `unknown`.
+    pub struct ExecutionStatus {
+        Pending = 0 => "pending",
+        Running = 1 => "running",
+        Completed = 2 => "completed",
+        Failed = 3 => "failed",
+        Cancelled = 4 => "cancelled",
+    }
 }
 
 impl ExecutionStatus {
-    pub const ALL: [ExecutionStatus; 5] = [
-        ExecutionStatus::Pending,
-        ExecutionStatus::Running,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Failed,
-        ExecutionStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecutionStatus::Pending => "pending",
-            ExecutionStatus::Running => "running",
-            ExecutionStatus::Completed => "completed",
-            ExecutionStatus::Failed => "failed",
-            ExecutionStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// Completed, failed and cancelled executions are final.
+    /// Completed, failed and cancelled executions are final. An unknown status is not.
     pub fn is_final(self) -> bool {
         matches!(self, ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled)
     }
@@ -211,26 +191,11 @@ pub struct ExecutionPage {
 
 // ---------------------------------------------------------------- execution events
 
-#[repr(u8)]
-#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    AgentAssignment,
-    StepResult,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::AgentAssignment => "agent_assignment",
-            EventKind::StepResult => "step_result",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "agent_assignment" => Some(EventKind::AgentAssignment),
-            "step_result" => Some(EventKind::StepResult),
-            _ => None,
-        }
+open_enum! {
+    /// What an execution event records. Open: the plugin refuses a kind it does not know as invalid input.
+    pub struct EventKind {
+        AgentAssignment = 0 => "agent_assignment",
+        StepResult = 1 => "step_result",
     }
 }
 
@@ -378,14 +343,15 @@ pub struct Health {
     pub warnings: RVec<RString>,
 }
 
-/// What `ping` does inside the plugin.
-#[repr(u8)]
-#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
-pub enum PingMode {
-    /// Return at once: measures the cost of a call through the boundary and the plugin runtime.
-    Echo,
-    /// Panic inside the plugin: proves that panics come back as `ErrorKind::Panicked` and the host survives.
-    Panic,
-    /// Panic in the synchronous half of the call, before a future exists.
-    PanicInPrepare,
+open_enum! {
+    /// What `ping` does inside the plugin. Open: a plugin answers a mode it does not know with `Unsupported`.
+    pub struct PingMode {
+        /// Return at once: measures the cost of a call through the boundary and the plugin runtime.
+        Echo = 0 => "echo",
+        /// Panic inside the plugin's future: proves that panics come back as `ErrorKind::Panicked` and the host
+        /// survives.
+        Panic = 1 => "panic",
+        /// Panic in the synchronous half of the call, before a future exists.
+        PanicInPrepare = 2 => "panic-in-prepare",
+    }
 }

@@ -3,12 +3,17 @@
 use std::sync::Arc;
 
 use abi_stable::std_types::{RString, RVec};
-use parallax_storage_abi::*;
+use parallax_storage_abi::{
+    maintenance::{self, Describe, MaintenanceRequest, MaintenanceResponse, MAINTENANCE_SINCE},
+    *,
+};
 
 /// An open storage instance. Clones share it. Call [`Storage::shutdown`] to close it deterministically.
 #[derive(Clone)]
 pub struct Storage {
     inner: Arc<StorageBox>,
+    /// The plugin's ABI version (`PluginInfo::abi_version`): which appended calls it has.
+    plugin_abi: Arc<str>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -24,8 +29,22 @@ fn rs(s: &str) -> RString {
 }
 
 impl Storage {
-    pub(crate) fn new(inner: StorageBox) -> Self {
-        Storage { inner: Arc::new(inner) }
+    pub(crate) fn new(inner: StorageBox, plugin_abi: &str) -> Self {
+        Storage { inner: Arc::new(inner), plugin_abi: plugin_abi.into() }
+    }
+
+    /// The ABI version of the plugin behind this instance. Calls appended after it answer `Unsupported`.
+    pub fn plugin_abi_version(&self) -> &str {
+        &self.plugin_abi
+    }
+
+    /// `Unsupported`, naming both ABI versions, when the plugin predates the call `method` (added in `since`).
+    fn require(&self, method: &str, since: &str) -> R<()> {
+        if maintenance::abi_has(&self.plugin_abi, since) {
+            Ok(())
+        } else {
+            Err(maintenance::missing_method(method, since, Some(&self.plugin_abi)))
+        }
     }
 
     /// The plugin's storage object itself: its methods start the call and return the FFI future, for a host
@@ -118,6 +137,20 @@ impl Storage {
     pub async fn ping(&self, mode: PingMode) -> R<()> {
         self.inner.ping(mode).await.into_result()
     }
+    /// Runs one maintenance operation (ABI 2.1.0; see [`parallax_storage_abi::maintenance`]). A plugin of an
+    /// older ABI answers `Unsupported` naming both versions; an op or document version the plugin does not
+    /// support answers `Unsupported` naming it.
+    pub async fn maintenance(&self, request: &MaintenanceRequest) -> R<MaintenanceResponse> {
+        self.require("maintenance", MAINTENANCE_SINCE)?;
+        let text = self.inner.maintenance(request.to_json().into()).await.into_result()?;
+        MaintenanceResponse::parse(&text)
+    }
+
+    /// The `describe` maintenance op: the plugin's ABI version and the maintenance ops it supports.
+    pub async fn describe(&self) -> R<Describe> {
+        self.maintenance(&MaintenanceRequest::describe()).await?.result()
+    }
+
     /// Closes pools and stops the plugin's runtime for this instance; later calls fail with `Unavailable`.
     pub async fn shutdown(&self) -> R<()> {
         self.inner.shutdown().await.into_result()

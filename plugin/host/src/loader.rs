@@ -8,7 +8,7 @@ use std::{
 
 use abi_stable::library::LibraryError;
 use parallax_storage_abi::{
-    ConfigReport, LogLevel, OpenOptions, PluginInfo, PluginModRef, StorageError, ABI_VERSION,
+    layouts, ConfigReport, LogLevel, OpenOptions, PluginInfo, PluginModRef, StorageError, ABI_VERSION,
 };
 
 use crate::{client::Storage, logs};
@@ -91,7 +91,9 @@ impl Plugin {
             return Ok(Plugin { module: *module });
         }
         let header = abi_stable::library::lib_header_from_path(&canonical).map_err(|e| describe(path, e))?;
-        let module = header.init_root_module::<PluginModRef>().map_err(|e| describe(path, e))?;
+        // A plugin of this ABI major: this minor or newer, or an earlier minor (`abi::layouts` explains why
+        // abi_stable's own check alone would refuse those).
+        let module = layouts::init_root_module(header).map_err(|e| describe(path, e))?;
         loaded.push((canonical, module));
         let plugin = Plugin { module };
         logs::install(plugin.module, LogLevel::Debug);
@@ -118,7 +120,7 @@ impl Plugin {
         options: OpenOptions,
     ) -> Result<Storage, StorageError> {
         let inner = (self.module.open())(storage.to_string().into(), options).into_result()?;
-        Ok(Storage::new(inner))
+        Ok(Storage::new(inner, &self.info().abi_version))
     }
 }
 
@@ -132,9 +134,13 @@ fn describe(path: &Path, e: LibraryError) -> LoadError {
         LibraryError::GetSymbolError { .. } => format!(
             "cannot load plugin {p}: it is a shared library but not a Parallax storage plugin (no root module)"
         ),
-        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
-            "plugin {p} is incompatible: it was built against storage ABI {actual_version}, this host needs ABI \
-             {expected_version} (same major version); rebuild the plugin and the host from the same release"
+        // abi_stable compares the fixed `<major>.0.0` load versions (ABI_LOAD_VERSION), so only a different
+        // major gets here.
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => format!(
+            "plugin {p} is incompatible: it was built against storage ABI {actual_version}, this host speaks ABI \
+             {ABI_VERSION} and loads plugins of ABI {}.x only; use a plugin built for ABI {}.x",
+            abi_major(ABI_VERSION),
+            abi_major(ABI_VERSION)
         ),
         LibraryError::AbiInstability(err) => format!(
             "plugin {p} is incompatible: its storage ABI layout differs from this host's (ABI {ABI_VERSION}): {}",
@@ -143,6 +149,10 @@ fn describe(path: &Path, e: LibraryError) -> LoadError {
         other => format!("cannot load plugin {p}: {}", first_line(&other.to_string())),
     };
     LoadError(msg)
+}
+
+fn abi_major(v: &str) -> &str {
+    v.split('.').next().unwrap_or(v)
 }
 
 fn first_line(s: &str) -> String {

@@ -54,5 +54,10 @@ fn emit(log: &PluginLog) {
         LogLevel::Info => tracing::info!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),
         LogLevel::Debug => tracing::debug!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),
         LogLevel::Trace => tracing::trace!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),
+        // A level from a newer plugin: order it by its number, like the known ones.
+        l if l < LogLevel::Error => {
+            tracing::error!(target: "parallax_storage", plugin_target = t, "{m}{fields}")
+        }
+        _ => tracing::trace!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),
     }
 }

@@ -1,5 +1,5 @@
-//! Test fixture: a cdylib exporting a `parallax_storage` root module that claims storage ABI 2.0.0 and has a
-//! different layout. A host built for ABI 1.x must refuse it at load with a one-line error naming both versions.
+//! Test fixture: a cdylib exporting a `parallax_storage` root module that claims storage ABI 3.0.0 and has a
+//! different layout. A host built for ABI 2.x must refuse it at load with a one-line error naming both versions.
 
 use abi_stable::{
     declare_root_module_statics, export_root_module, library::RootModule, prefix_type::PrefixTypeTrait,
@@ -19,7 +19,7 @@ impl RootModule for FutureModRef {
     declare_root_module_statics! {FutureModRef}
     const BASE_NAME: &'static str = "parallax_storage";
     const NAME: &'static str = "parallax_storage";
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new("2.0.0");
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.0.0");
 }
 
 extern "C" fn describe() -> RString {
