@@ -12,6 +12,8 @@ mod logging;
 pub mod migrate;
 mod on_caller;
 pub mod postgres;
+#[cfg(test)]
+mod schema_check;
 pub mod sqlite;
 pub mod time;
 pub mod validate;
