@@ -68,6 +68,12 @@ macro_rules! contract_tests {
 #[macro_export]
 macro_rules! contract_suite {
     ($factory:path) => {
-        $crate::for_each_contract!(contract_tests, $factory);
+        /// The contract suite on this backend: `cargo test --test <backend> contract_suite` runs only it.
+        mod contract_suite {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::contract_tests;
+            $crate::for_each_contract!(contract_tests, $factory);
+        }
     };
 }
