@@ -70,9 +70,9 @@ macro_rules! contract_suite {
     ($factory:path) => {
         /// The contract suite on this backend: `cargo test --test <backend> contract_suite` runs only it.
         mod contract_suite {
+            // The factory path and `contract_tests!` as the caller sees them.
             #[allow(unused_imports)]
             use super::*;
-            use $crate::contract_tests;
             $crate::for_each_contract!(contract_tests, $factory);
         }
     };
