@@ -16,6 +16,8 @@ mod migrate;
 mod on_caller;
 pub mod postgres;
 mod rules;
+#[cfg(test)]
+mod schema_check;
 pub mod sqlite;
 mod time;
 mod validate;

@@ -78,6 +78,12 @@ macro_rules! contract_tests {
 #[macro_export]
 macro_rules! contract_suite {
     ($factory:path) => {
-        $crate::for_each_contract!(contract_tests, $factory);
+        /// The contract suite on this backend: `cargo test --test <backend> contract_suite` runs only it.
+        mod contract_suite {
+            // The factory path and `contract_tests!` as the caller sees them.
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::for_each_contract!(contract_tests, $factory);
+        }
     };
 }

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# The one test command, for a fresh Debian 12 machine (as root, or a user with sudo) and for CI (.ci/run calls
+# exactly this). Run ./test.sh --help for the steps and the flags of a faster local loop.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+  cat <<'EOF'
+Usage: ./test.sh [--no-install] [--quick] [--backend sqlite|postgres|file] [-- TEST-FILTER...]
+
+Installs what is missing, then runs every check CI runs, in this order:
+  1. install   Debian packages (apt-get), rustfmt and clippy (rustup), the Diesel CLI (cargo install)
+  2. fmt       cargo fmt --all -- --check
+  3. clippy    cargo clippy --workspace --all-targets --locked -- -D warnings
+  4. schema    on a throwaway PostgreSQL cluster and a throwaway SQLite file:
+               diesel migration run --locked-schema and migration redo --all (src/*/schema.rs are what the
+               Diesel CLI generates from the migrations), then scripts/check-down-migrations.py (every
+               down.sql restores the schema dump exactly: tables, functions, triggers, FTS tables)
+  5. tests     cargo build --workspace && cargo test --workspace; the last line is `tests: N passed, N failed`
+               (the PostgreSQL tests start their own throwaway cluster, or use PARALLAX_TEST_POSTGRES_URL)
+
+Flags:
+  --no-install       skip step 1 (fails with the name of what is missing instead)
+  --quick            skip steps 2-4: only build and test
+  --backend NAME     only one backend: step 4 for it alone (none for file), and step 5 runs only its integration
+                     tests, tests/NAME.rs (the whole contract suite on that backend plus its own tests)
+  -- FILTER...       passed to the test binaries, e.g.
+                       ./test.sh --quick --backend sqlite -- contract_suite    the contract suite on SQLite
+                       ./test.sh --quick -- search                             every test named *search*
+  -h, --help         this text
+
+Environment: PARALLAX_TEST_POSTGRES_URL (a superuser URL) makes the PostgreSQL tests use that server.
+EOF
+}
+
+install=1 quick=0 backend=all filter=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-install) install=0 ;;
+    --quick) quick=1 ;;
+    --backend)
+      [ $# -ge 2 ] || { echo "error: --backend needs a value: sqlite, postgres or file" >&2; exit 2; }
+      backend="$2"
+      shift
+      ;;
+    --backend=*) backend="${1#--backend=}" ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; filter=("$@"); break ;;
+    *) echo "error: unknown argument '$1' (see ./test.sh --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$backend" in
+  all | sqlite | postgres | file) ;;
+  *) echo "error: --backend '$backend': expected sqlite, postgres or file" >&2; exit 2 ;;
+esac
+uses() { [ "$backend" = all ] || [ "$backend" = "$1" ]; }
+
+timings=()
+step_name="" step_start=$SECONDS
+end_step() { [ -z "$step_name" ] || timings+=("$(printf '%-8s %4ss' "$step_name" $((SECONDS - step_start)))"); }
+step() {
+  end_step
+  step_name="$1" step_start=$SECONDS
+  printf '\n== %s: %s\n' "$1" "$2"
+}
+
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+have_pg_server() { [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; }
+have_diesel() { command -v diesel >/dev/null && diesel --version | grep -q ' 2\.3\.'; }
+schema_checks=$((1 - quick))
+[ "$backend" != file ] || schema_checks=0
+diesel_to_build() { [ "$schema_checks" = 1 ] && ! have_diesel; }
+
+# ---- 1. install ------------------------------------------------------------------------------------------------
+# What the checks need, one line each: the Debian package, then a command that succeeds when it is present.
+# Add a line here for each new tool (an S3 server, promtool, ...); nothing else in this script changes.
+APT_NEEDS=(
+  "build-essential  command -v cc"
+  "pkg-config       command -v pkg-config"
+  "ca-certificates  test -e /etc/ssl/certs/ca-certificates.crt"
+  "openssl          command -v openssl"                            # TLS tests make certificates with it
+  "libpq-dev        ! diesel_to_build || test -e /usr/include/postgresql/libpq-fe.h"  # the Diesel CLI links it
+  "postgresql       ! uses postgres || have_pg_server"             # tests start throwaway clusters from it
+  "python3          command -v python3"                            # scripts/check-down-migrations.py
+)
+missing_apt() {
+  local line pkg check
+  for line in "${APT_NEEDS[@]}"; do
+    read -r pkg check <<<"$line"
+    eval "$check" >/dev/null 2>&1 || echo "$pkg"
+  done
+}
+
+command -v cargo >/dev/null || {
+  echo "error: cargo not found. Install Rust with rustup (https://rustup.rs), then run ./test.sh again." >&2
+  exit 1
+}
+
+if [ "$install" = 1 ]; then
+  step install "system packages, rust components, Diesel CLI"
+  mapfile -t need < <(missing_apt)
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" != 0 ]; then
+      command -v sudo >/dev/null || { echo "error: missing packages (${need[*]}); run as root or install sudo" >&2; exit 1; }
+      sudo=(sudo)
+    fi
+    echo "installing: ${need[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+  fi
+  if [ "$quick" = 0 ]; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+  fi
+  if diesel_to_build; then
+    cargo install diesel_cli --version '~2.3' --no-default-features --features postgres,sqlite-bundled --locked
+  fi
+else
+  mapfile -t need < <(missing_apt)
+  if diesel_to_build; then need+=("the Diesel CLI 2.3 (cargo install diesel_cli)"); fi
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "error: --no-install, but missing: ${need[*]}. Run ./test.sh once without --no-install." >&2
+    exit 1
+  fi
+fi
+
+# ---- 2, 3. fmt and clippy --------------------------------------------------------------------------------------
+if [ "$quick" = 0 ]; then
+  step fmt "cargo fmt --check"
+  cargo fmt --all -- --check
+  step clippy "cargo clippy -D warnings"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+# ---- 4. schema -------------------------------------------------------------------------------------------------
+work="$(mktemp -d)"
+chmod 755 "$work"
+pg_data=""
+cleanup() {
+  if [ -n "$pg_data" ]; then as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# initdb refuses to run as root: a root run starts the cluster as the postgres user the Debian package creates.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+if [ "$schema_checks" = 1 ]; then
+  step schema "generated schema.rs match the migrations; every down.sql restores the schema exactly"
+  down_args=()
+  if uses postgres; then
+    mkdir "$work/pg" && { [ "$(id -u)" != 0 ] || chown postgres "$work/pg"; }
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_pg "$(pg_bin)/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+    pg_data="$work/pg/data"
+    as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -l "$work/pg/log" -w \
+      -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    "$(pg_bin)/createdb" -h 127.0.0.1 -p "$port" -U postgres parallax_schema
+    pg_url="postgresql://postgres@127.0.0.1:$port/parallax_schema"
+    echo "PostgreSQL: diesel migration run / redo --all --locked-schema"
+    diesel --database-url "$pg_url" migration run --locked-schema
+    diesel --database-url "$pg_url" migration redo --all --locked-schema
+    down_args+=(--postgres "postgresql://postgres@127.0.0.1:$port/postgres")
+  fi
+  if uses sqlite; then
+    echo "SQLite: diesel migration run / redo --all --locked-schema"
+    diesel --config-file diesel-sqlite.toml --database-url "$work/schema.db" migration run --locked-schema
+    diesel --config-file diesel-sqlite.toml --database-url "$work/schema.db" migration redo --all --locked-schema
+    down_args+=(--sqlite)
+  fi
+  python3 scripts/check-down-migrations.py "${down_args[@]}"
+  if [ -n "$pg_data" ]; then
+    as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m fast stop >/dev/null
+    pg_data=""
+  fi
+fi
+
+# ---- 5. tests --------------------------------------------------------------------------------------------------
+# `cargo build` first: the integration tests load the built cdylib (target/debug/libparallax_storage.so) and the
+# fixture plugin, which `cargo test` alone builds only as rlibs.
+if [ "$backend" = all ]; then
+  tests=(cargo test --workspace)
+else
+  tests=(cargo test --test "$backend")
+fi
+[ ${#filter[@]} -eq 0 ] || tests+=(-- "${filter[@]}")
+step tests "cargo build --workspace && ${tests[*]}"
+log="$work/tests.log"
+set +e
+(cargo build --workspace && "${tests[@]}") 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+end_step
+printf '\n== time per step\n'
+printf '%s\n' "${timings[@]}"
+# One closing line for the whole run: the sum of every test binary's result line.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
