@@ -2,11 +2,16 @@
 //! ([`crate::writer_thread`]), which takes whatever jobs are queued, runs each in its own savepoint inside one
 //! `BEGIN IMMEDIATE` transaction, and commits the group once. Callers are answered only after the commit, so an
 //! acknowledged write is durable (to the configured `synchronous` level), and concurrent callers never see
-//! "database is locked" from each other. A failing job rolls back its own savepoint and nothing else.
+//! "database is locked" from each other. A failing job rolls back its own savepoint and nothing else; a panic
+//! while the group runs (in a job, or in the search indexing after them) rolls back the group's transaction and
+//! fails that group alone, and the writer goes on with the next one.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use diesel::{connection::Connection, sqlite::SqliteConnection};
+use diesel::{
+    connection::{AnsiTransactionManager, Connection, TransactionManager},
+    sqlite::SqliteConnection,
+};
 use tokio::sync::oneshot;
 
 use super::search;
@@ -58,16 +63,33 @@ where
 type GroupJob = Box<dyn GroupWork>;
 type SoloJob = Box<dyn FnOnce(&mut SqliteConnection) + Send>;
 
+/// What the writer thread owns.
+struct State {
+    conn: SqliteConnection,
+    /// Indexes the group's queued executions before the commit: [`search::index_queued`] (tests inject a
+    /// panicking one).
+    index: fn(&mut SqliteConnection) -> Result<()>,
+}
+
 pub struct Writer {
     thread: WriterThread<GroupJob, SoloJob>,
 }
 
 impl Writer {
     pub fn start(conn: SqliteConnection) -> Result<Self> {
-        let handlers =
-            Handlers { group: commit_group, solo: |conn: &mut SqliteConnection, job: SoloJob| job(conn) };
+        Self::start_with(conn, search::index_queued)
+    }
+
+    fn start_with(conn: SqliteConnection, index: fn(&mut SqliteConnection) -> Result<()>) -> Result<Self> {
+        let handlers = Handlers {
+            group: commit_group,
+            fail: |job: GroupJob, e| job.finish(Err(e)),
+            solo: |s: &mut State, job: SoloJob| job(&mut s.conn),
+            recover: |s: &mut State| roll_back_open_transaction(&mut s.conn),
+        };
+        let state = State { conn, index };
         Ok(Writer {
-            thread: WriterThread::start("the SQLite writer", "parallax-sqlite-writer", conn, handlers)?,
+            thread: WriterThread::start("the SQLite writer", "parallax-sqlite-writer", state, handlers)?,
         })
     }
 
@@ -99,18 +121,47 @@ impl Writer {
     }
 }
 
-fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<GroupJob>) {
-    let outcome: Result<()> = conn.immediate_transaction(|conn| {
-        for job in group.iter_mut() {
-            job.run(conn);
-        }
-        // The group's executions enter the full-text index in the same transaction, all at once.
-        search::index_queued(conn)
+fn commit_group(state: &mut State, group: &mut Vec<GroupJob>) {
+    let index = state.index;
+    let outcome: Result<()> = state.conn.immediate_transaction(|conn| {
+        // Diesel rolls back only when this closure returns an error: a panic unwinding through it would leave
+        // the transaction open, and every later group would run inside it, never committed. So a panic here
+        // becomes this group's error (each job already catches its own).
+        catch_unwind(AssertUnwindSafe(|| {
+            for job in group.iter_mut() {
+                job.run(conn);
+            }
+            // The group's executions enter the full-text index in the same transaction, all at once.
+            index(conn)
+        }))
+        .unwrap_or_else(|payload| {
+            let panic = Error::from_panic(payload, "the SQLite writer's group commit");
+            Err(Error::panicked(format!(
+                "{}; the group's {} write(s) were rolled back, none was committed (retry them); the writer goes on",
+                panic.0.message,
+                group.len()
+            )))
+        })
     });
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = group.len(), "SQLite group commit failed");
     }
     for job in group.drain(..) {
         job.finish(outcome.clone());
+    }
+}
+
+/// After a panic escaped a group (from inside diesel itself): rolls back whatever transaction and savepoints
+/// diesel still counts as open, so that the next group's `BEGIN IMMEDIATE` starts a real transaction again.
+fn roll_back_open_transaction(conn: &mut SqliteConnection) {
+    for _ in 0..64 {
+        match AnsiTransactionManager::rollback_transaction(conn) {
+            Ok(()) => {}
+            Err(diesel::result::Error::NotInTransaction) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "the SQLite writer could not roll back after a panic");
+                return;
+            }
+        }
     }
 }
