@@ -165,3 +165,83 @@ fn roll_back_open_transaction(conn: &mut SqliteConnection) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::{sql_query, RunQueryDsl};
+    use parallax_storage_abi::ErrorKind;
+
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> SqliteConnection {
+        let path = dir.path().join("w.db");
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        sql_query("CREATE TABLE IF NOT EXISTS t (x INTEGER NOT NULL)").execute(&mut conn).unwrap();
+        conn
+    }
+
+    /// What another connection sees: only committed rows.
+    fn committed(dir: &tempfile::TempDir) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    /// Stands in for the search indexing: panics when the group wrote a 13.
+    fn index_panics_on_13(conn: &mut SqliteConnection) -> Result<()> {
+        let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM t WHERE x = 13)",
+        ))
+        .get_result(conn)?;
+        if n > 0 {
+            panic!("injected failure while indexing");
+        }
+        Ok(())
+    }
+
+    async fn insert(w: &Writer, x: i64) -> Result<()> {
+        w.write("insert", move |conn| {
+            sql_query(format!("INSERT INTO t (x) VALUES ({x})")).execute(conn)?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_indexing_rolls_back_its_group_and_later_writes_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Writer::start_with(open(&dir), index_panics_on_13).unwrap();
+        insert(&w, 1).await.unwrap();
+
+        let err = insert(&w, 13).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        let msg = err.0.message.to_string();
+        assert!(msg.contains("the SQLite writer's group commit: injected failure while indexing"), "{msg}");
+        assert!(msg.contains("rolled back"), "{msg}");
+
+        insert(&w, 2).await.unwrap();
+        insert(&w, 3).await.unwrap();
+        // Committed for real (another connection sees them), and the panicking group left nothing behind.
+        assert_eq!(committed(&dir), [1, 2, 3]);
+        w.stop();
+    }
+
+    #[test]
+    fn recovery_closes_a_transaction_a_panic_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir);
+        let escaped = catch_unwind(AssertUnwindSafe(|| {
+            conn.immediate_transaction(|conn| -> Result<()> {
+                sql_query("INSERT INTO t (x) VALUES (13)").execute(conn)?;
+                panic!("unwinds through diesel");
+            })
+        }));
+        assert!(escaped.is_err());
+
+        roll_back_open_transaction(&mut conn);
+        conn.immediate_transaction(|conn| sql_query("INSERT INTO t (x) VALUES (1)").execute(conn)).unwrap();
+        // Without the rollback the second "transaction" is a savepoint inside the first one: never committed.
+        assert_eq!(committed(&dir), [1]);
+    }
+}
