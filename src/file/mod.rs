@@ -225,7 +225,7 @@ impl Contract for FileBackend {
     }
 
     async fn get_execution(&self, id: String) -> Result<Execution> {
-        Ok(self.read()?.get_execution(&id)?.e.clone())
+        Ok(Execution::clone(&self.read()?.get_execution(&id)?.e))
     }
 
     async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
@@ -292,11 +292,13 @@ impl Contract for FileBackend {
         terms: Vec<String>,
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
-        Ok(self.read()?.search_executions(&terms, &page))
+        let docs = self.read()?.execution_docs(); // the read lock ends here
+        Ok(search::rank_executions(docs, &terms, &page))
     }
 
     async fn search_patterns(&self, terms: Vec<String>, page: Page<usize>) -> Result<Vec<(Pattern, f64)>> {
-        Ok(self.read()?.search_patterns(&terms, &page))
+        let docs = self.read()?.pattern_docs(); // the read lock ends here
+        Ok(search::rank_patterns(docs, &terms, &page))
     }
 
     async fn health(&self) -> Result<Health> {
