@@ -285,11 +285,10 @@ mod tests {
         }
     }
 
-    type Started = std_mpsc::Receiver<usize>;
+    /// The writer, what it committed, its "group started" signals, and how often it recovered.
+    type Started = (WriterThread<Job, ()>, Arc<Mutex<Vec<u32>>>, std_mpsc::Receiver<usize>, Arc<Mutex<u32>>);
 
-    fn start(
-        commit_takes: Duration,
-    ) -> (WriterThread<Job, ()>, Arc<Mutex<Vec<u32>>>, Started, Arc<Mutex<u32>>) {
+    fn start(commit_takes: Duration) -> Started {
         let committed = Arc::new(Mutex::new(Vec::new()));
         let recovered = Arc::new(Mutex::new(0));
         let (started, started_rx) = std_mpsc::channel();

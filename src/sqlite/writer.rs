@@ -84,7 +84,11 @@ impl Writer {
         let handlers = Handlers {
             group: commit_group,
             fail: |job: GroupJob, e| job.finish(Err(e)),
-            solo: |s: &mut State, job: SoloJob| job(&mut s.conn),
+            solo: |s: &mut State, job: SoloJob| {
+                job(&mut s.conn);
+                // A solo job that panicked inside a transaction (caught by `run_solo`) left it open.
+                roll_back_open_transaction(&mut s.conn);
+            },
             recover: |s: &mut State| roll_back_open_transaction(&mut s.conn),
         };
         let state = State { conn, index };
@@ -151,8 +155,9 @@ fn commit_group(state: &mut State, group: &mut Vec<GroupJob>) {
     }
 }
 
-/// After a panic escaped a group (from inside diesel itself): rolls back whatever transaction and savepoints
-/// diesel still counts as open, so that the next group's `BEGIN IMMEDIATE` starts a real transaction again.
+/// After a panic (one that escaped a group from inside diesel itself, or a solo job's): rolls back whatever
+/// transaction and savepoints diesel still counts as open, so that the next group's `BEGIN IMMEDIATE` starts a
+/// real transaction again. Nothing open: no statement runs.
 fn roll_back_open_transaction(conn: &mut SqliteConnection) {
     for _ in 0..64 {
         match AnsiTransactionManager::rollback_transaction(conn) {
@@ -224,6 +229,25 @@ mod tests {
         insert(&w, 3).await.unwrap();
         // Committed for real (another connection sees them), and the panicking group left nothing behind.
         assert_eq!(committed(&dir), [1, 2, 3]);
+        w.stop();
+    }
+
+    #[tokio::test]
+    async fn a_solo_job_that_panics_inside_a_transaction_leaves_none_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Writer::start_with(open(&dir), index_panics_on_13).unwrap();
+        let err = w
+            .solo("a migration", |conn| {
+                conn.immediate_transaction(|conn| -> Result<()> {
+                    sql_query("INSERT INTO t (x) VALUES (7)").execute(conn)?;
+                    panic!("injected failure in a migration");
+                })
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        insert(&w, 1).await.unwrap();
+        assert_eq!(committed(&dir), [1]);
         w.stop();
     }
 
