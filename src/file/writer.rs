@@ -316,3 +316,50 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
     synced.into_iter().collect::<std::result::Result<Vec<()>, String>>().map_err(Failed::Dirty)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use parallax_storage_abi::NewAuditEntry;
+
+    use super::*;
+    use crate::{
+        config::FileFormat,
+        file::{migrations, ops},
+    };
+
+    /// A panic that escapes a group can only come from updating the index after the files were committed;
+    /// recovery rebuilds the index from the files, so the store reads what is on disk again.
+    #[tokio::test]
+    async fn recovery_rebuilds_the_index_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("store"));
+        std::fs::create_dir(&layout.base).unwrap();
+        let enc = Encoding { format: FileFormat::Json, gzip: false };
+        let manifest = migrations::create(&layout, enc).unwrap();
+        let lock = StoreLock::acquire(&layout.base).unwrap();
+        let index = Arc::new(RwLock::new(load::load(&layout, Some(manifest))));
+        let writer = Writer::start(Ctx::new(layout, enc, index.clone(), lock)).unwrap();
+
+        let entry = NewAuditEntry {
+            id: abi_stable::std_types::RSome("0190a5b2-7c3e-7000-8000-000000000001".into()),
+            timestamp: abi_stable::std_types::RSome(1_705_276_800_000_000),
+            action: "kept".into(),
+            ..Default::default()
+        };
+        writer.write("append_audit", move |pl| ops::append_audit(pl, vec![entry])).await.unwrap();
+        // As if updating the index had panicked half-way: the index no longer matches the files.
+        index.write().unwrap().audit.clear();
+
+        writer
+            .solo("recover", |ctx| {
+                ctx.recover();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let idx = index.read().unwrap();
+        assert_eq!(idx.audit.values().map(|a| a.action.to_string()).collect::<Vec<_>>(), ["kept"]);
+        drop(idx);
+        writer.stop();
+    }
+}
