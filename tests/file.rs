@@ -428,3 +428,57 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     );
     s.shutdown().await.unwrap();
 }
+
+// ------------------------------------------------------------------ dropping without shutdown
+
+/// Dropping the store without `shutdown()` while writes are queued does not wait for them; the writer commits
+/// them and only then releases the lock, so the next instance opens on a store that holds every one of them.
+/// Dropping an idle store releases the lock before the drop returns: it reopens at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_without_shutdown_commits_queued_writes_before_releasing_the_lock() {
+    use std::{future::Future, task::Poll};
+    const CALLS: usize = 300;
+    let Harness { storage, config, dir: _dir, .. } = json().await;
+    let mut calls: Vec<_> = (0..CALLS)
+        .map(|_| Box::pin(storage.raw().create_execution(new_execution("dropped", "1.0.0"))))
+        .collect();
+    // One poll each: validated and queued.
+    std::future::poll_fn(|cx| {
+        for call in &mut calls {
+            let _ = call.as_mut().poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let dropping = Instant::now();
+    drop(storage);
+    drop(calls); // the last holders of the backend
+    let took = dropping.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reopened = loop {
+        match plugin().open(&config) {
+            Ok(s) => break s,
+            Err(e) if e.kind == ErrorKind::Unavailable && e.message.contains("is in use") => {
+                assert!(Instant::now() < deadline, "the lock was never released: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
+    let reopened_after = dropping.elapsed();
+    eprintln!("drop took {took:?}; the store reopened {reopened_after:?} after the drop began");
+    // The lock is released once the queued writes are committed. When that takes long enough to tell (not on
+    // a file system where 300 fsyncs are nearly free), the drop must not have waited for it.
+    if reopened_after > Duration::from_millis(200) {
+        assert!(took < reopened_after / 2, "dropping took {took:?}, waiting for the queued writes");
+    }
+    let f = ExecutionFilter { pattern_name: Some("dropped".into()).into(), ..Default::default() };
+    assert_eq!(reopened.count_executions(f.clone()).await.unwrap(), CALLS as u64);
+
+    drop(reopened); // idle: the lock is released before this returns
+    let again =
+        plugin().open(&config).unwrap_or_else(|e| panic!("reopen right after dropping an idle store: {e}"));
+    assert_eq!(again.count_executions(f).await.unwrap(), CALLS as u64);
+    again.shutdown().await.unwrap();
+}

@@ -199,3 +199,56 @@ async fn rows_written_by_another_program_are_found_and_kept_on_migrate_down() {
     assert_eq!(search_ids(s, "outsider").await.len(), 1);
     h.finish().await;
 }
+
+/// Dropping the last storage object without `shutdown()` (as a host's async task may) returns without waiting
+/// for the writes still queued, and those writes are committed all the same. Every call below is polled once,
+/// which validates it and queues its write; then the storage is dropped, and then the calls (the last holders
+/// of the backend: a call dropped after its storage is dropped on the caller's thread), so only the writer can
+/// still commit their writes, on its own thread after the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_without_shutdown_does_not_wait_for_queued_writes_and_keeps_them() {
+    use std::{
+        future::Future,
+        task::Poll,
+        time::{Duration, Instant},
+    };
+    const CALLS: usize = 10;
+    const BATCH: usize = 2_000;
+    let h = sqlite().await;
+    let Harness { storage, dir, .. } = h;
+    let mut calls: Vec<_> = (0..CALLS)
+        .map(|c| {
+            let entries: Vec<_> =
+                (0..BATCH).map(|i| audit(&format!("bulk.{c}"), &format!("actor-{i}"))).collect();
+            Box::pin(storage.raw().append_audit(entries.into()))
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        for call in &mut calls {
+            assert!(call.as_mut().poll(cx).is_pending(), "a batch of {BATCH} finished at its first poll");
+        }
+        Poll::Ready(())
+    })
+    .await;
+
+    let dropping = Instant::now();
+    drop(storage);
+    drop(calls);
+    let took = dropping.elapsed();
+
+    // The writer commits every queued batch after the drop.
+    let conn = raw_sqlite(&dir);
+    let started = Instant::now();
+    let want = (CALLS * BATCH) as i64;
+    loop {
+        let n = count(&conn, "SELECT count(*) FROM audit_logs");
+        if n == want {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{n} of {want} queued audit entries committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commit = dropping.elapsed();
+    eprintln!("drop took {took:?}; the queued writes were committed {commit:?} after it began");
+    assert!(took < commit / 2, "dropping took {took:?}, waiting for the queued writes ({commit:?})");
+}

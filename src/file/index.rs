@@ -6,26 +6,28 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     ops::Bound,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use abi_stable::std_types::{ROption::RSome, RString};
 use parallax_storage_abi::{AuditEntry, AuditQuery, Execution, ExecutionFilter, Pattern};
 
-use super::search::{self, Terms};
+use super::search::Terms;
 use crate::{
     error::{Error, Result},
     rules,
     validate::Page,
 };
 
+/// Records are shared (`Arc`), so that a search collects them under the read lock without copying them.
 pub struct PatternEntry {
-    pub p: Pattern,
+    pub p: Arc<Pattern>,
     pub path: PathBuf,
     pub terms: Terms,
 }
 
 pub struct ExecEntry {
-    pub e: Execution,
+    pub e: Arc<Execution>,
     pub path: PathBuf,
     pub terms: Terms,
     /// The highest committed event sequence number (0: none).
@@ -158,7 +160,7 @@ impl Index {
 
     pub fn get_pattern(&self, name: &str, version: &str) -> Result<Pattern> {
         match self.pattern(name, version) {
-            Found::Yes(p) => Ok(p.p.clone()),
+            Found::Yes(p) => Ok(Pattern::clone(&p.p)),
             Found::No => Err(rules::pattern_not_found(name, version)),
             Found::Damaged(path, why) => {
                 Err(damaged(&format!("pattern {name:?} version {version}"), &path, &why))
@@ -176,7 +178,7 @@ impl Index {
             .patterns
             .range(from..)
             .take_while(|((n, _), _)| n == name)
-            .map(|(_, p)| p.p.clone())
+            .map(|(_, p)| Pattern::clone(&p.p))
             .collect())
     }
 
@@ -197,7 +199,7 @@ impl Index {
                     break;
                 }
             }
-            out.push(p.p.clone());
+            out.push(Pattern::clone(&p.p));
         }
         out
     }
@@ -214,7 +216,7 @@ impl Index {
         newest_first(&self.executions, &page.after)
             .filter(|x| matches_filter(&x.e, f))
             .take(page.limit + 1)
-            .map(|x| x.e.clone())
+            .map(|x| Execution::clone(&x.e))
             .collect()
     }
 
@@ -230,24 +232,18 @@ impl Index {
             .collect()
     }
 
-    /// Best first; ties newest first (`started_at` desc, id desc), as the SQL backends order them.
-    pub fn search_executions(&self, terms: &[String], page: &Page<usize>) -> Vec<(Execution, f64)> {
-        let mut hits = search::matches(self.executions.values().map(|x| (&x.terms, &x.e)), terms);
-        hits.sort_by(|(a, ra), (b, rb)| {
-            rb.total_cmp(ra).then(b.started_at.cmp(&a.started_at)).then(b.id.cmp(&a.id))
-        });
-        let skip = page.after.unwrap_or(0);
-        hits.into_iter().skip(skip).take(page.limit + 1).map(|(e, r)| (e.clone(), r)).collect()
+    /// Every execution with its search words, for [`search::rank_executions`] once the lock is released.
+    ///
+    /// [`search::rank_executions`]: super::search::rank_executions
+    pub fn execution_docs(&self) -> Vec<(Terms, Arc<Execution>)> {
+        self.executions.values().map(|x| (x.terms.clone(), x.e.clone())).collect()
     }
 
-    /// Best first; ties newest first (`created_at` desc, id desc).
-    pub fn search_patterns(&self, terms: &[String], page: &Page<usize>) -> Vec<(Pattern, f64)> {
-        let mut hits = search::matches(self.patterns.values().map(|x| (&x.terms, &x.p)), terms);
-        hits.sort_by(|(a, ra), (b, rb)| {
-            rb.total_cmp(ra).then(b.created_at.cmp(&a.created_at)).then(b.id.cmp(&a.id))
-        });
-        let skip = page.after.unwrap_or(0);
-        hits.into_iter().skip(skip).take(page.limit + 1).map(|(p, r)| (p.clone(), r)).collect()
+    /// Every pattern with its search words, for [`search::rank_patterns`] once the lock is released.
+    ///
+    /// [`search::rank_patterns`]: super::search::rank_patterns
+    pub fn pattern_docs(&self) -> Vec<(Terms, Arc<Pattern>)> {
+        self.patterns.values().map(|x| (x.terms.clone(), x.p.clone())).collect()
     }
 
     pub fn insert_execution(&mut self, e: Execution, path: PathBuf, terms: Terms) {
@@ -259,6 +255,68 @@ impl Index {
             }
         }
         self.bad_executions.remove(&id);
-        self.executions.insert((e.started_at, id), ExecEntry { e, path, terms, last_seq });
+        self.executions.insert((e.started_at, id), ExecEntry { e: Arc::new(e), path, terms, last_seq });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use abi_stable::std_types::{RNone, RVec};
+    use parallax_storage_abi::ExecutionStatus;
+
+    use super::*;
+    use crate::file::search::{execution_terms, rank_executions};
+
+    fn execution(id: &str, started_at: i64, input: &str) -> Execution {
+        Execution {
+            id: id.into(),
+            pattern_name: "p".into(),
+            pattern_version: "1.0.0".into(),
+            status: ExecutionStatus::Pending,
+            input: RSome(input.into()),
+            output: RNone,
+            error: RNone,
+            started_at,
+            completed_at: RNone,
+            duration_ms: RNone,
+            metadata: RNone,
+            tags: RVec::new(),
+        }
+    }
+
+    fn insert(idx: &mut Index, e: Execution) {
+        let terms = execution_terms(&e);
+        idx.insert_execution(e, PathBuf::from("unused"), terms);
+    }
+
+    /// A search collects under the read lock, then ranks with the lock released: a writer takes the lock while
+    /// the (large) snapshot is being ranked, and the ranking answers for the moment it was collected.
+    #[test]
+    fn search_ranks_after_the_lock_is_released() {
+        let index = RwLock::new(Index::default());
+        {
+            let mut idx = index.write().unwrap();
+            for i in 0..20_000i64 {
+                let input = if i % 1000 == 0 { r#"{"w": "needle needle hay"}"# } else { r#"{"w": "hay"}"# };
+                insert(&mut idx, execution(&format!("e{i:05}"), i, input));
+            }
+        }
+
+        let docs = index.read().unwrap().execution_docs();
+        {
+            // The writer is not held up by the search below.
+            let mut idx = index.try_write().expect("the index lock is free while a search ranks");
+            insert(&mut idx, execution("late", 99_999, r#"{"w": "needle"}"#));
+        }
+        let hits = rank_executions(docs, &["needle".into()], &Page { limit: 100, after: None });
+        let ids: Vec<String> = hits.iter().map(|(e, _)| e.id.to_string()).collect();
+        let want: Vec<String> = (0..20).rev().map(|k| format!("e{:05}", k * 1000)).collect();
+        assert_eq!(ids, want, "equal scores, newest first; the later write is not in this search");
+
+        let docs = index.read().unwrap().execution_docs();
+        let hits = rank_executions(docs, &["needle".into()], &Page { limit: 100, after: None });
+        assert_eq!(hits.len(), 21);
     }
 }

@@ -150,7 +150,7 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
                     continue;
                 }
                 let terms = search::pattern_terms(&p);
-                idx.patterns.insert(key, PatternEntry { p, path, terms });
+                idx.patterns.insert(key, PatternEntry { p: p.into(), path, terms });
             }
             (Kind::Execution, Ok(Parsed::Execution(e))) => {
                 if stem(&path).and_then(id_of_stem) != Some(e.id.as_str()) {

@@ -6,7 +6,7 @@
 //! The store above is the source of truth; an in-memory `index::Index` rebuilt on open (`load`) answers
 //! every read. All writes go through one `writer` thread that commits queued writes in groups (parallel
 //! temp-file fsyncs, ordered renames, one fsync per directory), then updates the index and answers. The
-//! store is single-writer: `lock` holds `flock` on `.lock` for the life of the instance. Format versions are
+//! store is single-writer: `lock` holds `flock` on `.lock` for the life of the writer thread. Format versions are
 //! the store's "migrations" (`migrations`).
 //!
 //! Events are one file each rather than lines appended to a shared events file: appending and fsyncing a
@@ -28,7 +28,7 @@ mod writer;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock, RwLockReadGuard},
+    sync::{Arc, RwLock, RwLockReadGuard},
 };
 
 use parallax_storage_abi::*;
@@ -46,8 +46,8 @@ pub struct FileBackend {
     layout: Layout,
     enc: Encoding,
     index: Arc<RwLock<Index>>,
+    /// Owns the store's lock (released when its thread ends).
     writer: Writer,
-    lock: Mutex<Option<StoreLock>>,
 }
 
 /// `basePath` itself may be created, but its parent must exist (a typo should not create a directory tree).
@@ -105,9 +105,9 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
         }
     };
     let index = Arc::new(RwLock::new(load::load(&layout, manifest)));
-    let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone()))?;
+    let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone(), lock))?;
     tracing::info!(path = %layout.base.display(), format = fc.format.as_str(), compress = fc.compress, "file storage opened");
-    Ok(FileBackend { cfg, layout, enc, index, writer, lock: Mutex::new(Some(lock)) })
+    Ok(FileBackend { cfg, layout, enc, index, writer })
 }
 
 impl FileBackend {
@@ -122,14 +122,6 @@ impl FileBackend {
         let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
         idx.ready(&self.layout.base)?;
         Ok(idx)
-    }
-
-    fn release(&self) {
-        self.writer.stop();
-        if let Some(lock) = self.lock.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            lock.release();
-            tracing::info!(path = %self.layout.base.display(), "file storage closed");
-        }
     }
 
     async fn health_impl(&self) -> Result<Health> {
@@ -174,12 +166,6 @@ impl FileBackend {
             pending_migrations: status.iter().filter(|m| !m.applied).count() as u32,
             warnings: warnings.into_iter().map(Into::into).collect(),
         })
-    }
-}
-
-impl Drop for FileBackend {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
@@ -239,7 +225,7 @@ impl Contract for FileBackend {
     }
 
     async fn get_execution(&self, id: String) -> Result<Execution> {
-        Ok(self.read()?.get_execution(&id)?.e.clone())
+        Ok(Execution::clone(&self.read()?.get_execution(&id)?.e))
     }
 
     async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
@@ -306,11 +292,13 @@ impl Contract for FileBackend {
         terms: Vec<String>,
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
-        Ok(self.read()?.search_executions(&terms, &page))
+        let docs = self.read()?.execution_docs(); // the read lock ends here
+        Ok(search::rank_executions(docs, &terms, &page))
     }
 
     async fn search_patterns(&self, terms: Vec<String>, page: Page<usize>) -> Result<Vec<(Pattern, f64)>> {
-        Ok(self.read()?.search_patterns(&terms, &page))
+        let docs = self.read()?.pattern_docs(); // the read lock ends here
+        Ok(search::rank_patterns(docs, &terms, &page))
     }
 
     async fn health(&self) -> Result<Health> {
@@ -318,7 +306,8 @@ impl Contract for FileBackend {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        tokio::task::block_in_place(|| self.release());
+        // Waits for the queued writes and the lock's release (dropping without this does not wait).
+        tokio::task::block_in_place(|| self.writer.stop());
         Ok(())
     }
 }

@@ -97,7 +97,7 @@ impl<'a> Plan<'a> {
             }
         }
         match self.idx.pattern(name, version) {
-            Found::Yes(p) => Found::Yes((p.p.clone(), p.path.clone())),
+            Found::Yes(p) => Found::Yes((Pattern::clone(&p.p), p.path.clone())),
             Found::No => Found::No,
             Found::Damaged(path, why) => Found::Damaged(path, why),
         }
@@ -112,7 +112,7 @@ impl<'a> Plan<'a> {
             }
         }
         match self.idx.execution(id) {
-            Found::Yes(x) => Found::Yes((x.e.clone(), x.path.clone())),
+            Found::Yes(x) => Found::Yes((Execution::clone(&x.e), x.path.clone())),
             Found::No => Found::No,
             Found::Damaged(path, why) => Found::Damaged(path, why),
         }
@@ -162,7 +162,8 @@ impl Index {
                     }
                     match entry {
                         Some((p, path, terms)) => {
-                            self.patterns.insert(key, super::index::PatternEntry { p, path, terms });
+                            self.patterns
+                                .insert(key, super::index::PatternEntry { p: p.into(), path, terms });
                         }
                         None => {
                             self.patterns.remove(&key);

@@ -1,14 +1,22 @@
 //! Full-text search over the in-memory index: the same words as the SQL backends (the string values of the
 //! JSON documents, never their keys, split into lower-case runs of letters and digits as
 //! [`crate::validate::search_terms`] splits a query), every query word required, ranked by BM25.
+//!
+//! A search holds the index's read lock only to collect the records ([`super::index::Index::execution_docs`]:
+//! reference counts, no copies); matching, scoring and sorting run on that snapshot after the lock is
+//! released ([`rank_executions`], [`rank_patterns`]), so a large search never holds up the writer.
+
+use std::sync::Arc;
 
 use parallax_storage_abi::{Execution, Pattern};
 use serde_json::Value;
 
-/// The words of one searchable record and how often each occurs.
+use crate::validate::Page;
+
+/// The words of one searchable record and how often each occurs (shared: a clone is a reference count).
 #[derive(Clone, Debug, Default)]
 pub struct Terms {
-    words: Box<[(Box<str>, u32)]>,
+    words: Arc<[(Box<str>, u32)]>,
     len: u32,
 }
 
@@ -29,7 +37,7 @@ impl Terms {
                 _ => words.push((w.into_boxed_str(), 1)),
             }
         }
-        Terms { words: words.into_boxed_slice(), len }
+        Terms { words: words.into(), len }
     }
 
     pub fn tf(&self, word: &str) -> u32 {
@@ -102,6 +110,36 @@ pub fn matches<'a, T>(docs: impl Iterator<Item = (&'a Terms, T)>, query: &[Strin
             (item, score)
         })
         .collect()
+}
+
+/// A page of executions matching every word of `query`, best first; ties newest first (`started_at` desc, id
+/// desc), as the SQL backends order them. `docs` is every execution (for the BM25 statistics).
+pub fn rank_executions(
+    docs: Vec<(Terms, Arc<Execution>)>,
+    query: &[String],
+    page: &Page<usize>,
+) -> Vec<(Execution, f64)> {
+    let mut hits = matches(docs.iter().map(|(t, e)| (t, &**e)), query);
+    hits.sort_by(|(a, ra), (b, rb)| {
+        rb.total_cmp(ra).then(b.started_at.cmp(&a.started_at)).then(b.id.cmp(&a.id))
+    });
+    let skip = page.after.unwrap_or(0);
+    hits.into_iter().skip(skip).take(page.limit + 1).map(|(e, r)| (e.clone(), r)).collect()
+}
+
+/// A page of patterns matching every word of `query`, best first; ties newest first (`created_at` desc, id
+/// desc). `docs` is every pattern.
+pub fn rank_patterns(
+    docs: Vec<(Terms, Arc<Pattern>)>,
+    query: &[String],
+    page: &Page<usize>,
+) -> Vec<(Pattern, f64)> {
+    let mut hits = matches(docs.iter().map(|(t, p)| (t, &**p)), query);
+    hits.sort_by(|(a, ra), (b, rb)| {
+        rb.total_cmp(ra).then(b.created_at.cmp(&a.created_at)).then(b.id.cmp(&a.id))
+    });
+    let skip = page.after.unwrap_or(0);
+    hits.into_iter().skip(skip).take(page.limit + 1).map(|(p, r)| (p.clone(), r)).collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,10 @@
 //! concurrent syncs into one journal commit), renamed into place in order, and each touched directory is
 //! synced once. Only then is the index updated and are the callers answered, so an acknowledged write is on
 //! disk, readers never see a write that is not, and concurrent callers serialise without ever colliding.
+//!
+//! The writer thread also owns the store's lock: it is released when the thread ends, after the last queued
+//! write, so dropping the store without `shutdown()` neither blocks the caller nor lets another instance in
+//! while writes are still being committed.
 
 use std::{
     collections::BTreeSet,
@@ -20,6 +24,8 @@ use super::{
     durable::{self, ensure_dir, parallel, sync_dir, temp_path},
     index::Index,
     layout::Layout,
+    load,
+    lock::StoreLock,
     plan::{FileOp, Plan},
 };
 use crate::{
@@ -34,11 +40,41 @@ pub struct Ctx {
     pub index: Arc<RwLock<Index>>,
     /// Set after a commit failed half-way: the files may be ahead of the index, so writes are refused.
     broken: Option<String>,
+    /// The store's lock, released when the writer thread ends (see the module docs).
+    lock: Option<StoreLock>,
 }
 
 impl Ctx {
-    pub fn new(layout: Layout, enc: Encoding, index: Arc<RwLock<Index>>) -> Self {
-        Ctx { layout, enc, index, broken: None }
+    pub fn new(layout: Layout, enc: Encoding, index: Arc<RwLock<Index>>, lock: StoreLock) -> Self {
+        Ctx { layout, enc, index, broken: None, lock: Some(lock) }
+    }
+
+    /// After a panic escaped a group (it can only come after the files were committed, from updating the
+    /// index): the index is rebuilt from the files, which are the truth, so reads and later writes see exactly
+    /// what is on disk. If even that fails, writes are refused until the store is reopened.
+    fn recover(&mut self) {
+        let manifest = self.index.read().unwrap_or_else(|p| p.into_inner()).manifest.clone();
+        match catch_unwind(AssertUnwindSafe(|| load::load(&self.layout, manifest))) {
+            Ok(fresh) => *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(payload) => {
+                let e = Error::from_panic(payload, "rebuilding the file store index");
+                tracing::error!(path = %self.layout.base.display(), error = %e, "file store index rebuild failed");
+                self.broken = Some(format!(
+                    "the file store writer at {} panicked and could not rebuild its index ({e}); it takes no more \
+                     writes: shut it down and open the store again",
+                    self.layout.base.display()
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            lock.release();
+            tracing::info!(path = %self.layout.base.display(), "file storage closed");
+        }
     }
 }
 
@@ -91,7 +127,12 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(ctx: Ctx) -> Result<Self> {
-        let handlers = Handlers { group: commit_group, solo: |ctx: &mut Ctx, job: Solo| job(ctx) };
+        let handlers = Handlers {
+            group: commit_group,
+            fail: |job: Box<dyn Work>, e| job.finish(&Err(e)),
+            solo: |ctx: &mut Ctx, job: Solo| job(ctx),
+            recover: Ctx::recover,
+        };
         Ok(Writer {
             thread: WriterThread::start("the file store writer", "parallax-file-writer", ctx, handlers)?,
         })
@@ -119,7 +160,7 @@ impl Writer {
         self.thread.answer(result).await
     }
 
-    /// Lets queued writes finish, then stops the thread (blocking until it has).
+    /// Lets queued writes finish, then stops the thread (blocking until it has and the lock is released).
     pub fn stop(&self) {
         self.thread.stop();
     }
@@ -274,4 +315,51 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
     });
     synced.into_iter().collect::<std::result::Result<Vec<()>, String>>().map_err(Failed::Dirty)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use parallax_storage_abi::NewAuditEntry;
+
+    use super::*;
+    use crate::{
+        config::FileFormat,
+        file::{migrations, ops},
+    };
+
+    /// A panic that escapes a group can only come from updating the index after the files were committed;
+    /// recovery rebuilds the index from the files, so the store reads what is on disk again.
+    #[tokio::test]
+    async fn recovery_rebuilds_the_index_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("store"));
+        std::fs::create_dir(&layout.base).unwrap();
+        let enc = Encoding { format: FileFormat::Json, gzip: false };
+        let manifest = migrations::create(&layout, enc).unwrap();
+        let lock = StoreLock::acquire(&layout.base).unwrap();
+        let index = Arc::new(RwLock::new(load::load(&layout, Some(manifest))));
+        let writer = Writer::start(Ctx::new(layout, enc, index.clone(), lock)).unwrap();
+
+        let entry = NewAuditEntry {
+            id: abi_stable::std_types::RSome("0190a5b2-7c3e-7000-8000-000000000001".into()),
+            timestamp: abi_stable::std_types::RSome(1_705_276_800_000_000),
+            action: "kept".into(),
+            ..Default::default()
+        };
+        writer.write("append_audit", move |pl| ops::append_audit(pl, vec![entry])).await.unwrap();
+        // As if updating the index had panicked half-way: the index no longer matches the files.
+        index.write().unwrap().audit.clear();
+
+        writer
+            .solo("recover", |ctx| {
+                ctx.recover();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let idx = index.read().unwrap();
+        assert_eq!(idx.audit.values().map(|a| a.action.to_string()).collect::<Vec<_>>(), ["kept"]);
+        drop(idx);
+        writer.stop();
+    }
 }
