@@ -4,7 +4,8 @@
 //! tokio-postgres clients for audit `COPY` (diesel-async has no COPY and does not lend its client), and the
 //! dedicated connection a migration runs on (blocking, in a transaction holding an advisory lock). Each holds one
 //! permit of this budget for as long as its socket is open: the permit travels with the connection's I/O future
-//! ([`super::connect::connect_parts`]) and is released only when that future ends, after `Terminate` is sent.
+//! ([`super::connect::connect_parts`]) and is released only when that future ends, after `Terminate` is sent
+//! (and a short grace for the server's backend to exit: [`SERVER_GRACE`]).
 //! So the plugin never has more than `maxConnections` connections open, whatever the mix.
 //!
 //! Idle connections of one kind must not starve the other: a caller that finds no permit free queues for one
@@ -32,8 +33,25 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Permission to keep one server connection open. Dropped when the connection's I/O future ends.
-pub type Slot = OwnedSemaphorePermit;
+/// Permission to keep one server connection open. Dropped when the connection's I/O future ends; the permit
+/// returns to the budget [`SERVER_GRACE`] later.
+pub struct Slot(Option<OwnedSemaphorePermit>);
+
+/// How long a closed connection's permit stays taken. The I/O future ends once `Terminate` is written, but the
+/// server's backend exits a moment later (it must be scheduled to read it); without this grace a connection
+/// opened in the freed slot could briefly make the server count one more than `maxConnections`.
+const SERVER_GRACE: Duration = Duration::from_millis(100);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let (Some(permit), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            let _detached = rt.spawn(async move {
+                tokio::time::sleep(SERVER_GRACE).await;
+                drop(permit);
+            });
+        }
+    }
+}
 
 /// Most idle COPY clients kept between audit batches.
 const COPY_IDLE: usize = 2;
@@ -119,17 +137,17 @@ impl Budget {
 
     /// A permit for a new pooled connection (bb8's `connect`), closing an idle COPY client if that makes room.
     pub async fn for_pool(&self) -> Result<Slot> {
-        if let Ok(slot) = self.permits.clone().try_acquire_owned() {
-            return Ok(slot);
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(Slot(Some(permit)));
         }
         let _waiting = Waiting::new(&self.want_pool);
         let mut acquire = std::pin::pin!(self.permits.clone().acquire_owned());
-        if let Poll::Ready(slot) = poll_once(acquire.as_mut()).await {
-            return slot.map_err(|_| self.busy());
+        if let Poll::Ready(permit) = poll_once(acquire.as_mut()).await {
+            return permit.map(|p| Slot(Some(p))).map_err(|_| self.busy());
         }
         self.close_idle_copy();
         match tokio::time::timeout(self.wait, acquire).await {
-            Ok(Ok(slot)) => Ok(slot),
+            Ok(Ok(permit)) => Ok(Slot(Some(permit))),
             _ => Err(self.busy()),
         }
     }
@@ -142,13 +160,13 @@ impl Budget {
                 return Ok(Raw::Idle(client));
             }
         }
-        if let Ok(slot) = self.permits.clone().try_acquire_owned() {
-            return Ok(Raw::New(slot));
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(Raw::New(Slot(Some(permit))));
         }
         let _waiting = Waiting::new(&self.want_raw);
         let mut acquire = std::pin::pin!(self.permits.clone().acquire_owned());
-        if let Poll::Ready(slot) = poll_once(acquire.as_mut()).await {
-            return slot.map(Raw::New).map_err(|_| self.busy());
+        if let Poll::Ready(permit) = poll_once(acquire.as_mut()).await {
+            return permit.map(|p| Raw::New(Slot(Some(p)))).map_err(|_| self.busy());
         }
         if !reuse {
             self.close_idle_copy();
@@ -160,7 +178,7 @@ impl Budget {
         let mut deadline = std::pin::pin!(deadline);
         loop {
             tokio::select! {
-                slot = acquire.as_mut() => return slot.map(Raw::New).map_err(|_| self.busy()),
+                permit = acquire.as_mut() => return permit.map(|p| Raw::New(Slot(Some(p)))).map_err(|_| self.busy()),
                 () = self.returned.notified() => {
                     if reuse {
                         if let Some(client) = self.take_idle_copy() {
