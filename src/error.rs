@@ -97,8 +97,9 @@ impl Error {
 }
 
 /// The kind a PostgreSQL SQLSTATE decides, for the codes that say more than `internal` (raw tokio-postgres
-/// errors: `COPY` and connecting; diesel-async keeps only diesel's [`DatabaseErrorKind`]
-/// (diesel::result::DatabaseErrorKind), so queries refine their errors where they run: `PostgresBackend::with_conn`).
+/// errors: `COPY` and connecting; diesel-async keeps only diesel's
+/// [`DatabaseErrorKind`](diesel::result::DatabaseErrorKind), so queries refine their errors where they run:
+/// `PostgresBackend::with_conn`).
 pub fn pg_sqlstate_kind(code: &tokio_postgres::error::SqlState) -> Option<ErrorKind> {
     use tokio_postgres::error::SqlState as S;
     Some(match code {

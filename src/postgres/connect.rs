@@ -188,12 +188,17 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
             if let Some(ca) = ca {
                 ssl.ca = Some(ca.into());
             }
-            tokio_postgres::Config::from_str(&stripped).map_err(|e| {
+            let mut pg = tokio_postgres::Config::from_str(&stripped).map_err(|e| {
                 Error::invalid(format!(
                     "config: storage.postgresql.url is not a valid PostgreSQL URL: {}",
                     redact(&e.to_string(), &secrets)
                 ))
-            })?
+            })?;
+            // The config allows a URL without a password next to the `password` key.
+            if let (None, Some(pw)) = (pg.get_password(), &cfg.password) {
+                pg.password(pw.expose());
+            }
+            pg
         }
         None => {
             let mut pg = tokio_postgres::Config::new();
@@ -467,6 +472,20 @@ mod tests {
             let redacted = s.redact(&quoted);
             assert!(!redacted.contains("secret"), "{url}: {redacted}");
         }
+    }
+
+    #[test]
+    fn a_password_key_next_to_a_url_is_used_and_redacted() {
+        let mut cfg = crate::config::from_value(&serde_json::json!({
+            "type": "postgresql", "postgresql": { "url": "postgresql://u@db/x", "password": "Pw8secret" }
+        }))
+        .unwrap()
+        .postgresql
+        .unwrap();
+        cfg.password = Some(Secret::new("Pw8secret"));
+        let s = spec(&cfg).unwrap();
+        assert_eq!(s.pg.get_password(), Some("Pw8secret".as_bytes()));
+        assert_eq!(s.redact("x Pw8secret y"), "x *** y");
     }
 
     #[test]
