@@ -145,7 +145,7 @@ fn sqlite_result_kind(message: &str) -> Option<ErrorKind> {
 
 /// Decided by diesel's [`DatabaseErrorKind`](diesel::result::DatabaseErrorKind), never by the message's words.
 /// What diesel leaves `Unknown` is `internal` here, except SQLite's busy, locked and missing-schema results
-/// ([`sqlite_result_kind`]); the PostgreSQL backend refines its own where the statement ran
+/// (`sqlite_result_kind`); the PostgreSQL backend refines its own where the statement ran
 /// (a lost connection, a schema behind the plugin).
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {

@@ -193,6 +193,15 @@ impl Budget {
         }
     }
 
+    /// A permit for a new connection that is not pooled (a migration; the one at open), closing an idle
+    /// connection of either kind if that makes room.
+    pub async fn for_new(&self, pool: Option<&super::connect::Pool>) -> Result<Slot> {
+        match self.for_raw(pool, false).await? {
+            Raw::New(slot) => Ok(slot),
+            Raw::Idle(_) => unreachable!("for_raw(reuse: false) never hands out an idle client"),
+        }
+    }
+
     fn take_idle_copy(&self) -> Option<Client> {
         let mut idle = self.copy_idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|c| !c.is_closed());

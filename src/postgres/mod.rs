@@ -54,10 +54,7 @@ impl PostgresBackend {
         let spec = Arc::new(connect::spec(&pg)?);
         // One direct connection first: a clear error if the server is unreachable or refuses us. It takes a
         // slot of the budget like every other connection (nothing else is open yet).
-        let slot = match spec.budget.for_raw(None, false).await? {
-            budget::Raw::New(slot) => slot,
-            budget::Raw::Idle(_) => unreachable!("for_raw(reuse: false) never hands out a COPY client"),
-        };
+        let slot = spec.budget.for_new(None).await?;
         let conn = connect::connect(&spec, slot).await?;
         let schema_ready = if options.maintenance {
             false
@@ -145,10 +142,7 @@ impl PostgresBackend {
     /// A dedicated connection for a migration, within the connection budget (it may close an idle pooled
     /// connection to make room).
     async fn migration_conn(&self) -> Result<AsyncPgConnection> {
-        let slot = match self.spec.budget.for_raw(Some(&self.pool), false).await? {
-            budget::Raw::New(slot) => slot,
-            budget::Raw::Idle(_) => unreachable!("for_raw(reuse: false) never hands out a COPY client"),
-        };
+        let slot = self.spec.budget.for_new(Some(&self.pool)).await?;
         connect::connect(&self.spec, slot).await
     }
 
