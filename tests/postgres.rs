@@ -354,7 +354,8 @@ async fn urls_and_env_style_config_work_and_hide_the_password() {
     let health = s.health().await.unwrap();
     assert_eq!(health.backend, "postgresql");
     assert!(health.server_version.starts_with("PostgreSQL "), "{}", health.server_version);
-    assert!(!health.location.contains("hunter2") && health.location.contains("***"), "{}", health.location);
+    assert!(!health.location.contains("hunter2"), "{}", health.location);
+    assert_eq!(health.location, format!("parallax_pw@{}:{}/{db}", server.host, server.port));
     s.shutdown().await.unwrap();
     let bad = json!({ "type": "postgresql", "postgresql": { "url": url.replace(&db, "no_such_db") } });
     let err = plugin().open(&bad).unwrap_err();
@@ -369,7 +370,7 @@ async fn tls_modes_verify_what_they_promise() {
     let ca = pg::make_ca(certs.path(), "test-ca");
     let other_ca = pg::make_ca(certs.path(), "other-ca");
     let (cert, key) = pg::make_server_cert(certs.path(), "test-ca");
-    let cluster = pg::Cluster::start(pg::ClusterOptions { tls: Some((cert, key)) });
+    let cluster = pg::Cluster::start(pg::ClusterOptions { tls: Some((cert, key)), ..Default::default() });
     let server = &cluster.server;
     let db = "postgres";
     let open = |host: &str, mode: &str, ca: Option<&std::path::Path>| {
@@ -428,4 +429,336 @@ async fn tls_modes_verify_what_they_promise() {
     );
     let cfg = json!({ "type": "postgresql", "postgresql": { "url": url } });
     connects(plugin().open_with(&cfg, OpenOptions { maintenance: true }), "URL with sslmode=verify-full");
+}
+
+/// Every plugin log record of this test process, as text (message and fields).
+fn captured_logs() -> &'static std::sync::Mutex<Vec<String>> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        parallax_storage_host::logs::set_hook(|l| {
+            let fields: String = l.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+            captured_logs().lock().unwrap().push(format!("{:?} {} {}{fields}", l.level, l.target, l.message));
+        });
+        std::sync::Mutex::new(Vec::new())
+    })
+}
+
+/// Runs the `parallax` binary built next to this test with a config file and environment.
+fn parallax_cli(dir: &std::path::Path, yaml: &str, env: &[(&str, &str)], args: &[&str]) -> String {
+    std::fs::write(dir.join("parallax.config.yaml"), yaml).unwrap();
+    let exe = target_dir().join(format!("parallax{}", std::env::consts::EXE_SUFFIX));
+    assert!(exe.is_file(), "{} is missing: run `cargo build --workspace` first", exe.display());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).arg("-vvv").arg("--plugin").arg(built_library("parallax_storage")).current_dir(dir);
+    for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    for var in ["URL", "HOST", "PORT", "NAME", "USER", "PASSWORD"] {
+        cmd.env_remove(format!("PARALLAX_DATABASE_{var}"));
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run parallax");
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A password given in any form (URL user info, `?password=`, a percent-encoded key, the `password` key,
+/// `PARALLAX_DATABASE_URL`/`PASSWORD`, a key=value conninfo string) never appears in what the plugin and the
+/// CLI say: open errors for an unreachable server and for a wrong password, `Health.location`, the plugin's
+/// log records, and `parallax storage test-connection`'s stdout and stderr (at -vvv).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_output_ever_contains_a_password() {
+    const RIGHT: &str = "Rght7pw-Qz81";
+    const WRONG: &str = "Wrng3pw-Kx52";
+    let logs = captured_logs();
+    let cluster = pg::Cluster::start(pg::ClusterOptions { password_auth: true, ..Default::default() });
+    let server = &cluster.server;
+    server
+        .admin()
+        .await
+        .batch_execute(&format!("CREATE ROLE secretive LOGIN SUPERUSER PASSWORD '{RIGHT}'"))
+        .await
+        .unwrap();
+    let (host, live) = (server.host.as_str(), server.port);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port() // closed again when `l` drops: nothing listens there
+    };
+    let db = "postgres";
+    // Each form as a `storage.postgresql` section, for a password and a port.
+    type Form = fn(&str, u16, &str, &str) -> serde_json::Value;
+    let forms: &[(&str, Form)] = &[
+        (
+            "url user info",
+            |pw, port, host, db| json!({ "url": format!("postgresql://secretive:{pw}@{host}:{port}/{db}") }),
+        ),
+        (
+            "url ?password=",
+            |pw, port, host, db| json!({ "url": format!("postgresql://secretive@{host}:{port}/{db}?password={pw}") }),
+        ),
+        (
+            "url percent-encoded key",
+            |pw, port, host, db| json!({ "url": format!("postgres://secretive@{host}:{port}/{db}?sslmode=disable&pass%77ord={pw}") }),
+        ),
+        (
+            "url password with / and ?",
+            |pw, port, host, db| json!({ "url": format!("postgresql://secretive:{pw}/?x@{host}:{port}/{db}") }),
+        ),
+        (
+            "password key",
+            |pw, port, host, db| json!({ "host": host, "port": port, "database": db, "username": "secretive", "password": pw }),
+        ),
+    ];
+    let mut outputs: Vec<String> = Vec::new();
+    for (name, form) in forms {
+        let cfg =
+            |pw: &str, port: u16| json!({ "type": "postgresql", "postgresql": form(pw, port, host, db) });
+        let unreachable = plugin().open(&cfg(RIGHT, dead)).unwrap_err();
+        assert_eq!(unreachable.kind, ErrorKind::Unavailable, "{name}: {unreachable}");
+        assert!(
+            unreachable.message.contains(&format!("secretive@127.0.0.1:{dead}/{db}")),
+            "{name}: {unreachable}"
+        );
+        outputs.push(format!("{name}, nothing listening: {unreachable}"));
+        // The fourth form's password really is `{pw}/?x`.
+        let wrong = plugin().open(&cfg(WRONG, live)).unwrap_err();
+        assert_eq!(wrong.kind, ErrorKind::Unavailable, "{name}: {wrong}");
+        assert!(wrong.message.contains("password authentication failed"), "{name}: {wrong}");
+        outputs.push(format!("{name}, wrong password: {wrong}"));
+        if *name != "url password with / and ?" {
+            let s = plugin().open_with(&cfg(RIGHT, live), OpenOptions { maintenance: true }).unwrap();
+            let h = s.health().await.unwrap();
+            assert_eq!(h.location, format!("secretive@127.0.0.1:{live}/{db}"), "{name}");
+            outputs.push(format!("{name}, health: {h:?}"));
+            s.shutdown().await.unwrap();
+        }
+    }
+    // Not a URL: refused by the config check without quoting it.
+    let conninfo = json!({ "type": "postgresql", "postgresql": {
+        "url": format!("host={host} port={live} user=secretive password={RIGHT} dbname={db}") } });
+    let err = plugin().open(&conninfo).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
+    outputs.push(format!("conninfo: {err}"));
+
+    // The CLI, with the URL from the environment, the file, or PARALLAX_DATABASE_PASSWORD.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |url: &str| format!("storage:\n  type: postgresql\n  postgresql:\n    url: \"{url}\"\n");
+    let query_url = |pw: &str, port: u16| format!("postgresql://secretive@{host}:{port}/{db}?password={pw}");
+    let base = "storage:\n  type: postgresql\n";
+    let keys = format!(
+        "storage:\n  type: postgresql\n  postgresql:\n    host: {host}\n    port: {live}\n    database: {db}\n    \
+         username: secretive\n"
+    );
+    let runs = [
+        (
+            "env url, ok",
+            parallax_cli(
+                dir.path(),
+                base,
+                &[("PARALLAX_DATABASE_URL", &query_url(RIGHT, live))],
+                &["storage", "test-connection"],
+            ),
+            true,
+        ),
+        (
+            "env url, wrong",
+            parallax_cli(
+                dir.path(),
+                base,
+                &[("PARALLAX_DATABASE_URL", &query_url(WRONG, live))],
+                &["storage", "test-connection"],
+            ),
+            false,
+        ),
+        (
+            "env url, dead",
+            parallax_cli(
+                dir.path(),
+                base,
+                &[("PARALLAX_DATABASE_URL", &query_url(RIGHT, dead))],
+                &["storage", "test-connection"],
+            ),
+            false,
+        ),
+        (
+            "file url, ok",
+            parallax_cli(
+                dir.path(),
+                &file(&format!("postgresql://secretive:{RIGHT}@{host}:{live}/{db}")),
+                &[],
+                &["storage", "test-connection"],
+            ),
+            true,
+        ),
+        (
+            "file url, json",
+            parallax_cli(
+                dir.path(),
+                &file(&query_url(RIGHT, live)),
+                &[],
+                &["storage", "test-connection", "--output", "json"],
+            ),
+            true,
+        ),
+        (
+            "env password, ok",
+            parallax_cli(
+                dir.path(),
+                &keys,
+                &[("PARALLAX_DATABASE_PASSWORD", RIGHT)],
+                &["storage", "test-connection"],
+            ),
+            true,
+        ),
+        (
+            "env password, wrong",
+            parallax_cli(
+                dir.path(),
+                &keys,
+                &[("PARALLAX_DATABASE_PASSWORD", WRONG)],
+                &["storage", "test-connection"],
+            ),
+            false,
+        ),
+        (
+            "env conninfo",
+            parallax_cli(
+                dir.path(),
+                base,
+                &[("PARALLAX_DATABASE_URL", &format!("host={host} password={RIGHT}"))],
+                &["storage", "test-connection"],
+            ),
+            false,
+        ),
+        (
+            "storage info",
+            parallax_cli(dir.path(), &file(&query_url(RIGHT, live)), &[], &["storage", "info"]),
+            true,
+        ),
+    ];
+    for (name, out, ok) in runs {
+        assert_eq!(out.starts_with("exit Some(0)"), ok, "{name}: {out}");
+        if ok && name.ends_with("ok") {
+            assert!(out.contains(&format!("secretive@127.0.0.1:{live}/{db}")), "{name}: {out}");
+        }
+        outputs.push(format!("CLI {name}: {out}"));
+    }
+    outputs.extend(logs.lock().unwrap().iter().cloned());
+    assert!(outputs.iter().any(|o| o.contains("PostgreSQL storage opened")), "the log hook saw nothing");
+    for out in &outputs {
+        for pw in [RIGHT, WRONG, "Rght7pw", "Wrng3pw"] {
+            assert!(!out.contains(pw), "a password leaked: {out}");
+        }
+    }
+}
+
+/// The server's connections from the plugin to the current database.
+async fn plugin_connection_count(watcher: &tokio_postgres::Client) -> i64 {
+    watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'parallax-storage'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Counts the plugin's server connections from a separate connection while `work` runs; returns the most seen.
+async fn peak_connections_during<F: std::future::Future>(db: &str, work: F) -> (i64, F::Output) {
+    let watcher = pg::server().client(db).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poll = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(plugin_connection_count(&watcher).await);
+            }
+            peak.max(plugin_connection_count(&watcher).await)
+        })
+    };
+    let out = work.await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    (poll.await.unwrap(), out)
+}
+
+/// `pool.maxConnections` bounds every connection the plugin opens: 32 concurrent audit batches (raw `COPY`
+/// clients) mixed with pooled queries, health and migration status never have more than 4 open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_audit_batches_stay_within_max_connections() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut cfg = server.storage_config(&db);
+    merge(
+        &mut cfg,
+        json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 4, "acquireTimeout": 60000 } } }),
+    );
+    let storage = plugin().open(&cfg).unwrap();
+    storage.put_pattern(new_pattern("p", "1.0.0")).await.unwrap();
+    let (peak, results) = peak_connections_during(&db, async {
+        let mut calls = Vec::new();
+        for i in 0..32 {
+            let s = storage.clone();
+            calls.push(tokio::spawn(async move {
+                let batch: Vec<_> = (0..200).map(|j| audit(&format!("a{i}"), &format!("actor{j}"))).collect();
+                s.append_audit(batch).await.map(|_| ())
+            }));
+            let s = storage.clone();
+            calls.push(tokio::spawn(async move {
+                match i % 3 {
+                    0 => s.get_pattern("p", "1.0.0").await.map(|_| ()),
+                    1 => s.health().await.map(|_| ()),
+                    _ => s.migration_status().await.map(|_| ()),
+                }
+            }));
+        }
+        let mut results = Vec::new();
+        for c in calls {
+            results.push(c.await.unwrap());
+        }
+        results
+    })
+    .await;
+    for r in results {
+        r.unwrap();
+    }
+    let written = storage.query_audit(AuditQuery::default(), page(10, None)).await.unwrap();
+    assert!(!written.items.is_empty());
+    assert!(peak >= 1, "the watcher saw no plugin connection at all");
+    assert!(peak <= 4, "{peak} server connections open at once, maxConnections is 4");
+    storage.shutdown().await.unwrap();
+    drop(storage);
+    server.drop_database(&db).await;
+}
+
+/// `health()` and migration status use pooled connections: called again and again, they open no backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_migration_status_open_no_new_connection() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut cfg = server.storage_config(&db);
+    merge(&mut cfg, json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1 } } }));
+    let storage = plugin().open(&cfg).unwrap();
+    storage.health().await.unwrap();
+    let admin = server.client(&db).await;
+    let before = plugin_backends(&admin).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let (peak, ()) = peak_connections_during(&db, async {
+        for _ in 0..20 {
+            storage.health().await.unwrap();
+            storage.migration_status().await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(peak, 1, "health or migration status opened a connection of its own");
+    assert_eq!(plugin_backends(&admin).await, before, "the pooled connection was replaced");
+    storage.shutdown().await.unwrap();
+    drop(storage);
+    server.drop_database(&db).await;
 }

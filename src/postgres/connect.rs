@@ -6,6 +6,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use diesel::ConnectionError;
 use diesel_async::AsyncPgConnection;
+use percent_encoding::percent_decode;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime},
@@ -14,6 +15,7 @@ use rustls::{
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::budget::{Budget, Slot};
 use crate::{
     config::{PostgresConfig, SslMode},
     error::{Error, Result},
@@ -21,12 +23,18 @@ use crate::{
 
 pub type Pool = bb8::Pool<super::driven::Manager>;
 
-/// Everything needed to open a connection, resolved once at open. Holds the password: never log it.
+/// Everything needed to open a connection, resolved once at open. Holds the password: never log it; text that
+/// may quote the settings goes through [`ConnectSpec::redact`].
 pub struct ConnectSpec {
     pub pg: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
-    /// `host:port/database` (or the URL without credentials), for messages and health.
+    /// `user@host:port/database`, for messages, logs and `Health.location`. Built from the parsed settings,
+    /// never from the URL text, so no form of the password can reach it.
     pub location: String,
+    /// Every spelling of the password the settings carry (as decoded, and as written in the URL).
+    secrets: Vec<String>,
+    /// The one bound on this storage's server connections (`pool.maxConnections`).
+    pub budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for ConnectSpec {
@@ -35,49 +43,144 @@ impl std::fmt::Debug for ConnectSpec {
     }
 }
 
-/// Removes `sslmode`/`sslrootcert` from a URL's query (we handle them; tokio-postgres rejects verify-full)
-/// and returns them.
-fn split_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None, None) };
-    let (mut mode, mut ca, mut kept) = (None, None, Vec::new());
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("sslmode", v)) => mode = Some(v.to_string()),
-            Some(("sslrootcert", v)) => ca = Some(v.to_string()),
-            _ => kept.push(pair),
-        }
+impl ConnectSpec {
+    /// The one redaction: `text` with every spelling of the configured password replaced by `***`. Every message
+    /// that may quote the connection settings or a driver's words about them passes through here.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.secrets)
     }
-    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-    (url, mode, ca)
+
+    /// The `unavailable` error for a connection that could not be opened (`cause` is redacted).
+    pub fn cannot_connect(&self, cause: impl std::fmt::Display) -> Error {
+        Error::unavailable(format!(
+            "cannot connect to PostgreSQL at {}: {}",
+            self.location,
+            self.redact(&cause.to_string())
+        ))
+    }
 }
 
-/// The URL with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_string(),
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s.as_str(), "***");
     }
+    out
+}
+
+/// A PostgreSQL URL cut as tokio-postgres reads it: the user info runs to the *first* `@` anywhere after the
+/// scheme (so a raw `/` or `?` in a password stays in it), the query starts at the first `?` after that.
+struct UrlParts<'a> {
+    /// `scheme://` plus the user info and its `@`, if any.
+    head: &'a str,
+    /// The raw password of the user info (`user:password@`), as written.
+    userinfo_password: Option<&'a str>,
+    /// Host list and path.
+    body: &'a str,
+    /// The `key=value` pairs after `?`, raw.
+    query: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn new(url: &'a str) -> UrlParts<'a> {
+        let scheme_end = url.find("://").map_or(0, |i| i + 3);
+        let (head, rest) = match url[scheme_end..].find('@') {
+            Some(at) => url.split_at(scheme_end + at + 1),
+            None => url.split_at(scheme_end),
+        };
+        let userinfo = &head[scheme_end..head.len().saturating_sub(1).max(scheme_end)];
+        let userinfo_password = userinfo.split_once(':').map(|(_, pw)| pw);
+        let (body, query) = match rest.split_once('?') {
+            Some((body, q)) => (body, q),
+            None => (rest, ""),
+        };
+        let query = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        UrlParts { head, userinfo_password, body, query }
+    }
+
+    /// Raw values of the query keys that tokio-postgres would read as `key` (keys are percent-decoded).
+    fn values(&self, key: &str) -> impl Iterator<Item = &'a str> + '_ {
+        let key = key.to_string();
+        self.query.iter().filter(move |(k, _)| decode(k) == key).map(|(_, v)| *v)
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_decode(s.as_bytes()).decode_utf8_lossy().into_owned()
+}
+
+/// Removes `sslmode`/`sslrootcert` from a URL's query (we handle them; tokio-postgres rejects verify-full)
+/// and returns them, decoded.
+fn split_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
+    let parts = UrlParts::new(url);
+    let mode = parts.values("sslmode").last().map(decode);
+    let ca = parts.values("sslrootcert").last().map(decode);
+    let kept: Vec<String> = parts
+        .query
+        .iter()
+        .filter(|(k, _)| !matches!(decode(k).as_str(), "sslmode" | "sslrootcert"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut stripped = format!("{}{}", parts.head, parts.body);
+    if !kept.is_empty() {
+        stripped.push('?');
+        stripped.push_str(&kept.join("&"));
+    }
+    (stripped, mode, ca)
+}
+
+/// Every spelling of a password that `url` carries: the user info's and any `password=` query value, both as
+/// written and decoded.
+fn url_secrets(url: &str) -> Vec<String> {
+    let parts = UrlParts::new(url);
+    let raw: Vec<&str> = parts.userinfo_password.into_iter().chain(parts.values("password")).collect();
+    let mut out = Vec::new();
+    for r in raw {
+        out.push(r.to_string());
+        out.push(decode(r));
+    }
+    out
+}
+
+/// `user@host:port[,host:port…]/database` from parsed settings: the location shown everywhere.
+fn location(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = pg.get_ports();
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let user = pg.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    format!("{user}{}/{}", hosts.join(","), pg.get_dbname().unwrap_or(""))
 }
 
 pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
     let mut ssl = cfg.ssl.clone();
-    let (mut pg, location) = match &cfg.url {
+    let mut secrets = Vec::new();
+    let mut pg = match &cfg.url {
         Some(url) => {
+            secrets = url_secrets(url.expose());
             let (stripped, mode, ca) = split_ssl_params(url.expose());
             if let Some(mode) = mode {
                 let parsed = SslMode::CHOICES.iter().find(|(name, _)| *name == mode).map(|(_, m)| *m);
                 ssl.mode = parsed.ok_or_else(|| {
                     Error::invalid(format!(
-                        "config: storage.postgresql.url: unknown sslmode {mode:?}; expected disable, prefer, \
-                         require, verify-ca or verify-full"
+                        "config: storage.postgresql.url: unknown sslmode {:?}; expected disable, prefer, \
+                         require, verify-ca or verify-full",
+                        redact(&mode, &secrets)
                     ))
                 })?;
                 ssl.enabled = ssl.mode != SslMode::Disable;
@@ -85,10 +188,17 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
             if let Some(ca) = ca {
                 ssl.ca = Some(ca.into());
             }
-            let pg = tokio_postgres::Config::from_str(&stripped).map_err(|e| {
-                Error::invalid(format!("config: storage.postgresql.url is not a valid PostgreSQL URL: {e}"))
+            let mut pg = tokio_postgres::Config::from_str(&stripped).map_err(|e| {
+                Error::invalid(format!(
+                    "config: storage.postgresql.url is not a valid PostgreSQL URL: {}",
+                    redact(&e.to_string(), &secrets)
+                ))
             })?;
-            (pg, redact_url(&stripped))
+            // The config allows a URL without a password next to the `password` key.
+            if let (None, Some(pw)) = (pg.get_password(), &cfg.password) {
+                pg.password(pw.expose());
+            }
+            pg
         }
         None => {
             let mut pg = tokio_postgres::Config::new();
@@ -101,13 +211,21 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
             if let Some(pw) = &cfg.password {
                 pg.password(pw.expose());
             }
-            (pg, format!("{host}:{}/{db}", cfg.port))
+            pg
         }
     };
+    if let Some(pw) = pg.get_password() {
+        secrets.push(String::from_utf8_lossy(pw).into_owned());
+    }
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a password is never half-replaced by a shorter spelling of itself.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let location = redact(&location(&pg), &secrets);
     pg.application_name("parallax-storage")
         .connect_timeout(Duration::from_millis(cfg.pool.acquire_timeout_ms.max(1)))
         .options("-c TimeZone=UTC");
-    let mode = if ssl.enabled { ssl.mode } else { SslMode::Disable };
+    let mode = ssl.effective_mode();
     let tls = match mode {
         SslMode::Disable => {
             pg.ssl_mode(PgSslMode::Disable);
@@ -132,7 +250,8 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
             Some(client_config(verifier)?)
         }
     };
-    Ok(ConnectSpec { pg, tls: tls.map(MakeRustlsConnect::new), location })
+    let budget = Arc::new(Budget::new(&cfg.pool));
+    Ok(ConnectSpec { pg, tls: tls.map(MakeRustlsConnect::new), location, secrets, budget })
 }
 
 fn provider() -> rustls::crypto::CryptoProvider {
@@ -241,27 +360,37 @@ impl ServerCertVerifier for RelaxedVerifier {
 }
 
 /// Opens one connection (TLS as configured) and returns its client and its `Connection` future, unspawned
-/// (pooled connections drive it themselves: [`super::driven`]).
+/// (pooled connections drive it themselves: [`super::driven`]). The future holds `slot` (a permit of
+/// [`ConnectSpec::budget`]) until it ends, so the permit is free again only once the connection is closed.
 pub async fn connect_parts(
     spec: &ConnectSpec,
+    slot: Slot,
 ) -> std::result::Result<(tokio_postgres::Client, super::driven::Driver), ConnectionError> {
-    let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(describe(&e));
-    Ok(match &spec.tls {
+    let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(spec.redact(&describe(&e)));
+    let (client, conn): (_, super::driven::Driver) = match &spec.tls {
         None => {
             let (client, conn) = spec.pg.connect(tokio_postgres::NoTls).await.map_err(bad)?;
-            (client, Box::pin(conn) as super::driven::Driver)
+            (client, Box::pin(conn))
         }
         Some(tls) => {
             let (client, conn) = spec.pg.connect(tls.clone()).await.map_err(bad)?;
-            (client, Box::pin(conn) as super::driven::Driver)
+            (client, Box::pin(conn))
         }
-    })
+    };
+    let driver = Box::pin(async move {
+        let _slot = slot;
+        conn.await
+    });
+    Ok((client, driver))
 }
 
 /// Opens one raw tokio-postgres client (TLS as configured), its connection driven by a task on the current
-/// runtime; the task ends when the client is dropped.
-async fn spawned(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Client, ConnectionError> {
-    let (client, driver) = connect_parts(spec).await?;
+/// runtime; the task ends (and frees `slot`) when the client is dropped.
+async fn spawned(
+    spec: &ConnectSpec,
+    slot: Slot,
+) -> std::result::Result<tokio_postgres::Client, ConnectionError> {
+    let (client, driver) = connect_parts(spec, slot).await?;
     tokio::spawn(async move {
         if let Err(e) = driver.await {
             tracing::debug!(error = %e, "PostgreSQL connection ended");
@@ -270,14 +399,15 @@ async fn spawned(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Clie
     Ok(client)
 }
 
-/// Opens one unpooled diesel-async connection (migrations, health).
-pub async fn connect(spec: &ConnectSpec) -> std::result::Result<AsyncPgConnection, ConnectionError> {
-    AsyncPgConnection::try_from(spawned(spec).await?).await
+/// Opens one unpooled diesel-async connection (migrations) with a permit of the budget.
+pub async fn connect(spec: &ConnectSpec, slot: Slot) -> Result<AsyncPgConnection> {
+    let client = spawned(spec, slot).await.map_err(|e| spec.cannot_connect(e))?;
+    AsyncPgConnection::try_from(client).await.map_err(|e| spec.cannot_connect(e))
 }
 
-/// Opens one raw tokio-postgres client (`COPY`).
-pub async fn connect_raw(spec: &ConnectSpec) -> std::result::Result<tokio_postgres::Client, String> {
-    spawned(spec).await.map_err(|e| e.to_string())
+/// Opens one raw tokio-postgres client (`COPY`) with a permit of the budget.
+pub async fn connect_raw(spec: &ConnectSpec, slot: Slot) -> Result<tokio_postgres::Client> {
+    spawned(spec, slot).await.map_err(|e| spec.cannot_connect(e))
 }
 
 /// tokio-postgres' error with its causes (the TLS reason sits in the source chain).
@@ -309,15 +439,71 @@ pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
+
+    fn spec_of(url: &str) -> ConnectSpec {
+        let mut cfg = crate::config::from_value(&serde_json::json!({
+            "type": "postgresql", "postgresql": { "url": url }
+        }))
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .postgresql
+        .unwrap();
+        cfg.url = Some(Secret::new(url));
+        spec(&cfg).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
 
     #[test]
-    fn urls_lose_their_passwords_and_ssl_params() {
-        assert_eq!(redact_url("postgres://u:secret@db:5432/x?a=1"), "postgres://u:***@db:5432/x?a=1");
-        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+    fn every_spelling_of_a_url_password_is_redacted() {
+        let cases = [
+            ("postgresql://u:Pw1secret@db:5432/x?application_name=a", "Pw1secret"),
+            ("postgresql://u@db/x?password=Pw2secret", "Pw2secret"),
+            ("postgresql://u@db/x?sslmode=disable&password=Pw3secret&application_name=b", "Pw3secret"),
+            ("postgresql://u@db/x?pass%77ord=Pw4secret", "Pw4secret"),
+            ("postgresql://u:Pw5%2Fsecret@db/x", "Pw5/secret"),
+            ("postgresql://u:Pw6/secret@db/x", "Pw6/secret"),
+            ("postgresql://u:Pw7?secret@db/x", "Pw7?secret"),
+        ];
+        for (url, password) in cases {
+            let s = spec_of(url);
+            assert_eq!(s.pg.get_password(), Some(password.as_bytes()), "{url}");
+            assert!(!s.location.contains(password) && !s.location.contains("Pw"), "{url}: {}", s.location);
+            assert!(s.location.starts_with("u@db:"), "{url}: {}", s.location);
+            let quoted = format!("failed for {url} and {password}");
+            let redacted = s.redact(&quoted);
+            assert!(!redacted.contains("secret"), "{url}: {redacted}");
+        }
+    }
+
+    #[test]
+    fn a_password_key_next_to_a_url_is_used_and_redacted() {
+        let mut cfg = crate::config::from_value(&serde_json::json!({
+            "type": "postgresql", "postgresql": { "url": "postgresql://u@db/x", "password": "Pw8secret" }
+        }))
+        .unwrap()
+        .postgresql
+        .unwrap();
+        cfg.password = Some(Secret::new("Pw8secret"));
+        let s = spec(&cfg).unwrap();
+        assert_eq!(s.pg.get_password(), Some("Pw8secret".as_bytes()));
+        assert_eq!(s.redact("x Pw8secret y"), "x *** y");
+    }
+
+    #[test]
+    fn ssl_params_are_taken_from_the_query_only() {
         let (url, mode, ca) =
             split_ssl_params("postgres://u@db/x?sslmode=verify-full&application_name=a&sslrootcert=/ca");
         assert_eq!(url, "postgres://u@db/x?application_name=a");
         assert_eq!(mode.as_deref(), Some("verify-full"));
         assert_eq!(ca.as_deref(), Some("/ca"));
+        // A `?` inside the password is not the query.
+        let (url, mode, _) = split_ssl_params("postgres://u:p?sslmode=x@db/x?sslmode=disable");
+        assert_eq!(url, "postgres://u:p?sslmode=x@db/x");
+        assert_eq!(mode.as_deref(), Some("disable"));
+    }
+
+    #[test]
+    fn the_ssl_mode_is_the_configs_effective_mode() {
+        let s = spec_of("postgresql://u@db/x");
+        assert_eq!(s.pg.get_ssl_mode(), PgSslMode::Disable, "ssl.enabled is false by default");
     }
 }

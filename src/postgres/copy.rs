@@ -1,10 +1,10 @@
 //! Audit batches by binary `COPY`, the fastest way into PostgreSQL. diesel-async has no COPY and does not
 //! expose its client, so this keeps a few raw tokio-postgres clients, opened with the same `ConnectSpec` (TLS
-//! included) as the diesel pool.
+//! included) as the diesel pool and counted against the same `maxConnections` ([`super::budget`]).
 
 use std::{
     error::Error as StdError,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -18,40 +18,30 @@ use tokio_postgres::{
     Client,
 };
 
-use super::{connect::ConnectSpec, models::AuditRow};
+use super::{
+    budget::Raw,
+    connect::{ConnectSpec, Pool},
+    models::AuditRow,
+};
 use crate::error::{Error, Result};
 
-/// Most idle raw clients kept for COPY.
-const MAX_IDLE: usize = 2;
-
+/// Raw clients for `COPY`, counted against `pool.maxConnections` with the pooled connections
+/// ([`super::budget`]): a batch reuses an idle client, opens one when a slot is free, or waits for either.
 pub struct CopyPool {
     spec: Arc<ConnectSpec>,
-    idle: Mutex<Vec<Client>>,
+    /// The diesel pool, whose idle connections a batch may close to make room.
+    pool: Pool,
 }
 
 impl CopyPool {
-    pub fn new(spec: Arc<ConnectSpec>) -> Self {
-        CopyPool { spec, idle: Mutex::new(Vec::new()) }
+    pub fn new(spec: Arc<ConnectSpec>, pool: Pool) -> Self {
+        CopyPool { spec, pool }
     }
 
     async fn client(&self) -> Result<Client> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain(|c| !c.is_closed());
-            idle.pop()
-        };
-        match reused {
-            Some(c) => Ok(c),
-            None => super::connect::connect_raw(&self.spec).await.map_err(|e| {
-                Error::unavailable(format!("cannot connect to PostgreSQL at {}: {e}", self.spec.location))
-            }),
-        }
-    }
-
-    fn put_back(&self, client: Client) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if !client.is_closed() && idle.len() < MAX_IDLE {
-            idle.push(client);
+        match self.spec.budget.for_raw(Some(&self.pool), true).await? {
+            Raw::Idle(client) => Ok(client),
+            Raw::New(slot) => super::connect::connect_raw(&self.spec, slot).await,
         }
     }
 
@@ -59,22 +49,13 @@ impl CopyPool {
     pub async fn audit(&self, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
         let client = self.client().await?;
         let result = copy_audit(&client, rows, details).await;
-        self.put_back(client);
+        self.spec.budget.put_back_copy(client);
         result
     }
 }
 
 async fn copy_audit(client: &Client, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
-    let fail = |e: tokio_postgres::Error| {
-        let detail = e.source().map(|s| s.to_string()).unwrap_or_default();
-        if e.is_closed() {
-            Error::unavailable(format!("the database connection was lost during COPY: {e} {detail}"))
-        } else if detail.contains("duplicate key") {
-            Error::conflict(format!("audit batch refused: {detail}"))
-        } else {
-            Error::internal(format!("audit COPY failed: {e} {detail}"))
-        }
-    };
+    let fail = |e: tokio_postgres::Error| copy_error(client, &e);
     let sink = client
         .copy_in(
             "COPY audit_logs (id, timestamp, action, actor, resource_type, resource_id, details, ip_address, \
@@ -117,6 +98,25 @@ async fn copy_audit(client: &Client, rows: &[AuditRow], details: &[Option<&str>]
     }
     writer.finish().await.map_err(fail)?;
     Ok(())
+}
+
+/// The error kind of a failed `COPY`, from the connection's state and the server's SQLSTATE.
+fn copy_error(client: &Client, e: &tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
+    let detail = e.source().map(|s| s.to_string()).unwrap_or_default();
+    if client.is_closed() || e.is_closed() {
+        return Error::connection_lost(format!("during an audit COPY: {e} {detail}"));
+    }
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+            Error::conflict(format!("audit batch refused: {detail}"))
+        }
+        Some(c) => match crate::error::pg_sqlstate_kind(c) {
+            Some(kind) => Error::new(kind, format!("audit COPY failed: {detail}")).with_schema_hint(),
+            None => Error::internal(format!("audit COPY failed: {e} {detail}")),
+        },
+        None => Error::internal(format!("audit COPY failed: {e} {detail}")),
+    }
 }
 
 /// JSON text already validated by the adapter, sent as JSONB without parsing it again.

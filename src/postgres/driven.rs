@@ -37,18 +37,31 @@ pub struct PgConn {
     conn: AsyncPgConnection,
     /// `None` once the connection ended (server gone, I/O error): the pool then drops this connection.
     driver: Option<Driver>,
+    /// Closed when given back, to free its slot of the connection budget ([`super::budget`]).
+    retired: bool,
 }
 
 impl PgConn {
     /// Runs `f` with the connection while polling the connection's I/O in the same future.
     pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> T) -> T {
-        let PgConn { conn, driver } = self;
+        let PgConn { conn, driver, .. } = self;
         Driven { work: std::pin::pin!(f(conn)), driver }.await
     }
 
     /// Whether the connection's I/O has ended.
     fn ended(&self) -> bool {
         self.driver.is_none()
+    }
+
+    /// Whether the connection is gone (server closed it, I/O failed, or diesel saw it break): an error a call
+    /// got on it is a lost connection, whatever the driver called it.
+    pub fn lost(&mut self) -> bool {
+        self.ended() || self.conn.is_broken()
+    }
+
+    /// Makes the pool close this connection when it is given back.
+    pub fn retire(&mut self) {
+        self.retired = true;
     }
 }
 
@@ -99,8 +112,8 @@ fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
 }
 
 /// Opens one connection whose `Connection` future is kept, not spawned.
-async fn open(spec: &ConnectSpec) -> Result<PgConn, ConnectionError> {
-    let (client, driver) = connect::connect_parts(spec).await?;
+async fn open(spec: &ConnectSpec, slot: super::budget::Slot) -> Result<PgConn, ConnectionError> {
+    let (client, driver) = connect::connect_parts(spec, slot).await?;
     let mut driver = Some(driver);
     // Setting up the diesel connection runs statements: drive the socket meanwhile.
     let conn =
@@ -108,7 +121,7 @@ async fn open(spec: &ConnectSpec) -> Result<PgConn, ConnectionError> {
     if driver.is_none() {
         return Err(ConnectionError::BadConnection("the connection closed while it was being set up".into()));
     }
-    Ok(PgConn { conn, driver })
+    Ok(PgConn { conn, driver, retired: false })
 }
 
 /// The bb8 manager of [`PgConn`]s.
@@ -120,8 +133,12 @@ impl bb8::ManageConnection for Manager {
     type Connection = PgConn;
     type Error = ConnectionError;
 
+    /// Takes a permit of the connection budget first: pooled connections count against
+    /// `pool.maxConnections` together with COPY and migration connections.
     async fn connect(&self) -> Result<PgConn, ConnectionError> {
-        open(&self.spec).await
+        let slot =
+            self.spec.budget.for_pool().await.map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        open(&self.spec, slot).await
     }
 
     /// Called at every checkout. Costs no round trip: it polls the idle connection's I/O once, which reads
@@ -139,8 +156,9 @@ impl bb8::ManageConnection for Manager {
         Ok(())
     }
 
-    /// Also drops a connection given back while a panic unwinds: the call may have stopped anywhere.
+    /// Also drops a connection given back while a panic unwinds (the call may have stopped anywhere), one
+    /// retired to make room, and any while a COPY or migration waits for a slot of the budget.
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.ended() || conn.conn.is_broken() || std::thread::panicking()
+        conn.lost() || conn.retired || self.spec.budget.raw_waiting() || std::thread::panicking()
     }
 }

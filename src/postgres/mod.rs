@@ -1,6 +1,12 @@
 //! The PostgreSQL backend: diesel-async connections in a bb8 pool, TLS through rustls, embedded migrations run
 //! under an advisory lock, monthly `executions` partitions kept ahead of time, full-text search.
+//!
+//! Every connection (pooled, audit `COPY`, migration) counts against `pool.maxConnections` (`budget.rs`);
+//! health and migration status read through pooled connections. Messages, logs and `Health.location` name the
+//! server as `user@host:port/database`, built from the parsed settings; anything quoting the settings or the
+//! driver goes through `ConnectSpec::redact` (`connect.rs`).
 
+mod budget;
 mod connect;
 mod copy;
 mod driven;
@@ -20,7 +26,6 @@ use std::{
 use diesel_async::AsyncPgConnection;
 use parallax_storage_abi::OpenOptions;
 
-pub use self::connect::redact_url;
 use self::connect::{ConnectSpec, Pool};
 pub use self::statements::lifecycle_sql;
 use crate::{
@@ -47,10 +52,10 @@ impl PostgresBackend {
             Error::invalid("config: storage.type is postgresql but storage.postgresql is not set")
         })?;
         let spec = Arc::new(connect::spec(&pg)?);
-        // One direct connection first: a clear error if the server is unreachable or refuses us.
-        let conn = connect::connect(&spec).await.map_err(|e| {
-            Error::unavailable(format!("cannot connect to PostgreSQL at {}: {e}", spec.location))
-        })?;
+        // One direct connection first: a clear error if the server is unreachable or refuses us. It takes a
+        // slot of the budget like every other connection (nothing else is open yet).
+        let slot = spec.budget.for_new(None).await?;
+        let conn = connect::connect(&spec, slot).await?;
         let schema_ready = if options.maintenance {
             false
         } else {
@@ -62,7 +67,7 @@ impl PostgresBackend {
             true
         };
         let pool = connect::pool(spec.clone(), &pg);
-        let copy = copy::CopyPool::new(spec.clone());
+        let copy = copy::CopyPool::new(spec.clone(), pool.clone());
         let backend = PostgresBackend { cfg, pg, spec, pool, copy, maintenance: Mutex::new(None) };
         if schema_ready {
             let made = partitions::ensure(&backend.pool, backend.pg.partition_months_ahead).await?;
@@ -81,19 +86,17 @@ impl PostgresBackend {
     async fn conn(&self) -> Result<bb8::PooledConnection<'_, driven::Manager>> {
         match self.pool.get().await {
             Ok(c) => Ok(c),
-            Err(bb8::RunError::User(e)) => Err(Error::unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {e}",
-                self.spec.location
-            ))),
+            Err(bb8::RunError::User(e)) => Err(self.spec.cannot_connect(e)),
             Err(bb8::RunError::TimedOut) => {
                 let state = self.pool.state();
                 let ms = self.pg.pool.acquire_timeout_ms;
-                if state.connections >= self.pg.pool.max_connections {
+                if state.connections >= self.pg.pool.max_connections || self.spec.budget.exhausted() {
                     Err(Error::new(
                         parallax_storage_abi::ErrorKind::Timeout,
                         format!(
-                            "no PostgreSQL connection free within {ms} ms: all {} pool connections are busy \
-                             (storage.postgresql.pool.maxConnections)",
+                            "no PostgreSQL connection free within {ms} ms: all {} connections are busy ({} \
+                             pooled, the rest audit COPY or migrations; storage.postgresql.pool.maxConnections)",
+                            self.spec.budget.max(),
                             state.connections
                         ),
                     ))
@@ -109,9 +112,43 @@ impl PostgresBackend {
     }
 
     /// Runs `f` with a pooled connection, driving the connection's I/O in the same future
-    /// ([`driven::PgConn::run`]).
+    /// ([`driven::PgConn::run`]). An error is given its kind here, where the connection's state is known:
+    /// `unavailable` if the connection is gone, `schema` if the statement failed because migrations are
+    /// pending (diesel-async keeps no SQLSTATE, so the database is asked).
     async fn with_conn<T>(&self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
-        self.conn().await?.run(f).await
+        let mut conn = self.conn().await?;
+        match conn.run(f).await {
+            Err(e) if conn.lost() => Err(Error::connection_lost(format!(
+                "(PostgreSQL at {}): {}",
+                self.spec.location, e.0.message
+            ))),
+            Err(e) if e.kind() == parallax_storage_abi::ErrorKind::Internal => {
+                let pending = conn.run(async |c| migrations::pending(c).await).await;
+                match pending {
+                    Ok(n) if n > 0 => {
+                        Err(Error::schema_behind(format!("{} ({n} migrations pending)", e.0.message)))
+                    }
+                    _ if conn.lost() => Err(Error::connection_lost(format!(
+                        "(PostgreSQL at {}): {}",
+                        self.spec.location, e.0.message
+                    ))),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A dedicated connection for a migration, within the connection budget (it may close an idle pooled
+    /// connection to make room).
+    async fn migration_conn(&self) -> Result<AsyncPgConnection> {
+        let slot = self.spec.budget.for_new(Some(&self.pool)).await?;
+        connect::connect(&self.spec, slot).await
+    }
+
+    /// Migration status read through a pooled connection (health and metrics ask often; no new connection).
+    async fn pooled_migration_status(&self) -> Result<Vec<parallax_storage_abi::MigrationInfo>> {
+        self.with_conn(async |c| migrations::status(c).await).await
     }
 
     fn stop_maintenance(&self) {

@@ -15,7 +15,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    connect,
     migrations::{self, MIGRATIONS},
     models::{
         json, status_of, to_pg, uuid, AuditRow, EventRow, ExecutionHitRow, ExecutionRow, PatternHitRow,
@@ -135,9 +134,7 @@ impl PostgresBackend {
         T: Send + 'static,
         F: FnOnce(&mut migrations::Wrapper) -> Result<T> + Send + 'static,
     {
-        let conn = connect::connect(&self.spec).await.map_err(|e| {
-            Error::unavailable(format!("cannot connect to PostgreSQL at {}: {e}", self.spec.location))
-        })?;
+        let conn = self.migration_conn().await?;
         migrations::with_wrapper(conn, f).await
     }
 }
@@ -431,7 +428,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>> {
-        self.migrate_op(|w| migrate::status(w, &MIGRATIONS)).await
+        self.pooled_migration_status().await
     }
 
     async fn migrate_up(&self) -> Result<MigrationReport> {
@@ -508,7 +505,7 @@ impl Contract for PostgresBackend {
             .await?
         };
         let latency_us = started.elapsed().as_micros() as i64;
-        let status = self.migrate_op(|w| migrate::status(w, &MIGRATIONS)).await?;
+        let status = self.pooled_migration_status().await?;
         Ok(Health {
             backend: "postgresql".into(),
             server_version: format!("PostgreSQL {}", version.v).into(),

@@ -105,6 +105,8 @@ fn from_url(url: &str) -> Server {
 pub struct ClusterOptions {
     /// `(cert, key)` PEM files to serve TLS with; the cluster also listens on 127.0.0.2.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Roles other than `postgres` must give their password over TCP (scram-sha-256), so a wrong one is refused.
+    pub password_auth: bool,
 }
 
 /// A throwaway PostgreSQL cluster of this test process. Stopped on drop (and by a watchdog if the process dies).
@@ -212,6 +214,13 @@ impl Cluster {
             std::fs::write(
                 data.join("pg_hba.conf"),
                 "local all all trust\nhostssl all all 127.0.0.0/8 trust\nhostnossl all all 127.0.0.0/8 reject\n",
+            )
+            .unwrap();
+        }
+        if opts.password_auth && opts.tls.is_none() {
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
             )
             .unwrap();
         }

@@ -498,3 +498,62 @@ fn the_binary_does_not_link_the_plugin() {
     assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(!libs.contains("parallax_storage"), "the parallax binary links the plugin:\n{libs}");
 }
+
+/// `parallax storage test-connection` against a port where nothing listens, with the password in every form
+/// the configuration takes: neither stdout nor stderr (at -vvv, with the plugin's debug logs) contains it.
+#[test]
+fn test_connection_never_prints_a_password() {
+    const PW: &str = "Cli5pw-Vq73";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port() // nothing listens once `l` is dropped
+    };
+    let base = "storage:\n  type: postgresql\n";
+    let keys = format!(
+        "{base}  postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: db\n    username: u\n"
+    );
+    let url_file = |url: &str| format!("{base}  postgresql:\n    url: \"{url}\"\n");
+    /// A case: its name, the config file, and environment variables.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        ("url user info", url_file(&format!("postgresql://u:{PW}@127.0.0.1:{port}/db")), vec![]),
+        ("url ?password=", url_file(&format!("postgresql://u@127.0.0.1:{port}/db?password={PW}")), vec![]),
+        ("url encoded key", url_file(&format!("postgres://u@127.0.0.1:{port}/db?pass%77ord={PW}")), vec![]),
+        ("password key", format!("{keys}    password: {PW}\n"), vec![]),
+        (
+            "PARALLAX_DATABASE_URL",
+            base.to_string(),
+            vec![("PARALLAX_DATABASE_URL", format!("postgresql://u@127.0.0.1:{port}/db?password={PW}"))],
+        ),
+        ("PARALLAX_DATABASE_PASSWORD", keys.clone(), vec![("PARALLAX_DATABASE_PASSWORD", PW.to_string())]),
+        (
+            "conninfo string",
+            base.to_string(),
+            vec![("PARALLAX_DATABASE_URL", format!("host=127.0.0.1 port={port} password={PW}"))],
+        ),
+    ];
+    for (name, yaml, vars) in cases {
+        let env = Env::with_config(&yaml);
+        for args in [&["storage", "test-connection", "-vvv"][..], &["storage", "info"][..]] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
+            cmd.args(args).arg("--plugin").arg(plugin_path()).current_dir(env.dir.path());
+            for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
+                cmd.env_remove(var);
+            }
+            for var in ["URL", "HOST", "PORT", "NAME", "USER", "PASSWORD"] {
+                cmd.env_remove(format!("PARALLAX_DATABASE_{var}"));
+            }
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+            let out = cmd.output().expect("run parallax");
+            let (stdout, stderr) =
+                (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            if args[1] == "test-connection" {
+                assert_ne!(out.status.code(), Some(0), "{name}: nothing listens, yet: {stdout}");
+                if name != "conninfo string" {
+                    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{name}: {stderr}");
+                }
+            }
+            assert!(!stdout.contains(PW) && !stderr.contains(PW), "{name} {args:?} leaked: {stdout}{stderr}");
+        }
+    }
+}
