@@ -442,9 +442,12 @@ mod tests {
     use crate::config::Secret;
 
     fn spec_of(url: &str) -> ConnectSpec {
-        let mut cfg = crate::config::from_value(&serde_json::json!({
-            "type": "postgresql", "postgresql": { "url": url }
-        }))
+        let mut cfg = crate::config::parse(
+            &serde_json::json!({
+                "type": "postgresql", "postgresql": { "url": url }
+            })
+            .to_string(),
+        )
         .unwrap_or_else(|e| panic!("{url}: {e}"))
         .postgresql
         .unwrap();
@@ -476,9 +479,12 @@ mod tests {
 
     #[test]
     fn a_password_key_next_to_a_url_is_used_and_redacted() {
-        let mut cfg = crate::config::from_value(&serde_json::json!({
-            "type": "postgresql", "postgresql": { "url": "postgresql://u@db/x", "password": "Pw8secret" }
-        }))
+        let mut cfg = crate::config::parse(
+            &serde_json::json!({
+                "type": "postgresql", "postgresql": { "url": "postgresql://u@db/x", "password": "Pw8secret" }
+            })
+            .to_string(),
+        )
         .unwrap()
         .postgresql
         .unwrap();
