@@ -6,8 +6,9 @@ use async_ffi::{FfiFuture, FutureExt as _};
 
 use crate::*;
 
-/// Every storage call returns one of these: an FFI-safe future the host awaits on any executor. The work
-/// itself runs on the plugin's own runtime; dropping the future does not cancel or corrupt a write.
+/// Every storage call returns one of these: an FFI-safe future the host awaits on any executor. The work is
+/// polled on the awaiting thread with the plugin's own tokio runtime entered (no hand-off to another thread);
+/// dropping the future does not cancel or corrupt a write, which then completes on the plugin's runtime.
 pub type StorageFuture<T> = FfiFuture<RResult<T, StorageError>>;
 
 /// An owned storage object, as returned by the root module's `open`.
