@@ -1,16 +1,19 @@
 //! The thread behind a single-writer backend (SQLite, the file store): it owns the backend's write state, takes
 //! every queued write job at once (up to a limit) and hands them to the backend as one group, so that they share
 //! one commit; "solo" jobs (migrations, format upgrades) run alone between groups. Callers wait for their answer
-//! on a oneshot channel, sent by the backend after the group's commit.
+//! on a oneshot channel ([`Answer`]), sent by the backend after the group's commit.
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::{mpsc as std_mpsc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     thread::{JoinHandle, Thread},
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -20,11 +23,6 @@ const MAX_GROUP: usize = 512;
 const QUEUE: usize = 8192;
 /// Longest wait for more jobs before a group runs (see [`WriterThread`]).
 const MAX_LINGER: Duration = Duration::from_millis(2);
-/// How long dropping a [`WriterThread`] waits for the thread to end before leaving it to finish on its own.
-/// An idle thread ends in microseconds, so an idle store is fully closed (SQLite connection closed, file store
-/// lock released) when the drop returns and can be reopened at once; a thread still committing queued writes
-/// is not waited for (see the `Drop` impl).
-const DROP_GRACE: Duration = Duration::from_millis(20);
 
 pub enum Msg<G, S> {
     /// A write that may share a commit with others.
@@ -35,9 +33,12 @@ pub enum Msg<G, S> {
 
 /// What the thread does with its state `C`.
 pub struct Handlers<C, G, S> {
-    /// Runs and commits a group, answering every job (and leaving `group` empty).
+    /// Runs and commits a group, answering every job (and leaving `group` empty). A panic may escape it only
+    /// while none of the jobs left in `group` can have been written: [`Handlers::fail`] tells their callers
+    /// to retry them.
     pub group: fn(&mut C, &mut Vec<G>),
-    /// Answers a job of a group whose handler panicked before answering it (the error is `Panicked`).
+    /// Answers a job of a group whose handler panicked before answering it (the error is `Panicked`, and says
+    /// that the write was not acknowledged and can be retried).
     pub fail: fn(G, Error),
     pub solo: fn(&mut C, S),
     /// Puts the state back in order after a handler panicked (SQLite: rolls back a transaction the panic
@@ -55,8 +56,9 @@ pub struct Handlers<C, G, S> {
 pub struct WriterThread<G, S> {
     tx: Mutex<Option<mpsc::Sender<Msg<G, S>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Disconnected once the thread has ended and dropped its state.
-    ended: Mutex<Option<std_mpsc::Receiver<()>>>,
+    /// Jobs queued or in flight: counted from before they are queued until just before they are answered (see
+    /// [`Answer`]). Zero when the writer is idle, which is when dropping it waits for its thread to end.
+    busy: Arc<AtomicUsize>,
     /// Woken after each send, in case the thread is waiting for more jobs.
     waker: Thread,
     /// For messages: "the SQLite writer", "the file store writer".
@@ -71,12 +73,9 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
         handlers: Handlers<C, G, S>,
     ) -> Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Msg<G, S>>(QUEUE);
-        let (ended_tx, ended) = std_mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(thread_name.into())
             .spawn(move || {
-                // Declared first, so dropped last: the thread counts as ended only once `state` is gone.
-                let _ended = ended_tx;
                 let mut state = state;
                 let mut group: Vec<G> = Vec::with_capacity(MAX_GROUP);
                 let mut pending_solo: Option<S> = None;
@@ -121,10 +120,18 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
         Ok(WriterThread {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-            ended: Mutex::new(Some(ended)),
+            busy: Arc::new(AtomicUsize::new(0)),
             waker,
             what,
         })
+    }
+
+    /// A channel for the answer to one job, to be sent with the job: the writer counts as busy from now
+    /// until the answer is sent (or the job dropped unanswered).
+    pub fn reply<T>(&self) -> (Answer<T>, oneshot::Receiver<Result<T>>) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        let (done, rx) = oneshot::channel();
+        (Answer { done, _busy: Busy(self.busy.clone()) }, rx)
     }
 
     pub async fn send(&self, msg: Msg<G, S>) -> Result<()> {
@@ -136,8 +143,33 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
     }
 
     /// Waits for the answer to a job sent with [`WriterThread::send`].
-    pub async fn answer<T>(&self, rx: tokio::sync::oneshot::Receiver<Result<T>>) -> Result<T> {
+    pub async fn answer<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         rx.await.map_err(|_| Error::unavailable(format!("{} stopped before answering", self.what)))?
+    }
+}
+
+/// Where a job's answer goes (from [`WriterThread::reply`]). It keeps the writer counted as busy until the
+/// answer is sent, and stops counting *before* sending it: a caller that has its answer and drops the writer
+/// finds it idle (unless other jobs are pending), so the drop waits for the thread to end.
+pub struct Answer<T> {
+    done: oneshot::Sender<Result<T>>,
+    _busy: Busy,
+}
+
+impl<T> Answer<T> {
+    pub fn send(self, result: Result<T>) {
+        let Answer { done, _busy } = self;
+        drop(_busy);
+        let _ = done.send(result);
+    }
+}
+
+/// One job counted in [`WriterThread::busy`]; dropping it stops counting.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -202,63 +234,66 @@ impl<G, S> WriterThread<G, S> {
 /// Dropping without [`WriterThread::stop`] (the last storage object dropped without `shutdown()`, perhaps in
 /// an async task) must not block the caller while queued writes drain: the queue is closed, and the thread
 /// commits everything already queued, then drops its state (closing the SQLite connection, releasing the file
-/// store's lock) and ends on its own. The caller waits at most [`DROP_GRACE`], so an idle writer is fully gone
-/// when the drop returns. Every write acknowledged before the drop was durable before its answer; queued
-/// ones are committed by the detached thread as long as the process lives (`shutdown()` waits for them).
+/// store's lock) and ends on its own. An idle writer (no job queued or in flight, see [`Answer`]) is always
+/// waited for: with the queue closed its thread ends at once, so the store is fully closed when the drop
+/// returns and can be reopened, however loaded the machine. A busy one is left to finish in the background.
+/// Every write acknowledged before the drop was durable before its answer; queued ones are committed by the
+/// detached thread as long as the process lives (`shutdown()` waits for them).
 impl<G, S> Drop for WriterThread<G, S> {
     fn drop(&mut self) {
         self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         let Some(thread) = self.thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() else { return };
-        let ended = self.ended.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        match ended.map(|rx| rx.recv_timeout(DROP_GRACE)) {
-            Some(Err(std_mpsc::RecvTimeoutError::Timeout)) => {
-                tracing::info!(
-                    "{} was dropped without shutdown() while still committing; it finishes the queued writes \
-                     in the background",
-                    self.what
-                );
-                drop(thread); // detached
-            }
-            _ => {
-                let _ = thread.join();
-            }
+        // No job can be added now (`send` borrows `self`), so this only goes down.
+        let busy = self.busy.load(Ordering::Acquire);
+        if busy == 0 {
+            let _ = thread.join();
+        } else {
+            tracing::info!(
+                jobs = busy,
+                "{} was dropped without shutdown() while still committing; it finishes the queued writes in the \
+                 background",
+                self.what
+            );
+            drop(thread); // detached
         }
     }
 }
 
 /// Runs a solo job, turning a panic into a `Panicked` answer.
-pub fn run_solo<C, T>(
-    ctx: &mut C,
-    what: &'static str,
-    f: impl FnOnce(&mut C) -> Result<T>,
-    done: tokio::sync::oneshot::Sender<Result<T>>,
-) {
+pub fn run_solo<C, T>(ctx: &mut C, what: &'static str, f: impl FnOnce(&mut C) -> Result<T>, done: Answer<T>) {
     let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx))) {
         Ok(r) => r,
         Err(payload) => Err(Error::from_panic(payload, what)),
     };
-    let _ = done.send(r);
+    done.send(r);
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
     use parallax_storage_abi::ErrorKind;
-    use tokio::sync::oneshot;
 
     use super::*;
 
     /// A job: a number to commit, and its caller's answer.
-    struct Job(u32, oneshot::Sender<Result<u32>>);
+    struct Job(u32, Answer<u32>);
 
     /// What the test writer owns: the committed numbers (shared with the test), how long a commit takes,
-    /// and a signal sent when a group starts.
+    /// a signal sent when a group starts, and how long closing takes (as a SQLite connection or a file store
+    /// lock may, on a loaded machine).
     struct State {
         committed: Arc<Mutex<Vec<u32>>>,
         commit_takes: Duration,
         started: std_mpsc::Sender<usize>,
         recovered: Arc<Mutex<u32>>,
+        close_takes: Duration,
+    }
+
+    impl Drop for State {
+        fn drop(&mut self) {
+            std::thread::sleep(self.close_takes);
+        }
     }
 
     /// Commits the group; a job numbered 13 makes the whole group panic before anything is answered.
@@ -270,16 +305,14 @@ mod tests {
         std::thread::sleep(state.commit_takes);
         state.committed.lock().unwrap().extend(group.iter().map(|j| j.0));
         for Job(n, done) in group.drain(..) {
-            let _ = done.send(Ok(n));
+            done.send(Ok(n));
         }
     }
 
     fn handlers() -> Handlers<State, Job, ()> {
         Handlers {
             group: commit,
-            fail: |Job(_, done), e| {
-                let _ = done.send(Err(e));
-            },
+            fail: |Job(_, done), e| done.send(Err(e)),
             solo: |_, ()| {},
             recover: |s| *s.recovered.lock().unwrap() += 1,
         }
@@ -289,17 +322,26 @@ mod tests {
     type Started = (WriterThread<Job, ()>, Arc<Mutex<Vec<u32>>>, std_mpsc::Receiver<usize>, Arc<Mutex<u32>>);
 
     fn start(commit_takes: Duration) -> Started {
+        start_closing_in(commit_takes, Duration::ZERO)
+    }
+
+    fn start_closing_in(commit_takes: Duration, close_takes: Duration) -> Started {
         let committed = Arc::new(Mutex::new(Vec::new()));
         let recovered = Arc::new(Mutex::new(0));
         let (started, started_rx) = std_mpsc::channel();
-        let state =
-            State { committed: committed.clone(), commit_takes, started, recovered: recovered.clone() };
+        let state = State {
+            committed: committed.clone(),
+            commit_takes,
+            started,
+            recovered: recovered.clone(),
+            close_takes,
+        };
         let w = WriterThread::start("the test writer", "test-writer", state, handlers()).unwrap();
         (w, committed, started_rx, recovered)
     }
 
     async fn write(w: &WriterThread<Job, ()>, n: u32) -> Result<u32> {
-        let (done, answer) = oneshot::channel();
+        let (done, answer) = w.reply();
         w.send(Msg::Group(Job(n, done))).await?;
         w.answer(answer).await
     }
@@ -330,11 +372,11 @@ mod tests {
         let (w, committed, started, _) = start(slow);
         // One group in flight, four more writes queued behind it; their callers are gone (as after a cancelled
         // call), so only the writer itself can commit them.
-        let (done, _answer) = oneshot::channel();
+        let (done, _answer) = w.reply();
         w.send(Msg::Group(Job(1, done))).await.unwrap();
         assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), 1, "the first group has started");
         for n in 2..=5 {
-            let (done, _) = oneshot::channel();
+            let (done, _) = w.reply();
             w.send(Msg::Group(Job(n, done))).await.unwrap();
         }
 
@@ -352,13 +394,28 @@ mod tests {
         assert_eq!(*committed.lock().unwrap(), [1, 2, 3, 4, 5]);
     }
 
+    /// However long the thread takes to end (closing its state here takes far longer than any grace period a
+    /// timing-based drop could afford), an idle writer is waited for: its state (for the file store: its lock)
+    /// is gone once the drop returns, so the store can be reopened at once.
     #[tokio::test]
     async fn dropping_an_idle_writer_ends_it_before_returning() {
-        let (w, committed, _started, _) = start(Duration::ZERO);
-        assert_eq!(write(&w, 7).await.unwrap(), 7);
+        for _ in 0..3 {
+            let (w, committed, _started, _) = start_closing_in(Duration::ZERO, Duration::from_millis(300));
+            assert_eq!(write(&w, 7).await.unwrap(), 7);
+            drop(w);
+            assert_eq!(Arc::strong_count(&committed), 1, "the idle writer's thread was left running");
+            assert_eq!(*committed.lock().unwrap(), [7]);
+        }
+    }
+
+    /// A job whose caller went away before it was queued does not leave the writer counted as busy.
+    #[tokio::test]
+    async fn an_answer_dropped_unsent_does_not_keep_the_writer_busy() {
+        let (w, committed, _started, _) = start_closing_in(Duration::ZERO, Duration::from_millis(300));
+        let (done, answer) = w.reply::<u32>();
+        drop((done, answer));
+        assert_eq!(write(&w, 1).await.unwrap(), 1);
         drop(w);
-        // The state (for the file store: its lock) is gone once the drop returns, so the store can be reopened.
-        assert_eq!(Arc::strong_count(&committed), 1);
-        assert_eq!(*committed.lock().unwrap(), [7]);
+        assert_eq!(Arc::strong_count(&committed), 1, "the idle writer's thread was left running");
     }
 }

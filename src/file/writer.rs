@@ -17,8 +17,6 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use tokio::sync::oneshot;
-
 use super::{
     codec::Encoding,
     durable::{self, ensure_dir, parallel, sync_dir, temp_path},
@@ -26,11 +24,11 @@ use super::{
     layout::Layout,
     load,
     lock::StoreLock,
-    plan::{FileOp, Plan},
+    plan::{Change, FileOp, Plan},
 };
 use crate::{
     error::{Error, Result},
-    writer_thread::{run_solo, Handlers, Msg, WriterThread},
+    writer_thread::{run_solo, Answer, Handlers, Msg, WriterThread},
 };
 
 /// What the writer thread owns: where the store is, how new files are encoded, and the shared index.
@@ -42,20 +40,28 @@ pub struct Ctx {
     broken: Option<String>,
     /// The store's lock, released when the writer thread ends (see the module docs).
     lock: Option<StoreLock>,
+    /// Commits a group's file operations: [`commit`] (tests inject a panicking one).
+    commit: fn(Vec<FileOp>) -> std::result::Result<(), Failed>,
+    /// Applies a committed group's changes to the index: [`Index::apply`] (tests inject a panicking one).
+    apply: fn(&mut Index, Vec<Change>),
 }
 
 impl Ctx {
     pub fn new(layout: Layout, enc: Encoding, index: Arc<RwLock<Index>>, lock: StoreLock) -> Self {
-        Ctx { layout, enc, index, broken: None, lock: Some(lock) }
+        Ctx { layout, enc, index, broken: None, lock: Some(lock), commit, apply: Index::apply }
     }
 
-    /// After a panic escaped a group (it can only come after the files were committed, from updating the
-    /// index): the index is rebuilt from the files, which are the truth, so reads and later writes see exactly
-    /// what is on disk. If even that fails, writes are refused until the store is reopened.
+    /// After a panic while a group was being committed or indexed (see [`commit_group`]), or one that escaped
+    /// a group or solo job: the index is rebuilt from the files, which are the truth, so reads and later writes
+    /// see exactly what is on disk (stray temporary files are removed on the way). If even that fails, writes
+    /// are refused until the store is reopened.
     fn recover(&mut self) {
         let manifest = self.index.read().unwrap_or_else(|p| p.into_inner()).manifest.clone();
         match catch_unwind(AssertUnwindSafe(|| load::load(&self.layout, manifest))) {
-            Ok(fresh) => *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Ok(fresh) => {
+                *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                self.index.clear_poison();
+            }
             Err(payload) => {
                 let e = Error::from_panic(payload, "rebuilding the file store index");
                 tracing::error!(path = %self.layout.base.display(), error = %e, "file store index rebuild failed");
@@ -87,7 +93,7 @@ struct Job<T, F> {
     what: &'static str,
     f: Option<F>,
     outcome: Option<Result<T>>,
-    done: oneshot::Sender<Result<T>>,
+    done: Answer<T>,
 }
 
 impl<T, F> Work for Job<T, F>
@@ -115,7 +121,7 @@ where
             (Ok(()), Some(Ok(v))) => Ok(v),
             (Ok(()), None) => Err(Error::internal("the file store writer committed a write it never ran")),
         };
-        let _ = self.done.send(result);
+        self.done.send(result);
     }
 }
 
@@ -144,7 +150,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Plan<'_>) -> Result<T> + Send + 'static,
     {
-        let (done, result) = oneshot::channel::<Result<T>>();
+        let (done, result) = self.thread.reply::<T>();
         self.thread.send(Msg::Group(Box::new(Job { what, f: Some(f), outcome: None, done }))).await?;
         self.thread.answer(result).await
     }
@@ -155,7 +161,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
     {
-        let (done, result) = oneshot::channel::<Result<T>>();
+        let (done, result) = self.thread.reply::<T>();
         self.thread.send(Msg::Solo(Box::new(move |ctx| run_solo(ctx, what, f, done)))).await?;
         self.thread.answer(result).await
     }
@@ -166,41 +172,76 @@ impl Writer {
     }
 }
 
+/// Plans the group against the index, commits its files, then updates the index and answers every job.
+///
+/// Planning writes nothing, so a panic there may escape to the writer thread, which tells every caller to
+/// retry. Once the commit has started, no panic escapes: one while updating the index (the files are
+/// committed) rebuilds the index from the files and answers each job with its own result; one in the middle
+/// of the commit (some files may have been renamed into place) rebuilds the index the same way and tells the
+/// callers to read before retrying.
 fn commit_group(ctx: &mut Ctx, group: &mut Vec<Box<dyn Work>>) {
     let outcome = match &ctx.broken {
         Some(why) => Err(Error::unavailable(why.clone())),
         None => {
-            let index = ctx.index.clone();
             let (ops, changes) = {
-                let idx = index.read().unwrap_or_else(|p| p.into_inner());
+                let idx = ctx.index.read().unwrap_or_else(|p| p.into_inner());
                 let mut plan = Plan::new(&idx, &ctx.layout, ctx.enc);
                 for job in group.iter_mut() {
                     job.plan(&mut plan);
                 }
                 plan.into_parts()
             };
-            match catch_unwind(AssertUnwindSafe(|| commit(ops))) {
-                Ok(Ok(())) => {
-                    index.write().unwrap_or_else(|p| p.into_inner()).apply(changes);
-                    Ok(())
-                }
-                Ok(Err(Failed::Clean(e))) => Err(e),
-                Ok(Err(Failed::Dirty(e))) => {
-                    let why = format!(
-                        "the file store at {} hit an I/O error while committing ({e}); the files may be ahead of \
-                         this instance, so it takes no more writes: shut it down and open the store again",
-                        ctx.layout.base.display()
-                    );
-                    tracing::error!(path = %ctx.layout.base.display(), error = %e, "file store commit failed half-way");
-                    ctx.broken = Some(why.clone());
-                    Err(Error::unavailable(why))
-                }
-                Err(payload) => Err(Error::from_panic(payload, "the file store commit")),
-            }
+            let jobs = group.len();
+            catch_unwind(AssertUnwindSafe(|| commit_and_index(ctx, ops, changes))).unwrap_or_else(|payload| {
+                let panic = Error::from_panic(payload, "the file store commit");
+                tracing::error!(
+                    path = %ctx.layout.base.display(), error = %panic, jobs,
+                    "file store commit panicked half-way; rebuilding the index from the files"
+                );
+                ctx.recover();
+                Err(Error::panicked(format!(
+                    "{}; the group's {jobs} write(s) may or may not have been written: read before retrying them; \
+                     the writer goes on",
+                    panic.0.message
+                )))
+            })
         }
     };
     for job in group.drain(..) {
         job.finish(&outcome);
+    }
+}
+
+/// Commits the planned files, then applies the changes to the index. A panic while applying them is caught
+/// here: the writes are on disk, so the index is rebuilt from the files and the group succeeds.
+fn commit_and_index(ctx: &mut Ctx, ops: Vec<FileOp>, changes: Vec<Change>) -> Result<()> {
+    match (ctx.commit)(ops) {
+        Ok(()) => {
+            let apply = ctx.apply;
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                apply(&mut ctx.index.write().unwrap_or_else(|p| p.into_inner()), changes)
+            }));
+            if let Err(payload) = applied {
+                let panic = Error::from_panic(payload, "updating the file store index after a commit");
+                tracing::error!(
+                    path = %ctx.layout.base.display(), error = %panic,
+                    "the group is committed; rebuilding the index from the files"
+                );
+                ctx.recover();
+            }
+            Ok(())
+        }
+        Err(Failed::Clean(e)) => Err(e),
+        Err(Failed::Dirty(e)) => {
+            let why = format!(
+                "the file store at {} hit an I/O error while committing ({e}); the files may be ahead of \
+                 this instance, so it takes no more writes: shut it down and open the store again",
+                ctx.layout.base.display()
+            );
+            tracing::error!(path = %ctx.layout.base.display(), error = %e, "file store commit failed half-way");
+            ctx.broken = Some(why.clone());
+            Err(Error::unavailable(why))
+        }
     }
 }
 
@@ -327,8 +368,78 @@ mod tests {
         file::{migrations, ops},
     };
 
-    /// A panic that escapes a group can only come from updating the index after the files were committed;
-    /// recovery rebuilds the index from the files, so the store reads what is on disk again.
+    /// A writer on a new store in `dir`, its index, with `tweak` applied to its state (to inject failures).
+    fn start(dir: &tempfile::TempDir, tweak: impl FnOnce(&mut Ctx)) -> (Writer, Arc<RwLock<Index>>) {
+        let layout = Layout::new(dir.path().join("store"));
+        std::fs::create_dir(&layout.base).unwrap();
+        let enc = Encoding { format: FileFormat::Json, gzip: false };
+        let manifest = migrations::create(&layout, enc).unwrap();
+        let lock = StoreLock::acquire(&layout.base).unwrap();
+        let index = Arc::new(RwLock::new(load::load(&layout, Some(manifest))));
+        let mut ctx = Ctx::new(layout, enc, index.clone(), lock);
+        tweak(&mut ctx);
+        (Writer::start(ctx).unwrap(), index)
+    }
+
+    async fn audit(writer: &Writer, n: u32, action: &str) -> Result<()> {
+        let entry = NewAuditEntry {
+            id: abi_stable::std_types::RSome(format!("0190a5b2-7c3e-7000-8000-{n:012}").as_str().into()),
+            timestamp: abi_stable::std_types::RSome(1_705_276_800_000_000 + i64::from(n)),
+            action: action.into(),
+            ..Default::default()
+        };
+        writer.write("append_audit", move |pl| ops::append_audit(pl, vec![entry])).await.map(|_| ())
+    }
+
+    fn actions(index: &RwLock<Index>) -> Vec<String> {
+        let mut actions: Vec<String> =
+            index.read().unwrap().audit.values().map(|a| a.action.to_string()).collect();
+        actions.sort();
+        actions
+    }
+
+    /// The files are committed before the index is updated: a panic while updating it must not tell the
+    /// callers their writes failed (a retry would write them twice). They succeed, and the index is rebuilt
+    /// from the files.
+    #[tokio::test]
+    async fn a_panic_while_updating_the_index_answers_success_and_rebuilds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, index) =
+            start(&dir, |ctx| ctx.apply = |_, _| panic!("injected failure in the index update"));
+        audit(&writer, 1, "first").await.expect("the write is on disk: it succeeded");
+        audit(&writer, 2, "second").await.expect("the write is on disk: it succeeded");
+        assert_eq!(actions(&index), ["first", "second"], "the index is rebuilt from the files");
+        writer.stop();
+    }
+
+    /// A panic in the middle of a commit (here: after the renames) leaves the files ahead of the index: the
+    /// index is rebuilt from the files, and the callers are told the write may have happened.
+    #[tokio::test]
+    async fn a_panic_in_the_middle_of_a_commit_rebuilds_the_index_and_says_to_read_first() {
+        static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        fn commit_then_panic_once(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
+            commit(ops)?;
+            if !PANICKED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("injected failure after the renames");
+            }
+            Ok(())
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, index) = start(&dir, |ctx| ctx.commit = commit_then_panic_once);
+
+        let err = audit(&writer, 1, "unknown").await.unwrap_err();
+        assert_eq!(err.kind(), parallax_storage_abi::ErrorKind::Panicked, "{err}");
+        let msg = err.0.message.to_string();
+        assert!(msg.contains("injected failure after the renames"), "{msg}");
+        assert!(msg.contains("may or may not have been written: read before retrying"), "{msg}");
+        assert_eq!(actions(&index), ["unknown"], "the index shows what is on disk");
+
+        audit(&writer, 2, "later").await.expect("the writer goes on");
+        assert_eq!(actions(&index), ["later", "unknown"]);
+        writer.stop();
+    }
+
+    /// Recovery rebuilds the index from the files, so the store reads what is on disk again.
     #[tokio::test]
     async fn recovery_rebuilds_the_index_from_the_files() {
         let dir = tempfile::tempdir().unwrap();

@@ -12,12 +12,11 @@ use diesel::{
     connection::{AnsiTransactionManager, Connection, TransactionManager},
     sqlite::SqliteConnection,
 };
-use tokio::sync::oneshot;
 
 use super::search;
 use crate::{
     error::{Error, Result},
-    writer_thread::{run_solo, Handlers, Msg, WriterThread},
+    writer_thread::{run_solo, Answer, Handlers, Msg, WriterThread},
 };
 
 /// One write of a group: `run` inside the group transaction, then `finish` with the commit's outcome.
@@ -30,7 +29,7 @@ struct Work<T, F> {
     what: &'static str,
     f: Option<F>,
     outcome: Option<Result<T>>,
-    done: oneshot::Sender<Result<T>>,
+    done: Answer<T>,
 }
 
 impl<T, F> GroupWork for Work<T, F>
@@ -56,7 +55,7 @@ where
                 Err(Error::internal("the SQLite writer committed a group without running a job"))
             }
         };
-        let _ = self.done.send(result);
+        self.done.send(result);
     }
 }
 
@@ -103,7 +102,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T> + Send + 'static,
     {
-        let (done, result) = oneshot::channel::<Result<T>>();
+        let (done, result) = self.thread.reply::<T>();
         self.thread.send(Msg::Group(Box::new(Work { what, f: Some(f), outcome: None, done }))).await?;
         self.thread.answer(result).await
     }
@@ -114,7 +113,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T> + Send + 'static,
     {
-        let (done, result) = oneshot::channel::<Result<T>>();
+        let (done, result) = self.thread.reply::<T>();
         self.thread.send(Msg::Solo(Box::new(move |conn| run_solo(conn, what, f, done)))).await?;
         self.thread.answer(result).await
     }
