@@ -29,7 +29,8 @@ use crate::{
 };
 
 pub struct Adapter<B: Contract> {
-    backend: Arc<B>,
+    /// Always `Some` until the adapter is dropped: taken there so that it is dropped inside the drop's guard.
+    backend: Option<Arc<B>>,
     handle: Handle,
     runtime: Mutex<Option<Runtime>>,
     closed: Arc<AtomicBool>,
@@ -40,7 +41,7 @@ pub struct Adapter<B: Contract> {
 impl<B: Contract> Adapter<B> {
     pub fn new(backend: B, runtime: Runtime) -> Self {
         Adapter {
-            backend: Arc::new(backend),
+            backend: Some(Arc::new(backend)),
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             closed: Arc::new(AtomicBool::new(false)),
@@ -64,7 +65,7 @@ impl<B: Contract> Adapter<B> {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::unavailable("this storage instance has been shut down; open a new one"));
             }
-            let backend = self.backend.clone();
+            let backend = self.backend()?;
             // `f` runs at the first poll: a panic in it is caught here, one in its future by `OnCaller`.
             let work = async move {
                 match catch_unwind(AssertUnwindSafe(|| f(backend))) {
@@ -122,6 +123,10 @@ impl<B: Contract> Adapter<B> {
         })
     }
 
+    fn backend(&self) -> Result<Arc<B>> {
+        self.backend.clone().ok_or_else(|| Error::internal("this storage instance is being dropped"))
+    }
+
     fn stop_runtime(&self) {
         if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
             self.stopped.store(true, Ordering::Release);
@@ -130,9 +135,24 @@ impl<B: Contract> Adapter<B> {
     }
 }
 
+/// Runs in the ABI object's destructor, which the host calls across the FFI boundary: a panic escaping it
+/// (from the runtime's shutdown, or from the backend's own drop: the writer thread, the store lock, the
+/// connection pool, a log call) would abort the host. Each step is guarded, and a caught panic is logged.
 impl<B: Contract> Drop for Adapter<B> {
     fn drop(&mut self) {
-        self.stop_runtime();
+        let backend = self.backend.take();
+        contain_panic("stopping the plugin runtime", || self.stop_runtime());
+        contain_panic("dropping the storage backend", move || drop(backend));
+    }
+}
+
+/// Runs `f`, logging a panic instead of letting it unwind (the log call itself guarded too).
+fn contain_panic(what: &str, f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            let e = Error::from_panic(payload, what);
+            tracing::error!(error = %e, "a panic while closing the storage instance was contained");
+        }));
     }
 }
 
@@ -476,7 +496,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             if self.closed.swap(true, Ordering::AcqRel) {
                 return None;
             }
-            let backend = self.backend.clone();
+            let backend = self.backend().ok()?;
             let job = self.handle.spawn(async move { backend.shutdown().await });
             let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
             Some((job, runtime))
@@ -511,5 +531,38 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             let req = crate::maintenance::prepare(&request)?;
             Ok(move |_: Arc<B>| async move { crate::maintenance::run(req).map(RString::from) })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The destructor's steps run in `contain_panic`: a panic in one (here with a log subscriber that panics
+    /// too, as a broken log call in the drop chain would) comes back as a normal return, and the next step runs.
+    #[test]
+    fn a_panic_while_closing_is_contained_and_the_next_step_runs() {
+        struct PanicsOnLog;
+        impl tracing::Subscriber for PanicsOnLog {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, _: &tracing::Event<'_>) {
+                panic!("injected failure in a log call");
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+        let mut ran = Vec::new();
+        tracing::subscriber::with_default(PanicsOnLog, || {
+            contain_panic("dropping the storage backend", || panic!("injected failure in a drop"));
+            contain_panic("a later step", || ran.push("later"));
+        });
+        assert_eq!(ran, ["later"]);
     }
 }
