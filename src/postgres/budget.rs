@@ -75,6 +75,9 @@ impl Drop for Slot {
 /// Most idle COPY clients kept between audit batches.
 const COPY_IDLE: usize = 2;
 
+/// How often a COPY or migration connect still waiting looks again for an idle pooled connection to close.
+const RECHECK_IDLE_POOLED: Duration = Duration::from_millis(50);
+
 /// How long a caller short of a permit waits for an idle pooled connection to close for it.
 const EVICT_WITHIN: Duration = Duration::from_millis(200);
 
@@ -204,8 +207,18 @@ impl Budget {
         }
         let deadline = tokio::time::sleep(self.wait);
         let mut deadline = std::pin::pin!(deadline);
+        // Pooled connections given back are kept while a pooled connect waits (the query comes first), so the
+        // pool may end up holding every permit with none given back: look again for an idle one to close.
+        let mut recheck = tokio::time::interval(RECHECK_IDLE_POOLED);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.reset();
         loop {
             tokio::select! {
+                _ = recheck.tick(), if pool.is_some() => {
+                    if let (Some(pool), false) = (pool, self.pool_waiting()) {
+                        close_idle_pooled(pool).await;
+                    }
+                }
                 permit = acquire.as_mut() => return permit.map(|p| Raw::New(Slot(Some(p)))).map_err(|_| self.busy()),
                 () = self.returned.notified() => {
                     if reuse {
