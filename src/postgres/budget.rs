@@ -23,7 +23,8 @@
 //! A waiting pooled connect (a query) comes first: a COPY client given back while one waits is closed, never
 //! handed to the next audit batch, so its permit goes through the fair semaphore and sustained audit load
 //! cannot starve queries. A pooled connection given back is closed for a waiting COPY or migration only when
-//! no pooled connect waits (else the query waiting would have to reconnect).
+//! no pooled connect waits (else the query waiting would have to reconnect); a COPY or migration connect still
+//! waiting therefore looks again every 50 ms for an idle pooled connection to close.
 
 use std::{
     future::Future,
