@@ -106,7 +106,16 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
             return Err(s.error("url", "must start with postgresql:// or postgres:// (value hidden)"));
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+        // tokio-postgres ends the user info at the first `@` (`connect.rs` does the same to find the password),
+        // so a raw `@` inside it would move the host into the password: refuse it, never quoting the value.
+        if authority.matches('@').count() > 1 {
+            return Err(s.error(
+                "url",
+                "the user info (user:password@) contains a raw '@': tokio-postgres would end it at \
+                 the first one; percent-encode every '@' of the user name and password as %40 (value hidden)",
+            ));
+        }
+        let userinfo = authority.split_once('@').map(|(u, _)| u);
         if userinfo.is_some_and(|u| u.contains(':')) && password.is_some() {
             return Err(s.error("password", "the url already contains a password; set only one of them"));
         }

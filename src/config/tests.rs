@@ -191,6 +191,19 @@ fn backend_requirements() {
     let e = err(json!({"postgresql": {"url": "mysql://u:topsecret@h/db"}}));
     assert!(!e.to_string().contains("topsecret"));
     assert!(e.message.contains("must start with postgresql://"));
+    // A raw `@` in the password: tokio-postgres would split at the first one and take `ss@db` as the host.
+    for url in
+        ["postgresql://u:p@ss@db/x", "postgres://u@x:pw@db:5432/x?sslmode=disable", "postgresql://u:@@db/x"]
+    {
+        let e = err(json!({"postgresql": {"url": url}}));
+        assert_eq!(e.path, "storage.postgresql.url", "{url}: {e}");
+        assert!(e.message.contains("percent-encode") && e.message.contains("%40"), "{url}: {e}");
+        for secret in ["p@ss", "ss@db", "x:pw", "u:p", "pw@", "db"] {
+            assert!(!e.to_string().contains(secret), "{url}: {e}");
+        }
+    }
+    let c = ok(json!({"postgresql": {"url": "postgresql://u:p%40ss@db/x"}}));
+    assert_eq!(c.postgresql.unwrap().url.unwrap().expose(), "postgresql://u:p%40ss@db/x");
     let e = err(json!({"postgresql": {"url": "postgres://u:p@h/db", "password": "x"}}));
     assert_eq!(e.path, "storage.postgresql.password");
     ok(json!({"postgresql": {"url": "postgres://u@h/db?sslmode=require", "password": "x"}}));

@@ -6,13 +6,25 @@
 //! permit of this budget for as long as its socket is open: the permit travels with the connection's I/O future
 //! ([`super::connect::connect_parts`]) and is released only when that future ends, after `Terminate` is sent
 //! (and a short grace for the server's backend to exit: [`SERVER_GRACE`]).
-//! So the plugin never has more than `maxConnections` connections open, whatever the mix.
+//! So the plugin never has more than `maxConnections` connections open, whatever the mix. A connect that
+//! failed before any socket opened releases its permit at once: no server backend exists to wait for.
+//!
+//! Every wait for a permit (and the pool's `get`) allows `acquireTimeout` plus that grace, so the grace never
+//! fails a caller: a permit freed by a connection closed within `acquireTimeout` reaches the waiter in time.
+//! With `maxConnections: 1` and a small `acquireTimeout` the connection opened by the next call therefore
+//! waits at most `acquireTimeout` + 100 ms, not `acquireTimeout`.
 //!
 //! Idle connections of one kind must not starve the other: a caller that finds no permit free queues for one
 //! first (the semaphore is fair, so what is freed next is its own), then closes one idle connection of the
 //! other kind to make room — an idle COPY client for the pool, an idle pooled connection for COPY and
 //! migrations. While someone waits, connections given back are closed instead of kept idle when only the other
 //! kind can use them.
+//!
+//! A waiting pooled connect (a query) comes first: a COPY client given back while one waits is closed, never
+//! handed to the next audit batch, so its permit goes through the fair semaphore and sustained audit load
+//! cannot starve queries. A pooled connection given back is closed for a waiting COPY or migration only when
+//! no pooled connect waits (else the query waiting would have to reconnect); a COPY or migration connect still
+//! waiting therefore looks again every 50 ms for an idle pooled connection to close.
 
 use std::{
     future::Future,
@@ -39,8 +51,16 @@ pub struct Slot(Option<OwnedSemaphorePermit>);
 
 /// How long a closed connection's permit stays taken. The I/O future ends once `Terminate` is written, but the
 /// server's backend exits a moment later (it must be scheduled to read it); without this grace a connection
-/// opened in the freed slot could briefly make the server count one more than `maxConnections`.
-const SERVER_GRACE: Duration = Duration::from_millis(100);
+/// opened in the freed slot could briefly make the server count one more than `maxConnections`. Waits for a
+/// permit allow `acquireTimeout` plus this grace ([`Budget::wait`]).
+pub const SERVER_GRACE: Duration = Duration::from_millis(100);
+
+impl Slot {
+    /// Frees the permit now, without the grace: for a connect that failed before a socket was opened.
+    pub fn release_now(mut self) {
+        drop(self.0.take());
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -56,12 +76,18 @@ impl Drop for Slot {
 /// Most idle COPY clients kept between audit batches.
 const COPY_IDLE: usize = 2;
 
+/// How often a COPY or migration connect still waiting looks again for an idle pooled connection to close.
+const RECHECK_IDLE_POOLED: Duration = Duration::from_millis(50);
+
 /// How long a caller short of a permit waits for an idle pooled connection to close for it.
 const EVICT_WITHIN: Duration = Duration::from_millis(200);
 
 pub struct Budget {
     permits: Arc<Semaphore>,
     max: u32,
+    /// `acquireTimeout`, as configured (named in messages).
+    acquire: Duration,
+    /// How long a caller waits for a permit: `acquireTimeout` + [`SERVER_GRACE`].
     wait: Duration,
     /// Pooled connects waiting for a permit.
     want_pool: AtomicUsize,
@@ -101,7 +127,8 @@ impl Budget {
         Budget {
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
-            wait: Duration::from_millis(pool.acquire_timeout_ms.max(1)),
+            acquire: Duration::from_millis(pool.acquire_timeout_ms.max(1)),
+            wait: wait(pool),
             want_pool: AtomicUsize::new(0),
             want_raw: AtomicUsize::new(0),
             copy_idle: Mutex::new(Vec::new()),
@@ -123,13 +150,18 @@ impl Budget {
         self.want_raw.load(Ordering::SeqCst) > 0
     }
 
+    /// Whether a pooled connect (a query) is waiting for a permit: it comes first.
+    pub fn pool_waiting(&self) -> bool {
+        self.want_pool.load(Ordering::SeqCst) > 0
+    }
+
     fn busy(&self) -> Error {
         Error::new(
             parallax_storage_abi::ErrorKind::Timeout,
             format!(
                 "no PostgreSQL connection free within {} ms: all {} connections allowed by \
                  storage.postgresql.pool.maxConnections are busy",
-                self.wait.as_millis(),
+                self.acquire.as_millis(),
                 self.max
             ),
         )
@@ -176,8 +208,18 @@ impl Budget {
         }
         let deadline = tokio::time::sleep(self.wait);
         let mut deadline = std::pin::pin!(deadline);
+        // Pooled connections given back are kept while a pooled connect waits (the query comes first), so the
+        // pool may end up holding every permit with none given back: look again for an idle one to close.
+        let mut recheck = tokio::time::interval(RECHECK_IDLE_POOLED);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.reset();
         loop {
             tokio::select! {
+                _ = recheck.tick(), if pool.is_some() => {
+                    if let (Some(pool), false) = (pool, self.pool_waiting()) {
+                        close_idle_pooled(pool).await;
+                    }
+                }
                 permit = acquire.as_mut() => return permit.map(|p| Raw::New(Slot(Some(p)))).map_err(|_| self.busy()),
                 () = self.returned.notified() => {
                     if reuse {
@@ -213,15 +255,17 @@ impl Budget {
         drop(self.take_idle_copy());
     }
 
-    /// Takes a COPY client back: kept for the next batch unless a pooled connect needs its permit.
+    /// Takes a COPY client back: kept for the next batch unless a pooled connect needs its permit. Even when
+    /// audit batches wait too, the client is then closed: its permit returns to the fair semaphore, where the
+    /// pooled connect queued before the batches that come after it.
     pub fn put_back_copy(&self, client: Client) {
         if client.is_closed() {
             return;
         }
-        let raw_waiting = self.raw_waiting();
-        if !raw_waiting && self.want_pool.load(Ordering::SeqCst) > 0 {
-            return; // dropped: closes, and its permit goes to the waiting pooled connect
+        if self.pool_waiting() {
+            return; // dropped: closes, and its permit goes back to the semaphore's queue
         }
+        let raw_waiting = self.raw_waiting();
         {
             let mut idle = self.copy_idle.lock().unwrap_or_else(|p| p.into_inner());
             if !raw_waiting && idle.len() >= COPY_IDLE {
@@ -231,6 +275,12 @@ impl Budget {
         }
         self.returned.notify_one();
     }
+}
+
+/// How long a caller waits for a permit or a pooled connection: `acquireTimeout` + [`SERVER_GRACE`], so a
+/// permit that a connection closed within `acquireTimeout` frees (after the grace) still reaches it.
+pub fn wait(pool: &PoolConfig) -> Duration {
+    Duration::from_millis(pool.acquire_timeout_ms.max(1)) + SERVER_GRACE
 }
 
 /// Polls `f` once.
@@ -246,5 +296,119 @@ async fn close_idle_pooled(pool: &super::connect::Pool) {
     }
     if let Ok(Ok(mut conn)) = tokio::time::timeout(EVICT_WITHIN, pool.get()).await {
         conn.retire();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::atomic::AtomicBool, time::Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn budget(max_connections: u32, acquire_timeout_ms: u64) -> Arc<Budget> {
+        Arc::new(Budget::new(&PoolConfig { max_connections, acquire_timeout_ms, ..PoolConfig::default() }))
+    }
+
+    /// A client of a minimal in-memory "server" (it accepts the startup message, then reads until the client
+    /// says goodbye), its connection driven by a task holding `slot`, as `connect::connect_raw` does.
+    async fn fake_client(slot: Slot) -> Client {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut len = [0u8; 4];
+            theirs.read_exact(&mut len).await.unwrap();
+            let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            theirs.read_exact(&mut startup).await.unwrap();
+            // AuthenticationOk, ReadyForQuery (idle).
+            theirs.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I']).await.unwrap();
+            let mut buf = [0u8; 64];
+            while theirs.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.user("u").ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let (client, conn) = cfg.connect_raw(ours, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = conn.await;
+        });
+        client
+    }
+
+    #[tokio::test]
+    async fn a_query_waiting_gets_a_permit_while_audit_batches_keep_giving_copy_clients_back() {
+        // One connection for everything; two audit writers keep taking and returning COPY clients, so one of
+        // them is always waiting when the other gives its client back.
+        let budget = budget(1, 2_000);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut batches = Vec::new();
+        for _ in 0..2 {
+            let (budget, stop) = (budget.clone(), stop.clone());
+            batches.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let client = match budget.for_raw(None, true).await {
+                        Ok(Raw::Idle(client)) => client,
+                        Ok(Raw::New(slot)) => fake_client(slot).await,
+                        Err(_) => continue,
+                    };
+                    tokio::time::sleep(Duration::from_millis(2)).await; // the COPY
+                    budget.put_back_copy(client);
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(budget.raw_waiting(), "the audit writers contend for the one connection");
+
+        let started = Instant::now();
+        let slot = budget.for_pool().await;
+        let waited = started.elapsed();
+        assert!(slot.is_ok(), "the query got no permit within acquireTimeout + grace (waited {waited:?})");
+        // Each client given back is closed; its permit returns after the grace and the query is queued
+        // behind at most the one batch that was already waiting.
+        assert!(waited < Duration::from_millis(1_000), "the query waited {waited:?}");
+        assert!(!budget.pool_waiting());
+
+        stop.store(true, Ordering::SeqCst);
+        drop(slot);
+        for batch in batches {
+            batch.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_grace_of_a_closed_connection_does_not_fail_a_waiter() {
+        // maxConnections 1, acquireTimeout 50 ms: the only connection closes just as the next one is wanted;
+        // its permit returns after SERVER_GRACE (100 ms), longer than acquireTimeout.
+        let budget = budget(1, 50);
+        let first = budget.for_new(None).await.unwrap();
+        let started = Instant::now();
+        drop(first);
+        let second = budget.for_new(None).await;
+        let waited = started.elapsed();
+        assert!(second.is_ok(), "failed after {waited:?}");
+        assert!(waited >= SERVER_GRACE, "the permit came back before the grace: {waited:?}");
+        drop(second);
+
+        let first = budget.for_new(None).await.unwrap();
+        drop(first);
+        let started = Instant::now();
+        let pooled = budget.for_pool().await;
+        assert!(pooled.is_ok(), "failed after {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_slot_released_now_skips_the_grace() {
+        let budget = budget(1, 50);
+        let slot = budget.for_new(None).await.unwrap();
+        assert!(budget.exhausted());
+        slot.release_now();
+        assert!(!budget.exhausted(), "the permit is free at once");
+
+        let slot = budget.for_new(None).await.unwrap();
+        drop(slot);
+        assert!(budget.exhausted(), "a closed connection's permit is kept for the grace");
+        tokio::time::sleep(SERVER_GRACE + Duration::from_millis(50)).await;
+        assert!(!budget.exhausted());
     }
 }

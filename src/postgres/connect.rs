@@ -2,7 +2,14 @@
 //! configured CA (tokio-postgres itself refuses `sslmode=verify-full`, so the modes are implemented here), and
 //! the bb8 pool of diesel-async connections (driven by their callers: [`super::driven`]).
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use diesel::ConnectionError;
 use diesel_async::AsyncPgConnection;
@@ -13,6 +20,7 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::budget::{Budget, Slot};
@@ -362,19 +370,32 @@ impl ServerCertVerifier for RelaxedVerifier {
 /// Opens one connection (TLS as configured) and returns its client and its `Connection` future, unspawned
 /// (pooled connections drive it themselves: [`super::driven`]). The future holds `slot` (a permit of
 /// [`ConnectSpec::budget`]) until it ends, so the permit is free again only once the connection is closed.
+/// A connect that fails before any socket opened (refused, unreachable, timed out) frees the permit at once;
+/// one that fails later keeps it for the budget's grace, as the server may still have a backend for it.
 pub async fn connect_parts(
     spec: &ConnectSpec,
     slot: Slot,
 ) -> std::result::Result<(tokio_postgres::Client, super::driven::Driver), ConnectionError> {
-    let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(spec.redact(&describe(&e)));
-    let (client, conn): (_, super::driven::Driver) = match &spec.tls {
-        None => {
-            let (client, conn) = spec.pg.connect(tokio_postgres::NoTls).await.map_err(bad)?;
-            (client, Box::pin(conn))
-        }
-        Some(tls) => {
-            let (client, conn) = spec.pg.connect(tls.clone()).await.map_err(bad)?;
-            (client, Box::pin(conn))
+    let opened = Arc::new(AtomicBool::new(false));
+    let connected = match &spec.tls {
+        None => spec
+            .pg
+            .connect(NoticeSocket { tls: tokio_postgres::NoTls, opened: opened.clone() })
+            .await
+            .map(|(client, conn)| (client, Box::pin(conn) as super::driven::Driver)),
+        Some(tls) => spec
+            .pg
+            .connect(NoticeSocket { tls: tls.clone(), opened: opened.clone() })
+            .await
+            .map(|(client, conn)| (client, Box::pin(conn) as super::driven::Driver)),
+    };
+    let (client, conn) = match connected {
+        Ok(parts) => parts,
+        Err(e) => {
+            if !opened.load(Ordering::SeqCst) {
+                slot.release_now();
+            }
+            return Err(ConnectionError::BadConnection(spec.redact(&describe(&e))));
         }
     };
     let driver = Box::pin(async move {
@@ -382,6 +403,24 @@ pub async fn connect_parts(
         conn.await
     });
     Ok((client, driver))
+}
+
+/// A TLS maker that notes when tokio-postgres asks it for a connector, which it does right after a socket to
+/// a server opened (before the TLS and startup handshakes), whichever host it is.
+struct NoticeSocket<T> {
+    tls: T,
+    opened: Arc<AtomicBool>,
+}
+
+impl<T: MakeTlsConnect<tokio_postgres::Socket>> MakeTlsConnect<tokio_postgres::Socket> for NoticeSocket<T> {
+    type Stream = T::Stream;
+    type TlsConnect = T::TlsConnect;
+    type Error = T::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<T::TlsConnect, T::Error> {
+        self.opened.store(true, Ordering::SeqCst);
+        self.tls.make_tls_connect(domain)
+    }
 }
 
 /// Opens one raw tokio-postgres client (TLS as configured), its connection driven by a task on the current
@@ -432,7 +471,8 @@ pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
         .min_idle(Some(p.min_connections.min(p.max_connections)))
         .idle_timeout(Some(Duration::from_millis(p.idle_timeout_ms.max(1))))
         .max_lifetime(Some(Duration::from_millis(p.max_idle_time_ms.max(1))))
-        .connection_timeout(Duration::from_millis(p.acquire_timeout_ms.max(1)))
+        // acquireTimeout + the budget's grace for a closed connection's permit (`budget.rs`).
+        .connection_timeout(super::budget::wait(p))
         .build_unchecked(super::driven::Manager { spec })
 }
 
@@ -505,6 +545,46 @@ mod tests {
         let (url, mode, _) = split_ssl_params("postgres://u:p?sslmode=x@db/x?sslmode=disable");
         assert_eq!(url, "postgres://u:p?sslmode=x@db/x");
         assert_eq!(mode.as_deref(), Some("disable"));
+    }
+
+    /// A spec for `127.0.0.1:port` with one connection allowed.
+    fn one_connection_to(port: u16) -> ConnectSpec {
+        let cfg = crate::config::parse(
+            &serde_json::json!({
+                "type": "postgresql",
+                "postgresql": {
+                    "url": format!("postgresql://u@127.0.0.1:{port}/x"),
+                    "pool": { "maxConnections": 1, "acquireTimeout": 1000 }
+                }
+            })
+            .to_string(),
+        )
+        .unwrap();
+        spec(&cfg.postgresql.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connect_that_opened_no_socket_frees_its_permit_at_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let s = one_connection_to(port); // nothing listens there any more: refused
+        let slot = s.budget.for_new(None).await.unwrap();
+        assert!(connect_parts(&s, slot).await.is_err());
+        assert!(!s.budget.exhausted(), "no socket opened, so no server backend to wait for");
+    }
+
+    #[tokio::test]
+    async fn a_connect_that_failed_after_opening_a_socket_keeps_its_permit_for_the_grace() {
+        // A "server" that accepts and hangs up at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || drop(listener.accept()));
+        let s = one_connection_to(port);
+        let slot = s.budget.for_new(None).await.unwrap();
+        assert!(connect_parts(&s, slot).await.is_err());
+        assert!(s.budget.exhausted(), "the server may still be ending the backend of that socket");
+        server.join().unwrap();
+        tokio::time::sleep(super::super::budget::SERVER_GRACE + Duration::from_millis(100)).await;
+        assert!(!s.budget.exhausted());
     }
 
     #[test]

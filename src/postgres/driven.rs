@@ -157,8 +157,13 @@ impl bb8::ManageConnection for Manager {
     }
 
     /// Also drops a connection given back while a panic unwinds (the call may have stopped anywhere), one
-    /// retired to make room, and any while a COPY or migration waits for a slot of the budget.
+    /// retired to make room, and any while a COPY or migration waits for a slot of the budget and no pooled
+    /// connect does (a query waiting gets this connection instead of reconnecting).
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.lost() || conn.retired || self.spec.budget.raw_waiting() || std::thread::panicking()
+        let budget = &self.spec.budget;
+        conn.lost()
+            || conn.retired
+            || (budget.raw_waiting() && !budget.pool_waiting())
+            || std::thread::panicking()
     }
 }

@@ -1,7 +1,8 @@
 //! The PostgreSQL backend: diesel-async connections in a bb8 pool, TLS through rustls, embedded migrations run
 //! under an advisory lock, monthly `executions` partitions kept ahead of time, full-text search.
 //!
-//! Every connection (pooled, audit `COPY`, migration) counts against `pool.maxConnections` (`budget.rs`);
+//! Every connection (pooled, audit `COPY`, migration) counts against `pool.maxConnections` (`budget.rs`; a
+//! closed connection's slot returns 100 ms later, so waits for a connection allow `acquireTimeout` + 100 ms);
 //! health and migration status read through pooled connections. Messages, logs and `Health.location` name the
 //! server as `user@host:port/database`, built from the parsed settings; anything quoting the settings or the
 //! driver goes through `ConnectSpec::redact` (`connect.rs`).
