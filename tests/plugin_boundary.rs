@@ -183,7 +183,7 @@ async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
     assert_eq!(s.get_pattern("old-plugin", "1.0.0").await.unwrap(), p);
     assert_kind(s.get_pattern("old-plugin", "9.0.0").await, ErrorKind::NotFound, "9.0.0");
     let e = s.create_execution(new_execution("old-plugin", "1.0.0")).await.unwrap();
-    let got = s.get_execution(&e.id).await.unwrap();
+    let got = s.get_execution(e.id).await.unwrap();
     assert_eq!(got, e);
     assert_eq!(got.status, ExecutionStatus::Running);
     s.ping(PingMode::Echo).await.unwrap();
@@ -271,14 +271,14 @@ async fn values_this_plugin_does_not_know_are_refused_not_stored() {
     assert_kind(s.create_execution(e).await, ErrorKind::InvalidInput, "unknown (200)");
 
     let running = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
-    let u = ExecutionUpdate { status: Some(future).into(), ..Default::default() };
-    assert_kind(s.update_execution(&running.id, u).await, ErrorKind::InvalidInput, "unknown (200)");
+    let u = ExecutionUpdate { status: Some(future), ..Default::default() };
+    assert_kind(s.update_execution(running.id, u).await, ErrorKind::InvalidInput, "unknown (200)");
     let filter = ExecutionFilter { statuses: vec![future].into(), ..Default::default() };
     assert_kind(s.count_executions(filter).await, ErrorKind::InvalidInput, "unknown (200)");
-    let event = NewEvent { kind: EventKind::from_raw(7), payload: "{}".into(), recorded_at: None.into() };
-    assert_kind(s.append_event(&running.id, event).await, ErrorKind::InvalidInput, "unknown (7)");
-    assert!(s.list_events(&running.id).await.unwrap().is_empty());
+    let event = NewEvent { kind: EventKind::from_raw(7), payload: "{}".into(), recorded_at: None };
+    assert_kind(s.append_event(running.id, event).await, ErrorKind::InvalidInput, "unknown (7)");
+    assert!(s.list_events(running.id).await.unwrap().is_empty());
     assert_kind(s.ping(PingMode::from_raw(250)).await, ErrorKind::Unsupported, "unknown (250)");
-    assert_eq!(s.get_execution(&running.id).await.unwrap().status, ExecutionStatus::Running);
+    assert_eq!(s.get_execution(running.id).await.unwrap().status, ExecutionStatus::Running);
     h.finish().await;
 }

@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use futures_util::SinkExt;
-use parallax_storage_host::{abi::*, Storage};
+use parallax_storage_host::*;
 use serde_json::json;
 
 use crate::{
@@ -53,14 +53,14 @@ where
 
 fn new_execution() -> NewExecution {
     NewExecution {
-        id: None.into(),
+        id: None,
         pattern_name: "bench-lifecycle".into(),
         pattern_version: "1.0.0".into(),
         status: ExecutionStatus::Running,
-        input: Some(INPUT.into()).into(),
-        metadata: None.into(),
+        input: Some(INPUT.into()),
+        metadata: None,
         tags: Default::default(),
-        started_at: None.into(),
+        started_at: None,
     }
 }
 
@@ -72,11 +72,11 @@ async fn plugin_lifecycles(storage: &Storage, ops: usize) -> f64 {
                 let e = s.create_execution(new_execution()).await.expect("create_execution");
                 let done = ExecutionCompletion {
                     status: ExecutionStatus::Completed,
-                    output: Some(OUTPUT.into()).into(),
-                    error: None.into(),
-                    completed_at: None.into(),
+                    output: Some(OUTPUT.into()),
+                    error: None,
+                    completed_at: None,
                 };
-                s.complete_execution(&e.id, done).await.expect("complete_execution");
+                s.complete_execution(e.id, done).await.expect("complete_execution");
             }
         }
     })
@@ -246,12 +246,12 @@ fn audit_batch(b: usize) -> Vec<NewAuditEntry> {
     (0..BATCH)
         .map(|i| NewAuditEntry {
             action: "pattern.update".into(),
-            actor: Some(format!("user-{}", (b * BATCH + i) % 50).into()).into(),
-            resource_type: Some("pattern".into()).into(),
-            resource_id: Some(format!("p-{}", i % 200).into()).into(),
-            details: Some(format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#).into()).into(),
-            ip_address: Some("10.1.2.3".into()).into(),
-            user_agent: Some("parallax-bench/1.0".into()).into(),
+            actor: Some(format!("user-{}", (b * BATCH + i) % 50).into()),
+            resource_type: Some("pattern".into()),
+            resource_id: Some(format!("p-{}", i % 200).into()),
+            details: Some(format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#).into()),
+            ip_address: Some("10.1.2.3".into()),
+            user_agent: Some("parallax-bench/1.0".into()),
             ..Default::default()
         })
         .collect()

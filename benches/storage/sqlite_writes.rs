@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use parallax_storage_host::{abi::*, Storage};
+use parallax_storage_host::*;
 use serde_json::json;
 
 use crate::{
@@ -51,14 +51,14 @@ pub fn raw_connection(path: &Path) -> rusqlite::Connection {
 
 fn new_execution() -> NewExecution {
     NewExecution {
-        id: None.into(),
+        id: None,
         pattern_name: "bench-writes".into(),
         pattern_version: "1.0.0".into(),
         status: ExecutionStatus::Running,
-        input: Some(INPUT.into()).into(),
-        metadata: None.into(),
+        input: Some(INPUT.into()),
+        metadata: None,
         tags: Default::default(),
-        started_at: None.into(),
+        started_at: None,
     }
 }
 
