@@ -46,11 +46,11 @@ async fn layout_is_documented_and_browsable() {
     let s = &h.storage;
     s.put_pattern(new_pattern("summarize", "1.0.0+build.5")).await.unwrap();
     let mut e = new_execution("summarize", "1.0.0");
-    e.started_at = Some(T0 + 37_815_123_456); // 10:30:15.123456
+    e.started_at = Some(at(T0 + 37_815_123_456)); // 10:30:15.123456
     let e = s.create_execution(e).await.unwrap();
     s.append_event(e.id, event(json!({ "step": 1 }))).await.unwrap();
     let mut a = audit("pattern.create", "alice");
-    a.timestamp = Some(T0 + 1);
+    a.timestamp = Some(at(T0 + 1));
     s.append_audit(vec![a]).await.unwrap();
 
     assert!(base.join("manifest.yaml").is_file() && base.join("README.txt").is_file());
@@ -70,7 +70,7 @@ async fn layout_is_documented_and_browsable() {
     let out = Command::new("gzip").arg("-dc").arg(&exec).output().expect("gzip is installed");
     assert!(out.status.success());
     let doc: serde_json::Value = serde_yaml_ng::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["id"], json!(e.id.as_str()));
+    assert_eq!(doc["id"], json!(e.id.to_string()));
     assert_eq!(doc["started_at"], json!("2024-01-15T10:30:15.123456Z"));
     assert_eq!(doc["input"], json!({ "q": "hello" }), "documents are structures, not strings");
     // No temporary files are left behind by acknowledged writes.
@@ -105,7 +105,7 @@ async fn a_mixed_store_reads_every_file_by_its_extension() {
     s.put_pattern(new_pattern("mixed", "2.0.0")).await.unwrap();
     let e2 = s.create_execution(new_execution("mixed", "1.0.0")).await.unwrap();
     s.append_event(e1.id, event(json!(2))).await.unwrap();
-    let upd = ExecutionUpdate { output: Some("{\"half\": true}".into()), ..Default::default() };
+    let upd = ExecutionUpdate { output: Some(common::doc("{\"half\": true}")), ..Default::default() };
     s.update_execution(e1.id, upd).await.unwrap();
     let a2 = s.append_audit(vec![audit("two", "mixer")]).await.unwrap();
     s.shutdown().await.unwrap();
@@ -126,7 +126,7 @@ async fn a_mixed_store_reads_every_file_by_its_extension() {
     let ids: Vec<String> =
         s.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id.to_string()).collect();
     assert_eq!(ids.len(), 2);
-    assert!(ids.contains(&a1[0]) && ids.contains(&a2[0]));
+    assert!(ids.contains(&a1[0].to_string()) && ids.contains(&a2[0].to_string()));
     s.shutdown().await.unwrap();
 
     let base = dir.path().join("store");
@@ -233,23 +233,23 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     s.append_event(with_events.id, event(json!(1))).await.unwrap();
     s.append_event(with_events.id, event(json!(2))).await.unwrap();
     let mut bad_batch = audit("lost", "auditor");
-    bad_batch.timestamp = Some(T0);
+    bad_batch.timestamp = Some(at(T0));
     s.append_audit(vec![bad_batch]).await.unwrap();
     let kept = s.append_audit(vec![audit("kept", "auditor")]).await.unwrap();
     s.shutdown().await.unwrap();
 
     // A torn file, a valid hand edit, broken YAML, a wrong event, a bad audit batch, and litter.
-    let torn_path = find(&base, &torn.id, ".yaml");
+    let torn_path = find(&base, &torn.id.to_string(), ".yaml");
     let bytes = std::fs::read(&torn_path).unwrap();
     std::fs::write(&torn_path, &bytes[..bytes.len() / 2]).unwrap();
-    let edited_path = find(&base, &edited.id, ".yaml");
+    let edited_path = find(&base, &edited.id.to_string(), ".yaml");
     let text = std::fs::read_to_string(&edited_path).unwrap().replace("q: hello", "q: edited by hand");
     std::fs::write(&edited_path, text).unwrap();
     let pattern_path = base.join("patterns/dmg/1.0.0.yaml");
     std::fs::write(&pattern_path, "definition: [unclosed\n").unwrap();
     let event_path = PathBuf::from(format!(
         "{}.events/000002.yaml",
-        find(&base, &with_events.id, ".yaml").display().to_string().strip_suffix(".yaml").unwrap()
+        find(&base, &with_events.id.to_string(), ".yaml").display().to_string().strip_suffix(".yaml").unwrap()
     ));
     std::fs::write(&event_path, "seq: 7\n").unwrap();
     let audit_path = files(&base.join("audit/2024-01-15"))[0].clone();
@@ -280,7 +280,7 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     let q = AuditQuery { actor: Some("auditor".into()), ..Default::default() };
     let left: Vec<String> =
         s.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id.to_string()).collect();
-    assert_eq!(left, kept);
+    assert_eq!(left, kept.iter().map(|id| id.to_string()).collect::<Vec<_>>());
     assert!(!temp.exists(), "stray temporary files are removed on open");
     assert!(base.join("patterns/notes.txt").exists(), "unknown files are left alone");
     let warnings: Vec<String> = s.health().await.unwrap().warnings.iter().map(|w| w.to_string()).collect();
@@ -438,9 +438,14 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
 async fn dropping_without_shutdown_commits_queued_writes_before_releasing_the_lock() {
     use std::{future::Future, task::Poll};
     const CALLS: usize = 300;
-    let Harness { storage, config, dir: _dir, .. } = json().await;
+    let Harness { storage: plain, config, dir: _dir, .. } = json().await;
+    // The storage object of the ABI, whose call futures may outlive it (the plain client's `async fn`s borrow
+    // it), opened once the plain instance has released the store.
+    plain.shutdown().await.unwrap();
+    drop(plain);
+    let storage = raw::open(&config);
     let mut calls: Vec<_> = (0..CALLS)
-        .map(|_| Box::pin(storage.raw().create_execution(new_execution("dropped", "1.0.0"))))
+        .map(|_| Box::pin(storage.create_execution(raw::new_execution("dropped", "1.0.0"))))
         .collect();
     // One poll each: validated and queued.
     std::future::poll_fn(|cx| {

@@ -62,7 +62,7 @@ async fn partitions_are_made_ahead_and_route_rows() {
 
     let now = h.storage.create_execution(new_execution("route", "1.0.0")).await.unwrap();
     let mut old = new_execution("route", "1.0.0");
-    old.started_at = Some(1_000_000_000_000_000); // 2001-09-09
+    old.started_at = Some(at(1_000_000_000_000_000)); // 2001-09-09
     let old = h.storage.create_execution(old).await.unwrap();
     let where_is = |id: String| {
         let db = &db;
@@ -96,7 +96,7 @@ async fn partitions_are_made_ahead_and_route_rows() {
                 "EXPLAIN SELECT * FROM executions WHERE id = '{0}' AND started_at >= to_timestamp({1}) - interval '1 day' \
                  AND started_at < to_timestamp({1}) + interval '1 day'",
                 now.id,
-                now.started_at / 1_000_000
+                now.started_at.as_micros() / 1_000_000
             ),
             &[],
         )
@@ -230,7 +230,7 @@ async fn an_exhausted_pool_times_out_instead_of_hanging() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let err = storage.get_execution("0190b3f2-7c1e-7a00-8000-000000000001").await.unwrap_err();
+    let err = storage.get_execution(id_of("0190b3f2-7c1e-7a00-8000-000000000001")).await.unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     assert!(err.message.contains("maxConnections"), "{err}");

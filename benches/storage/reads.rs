@@ -27,7 +27,7 @@ fn filter(k: usize) -> (&'static str, &'static str) {
 fn plugin_filter(pattern: &str, status: &str) -> ExecutionFilter {
     ExecutionFilter {
         pattern_name: Some(pattern.into()),
-        statuses: vec![ExecutionStatus::parse(status).unwrap()].into(),
+        statuses: vec![status.parse::<ExecutionStatus>().unwrap()],
         ..Default::default()
     }
 }
@@ -73,7 +73,7 @@ async fn ours_page(s: &Storage, k: usize) -> usize {
 }
 
 async fn ours_get(s: &Storage, ids: &[uuid::Uuid], k: usize) {
-    let id = ids[k * 7919 % ids.len()].hyphenated().to_string();
+    let id = ids[k * 7919 % ids.len()];
     s.get_execution(id).await.expect("get_execution");
 }
 

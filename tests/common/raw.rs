@@ -17,12 +17,14 @@ use super::{fresh_plugin_library, Harness};
 /// The plugin's root module, loaded through the ABI crate (the same library file the host crate loads).
 pub fn module() -> abi::PluginModRef {
     static MODULE: OnceLock<abi::PluginModRef> = OnceLock::new();
-    *MODULE.get_or_init(|| {
-        let lib = fresh_plugin_library();
-        let header = abi_stable::library::lib_header_from_path(&lib)
-            .unwrap_or_else(|e| panic!("cannot load {}: {e}", lib.display()));
-        abi::layouts::init_root_module(header).unwrap_or_else(|e| panic!("cannot load {}: {e}", lib.display()))
-    })
+    *MODULE.get_or_init(|| load(&fresh_plugin_library()))
+}
+
+/// The root module of the plugin library at `lib`, through the ABI crate.
+pub fn load(lib: &std::path::Path) -> abi::PluginModRef {
+    let header = abi_stable::library::lib_header_from_path(lib)
+        .unwrap_or_else(|e| panic!("cannot load {}: {e}", lib.display()));
+    abi::layouts::init_root_module(header).unwrap_or_else(|e| panic!("cannot load {}: {e}", lib.display()))
 }
 
 /// A call's answer with the error as the host crate's [`Error`] (kinds compared by name).
@@ -71,6 +73,17 @@ impl Harness {
             .unwrap_or_else(|e| panic!("open through the ABI: {e}"));
         Raw { storage, shared }
     }
+}
+
+/// An instance opened through the ABI on `config` (for the file store: after the plain instance is shut down).
+pub fn open(config: &serde_json::Value) -> abi::StorageBox {
+    open_with(module(), config)
+}
+
+/// An instance of `module` opened through the ABI on `config`.
+pub fn open_with(module: abi::PluginModRef, config: &serde_json::Value) -> abi::StorageBox {
+    plain((module.open())(config.to_string().into(), abi::OpenOptions::default()))
+        .unwrap_or_else(|e| panic!("open through the ABI: {e}"))
 }
 
 fn uuid_like() -> u64 {
