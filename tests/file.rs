@@ -249,7 +249,11 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     std::fs::write(&pattern_path, "definition: [unclosed\n").unwrap();
     let event_path = PathBuf::from(format!(
         "{}.events/000002.yaml",
-        find(&base, &with_events.id.to_string(), ".yaml").display().to_string().strip_suffix(".yaml").unwrap()
+        find(&base, &with_events.id.to_string(), ".yaml")
+            .display()
+            .to_string()
+            .strip_suffix(".yaml")
+            .unwrap()
     ));
     std::fs::write(&event_path, "seq: 7\n").unwrap();
     let audit_path = files(&base.join("audit/2024-01-15"))[0].clone();

@@ -257,7 +257,11 @@ async fn maintenance_documents_are_versioned_and_unknown_ones_refused_by_name() 
     assert_kind(h.storage.maintenance(&unknown_version).await, ErrorKind::Unsupported, "version 99");
     // An envelope the plain API cannot write (no version), from a host on the ABI alone.
     let r = h.raw();
-    assert_kind(raw::plain(r.storage.maintenance(r#"{"op":"describe"}"#.into()).await), ErrorKind::InvalidInput, "version");
+    assert_kind(
+        raw::plain(r.storage.maintenance(r#"{"op":"describe"}"#.into()).await),
+        ErrorKind::InvalidInput,
+        "version",
+    );
     r.finish().await;
     h.finish().await;
 }

@@ -387,8 +387,7 @@ async fn tls_modes_verify_what_they_promise() {
         Ok(s) => drop(s),
         Err(e) => panic!("{case}: expected to connect, got {e}"),
     };
-    let refused = |r: Result<parallax_storage_host::Storage, Error>, case: &str, needle: &str| match r
-    {
+    let refused = |r: Result<parallax_storage_host::Storage, Error>, case: &str, needle: &str| match r {
         Ok(_) => panic!("{case}: expected a refusal"),
         Err(e) => {
             assert_eq!(e.kind, ErrorKind::Unavailable, "{case}: {e}");

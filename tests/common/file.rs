@@ -265,7 +265,10 @@ impl Acked {
     /// Every acknowledged write is readable, with its acknowledged state.
     pub async fn verify(&self, s: &Storage) {
         for id in &self.executions {
-            let e = s.get_execution(id_of(id)).await.unwrap_or_else(|e| panic!("acknowledged execution {id}: {e}"));
+            let e = s
+                .get_execution(id_of(id))
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged execution {id}: {e}"));
             if self.done.contains(id) {
                 assert_eq!(e.status, ExecutionStatus::Completed, "{id}");
             }

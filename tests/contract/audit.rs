@@ -57,7 +57,11 @@ pub async fn audit_batch_is_atomic(h: &Harness) {
         })
         .collect();
     raw_batch[4].details = Some(raw::rs("{")).into();
-    assert_kind(raw::plain(raw.storage.append_audit(raw_batch.into()).await), ErrorKind::InvalidInput, "details");
+    assert_kind(
+        raw::plain(raw.storage.append_audit(raw_batch.into()).await),
+        ErrorKind::InvalidInput,
+        "details",
+    );
     raw.finish().await;
     let mut dup = audit("x", "carol");
     dup.id = Some(id_of("0190b3f2-7c1e-7a00-8000-000000000abc"));

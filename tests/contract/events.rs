@@ -45,7 +45,11 @@ pub async fn events_refused_on_final_or_missing(h: &Harness) {
     let s = &h.storage;
     let text = "0190b3f2-7c1e-7a00-8000-00000000beef";
     let missing = id_of(text);
-    assert_kind(s.append_event(missing, event(EventKind::StepResult, json!(1))).await, ErrorKind::NotFound, text);
+    assert_kind(
+        s.append_event(missing, event(EventKind::StepResult, json!(1))).await,
+        ErrorKind::NotFound,
+        text,
+    );
     assert_kind(s.list_events(missing).await, ErrorKind::NotFound, text);
     let e = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
     let c = ExecutionCompletion {

@@ -33,7 +33,10 @@ pub async fn execution_create_get_roundtrip(h: &Harness) {
     let id = if raw.shared {
         created.id.to_string()
     } else {
-        raw::plain(raw.storage.create_execution(raw::new_execution("summarize", "1.0.0")).await).unwrap().id.into()
+        raw::plain(raw.storage.create_execution(raw::new_execution("summarize", "1.0.0")).await)
+            .unwrap()
+            .id
+            .into()
     };
     let upper = raw::plain(raw.storage.get_execution(id.to_uppercase().into()).await).unwrap();
     assert_eq!(upper.id.as_str(), id);
@@ -58,7 +61,8 @@ pub async fn execution_update_and_complete(h: &Harness) {
     assert_eq!(s.update_execution(created.id, ExecutionUpdate::default()).await.unwrap(), with_meta);
 
     let done = s
-        .complete_execution(created.id,
+        .complete_execution(
+            created.id,
             ExecutionCompletion {
                 status: ExecutionStatus::Completed,
                 output: Some(json!({ "summary": "ok" }).into()),
@@ -119,11 +123,24 @@ pub async fn execution_invalid_input_is_refused(h: &Harness) {
     let raw = h.raw();
     let mut e = raw::new_execution("p", "1.0.0");
     e.input = Some(raw::rs("{\"unterminated\": ")).into();
-    assert_kind(raw::plain(raw.storage.create_execution(e).await), ErrorKind::InvalidInput, "input is not valid JSON");
-    assert_kind(raw::plain(raw.storage.get_execution(raw::rs("123")).await), ErrorKind::InvalidInput, "not a UUID");
+    assert_kind(
+        raw::plain(raw.storage.create_execution(e).await),
+        ErrorKind::InvalidInput,
+        "input is not valid JSON",
+    );
+    assert_kind(
+        raw::plain(raw.storage.get_execution(raw::rs("123")).await),
+        ErrorKind::InvalidInput,
+        "not a UUID",
+    );
     let created = raw::plain(raw.storage.create_execution(raw::new_execution("p", "1.0.0")).await).unwrap();
-    let upd = parallax_storage_abi::ExecutionUpdate { output: Some(raw::rs("nope{")).into(), ..Default::default() };
-    assert_kind(raw::plain(raw.storage.update_execution(created.id.clone(), upd).await), ErrorKind::InvalidInput, "output");
+    let upd =
+        parallax_storage_abi::ExecutionUpdate { output: Some(raw::rs("nope{")).into(), ..Default::default() };
+    assert_kind(
+        raw::plain(raw.storage.update_execution(created.id.clone(), upd).await),
+        ErrorKind::InvalidInput,
+        "output",
+    );
     let unchanged = raw::plain(raw.storage.get_execution(created.id).await).unwrap();
     assert!(unchanged.output.is_none(), "the refused update wrote nothing");
     raw.finish().await;
@@ -152,14 +169,22 @@ pub async fn execution_client_ids_and_conflicts(h: &Harness) {
     let mut e = new_execution("p", "1.0.0");
     e.id = Some("0190B3F2-7C1E-7A00-8000-0000000000AA".parse().unwrap());
     let created = s.create_execution(e.clone()).await.unwrap();
-    assert_eq!(created.id.to_string(), "0190b3f2-7c1e-7a00-8000-0000000000aa", "ids are normalised to lower case");
+    assert_eq!(
+        created.id.to_string(),
+        "0190b3f2-7c1e-7a00-8000-0000000000aa",
+        "ids are normalised to lower case"
+    );
     assert_kind(s.create_execution(e).await, ErrorKind::Conflict, "already exists");
     // Upper-case text from a host on the ABI alone names the same id.
     let raw = h.raw();
     let mut e = raw::new_execution("p", "1.0.0");
     e.id = Some(raw::rs("0190B3F2-7C1E-7A00-8000-0000000000BB")).into();
     let created = raw::plain(raw.storage.create_execution(e).await).unwrap();
-    assert_eq!(created.id.as_str(), "0190b3f2-7c1e-7a00-8000-0000000000bb", "ids are normalised to lower case");
+    assert_eq!(
+        created.id.as_str(),
+        "0190b3f2-7c1e-7a00-8000-0000000000bb",
+        "ids are normalised to lower case"
+    );
     raw.finish().await;
 }
 
@@ -267,10 +292,7 @@ pub async fn execution_filters_combine(h: &Harness) {
             }),
         ),
         (ExecutionFilter { tags: tags(&["missing"]), ..Default::default() }, Box::new(|_| false)),
-        (
-            ExecutionFilter { pattern_name: Some("pat%".into()), ..Default::default() },
-            Box::new(|_| false),
-        ),
+        (ExecutionFilter { pattern_name: Some("pat%".into()), ..Default::default() }, Box::new(|_| false)),
     ];
     for (i, (f, pred)) in cases.into_iter().enumerate() {
         let want = expect(&all, pred);

@@ -99,7 +99,11 @@ pub async fn pattern_list_pages_latest_of_each(h: &Harness) {
     let pg = s.list_patterns(page(7, None)).await.unwrap();
     assert_eq!(pg.items.len(), 7);
     assert!(pg.next_cursor.is_none());
-    assert_kind(s.list_patterns(page(3, Some(&"garbage".to_string()))).await, ErrorKind::InvalidInput, "cursor");
+    assert_kind(
+        s.list_patterns(page(3, Some(&"garbage".to_string()))).await,
+        ErrorKind::InvalidInput,
+        "cursor",
+    );
     assert_kind(s.list_patterns(page(5000, None)).await, ErrorKind::InvalidInput, "maximum");
 }
 

@@ -23,11 +23,7 @@ fn completion(status: ExecutionStatus, completed_at: Option<i64>) -> ExecutionCo
 }
 
 fn event() -> NewEvent {
-    NewEvent {
-        kind: EventKind::StepResult,
-        payload: json!({ "step": 1 }).into(),
-        recorded_at: None,
-    }
+    NewEvent { kind: EventKind::StepResult, payload: json!({ "step": 1 }).into(), recorded_at: None }
 }
 
 /// An execution of pattern `p` 1.0.0, started at `T0`, completed with `status`.
@@ -106,10 +102,7 @@ pub async fn rules_completion_not_before_start(h: &Harness) {
     let e = s.create_execution(e).await.unwrap();
     let done =
         s.complete_execution(e.id, completion(ExecutionStatus::Completed, Some(T0 + 2_999))).await.unwrap();
-    assert_eq!(
-        (done.completed_at, done.duration_ms),
-        (Some(at(T0 + 2_999)), Some(2))
-    );
+    assert_eq!((done.completed_at, done.duration_ms), (Some(at(T0 + 2_999)), Some(2)));
     assert_eq!(s.get_execution(e.id).await.unwrap(), done, "what complete answers is what is stored");
 }
 

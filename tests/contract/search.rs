@@ -85,8 +85,7 @@ pub async fn search_patterns_by_name_description_definition(h: &Harness) {
     let s = &h.storage;
     let mut p = new_pattern("incident-triage", "1.0.0");
     p.description = Some("Route pager alerts".into());
-    p.definition =
-        json!({ "steps": [{ "agent": "classifier", "prompt": "label the severity" }] }).into();
+    p.definition = json!({ "steps": [{ "agent": "classifier", "prompt": "label the severity" }] }).into();
     s.put_pattern(p).await.unwrap();
     let mut q = new_pattern("weekly-report", "2.0.0");
     q.description = Some("Summarize the week".into());

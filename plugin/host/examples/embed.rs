@@ -9,7 +9,8 @@
 //! the executable (here `target/debug/examples/`, or one directory up, `target/debug/`).
 
 use parallax_storage_host::{
-    EventKind, ExecutionCompletion, ExecutionFilter, ExecutionStatus, NewEvent, NewExecution, NewPattern, Plugin,
+    EventKind, ExecutionCompletion, ExecutionFilter, ExecutionStatus, NewEvent, NewExecution, NewPattern,
+    Plugin,
 };
 use serde_json::json;
 
@@ -36,10 +37,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 4. Run an execution: create it, record its events, complete it.
     let run = storage
-        .create_execution(NewExecution::new("summarize", "1.0.0").input(json!({ "text": "hello" })).tag("demo"))
+        .create_execution(
+            NewExecution::new("summarize", "1.0.0").input(json!({ "text": "hello" })).tag("demo"),
+        )
         .await?;
-    storage.append_event(run.id, NewEvent::new(EventKind::AgentAssignment, json!({ "agent": "writer" }))).await?;
-    storage.append_event(run.id, NewEvent::new(EventKind::StepResult, json!({ "step": 1, "ok": true }))).await?;
+    storage
+        .append_event(run.id, NewEvent::new(EventKind::AgentAssignment, json!({ "agent": "writer" })))
+        .await?;
+    storage
+        .append_event(run.id, NewEvent::new(EventKind::StepResult, json!({ "step": 1, "ok": true })))
+        .await?;
     let done = storage
         .complete_execution(
             run.id,
@@ -52,7 +59,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listed = storage.executions(ExecutionFilter::default().tag("demo"), 100).collect().await?;
     for e in &listed {
         let events = storage.list_events(e.id).await?;
-        println!("listed {} {} started {} with {} events", e.pattern_name, e.status, e.started_at, events.len());
+        println!(
+            "listed {} {} started {} with {} events",
+            e.pattern_name,
+            e.status,
+            e.started_at,
+            events.len()
+        );
     }
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0], done);

@@ -50,8 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 block_on(async move {
                     for i in 0..3 {
                         let input = json!({ "worker": worker, "i": i });
-                        let run = storage.create_execution(NewExecution::new("batch", "1.0.0").input(input)).await?;
-                        storage.complete_execution(run.id, ExecutionCompletion::new(ExecutionStatus::Completed)).await?;
+                        let run = storage
+                            .create_execution(NewExecution::new("batch", "1.0.0").input(input))
+                            .await?;
+                        storage
+                            .complete_execution(run.id, ExecutionCompletion::new(ExecutionStatus::Completed))
+                            .await?;
                     }
                     Ok::<_, parallax_storage_host::Error>(())
                 })
@@ -63,7 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     block_on(async {
-        let done = storage.count_executions(ExecutionFilter::default().status(ExecutionStatus::Completed)).await?;
+        let done =
+            storage.count_executions(ExecutionFilter::default().status(ExecutionStatus::Completed)).await?;
         println!("{done} executions completed on plain threads");
         assert_eq!(done, 6);
         storage.shutdown().await

@@ -230,7 +230,8 @@ impl Storage {
     /// versions; an op or document version the plugin does not support answers `Unsupported` naming it.
     pub async fn maintenance(&self, request: &MaintenanceRequest) -> R<MaintenanceResponse> {
         self.require("maintenance", maintenance::MAINTENANCE_SINCE)?;
-        let text: String = answer::<RText>(self.inner.maintenance(convert::maintenance_request(request)).await)?.0;
+        let text: String =
+            answer::<RText>(self.inner.maintenance(convert::maintenance_request(request)).await)?.0;
         convert::maintenance_response(&text)
     }
 

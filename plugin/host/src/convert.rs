@@ -32,8 +32,9 @@ pub(crate) fn id_ffi(id: Uuid) -> RString {
 }
 
 fn id(s: RString) -> Result<Uuid, Error> {
-    Uuid::parse_str(&s)
-        .map_err(|e| Error::internal(format!("the plugin answered with an id that is not a UUID: {s:?} ({e})")))
+    Uuid::parse_str(&s).map_err(|e| {
+        Error::internal(format!("the plugin answered with an id that is not a UUID: {s:?} ({e})"))
+    })
 }
 
 fn s(s: RString) -> String {
@@ -310,7 +311,11 @@ pub(crate) fn plugin_info(i: abi::PluginInfo) -> PluginInfo {
 impl FromFfi for ConfigReport {
     type Ffi = abi::ConfigReport;
     fn from_ffi(r: abi::ConfigReport) -> Result<Self, Error> {
-        Ok(ConfigReport { backend: s(r.backend), effective: json(r.effective_json), warnings: strings(r.warnings) })
+        Ok(ConfigReport {
+            backend: s(r.backend),
+            effective: json(r.effective_json),
+            warnings: strings(r.warnings),
+        })
     }
 }
 
@@ -414,7 +419,12 @@ page_conv!(abi::PatternSearchPage, PatternHit);
 impl FromFfi for MigrationInfo {
     type Ffi = abi::MigrationInfo;
     fn from_ffi(m: abi::MigrationInfo) -> Result<Self, Error> {
-        Ok(MigrationInfo { version: s(m.version), name: s(m.name), applied: m.applied, applied_at: ots(m.applied_at) })
+        Ok(MigrationInfo {
+            version: s(m.version),
+            name: s(m.name),
+            applied: m.applied,
+            applied_at: ots(m.applied_at),
+        })
     }
 }
 
@@ -456,7 +466,11 @@ pub(crate) fn maintenance_response(text: &str) -> Result<MaintenanceResponse, Er
 }
 
 pub(crate) fn describe(r: &MaintenanceResponse) -> Result<Describe, Error> {
-    let ffi = abi::maintenance::MaintenanceResponse { op: r.op.clone(), version: r.version, result: r.result.clone() };
+    let ffi = abi::maintenance::MaintenanceResponse {
+        op: r.op.clone(),
+        version: r.version,
+        result: r.result.clone(),
+    };
     let d: abi::maintenance::Describe = ffi.result().map_err(error)?;
     Ok(Describe {
         abi_version: d.abi_version,

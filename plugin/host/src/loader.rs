@@ -144,7 +144,10 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, LoadError> {
         };
     }
     let exe = std::env::current_exe().map_err(|e| {
-        LoadError::new(LoadErrorKind::Missing, format!("cannot find the running executable: {e}; pass the plugin's path"))
+        LoadError::new(
+            LoadErrorKind::Missing,
+            format!("cannot find the running executable: {e}; pass the plugin's path"),
+        )
     })?;
     let dir = exe.parent().unwrap_or(Path::new("."));
     // Next to the binary (an install, or target/<profile>/), and one level up (cargo's target/<profile>/deps).
@@ -186,14 +189,16 @@ impl Plugin {
     /// This deliberately avoids `RootModule::load_from_file`, whose per-type process cache would remember the
     /// first library it opened even when that library then failed the checks.
     pub fn load(path: &Path) -> Result<Plugin, LoadError> {
-        let canonical = path
-            .canonicalize()
-            .map_err(|e| {
-                LoadError::new(
-                    LoadErrorKind::Missing,
-                    format!("cannot load plugin {}: {e}; pass the path of the built {}", path.display(), library_file_name()),
-                )
-            })?;
+        let canonical = path.canonicalize().map_err(|e| {
+            LoadError::new(
+                LoadErrorKind::Missing,
+                format!(
+                    "cannot load plugin {}: {e}; pass the path of the built {}",
+                    path.display(),
+                    library_file_name()
+                ),
+            )
+        })?;
         let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, module)) = loaded.iter().find(|(p, _)| *p == canonical) {
             return Ok(Plugin { module: *module });

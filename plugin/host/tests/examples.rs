@@ -13,7 +13,11 @@ fn target_dir() -> PathBuf {
 
 fn run_example(name: &str) -> String {
     let target = target_dir();
-    let lib = target.join(format!("{}parallax_storage{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    let lib = target.join(format!(
+        "{}parallax_storage{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
     assert!(
         lib.is_file(),
         "{} is missing: build the workspace first with `cargo build --workspace`",

@@ -270,12 +270,21 @@ mod tests {
 
     #[test]
     fn times_and_json_args() {
-        assert_eq!(parse_time("2024-01-15T10:30:00Z"), Ok(crate::Timestamp::from_micros(1_705_314_600_000_000)));
+        assert_eq!(
+            parse_time("2024-01-15T10:30:00Z"),
+            Ok(crate::Timestamp::from_micros(1_705_314_600_000_000))
+        );
         assert!(parse_time("30d").unwrap() < parse_time("12h").unwrap());
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2024-13-01T00:00:00Z").is_err());
-        assert_eq!(parse_time("2024-01-15 10:30:00"), Ok(crate::Timestamp::from_micros(1_705_314_600_000_000)));
-        assert_eq!(parse_time("2024-01-15T12:30:00+02:00"), Ok(crate::Timestamp::from_micros(1_705_314_600_000_000)));
+        assert_eq!(
+            parse_time("2024-01-15 10:30:00"),
+            Ok(crate::Timestamp::from_micros(1_705_314_600_000_000))
+        );
+        assert_eq!(
+            parse_time("2024-01-15T12:30:00+02:00"),
+            Ok(crate::Timestamp::from_micros(1_705_314_600_000_000))
+        );
         let e = parse_time("1969-12-31T23:59:59Z").unwrap_err();
         assert_eq!(
             e,
@@ -298,7 +307,10 @@ mod tests {
         assert_eq!(format_time(253_402_300_799_999_999), "9999-12-31T23:59:59.999999Z");
         assert_eq!(format_time(-5), "-5us since 1970-01-01T00:00:00Z");
         assert_eq!(format_time(i64::MAX), format!("{}us since 1970-01-01T00:00:00Z", i64::MAX));
-        assert_eq!(parse_json_arg(r#"{ "a" : 1 }"#).map(crate::Json::into_string), Ok(r#"{"a":1}"#.to_string()));
+        assert_eq!(
+            parse_json_arg(r#"{ "a" : 1 }"#).map(crate::Json::into_string),
+            Ok(r#"{"a":1}"#.to_string())
+        );
         assert!(parse_json_arg("{nope").unwrap_err().starts_with("invalid JSON"));
         assert!(parse_json_arg("json").unwrap_err().contains("@FILE"));
     }

@@ -14,10 +14,10 @@ use parallax_storage_host::{
     loader::{self, LoadError, LoadErrorKind, OpenError},
     logs::{self, PluginLog},
     AuditEntry, AuditQuery, BackendInfo, ConfigReport, Describe, Error, ErrorKind, EventKind, Execution,
-    ExecutionCompletion, ExecutionEvent, ExecutionFilter, ExecutionHit, ExecutionStatus, ExecutionUpdate, Health,
-    Json, Listed, LogLevel, MaintenanceRequest, MaintenanceResponse, MigrationInfo, MigrationReport, NewAuditEntry,
-    NewEvent, NewExecution, NewPattern, OpVersions, OpenOptions, Page, Pages, Pattern, PatternHit, PingMode, Plugin,
-    PluginInfo, Storage, Timestamp, Uuid,
+    ExecutionCompletion, ExecutionEvent, ExecutionFilter, ExecutionHit, ExecutionStatus, ExecutionUpdate,
+    Health, Json, Listed, LogLevel, MaintenanceRequest, MaintenanceResponse, MigrationInfo, MigrationReport,
+    NewAuditEntry, NewEvent, NewExecution, NewPattern, OpVersions, OpenOptions, Page, Pages, Pattern,
+    PatternHit, PingMode, Plugin, PluginInfo, Storage, Timestamp, Uuid,
 };
 
 /// Loading and opening.
@@ -62,8 +62,9 @@ pub async fn every_call(s: &Storage) -> Result<(), Error> {
 
     let e: Execution = s.create_execution(NewExecution::new("p", "1.0.0").input(doc.clone())).await?;
     let _: Execution = s.update_execution(e.id, ExecutionUpdate::default()).await?;
-    let _: Execution =
-        s.complete_execution(id, ExecutionCompletion::new(ExecutionStatus::Completed).completed_at(at)).await?;
+    let _: Execution = s
+        .complete_execution(id, ExecutionCompletion::new(ExecutionStatus::Completed).completed_at(at))
+        .await?;
     let _: Execution = s.get_execution(id).await?;
     let _: Listed<Execution> = s.list_executions(ExecutionFilter::default(), Page::default()).await?;
     let _: u64 = s.count_executions(ExecutionFilter::default()).await?;
