@@ -292,7 +292,7 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     assert!(warnings.iter().any(|w| w.contains(&torn_path.display().to_string())), "{warnings:?}");
     // The damaged id stays taken; a damaged pattern version can be deleted, then stored again.
     let mut again = new_execution("dmg", "1.0.0");
-    again.id = Some(torn.id.clone());
+    again.id = Some(torn.id);
     assert_kind(s.create_execution(again).await, ErrorKind::Conflict, "already exists");
     assert_kind(s.put_pattern(new_pattern("dmg", "1.0.0")).await, ErrorKind::Conflict, "damaged");
     s.delete_pattern("dmg", "1.0.0").await.unwrap();

@@ -254,9 +254,9 @@ fn audit_batch(b: usize) -> Vec<NewAuditEntry> {
     (0..BATCH)
         .map(|i| NewAuditEntry {
             action: "pattern.update".into(),
-            actor: Some(format!("user-{}", (b * BATCH + i) % 50).into()),
+            actor: Some(format!("user-{}", (b * BATCH + i) % 50)),
             resource_type: Some("pattern".into()),
-            resource_id: Some(format!("p-{}", i % 200).into()),
+            resource_id: Some(format!("p-{}", i % 200)),
             details: Some(Json::parse(format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#)).expect("valid JSON")),
             ip_address: Some("10.1.2.3".into()),
             user_agent: Some("parallax-bench/1.0".into()),

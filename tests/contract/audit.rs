@@ -34,9 +34,9 @@ pub async fn audit_append_and_query(h: &Harness) {
     assert_eq!(one.items.len(), 1);
     let e = &one.items[0];
     assert_eq!(e.id, ids[2]);
-    assert_eq!(e.ip_address.as_ref().map(|s| s.as_str()), Some("2001:db8::1"));
+    assert_eq!(e.ip_address.as_deref(), Some("2001:db8::1"));
     assert_eq!(e.details.as_ref().map(|s| s.as_str()), Some("{\"ok\":true}"));
-    assert_eq!(e.user_agent.as_ref().map(|s| s.as_str()), Some("tests/1.0"));
+    assert_eq!(e.user_agent.as_deref(), Some("tests/1.0"));
     assert!(s.append_audit(vec![]).await.unwrap().is_empty());
 }
 

@@ -10,7 +10,7 @@ pub async fn pattern_put_get_roundtrip(h: &Harness) {
     let stored = s.put_pattern(p.clone()).await.unwrap();
     assert_eq!(stored.name, "summarize");
     assert_eq!(stored.version, "1.0.0");
-    assert_eq!(stored.created_by.as_ref().map(|s| s.as_str()), Some("tester"));
+    assert_eq!(stored.created_by.as_deref(), Some("tester"));
     assert!(uuid_is_v7(&stored.id.to_string()), "generated ids are UUIDv7: {}", stored.id);
     assert_eq!(stored.id.get_version_num(), 7);
     let got = s.get_pattern("summarize", "1.0.0").await.unwrap();
@@ -65,7 +65,7 @@ pub async fn pattern_versions_sorted(h: &Harness) {
         s.put_pattern(new_pattern("sorted", v)).await.unwrap();
     }
     let versions: Vec<String> =
-        s.list_pattern_versions("sorted").await.unwrap().into_iter().map(|p| p.version.into()).collect();
+        s.list_pattern_versions("sorted").await.unwrap().into_iter().map(|p| p.version).collect();
     assert_eq!(versions, ["1.10.0", "1.2.0", "1.0.0"]);
 }
 

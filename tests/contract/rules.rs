@@ -152,7 +152,7 @@ pub async fn rules_duplicate_pattern_version_conflicts(h: &Harness) {
     );
     // A new version under an id another version holds.
     let mut taken = new_pattern("dup", "1.0.1");
-    taken.id = Some(first.id.clone());
+    taken.id = Some(first.id);
     assert_error(
         s.put_pattern(taken).await,
         ErrorKind::Conflict,
