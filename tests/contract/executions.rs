@@ -315,6 +315,16 @@ pub async fn execution_pagination_is_exact(h: &Harness) {
         assert_eq!(listed.len(), 25, "limit {limit}");
         assert_eq!(listed.iter().cloned().collect::<HashSet<_>>(), ids, "limit {limit}");
     }
+    // The page walker of the host API follows the same cursors: 25 rows in pages of 7 are 4 pages.
+    let mut pages = s.executions(ExecutionFilter::default(), 7);
+    let mut walked = Vec::new();
+    while let Some(batch) = pages.next_page().await.unwrap() {
+        assert!(batch.len() <= 7);
+        walked.push(batch.len());
+    }
+    assert_eq!(walked, [7, 7, 7, 4]);
+    let all = s.executions(ExecutionFilter::default(), 7).collect().await.unwrap();
+    assert_eq!(all.iter().map(|e| e.id.to_string()).collect::<HashSet<_>>(), ids);
 }
 
 pub async fn execution_pagination_edges(h: &Harness) {

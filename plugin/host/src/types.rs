@@ -953,3 +953,55 @@ pub struct OpVersions {
     /// Its document versions.
     pub versions: Vec<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_cover_every_instant_the_plugin_accepts() {
+        let last = Timestamp::from_micros(253_402_300_799_999_999);
+        assert_eq!(last.to_string().parse::<Timestamp>().unwrap(), last, "the last day of 9999 round-trips");
+        let e = last.to_jiff().unwrap_err();
+        assert!(
+            e.message().contains("9999-12-31T23:59:59.999999Z") && e.message().contains("as_micros"),
+            "{e}"
+        );
+        let t: Timestamp = "2024-01-15T01:00:00.000001+01:00".parse().unwrap();
+        assert_eq!(t.as_micros(), 1_705_276_800_000_001);
+        assert_eq!(Timestamp::from(t.to_jiff().unwrap()), t);
+        assert_eq!(Timestamp::from_micros(0).to_string(), "1970-01-01T00:00:00Z");
+        let e = "yesterday".parse::<Timestamp>().unwrap_err();
+        assert!(e.kind() == crate::ErrorKind::InvalidInput && e.message().contains("\"yesterday\""), "{e}");
+        // Sub-microsecond jiff values truncate towards the past, as the store does.
+        let j = jiff::Timestamp::from_nanosecond(-1).unwrap();
+        assert_eq!(Timestamp::from(j).as_micros(), -1);
+    }
+
+    #[test]
+    fn documents_are_validated_text() {
+        let d = Json::parse(r#"{"a": [1, 2]}"#).unwrap();
+        assert_eq!(d.as_str(), r#"{"a": [1, 2]}"#, "kept as written");
+        assert_eq!(d, serde_json::json!({ "a": [1, 2] }));
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct A {
+            a: Vec<u8>,
+        }
+        assert_eq!(d.deserialize::<A>().unwrap(), A { a: vec![1, 2] });
+        let e = Json::parse("{\"a\": ").unwrap_err();
+        assert!(e.message().starts_with("not valid JSON") && e.message().contains("{\\\"a\\\": "), "{e}");
+        assert!(d.deserialize::<Vec<u8>>().unwrap_err().message().contains("expected shape"));
+    }
+
+    #[test]
+    fn enums_name_their_values_and_refuse_unknown_names() {
+        assert_eq!("step_result".parse::<EventKind>().unwrap(), EventKind::StepResult);
+        assert_eq!(ExecutionStatus::Unknown(9).to_string(), "unknown (9)");
+        assert!(!ExecutionStatus::Unknown(9).is_final() && ExecutionStatus::Cancelled.is_final());
+        let e = "done".parse::<ExecutionStatus>().unwrap_err();
+        assert!(
+            e.message().contains("\"done\"") && e.message().contains("pending, running, completed"),
+            "{e}"
+        );
+    }
+}
