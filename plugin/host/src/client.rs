@@ -230,9 +230,9 @@ impl Storage {
     /// versions; an op or document version the plugin does not support answers `Unsupported` naming it.
     pub async fn maintenance(&self, request: &MaintenanceRequest) -> R<MaintenanceResponse> {
         self.require("maintenance", maintenance::MAINTENANCE_SINCE)?;
-        let text: String =
-            answer::<RText>(self.inner.maintenance(convert::maintenance_request(request)).await)?.0;
-        convert::maintenance_response(&text)
+        let text: convert::Text =
+            answer(self.inner.maintenance(convert::maintenance_request(request)).await)?;
+        convert::maintenance_response(&text.0)
     }
 
     /// The `describe` maintenance op: the plugin's ABI version and the maintenance ops it supports.
@@ -245,16 +245,6 @@ impl Storage {
     /// with `Unavailable`. Call it before the process exits: writes still queued at exit are lost.
     pub async fn shutdown(&self) -> R<()> {
         answer(self.inner.shutdown().await)
-    }
-}
-
-/// A text answer (the maintenance response document).
-struct RText(String);
-
-impl convert::FromFfi for RText {
-    type Ffi = abi_stable::std_types::RString;
-    fn from_ffi(s: abi_stable::std_types::RString) -> Result<Self, Error> {
-        Ok(RText(s.into_string()))
     }
 }
 

@@ -27,6 +27,21 @@ pub(crate) fn rs(s: &str) -> RString {
     RString::from(s)
 }
 
+/// A config section as the JSON text `open` and `check_config` take.
+pub(crate) fn config_text(section: &serde_json::Value) -> RString {
+    RString::from(section.to_string())
+}
+
+/// A plugin log event, owned, with the plain level.
+pub(crate) fn plugin_log(r: &abi::LogRecord<'_>) -> crate::logs::PluginLog {
+    crate::logs::PluginLog {
+        level: LogLevel::from_abi(r.level),
+        target: r.target.to_string(),
+        message: r.message.to_string(),
+        fields: r.fields.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect(),
+    }
+}
+
 pub(crate) fn id_ffi(id: Uuid) -> RString {
     RString::from(id.hyphenated().to_string())
 }
@@ -272,6 +287,16 @@ impl FromFfi for u64 {
     type Ffi = u64;
     fn from_ffi(n: u64) -> Result<u64, Error> {
         Ok(n)
+    }
+}
+
+/// A text answer (the maintenance response document).
+pub(crate) struct Text(pub String);
+
+impl FromFfi for Text {
+    type Ffi = RString;
+    fn from_ffi(s: RString) -> Result<Text, Error> {
+        Ok(Text(s.into_string()))
     }
 }
 

@@ -228,7 +228,7 @@ impl Plugin {
 
     /// Validates a resolved `storage` section (JSON) without connecting.
     pub fn check_config(&self, storage: &serde_json::Value) -> Result<ConfigReport, Error> {
-        convert::answer((self.module.check_config())(storage.to_string().into()))
+        convert::answer((self.module.check_config())(convert::config_text(storage)))
     }
 
     /// Opens a storage instance for a `storage` section (JSON, e.g. `{"type": "sqlite", "sqlite": {"path":
@@ -239,7 +239,7 @@ impl Plugin {
 
     /// As [`Plugin::open`], with options (e.g. for schema maintenance).
     pub fn open_with(&self, storage: &serde_json::Value, options: OpenOptions) -> Result<Storage, Error> {
-        let result = (self.module.open())(storage.to_string().into(), options.to_ffi());
+        let result = (self.module.open())(convert::config_text(storage), options.to_ffi());
         let inner = result.into_result().map_err(convert::error)?;
         Ok(Storage::new(inner, &self.info().abi_version))
     }

@@ -38,12 +38,7 @@ pub(crate) fn install(module: PluginModRef, max_level: abi::LogLevel) {
 extern "C" fn forward(r: &LogRecord<'_>) {
     // Never unwind into the plugin.
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let log = PluginLog {
-            level: LogLevel::from_abi(r.level),
-            target: r.target.to_string(),
-            message: r.message.to_string(),
-            fields: r.fields.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect(),
-        };
+        let log = crate::convert::plugin_log(r);
         if let Some(hook) = HOOK.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             hook(&log);
         }
