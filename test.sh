@@ -12,6 +12,8 @@ Installs what is missing, then runs every check CI runs, in this order:
   1. install   Debian packages (apt-get), rustfmt and clippy (rustup), the Diesel CLI (cargo install)
   2. fmt       cargo fmt --all -- --check
   3. clippy    cargo clippy --workspace --all-targets --locked -- -D warnings
+     docs      cargo doc --no-deps for the ABI and host crates with RUSTDOCFLAGS=-D warnings, and no FFI type in
+               the host crate's generated API docs (its doctests and examples run in step 5)
   4. schema    on a throwaway PostgreSQL cluster and a throwaway SQLite file:
                diesel migration run --locked-schema and migration redo --all (src/*/schema.rs are what the
                Diesel CLI generates from the migrations), then scripts/check-down-migrations.py (every
@@ -21,7 +23,7 @@ Installs what is missing, then runs every check CI runs, in this order:
 
 Flags:
   --no-install       skip step 1 (fails with the name of what is missing instead)
-  --quick            skip steps 2-4: only build and test
+  --quick            skip steps 2-4 (fmt, clippy, docs, schema): only build and test
   --backend NAME     only one backend: step 4 for it alone (none for file), and step 5 runs only its integration
                      tests, tests/NAME.rs (the whole contract suite on that backend plus its own tests)
   -- FILTER...       passed to the test binaries, e.g.
@@ -133,6 +135,16 @@ if [ "$quick" = 0 ]; then
   cargo fmt --all -- --check
   step clippy "cargo clippy -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  step docs "cargo doc --no-deps -D warnings (ABI and host crates)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p parallax-storage-abi -p parallax-storage-host
+  # The host crate's public API speaks plain Rust: no abi_stable type may appear in its generated docs (prose
+  # may name the crate; a signature would link or name one of its types). plugin/testing/plain-host proves the
+  # same at compile time.
+  if grep -rlE 'href="[^"]*(abi_stable|parallax_storage_abi)/|\b(RString|ROption|RVec|RResult|RBox|RStr|StorageBox|StorageBackend_TO|PluginModRef)\b' \
+    target/doc/parallax_storage_host; then
+    echo "error: the files above show an FFI type in the host crate's public API; convert it in plugin/host/src/convert.rs" >&2
+    exit 1
+  fi
 fi
 
 # ---- 4. schema -------------------------------------------------------------------------------------------------

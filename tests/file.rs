@@ -31,7 +31,7 @@ use std::{
 };
 
 use common::{file::*, *};
-use parallax_storage_host::abi::*;
+use parallax_storage_host::*;
 use serde_json::json;
 
 /// 2024-01-15T00:00:00Z in microseconds.
@@ -46,11 +46,11 @@ async fn layout_is_documented_and_browsable() {
     let s = &h.storage;
     s.put_pattern(new_pattern("summarize", "1.0.0+build.5")).await.unwrap();
     let mut e = new_execution("summarize", "1.0.0");
-    e.started_at = Some(T0 + 37_815_123_456).into(); // 10:30:15.123456
+    e.started_at = Some(at(T0 + 37_815_123_456)); // 10:30:15.123456
     let e = s.create_execution(e).await.unwrap();
-    s.append_event(&e.id, event(json!({ "step": 1 }))).await.unwrap();
+    s.append_event(e.id, event(json!({ "step": 1 }))).await.unwrap();
     let mut a = audit("pattern.create", "alice");
-    a.timestamp = Some(T0 + 1).into();
+    a.timestamp = Some(at(T0 + 1));
     s.append_audit(vec![a]).await.unwrap();
 
     assert!(base.join("manifest.yaml").is_file() && base.join("README.txt").is_file());
@@ -70,7 +70,7 @@ async fn layout_is_documented_and_browsable() {
     let out = Command::new("gzip").arg("-dc").arg(&exec).output().expect("gzip is installed");
     assert!(out.status.success());
     let doc: serde_json::Value = serde_yaml_ng::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["id"], json!(e.id.as_str()));
+    assert_eq!(doc["id"], json!(e.id.to_string()));
     assert_eq!(doc["started_at"], json!("2024-01-15T10:30:15.123456Z"));
     assert_eq!(doc["input"], json!({ "q": "hello" }), "documents are structures, not strings");
     // No temporary files are left behind by acknowledged writes.
@@ -97,16 +97,16 @@ async fn a_mixed_store_reads_every_file_by_its_extension() {
     let s = open_ok(&cfg("yaml", false));
     s.put_pattern(new_pattern("mixed", "1.0.0")).await.unwrap();
     let e1 = s.create_execution(new_execution("mixed", "1.0.0")).await.unwrap();
-    s.append_event(&e1.id, event(json!(1))).await.unwrap();
+    s.append_event(e1.id, event(json!(1))).await.unwrap();
     let a1 = s.append_audit(vec![audit("one", "mixer")]).await.unwrap();
     s.shutdown().await.unwrap();
 
     let s = open_ok(&cfg("json", true));
     s.put_pattern(new_pattern("mixed", "2.0.0")).await.unwrap();
     let e2 = s.create_execution(new_execution("mixed", "1.0.0")).await.unwrap();
-    s.append_event(&e1.id, event(json!(2))).await.unwrap();
-    let upd = ExecutionUpdate { output: Some("{\"half\": true}".into()).into(), ..Default::default() };
-    s.update_execution(&e1.id, upd).await.unwrap();
+    s.append_event(e1.id, event(json!(2))).await.unwrap();
+    let upd = ExecutionUpdate { output: Some(common::doc("{\"half\": true}")), ..Default::default() };
+    s.update_execution(e1.id, upd).await.unwrap();
     let a2 = s.append_audit(vec![audit("two", "mixer")]).await.unwrap();
     s.shutdown().await.unwrap();
 
@@ -115,18 +115,18 @@ async fn a_mixed_store_reads_every_file_by_its_extension() {
     let versions: Vec<String> =
         s.list_pattern_versions("mixed").await.unwrap().iter().map(|p| p.version.to_string()).collect();
     assert_eq!(versions, ["2.0.0", "1.0.0"]);
-    let got = s.get_execution(&e1.id).await.unwrap();
-    assert_eq!(got.output.as_ref().into_option().map(|o| o.as_str()), Some("{\"half\":true}"));
+    let got = s.get_execution(e1.id).await.unwrap();
+    assert_eq!(got.output.as_ref().map(|o| o.as_str()), Some("{\"half\":true}"));
     assert_eq!(
-        s.list_events(&e1.id).await.unwrap().iter().map(|e| e.payload.to_string()).collect::<Vec<_>>(),
+        s.list_events(e1.id).await.unwrap().iter().map(|e| e.payload.to_string()).collect::<Vec<_>>(),
         ["1", "2"]
     );
-    s.get_execution(&e2.id).await.unwrap();
-    let q = AuditQuery { actor: Some("mixer".into()).into(), ..Default::default() };
+    s.get_execution(e2.id).await.unwrap();
+    let q = AuditQuery { actor: Some("mixer".into()), ..Default::default() };
     let ids: Vec<String> =
         s.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id.to_string()).collect();
     assert_eq!(ids.len(), 2);
-    assert!(ids.contains(&a1[0]) && ids.contains(&a2[0]));
+    assert!(ids.contains(&a1[0].to_string()) && ids.contains(&a2[0].to_string()));
     s.shutdown().await.unwrap();
 
     let base = dir.path().join("store");
@@ -230,26 +230,30 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     let torn = s.create_execution(new_execution("dmg", "1.0.0")).await.unwrap();
     let edited = s.create_execution(new_execution("dmg", "1.0.0")).await.unwrap();
     let with_events = s.create_execution(new_execution("dmg", "1.0.0")).await.unwrap();
-    s.append_event(&with_events.id, event(json!(1))).await.unwrap();
-    s.append_event(&with_events.id, event(json!(2))).await.unwrap();
+    s.append_event(with_events.id, event(json!(1))).await.unwrap();
+    s.append_event(with_events.id, event(json!(2))).await.unwrap();
     let mut bad_batch = audit("lost", "auditor");
-    bad_batch.timestamp = Some(T0).into();
+    bad_batch.timestamp = Some(at(T0));
     s.append_audit(vec![bad_batch]).await.unwrap();
     let kept = s.append_audit(vec![audit("kept", "auditor")]).await.unwrap();
     s.shutdown().await.unwrap();
 
     // A torn file, a valid hand edit, broken YAML, a wrong event, a bad audit batch, and litter.
-    let torn_path = find(&base, &torn.id, ".yaml");
+    let torn_path = find(&base, &torn.id.to_string(), ".yaml");
     let bytes = std::fs::read(&torn_path).unwrap();
     std::fs::write(&torn_path, &bytes[..bytes.len() / 2]).unwrap();
-    let edited_path = find(&base, &edited.id, ".yaml");
+    let edited_path = find(&base, &edited.id.to_string(), ".yaml");
     let text = std::fs::read_to_string(&edited_path).unwrap().replace("q: hello", "q: edited by hand");
     std::fs::write(&edited_path, text).unwrap();
     let pattern_path = base.join("patterns/dmg/1.0.0.yaml");
     std::fs::write(&pattern_path, "definition: [unclosed\n").unwrap();
     let event_path = PathBuf::from(format!(
         "{}.events/000002.yaml",
-        find(&base, &with_events.id, ".yaml").display().to_string().strip_suffix(".yaml").unwrap()
+        find(&base, &with_events.id.to_string(), ".yaml")
+            .display()
+            .to_string()
+            .strip_suffix(".yaml")
+            .unwrap()
     ));
     std::fs::write(&event_path, "seq: 7\n").unwrap();
     let audit_path = files(&base.join("audit/2024-01-15"))[0].clone();
@@ -259,28 +263,28 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     std::fs::write(base.join("patterns/notes.txt"), "an operator's notes").unwrap();
 
     let s = h.reopen();
-    let named = |r: Result<_, StorageError>, path: &Path| {
+    let named = |r: Result<_, Error>, path: &Path| {
         let e = r.expect_err("reading a damaged record fails");
         assert_eq!(e.kind, ErrorKind::Internal, "{e}");
         assert!(e.message.contains(&path.display().to_string()) && e.message.contains("damaged"), "{e}");
     };
-    named(s.get_execution(&torn.id).await.map(drop), &torn_path);
+    named(s.get_execution(torn.id).await.map(drop), &torn_path);
     named(s.get_pattern("dmg", "1.0.0").await.map(drop), &pattern_path);
     named(s.get_latest_pattern("dmg").await.map(drop), &pattern_path);
-    named(s.list_events(&with_events.id).await.map(drop), &event_path);
+    named(s.list_events(with_events.id).await.map(drop), &event_path);
     for p in [&torn_path, &pattern_path, &event_path, &audit_path] {
         assert!(warned(&p.display().to_string()), "no warning names {}", p.display());
     }
     // The rest of the store is there, hand edits included.
-    let got = s.get_execution(&edited.id).await.unwrap();
-    assert_eq!(got.input.as_ref().into_option().map(|i| i.as_str()), Some("{\"q\":\"edited by hand\"}"));
+    let got = s.get_execution(edited.id).await.unwrap();
+    assert_eq!(got.input.as_ref().map(|i| i.as_str()), Some("{\"q\":\"edited by hand\"}"));
     assert_eq!(s.get_pattern("dmg", "2.0.0").await.unwrap().version, "2.0.0");
     s.get_pattern("fine", "1.0.0").await.unwrap();
     assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 2);
-    let q = AuditQuery { actor: Some("auditor".into()).into(), ..Default::default() };
+    let q = AuditQuery { actor: Some("auditor".into()), ..Default::default() };
     let left: Vec<String> =
         s.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id.to_string()).collect();
-    assert_eq!(left, kept);
+    assert_eq!(left, kept.iter().map(|id| id.to_string()).collect::<Vec<_>>());
     assert!(!temp.exists(), "stray temporary files are removed on open");
     assert!(base.join("patterns/notes.txt").exists(), "unknown files are left alone");
     let warnings: Vec<String> = s.health().await.unwrap().warnings.iter().map(|w| w.to_string()).collect();
@@ -288,7 +292,7 @@ async fn damaged_files_are_skipped_named_and_do_not_stop_the_store() {
     assert!(warnings.iter().any(|w| w.contains(&torn_path.display().to_string())), "{warnings:?}");
     // The damaged id stays taken; a damaged pattern version can be deleted, then stored again.
     let mut again = new_execution("dmg", "1.0.0");
-    again.id = Some(torn.id.clone()).into();
+    again.id = Some(torn.id);
     assert_kind(s.create_execution(again).await, ErrorKind::Conflict, "already exists");
     assert_kind(s.put_pattern(new_pattern("dmg", "1.0.0")).await, ErrorKind::Conflict, "damaged");
     s.delete_pattern("dmg", "1.0.0").await.unwrap();
@@ -438,9 +442,14 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
 async fn dropping_without_shutdown_commits_queued_writes_before_releasing_the_lock() {
     use std::{future::Future, task::Poll};
     const CALLS: usize = 300;
-    let Harness { storage, config, dir: _dir, .. } = json().await;
+    let Harness { storage: plain, config, dir: _dir, .. } = json().await;
+    // The storage object of the ABI, whose call futures may outlive it (the plain client's `async fn`s borrow
+    // it), opened once the plain instance has released the store.
+    plain.shutdown().await.unwrap();
+    drop(plain);
+    let storage = raw::open(&config);
     let mut calls: Vec<_> = (0..CALLS)
-        .map(|_| Box::pin(storage.raw().create_execution(new_execution("dropped", "1.0.0"))))
+        .map(|_| Box::pin(storage.create_execution(raw::new_execution("dropped", "1.0.0"))))
         .collect();
     // One poll each: validated and queued.
     std::future::poll_fn(|cx| {
@@ -473,7 +482,7 @@ async fn dropping_without_shutdown_commits_queued_writes_before_releasing_the_lo
     if reopened_after > Duration::from_millis(200) {
         assert!(took < reopened_after / 2, "dropping took {took:?}, waiting for the queued writes");
     }
-    let f = ExecutionFilter { pattern_name: Some("dropped".into()).into(), ..Default::default() };
+    let f = ExecutionFilter { pattern_name: Some("dropped".into()), ..Default::default() };
     assert_eq!(reopened.count_executions(f.clone()).await.unwrap(), CALLS as u64);
 
     drop(reopened); // idle: the lock is released before this returns

@@ -8,13 +8,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use parallax_storage_host::{
-    abi::{
-        maintenance::{self, Describe, MaintenanceRequest, OpVersions, MAINTENANCE_SINCE},
-        *,
-    },
-    logs, Plugin,
+use parallax_storage_abi::{
+    maintenance::{self, MAINTENANCE_SINCE},
+    ABI_VERSION,
 };
+use parallax_storage_host::*;
 use serde_json::json;
 
 #[test]
@@ -96,7 +94,7 @@ fn config_errors_name_the_key_and_the_fix() {
 fn defaults_and_not_yet_enforced_keys_are_reported() {
     let report = plugin().check_config(&json!({})).unwrap();
     assert_eq!(report.backend, "sqlite");
-    let eff: serde_json::Value = serde_json::from_str(&report.effective_json).unwrap();
+    let eff: serde_json::Value = serde_json::from_str(report.effective.as_str()).unwrap();
     assert_eq!(eff["sqlite"]["path"], "./parallax.db");
     assert_eq!(eff["sqlite"]["walMode"], true);
     assert_eq!(eff["sqlite"]["busyTimeout"], 5000);
@@ -126,12 +124,12 @@ fn secrets_never_appear_in_reports() {
                         "password": "hunter2-secret" }
     });
     let report = plugin().check_config(&cfg).unwrap();
-    assert!(!report.effective_json.contains("hunter2-secret"), "{}", report.effective_json);
+    assert!(!report.effective.as_str().contains("hunter2-secret"), "{}", report.effective);
     // Port 1 on loopback: refused at once, no network needed.
     let url = "postgres://u:hunter2-secret@127.0.0.1:1/parallax";
     let cfg = json!({ "type": "postgresql", "postgresql": { "url": url } });
     let report = plugin().check_config(&cfg).unwrap();
-    assert!(!report.effective_json.contains("hunter2-secret"), "{}", report.effective_json);
+    assert!(!report.effective.as_str().contains("hunter2-secret"), "{}", report.effective);
     // Opening fails (nothing listens there) and says where it tried, without the secret.
     let e = plugin().open(&cfg).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
@@ -183,7 +181,7 @@ async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
     assert_eq!(s.get_pattern("old-plugin", "1.0.0").await.unwrap(), p);
     assert_kind(s.get_pattern("old-plugin", "9.0.0").await, ErrorKind::NotFound, "9.0.0");
     let e = s.create_execution(new_execution("old-plugin", "1.0.0")).await.unwrap();
-    let got = s.get_execution(&e.id).await.unwrap();
+    let got = s.get_execution(e.id).await.unwrap();
     assert_eq!(got, e);
     assert_eq!(got.status, ExecutionStatus::Running);
     s.ping(PingMode::Echo).await.unwrap();
@@ -199,10 +197,12 @@ async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
     );
     // ... and through the raw trait object, where abi_stable finds no vtable entry and runs the trait's default
     // body in the host (no panic, no made-up answer).
-    let raw = s.raw().maintenance(MaintenanceRequest::describe().to_json().into()).await.into_result();
-    let err = raw.unwrap_err();
+    let old_raw = raw::open_with(raw::load(&compat::fixtures().old_plugin), &json!({}));
+    let describe = maintenance::MaintenanceRequest::describe().to_json();
+    let err = raw::plain(old_raw.maintenance(describe.into()).await).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
     assert!(err.message.contains(MAINTENANCE_SINCE) && err.message.contains(ABI_VERSION), "{err}");
+    raw::plain(old_raw.shutdown().await).unwrap();
 
     // The old instance still answers afterwards, and the current plugin works alongside it in this process.
     assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 1);
@@ -238,6 +238,7 @@ fn a_plugin_of_another_abi_major_is_refused_in_one_line() {
     println!("{err}");
     assert!(!err.contains('\n'), "the error must be one line: {err}");
     assert!(err.contains("incompatible") && err.contains(&lib.display().to_string()), "{err}");
+    assert_eq!(Plugin::load(&lib).unwrap_err().kind(), LoadErrorKind::Incompatible);
     assert!(err.contains("3.0.0"), "names the plugin's ABI version: {err}");
     assert!(err.contains(ABI_VERSION), "names the host's ABI version: {err}");
 }
@@ -254,8 +255,14 @@ async fn maintenance_documents_are_versioned_and_unknown_ones_refused_by_name() 
     assert_kind(h.storage.maintenance(&unknown_op).await, ErrorKind::Unsupported, "\"archive\"");
     let unknown_version = MaintenanceRequest::new("describe", 99, serde_json::Value::Null);
     assert_kind(h.storage.maintenance(&unknown_version).await, ErrorKind::Unsupported, "version 99");
-    let raw = h.storage.raw().maintenance(r#"{"op":"describe"}"#.into()).await.into_result();
-    assert_kind(raw, ErrorKind::InvalidInput, "version");
+    // An envelope the plain API cannot write (no version), from a host on the ABI alone.
+    let r = h.raw();
+    assert_kind(
+        raw::plain(r.storage.maintenance(r#"{"op":"describe"}"#.into()).await),
+        ErrorKind::InvalidInput,
+        "version",
+    );
+    r.finish().await;
     h.finish().await;
 }
 
@@ -264,21 +271,21 @@ async fn values_this_plugin_does_not_know_are_refused_not_stored() {
     // A host of a newer ABI minor may send an enum value this plugin was not built with.
     let h = sqlite().await;
     let s = &h.storage;
-    let future = ExecutionStatus::from_raw(200);
-    assert_eq!(future.as_str(), "unknown");
+    let future = ExecutionStatus::Unknown(200);
+    assert_eq!((future.as_str(), future.to_string().as_str()), ("unknown", "unknown (200)"));
     let mut e = new_execution("p", "1.0.0");
     e.status = future;
     assert_kind(s.create_execution(e).await, ErrorKind::InvalidInput, "unknown (200)");
 
     let running = s.create_execution(new_execution("p", "1.0.0")).await.unwrap();
-    let u = ExecutionUpdate { status: Some(future).into(), ..Default::default() };
-    assert_kind(s.update_execution(&running.id, u).await, ErrorKind::InvalidInput, "unknown (200)");
-    let filter = ExecutionFilter { statuses: vec![future].into(), ..Default::default() };
+    let u = ExecutionUpdate { status: Some(future), ..Default::default() };
+    assert_kind(s.update_execution(running.id, u).await, ErrorKind::InvalidInput, "unknown (200)");
+    let filter = ExecutionFilter { statuses: vec![future], ..Default::default() };
     assert_kind(s.count_executions(filter).await, ErrorKind::InvalidInput, "unknown (200)");
-    let event = NewEvent { kind: EventKind::from_raw(7), payload: "{}".into(), recorded_at: None.into() };
-    assert_kind(s.append_event(&running.id, event).await, ErrorKind::InvalidInput, "unknown (7)");
-    assert!(s.list_events(&running.id).await.unwrap().is_empty());
-    assert_kind(s.ping(PingMode::from_raw(250)).await, ErrorKind::Unsupported, "unknown (250)");
-    assert_eq!(s.get_execution(&running.id).await.unwrap().status, ExecutionStatus::Running);
+    let event = NewEvent::new(EventKind::Unknown(7), json!({}));
+    assert_kind(s.append_event(running.id, event).await, ErrorKind::InvalidInput, "unknown (7)");
+    assert!(s.list_events(running.id).await.unwrap().is_empty());
+    assert_kind(s.ping(PingMode::Unknown(250)).await, ErrorKind::Unsupported, "unknown (250)");
+    assert_eq!(s.get_execution(running.id).await.unwrap().status, ExecutionStatus::Running);
     h.finish().await;
 }

@@ -9,7 +9,7 @@ contract_suite!(common::postgres);
 use std::time::{Duration, Instant};
 
 use common::{pg, *};
-use parallax_storage_host::abi::*;
+use parallax_storage_host::*;
 use serde_json::json;
 
 /// The storage's own database, for looking behind the plugin.
@@ -62,7 +62,7 @@ async fn partitions_are_made_ahead_and_route_rows() {
 
     let now = h.storage.create_execution(new_execution("route", "1.0.0")).await.unwrap();
     let mut old = new_execution("route", "1.0.0");
-    old.started_at = Some(1_000_000_000_000_000).into(); // 2001-09-09
+    old.started_at = Some(at(1_000_000_000_000_000)); // 2001-09-09
     let old = h.storage.create_execution(old).await.unwrap();
     let where_is = |id: String| {
         let db = &db;
@@ -87,7 +87,7 @@ async fn partitions_are_made_ahead_and_route_rows() {
     // Creating that month's partition late moves its rows out of the default partition.
     db.batch_execute("SELECT parallax_create_execution_partition('2001-09-15T00:00:00Z')").await.unwrap();
     assert_eq!(where_is(old.id.to_string()).await, "executions_2001_09");
-    assert_eq!(h.storage.get_execution(&old.id).await.unwrap(), old, "the moved row is intact");
+    assert_eq!(h.storage.get_execution(old.id).await.unwrap(), old, "the moved row is intact");
 
     // A UUIDv7 id carries its time: the lookup by id reads one partition, not all of them.
     let plan: Vec<String> = db
@@ -96,7 +96,7 @@ async fn partitions_are_made_ahead_and_route_rows() {
                 "EXPLAIN SELECT * FROM executions WHERE id = '{0}' AND started_at >= to_timestamp({1}) - interval '1 day' \
                  AND started_at < to_timestamp({1}) + interval '1 day'",
                 now.id,
-                now.started_at / 1_000_000
+                now.started_at.as_micros() / 1_000_000
             ),
             &[],
         )
@@ -230,7 +230,7 @@ async fn an_exhausted_pool_times_out_instead_of_hanging() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let err = storage.get_execution("0190b3f2-7c1e-7a00-8000-000000000001").await.unwrap_err();
+    let err = storage.get_execution(id_of("0190b3f2-7c1e-7a00-8000-000000000001")).await.unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     assert!(err.message.contains("maxConnections"), "{err}");
@@ -383,12 +383,11 @@ async fn tls_modes_verify_what_they_promise() {
         // Maintenance mode: no migrations needed to prove the connection.
         plugin().open_with(&cfg, OpenOptions { maintenance: true })
     };
-    let connects = |r: Result<parallax_storage_host::Storage, StorageError>, case: &str| match r {
+    let connects = |r: Result<parallax_storage_host::Storage, Error>, case: &str| match r {
         Ok(s) => drop(s),
         Err(e) => panic!("{case}: expected to connect, got {e}"),
     };
-    let refused = |r: Result<parallax_storage_host::Storage, StorageError>, case: &str, needle: &str| match r
-    {
+    let refused = |r: Result<parallax_storage_host::Storage, Error>, case: &str, needle: &str| match r {
         Ok(_) => panic!("{case}: expected a refusal"),
         Err(e) => {
             assert_eq!(e.kind, ErrorKind::Unavailable, "{case}: {e}");

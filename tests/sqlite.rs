@@ -4,7 +4,7 @@ mod common;
 mod contract;
 
 use common::*;
-use parallax_storage_host::abi::*;
+use parallax_storage_host::*;
 use serde_json::json;
 
 contract_suite!(common::sqlite);
@@ -88,7 +88,7 @@ async fn two_instances_on_one_file_share_data() {
     let h = sqlite().await;
     let other = h.reopen();
     let e = h.storage.create_execution(new_execution("shared", "1.0.0")).await.unwrap();
-    assert_eq!(other.get_execution(&e.id).await.unwrap().id, e.id);
+    assert_eq!(other.get_execution(e.id).await.unwrap().id, e.id);
     // Writers in two instances (two writer threads) still do not fail: busy_timeout covers the overlap.
     let (a, b) = tokio::join!(
         async {
@@ -151,16 +151,16 @@ async fn writes_are_indexed_in_their_own_commit() {
     let mut ids = Vec::new();
     for i in 0..20 {
         let mut e = new_execution("indexed", "1.0.0");
-        e.input = Some(format!(r#"{{"q":"alpha{i}"}}"#).into()).into();
+        e.input = Some(doc(&format!(r#"{{"q":"alpha{i}"}}"#)));
         ids.push(s.create_execution(e).await.unwrap().id.to_string());
     }
     let done = ExecutionCompletion {
         status: ExecutionStatus::Completed,
-        output: Some(r#"{"answer":"zebra"}"#.into()).into(),
-        error: None.into(),
-        completed_at: None.into(),
+        output: Some(doc(r#"{"answer":"zebra"}"#)),
+        error: None,
+        completed_at: None,
     };
-    s.complete_execution(&ids[3], done).await.unwrap();
+    s.complete_execution(id_of(&ids[3]), done).await.unwrap();
     let raw = raw_sqlite(&h.dir);
     assert_eq!(count(&raw, "SELECT count(*) FROM execution_search_queue"), 0, "left queued after commit");
     assert_eq!(count(&raw, "SELECT count(*) FROM executions_fts"), 20, "one document per execution");
@@ -192,7 +192,7 @@ async fn rows_written_by_another_program_are_found_and_kept_on_migrate_down() {
     assert_eq!(search_ids(s, "straggler").await, vec!["0190b3f2-7c1e-7a00-8000-00000000e002".to_string()]);
     // Back on the per-row triggers, the plugin's writes are still searchable; then up again.
     let mut e = new_execution("indexed", "1.0.0");
-    e.input = Some(r#"{"q":"between"}"#.into()).into();
+    e.input = Some(doc(r#"{"q":"between"}"#));
     let between = s.create_execution(e).await.unwrap().id.to_string();
     assert_eq!(search_ids(s, "between").await, vec![between]);
     s.migrate_up().await.unwrap();
@@ -215,12 +215,22 @@ async fn dropping_without_shutdown_does_not_wait_for_queued_writes_and_keeps_the
     const CALLS: usize = 10;
     const BATCH: usize = 2_000;
     let h = sqlite().await;
-    let Harness { storage, dir, .. } = h;
+    // The storage object of the ABI, whose call futures may outlive it (the plain client's `async fn`s borrow
+    // it): the only instance once the plain one is shut down.
+    let raw = h.raw();
+    let Harness { storage: plain, dir, .. } = h;
+    plain.shutdown().await.unwrap();
+    let storage = raw.storage;
     let mut calls: Vec<_> = (0..CALLS)
         .map(|c| {
-            let entries: Vec<_> =
-                (0..BATCH).map(|i| audit(&format!("bulk.{c}"), &format!("actor-{i}"))).collect();
-            Box::pin(storage.raw().append_audit(entries.into()))
+            let entries: Vec<_> = (0..BATCH)
+                .map(|i| parallax_storage_abi::NewAuditEntry {
+                    action: format!("bulk.{c}").into(),
+                    actor: Some(raw::rs(&format!("actor-{i}"))).into(),
+                    ..Default::default()
+                })
+                .collect();
+            Box::pin(storage.append_audit(entries.into()))
         })
         .collect();
     std::future::poll_fn(|cx| {

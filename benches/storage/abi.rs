@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use parallax_storage_host::abi::{OpenOptions, PingMode, StorageBox};
+use parallax_storage_abi::{OpenOptions, PingMode as AbiPingMode, StorageBox};
+use parallax_storage_host::PingMode;
 
 use crate::{
     sqlite_writes,
@@ -42,7 +43,7 @@ pub async fn ping(opts: &Opts) {
         let mut b = Latencies::with_capacity(CHUNK);
         for _ in 0..CHUNK {
             let t = Instant::now();
-            linked.ping(PingMode::Echo).await.into_result().expect("ping");
+            linked.ping(AbiPingMode::Echo).await.into_result().expect("ping");
             b.push(t.elapsed());
         }
         if !warmup {

@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use futures_util::SinkExt;
-use parallax_storage_host::{abi::*, Storage};
+use parallax_storage_host::*;
 use serde_json::json;
 
 use crate::{
@@ -17,7 +17,11 @@ use crate::{
 
 const CALLERS: usize = 16;
 const INPUT: &str = r#"{"q":"summarize the quarterly report","user":"u42"}"#;
+/// The document, validated once: each call then clones its text, as it copied the text into an `RString` before
+/// the host API took plain types.
+static INPUT_DOC: std::sync::OnceLock<Json> = std::sync::OnceLock::new();
 const OUTPUT: &str = r#"{"result":"a short summary","tokens":321}"#;
+static OUTPUT_DOC: std::sync::OnceLock<Json> = std::sync::OnceLock::new();
 
 /// A fresh database and a plugin instance on it: with `pool`, connections fixed at that number (to match a
 /// baseline's), otherwise the plugin's default pool.
@@ -51,16 +55,20 @@ where
     .await
 }
 
+fn json_doc(cell: &std::sync::OnceLock<Json>, text: &str) -> Json {
+    cell.get_or_init(|| Json::parse(text).expect("a valid JSON constant")).clone()
+}
+
 fn new_execution() -> NewExecution {
     NewExecution {
-        id: None.into(),
+        id: None,
         pattern_name: "bench-lifecycle".into(),
         pattern_version: "1.0.0".into(),
         status: ExecutionStatus::Running,
-        input: Some(INPUT.into()).into(),
-        metadata: None.into(),
+        input: Some(json_doc(&INPUT_DOC, INPUT)),
+        metadata: None,
         tags: Default::default(),
-        started_at: None.into(),
+        started_at: None,
     }
 }
 
@@ -72,11 +80,11 @@ async fn plugin_lifecycles(storage: &Storage, ops: usize) -> f64 {
                 let e = s.create_execution(new_execution()).await.expect("create_execution");
                 let done = ExecutionCompletion {
                     status: ExecutionStatus::Completed,
-                    output: Some(OUTPUT.into()).into(),
-                    error: None.into(),
-                    completed_at: None.into(),
+                    output: Some(json_doc(&OUTPUT_DOC, OUTPUT)),
+                    error: None,
+                    completed_at: None,
                 };
-                s.complete_execution(&e.id, done).await.expect("complete_execution");
+                s.complete_execution(e.id, done).await.expect("complete_execution");
             }
         }
     })
@@ -246,12 +254,12 @@ fn audit_batch(b: usize) -> Vec<NewAuditEntry> {
     (0..BATCH)
         .map(|i| NewAuditEntry {
             action: "pattern.update".into(),
-            actor: Some(format!("user-{}", (b * BATCH + i) % 50).into()).into(),
-            resource_type: Some("pattern".into()).into(),
-            resource_id: Some(format!("p-{}", i % 200).into()).into(),
-            details: Some(format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#).into()).into(),
-            ip_address: Some("10.1.2.3".into()).into(),
-            user_agent: Some("parallax-bench/1.0".into()).into(),
+            actor: Some(format!("user-{}", (b * BATCH + i) % 50)),
+            resource_type: Some("pattern".into()),
+            resource_id: Some(format!("p-{}", i % 200)),
+            details: Some(Json::parse(format!(r#"{{"batch":{b},"n":{i},"ok":true}}"#)).expect("valid JSON")),
+            ip_address: Some("10.1.2.3".into()),
+            user_agent: Some("parallax-bench/1.0".into()),
             ..Default::default()
         })
         .collect()

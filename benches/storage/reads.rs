@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use parallax_storage_host::{abi::*, Storage};
+use parallax_storage_host::*;
 
 use crate::{
     data::{PgUuid, PATTERNS, STATUSES},
@@ -26,14 +26,14 @@ fn filter(k: usize) -> (&'static str, &'static str) {
 
 fn plugin_filter(pattern: &str, status: &str) -> ExecutionFilter {
     ExecutionFilter {
-        pattern_name: Some(pattern.into()).into(),
-        statuses: vec![ExecutionStatus::parse(status).unwrap()].into(),
+        pattern_name: Some(pattern.into()),
+        statuses: vec![status.parse::<ExecutionStatus>().unwrap()],
         ..Default::default()
     }
 }
 
-fn page() -> PageRequest {
-    PageRequest { limit: PAGE, cursor: None.into() }
+fn page() -> Page {
+    Page { limit: PAGE, cursor: None }
 }
 
 /// Chunks of each side run before measuring: every pooled connection has prepared its statements and
@@ -73,8 +73,8 @@ async fn ours_page(s: &Storage, k: usize) -> usize {
 }
 
 async fn ours_get(s: &Storage, ids: &[uuid::Uuid], k: usize) {
-    let id = ids[k * 7919 % ids.len()].hyphenated().to_string();
-    s.get_execution(&id).await.expect("get_execution");
+    let id = ids[k * 7919 % ids.len()];
+    s.get_execution(id).await.expect("get_execution");
 }
 
 pub async fn postgres(opts: &Opts) {

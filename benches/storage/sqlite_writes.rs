@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use parallax_storage_host::{abi::*, Storage};
+use parallax_storage_host::*;
 use serde_json::json;
 
 use crate::{
@@ -19,6 +19,9 @@ use crate::{
 
 const CALLERS: usize = 16;
 const INPUT: &str = r#"{"q":"summarize the quarterly report","user":"u42"}"#;
+/// The document, validated once: each call then clones its text, as it copied the text into an `RString` before
+/// the host API took plain types.
+static INPUT_DOC: std::sync::OnceLock<Json> = std::sync::OnceLock::new();
 /// The plugin's defaults, spelled out; the baselines set the same.
 const JOURNAL: &str = "WAL";
 const SYNCHRONOUS: &str = "FULL";
@@ -49,16 +52,20 @@ pub fn raw_connection(path: &Path) -> rusqlite::Connection {
     conn
 }
 
+fn json_doc(cell: &std::sync::OnceLock<Json>, text: &str) -> Json {
+    cell.get_or_init(|| Json::parse(text).expect("a valid JSON constant")).clone()
+}
+
 fn new_execution() -> NewExecution {
     NewExecution {
-        id: None.into(),
+        id: None,
         pattern_name: "bench-writes".into(),
         pattern_version: "1.0.0".into(),
         status: ExecutionStatus::Running,
-        input: Some(INPUT.into()).into(),
-        metadata: None.into(),
+        input: Some(json_doc(&INPUT_DOC, INPUT)),
+        metadata: None,
         tags: Default::default(),
-        started_at: None.into(),
+        started_at: None,
     }
 }
 

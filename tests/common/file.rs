@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use parallax_storage_host::{abi::*, Storage};
+use parallax_storage_host::*;
+
+use super::id_of;
 use serde_json::json;
 
 use super::{audit, new_execution, new_pattern, page, plugin, Harness};
@@ -96,7 +98,7 @@ pub fn logs() -> &'static std::sync::Mutex<Vec<parallax_storage_host::logs::Plug
 /// Whether a warning mentioning `needle` (in its message or fields) was logged.
 pub fn warned(needle: &str) -> bool {
     logs().lock().unwrap().iter().any(|l| {
-        l.level == parallax_storage_host::abi::LogLevel::Warn
+        l.level == parallax_storage_host::LogLevel::Warn
             && (l.message.contains(needle) || l.fields.iter().any(|(_, v)| v.contains(needle)))
     })
 }
@@ -110,7 +112,7 @@ pub fn open_ok(config: &serde_json::Value) -> Storage {
     plugin().open(config).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
-pub fn open_err(config: &serde_json::Value) -> StorageError {
+pub fn open_err(config: &serde_json::Value) -> Error {
     match plugin().open(config) {
         Ok(_) => panic!("expected the open to fail"),
         Err(e) => e,
@@ -123,7 +125,7 @@ pub fn ext_of(p: &Path) -> String {
 }
 
 pub fn event(payload: serde_json::Value) -> NewEvent {
-    NewEvent { kind: EventKind::StepResult, payload: payload.to_string().into(), recorded_at: None.into() }
+    NewEvent { kind: EventKind::StepResult, payload: payload.into(), recorded_at: None }
 }
 
 /// A child process that is SIGKILLed when dropped, so a failing test never leaves one behind.
@@ -183,21 +185,21 @@ pub async fn child_writer(s: Storage) {
         tasks.push(tokio::spawn(async move {
             for i in 1u64.. {
                 let mut e = new_execution("crash", "1.0.0");
-                e.input = Some(json!({ "task": t, "i": i, "text": "crash test" }).to_string().into()).into();
+                e.input = Some(json!({ "task": t, "i": i, "text": "crash test" }).into());
                 let id = s.create_execution(e).await.unwrap().id;
                 println!("ACK exec {id}");
                 if i % 2 == 0 {
-                    let ev = s.append_event(&id, event(json!({ "i": i }))).await.unwrap();
+                    let ev = s.append_event(id, event(json!({ "i": i }))).await.unwrap();
                     println!("ACK event {id} {}", ev.seq);
                 }
                 if i % 3 == 0 {
                     let c = ExecutionCompletion {
                         status: ExecutionStatus::Completed,
-                        output: Some(json!({ "done": i }).to_string().into()).into(),
-                        error: None.into(),
-                        completed_at: None.into(),
+                        output: Some(json!({ "done": i }).into()),
+                        error: None,
+                        completed_at: None,
                     };
-                    s.complete_execution(&id, c).await.unwrap();
+                    s.complete_execution(id, c).await.unwrap();
                     println!("ACK done {id}");
                 }
                 if i % 4 == 0 {
@@ -263,22 +265,25 @@ impl Acked {
     /// Every acknowledged write is readable, with its acknowledged state.
     pub async fn verify(&self, s: &Storage) {
         for id in &self.executions {
-            let e = s.get_execution(id).await.unwrap_or_else(|e| panic!("acknowledged execution {id}: {e}"));
+            let e = s
+                .get_execution(id_of(id))
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged execution {id}: {e}"));
             if self.done.contains(id) {
                 assert_eq!(e.status, ExecutionStatus::Completed, "{id}");
             }
         }
         for (id, seq) in &self.events {
-            let events = s.list_events(id).await.unwrap_or_else(|e| panic!("events of {id}: {e}"));
+            let events = s.list_events(id_of(id)).await.unwrap_or_else(|e| panic!("events of {id}: {e}"));
             assert!(events.iter().any(|e| e.seq == *seq), "acknowledged event {seq} of {id} is missing");
         }
-        let q = AuditQuery { actor: Some("crasher".into()).into(), ..Default::default() };
+        let q = AuditQuery { actor: Some("crasher".into()), ..Default::default() };
         let mut stored = std::collections::HashSet::new();
-        let mut cursor: Option<abi_stable::std_types::RString> = None;
+        let mut cursor: Option<String> = None;
         loop {
             let pg = s.query_audit(q.clone(), page(1000, cursor.as_ref())).await.unwrap();
             stored.extend(pg.items.iter().map(|a| a.id.to_string()));
-            match pg.next_cursor.into_option() {
+            match pg.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
             }

@@ -4,10 +4,11 @@
 pub mod compat;
 pub mod file;
 pub mod pg;
+pub mod raw;
 
 use std::{path::PathBuf, sync::OnceLock};
 
-use parallax_storage_host::{abi::*, Plugin, Storage};
+use parallax_storage_host::*;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -132,48 +133,50 @@ pub async fn postgres() -> Harness {
 // ------------------------------------------------------------------ builders
 
 pub fn new_pattern(name: &str, version: &str) -> NewPattern {
-    NewPattern {
-        id: None.into(),
-        name: name.into(),
-        version: version.into(),
-        description: Some(format!("{name} {version}").into()).into(),
-        definition: json!({ "name": name, "steps": [{ "agent": "writer" }] }).to_string().into(),
-        created_by: Some("tester".into()).into(),
-    }
+    NewPattern::new(name, version, json!({ "name": name, "steps": [{ "agent": "writer" }] }))
+        .description(format!("{name} {version}"))
+        .created_by("tester")
 }
 
 pub fn new_execution(pattern: &str, version: &str) -> NewExecution {
-    NewExecution {
-        id: None.into(),
-        pattern_name: pattern.into(),
-        pattern_version: version.into(),
-        status: ExecutionStatus::Running,
-        input: Some(json!({ "q": "hello" }).to_string().into()).into(),
-        metadata: None.into(),
-        tags: Default::default(),
-        started_at: None.into(),
-    }
+    NewExecution::new(pattern, version).input(json!({ "q": "hello" }))
 }
 
 pub fn audit(action: &str, actor: &str) -> NewAuditEntry {
     NewAuditEntry {
-        action: action.into(),
-        actor: Some(actor.into()).into(),
-        resource_type: Some("pattern".into()).into(),
-        resource_id: Some("p1".into()).into(),
-        details: Some(json!({ "ok": true }).to_string().into()).into(),
-        ip_address: Some("10.1.2.3".into()).into(),
-        user_agent: Some("tests/1.0".into()).into(),
-        ..Default::default()
+        actor: Some(actor.into()),
+        resource_type: Some("pattern".into()),
+        resource_id: Some("p1".into()),
+        details: Some(json!({ "ok": true }).into()),
+        ip_address: Some("10.1.2.3".into()),
+        user_agent: Some("tests/1.0".into()),
+        ..NewAuditEntry::new(action)
     }
 }
 
-pub fn page(limit: u32, cursor: Option<&abi_stable::std_types::RString>) -> PageRequest {
-    PageRequest { limit, cursor: cursor.cloned().into() }
+pub fn page(limit: u32, cursor: Option<&String>) -> Page {
+    Page { limit, cursor: cursor.cloned() }
+}
+
+/// The instant `micros` microseconds after the Unix epoch.
+pub const fn at(micros: i64) -> Timestamp {
+    Timestamp::from_micros(micros)
+}
+
+/// The UUID spelt `text`.
+#[track_caller]
+pub fn id_of(text: &str) -> Uuid {
+    text.parse().unwrap_or_else(|e| panic!("{text:?} is not a UUID: {e}"))
+}
+
+/// A JSON document from text the test knows is valid.
+#[track_caller]
+pub fn doc(text: &str) -> Json {
+    Json::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[track_caller]
-pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, StorageError>, kind: ErrorKind, needle: &str) {
+pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, Error>, kind: ErrorKind, needle: &str) {
     match r {
         Ok(v) => panic!("expected a {kind:?} error mentioning {needle:?}, got Ok({v:?})"),
         Err(e) => {

@@ -1,7 +1,6 @@
 use std::collections::HashSet;
 
-use abi_stable::std_types::RString;
-use parallax_storage_host::abi::*;
+use parallax_storage_host::*;
 
 use crate::common::*;
 
@@ -102,7 +101,7 @@ pub async fn health_reports_backend(h: &Harness) {
     assert!(health.latency_us >= 0);
     assert_eq!(health.pending_migrations, 0);
     let status = h.storage.migration_status().await.unwrap();
-    assert_eq!(health.schema_version.into_option(), status.last().map(|m| m.version.clone()));
+    assert_eq!(health.schema_version, status.last().map(|m| m.version.clone()));
 }
 
 pub async fn panics_come_back_as_panicked(h: &Harness) {
@@ -129,7 +128,7 @@ pub async fn panic_before_the_future_comes_back_as_panicked(h: &Harness) {
 }
 
 /// Waits (up to 2 s) until execution `id` can be read.
-async fn eventually_readable(s: &parallax_storage_host::Storage, id: &str) -> bool {
+async fn eventually_readable(s: &parallax_storage_host::Storage, id: Uuid) -> bool {
     for _ in 0..200 {
         match s.get_execution(id).await {
             Ok(_) => return true,
@@ -145,14 +144,31 @@ async fn eventually_readable(s: &parallax_storage_host::Storage, id: &str) -> bo
 /// A plugin call whose FFI future the host drops without ever polling it still runs: the backends differ in
 /// where a call's work happens (spawned at once, or polled by the caller and handed to the plugin runtime when
 /// dropped), and neither may lose the write. (`Storage`'s own methods are `async fn`s that would not even call
-/// the plugin unpolled, so this goes through the raw storage object.)
+/// the plugin unpolled, so this goes through the storage object of the ABI.)
 pub async fn call_dropped_before_polling_still_runs(h: &Harness) {
-    let s = &h.storage;
-    let mut e = new_execution("dropped-unpolled", "1.0.0");
+    let raw = h.raw();
     let id = "0190b3f2-7c1e-7a00-8000-00000000d0d0";
-    e.id = Some(id.into()).into();
-    drop(s.raw().create_execution(e));
-    assert!(eventually_readable(s, id).await, "the write dropped before its first poll never landed");
+    let mut e = raw::new_execution("dropped-unpolled", "1.0.0");
+    e.id = Some(raw::rs(id)).into();
+    drop(raw.storage.create_execution(e));
+    let mut landed = false;
+    for _ in 0..200 {
+        match raw::plain(raw.storage.get_execution(raw::rs(id)).await) {
+            Ok(_) => {
+                landed = true;
+                break;
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(landed, "the write dropped before its first poll never landed");
+    if raw.shared {
+        assert!(eventually_readable(&h.storage, id_of(id)).await, "the plain client sees the write too");
+    }
+    raw.finish().await;
 }
 
 /// The host may await calls on any executor: here a plain thread that parks between polls, no tokio at all.
@@ -162,7 +178,7 @@ pub async fn calls_complete_on_a_thread_without_tokio(h: &Harness) {
         block_on(async move {
             let created = s.create_execution(new_execution("no-tokio", "1.0.0")).await?;
             let listed = s.list_executions(ExecutionFilter::default(), page(10, None)).await?;
-            Ok::<_, StorageError>((s.get_execution(&created.id).await?, created, listed.items.len()))
+            Ok::<_, Error>((s.get_execution(created.id).await?, created, listed.items.len()))
         })
     })
     .join()
@@ -175,8 +191,8 @@ pub async fn calls_complete_on_a_thread_without_tokio(h: &Harness) {
 pub async fn dropped_future_still_completes(h: &Harness) {
     let s = &h.storage;
     let mut e = new_execution("dropped", "1.0.0");
-    let id = "0190b3f2-7c1e-7a00-8000-00000000d00d";
-    e.id = Some(id.into()).into();
+    let id = id_of("0190b3f2-7c1e-7a00-8000-00000000d00d");
+    e.id = Some(id);
     // Poll the call once (which hands the write to the plugin runtime), then drop it unfinished: dropping
     // only stops the caller from hearing the answer.
     let mut call = Box::pin(s.create_execution(e));
@@ -231,8 +247,8 @@ pub async fn concurrent_writers_lose_nothing(h: &Harness) {
             let mut ids = Vec::with_capacity(WRITES);
             for i in 0..WRITES {
                 let mut e = new_execution(&format!("load{}", t % 4), "1.0.0");
-                e.tags = vec![RString::from(format!("task{t}"))].into();
-                e.input = Some(format!("{{\"i\": {i}}}").into()).into();
+                e.tags = vec![format!("task{t}")];
+                e.input = Some(doc(&format!("{{\"i\": {i}}}")));
                 let created =
                     s.create_execution(e).await.unwrap_or_else(|e| panic!("task {t} write {i}: {e}"));
                 ids.push(created.id.to_string());
@@ -248,16 +264,16 @@ pub async fn concurrent_writers_lose_nothing(h: &Harness) {
     let s = &h.storage;
     assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), (TASKS * WRITES) as u64);
     let mut listed = HashSet::new();
-    let mut cursor: Option<RString> = None;
+    let mut cursor: Option<String> = None;
     loop {
         let pg = s.list_executions(ExecutionFilter::default(), page(1000, cursor.as_ref())).await.unwrap();
         listed.extend(pg.items.iter().map(|e| e.id.to_string()));
-        match pg.next_cursor.into_option() {
+        match pg.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
     assert_eq!(listed, written);
-    let f = ExecutionFilter { tags: vec![RString::from("task7")].into(), ..Default::default() };
+    let f = ExecutionFilter { tags: vec![String::from("task7")], ..Default::default() };
     assert_eq!(s.count_executions(f).await.unwrap(), WRITES as u64);
 }

@@ -2,7 +2,7 @@
 //! and, word for word, the same message. Each body states the exact message, so a backend that words a
 //! refusal its own way fails here.
 
-use parallax_storage_host::abi::*;
+use parallax_storage_host::*;
 use serde_json::json;
 
 use crate::common::*;
@@ -11,7 +11,7 @@ use crate::common::*;
 const T0: i64 = 1_705_276_800_000_000;
 
 #[track_caller]
-fn assert_error<T: std::fmt::Debug>(r: Result<T, StorageError>, kind: ErrorKind, message: &str) {
+fn assert_error<T: std::fmt::Debug>(r: Result<T, Error>, kind: ErrorKind, message: &str) {
     match r {
         Ok(v) => panic!("expected {kind:?} {message:?}, got Ok({v:?})"),
         Err(e) => assert_eq!((e.kind, e.message.as_str()), (kind, message), "the rule's answer differs"),
@@ -19,38 +19,34 @@ fn assert_error<T: std::fmt::Debug>(r: Result<T, StorageError>, kind: ErrorKind,
 }
 
 fn completion(status: ExecutionStatus, completed_at: Option<i64>) -> ExecutionCompletion {
-    ExecutionCompletion { status, output: None.into(), error: None.into(), completed_at: completed_at.into() }
+    ExecutionCompletion { status, output: None, error: None, completed_at: completed_at.map(at) }
 }
 
 fn event() -> NewEvent {
-    NewEvent {
-        kind: EventKind::StepResult,
-        payload: json!({ "step": 1 }).to_string().into(),
-        recorded_at: None.into(),
-    }
+    NewEvent { kind: EventKind::StepResult, payload: json!({ "step": 1 }).into(), recorded_at: None }
 }
 
 /// An execution of pattern `p` 1.0.0, started at `T0`, completed with `status`.
 async fn finished(s: &parallax_storage_host::Storage, status: ExecutionStatus) -> Execution {
     let mut e = new_execution("p", "1.0.0");
-    e.started_at = Some(T0).into();
+    e.started_at = Some(at(T0));
     let e = s.create_execution(e).await.unwrap();
-    s.complete_execution(&e.id, completion(status, Some(T0 + 1000))).await.unwrap()
+    s.complete_execution(e.id, completion(status, Some(T0 + 1000))).await.unwrap()
 }
 
 pub async fn rules_final_execution_cannot_be_updated(h: &Harness) {
     let s = &h.storage;
     let done = finished(s, ExecutionStatus::Cancelled).await;
-    let to_running = ExecutionUpdate { status: Some(ExecutionStatus::Running).into(), ..Default::default() };
+    let to_running = ExecutionUpdate { status: Some(ExecutionStatus::Running), ..Default::default() };
     let message = format!("execution {} is cancelled and can no longer be updated", done.id);
-    assert_error(s.update_execution(&done.id, to_running).await, ErrorKind::Conflict, &message);
+    assert_error(s.update_execution(done.id, to_running).await, ErrorKind::Conflict, &message);
     // Even an update that would change nothing is refused: the rule is about the state, not the change.
     assert_error(
-        s.update_execution(&done.id, ExecutionUpdate::default()).await,
+        s.update_execution(done.id, ExecutionUpdate::default()).await,
         ErrorKind::Conflict,
         &message,
     );
-    assert_eq!(s.get_execution(&done.id).await.unwrap(), done, "the refused update wrote nothing");
+    assert_eq!(s.get_execution(done.id).await.unwrap(), done, "the refused update wrote nothing");
 }
 
 pub async fn rules_final_execution_cannot_be_completed_again(h: &Harness) {
@@ -58,67 +54,65 @@ pub async fn rules_final_execution_cannot_be_completed_again(h: &Harness) {
     let done = finished(s, ExecutionStatus::Completed).await;
     let again = completion(ExecutionStatus::Failed, Some(T0 + 5000));
     assert_error(
-        s.complete_execution(&done.id, again).await,
+        s.complete_execution(done.id, again).await,
         ErrorKind::Conflict,
         &format!("execution {} is already completed", done.id),
     );
     // Final comes before time: a completion both late and early names the final state.
     let early = completion(ExecutionStatus::Failed, Some(T0 - 1));
     assert_error(
-        s.complete_execution(&done.id, early).await,
+        s.complete_execution(done.id, early).await,
         ErrorKind::Conflict,
         &format!("execution {} is already completed", done.id),
     );
-    assert_eq!(s.get_execution(&done.id).await.unwrap(), done);
+    assert_eq!(s.get_execution(done.id).await.unwrap(), done);
 }
 
 pub async fn rules_events_only_while_pending_or_running(h: &Harness) {
     let s = &h.storage;
     let done = finished(s, ExecutionStatus::Failed).await;
     assert_error(
-        s.append_event(&done.id, event()).await,
+        s.append_event(done.id, event()).await,
         ErrorKind::Conflict,
         &format!(
             "execution {} is failed; events can only be appended to pending or running executions",
             done.id
         ),
     );
-    assert!(s.list_events(&done.id).await.unwrap().is_empty());
+    assert!(s.list_events(done.id).await.unwrap().is_empty());
 }
 
 pub async fn rules_completion_not_before_start(h: &Harness) {
     let s = &h.storage;
     let mut e = new_execution("p", "1.0.0");
-    e.started_at = Some(T0).into();
+    e.started_at = Some(at(T0));
     let e = s.create_execution(e).await.unwrap();
     assert_error(
-        s.complete_execution(&e.id, completion(ExecutionStatus::Completed, Some(T0 - 1))).await,
+        s.complete_execution(e.id, completion(ExecutionStatus::Completed, Some(T0 - 1))).await,
         ErrorKind::InvalidInput,
         &format!("completed_at {} is before the execution's started_at {T0}", T0 - 1),
     );
-    assert_eq!(s.get_execution(&e.id).await.unwrap(), e, "the refused completion wrote nothing");
+    assert_eq!(s.get_execution(e.id).await.unwrap(), e, "the refused completion wrote nothing");
     // At the very start is allowed; the duration is whole milliseconds, rounded down, on every backend.
     let at_start =
-        s.complete_execution(&e.id, completion(ExecutionStatus::Completed, Some(T0))).await.unwrap();
-    assert_eq!(at_start.duration_ms.into_option(), Some(0));
+        s.complete_execution(e.id, completion(ExecutionStatus::Completed, Some(T0))).await.unwrap();
+    assert_eq!(at_start.duration_ms, Some(0));
     let mut e = new_execution("p", "1.0.0");
-    e.started_at = Some(T0).into();
+    e.started_at = Some(at(T0));
     let e = s.create_execution(e).await.unwrap();
     let done =
-        s.complete_execution(&e.id, completion(ExecutionStatus::Completed, Some(T0 + 2_999))).await.unwrap();
-    assert_eq!(
-        (done.completed_at.into_option(), done.duration_ms.into_option()),
-        (Some(T0 + 2_999), Some(2))
-    );
-    assert_eq!(s.get_execution(&e.id).await.unwrap(), done, "what complete answers is what is stored");
+        s.complete_execution(e.id, completion(ExecutionStatus::Completed, Some(T0 + 2_999))).await.unwrap();
+    assert_eq!((done.completed_at, done.duration_ms), (Some(at(T0 + 2_999)), Some(2)));
+    assert_eq!(s.get_execution(e.id).await.unwrap(), done, "what complete answers is what is stored");
 }
 
 pub async fn rules_missing_execution_is_not_found(h: &Harness) {
     let s = &h.storage;
-    let id = "0190b3f2-7c1e-7a00-8000-00000000f00d";
-    let message = format!("execution {id} not found");
+    let text = "0190b3f2-7c1e-7a00-8000-00000000f00d";
+    let id = id_of(text);
+    let message = format!("execution {text} not found");
     assert_error(s.get_execution(id).await, ErrorKind::NotFound, &message);
-    let update = ExecutionUpdate { status: Some(ExecutionStatus::Running).into(), ..Default::default() };
+    let update = ExecutionUpdate { status: Some(ExecutionStatus::Running), ..Default::default() };
     assert_error(s.update_execution(id, update).await, ErrorKind::NotFound, &message);
     assert_error(s.update_execution(id, ExecutionUpdate::default()).await, ErrorKind::NotFound, &message);
     assert_error(
@@ -128,20 +122,23 @@ pub async fn rules_missing_execution_is_not_found(h: &Harness) {
     );
     assert_error(s.append_event(id, event()).await, ErrorKind::NotFound, &message);
     assert_error(s.list_events(id).await, ErrorKind::NotFound, &message);
-    // Upper-case input names the normalised id.
-    assert_error(s.get_execution(&id.to_uppercase()).await, ErrorKind::NotFound, &message);
+    // Upper-case input (from a host on the ABI alone) names the normalised id.
+    let raw = h.raw();
+    let upper = raw.storage.get_execution(raw::rs(&text.to_uppercase())).await;
+    assert_error(raw::plain(upper), ErrorKind::NotFound, &message);
+    raw.finish().await;
 }
 
 pub async fn rules_duplicate_execution_id_conflicts(h: &Harness) {
     let s = &h.storage;
     let id = "0190b3f2-7c1e-7a00-8000-00000000abcd";
     let mut e = new_execution("p", "1.0.0");
-    e.id = Some(id.into()).into();
+    e.id = Some(id_of(id));
     s.create_execution(e.clone()).await.unwrap();
     let message = format!("execution {id} already exists");
     assert_error(s.create_execution(e.clone()).await, ErrorKind::Conflict, &message);
     // Another start time (another month: another PostgreSQL partition, another file-store directory).
-    e.started_at = Some(T0).into();
+    e.started_at = Some(at(T0));
     assert_error(s.create_execution(e).await, ErrorKind::Conflict, &message);
 }
 
@@ -155,7 +152,7 @@ pub async fn rules_duplicate_pattern_version_conflicts(h: &Harness) {
     );
     // A new version under an id another version holds.
     let mut taken = new_pattern("dup", "1.0.1");
-    taken.id = Some(first.id.clone()).into();
+    taken.id = Some(first.id);
     assert_error(
         s.put_pattern(taken).await,
         ErrorKind::Conflict,

@@ -1,13 +1,12 @@
 use std::collections::HashSet;
 
-use abi_stable::std_types::RString;
-use parallax_storage_host::abi::*;
+use parallax_storage_host::*;
 use serde_json::json;
 
 use crate::common::*;
 
-fn doc(v: serde_json::Value) -> abi_stable::std_types::ROption<RString> {
-    Some(RString::from(v.to_string())).into()
+fn doc(v: serde_json::Value) -> Option<Json> {
+    Some(v.into())
 }
 
 pub async fn search_executions_matches_words_in_documents(h: &Harness) {
@@ -24,7 +23,7 @@ pub async fn search_executions_matches_words_in_documents(h: &Harness) {
     let c = s.create_execution(c).await.unwrap();
     let _ = c;
 
-    let ids = |page: ExecutionSearchPage| -> HashSet<String> {
+    let ids = |page: Listed<ExecutionHit>| -> HashSet<String> {
         page.items.iter().map(|h| h.execution.id.to_string()).collect()
     };
     let hits = s.search_executions("reactor", page(10, None)).await.unwrap();
@@ -40,9 +39,9 @@ pub async fn search_executions_matches_words_in_documents(h: &Harness) {
         status: ExecutionStatus::Failed,
         output: doc(json!({ "summary": "partial" })),
         error: doc(json!({ "message": "quota exhausted" })),
-        completed_at: None.into(),
+        completed_at: None,
     };
-    s.complete_execution(&a.id, done).await.unwrap();
+    s.complete_execution(a.id, done).await.unwrap();
     let hits = s.search_executions("quota", page(10, None)).await.unwrap();
     assert_eq!(ids(hits), HashSet::from([a.id.to_string()]));
     let hits = s.search_executions("partial", page(10, None)).await.unwrap();
@@ -60,7 +59,7 @@ pub async fn search_pages_are_exact(h: &Harness) {
         want.insert(s.create_execution(e).await.unwrap().id.to_string());
     }
     let mut got = HashSet::new();
-    let mut cursor: Option<RString> = None;
+    let mut cursor: Option<String> = None;
     let mut pages = 0;
     loop {
         let pg = s.search_executions("needle", page(5, cursor.as_ref())).await.unwrap();
@@ -68,7 +67,7 @@ pub async fn search_pages_are_exact(h: &Harness) {
         for hit in pg.items.iter() {
             assert!(got.insert(hit.execution.id.to_string()), "no hit repeats across pages");
         }
-        match pg.next_cursor.into_option() {
+        match pg.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
@@ -76,7 +75,7 @@ pub async fn search_pages_are_exact(h: &Harness) {
     assert_eq!(pages, 5);
     assert_eq!(got, want);
     assert_kind(
-        s.search_executions("needle", page(5, Some(&"o:x".into()))).await,
+        s.search_executions("needle", page(5, Some(&"o:x".to_string()))).await,
         ErrorKind::InvalidInput,
         "cursor",
     );
@@ -85,14 +84,13 @@ pub async fn search_pages_are_exact(h: &Harness) {
 pub async fn search_patterns_by_name_description_definition(h: &Harness) {
     let s = &h.storage;
     let mut p = new_pattern("incident-triage", "1.0.0");
-    p.description = Some("Route pager alerts".into()).into();
-    p.definition =
-        json!({ "steps": [{ "agent": "classifier", "prompt": "label the severity" }] }).to_string().into();
+    p.description = Some("Route pager alerts".into());
+    p.definition = json!({ "steps": [{ "agent": "classifier", "prompt": "label the severity" }] }).into();
     s.put_pattern(p).await.unwrap();
     let mut q = new_pattern("weekly-report", "2.0.0");
-    q.description = Some("Summarize the week".into()).into();
+    q.description = Some("Summarize the week".into());
     s.put_pattern(q).await.unwrap();
-    let names = |pg: PatternSearchPage| -> Vec<String> {
+    let names = |pg: Listed<PatternHit>| -> Vec<String> {
         pg.items.iter().map(|h| format!("{}@{}", h.pattern.name, h.pattern.version)).collect()
     };
     assert_eq!(

@@ -30,14 +30,18 @@ open_enum! {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct StorageError {
+    /// What went wrong.
     pub kind: ErrorKind,
+    /// The explanation: human-readable, without secrets.
     pub message: RString,
 }
 
 impl StorageError {
+    /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         StorageError { kind, message: RString::from(message.into()) }
     }
+    /// The explanation, without the kind.
     pub fn message(&self) -> &str {
         self.message.as_str()
     }

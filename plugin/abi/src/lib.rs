@@ -10,6 +10,49 @@
 //! - ids are UUID strings (the plugin generates UUIDv7 ids when the caller supplies none);
 //! - JSON documents are JSON text, validated by the plugin.
 //!
+//! **Embedding the plugin? Use `parallax-storage-host`**, which loads the library, checks its ABI and offers
+//! every call with plain Rust types (`String`, `Uuid`, a timestamp type, JSON documents, Rust enums, an error
+//! with a `kind()`); its examples (`plugin/host/examples/`) run a whole lifecycle. This crate is the boundary
+//! itself, for the plugin and for hosts that drive the FFI types directly.
+//!
+//! # Load, open, call, shut down
+//!
+//! 1. **Load**: the cdylib exports a [`PluginModRef`] root module. Load it with abi_stable's
+//!    `lib_header_from_path`, then [`layouts::init_root_module`], which also accepts plugins of an earlier
+//!    minor of this major (see below). Call `set_log_sink` once to receive the plugin's log events.
+//! 2. **Open**: `open` takes the resolved `storage` section of `parallax.config.yaml` as JSON text and
+//!    [`OpenOptions`]; it blocks until the backend is ready (connections, migrations) and answers a
+//!    [`StorageBox`]. `check_config` validates a section without connecting.
+//! 3. **Call**: every [`StorageBackend`] method answers a [`StorageFuture`], an FFI-safe future the host awaits
+//!    on any executor (or none: a plain thread that parks between polls works). The plugin brings its own tokio
+//!    runtime; a call is polled on the awaiting thread with that runtime entered, and the plugin wakes it from
+//!    its own threads. A call dropped unfinished still completes inside the plugin.
+//! 4. **Shut down**: `shutdown` waits for queued writes, closes pools and stops the instance's runtime; later
+//!    calls answer [`ErrorKind::Unavailable`]. Dropping the box without it never blocks, but writes still
+//!    queued when the process exits are lost.
+//!
+//! **Errors and panics.** Every failure is a [`StorageError`]: an [`ErrorKind`] and a secret-free message. A
+//! panic inside the plugin, in a call's future or in the synchronous part of a call, is caught at the boundary
+//! and answered as [`ErrorKind::Panicked`]; it never unwinds into the host, and the instance keeps working.
+//! The log sink must not unwind either.
+//!
+//! Open enums carry values a peer does not know instead of misreading them:
+//!
+//! ```
+//! use parallax_storage_abi::{ErrorKind, ExecutionStatus};
+//!
+//! let from_a_newer_peer = ExecutionStatus::from_raw(9);
+//! assert!(!from_a_newer_peer.is_known() && !from_a_newer_peer.is_final());
+//! assert_eq!(from_a_newer_peer.to_string(), "unknown (9)");
+//! assert_eq!(ExecutionStatus::parse("running"), Some(ExecutionStatus::Running));
+//! // Matching needs a `_` arm.
+//! let retry = match ErrorKind::Timeout {
+//!     ErrorKind::Timeout | ErrorKind::Unavailable => true,
+//!     _ => false,
+//! };
+//! assert!(retry);
+//! ```
+//!
 //! # Versions
 //!
 //! [`ABI_VERSION`] is this crate's version. The **major** decides whether a host loads a plugin at all; the
@@ -66,6 +109,7 @@
 //! The compatibility suite (`tests/plugin_boundary.rs`) keeps a frozen copy of ABI 2.0.0 under
 //! `plugin/testing/abi-2.0/` and proves both directions: a 2.0.0 plugin in this host, this plugin in a 2.0.0
 //! host.
+#![warn(missing_docs)]
 
 #[macro_use]
 mod open_enum;

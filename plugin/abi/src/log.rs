@@ -7,10 +7,15 @@ open_enum! {
     /// Severity of a plugin log event; lower is more severe. Open: an unknown level orders by its number.
     #[derive(PartialOrd, Ord)]
     pub struct LogLevel {
+        /// Errors.
         Error = 1 => "error",
+        /// Warnings.
         Warn = 2 => "warn",
+        /// Information.
         Info = 3 => "info",
+        /// Debugging detail.
         Debug = 4 => "debug",
+        /// Tracing detail.
         Trace = 5 => "trace",
     }
 }
@@ -19,7 +24,9 @@ open_enum! {
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug)]
 pub struct LogField<'a> {
+    /// The field's name.
     pub name: RStr<'a>,
+    /// The field's value, formatted as text.
     pub value: RStr<'a>,
 }
 
@@ -27,9 +34,13 @@ pub struct LogField<'a> {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
 pub struct LogRecord<'a> {
+    /// Its severity.
     pub level: LogLevel,
+    /// The plugin module that logged it.
     pub target: RStr<'a>,
+    /// The message.
     pub message: RStr<'a>,
+    /// Its structured fields.
     pub fields: RVec<LogField<'a>>,
 }
 
@@ -37,6 +48,8 @@ pub struct LogRecord<'a> {
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug)]
 pub struct LogSink {
+    /// The most verbose level the host wants.
     pub max_level: LogLevel,
+    /// Called with each event, on the plugin's thread that logged it; must not unwind.
     pub log: extern "C" fn(&LogRecord<'_>),
 }

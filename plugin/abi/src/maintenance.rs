@@ -36,7 +36,9 @@ pub const DESCRIBE: &str = "describe";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
+    /// The operation's name.
     pub op: String,
+    /// The version of the op's documents.
     pub version: u32,
     /// The op's parameters; `null` (or absent) when it takes none.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -46,8 +48,11 @@ pub struct MaintenanceRequest {
 /// A maintenance response document.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct MaintenanceResponse {
+    /// The operation's name.
     pub op: String,
+    /// The version of the op's documents.
     pub version: u32,
+    /// The op's result.
     pub result: serde_json::Value,
 }
 
@@ -57,6 +62,7 @@ pub struct MaintenanceResponse {
 pub struct Describe {
     /// The plugin's ABI version ([`ABI_VERSION`] of the crate it was built with).
     pub abi_version: String,
+    /// The plugin crate's version.
     pub plugin_version: String,
     /// Every op the plugin supports, with the document versions of each.
     pub ops: Vec<OpVersions>,
@@ -65,11 +71,14 @@ pub struct Describe {
 /// One supported op and its document versions, oldest first.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct OpVersions {
+    /// The operation's name.
     pub op: String,
+    /// Its document versions, oldest first.
     pub versions: Vec<u32>,
 }
 
 impl MaintenanceRequest {
+    /// A request for `op` at document `version` with `params`.
     pub fn new(op: &str, version: u32, params: serde_json::Value) -> Self {
         MaintenanceRequest { op: op.to_string(), version, params }
     }
@@ -79,6 +88,7 @@ impl MaintenanceRequest {
         Self::new(DESCRIBE, 1, serde_json::Value::Null)
     }
 
+    /// The document as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a maintenance request serializes")
     }
@@ -103,6 +113,7 @@ impl MaintenanceRequest {
 }
 
 impl MaintenanceResponse {
+    /// The response to `request` with `result`.
     pub fn new<T: Serialize>(request: &MaintenanceRequest, result: &T) -> Self {
         MaintenanceResponse {
             op: request.op.clone(),
@@ -111,6 +122,7 @@ impl MaintenanceResponse {
         }
     }
 
+    /// The document as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a maintenance response serializes")
     }

@@ -25,6 +25,7 @@ pub trait StorageBackend: Send + Sync {
     // ----- patterns
     /// Stores a new pattern version; `Conflict` if name+version exists.
     fn put_pattern(&self, pattern: NewPattern) -> StorageFuture<Pattern>;
+    /// Pattern `name` at `version`; `NotFound` when there is none.
     fn get_pattern(&self, name: RString, version: RString) -> StorageFuture<Pattern>;
     /// Highest semantic version; ties broken by the newest `created_at`.
     fn get_latest_pattern(&self, name: RString) -> StorageFuture<Pattern>;
@@ -32,36 +33,49 @@ pub trait StorageBackend: Send + Sync {
     fn list_pattern_versions(&self, name: RString) -> StorageFuture<RVec<Pattern>>;
     /// The latest version of every pattern, by name.
     fn list_patterns(&self, page: PageRequest) -> StorageFuture<PatternPage>;
+    /// Deletes pattern `name` at `version`; `NotFound` when there is none.
     fn delete_pattern(&self, name: RString, version: RString) -> StorageFuture<()>;
 
     // ----- executions
+    /// Creates an execution (`Pending` or `Running`); `Conflict` if its id exists.
     fn create_execution(&self, execution: NewExecution) -> StorageFuture<Execution>;
+    /// Changes fields of a pending or running execution; `Conflict` once it is final.
     fn update_execution(&self, id: RString, update: ExecutionUpdate) -> StorageFuture<Execution>;
     /// Sets a final status, `completed_at` and `duration_ms`.
     fn complete_execution(&self, id: RString, completion: ExecutionCompletion) -> StorageFuture<Execution>;
+    /// Execution `id`; `NotFound` when there is none.
     fn get_execution(&self, id: RString) -> StorageFuture<Execution>;
+    /// One page of the executions matching `filter`, newest first.
     fn list_executions(&self, filter: ExecutionFilter, page: PageRequest) -> StorageFuture<ExecutionPage>;
+    /// How many executions match `filter`.
     fn count_executions(&self, filter: ExecutionFilter) -> StorageFuture<u64>;
 
     // ----- execution events
     /// Appends an agent assignment or step result to a pending or running execution.
     fn append_event(&self, execution_id: RString, event: NewEvent) -> StorageFuture<ExecutionEvent>;
+    /// Every event of an execution, in append order.
     fn list_events(&self, execution_id: RString) -> StorageFuture<RVec<ExecutionEvent>>;
 
     // ----- audit logs
     /// Appends all entries atomically; returns their ids in order.
     fn append_audit(&self, entries: RVec<NewAuditEntry>) -> StorageFuture<RVec<RString>>;
+    /// One page of the audit entries matching `query`, newest first.
     fn query_audit(&self, query: AuditQuery, page: PageRequest) -> StorageFuture<AuditPage>;
 
     // ----- migrations
+    /// Every migration and whether it is applied.
     fn migration_status(&self) -> StorageFuture<RVec<MigrationInfo>>;
+    /// Applies every pending migration.
     fn migrate_up(&self) -> StorageFuture<MigrationReport>;
+    /// Reverts the newest applied migration.
     fn migrate_down(&self) -> StorageFuture<MigrationReport>;
     /// Applies or reverts migrations until `version` (a full version or a unique prefix) is the newest applied.
     fn migrate_to(&self, version: RString) -> StorageFuture<MigrationReport>;
 
     // ----- operations
+    /// Backend, version, location, latency, schema version and pending migrations.
     fn health(&self) -> StorageFuture<Health>;
+    /// Does what `mode` says inside the plugin (see [`PingMode`]).
     fn ping(&self, mode: PingMode) -> StorageFuture<()>;
     /// Closes pools and stops the plugin runtime; later calls fail with `Unavailable`.
     fn shutdown(&self) -> StorageFuture<()>;

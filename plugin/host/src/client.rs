@@ -1,32 +1,44 @@
-//! A safe async client over the plugin's FFI storage object: plain `Result`s, `&str` arguments, cheap clones.
+//! [`Storage`]: the async client over an open storage instance, in plain Rust types.
 
-use std::sync::Arc;
+use std::{future::Future, pin::Pin, sync::Arc};
 
-use abi_stable::std_types::{RString, RVec};
-use parallax_storage_abi::{
-    maintenance::{self, Describe, MaintenanceRequest, MaintenanceResponse, MAINTENANCE_SINCE},
-    *,
+use parallax_storage_abi::{maintenance, StorageBox};
+
+use crate::{
+    convert::{self, answer, id_ffi, rs, ToFfi},
+    error::Error,
+    types::*,
 };
 
-/// An open storage instance. Clones share it. Call [`Storage::shutdown`] to close it deterministically.
+/// An open storage instance. Clones share it; every method is an `async fn` that may be awaited on any
+/// executor (see the crate docs). Call [`Storage::shutdown`] before the process exits.
+///
+/// ```no_run
+/// # async fn demo(storage: parallax_storage_host::Storage) -> Result<(), parallax_storage_host::Error> {
+/// use parallax_storage_host::{ExecutionCompletion, ExecutionStatus, NewExecution};
+/// use serde_json::json;
+///
+/// let run = storage.create_execution(NewExecution::new("summarize", "1.0.0").input(json!({"text": "hi"}))).await?;
+/// let done = storage
+///     .complete_execution(run.id, ExecutionCompletion::new(ExecutionStatus::Completed).output(json!({"ok": true})))
+///     .await?;
+/// assert!(done.status.is_final());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Storage {
     inner: Arc<StorageBox>,
-    /// The plugin's ABI version (`PluginInfo::abi_version`): which appended calls it has.
+    /// The plugin's ABI version: which appended calls it has.
     plugin_abi: Arc<str>,
 }
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Storage")
+        f.debug_struct("Storage").field("plugin_abi", &self.plugin_abi).finish()
     }
 }
 
-type R<T> = Result<T, StorageError>;
-
-fn rs(s: &str) -> RString {
-    RString::from(s)
-}
+type R<T> = Result<T, Error>;
 
 impl Storage {
     pub(crate) fn new(inner: StorageBox, plugin_abi: &str) -> Self {
@@ -43,116 +55,237 @@ impl Storage {
         if maintenance::abi_has(&self.plugin_abi, since) {
             Ok(())
         } else {
-            Err(maintenance::missing_method(method, since, Some(&self.plugin_abi)))
+            Err(convert::error(maintenance::missing_method(method, since, Some(&self.plugin_abi))))
         }
     }
 
-    /// The plugin's storage object itself: its methods start the call and return the FFI future, for a host
-    /// that drives those futures itself (this type's methods are `async fn`s, which call the plugin only when
-    /// first polled).
-    pub fn raw(&self) -> &StorageBox {
-        &self.inner
-    }
+    // ----- patterns
 
-    pub async fn put_pattern(&self, p: NewPattern) -> R<Pattern> {
-        self.inner.put_pattern(p).await.into_result()
+    /// Stores a new pattern version; `Conflict` if name and version exist (versions are immutable).
+    pub async fn put_pattern(&self, pattern: NewPattern) -> R<Pattern> {
+        answer(self.inner.put_pattern(pattern.to_ffi()).await)
     }
+    /// Pattern `name` at `version`.
     pub async fn get_pattern(&self, name: &str, version: &str) -> R<Pattern> {
-        self.inner.get_pattern(rs(name), rs(version)).await.into_result()
+        answer(self.inner.get_pattern(rs(name), rs(version)).await)
     }
+    /// The highest semantic version of `name`; ties broken by the newest `created_at`.
     pub async fn get_latest_pattern(&self, name: &str) -> R<Pattern> {
-        self.inner.get_latest_pattern(rs(name)).await.into_result()
+        answer(self.inner.get_latest_pattern(rs(name)).await)
     }
+    /// All versions of `name`, highest semantic version first.
     pub async fn list_pattern_versions(&self, name: &str) -> R<Vec<Pattern>> {
-        self.inner.list_pattern_versions(rs(name)).await.into_result().map(RVec::into_vec)
+        answer(self.inner.list_pattern_versions(rs(name)).await)
     }
-    pub async fn list_patterns(&self, page: PageRequest) -> R<PatternPage> {
-        self.inner.list_patterns(page).await.into_result()
+    /// The latest version of every pattern, by name.
+    pub async fn list_patterns(&self, page: Page) -> R<Listed<Pattern>> {
+        answer(self.inner.list_patterns(page.to_ffi()).await)
     }
+    /// Deletes pattern `name` at `version`.
     pub async fn delete_pattern(&self, name: &str, version: &str) -> R<()> {
-        self.inner.delete_pattern(rs(name), rs(version)).await.into_result()
+        answer(self.inner.delete_pattern(rs(name), rs(version)).await)
     }
 
-    pub async fn create_execution(&self, e: NewExecution) -> R<Execution> {
-        self.inner.create_execution(e).await.into_result()
+    // ----- executions
+
+    /// Creates an execution (`Pending` or `Running`).
+    pub async fn create_execution(&self, execution: NewExecution) -> R<Execution> {
+        answer(self.inner.create_execution(execution.to_ffi()).await)
     }
-    pub async fn update_execution(&self, id: &str, u: ExecutionUpdate) -> R<Execution> {
-        self.inner.update_execution(rs(id), u).await.into_result()
+    /// Changes fields of a pending or running execution.
+    pub async fn update_execution(&self, id: Uuid, update: ExecutionUpdate) -> R<Execution> {
+        answer(self.inner.update_execution(id_ffi(id), update.to_ffi()).await)
     }
-    pub async fn complete_execution(&self, id: &str, c: ExecutionCompletion) -> R<Execution> {
-        self.inner.complete_execution(rs(id), c).await.into_result()
+    /// Sets a final status, `completed_at` and `duration_ms`.
+    pub async fn complete_execution(&self, id: Uuid, completion: ExecutionCompletion) -> R<Execution> {
+        answer(self.inner.complete_execution(id_ffi(id), completion.to_ffi()).await)
     }
-    pub async fn get_execution(&self, id: &str) -> R<Execution> {
-        self.inner.get_execution(rs(id)).await.into_result()
+    /// Execution `id`.
+    pub async fn get_execution(&self, id: Uuid) -> R<Execution> {
+        answer(self.inner.get_execution(id_ffi(id)).await)
     }
-    pub async fn list_executions(&self, filter: ExecutionFilter, page: PageRequest) -> R<ExecutionPage> {
-        self.inner.list_executions(filter, page).await.into_result()
+    /// One page of the executions matching `filter`, newest first (`started_at`, then id).
+    pub async fn list_executions(&self, filter: ExecutionFilter, page: Page) -> R<Listed<Execution>> {
+        answer(self.inner.list_executions(filter.to_ffi(), page.to_ffi()).await)
     }
+    /// How many executions match `filter`.
     pub async fn count_executions(&self, filter: ExecutionFilter) -> R<u64> {
-        self.inner.count_executions(filter).await.into_result()
+        answer(self.inner.count_executions(filter.to_ffi()).await)
     }
 
-    pub async fn append_event(&self, execution_id: &str, e: NewEvent) -> R<ExecutionEvent> {
-        self.inner.append_event(rs(execution_id), e).await.into_result()
+    // ----- events
+
+    /// Appends an agent assignment or step result to a pending or running execution.
+    pub async fn append_event(&self, execution_id: Uuid, event: NewEvent) -> R<ExecutionEvent> {
+        answer(self.inner.append_event(id_ffi(execution_id), event.to_ffi()).await)
     }
-    pub async fn list_events(&self, execution_id: &str) -> R<Vec<ExecutionEvent>> {
-        self.inner.list_events(rs(execution_id)).await.into_result().map(RVec::into_vec)
+    /// Every event of an execution, in append order.
+    pub async fn list_events(&self, execution_id: Uuid) -> R<Vec<ExecutionEvent>> {
+        answer(self.inner.list_events(id_ffi(execution_id)).await)
     }
 
-    pub async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> R<Vec<String>> {
-        let ids = self.inner.append_audit(entries.into()).await.into_result()?;
-        Ok(ids.into_iter().map(String::from).collect())
+    // ----- audit
+
+    /// Appends all entries atomically; returns their ids in order.
+    pub async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> R<Vec<Uuid>> {
+        let ffi = entries.into_iter().map(ToFfi::to_ffi).collect();
+        answer(self.inner.append_audit(ffi).await)
     }
-    pub async fn query_audit(&self, q: AuditQuery, page: PageRequest) -> R<AuditPage> {
-        self.inner.query_audit(q, page).await.into_result()
+    /// One page of the audit entries matching `query`, newest first.
+    pub async fn query_audit(&self, query: AuditQuery, page: Page) -> R<Listed<AuditEntry>> {
+        answer(self.inner.query_audit(query.to_ffi(), page.to_ffi()).await)
     }
 
+    // ----- search
+
+    /// Executions whose input, output or error contain every word of `query`, best match first.
+    pub async fn search_executions(&self, query: &str, page: Page) -> R<Listed<ExecutionHit>> {
+        answer(self.inner.search_executions(rs(query), page.to_ffi()).await)
+    }
+    /// Pattern versions whose name, description or definition contain every word of `query`, best match first.
+    pub async fn search_patterns(&self, query: &str, page: Page) -> R<Listed<PatternHit>> {
+        answer(self.inner.search_patterns(rs(query), page.to_ffi()).await)
+    }
+
+    // ----- every page
+
+    /// Every execution matching `filter`, fetched `page_size` at a time (0: the plugin's default).
+    ///
+    /// ```no_run
+    /// # async fn demo(storage: parallax_storage_host::Storage) -> Result<(), parallax_storage_host::Error> {
+    /// use parallax_storage_host::ExecutionFilter;
+    ///
+    /// let mut pages = storage.executions(ExecutionFilter::default().tag("nightly"), 200);
+    /// while let Some(batch) = pages.next_page().await? {
+    ///     for e in batch {
+    ///         println!("{} {}", e.id, e.status);
+    ///     }
+    /// }
+    /// // Or all at once:
+    /// let all = storage.executions(ExecutionFilter::default(), 200).collect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn executions(&self, filter: ExecutionFilter, page_size: u32) -> Pages<Execution> {
+        let s = self.clone();
+        Pages::new(page_size, move |page| {
+            let (s, filter) = (s.clone(), filter.clone());
+            Box::pin(async move { s.list_executions(filter, page).await })
+        })
+    }
+
+    /// The latest version of every pattern, fetched `page_size` at a time.
+    pub fn patterns(&self, page_size: u32) -> Pages<Pattern> {
+        let s = self.clone();
+        Pages::new(page_size, move |page| {
+            let s = s.clone();
+            Box::pin(async move { s.list_patterns(page).await })
+        })
+    }
+
+    /// Every audit entry matching `query`, fetched `page_size` at a time.
+    pub fn audit_entries(&self, query: AuditQuery, page_size: u32) -> Pages<AuditEntry> {
+        let s = self.clone();
+        Pages::new(page_size, move |page| {
+            let (s, query) = (s.clone(), query.clone());
+            Box::pin(async move { s.query_audit(query, page).await })
+        })
+    }
+
+    // ----- migrations
+
+    /// Every migration and whether it is applied.
     pub async fn migration_status(&self) -> R<Vec<MigrationInfo>> {
-        self.inner.migration_status().await.into_result().map(RVec::into_vec)
+        answer(self.inner.migration_status().await)
     }
+    /// Applies every pending migration.
     pub async fn migrate_up(&self) -> R<MigrationReport> {
-        self.inner.migrate_up().await.into_result()
+        answer(self.inner.migrate_up().await)
     }
+    /// Reverts the newest applied migration.
     pub async fn migrate_down(&self) -> R<MigrationReport> {
-        self.inner.migrate_down().await.into_result()
+        answer(self.inner.migrate_down().await)
     }
+    /// Applies or reverts migrations until `version` (a full version or a unique prefix; `0`: none) is the
+    /// newest applied.
     pub async fn migrate_to(&self, version: &str) -> R<MigrationReport> {
-        self.inner.migrate_to(rs(version)).await.into_result()
+        answer(self.inner.migrate_to(rs(version)).await)
     }
-
+    /// Records `version` as applied without running it: the operator fixed the schema by hand.
     pub async fn mark_migration_applied(&self, version: &str) -> R<MigrationReport> {
-        self.inner.mark_migration_applied(rs(version)).await.into_result()
+        answer(self.inner.mark_migration_applied(rs(version)).await)
     }
 
-    pub async fn search_executions(&self, query: &str, page: PageRequest) -> R<ExecutionSearchPage> {
-        self.inner.search_executions(rs(query), page).await.into_result()
-    }
-    pub async fn search_patterns(&self, query: &str, page: PageRequest) -> R<PatternSearchPage> {
-        self.inner.search_patterns(rs(query), page).await.into_result()
-    }
+    // ----- operations
 
+    /// Backend, version, location, latency, schema version and pending migrations.
     pub async fn health(&self) -> R<Health> {
-        self.inner.health().await.into_result()
+        answer(self.inner.health().await)
     }
+    /// A call that does nothing in the plugin (or panics there, to test panic handling).
     pub async fn ping(&self, mode: PingMode) -> R<()> {
-        self.inner.ping(mode).await.into_result()
+        answer(self.inner.ping(mode.to_ffi()).await)
     }
-    /// Runs one maintenance operation (ABI 2.1.0; see [`parallax_storage_abi::maintenance`]). A plugin of an
-    /// older ABI answers `Unsupported` naming both versions; an op or document version the plugin does not
-    /// support answers `Unsupported` naming it.
+
+    /// Runs one maintenance operation (ABI 2.1.0). A plugin of an older ABI answers `Unsupported` naming both
+    /// versions; an op or document version the plugin does not support answers `Unsupported` naming it.
     pub async fn maintenance(&self, request: &MaintenanceRequest) -> R<MaintenanceResponse> {
-        self.require("maintenance", MAINTENANCE_SINCE)?;
-        let text = self.inner.maintenance(request.to_json().into()).await.into_result()?;
-        MaintenanceResponse::parse(&text)
+        self.require("maintenance", maintenance::MAINTENANCE_SINCE)?;
+        let text: convert::Text =
+            answer(self.inner.maintenance(convert::maintenance_request(request)).await)?;
+        convert::maintenance_response(&text.0)
     }
 
     /// The `describe` maintenance op: the plugin's ABI version and the maintenance ops it supports.
     pub async fn describe(&self) -> R<Describe> {
-        self.maintenance(&MaintenanceRequest::describe()).await?.result()
+        let response = self.maintenance(&MaintenanceRequest::describe()).await?;
+        convert::describe(&response)
     }
 
-    /// Closes pools and stops the plugin's runtime for this instance; later calls fail with `Unavailable`.
+    /// Waits for queued writes, closes pools and stops the plugin's runtime for this instance; later calls fail
+    /// with `Unavailable`. Call it before the process exits: writes still queued at exit are lost.
     pub async fn shutdown(&self) -> R<()> {
-        self.inner.shutdown().await.into_result()
+        answer(self.inner.shutdown().await)
+    }
+}
+
+type Fetch<T> = Box<dyn FnMut(Page) -> Pin<Box<dyn Future<Output = R<Listed<T>>> + Send>> + Send>;
+
+/// Walks every page of a list ([`Storage::executions`], [`Storage::patterns`], [`Storage::audit_entries`]):
+/// each [`Pages::next_page`] fetches the next page with the previous page's cursor.
+pub struct Pages<T> {
+    fetch: Fetch<T>,
+    next: Option<Page>,
+}
+
+impl<T> std::fmt::Debug for Pages<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages").field("next", &self.next).finish()
+    }
+}
+
+impl<T> Pages<T> {
+    fn new(
+        page_size: u32,
+        fetch: impl FnMut(Page) -> Pin<Box<dyn Future<Output = R<Listed<T>>> + Send>> + Send + 'static,
+    ) -> Self {
+        Pages { fetch: Box::new(fetch), next: Some(Page::first(page_size)) }
+    }
+
+    /// The next page's items; `None` after the last page. An empty list yields one empty page.
+    pub async fn next_page(&mut self) -> R<Option<Vec<T>>> {
+        let Some(page) = self.next.take() else { return Ok(None) };
+        let limit = page.limit;
+        let listed = (self.fetch)(page).await?;
+        self.next = listed.next_cursor.map(|c| Page::first(limit).after(c));
+        Ok(Some(listed.items))
+    }
+
+    /// Every remaining item.
+    pub async fn collect(mut self) -> R<Vec<T>> {
+        let mut all = Vec::new();
+        while let Some(items) = self.next_page().await? {
+            all.extend(items);
+        }
+        Ok(all)
     }
 }

@@ -18,6 +18,7 @@ type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The storage section after interpolation and overrides.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedConfig {
+    /// The `storage` section as JSON, ready for [`crate::Plugin::open`].
     pub storage: Json,
     /// The file read; `None` when there was none and defaults apply.
     pub source: Option<PathBuf>,
@@ -27,6 +28,7 @@ pub struct ResolvedConfig {
 /// it never contains the value of an environment variable referenced by the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file concerned, when there is one.
     pub file: Option<PathBuf>,
     /// The key path concerned, e.g. `storage.postgresql.port`, when there is one.
     pub key: Option<String>,

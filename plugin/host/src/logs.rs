@@ -5,14 +5,20 @@ use std::{
     sync::RwLock,
 };
 
-use parallax_storage_abi::{LogLevel, LogRecord, LogSink, PluginModRef};
+use parallax_storage_abi::{self as abi, LogRecord, LogSink, PluginModRef};
+
+use crate::types::LogLevel;
 
 /// A plugin log event, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLog {
+    /// Its severity.
     pub level: LogLevel,
+    /// The plugin module that logged it (e.g. `parallax_storage::sqlite`).
     pub target: String,
+    /// The message.
     pub message: String,
+    /// Its structured fields, formatted as text by the plugin.
     pub fields: Vec<(String, String)>,
 }
 
@@ -25,19 +31,14 @@ pub fn set_hook(hook: impl Fn(&PluginLog) + Send + Sync + 'static) {
     *HOOK.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
 }
 
-pub(crate) fn install(module: PluginModRef, max_level: LogLevel) {
+pub(crate) fn install(module: PluginModRef, max_level: abi::LogLevel) {
     (module.set_log_sink())(LogSink { max_level, log: forward });
 }
 
 extern "C" fn forward(r: &LogRecord<'_>) {
     // Never unwind into the plugin.
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let log = PluginLog {
-            level: r.level,
-            target: r.target.to_string(),
-            message: r.message.to_string(),
-            fields: r.fields.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect(),
-        };
+        let log = crate::convert::plugin_log(r);
         if let Some(hook) = HOOK.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             hook(&log);
         }
@@ -55,7 +56,7 @@ fn emit(log: &PluginLog) {
         LogLevel::Debug => tracing::debug!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),
         LogLevel::Trace => tracing::trace!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),
         // A level from a newer plugin: order it by its number, like the known ones.
-        l if l < LogLevel::Error => {
+        LogLevel::Unknown(n) if abi::LogLevel::from_raw(n) < abi::LogLevel::Error => {
             tracing::error!(target: "parallax_storage", plugin_target = t, "{m}{fields}")
         }
         _ => tracing::trace!(target: "parallax_storage", plugin_target = t, "{m}{fields}"),

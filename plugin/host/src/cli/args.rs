@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use super::input::{parse_json_arg, parse_time};
+use super::input::{parse_id, parse_json_arg, parse_time};
+use crate::{Json, Timestamp, Uuid};
 
 const ROOT_LONG: &str = "Manage Parallax's durable storage: patterns, execution history and audit logs.
 
@@ -243,65 +244,69 @@ pub enum ExecutionsCmd {
         pattern_version: Option<String>,
         /// Input document: JSON or @FILE
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        input: Option<String>,
+        input: Option<Json>,
         /// Metadata document: JSON or @FILE
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        metadata: Option<String>,
+        metadata: Option<Json>,
         /// A tag (repeatable)
         #[arg(long = "tag", value_name = "T")]
         tags: Vec<String>,
         #[arg(long, value_enum, default_value = "running")]
         status: StartStatus,
         /// Use this UUID instead of a generated one
-        #[arg(long, value_name = "UUID")]
-        id: Option<String>,
+        #[arg(long, value_name = "UUID", value_parser = parse_id)]
+        id: Option<Uuid>,
     },
     /// Complete an execution as completed, failed or cancelled
     #[command(long_about = "Complete an execution: set its final status, completed_at and duration, and \
         optionally its result (output document) and error document.\n\n\
         Example: parallax executions finish 0190d5e2-... --status completed --result @result.json")]
     Finish {
-        id: String,
+        #[arg(value_parser = parse_id)]
+        id: Uuid,
         #[arg(long, value_enum)]
         status: FinalStatus,
         /// The execution's output document (stored in its `output` column): JSON or @FILE
         #[arg(long = "result", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        output: Option<String>,
+        output: Option<Json>,
         /// Error document: JSON or @FILE
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        error: Option<String>,
+        error: Option<Json>,
     },
     /// Change the status or documents of a running or pending execution
     #[command(long_about = "Change a non-final execution: its status (pending or running), result (output \
         document), error or metadata.\n\n\
         Example: parallax executions update 0190d5e2-... --status running --metadata '{\"node\": 3}'")]
     Update {
-        id: String,
+        #[arg(value_parser = parse_id)]
+        id: Uuid,
         #[arg(long, value_enum)]
         status: Option<StartStatus>,
         /// The execution's output document (stored in its `output` column): JSON or @FILE
         #[arg(long = "result", value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        output: Option<String>,
+        output: Option<Json>,
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        error: Option<String>,
+        error: Option<Json>,
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        metadata: Option<String>,
+        metadata: Option<Json>,
     },
     /// Append an agent assignment or step result to an execution
     #[command(long_about = "Append an event to an execution's history.\n\n\
         Example: parallax executions event 0190d5e2-... --kind step-result --payload '{\"step\": 1}'")]
     Event {
-        id: String,
+        #[arg(value_parser = parse_id)]
+        id: Uuid,
         #[arg(long, value_enum)]
         kind: Kind,
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        payload: String,
+        payload: Json,
     },
     /// Show one execution
     #[command(long_about = "Show one execution, optionally with its events.\n\n\
         Example: parallax executions get 0190d5e2-... --events")]
     Get {
-        id: String,
+        #[arg(value_parser = parse_id)]
+        id: Uuid,
         /// Also show the execution's events
         #[arg(long)]
         events: bool,
@@ -309,7 +314,10 @@ pub enum ExecutionsCmd {
     /// List an execution's events in order
     #[command(long_about = "List an execution's events in the order they were appended.\n\n\
         Example: parallax executions events 0190d5e2-...")]
-    Events { id: String },
+    Events {
+        #[arg(value_parser = parse_id)]
+        id: Uuid,
+    },
     /// List executions, newest first, with filters
     #[command(long_about = "List executions, newest first. Filters combine; --status and --tag repeat \
         (--status also takes a comma-separated list). --since/--until take an RFC3339 time \
@@ -348,10 +356,10 @@ pub struct ExecFilterArgs {
     pub statuses: Vec<AnyStatus>,
     /// Started at or after T (RFC3339, or an age like 30d)
     #[arg(long, value_name = "T", value_parser = parse_time)]
-    pub since: Option<i64>,
+    pub since: Option<Timestamp>,
     /// Started before T (RFC3339, or an age like 12h)
     #[arg(long, value_name = "T", value_parser = parse_time)]
-    pub until: Option<i64>,
+    pub until: Option<Timestamp>,
     /// Carries this tag (repeatable: all must match)
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
@@ -374,7 +382,7 @@ pub enum AuditCmd {
         resource_id: Option<String>,
         /// Details document: JSON or @FILE
         #[arg(long, value_name = "JSON|@FILE", value_parser = parse_json_arg)]
-        details: Option<String>,
+        details: Option<Json>,
         /// Client IP address (IPv4 or IPv6, optionally with a prefix length)
         #[arg(long, value_name = "IP")]
         ip: Option<String>,
@@ -394,9 +402,9 @@ pub enum AuditCmd {
         #[arg(long)]
         resource_id: Option<String>,
         #[arg(long, value_name = "T", value_parser = parse_time)]
-        since: Option<i64>,
+        since: Option<Timestamp>,
         #[arg(long, value_name = "T", value_parser = parse_time)]
-        until: Option<i64>,
+        until: Option<Timestamp>,
         #[command(flatten)]
         page: PageArgs,
     },

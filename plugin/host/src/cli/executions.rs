@@ -1,10 +1,5 @@
 //! `parallax executions start | finish | update | event | get | events | list`.
 
-use abi_stable::std_types::{ROption, RString};
-use parallax_storage_abi::{
-    EventKind, Execution, ExecutionCompletion, ExecutionFilter, ExecutionStatus, ExecutionUpdate, NewEvent,
-    NewExecution,
-};
 use serde_json::json;
 
 use super::{
@@ -12,11 +7,10 @@ use super::{
     patterns::page_request,
     render, CliError, Output, EXIT_NOT_FOUND,
 };
-use crate::{ErrorKind, Storage};
-
-fn opt(s: Option<String>) -> ROption<RString> {
-    s.map(RString::from).into()
-}
+use crate::{
+    ErrorKind, EventKind, Execution, ExecutionCompletion, ExecutionFilter, ExecutionStatus, ExecutionUpdate,
+    NewEvent, NewExecution, Storage,
+};
 
 fn start_status(s: StartStatus) -> ExecutionStatus {
     match s {
@@ -54,7 +48,7 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
             let version = match pattern_version {
                 Some(v) => v,
                 None => match store.get_latest_pattern(&pattern).await {
-                    Ok(p) => p.version.to_string(),
+                    Ok(p) => p.version,
                     Err(e) if e.kind == ErrorKind::NotFound => {
                         return Err(CliError::new(
                             EXIT_NOT_FOUND,
@@ -69,26 +63,19 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
             };
             let e = store
                 .create_execution(NewExecution {
-                    id: opt(id),
-                    pattern_name: pattern.into(),
-                    pattern_version: version.into(),
+                    id,
                     status: start_status(status),
-                    input: opt(input),
-                    metadata: opt(metadata),
-                    tags: tags.into_iter().map(RString::from).collect(),
-                    started_at: ROption::RNone,
+                    input,
+                    metadata,
+                    tags,
+                    ..NewExecution::new(pattern, version)
                 })
                 .await?;
             Ok(one(&e))
         }
         ExecutionsCmd::Finish { id, status, output, error, .. } => {
-            let c = ExecutionCompletion {
-                status: final_status(status),
-                output: opt(output),
-                error: opt(error),
-                completed_at: ROption::RNone,
-            };
-            Ok(one(&store.complete_execution(&id, c).await?))
+            let c = ExecutionCompletion { output, error, ..ExecutionCompletion::new(final_status(status)) };
+            Ok(one(&store.complete_execution(id, c).await?))
         }
         ExecutionsCmd::Update { id, status, output, error, metadata, .. } => {
             if status.is_none() && output.is_none() && error.is_none() && metadata.is_none() {
@@ -96,30 +83,23 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
                     "nothing to update; pass --status, --result, --error or --metadata",
                 ));
             }
-            let u = ExecutionUpdate {
-                status: status.map(start_status).into(),
-                output: opt(output),
-                error: opt(error),
-                metadata: opt(metadata),
-            };
-            Ok(one(&store.update_execution(&id, u).await?))
+            let u = ExecutionUpdate { status: status.map(start_status), output, error, metadata };
+            Ok(one(&store.update_execution(id, u).await?))
         }
         ExecutionsCmd::Event { id, kind, payload } => {
             let kind = match kind {
                 Kind::AgentAssignment => EventKind::AgentAssignment,
                 Kind::StepResult => EventKind::StepResult,
             };
-            let ev = store
-                .append_event(&id, NewEvent { kind, payload: payload.into(), recorded_at: ROption::RNone })
-                .await?;
+            let ev = store.append_event(id, NewEvent::new(kind, payload)).await?;
             let r = render::event(&ev);
             Ok(Output::new(r.json(), r.table()))
         }
         ExecutionsCmd::Get { id, events } => {
-            let e = store.get_execution(&id).await?;
+            let e = store.get_execution(id).await?;
             let mut out = one(&e);
             if events {
-                let list = store.list_events(&id).await?;
+                let list = store.list_events(id).await?;
                 out.json["events"] = json!(render::all(&list, render::event));
                 out.table.push_str("events:\n");
                 out.table.push_str(&render::events_table(&list));
@@ -128,8 +108,8 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
         }
         ExecutionsCmd::Events { id } => {
             // Distinguish "no events yet" from "no such execution".
-            store.get_execution(&id).await?;
-            let list = store.list_events(&id).await?;
+            store.get_execution(id).await?;
+            let list = store.list_events(id).await?;
             let doc = json!({ "execution_id": id, "items": render::all(&list, render::event) });
             Ok(Output::new(doc, render::events_table(&list)))
         }
@@ -140,8 +120,8 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
                 return Ok(Output::new(json!({ "count": n }), format!("{n}\n")));
             }
             let got = store.list_executions(filter, page_request(&page)).await?;
-            let next = got.next_cursor.as_ref().map(|c| c.to_string()).into_option();
-            let items: Vec<Execution> = got.items.into_vec();
+            let next = got.next_cursor;
+            let items: Vec<Execution> = got.items;
             let doc = render::page(render::all(&items, render::execution), next.as_deref());
             let mut text = render::executions_table(&items);
             if let Some(c) = &next {
@@ -153,7 +133,7 @@ pub async fn run(store: &Storage, cmd: ExecutionsCmd) -> Result<Output, CliError
             let got = store.search_executions(&text.join(" "), page_request(&page)).await?;
             let items: Vec<Execution> = got.items.iter().map(|h| h.execution.clone()).collect();
             let records = got.items.iter().map(|h| (render::execution(&h.execution), h.rank)).collect();
-            let next = got.next_cursor.as_ref().map(|c| c.as_str()).into_option();
+            let next = got.next_cursor.as_deref();
             let (doc, text) = render::ranked_page(records, render::executions_table(&items), next);
             Ok(Output::new(doc, text))
         }
@@ -173,11 +153,11 @@ fn execution_filter(f: ExecFilterArgs) -> Result<ExecutionFilter, CliError> {
         }
     }
     Ok(ExecutionFilter {
-        pattern_name: opt(f.pattern),
-        pattern_version: opt(f.pattern_version),
-        statuses: statuses.into(),
-        started_from: f.since.into(),
-        started_until: f.until.into(),
-        tags: f.tags.into_iter().map(RString::from).collect(),
+        pattern_name: f.pattern,
+        pattern_version: f.pattern_version,
+        statuses,
+        started_from: f.since,
+        started_until: f.until,
+        tags: f.tags,
     })
 }

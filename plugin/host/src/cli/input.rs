@@ -167,8 +167,15 @@ pub fn json_kind(v: &Json) -> String {
     }
 }
 
-/// Clap value parser for `JSON|@FILE` arguments (`@-` reads stdin): returns compact JSON text.
-pub fn parse_json_arg(arg: &str) -> Result<String, String> {
+/// Clap value parser for ids: a UUID, in any case, with or without hyphens.
+pub fn parse_id(arg: &str) -> Result<crate::Uuid, String> {
+    crate::Uuid::parse_str(arg.trim()).map_err(|e| {
+        format!("{arg:?} is not a UUID ({e}); pass an id as `parallax executions list` prints it")
+    })
+}
+
+/// Clap value parser for `JSON|@FILE` arguments (`@-` reads stdin): returns the document as compact JSON.
+pub fn parse_json_arg(arg: &str) -> Result<crate::Json, String> {
     let (text, from) = match arg.strip_prefix('@') {
         Some(path) => {
             let text = read_source(Path::new(path)).map_err(|e| format!("cannot read {path}: {e}"))?;
@@ -177,7 +184,7 @@ pub fn parse_json_arg(arg: &str) -> Result<String, String> {
         None => (arg.to_string(), None),
     };
     match serde_json::from_str::<Json>(&text) {
-        Ok(v) => Ok(v.to_string()),
+        Ok(v) => Ok(crate::Json::from(v)),
         Err(e) => {
             let mut msg = format!("invalid JSON: {}", one_line(&e.to_string()));
             if let Some(path) = from {
@@ -192,8 +199,8 @@ pub fn parse_json_arg(arg: &str) -> Result<String, String> {
 
 /// Clap value parser for `--since`/`--until`: an RFC3339 time (`2024-01-15T10:30:00Z`, any offset; without one,
 /// UTC), or an age (`30d`, `12h`, `1d12h`, `2 weeks`, `1mo`) meaning now minus it, counted in UTC calendar days
-/// and months. Returns microseconds since the Unix epoch. Read with jiff, as the plugin reads its `maxAge`.
-pub fn parse_time(arg: &str) -> Result<i64, String> {
+/// and months. Read with jiff, as the plugin reads its `maxAge`.
+pub fn parse_time(arg: &str) -> Result<crate::Timestamp, String> {
     let arg = arg.trim();
     let bad = || {
         format!(
@@ -225,7 +232,7 @@ pub fn parse_time(arg: &str) -> Result<i64, String> {
             .timestamp()
     };
     match t.as_microsecond() {
-        micros if micros >= 0 => Ok(micros),
+        micros if micros >= 0 => Ok(crate::Timestamp::from_micros(micros)),
         _ => Err(before_1970),
     }
 }
@@ -263,21 +270,31 @@ mod tests {
 
     #[test]
     fn times_and_json_args() {
-        assert_eq!(parse_time("2024-01-15T10:30:00Z"), Ok(1_705_314_600_000_000));
+        assert_eq!(
+            parse_time("2024-01-15T10:30:00Z"),
+            Ok(crate::Timestamp::from_micros(1_705_314_600_000_000))
+        );
         assert!(parse_time("30d").unwrap() < parse_time("12h").unwrap());
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2024-13-01T00:00:00Z").is_err());
-        assert_eq!(parse_time("2024-01-15 10:30:00"), Ok(1_705_314_600_000_000));
-        assert_eq!(parse_time("2024-01-15T12:30:00+02:00"), Ok(1_705_314_600_000_000));
+        assert_eq!(
+            parse_time("2024-01-15 10:30:00"),
+            Ok(crate::Timestamp::from_micros(1_705_314_600_000_000))
+        );
+        assert_eq!(
+            parse_time("2024-01-15T12:30:00+02:00"),
+            Ok(crate::Timestamp::from_micros(1_705_314_600_000_000))
+        );
         let e = parse_time("1969-12-31T23:59:59Z").unwrap_err();
         assert_eq!(
             e,
             "\"1969-12-31T23:59:59Z\" reaches before 1970-01-01T00:00:00Z, where stored times start"
         );
         let hour = 3_600_000_000;
+        let micros = |arg: &str| parse_time(arg).unwrap().as_micros();
         let (day, week) = (parse_time("1d").unwrap(), parse_time("1w").unwrap());
-        assert!((parse_time("24h").unwrap() - day).abs() < hour, "{day}");
-        assert!((parse_time("7d").unwrap() - week).abs() < hour, "{week}");
+        assert!((micros("24h") - day.as_micros()).abs() < hour, "{day}");
+        assert!((micros("7d") - week.as_micros()).abs() < hour, "{week}");
         assert!(parse_time("1mo").unwrap() < parse_time("27d").unwrap());
         assert!(parse_time("1d12h").unwrap() < day);
         let e = parse_time("-1d").unwrap_err();
@@ -290,7 +307,10 @@ mod tests {
         assert_eq!(format_time(253_402_300_799_999_999), "9999-12-31T23:59:59.999999Z");
         assert_eq!(format_time(-5), "-5us since 1970-01-01T00:00:00Z");
         assert_eq!(format_time(i64::MAX), format!("{}us since 1970-01-01T00:00:00Z", i64::MAX));
-        assert_eq!(parse_json_arg(r#"{ "a" : 1 }"#), Ok(r#"{"a":1}"#.to_string()));
+        assert_eq!(
+            parse_json_arg(r#"{ "a" : 1 }"#).map(crate::Json::into_string),
+            Ok(r#"{"a":1}"#.to_string())
+        );
         assert!(parse_json_arg("{nope").unwrap_err().starts_with("invalid JSON"));
         assert!(parse_json_arg("json").unwrap_err().contains("@FILE"));
     }

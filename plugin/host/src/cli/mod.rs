@@ -15,12 +15,11 @@ mod table;
 use std::io::{IsTerminal, Write};
 
 use clap::{error::ErrorKind as ClapKind, Parser};
-use parallax_storage_abi::{ErrorKind, OpenOptions, StorageError};
 use serde_json::Value as Json;
 use tracing_subscriber::EnvFilter;
 
 use self::args::{Cli, Command, Format, StorageCmd};
-use crate::{config, loader, Plugin, Storage};
+use crate::{config, loader, Error, ErrorKind, OpenOptions, Plugin, Storage};
 
 pub const EXIT_OTHER: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
@@ -44,8 +43,8 @@ impl CliError {
     }
 }
 
-impl From<StorageError> for CliError {
-    fn from(e: StorageError) -> Self {
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
         let (code, prefix) = match e.kind {
             ErrorKind::NotFound => (EXIT_NOT_FOUND, false),
             ErrorKind::Conflict => (EXIT_CONFLICT, false),
@@ -167,8 +166,8 @@ fn init_tracing(verbose: u8) {
 
 fn run(cli: Cli) -> Result<Output, CliError> {
     let cfg = config::resolve_from_env(cli.global.config.as_deref())?;
-    let path = loader::locate(cli.global.plugin.as_deref()).map_err(|e| CliError::usage(e.0))?;
-    let plugin = Plugin::load(&path).map_err(|e| CliError::new(EXIT_OTHER, e.0))?;
+    let path = loader::locate(cli.global.plugin.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+    let plugin = Plugin::load(&path).map_err(|e| CliError::new(EXIT_OTHER, e.to_string()))?;
     tracing::debug!(plugin = %path.display(), config = ?cfg.source, "plugin loaded");
 
     if let Command::Storage(StorageCmd::Info) = &cli.command {

@@ -1,7 +1,5 @@
 //! `parallax patterns put | get | list | versions | delete`.
 
-use abi_stable::std_types::{ROption, RString};
-use parallax_storage_abi::{ErrorKind, NewPattern, PageRequest, Pattern};
 use serde_json::json;
 
 use super::{
@@ -11,19 +9,16 @@ use super::{
     table::yaml_block,
     CliError, Output,
 };
-use crate::Storage;
+use crate::{ErrorKind, NewPattern, Page, Pattern, Storage};
 
 pub async fn run(store: &Storage, cmd: PatternsCmd) -> Result<Output, CliError> {
     match cmd {
         PatternsCmd::Put { file, name, version, description, created_by } => {
             let doc = read_pattern_file(&file, Overrides { name, version, description })?;
             let new = NewPattern {
-                id: ROption::RNone,
-                name: doc.name.clone().into(),
-                version: doc.version.clone().into(),
-                description: doc.description.clone().map(RString::from).into(),
-                definition: doc.definition.to_string().into(),
-                created_by: created_by.map(RString::from).into(),
+                description: doc.description.clone(),
+                created_by,
+                ..NewPattern::new(doc.name.clone(), doc.version.clone(), &doc.definition)
             };
             match store.put_pattern(new).await {
                 Ok(stored) => Ok(record(&stored, "stored")),
@@ -31,10 +26,8 @@ pub async fn run(store: &Storage, cmd: PatternsCmd) -> Result<Output, CliError> 
                 // is not an error: only a *different* definition under an existing version is.
                 Err(e) if e.kind == ErrorKind::Conflict => {
                     let existing = store.get_pattern(&doc.name, &doc.version).await?;
-                    let same_definition = serde_json::from_str::<serde_json::Value>(&existing.definition)
-                        .is_ok_and(|d| d == doc.definition);
-                    let same_description = existing.description.as_ref().map(|d| d.as_str()).into_option()
-                        == doc.description.as_deref();
+                    let same_definition = existing.definition == doc.definition;
+                    let same_description = existing.description == doc.description;
                     if same_definition && same_description {
                         Ok(record(&existing, "unchanged (identical content already stored):"))
                     } else {
@@ -71,7 +64,7 @@ pub async fn run(store: &Storage, cmd: PatternsCmd) -> Result<Output, CliError> 
             let got = store.search_patterns(&text.join(" "), page_request(&page)).await?;
             let items: Vec<Pattern> = got.items.iter().map(|h| h.pattern.clone()).collect();
             let records = got.items.iter().map(|h| (render::pattern(&h.pattern), h.rank)).collect();
-            let next = got.next_cursor.as_ref().map(|c| c.as_str()).into_option();
+            let next = got.next_cursor.as_deref();
             let (doc, text) = render::ranked_page(records, render::patterns_table(&items, true), next);
             Ok(Output::new(doc, text))
         }
@@ -96,8 +89,8 @@ fn record(p: &Pattern, verb: &str) -> Output {
     Output::new(r.json(), text)
 }
 
-pub fn page_request(page: &PageArgs) -> PageRequest {
-    PageRequest { limit: page.limit.unwrap_or(0), cursor: page.cursor.clone().map(RString::from).into() }
+pub fn page_request(page: &PageArgs) -> Page {
+    Page { limit: page.limit.unwrap_or(0), cursor: page.cursor.clone() }
 }
 
 async fn list(store: &Storage, page: PageArgs, all: bool) -> Result<Output, CliError> {
@@ -106,9 +99,9 @@ async fn list(store: &Storage, page: PageArgs, all: bool) -> Result<Output, CliE
     let next = loop {
         let got = store.list_patterns(request.clone()).await?;
         items.extend(got.items);
-        match got.next_cursor.into_option() {
-            Some(c) if all => request.cursor = ROption::RSome(c),
-            other => break other.map(|c| c.to_string()),
+        match got.next_cursor {
+            Some(c) if all => request.cursor = Some(c),
+            other => break other,
         }
     };
     let doc = render::page(render::all(&items, render::pattern), next.as_deref());

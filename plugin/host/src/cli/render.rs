@@ -1,12 +1,12 @@
 //! The one place where the ABI records become JSON values (snake_case keys, RFC3339 times, stored JSON
 //! documents embedded as values) and table text.
 
-use abi_stable::std_types::{ROption, RString};
-use parallax_storage_abi::{
-    AuditEntry, ConfigReport, Execution, ExecutionEvent, Health, MigrationInfo, MigrationReport, Pattern,
-    PluginInfo,
-};
 use serde_json::{json, Map, Value as Json};
+
+use crate::{
+    AuditEntry, ConfigReport, Execution, ExecutionEvent, Health, MigrationInfo, MigrationReport, Pattern,
+    PluginInfo, Timestamp,
+};
 
 use super::{
     input::format_time,
@@ -38,7 +38,7 @@ impl Record {
     }
 }
 
-fn opt(s: &ROption<RString>) -> Json {
+fn opt(s: &Option<String>) -> Json {
     s.as_ref().map_or(Json::Null, |s| Json::String(s.to_string()))
 }
 
@@ -47,43 +47,43 @@ fn doc_text(s: &str) -> Json {
     serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.to_string()))
 }
 
-fn doc(s: &ROption<RString>) -> Json {
-    s.as_ref().map_or(Json::Null, |s| doc_text(s))
+fn doc(s: &Option<crate::Json>) -> Json {
+    s.as_ref().map_or(Json::Null, |s| doc_text(s.as_str()))
 }
 
-fn time(micros: i64) -> Json {
-    Json::String(format_time(micros))
+fn time(t: Timestamp) -> Json {
+    Json::String(format_time(t.as_micros()))
 }
 
-fn opt_time(micros: &ROption<i64>) -> Json {
-    micros.into_option().map_or(Json::Null, time)
+fn opt_time(t: &Option<Timestamp>) -> Json {
+    t.map_or(Json::Null, time)
 }
 
-fn strings<'a>(items: impl IntoIterator<Item = &'a RString>) -> Json {
+fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Json {
     Json::Array(items.into_iter().map(|s| Json::String(s.to_string())).collect())
 }
 
 pub fn pattern(p: &Pattern) -> Record {
     Record(vec![
-        ("id", json!(p.id.as_str())),
+        ("id", json!(p.id.to_string())),
         ("name", json!(p.name.as_str())),
         ("version", json!(p.version.as_str())),
         ("description", opt(&p.description)),
         ("created_at", time(p.created_at)),
         ("created_by", opt(&p.created_by)),
-        ("definition", doc_text(&p.definition)),
+        ("definition", doc_text(p.definition.as_str())),
     ])
 }
 
 pub fn execution(e: &Execution) -> Record {
     Record(vec![
-        ("id", json!(e.id.as_str())),
+        ("id", json!(e.id.to_string())),
         ("pattern_name", json!(e.pattern_name.as_str())),
         ("pattern_version", json!(e.pattern_version.as_str())),
         ("status", json!(e.status.as_str())),
         ("started_at", time(e.started_at)),
         ("completed_at", opt_time(&e.completed_at)),
-        ("duration_ms", e.duration_ms.into_option().map_or(Json::Null, Json::from)),
+        ("duration_ms", e.duration_ms.map_or(Json::Null, Json::from)),
         ("tags", strings(e.tags.iter())),
         ("input", doc(&e.input)),
         ("output", doc(&e.output)),
@@ -94,18 +94,18 @@ pub fn execution(e: &Execution) -> Record {
 
 pub fn event(e: &ExecutionEvent) -> Record {
     Record(vec![
-        ("id", json!(e.id.as_str())),
-        ("execution_id", json!(e.execution_id.as_str())),
+        ("id", json!(e.id.to_string())),
+        ("execution_id", json!(e.execution_id.to_string())),
         ("seq", json!(e.seq)),
         ("kind", json!(e.kind.as_str())),
         ("recorded_at", time(e.recorded_at)),
-        ("payload", doc_text(&e.payload)),
+        ("payload", doc_text(e.payload.as_str())),
     ])
 }
 
 pub fn audit(a: &AuditEntry) -> Record {
     Record(vec![
-        ("id", json!(a.id.as_str())),
+        ("id", json!(a.id.to_string())),
         ("timestamp", time(a.timestamp)),
         ("action", json!(a.action.as_str())),
         ("actor", opt(&a.actor)),
@@ -161,7 +161,7 @@ pub fn plugin_info(info: &PluginInfo) -> Json {
 pub fn config_report(r: &ConfigReport) -> Json {
     json!({
         "backend": r.backend.as_str(),
-        "effective": doc_text(&r.effective_json),
+        "effective": doc_text(r.effective.as_str()),
         "warnings": strings(r.warnings.iter()),
     })
 }
@@ -246,7 +246,7 @@ pub fn executions_table(items: &[Execution]) -> String {
     let mut t = Table::new(&["ID", "PATTERN", "VERSION", "STATUS", "STARTED_AT", "DURATION", "TAGS"]);
     for e in items {
         let r = execution(e);
-        let duration = e.duration_ms.into_option().map_or("-".to_string(), format_ms);
+        let duration = e.duration_ms.map_or("-".to_string(), format_ms);
         let mut row: Vec<String> = ["id", "pattern_name", "pattern_version", "status", "started_at"]
             .iter()
             .map(|k| text(r.get(k)))
