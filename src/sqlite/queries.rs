@@ -471,3 +471,50 @@ impl Contract for SqliteBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::ROption::RNone;
+
+    use super::*;
+
+    fn entry(id: &str, actor: &str) -> NewAuditEntry {
+        NewAuditEntry {
+            id: RSome(id.into()),
+            timestamp: RSome(1_705_276_800_000_000),
+            action: "login".into(),
+            actor: RSome(actor.into()),
+            resource_type: RNone,
+            resource_id: RNone,
+            details: RNone,
+            ip_address: RNone,
+            user_agent: RNone,
+        }
+    }
+
+    /// The id key's refusal is explained by `rules`: the first clashing entry of the batch is named, and the
+    /// rows inserted before the clash are undone with the batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_duplicate_audit_id_is_named_by_the_rule_and_the_batch_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = serde_json::json!({ "type": "sqlite", "sqlite": { "path": dir.path().join("a.db") } });
+        let cfg = crate::config::parse(&json.to_string()).unwrap();
+        let s = SqliteBackend::open(cfg, OpenOptions::default()).await.unwrap();
+        let taken = "0190b3f2-7c1e-7a00-8000-000000000abc";
+        s.append_audit(vec![entry(taken, "first")]).await.unwrap();
+        let fresh = |n: u32| format!("0190b3f2-7c1e-7a00-8000-{n:012}");
+        // 1500 rows: the clash is in the second 1000-row INSERT, after the first one succeeded.
+        let mut batch: Vec<NewAuditEntry> = (0..1500).map(|n| entry(&fresh(n), "carol")).collect();
+        batch.push(entry(taken, "carol"));
+        let err = s.append_audit(batch.clone()).await.unwrap_err();
+        assert_eq!(err, rules::audit_entry_exists(taken));
+        // A repeat inside the batch, before the stored id: the repeat is the first clash.
+        batch.insert(1200, entry(&fresh(7), "carol"));
+        let err = s.append_audit(batch).await.unwrap_err();
+        assert_eq!(err, rules::audit_entry_exists(&fresh(7)));
+        let q = AuditQuery { actor: RSome("carol".into()), ..Default::default() };
+        let stored = s.query_audit(q, Page { limit: 10, after: None }).await.unwrap();
+        assert!(stored.is_empty(), "nothing of a refused batch is stored: {stored:?}");
+        s.shutdown().await.unwrap();
+    }
+}
