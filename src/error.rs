@@ -119,11 +119,14 @@ pub fn pg_sqlstate_kind(code: &tokio_postgres::error::SqlState) -> Option<ErrorK
     })
 }
 
-/// The kind of an SQLite failure that diesel reports as `Unknown`, from its result code. diesel keeps only
-/// `sqlite3_errmsg`, not the code; for a busy or locked database that message is exactly SQLite's own text for
-/// the code (`sqlite3_errstr`), so comparing with it recovers the code (`SQLITE_LOCKED` may name the table
-/// after a colon). A missing table or column is SQLite's parser error (`SQLITE_ERROR`), whose fixed,
-/// unlocalised form starts `no such table: ` / `no such column: `.
+/// The kind of an SQLite failure that diesel reports as `Unknown`, from its result code. SQLite has the code
+/// (`sqlite3_extended_errcode`), but diesel drops it: its `DatabaseError` keeps only the `DatabaseErrorKind` it
+/// derived (unique, foreign key, check, not-null) and the `sqlite3_errmsg` text. For a busy or locked database
+/// that text is exactly SQLite's own text for the code (`sqlite3_errstr`), so comparing with it recovers the
+/// code (`SQLITE_LOCKED` may name the table after a colon). A missing table or column is SQLite's parser error
+/// (`SQLITE_ERROR`), whose fixed, unlocalised form starts `no such table: ` / `no such column: `.
+///
+/// Only for errors SQLite raised: [`sqlite_error`] applies it, the SQLite backend calls that.
 fn sqlite_result_kind(message: &str) -> Option<ErrorKind> {
     use libsqlite3_sys::{SQLITE_BUSY, SQLITE_LOCKED};
     let errstr = |code| {
@@ -143,10 +146,49 @@ fn sqlite_result_kind(message: &str) -> Option<ErrorKind> {
     None
 }
 
-/// Decided by diesel's [`DatabaseErrorKind`](diesel::result::DatabaseErrorKind), never by the message's words.
-/// What diesel leaves `Unknown` is `internal` here, except SQLite's busy, locked and missing-schema results
-/// (`sqlite_result_kind`); the PostgreSQL backend refines its own where the statement ran
-/// (a lost connection, a schema behind the plugin).
+/// An error raised by SQLite through diesel: what diesel leaves `Unknown` is refined by SQLite's result code
+/// (busy or locked: `timeout`; a missing table or column: `schema`, see `sqlite_result_kind`), everything
+/// else as `From<diesel::result::Error>` decides. The SQLite backend converts its diesel errors with this
+/// (statements: `.map_err(sqlite_error)`, transactions: [`SqliteFailure`]); no other backend does.
+pub fn sqlite_error(e: diesel::result::Error) -> Error {
+    use diesel::result::{DatabaseErrorKind as K, Error as D};
+    if let D::DatabaseError(K::Unknown, info) = &e {
+        match sqlite_result_kind(info.message()) {
+            Some(ErrorKind::Schema) => return Error::schema_behind(info.message()),
+            Some(kind) => return Error::new(kind, info.message()),
+            None => {}
+        }
+    }
+    Error::from(e)
+}
+
+/// The error type of an SQLite transaction: diesel's own failures (`BEGIN IMMEDIATE` on a busy database,
+/// `COMMIT`) convert with [`sqlite_error`], not with the backend-neutral `From`.
+#[derive(Debug)]
+pub struct SqliteFailure(pub Error);
+
+impl From<diesel::result::Error> for SqliteFailure {
+    fn from(e: diesel::result::Error) -> Self {
+        SqliteFailure(sqlite_error(e))
+    }
+}
+
+impl From<Error> for SqliteFailure {
+    fn from(e: Error) -> Self {
+        SqliteFailure(e)
+    }
+}
+
+impl From<SqliteFailure> for Error {
+    fn from(e: SqliteFailure) -> Self {
+        e.0
+    }
+}
+
+/// Decided by diesel's [`DatabaseErrorKind`](diesel::result::DatabaseErrorKind), never by the message's words,
+/// for every backend. What diesel leaves `Unknown` is `internal` here; SQLite's busy, locked and missing-schema
+/// results are refined on the SQLite path only ([`sqlite_error`]), and the PostgreSQL backend refines its own
+/// where the statement ran (a lost connection, a schema behind the plugin: `PostgresBackend::with_conn`).
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as K, Error as D};
@@ -168,11 +210,7 @@ impl From<diesel::result::Error> for Error {
                     K::ReadOnlyTransaction => Error::unavailable(format!(
                         "{msg}: the database accepts no writes (a read-only server or standby?)"
                     )),
-                    _ => match sqlite_result_kind(&msg) {
-                        Some(ErrorKind::Schema) => Error::schema_behind(msg),
-                        Some(kind) => Error::new(kind, msg),
-                        None => Error::internal(msg),
-                    },
+                    _ => Error::internal(msg),
                 }
             }
             D::BrokenTransactionManager => {
@@ -213,7 +251,12 @@ mod tests {
         let mut a = sqlite(&path);
         let mut b = sqlite(&path);
         a.batch_execute("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);").unwrap();
-        let err = Error::from(b.batch_execute("BEGIN IMMEDIATE;").unwrap_err());
+        // The backend-neutral conversion does not read SQLite's texts (it also runs on PostgreSQL's errors).
+        let neutral = Error::from(b.batch_execute("BEGIN IMMEDIATE;").unwrap_err());
+        assert_eq!(neutral.kind(), ErrorKind::Internal, "{neutral}");
+        let err = sqlite_error(b.batch_execute("BEGIN IMMEDIATE;").unwrap_err());
+        let tx = b.immediate_transaction(|_| -> Result<(), SqliteFailure> { Ok(()) }).unwrap_err();
+        assert_eq!(tx.0.kind(), ErrorKind::Timeout, "a transaction's own BEGIN: {}", tx.0);
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
         a.batch_execute("COMMIT;").unwrap();
     }
@@ -222,7 +265,7 @@ mod tests {
     fn sqlite_missing_schema_is_schema_and_words_decide_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = sqlite(&dir.path().join("s.db"));
-        let err = Error::from(c.batch_execute("SELECT * FROM patterns;").unwrap_err());
+        let err = sqlite_error(c.batch_execute("SELECT * FROM patterns;").unwrap_err());
         assert_eq!(err.kind(), ErrorKind::Schema, "{err}");
         assert!(err.to_string().contains("migrate up"), "{err}");
         // Messages that merely contain "busy", "locked" or "connection closed" are not those conditions.
@@ -231,7 +274,7 @@ mod tests {
             "SELECT \"database is locked\"();",
             "CREATE TABLE x (a CHECK (a <> 'connection closed')); INSERT INTO x VALUES ('connection closed');",
         ] {
-            let err = Error::from(c.batch_execute(sql).unwrap_err());
+            let err = sqlite_error(c.batch_execute(sql).unwrap_err());
             assert!(
                 matches!(err.kind(), ErrorKind::Internal | ErrorKind::InvalidInput),
                 "{sql}: {err} ({:?})",

@@ -10,6 +10,8 @@ mod config;
 mod contract;
 mod error;
 mod file;
+#[cfg(test)]
+mod lock_check;
 mod logging;
 mod maintenance;
 mod migrate;

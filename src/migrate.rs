@@ -272,6 +272,14 @@ where
     report(conn, source, up, down)
 }
 
+/// `mark_applied` was asked for a version that is applied: the same answer on every backend (the file store's
+/// versions are its format versions).
+pub fn already_applied(version: &str) -> Error {
+    Error::conflict(format!(
+        "migration {version} is already applied; only a version that is not applied can be marked as applied"
+    ))
+}
+
 /// Records `target` (a full version or unique prefix) as applied without running it, for the case where an
 /// operator fixed the schema by hand. Refuses a version that is already applied.
 pub fn mark_applied<DB: Backend, C: MigrationConn<DB>>(
@@ -290,7 +298,7 @@ where
     conn.exclusive(|conn| {
         conn.ensure_table()?;
         if conn.applied_rows()?.iter().any(|(v, _)| *v == version) {
-            return Err(Error::conflict(format!("migration {version} is already applied")));
+            return Err(already_applied(&version));
         }
         conn.record_applied(&version)
     })?;

@@ -51,6 +51,55 @@ pub fn execution_exists(id: &str) -> Error {
     Error::conflict(format!("execution {id} already exists"))
 }
 
+/// Pattern `name` `version` exists, but its stored document cannot be read (only the file store keeps one
+/// file a version, so only it can say this).
+pub fn pattern_version_damaged(name: &str, version: &str, file: &std::path::Path, why: &str) -> Error {
+    Error::conflict(format!(
+        "pattern {name:?} version {version} already exists, but its file {} is damaged ({why}); delete that \
+         version first",
+        file.display()
+    ))
+}
+
+/// A conditional write found execution `id` allowed to change, yet changed no row: another call changed it
+/// in between (PostgreSQL's one-statement update and completion).
+pub fn execution_changed_concurrently(id: &str) -> Error {
+    Error::conflict(format!("execution {id} changed while this call ran; read it and retry"))
+}
+
+/// The id a client chose for an audit entry is taken. Audit entries are never rewritten.
+pub fn audit_entry_exists(id: &str) -> Error {
+    Error::conflict(format!(
+        "audit entry {id} already exists; audit entries are immutable: give the new entry another id or \
+         leave the id out to have one generated"
+    ))
+}
+
+/// The entry that makes an audit batch break the id key, if one does: the first entry, in batch order,
+/// whose id is `stored` already or repeats an earlier entry of the batch. Every backend names the same
+/// entry: the file store checks before writing, SQLite and PostgreSQL ask after their key refused the batch.
+pub fn audit_conflict<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    stored: impl Fn(&str) -> bool,
+) -> Option<Error> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter().find(|id| stored(id) || !seen.insert(*id)).map(audit_entry_exists)
+}
+
+/// [`audit_conflict`] for a batch the store's id key refused: when no entry explains it any more (the
+/// clashing entry went away before the store was asked), says so.
+pub fn explain_audit_conflict<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    stored: impl Fn(&str) -> bool,
+) -> Error {
+    audit_conflict(ids, stored).unwrap_or_else(|| {
+        Error::conflict(
+            "an id of this audit batch was taken while it was stored, and is free again; nothing of the \
+             batch was stored: retry it",
+        )
+    })
+}
+
 // ------------------------------------------------------------------ statuses asked for by a call
 
 /// A new execution starts pending or running.
@@ -411,6 +460,23 @@ mod tests {
         assert_eq!(latest, [("a".into(), "1.1.0".into()), ("b".into(), "0.1.0".into())]);
         assert!(latest_of_each(Vec::new()).is_empty());
         assert_eq!(latest_version("zz", Vec::new()).unwrap_err().0.message, "pattern \"zz\" not found");
+    }
+
+    #[test]
+    fn audit_conflicts_name_the_first_clashing_entry_in_batch_order() {
+        let stored = |id: &str| id == "s";
+        assert_eq!(audit_conflict(["a", "b", "c"], stored), None);
+        let named = |ids: &[&'static str]| audit_conflict(ids.iter().copied(), stored).map(|e| e.0.message);
+        assert_eq!(named(&["a", "s", "a"]), Some(audit_entry_exists("s").0.message));
+        assert_eq!(named(&["a", "b", "a", "s"]), Some(audit_entry_exists("a").0.message));
+        assert_eq!(audit_conflict(["s"], stored).unwrap().kind(), ErrorKind::Conflict);
+        assert!(audit_entry_exists("0190b3f2-7c1e-7a00-8000-000000000009")
+            .0
+            .message
+            .starts_with("audit entry 0190b3f2-7c1e-7a00-8000-000000000009 already exists; "));
+        let unexplained = explain_audit_conflict(["a"], |_| false);
+        assert_eq!(unexplained.kind(), ErrorKind::Conflict);
+        assert!(unexplained.0.message.contains("retry"), "{unexplained}");
     }
 
     #[test]

@@ -200,7 +200,7 @@ pub fn mark_applied(ctx: &mut Ctx, target: &str) -> Result<MigrationReport> {
         return Err(Error::invalid("give the version to mark as applied, not 0"));
     };
     if current(ctx).is_some() {
-        return Err(Error::conflict(format!("format version {version} is already applied")));
+        return Err(crate::migrate::already_applied(&version.to_string()));
     }
     set_manifest(ctx, write_manifest(&ctx.layout, ctx.enc, now_micros())?);
     tracing::warn!(version, "file store format marked as applied without running it");

@@ -45,14 +45,8 @@ pub fn put_pattern(pl: &mut Plan<'_>, p: NewPattern, id_from_client: bool) -> Re
         Found::No => {}
         Found::Yes(_) => return Err(rules::pattern_version_exists(&p.name, &p.version)),
         Found::Damaged(path, why) => {
-            // Only the file store has damaged files: its own message.
-            return Err(Error::conflict(format!(
-                "pattern {:?} version {} already exists, but its file {} is damaged ({why}); delete that \
-                 version first",
-                p.name,
-                p.version,
-                path.display()
-            )));
+            // Only the file store has damaged files.
+            return Err(rules::pattern_version_damaged(&p.name, &p.version, &path, &why));
         }
     }
     let pattern = rules::stored_pattern(p, now_micros());
@@ -137,7 +131,6 @@ pub fn append_event(
 /// The whole batch is one new file (under the day of its earliest entry), so it lands entirely or not at all.
 pub fn append_audit(pl: &mut Plan<'_>, entries: Vec<NewAuditEntry>) -> Result<()> {
     ready(pl)?;
-    let mut seen = std::collections::HashSet::with_capacity(entries.len());
     let entries: Vec<AuditEntry> = entries
         .into_iter()
         .map(|a| AuditEntry {
@@ -152,10 +145,9 @@ pub fn append_audit(pl: &mut Plan<'_>, entries: Vec<NewAuditEntry>) -> Result<()
             user_agent: a.user_agent,
         })
         .collect();
-    for a in &entries {
-        if pl.audit_id_taken(&a.id) || !seen.insert(a.id.as_str()) {
-            return Err(Error::conflict(format!("audit entry {} already exists", a.id)));
-        }
+    if let Some(e) = rules::audit_conflict(entries.iter().map(|a| a.id.as_str()), |id| pl.audit_id_taken(id))
+    {
+        return Err(e);
     }
     let Some(earliest) = entries.iter().map(|a| a.timestamp).min() else { return Ok(()) };
     let batch = uuid::Uuid::now_v7().hyphenated().to_string();

@@ -3,6 +3,7 @@
 //! included) as the diesel pool and counted against the same `maxConnections` ([`super::budget`]).
 
 use std::{
+    collections::HashSet,
     error::Error as StdError,
     sync::Arc,
     time::{Duration, UNIX_EPOCH},
@@ -17,13 +18,17 @@ use tokio_postgres::{
     types::{to_sql_checked, IsNull, ToSql, Type},
     Client,
 };
+use uuid::Uuid;
 
 use super::{
     budget::Raw,
     connect::{ConnectSpec, Pool},
     models::AuditRow,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    rules,
+};
 
 /// Raw clients for `COPY`, counted against `pool.maxConnections` with the pooled connections
 /// ([`super::budget`]): a batch reuses an idle client, opens one when a slot is free, or waits for either.
@@ -48,21 +53,51 @@ impl CopyPool {
     /// Appends `rows` in one `COPY … FROM STDIN (FORMAT binary)`: all rows or none.
     pub async fn audit(&self, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
         let client = self.client().await?;
-        let result = copy_audit(&client, rows, details).await;
+        let result = match copy_audit(&client, rows, details).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_unique_violation(&client, &e) => Err(explain_conflict(&client, rows).await),
+            Err(e) => Err(copy_error(&client, &e)),
+        };
         self.spec.budget.put_back_copy(client);
         result
     }
 }
 
-async fn copy_audit(client: &Client, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
-    let fail = |e: tokio_postgres::Error| copy_error(client, &e);
+/// The id key refused a row (the id is `audit_logs`' only unique key); the connection is still usable.
+fn is_unique_violation(client: &Client, e: &tokio_postgres::Error) -> bool {
+    !client.is_closed()
+        && !e.is_closed()
+        && e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Which entry the id key refused, by the same rule as every backend ([`rules::explain_audit_conflict`]),
+/// asked after the failed `COPY` (which stored nothing): the server's detail names a key in its own words,
+/// this names the same first clashing entry as SQLite and the file store.
+async fn explain_conflict(client: &Client, rows: &[AuditRow]) -> Error {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    match client.query("SELECT id FROM audit_logs WHERE id = ANY($1)", &[&ids]).await {
+        Ok(found) => {
+            // Hyphenated lower case, as the adapter normalised the ids the client gave.
+            let text = |id: Uuid| id.hyphenated().to_string();
+            let stored: HashSet<String> = found.iter().map(|r| text(r.get(0))).collect();
+            let names: Vec<String> = ids.into_iter().map(text).collect();
+            rules::explain_audit_conflict(names.iter().map(String::as_str), |id| stored.contains(id))
+        }
+        Err(e) => copy_error(client, &e),
+    }
+}
+
+async fn copy_audit(
+    client: &Client,
+    rows: &[AuditRow],
+    details: &[Option<&str>],
+) -> std::result::Result<(), tokio_postgres::Error> {
     let sink = client
         .copy_in(
             "COPY audit_logs (id, timestamp, action, actor, resource_type, resource_id, details, ip_address, \
              user_agent) FROM STDIN (FORMAT binary)",
         )
-        .await
-        .map_err(fail)?;
+        .await?;
     let types = [
         Type::UUID,
         Type::TIMESTAMPTZ,
@@ -93,24 +128,19 @@ async fn copy_audit(client: &Client, rows: &[AuditRow], details: &[Option<&str>]
                 &ip,
                 &r.user_agent,
             ])
-            .await
-            .map_err(fail)?;
+            .await?;
     }
-    writer.finish().await.map_err(fail)?;
+    writer.finish().await?;
     Ok(())
 }
 
 /// The error kind of a failed `COPY`, from the connection's state and the server's SQLSTATE.
 fn copy_error(client: &Client, e: &tokio_postgres::Error) -> Error {
-    use tokio_postgres::error::SqlState;
     let detail = e.source().map(|s| s.to_string()).unwrap_or_default();
     if client.is_closed() || e.is_closed() {
         return Error::connection_lost(format!("during an audit COPY: {e} {detail}"));
     }
     match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
-            Error::conflict(format!("audit batch refused: {detail}"))
-        }
         Some(c) => match crate::error::pg_sqlstate_kind(c) {
             Some(kind) => Error::new(kind, format!("audit COPY failed: {detail}")).with_schema_hint(),
             None => Error::internal(format!("audit COPY failed: {e} {detail}")),

@@ -67,7 +67,7 @@ async fn find_execution(conn: &mut AsyncPgConnection, id: &Uuid, lock: bool) -> 
 /// A conditional statement changed no row, yet the row exists and the rules allow the change: it changed
 /// between the two statements.
 fn refused_unexplained(id: &Uuid) -> Error {
-    Error::conflict(format!("execution {id} changed while this call ran; read it and retry"))
+    rules::execution_changed_concurrently(&id.to_string())
 }
 
 /// `started_at` ranges to try for an id: the day around a UUIDv7's time first (one partition), then all.

@@ -11,7 +11,7 @@ use diesel::{
 
 use crate::{
     config::SqliteConfig,
-    error::{Error, Result},
+    error::{sqlite_error, Error, Result},
 };
 
 pub type ReadPool = Pool<ConnectionManager<SqliteConnection>>;
@@ -58,14 +58,15 @@ pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
     let url = url(cfg)?;
     let mut conn = SqliteConnection::establish(&url)
         .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))?;
-    conn.batch_execute(&common_pragmas(cfg))?;
+    conn.batch_execute(&common_pragmas(cfg)).map_err(sqlite_error)?;
     // Statement journals (a savepoint per job, and one per statement that fires a trigger) stay in memory
     // instead of spilling to a temporary file: the bench's profile had a quarter of the writer's time in those
     // `pwrite`s. The journals hold the pages one job changes (a row or a pattern), so memory stays small;
     // migrations, which may sort whole tables, switch back to temporary files (`migrations::exclusive`).
-    conn.batch_execute("PRAGMA temp_store = MEMORY;")?;
+    conn.batch_execute("PRAGMA temp_store = MEMORY;").map_err(sqlite_error)?;
     let want = if cfg.wal_mode { "wal" } else { "delete" };
-    let got: JournalMode = sql_query(format!("PRAGMA journal_mode = {want}")).get_result(&mut conn)?;
+    let got: JournalMode =
+        sql_query(format!("PRAGMA journal_mode = {want}")).get_result(&mut conn).map_err(sqlite_error)?;
     if !got.journal_mode.eq_ignore_ascii_case(want) {
         tracing::warn!(
             path = %url,

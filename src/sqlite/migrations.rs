@@ -12,7 +12,7 @@ use diesel::{
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
 use crate::{
-    error::Result,
+    error::{sqlite_error, Error, Result, SqliteFailure},
     migrate::{self, MigrationConn},
 };
 
@@ -37,37 +37,39 @@ impl MigrationConn<Sqlite> for SqliteConnection {
         let exists: Count = sql_query(
             "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'",
         )
-        .get_result(self)?;
+        .get_result(self).map_err(sqlite_error)?;
         if exists.n == 0 {
             return Ok(Vec::new());
         }
         let rows: Vec<AppliedRow> = sql_query(
             "SELECT version, CAST(run_on AS TEXT) AS run_on FROM __diesel_schema_migrations ORDER BY version",
         )
-        .load(self)?;
+        .load(self)
+        .map_err(sqlite_error)?;
         Ok(rows.into_iter().map(|r| (r.version, r.run_on)).collect())
     }
 
     fn ensure_table(&mut self) -> Result<()> {
-        MigrationConnection::setup(self)?;
+        MigrationConnection::setup(self).map_err(sqlite_error)?;
         Ok(())
     }
 
     fn record_applied(&mut self, version: &str) -> Result<()> {
         sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES (?)")
             .bind::<Text, _>(version)
-            .execute(self)?;
+            .execute(self)
+            .map_err(sqlite_error)?;
         Ok(())
     }
 
     fn exclusive<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         // The writer keeps temporary data in memory (`temp_store = MEMORY`, see `connection::writer`); a
         // migration may sort a whole table (CREATE INDEX), so it spills to temporary files as usual.
-        self.batch_execute("PRAGMA temp_store = DEFAULT;")?;
+        self.batch_execute("PRAGMA temp_store = DEFAULT;").map_err(sqlite_error)?;
         // BEGIN IMMEDIATE takes SQLite's write lock: another process migrating waits (busy_timeout), then
         // sees the applied versions.
-        let result = self.immediate_transaction(f);
-        self.batch_execute("PRAGMA temp_store = MEMORY;")?;
+        let result = self.immediate_transaction(|c| f(c).map_err(SqliteFailure)).map_err(Error::from);
+        self.batch_execute("PRAGMA temp_store = MEMORY;").map_err(sqlite_error)?;
         result
     }
 }

@@ -16,7 +16,7 @@ use parallax_storage_abi::{Health, OpenOptions};
 use self::{connection::ReadPool, writer::Writer};
 use crate::{
     config::StorageConfig,
-    error::{Error, Result},
+    error::{sqlite_error, Error, Result},
     migrate,
 };
 
@@ -78,7 +78,8 @@ impl SqliteBackend {
         let warnings = self.cfg.warnings();
         self.read(move |conn| {
             let started = std::time::Instant::now();
-            let v: Version = sql_query("SELECT sqlite_version() AS v").get_result(conn)?;
+            let v: Version =
+                sql_query("SELECT sqlite_version() AS v").get_result(conn).map_err(sqlite_error)?;
             let latency_us = started.elapsed().as_micros() as i64;
             let status = migrate::status(conn, &migrations::MIGRATIONS)?;
             Ok(Health {

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     contract::Contract,
-    error::{Error, Result},
+    error::{sqlite_error, Error, Result, SqliteFailure},
     migrate,
     rules::{self, Completion},
     time::now_micros,
@@ -54,7 +54,8 @@ fn load_execution(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRow>
         .find(id)
         .select(ExecutionRow::as_select())
         .first(conn)
-        .optional()?
+        .optional()
+        .map_err(sqlite_error)?
         .ok_or_else(|| rules::execution_not_found(id))
 }
 
@@ -94,14 +95,23 @@ impl Contract for SqliteBackend {
         let conflict = pattern.clone();
         self.writer
             .write("put_pattern", move |conn| {
-                diesel::insert_into(patterns::table).values(&row).execute(conn).map_err(|e| {
-                    // SQLite names the columns of the violated key: `patterns.name, patterns.version` or
-                    // `patterns.id`.
-                    rules::explain_conflict(Error::from(e), |e| {
-                        rules::pattern_conflict(&conflict, e.0.message.contains("patterns.name"))
-                    })
-                })?;
-                Ok(())
+                let inserted = diesel::insert_into(patterns::table).values(&row).execute(conn);
+                match inserted.map_err(sqlite_error) {
+                    Ok(_) => Ok(()),
+                    // Two keys can refuse the row: (name, version) or the id. diesel keeps no constraint name
+                    // for SQLite (only its message), so a query tells which.
+                    Err(e) if e.kind() == ErrorKind::Conflict => {
+                        let (name, version) = (conflict.name.as_str(), conflict.version.as_str());
+                        let on_name_version = diesel::select(diesel::dsl::exists(
+                            patterns::table
+                                .filter(patterns::name.eq(name).and(patterns::version.eq(version))),
+                        ))
+                        .get_result::<bool>(conn)
+                        .map_err(sqlite_error)?;
+                        Err(rules::pattern_conflict(&conflict, on_name_version))
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .await?;
         Ok(pattern)
@@ -113,7 +123,8 @@ impl Contract for SqliteBackend {
                 .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
                 .select(PatternRow::as_select())
                 .first(conn)
-                .optional()?
+                .optional()
+                .map_err(sqlite_error)?
                 .map(Pattern::from)
                 .ok_or_else(|| rules::pattern_not_found(&name, &version))
         })
@@ -125,7 +136,8 @@ impl Contract for SqliteBackend {
             let rows = patterns::table
                 .filter(patterns::name.eq(&name))
                 .select(PatternRow::as_select())
-                .load(conn)?;
+                .load(conn)
+                .map_err(sqlite_error)?;
             Ok(rows.into_iter().map(Pattern::from).collect())
         })
         .await
@@ -138,12 +150,13 @@ impl Contract for SqliteBackend {
             if let Some(after) = &page.after {
                 names = names.filter(patterns::name.gt(after.clone()));
             }
-            let names: Vec<String> = names.limit(page.limit as i64 + 1).load(conn)?;
+            let names: Vec<String> = names.limit(page.limit as i64 + 1).load(conn).map_err(sqlite_error)?;
             let rows = patterns::table
                 .filter(patterns::name.eq_any(&names))
                 .order(patterns::name)
                 .select(PatternRow::as_select())
-                .load(conn)?;
+                .load(conn)
+                .map_err(sqlite_error)?;
             Ok(rows.into_iter().map(Pattern::from).collect())
         })
         .await
@@ -155,7 +168,8 @@ impl Contract for SqliteBackend {
                 let n = diesel::delete(
                     patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))),
                 )
-                .execute(conn)?;
+                .execute(conn)
+                .map_err(sqlite_error)?;
                 if n == 0 {
                     return Err(rules::pattern_not_found(&name, &version));
                 }
@@ -184,7 +198,7 @@ impl Contract for SqliteBackend {
         self.writer
             .write("create_execution", move |conn| {
                 diesel::insert_into(executions::table).values(&row).execute(conn).map_err(|e| {
-                    rules::explain_conflict(Error::from(e), |_| rules::execution_exists(&row.id))
+                    rules::explain_conflict(sqlite_error(e), |_| rules::execution_exists(&row.id))
                 })?;
                 Ok(())
             })
@@ -198,7 +212,10 @@ impl Contract for SqliteBackend {
                 let current = Execution::try_from(load_execution(conn, &id)?)?;
                 let (updated, changed) = rules::updated_execution(current, u)?;
                 if changed {
-                    diesel::update(executions::table.find(&id)).set(&changes_of(&updated)).execute(conn)?;
+                    diesel::update(executions::table.find(&id))
+                        .set(&changes_of(&updated))
+                        .execute(conn)
+                        .map_err(sqlite_error)?;
                 }
                 Ok(updated)
             })
@@ -210,7 +227,10 @@ impl Contract for SqliteBackend {
             .write("complete_execution", move |conn| {
                 let current = Execution::try_from(load_execution(conn, &id)?)?;
                 let completed = rules::completed_execution(current, c)?;
-                diesel::update(executions::table.find(&id)).set(&changes_of(&completed)).execute(conn)?;
+                diesel::update(executions::table.find(&id))
+                    .set(&changes_of(&completed))
+                    .execute(conn)
+                    .map_err(sqlite_error)?;
                 Ok(completed)
             })
             .await
@@ -233,7 +253,8 @@ impl Contract for SqliteBackend {
             let rows = q
                 .order((executions::started_at.desc(), executions::id.desc()))
                 .limit(page.limit as i64 + 1)
-                .load(conn)?;
+                .load(conn)
+                .map_err(sqlite_error)?;
             rows.into_iter().map(Execution::try_from).collect()
         })
         .await
@@ -241,7 +262,9 @@ impl Contract for SqliteBackend {
 
     async fn count_executions(&self, f: ExecutionFilter) -> Result<u64> {
         self.read(move |conn| {
-            let n: i64 = apply_filter(executions::table.select(count_star()).into_boxed(), &f).first(conn)?;
+            let n: i64 = apply_filter(executions::table.select(count_star()).into_boxed(), &f)
+                .first(conn)
+                .map_err(sqlite_error)?;
             Ok(n as u64)
         })
         .await
@@ -259,13 +282,15 @@ impl Contract for SqliteBackend {
                     .find(&execution_id)
                     .select(executions::status)
                     .first(conn)
-                    .optional()?
+                    .optional()
+                    .map_err(sqlite_error)?
                     .ok_or_else(|| rules::execution_not_found(&execution_id))?;
                 rules::check_accepts_events(&execution_id, status_of(&status)?)?;
                 let last: Option<i64> = execution_events::table
                     .filter(execution_events::execution_id.eq(&execution_id))
                     .select(max(execution_events::seq))
-                    .first(conn)?;
+                    .first(conn)
+                    .map_err(sqlite_error)?;
                 let event = rules::appended_event(&execution_id, &event_id, last, e);
                 let row = EventRow {
                     id: event_id,
@@ -275,7 +300,10 @@ impl Contract for SqliteBackend {
                     payload: s(&event.payload),
                     recorded_at: event.recorded_at,
                 };
-                diesel::insert_into(execution_events::table).values(&row).execute(conn)?;
+                diesel::insert_into(execution_events::table)
+                    .values(&row)
+                    .execute(conn)
+                    .map_err(sqlite_error)?;
                 Ok(event)
             })
             .await
@@ -287,7 +315,8 @@ impl Contract for SqliteBackend {
                 .filter(execution_events::execution_id.eq(&execution_id))
                 .order(execution_events::seq)
                 .select(EventRow::as_select())
-                .load(conn)?;
+                .load(conn)
+                .map_err(sqlite_error)?;
             if rows.is_empty() {
                 // Distinguish "no events yet" from "no such execution".
                 load_execution(conn, &execution_id)?;
@@ -301,11 +330,32 @@ impl Contract for SqliteBackend {
         let rows: Vec<AuditRow> = entries.iter().map(AuditRow::from).collect();
         self.writer
             .write("append_audit", move |conn| {
-                // 9 bound values a row: stay well under SQLite's variable limit.
-                for chunk in rows.chunks(1000) {
-                    diesel::insert_into(audit_logs::table).values(chunk).execute(conn)?;
+                // A savepoint of its own: when the id key refuses a row, the rows before it are undone before
+                // the store is asked which id clashed.
+                let inserted = conn.transaction(|conn| -> Result<(), SqliteFailure> {
+                    // 9 bound values a row: stay well under SQLite's variable limit.
+                    for chunk in rows.chunks(1000) {
+                        diesel::insert_into(audit_logs::table).values(chunk).execute(conn)?;
+                    }
+                    Ok(())
+                });
+                match inserted.map_err(Error::from) {
+                    // The id is the table's only unique key.
+                    Err(e) if e.kind() == ErrorKind::Conflict => {
+                        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                        let mut stored = std::collections::HashSet::new();
+                        for chunk in ids.chunks(1000) {
+                            let found: Vec<String> = audit_logs::table
+                                .filter(audit_logs::id.eq_any(chunk))
+                                .select(audit_logs::id)
+                                .load(conn)
+                                .map_err(sqlite_error)?;
+                            stored.extend(found);
+                        }
+                        Err(rules::explain_audit_conflict(ids, |id| stored.contains(id)))
+                    }
+                    r => r,
                 }
-                Ok(())
             })
             .await
     }
@@ -339,7 +389,8 @@ impl Contract for SqliteBackend {
             let rows = b
                 .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
                 .limit(page.limit as i64 + 1)
-                .load(conn)?;
+                .load(conn)
+                .map_err(sqlite_error)?;
             Ok(rows.into_iter().map(AuditEntry::from).collect())
         })
         .await
@@ -386,7 +437,7 @@ impl Contract for SqliteBackend {
             .bind::<Text, _>(fts_query(&terms))
             .bind::<BigInt, _>(page.limit as i64 + 1)
             .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
-            .load(conn)?;
+            .load(conn).map_err(sqlite_error)?;
             hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()
         })
         .await
@@ -403,7 +454,7 @@ impl Contract for SqliteBackend {
             .bind::<Text, _>(fts_query(&terms))
             .bind::<BigInt, _>(page.limit as i64 + 1)
             .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
-            .load(conn)?;
+            .load(conn).map_err(sqlite_error)?;
             Ok(hits.into_iter().map(|h| (Pattern::from(h.record), h.rank)).collect())
         })
         .await
@@ -418,5 +469,52 @@ impl Contract for SqliteBackend {
         tokio::task::block_in_place(|| writer.stop());
         tracing::info!(path = %self.cfg.sqlite.path.display(), "SQLite storage closed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::ROption::RNone;
+
+    use super::*;
+
+    fn entry(id: &str, actor: &str) -> NewAuditEntry {
+        NewAuditEntry {
+            id: RSome(id.into()),
+            timestamp: RSome(1_705_276_800_000_000),
+            action: "login".into(),
+            actor: RSome(actor.into()),
+            resource_type: RNone,
+            resource_id: RNone,
+            details: RNone,
+            ip_address: RNone,
+            user_agent: RNone,
+        }
+    }
+
+    /// The id key's refusal is explained by `rules`: the first clashing entry of the batch is named, and the
+    /// rows inserted before the clash are undone with the batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_duplicate_audit_id_is_named_by_the_rule_and_the_batch_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = serde_json::json!({ "type": "sqlite", "sqlite": { "path": dir.path().join("a.db") } });
+        let cfg = crate::config::parse(&json.to_string()).unwrap();
+        let s = SqliteBackend::open(cfg, OpenOptions::default()).await.unwrap();
+        let taken = "0190b3f2-7c1e-7a00-8000-000000000abc";
+        s.append_audit(vec![entry(taken, "first")]).await.unwrap();
+        let fresh = |n: u32| format!("0190b3f2-7c1e-7a00-8000-{n:012}");
+        // 1500 rows: the clash is in the second 1000-row INSERT, after the first one succeeded.
+        let mut batch: Vec<NewAuditEntry> = (0..1500).map(|n| entry(&fresh(n), "carol")).collect();
+        batch.push(entry(taken, "carol"));
+        let err = s.append_audit(batch.clone()).await.unwrap_err();
+        assert_eq!(err, rules::audit_entry_exists(taken));
+        // A repeat inside the batch, before the stored id: the repeat is the first clash.
+        batch.insert(1200, entry(&fresh(7), "carol"));
+        let err = s.append_audit(batch).await.unwrap_err();
+        assert_eq!(err, rules::audit_entry_exists(&fresh(7)));
+        let q = AuditQuery { actor: RSome("carol".into()), ..Default::default() };
+        let stored = s.query_audit(q, Page { limit: 10, after: None }).await.unwrap();
+        assert!(stored.is_empty(), "nothing of a refused batch is stored: {stored:?}");
+        s.shutdown().await.unwrap();
     }
 }

@@ -11,7 +11,9 @@ use diesel::{
     QueryResult, RunQueryDsl,
 };
 
-use crate::error::{Error, Result};
+use parallax_storage_abi::ErrorKind;
+
+use crate::error::{sqlite_error, Result};
 
 /// A fixed SQL statement that diesel prepares once per connection and keeps in its statement cache.
 macro_rules! statement {
@@ -65,10 +67,11 @@ impl Query for AnyQueued {
 /// Whether executions are waiting to be indexed. A database migrated down to before the queue has no queue
 /// (its triggers index every row themselves): nothing is waiting.
 pub fn any_queued(conn: &mut SqliteConnection) -> Result<bool> {
-    match AnyQueued.get_result::<bool>(conn) {
+    match AnyQueued.get_result::<bool>(conn).map_err(sqlite_error) {
         Ok(any) => Ok(any),
-        Err(e) if e.to_string().contains("no such table: execution_search_queue") => Ok(false),
-        Err(e) => Err(Error::from(e)),
+        // The query reads the queue table alone: SQLite's missing-table error (`schema`) means no queue.
+        Err(e) if e.kind() == ErrorKind::Schema => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -77,9 +80,9 @@ pub fn index_queued(conn: &mut SqliteConnection) -> Result<()> {
     if !any_queued(conn)? {
         return Ok(());
     }
-    MapNew.execute(conn)?;
-    DropOld.execute(conn)?;
-    IndexQueued.execute(conn)?;
-    ClearQueue.execute(conn)?;
+    MapNew.execute(conn).map_err(sqlite_error)?;
+    DropOld.execute(conn).map_err(sqlite_error)?;
+    IndexQueued.execute(conn).map_err(sqlite_error)?;
+    ClearQueue.execute(conn).map_err(sqlite_error)?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use diesel::{
 
 use super::search;
 use crate::{
-    error::{Error, Result},
+    error::{Error, Result, SqliteFailure},
     writer_thread::{run_solo, Answer, Handlers, Msg, WriterThread},
 };
 
@@ -41,10 +41,11 @@ where
         let Some(f) = self.f.take() else { return };
         let what = self.what;
         // `transaction` inside the group's transaction is a savepoint: a failed job undoes only itself.
-        self.outcome = Some(conn.transaction(|conn| match catch_unwind(AssertUnwindSafe(|| f(conn))) {
-            Ok(r) => r,
-            Err(payload) => Err(Error::from_panic(payload, what)),
-        }));
+        let outcome = conn.transaction(|conn| match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+            Ok(r) => r.map_err(SqliteFailure),
+            Err(payload) => Err(SqliteFailure(Error::from_panic(payload, what))),
+        });
+        self.outcome = Some(outcome.map_err(Error::from));
     }
 
     fn finish(self: Box<Self>, commit: Result<()>) {
@@ -126,7 +127,8 @@ impl Writer {
 
 fn commit_group(state: &mut State, group: &mut Vec<GroupJob>) {
     let index = state.index;
-    let outcome: Result<()> = state.conn.immediate_transaction(|conn| {
+    // `SqliteFailure`: a busy `BEGIN IMMEDIATE` or a failed `COMMIT` converts as SQLite's error (`timeout`, …).
+    let outcome = state.conn.immediate_transaction(|conn| -> Result<(), SqliteFailure> {
         // Diesel rolls back only when this closure returns an error: a panic unwinding through it would leave
         // the transaction open, and every later group would run inside it, never committed. So a panic here
         // becomes this group's error (each job already catches its own).
@@ -135,17 +137,18 @@ fn commit_group(state: &mut State, group: &mut Vec<GroupJob>) {
                 job.run(conn);
             }
             // The group's executions enter the full-text index in the same transaction, all at once.
-            index(conn)
+            index(conn).map_err(SqliteFailure)
         }))
         .unwrap_or_else(|payload| {
             let panic = Error::from_panic(payload, "the SQLite writer's group commit");
-            Err(Error::panicked(format!(
+            Err(SqliteFailure(Error::panicked(format!(
                 "{}; the group's {} write(s) were rolled back, none was committed (retry them); the writer goes on",
                 panic.0.message,
                 group.len()
-            )))
+            ))))
         })
     });
+    let outcome: Result<()> = outcome.map_err(Error::from);
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = group.len(), "SQLite group commit failed");
     }
