@@ -52,6 +52,7 @@ macro_rules! for_each_contract {
             rules::rules_completion_not_before_start,
             rules::rules_missing_execution_is_not_found,
             rules::rules_duplicate_execution_id_conflicts,
+            rules::rules_duplicate_audit_id_conflicts,
             rules::rules_duplicate_pattern_version_conflicts,
             rules::rules_missing_pattern_is_not_found,
             search::search_executions_matches_words_in_documents,

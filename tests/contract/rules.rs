@@ -171,3 +171,37 @@ pub async fn rules_missing_pattern_is_not_found(h: &Harness) {
     s.delete_pattern("here", "1.0.0").await.unwrap();
     assert_error(s.get_latest_pattern("here").await, ErrorKind::NotFound, "pattern \"here\" not found");
 }
+
+pub async fn rules_duplicate_audit_id_conflicts(h: &Harness) {
+    let s = &h.storage;
+    let exists = |id: &str| {
+        format!(
+            "audit entry {id} already exists; audit entries are immutable: give the new entry another id or \
+             leave the id out to have one generated"
+        )
+    };
+    let id = "0190b3f2-7c1e-7a00-8000-00000000a0d1";
+    let mut first = audit("login", "erin");
+    first.id = Some(id_of(id));
+    s.append_audit(vec![first.clone()]).await.unwrap();
+    // The same id again, alone.
+    assert_error(s.append_audit(vec![first.clone()]).await, ErrorKind::Conflict, &exists(id));
+    // After fresh entries in one batch: the batch is refused whole.
+    let mut batch: Vec<NewAuditEntry> = (0..3).map(|i| audit(&format!("b{i}"), "frank")).collect();
+    batch.push(first.clone());
+    assert_error(s.append_audit(batch).await, ErrorKind::Conflict, &exists(id));
+    // An id repeated inside one batch of new ids, before a stored one: the first clash in batch order is named.
+    let twice = "0190b3f2-7c1e-7a00-8000-00000000a0d2";
+    let mut repeated = audit("logout", "frank");
+    repeated.id = Some(id_of(twice));
+    let batch = vec![audit("c", "frank"), repeated.clone(), repeated, first];
+    assert_error(s.append_audit(batch).await, ErrorKind::Conflict, &exists(twice));
+    // Nothing of a refused batch was stored; the first entry is there once.
+    let q = AuditQuery { actor: Some("frank".into()), ..Default::default() };
+    assert!(
+        s.query_audit(q, page(100, None)).await.unwrap().items.is_empty(),
+        "no partial batch was written"
+    );
+    let q = AuditQuery { actor: Some("erin".into()), ..Default::default() };
+    assert_eq!(s.query_audit(q, page(100, None)).await.unwrap().items.len(), 1);
+}
