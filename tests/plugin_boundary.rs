@@ -243,6 +243,19 @@ fn a_plugin_of_another_abi_major_is_refused_in_one_line() {
     assert!(err.contains(ABI_VERSION), "names the host's ABI version: {err}");
 }
 
+#[test]
+fn a_plugin_of_an_older_abi_major_is_refused_as_stale_in_one_line() {
+    let lib = built_library("parallax_stale_plugin");
+    let err = Plugin::load(&lib).unwrap_err();
+    let text = err.to_string();
+    println!("{text}");
+    assert_eq!(err.kind(), LoadErrorKind::Stale, "{text}");
+    assert!(!text.contains('\n'), "the error must be one line: {text}");
+    assert!(text.contains("stale") && text.contains(&lib.display().to_string()), "{text}");
+    assert!(text.contains("1.0.0"), "names the plugin's ABI version: {text}");
+    assert!(text.contains(ABI_VERSION), "names the host's ABI version: {text}");
+}
+
 #[tokio::test]
 async fn maintenance_documents_are_versioned_and_unknown_ones_refused_by_name() {
     let h = sqlite().await;

@@ -1,5 +1,8 @@
-//! Test fixture: a cdylib exporting a `parallax_storage` root module that claims storage ABI 3.0.0 and has a
-//! different layout. A host built for ABI 2.x must refuse it at load with a one-line error naming both versions.
+//! Test fixture: a cdylib exporting a `parallax_storage` root module that claims another storage ABI major and
+//! has a different layout. The claimed version is the package's own version, so one source serves two
+//! fixtures: `incompatible-plugin` (3.0.0, newer than the host) and `stale-plugin` (1.0.0, older), whose
+//! Cargo.toml points here. A host built for ABI 2.x must refuse both at load with a one-line error naming both
+//! versions, and tell a stale plugin from a newer one.
 
 use abi_stable::{
     declare_root_module_statics, export_root_module, library::RootModule, prefix_type::PrefixTypeTrait,
@@ -19,7 +22,7 @@ impl RootModule for FutureModRef {
     declare_root_module_statics! {FutureModRef}
     const BASE_NAME: &'static str = "parallax_storage";
     const NAME: &'static str = "parallax_storage";
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new("3.0.0");
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(env!("CARGO_PKG_VERSION"));
 }
 
 extern "C" fn describe() -> RString {
