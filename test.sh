@@ -18,7 +18,8 @@ Installs what is missing, then runs every check CI runs, in this order:
                diesel migration run --locked-schema and migration redo --all (src/*/schema.rs are what the
                Diesel CLI generates from the migrations), then scripts/check-down-migrations.py (every
                down.sql restores the schema dump exactly: tables, functions, triggers, FTS tables)
-  5. tests     cargo build --workspace && cargo test --workspace; the last line is `tests: N passed, N failed`
+  5. tests     cargo build --workspace && cargo test --workspace --no-fail-fast (every test binary runs, even
+               after a failure); the last line is `tests: N passed, N failed`
                (the PostgreSQL tests start their own throwaway cluster, or use PARALLAX_TEST_POSTGRES_URL)
 
 Flags:
@@ -193,9 +194,9 @@ fi
 # `cargo build` first: the integration tests load the built cdylib (target/debug/libparallax_storage.so) and the
 # fixture plugin, which `cargo test` alone builds only as rlibs.
 if [ "$backend" = all ]; then
-  tests=(cargo test --workspace)
+  tests=(cargo test --workspace --no-fail-fast)
 else
-  tests=(cargo test --test "$backend")
+  tests=(cargo test --no-fail-fast --test "$backend")
 fi
 [ ${#filter[@]} -eq 0 ] || tests+=(-- "${filter[@]}")
 step tests "cargo build --workspace && ${tests[*]}"

@@ -357,8 +357,16 @@ mod tests {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(budget.raw_waiting(), "the audit writers contend for the one connection");
+        // Wait until one audit writer is queued behind the other (a state the two keep re-entering; checked by
+        // polling, since at any single instant both may be between batches).
+        let contended = Instant::now();
+        while !budget.raw_waiting() {
+            assert!(
+                contended.elapsed() < Duration::from_secs(10),
+                "the audit writers never contended for the one connection"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
 
         let started = Instant::now();
         let slot = budget.for_pool().await;
