@@ -28,6 +28,12 @@ mod pg;
 mod pg_writes;
 #[path = "storage/reads.rs"]
 mod reads;
+#[path = "storage/retention_file.rs"]
+mod retention_file;
+#[path = "storage/retention_pg.rs"]
+mod retention_pg;
+#[path = "storage/retention_sqlite.rs"]
+mod retention_sqlite;
 #[path = "storage/sqlite_writes.rs"]
 mod sqlite_writes;
 #[path = "storage/util.rs"]
@@ -55,6 +61,15 @@ async fn run(opts: &Opts) {
     }
     if opts.wants("sqlite_filtered_page") || opts.wants("sqlite_get_by_id") {
         reads::sqlite(opts).await;
+    }
+    if opts.wants("pg_retention") {
+        retention_pg::run(opts).await;
+    }
+    if opts.wants("sqlite_retention") {
+        retention_sqlite::run(opts).await;
+    }
+    if opts.wants("file_retention") {
+        retention_file::run(opts).await;
     }
 }
 

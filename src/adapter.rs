@@ -36,16 +36,21 @@ pub struct Adapter<B: Contract> {
     closed: Arc<AtomicBool>,
     /// Set just before the runtime shuts down: calls polled by the caller stop polling their work.
     stopped: Arc<AtomicBool>,
+    /// The retention scheduler (`src/retention/schedule.rs`), when the config asks for one; aborted at shutdown.
+    scheduler: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl<B: Contract> Adapter<B> {
     pub fn new(backend: B, runtime: Runtime) -> Self {
+        let backend = Arc::new(backend);
+        let scheduler = crate::retention::schedule::spawn(runtime.handle(), Arc::downgrade(&backend));
         Adapter {
-            backend: Some(Arc::new(backend)),
+            backend: Some(backend),
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             closed: Arc::new(AtomicBool::new(false)),
             stopped: Arc::new(AtomicBool::new(false)),
+            scheduler: Mutex::new(scheduler),
         }
     }
 
@@ -496,6 +501,9 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             if self.closed.swap(true, Ordering::AcqRel) {
                 return None;
             }
+            if let Some(s) = self.scheduler.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                s.abort();
+            }
             let backend = self.backend().ok()?;
             let job = self.handle.spawn(async move { backend.shutdown().await });
             let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -529,7 +537,7 @@ impl<B: Contract> StorageBackend for Adapter<B> {
     fn maintenance(&self, request: RString) -> StorageFuture<RString> {
         self.call("maintenance", move || {
             let req = crate::maintenance::prepare(&request)?;
-            Ok(move |_: Arc<B>| async move { crate::maintenance::run(req).map(RString::from) })
+            Ok(move |b: Arc<B>| async move { crate::maintenance::run(req, &*b).await.map(RString::from) })
         })
     }
 }

@@ -17,6 +17,7 @@ mod maintenance;
 mod migrate;
 mod on_caller;
 pub mod postgres;
+mod retention;
 mod rules;
 #[cfg(test)]
 mod schema_check;

@@ -5,13 +5,18 @@
 
 use parallax_storage_abi::{
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
+    retention::{CleanupParams, RetentionRunParams, CLEANUP, RETENTION_RUN, RETENTION_STATUS},
     ABI_VERSION,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    retention::{self, Store},
+};
 
 /// Every op this plugin answers, with its document versions.
-pub const SUPPORTED: &[(&str, &[u32])] = &[(DESCRIBE, &[1])];
+pub const SUPPORTED: &[(&str, &[u32])] =
+    &[(DESCRIBE, &[1]), (CLEANUP, &[1]), (RETENTION_STATUS, &[1]), (RETENTION_RUN, &[1])];
 
 pub fn supported() -> Vec<OpVersions> {
     SUPPORTED.iter().map(|(op, v)| OpVersions { op: op.to_string(), versions: v.to_vec() }).collect()
@@ -27,26 +32,50 @@ pub fn prepare(request: &str) -> Result<MaintenanceRequest> {
     Ok(req)
 }
 
+/// Refuses params for an op that takes none, so a newer host's option is never silently ignored.
+fn no_params(req: &MaintenanceRequest) -> Result<()> {
+    if !req.params.is_null() && req.params != serde_json::json!({}) {
+        return Err(Error::invalid(format!(
+            "maintenance op {} version {} takes no params, got {}",
+            req.op, req.version, req.params
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a prepared request; the answer is the response document as JSON text.
-pub fn run(req: MaintenanceRequest) -> Result<String> {
+pub async fn run<S: Store>(req: MaintenanceRequest, store: &S) -> Result<String> {
     match (req.op.as_str(), req.version) {
-        (DESCRIBE, 1) => {
-            // `describe` v1 takes no params: refuse any, so a newer host's option is never silently ignored.
-            if !req.params.is_null() && req.params != serde_json::json!({}) {
-                return Err(Error::invalid(format!(
-                    "maintenance op describe version 1 takes no params, got {}",
-                    req.params
-                )));
-            }
-            let result = Describe {
-                abi_version: ABI_VERSION.to_string(),
-                plugin_version: crate::PLUGIN_VERSION.to_string(),
-                ops: supported(),
-            };
+        (CLEANUP, 1) => {
+            let params: CleanupParams = req.params().map_err(Error)?;
+            let report = retention::run::cleanup(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (RETENTION_STATUS, 1) => {
+            no_params(&req)?;
+            let status = retention::run::status(store).await?;
+            Ok(MaintenanceResponse::new(&req, &status).to_json())
+        }
+        (RETENTION_RUN, 1) => {
+            let params: RetentionRunParams =
+                if req.params.is_null() { RetentionRunParams::default() } else { req.params().map_err(Error)? };
+            let result = retention::run::retention_run(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &result).to_json())
         }
+        (DESCRIBE, 1) => describe(&req),
         _ => Err(Error(unsupported_op(&req, &supported()))),
     }
+}
+
+/// The `describe` op.
+fn describe(req: &MaintenanceRequest) -> Result<String> {
+    no_params(req)?;
+    let result = Describe {
+        abi_version: ABI_VERSION.to_string(),
+        plugin_version: crate::PLUGIN_VERSION.to_string(),
+        ops: supported(),
+    };
+    Ok(MaintenanceResponse::new(req, &result).to_json())
 }
 
 #[cfg(test)]
@@ -56,12 +85,13 @@ mod tests {
 
     #[test]
     fn describe_lists_the_supported_ops() {
-        let text = run(prepare(r#"{"op":"describe","version":1}"#).unwrap()).unwrap();
+        let text = describe(&prepare(r#"{"op":"describe","version":1}"#).unwrap()).unwrap();
         let resp = MaintenanceResponse::parse(&text).unwrap();
         assert_eq!((resp.op.as_str(), resp.version), ("describe", 1));
         let d: Describe = resp.result().unwrap();
         assert_eq!(d.abi_version, ABI_VERSION);
-        assert_eq!(d.ops, vec![OpVersions { op: "describe".into(), versions: vec![1] }]);
+        assert_eq!(d.ops[0], OpVersions { op: "describe".into(), versions: vec![1] });
+        assert!(d.ops.iter().any(|o| o.op == "cleanup"), "{:?}", d.ops);
     }
 
     #[test]
@@ -75,7 +105,7 @@ mod tests {
         let e = prepare("not json").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         let e =
-            run(prepare(r#"{"op":"describe","version":1,"params":{"verbose":true}}"#).unwrap()).unwrap_err();
+            describe(&prepare(r#"{"op":"describe","version":1,"params":{"verbose":true}}"#).unwrap()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.0.message.contains("verbose"), "{e}");
     }

@@ -14,7 +14,7 @@
 
 use abi_stable::std_types::{ROption, ROption::RSome, RString};
 use parallax_storage_abi::{
-    ErrorKind, Execution, ExecutionCompletion, ExecutionEvent, ExecutionStatus, ExecutionUpdate, NewEvent,
+    retention::CleanupTarget, ErrorKind, Execution, ExecutionCompletion, ExecutionEvent, ExecutionStatus, ExecutionUpdate, NewEvent,
     NewExecution, NewPattern, Pattern,
 };
 
@@ -355,6 +355,80 @@ pub fn into_page<T, K>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> K) ->
     } else {
         (rows, None)
     }
+}
+
+// ------------------------------------------------------------------ retention: what a cleanup removes
+
+/// The smallest id: a limit `(t, MIN_ID)` selects every row strictly before `t`, whatever its id.
+pub const MIN_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A row's position in time order: `(started_at, id)` for executions, `(timestamp, id)` for audit entries.
+/// Ids compare as lower-case UUID text, which is also PostgreSQL's `uuid` order.
+pub type Key = (i64, String);
+
+/// The statuses a cleanup may remove without `include_unfinished` (as stored, for SQL `IN` lists).
+pub const FINAL_STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+
+/// Which rows a cleanup removes, written once for every backend:
+///
+/// - executions whose key `(started_at, id)` is below `before`, and whose status is final unless
+///   `include_unfinished`; their events and search entries go with them;
+/// - audit entries whose key `(timestamp, id)` is below `before`.
+///
+/// `before` folds both limits of a cleanup into one key ([`retention_limit`]): "older than the cutoff" is
+/// `key < (cutoff, MIN_ID)`, and "beyond the newest N" is `key < key of the N-th newest`; a row matching
+/// either is below the larger of the two. Backends turn this into SQL (`(started_at, id) < ($1, $2) AND
+/// status IN (…)`) or test rows with [`Selection::selects`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub target: CleanupTarget,
+    pub before: Key,
+    pub include_unfinished: bool,
+}
+
+impl Selection {
+    /// Whether a row goes: its key and, for executions, its status (`None` for audit entries).
+    pub fn selects(&self, at: i64, id: &str, status: Option<ExecutionStatus>) -> bool {
+        self.below(at, id) && (self.include_unfinished || status.is_none_or(|s| s.is_final()))
+    }
+
+    /// An old pending/running execution that stays because `include_unfinished` is off (reported as kept).
+    pub fn keeps_unfinished(&self, at: i64, id: &str, status: ExecutionStatus) -> bool {
+        self.below(at, id) && !self.include_unfinished && !status.is_final()
+    }
+
+    /// Whether the key is below the limit, status aside.
+    pub fn below(&self, at: i64, id: &str) -> bool {
+        (at, id) < (self.before.0, self.before.1.as_str())
+    }
+
+    /// Whether the whole time range `[from, to)` is below the limit: a PostgreSQL partition or file-store month
+    /// in it can go whole when every row in it is selected.
+    pub fn covers_range(&self, to: i64) -> bool {
+        to <= self.before.0
+    }
+}
+
+/// The limit of a cleanup: the larger of `(cutoff, MIN_ID)` and the key of the N-th newest execution (rows
+/// below it are beyond the newest N). `None`: nothing is selected.
+pub fn retention_limit(cutoff: Option<i64>, nth_newest: Option<Key>) -> Option<Key> {
+    let by_age = cutoff.map(|c| (c, MIN_ID.to_string()));
+    match (by_age, nth_newest) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A cleanup that would remove every row of its table needs the caller's confirmation.
+pub fn confirm_removing_everything(target: CleanupTarget, rows: u64) -> Error {
+    let what = match target {
+        CleanupTarget::Executions => "execution",
+        CleanupTarget::AuditLogs => "audit entry",
+    };
+    Error::invalid(format!(
+        "this cleanup would remove every {what} ({rows} rows); check it with --dry-run, then add --yes to \
+         confirm (`confirmAll: true` in the maintenance request)"
+    ))
 }
 
 #[cfg(test)]

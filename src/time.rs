@@ -33,6 +33,16 @@ pub fn utc_micros(dt: DateTime) -> Option<i64> {
     i64::try_from(since.as_micros()).ok()
 }
 
+/// RFC 3339 UTC with microseconds: `2024-01-15T10:30:00.000000Z`.
+pub fn rfc3339(micros: i64) -> String {
+    utc(micros).strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Parses what [`rfc3339`] writes; the fraction may have 0 to 6 digits.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    utc_micros(DateTime::strptime("%Y-%m-%dT%H:%M:%S%.fZ", s).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use jiff::civil::date;

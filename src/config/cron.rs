@@ -8,9 +8,9 @@
 //! `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight` and `@hourly` are accepted. When both
 //! day fields are restricted (neither is exactly `*`) a day matches if EITHER matches, as in Vixie cron.
 //!
-//! This module adds what croner's errors lack: which field is wrong and what that field takes. Nothing runs on
-//! the schedule yet (`cleanupSchedule` is listed as not enforced); the retention scheduler, when it lands, asks
-//! [`compile`]'s `Cron` for next fire times in UTC (`find_next_occurrence`), as the tests below do.
+//! This module adds what croner's errors lack: which field is wrong and what that field takes. The retention
+//! scheduler (`src/retention/schedule.rs`) asks [`CronSchedule::next_after`] and
+//! [`CronSchedule::latest_at_or_before`] for fire times in UTC microseconds.
 
 use std::fmt;
 
@@ -109,6 +109,29 @@ impl CronSchedule {
     }
 }
 
+impl CronSchedule {
+    fn fire(&self, micros: i64, forward: bool, inclusive: bool) -> Option<i64> {
+        let cron = compile(&self.expr).ok()?;
+        let at = jiff::Timestamp::from_microsecond(micros).ok()?.to_zoned(jiff::tz::TimeZone::UTC);
+        let found = if forward {
+            cron.find_next_occurrence(&at, inclusive)
+        } else {
+            cron.find_previous_occurrence(&at, inclusive)
+        };
+        found.ok().map(|z| z.timestamp().as_microsecond())
+    }
+
+    /// The first fire time strictly after `micros` (UTC microseconds), if any.
+    pub fn next_after(&self, micros: i64) -> Option<i64> {
+        self.fire(micros, true, false)
+    }
+
+    /// The last fire time at or before `micros`, if any.
+    pub fn latest_at_or_before(&self, micros: i64) -> Option<i64> {
+        self.fire(micros, false, true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use jiff::{civil::date, tz::TimeZone, Timestamp, Zoned};
@@ -123,6 +146,18 @@ mod tests {
     fn next(expr: &str, from: Zoned) -> Option<Zoned> {
         CronSchedule::parse(expr).unwrap();
         compile(expr).unwrap().find_next_occurrence(&from, false).ok()
+    }
+
+    #[test]
+    fn fire_times_in_micros() {
+        let s = CronSchedule::parse("0 2 * * *").unwrap();
+        let micros = |z: Zoned| z.timestamp().as_microsecond();
+        let t = micros(at(2024, 1, 15, 10, 30, 0));
+        assert_eq!(s.next_after(t), Some(micros(at(2024, 1, 16, 2, 0, 0))));
+        assert_eq!(s.latest_at_or_before(t), Some(micros(at(2024, 1, 15, 2, 0, 0))));
+        let two = micros(at(2024, 1, 15, 2, 0, 0));
+        assert_eq!(s.latest_at_or_before(two), Some(two));
+        assert_eq!(s.next_after(two), Some(micros(at(2024, 1, 16, 2, 0, 0))));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! errors naming the full key path (e.g. `storage.sqlite.busyTimeout`). A key set to `null` (in YAML, a key
 //! with nothing after the colon) counts as not set and takes its default.
 
-mod cron;
-mod duration;
+pub mod cron;
+pub mod duration;
 mod output;
 mod parse;
 mod reader;
@@ -276,26 +276,9 @@ struct Unenforced {
     is_set: fn(&StorageConfig) -> bool,
 }
 
-const RETENTION_REASON: &str =
-    "scheduled retention is not implemented yet; run cleanups by hand when available";
 const REPLICA_REASON: &str = "read replicas are not supported yet; every query goes to the configured server";
 
 const NOT_ENFORCED: &[Unenforced] = &[
-    Unenforced {
-        path: "storage.retention.executions",
-        reason: RETENTION_REASON,
-        is_set: |c| c.retention.executions.is_some(),
-    },
-    Unenforced {
-        path: "storage.retention.auditLogs",
-        reason: RETENTION_REASON,
-        is_set: |c| c.retention.audit_logs.is_some(),
-    },
-    Unenforced {
-        path: "storage.retention.cleanupSchedule",
-        reason: RETENTION_REASON,
-        is_set: |c| c.retention.cleanup_schedule.is_some(),
-    },
     Unenforced {
         path: "storage.postgresql.primary",
         reason: REPLICA_REASON,
@@ -327,13 +310,32 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    /// One sentence per key that is configured but not enforced by this build.
+    /// One sentence per key that is configured but not enforced by this build, or that has no effect as
+    /// configured.
     pub fn warnings(&self) -> Vec<String> {
-        NOT_ENFORCED
+        let mut w: Vec<String> = NOT_ENFORCED
             .iter()
             .filter(|u| (u.is_set)(self))
             .map(|u| format!("{} is configured but not enforced by this build: {}", u.path, u.reason))
-            .collect()
+            .collect();
+        let r = &self.retention;
+        let rule_on = |rule: &Option<RetentionRule>| rule.as_ref().is_some_and(|r| r.enabled);
+        if r.cleanup_schedule.is_none() && (rule_on(&r.executions) || rule_on(&r.audit_logs)) {
+            w.push(
+                "storage.retention rules are set but storage.retention.cleanupSchedule is not: nothing runs \
+                 them on a schedule; set cleanupSchedule (e.g. \"0 2 * * *\") or run `parallax storage \
+                 retention run`"
+                    .to_string(),
+            );
+        }
+        if r.cleanup_schedule.is_some() && !rule_on(&r.executions) && !rule_on(&r.audit_logs) {
+            w.push(
+                "storage.retention.cleanupSchedule is set but no retention rule is enabled \
+                 (storage.retention.executions / auditLogs): the schedule does nothing"
+                    .to_string(),
+            );
+        }
+        w
     }
 
     /// The configuration with every default filled in, camelCase keys as in the YAML, secrets as `***`.

@@ -142,12 +142,12 @@ fn stamp(t: &DateTime) -> String {
 
 /// RFC 3339 UTC with microseconds: `2024-01-15T10:30:00.000000Z`.
 pub fn format_ts(t: i64) -> String {
-    time::utc(t).strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    time::rfc3339(t)
 }
 
 /// Parses what [`format_ts`] writes; the fraction may have 0 to 6 digits.
 pub fn parse_ts(s: &str) -> Option<i64> {
-    time::utc_micros(DateTime::strptime("%Y-%m-%dT%H:%M:%S%.fZ", s).ok()?)
+    time::parse_rfc3339(s)
 }
 
 #[cfg(test)]

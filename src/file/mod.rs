@@ -23,6 +23,7 @@ mod lock;
 pub mod migrations;
 mod ops;
 mod plan;
+mod retention;
 mod search;
 mod writer;
 

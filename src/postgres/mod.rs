@@ -15,6 +15,7 @@ mod migrations;
 mod models;
 mod partitions;
 mod queries;
+mod retention;
 mod statements;
 #[rustfmt::skip]
 pub mod schema;

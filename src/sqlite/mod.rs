@@ -5,6 +5,7 @@ mod connection;
 pub mod migrations;
 mod models;
 mod queries;
+mod retention;
 #[rustfmt::skip]
 pub mod schema;
 pub mod search;

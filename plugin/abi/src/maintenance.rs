@@ -19,7 +19,8 @@
 //!   listing what it does support ([`unsupported_op`]). `describe` (version 1) is supported by every plugin
 //!   of ABI 2.1.0 or later and lists the rest, so a host can ask before it calls.
 //!
-//! The typed request and result of each op live here (e.g. [`Describe`]); the host's client offers each as a
+//! The typed request and result of each op live here (e.g. [`Describe`]) or in a module of their own
+//! ([`crate::retention`]: `cleanup`, `retention_status`, `retention_run`); the host's client offers each as a
 //! plain call.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};

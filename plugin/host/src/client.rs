@@ -2,11 +2,12 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use parallax_storage_abi::{maintenance, StorageBox};
+use parallax_storage_abi::{maintenance, retention as ops, StorageBox};
 
 use crate::{
     convert::{self, answer, id_ffi, rs, ToFfi},
-    error::Error,
+    error::{Error, ErrorKind},
+    retention,
     types::*,
 };
 
@@ -239,6 +240,38 @@ impl Storage {
     pub async fn describe(&self) -> R<Describe> {
         let response = self.maintenance(&MaintenanceRequest::describe()).await?;
         convert::describe(&response)
+    }
+
+    /// Runs maintenance op `op` version `version` with typed params and result (the ABI crate's documents).
+    async fn op<P: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        version: u32,
+        params: &P,
+    ) -> R<T> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the {op} request: {e}")))?;
+        let response = self.maintenance(&MaintenanceRequest::new(op, version, params)).await?;
+        serde_json::from_value(response.result).map_err(|e| {
+            Error::new(ErrorKind::Internal, format!("the plugin's {op} result is not what this host expects: {e}"))
+        })
+    }
+
+    /// Removes old executions (with their events and search entries) or old audit entries now, or with
+    /// `dry_run` reports what would go (the `cleanup` maintenance op, version 1). A cleanup that would remove
+    /// every row needs `confirm_all`. On failure the error names what was already removed.
+    pub async fn cleanup(&self, params: &retention::CleanupParams) -> R<retention::CleanupReport> {
+        self.op(ops::CLEANUP, 1, params).await
+    }
+
+    /// The retention policy and schedule, the next scheduled run and the recorded runs (`retention_status`).
+    pub async fn retention_status(&self) -> R<retention::RetentionStatus> {
+        self.op(ops::RETENTION_STATUS, 1, &serde_json::Value::Null).await
+    }
+
+    /// Runs the configured retention policy now (`retention_run`); with a tick, as that tick's scheduled run.
+    pub async fn retention_run(&self, params: &retention::RetentionRunParams) -> R<retention::RetentionRunResult> {
+        self.op(ops::RETENTION_RUN, 1, params).await
     }
 
     /// Waits for queued writes, closes pools and stops the plugin's runtime for this instance; later calls fail

@@ -76,3 +76,13 @@ pub use client::{Pages, Storage};
 pub use error::{Error, ErrorKind};
 pub use loader::{open, LoadError, LoadErrorKind, OpenError, Plugin};
 pub use types::*;
+
+/// The documents of the retention maintenance ops (`cleanup`, `retention_status`, `retention_run`): plain
+/// serde types shared with the plugin, used by [`Storage::cleanup`], [`Storage::retention_status`] and
+/// [`Storage::retention_run`].
+pub mod retention {
+    pub use parallax_storage_abi::retention::{
+        CleanupParams, CleanupReport, CleanupTarget, RetentionRuleView, RetentionRunParams, RetentionRunResult,
+        RetentionStatus, RunRecord, TableReport,
+    };
+}

@@ -1,0 +1,7 @@
+//! Retention benchmark on sqlite (issue 12): our cleanup against a raw baseline in the same run.
+
+use crate::util::Opts;
+
+pub async fn run(_opts: &Opts) {
+    eprintln!("# retention_sqlite: not written yet");
+}
