@@ -7,6 +7,7 @@ pub mod events;
 pub mod executions;
 pub mod operations;
 pub mod patterns;
+pub mod retention;
 pub mod rules;
 pub mod search;
 
@@ -58,6 +59,17 @@ macro_rules! for_each_contract {
             search::search_executions_matches_words_in_documents,
             search::search_pages_are_exact,
             search::search_patterns_by_name_description_definition,
+            retention::retention_dry_run_changes_nothing,
+            retention::retention_unfinished_are_kept_unless_included,
+            retention::retention_events_and_search_go_with_their_execution,
+            retention::retention_max_count_keeps_the_newest,
+            retention::retention_max_count_breaks_ties_by_id,
+            retention::retention_removing_everything_needs_confirmation,
+            retention::retention_bad_values_are_refused_by_name,
+            retention::retention_audit_goes_by_age,
+            retention::retention_manual_runs_are_recorded,
+            retention::retention_run_follows_the_configured_rules,
+            retention::retention_schedule_catches_up_once,
         }
     };
 }
