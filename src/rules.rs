@@ -14,8 +14,8 @@
 
 use abi_stable::std_types::{ROption, ROption::RSome, RString};
 use parallax_storage_abi::{
-    retention::CleanupTarget, ErrorKind, Execution, ExecutionCompletion, ExecutionEvent, ExecutionStatus, ExecutionUpdate, NewEvent,
-    NewExecution, NewPattern, Pattern,
+    retention::CleanupTarget, ErrorKind, Execution, ExecutionCompletion, ExecutionEvent, ExecutionStatus,
+    ExecutionUpdate, NewEvent, NewExecution, NewPattern, Pattern,
 };
 
 use crate::{
@@ -551,6 +551,118 @@ mod tests {
         let unexplained = explain_audit_conflict(["a"], |_| false);
         assert_eq!(unexplained.kind(), ErrorKind::Conflict);
         assert!(unexplained.0.message.contains("retry"), "{unexplained}");
+    }
+
+    const A: &str = "0190b3f2-7c1e-7a00-8000-00000000000a";
+    const B: &str = "0190b3f2-7c1e-7a00-8000-00000000000b";
+
+    fn sel(target: CleanupTarget, at: i64, id: &str, include_unfinished: bool) -> Selection {
+        Selection { target, before: (at, id.to_string()), include_unfinished }
+    }
+
+    #[test]
+    fn selection_keeps_the_cutoff_instant_and_orders_ties_by_id() {
+        // "Older than the cutoff": a row started exactly at the cutoff stays, one microsecond earlier goes.
+        let by_age = sel(CleanupTarget::Executions, 1_000, MIN_ID, false);
+        assert!(!by_age.selects(1_000, A, Some(ExecutionStatus::Completed)), "started_at == cutoff is kept");
+        assert!(
+            !by_age.selects(1_000, MIN_ID, Some(ExecutionStatus::Completed)),
+            "even with the smallest id"
+        );
+        assert!(by_age.selects(
+            999,
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            Some(ExecutionStatus::Completed)
+        ));
+        assert!(!by_age.selects(1_001, A, Some(ExecutionStatus::Completed)));
+        // The N-th newest is the limit itself: it stays; a row at the same instant with a smaller id goes.
+        let by_count = sel(CleanupTarget::Executions, 1_000, B, false);
+        assert!(!by_count.selects(1_000, B, Some(ExecutionStatus::Failed)), "the N-th newest is kept");
+        assert!(
+            by_count.selects(1_000, A, Some(ExecutionStatus::Failed)),
+            "same time, smaller id: beyond the newest N"
+        );
+        assert!(!by_count.selects(
+            1_000,
+            "0190b3f2-7c1e-7a00-8000-00000000000c",
+            Some(ExecutionStatus::Failed)
+        ));
+        assert!(by_count.selects(
+            999,
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            Some(ExecutionStatus::Cancelled)
+        ));
+        // Ids compare as lower-case text, digits before letters (PostgreSQL's uuid order).
+        assert!(sel(CleanupTarget::Executions, 5, "0190b3f2-7c1e-7a00-8000-0000000000a0", false).selects(
+            5,
+            "0190b3f2-7c1e-7a00-8000-000000000099",
+            Some(ExecutionStatus::Completed)
+        ));
+    }
+
+    #[test]
+    fn selection_keeps_unfinished_unless_included() {
+        let s = sel(CleanupTarget::Executions, 1_000, MIN_ID, false);
+        for status in [ExecutionStatus::Completed, ExecutionStatus::Failed, ExecutionStatus::Cancelled] {
+            assert!(s.selects(10, A, Some(status)) && !s.keeps_unfinished(10, A, status), "{status:?}");
+        }
+        for status in [ExecutionStatus::Pending, ExecutionStatus::Running] {
+            assert!(!s.selects(10, A, Some(status)), "{status:?} stays");
+            assert!(s.keeps_unfinished(10, A, status), "{status:?} is reported as kept");
+            assert!(!s.keeps_unfinished(2_000, A, status), "a young one is not 'kept', just not old");
+        }
+        let all = sel(CleanupTarget::Executions, 1_000, MIN_ID, true);
+        for status in [ExecutionStatus::Pending, ExecutionStatus::Running, ExecutionStatus::Completed] {
+            assert!(all.selects(10, A, Some(status)) && !all.keeps_unfinished(10, A, status), "{status:?}");
+            assert!(!all.selects(1_000, A, Some(status)), "{status:?}");
+        }
+        // Audit entries have no status: the key alone decides.
+        let audit = sel(CleanupTarget::AuditLogs, 1_000, MIN_ID, false);
+        assert!(audit.selects(999, A, None) && !audit.selects(1_000, A, None));
+        for status in ExecutionStatus::ALL {
+            assert_eq!(FINAL_STATUSES.contains(&status.as_str()), status.is_final(), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn covers_range_only_when_the_whole_range_is_below() {
+        let s = sel(CleanupTarget::Executions, 1_000, MIN_ID, false);
+        assert!(s.covers_range(1_000), "[from, 1000) is wholly below (1000, MIN_ID)");
+        assert!(s.covers_range(999));
+        assert!(!s.covers_range(1_001));
+        // A limit from max_count inside an instant: rows at that instant may stay, so it is not covered.
+        assert!(!sel(CleanupTarget::Executions, 1_000, B, false).covers_range(1_001));
+    }
+
+    #[test]
+    fn retention_limit_takes_the_larger_of_age_and_count() {
+        let key = |t: i64, id: &str| (t, id.to_string());
+        assert_eq!(retention_limit(None, None), None, "nothing selects nothing");
+        assert_eq!(retention_limit(Some(100), None), Some(key(100, MIN_ID)));
+        assert_eq!(retention_limit(None, Some(key(50, A))), Some(key(50, A)));
+        assert_eq!(
+            retention_limit(Some(100), Some(key(50, A))),
+            Some(key(100, MIN_ID)),
+            "the age reaches further"
+        );
+        assert_eq!(
+            retention_limit(Some(100), Some(key(150, A))),
+            Some(key(150, A)),
+            "the count reaches further"
+        );
+        // Same instant: the N-th newest's id is above MIN_ID, so the count wins (rows at the cutoff with a
+        // smaller id are beyond the newest N).
+        assert_eq!(retention_limit(Some(100), Some(key(100, A))), Some(key(100, A)));
+        assert_eq!(retention_limit(Some(100), Some(key(100, MIN_ID))), Some(key(100, MIN_ID)));
+    }
+
+    #[test]
+    fn confirming_names_the_flag_and_the_rows() {
+        let e = confirm_removing_everything(CleanupTarget::Executions, 12);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.0.message.contains("every execution (12 rows)") && e.0.message.contains("--yes"), "{e}");
+        let e = confirm_removing_everything(CleanupTarget::AuditLogs, 1);
+        assert!(e.0.message.contains("every audit entry") && e.0.message.contains("confirmAll"), "{e}");
     }
 
     #[test]
