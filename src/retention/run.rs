@@ -116,8 +116,11 @@ async fn plan<S: Store>(store: &S, sel: &Option<Selection>, spec: &Spec) -> Resu
         Some(sel) => store.plan_cleanup(sel.clone()).await,
         None => {
             // Nothing can be selected; count the table with a limit no row is below (stored times start in 1970).
-            let none =
-                Selection { target: spec.target, before: (0, rules::MIN_ID.to_string()), include_unfinished: false };
+            let none = Selection {
+                target: spec.target,
+                before: (0, rules::MIN_ID.to_string()),
+                include_unfinished: false,
+            };
             let mut p = store.plan_cleanup(none).await?;
             p.unfinished_kept = 0;
             Ok(p)
@@ -164,17 +167,25 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     finish(store, &mut run, &tally, outcome.as_ref().err()).await;
     let tables = outcome.map_err(|e| failed(&spec, &tally, e))?;
     report.tables = tables;
-    report.rows_left = planned.total_rows.saturating_sub(tally.snapshot().get(main_table(spec.target)).copied().unwrap_or(0));
+    report.rows_left = planned
+        .total_rows
+        .saturating_sub(tally.snapshot().get(main_table(spec.target)).copied().unwrap_or(0));
     report.run_id = Some(run.id);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-/// A failed cleanup's error names what was already deleted.
+/// A failed cleanup's error names what was already deleted. It keeps the cause's kind, so the cause is quoted
+/// by its message (its `Display` would repeat the kind: "unavailable: … : unavailable: …").
 fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
     Error::new(
         e.kind(),
-        format!("cleanup of {} failed after removing {}: {e}", spec.target.as_str(), tally.describe()),
+        format!(
+            "cleanup of {} failed after removing {}: {}",
+            spec.target.as_str(),
+            tally.describe(),
+            e.0.message
+        ),
     )
 }
 
@@ -227,7 +238,8 @@ pub async fn run_policy<S: Store>(
     let specs = policy(store);
     if specs.is_empty() {
         return Ok(skipped(
-            "no retention rule is enabled (storage.retention.executions / auditLogs with maxAge or maxCount)".into(),
+            "no retention rule is enabled (storage.retention.executions / auditLogs with maxAge or maxCount)"
+                .into(),
         ));
     }
     let now = time::now_micros();
@@ -257,7 +269,10 @@ pub async fn run_policy<S: Store>(
     match store.save_run(run.clone()).await {
         Ok(()) => {}
         Err(e) if e.kind() == parallax_storage_abi::ErrorKind::Conflict => {
-            return Ok(skipped(format!("the tick of {} already has a run", tick.map_or_else(String::new, time::rfc3339))));
+            return Ok(skipped(format!(
+                "the tick of {} already has a run",
+                tick.map_or_else(String::new, time::rfc3339)
+            )));
         }
         Err(e) => return Err(e),
     }
@@ -304,7 +319,9 @@ pub async fn retention_run<S: Store>(store: &S, p: RetentionRunParams) -> Result
         None => run_policy(store, Trigger::Manual, None, p.dry_run).await,
         Some(text) => {
             let tick = time::parse_rfc3339(text).ok_or_else(|| {
-                Error::invalid(format!("tick {text:?}: expected an RFC 3339 UTC time such as 2026-01-31T02:00:00Z"))
+                Error::invalid(format!(
+                    "tick {text:?}: expected an RFC 3339 UTC time such as 2026-01-31T02:00:00Z"
+                ))
             })?;
             run_policy(store, Trigger::Scheduled, Some(tick), p.dry_run).await
         }
@@ -338,7 +355,7 @@ pub async fn status<S: Store>(store: &S) -> Result<RetentionStatus> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn params(target: CleanupTarget, older: Option<&str>, max: Option<i64>) -> CleanupParams {
@@ -354,7 +371,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_by_name() {
-        for (older, needle) in [("0d", "\"0d\""), ("-5d", "\"-5d\""), ("banana", "\"banana\""), ("30", "30d")] {
+        for (older, needle) in [("0d", "\"0d\""), ("-5d", "\"-5d\""), ("banana", "\"banana\""), ("30", "30d")]
+        {
             let e = Spec::from_params(&params(CleanupTarget::Executions, Some(older), None)).unwrap_err();
             assert_eq!(e.kind(), parallax_storage_abi::ErrorKind::InvalidInput);
             assert!(e.to_string().contains(needle) && e.to_string().contains("--older-than"), "{e}");
@@ -368,5 +386,508 @@ mod tests {
         let s = Spec::from_params(&params(CleanupTarget::AuditLogs, Some("90d"), None)).unwrap();
         assert_eq!(s.older_than, Some(Duration::from_secs(90 * 86_400)));
         assert_eq!(s.cutoff(100 * 86_400 * 1_000_000), Some(10 * 86_400 * 1_000_000));
+    }
+
+    #[test]
+    fn more_bad_values_and_accepted_forms() {
+        let e = Spec::from_params(&params(CleanupTarget::Executions, Some("30d"), Some(0))).unwrap_err();
+        assert!(e.to_string().contains("--max-count 0"), "{e}");
+        let mut p = params(CleanupTarget::AuditLogs, Some("90d"), None);
+        p.include_unfinished = true;
+        let e = Spec::from_params(&p).unwrap_err();
+        assert!(e.to_string().contains("--include-unfinished applies to executions only"), "{e}");
+        let e = Spec::from_params(&params(CleanupTarget::AuditLogs, None, None)).unwrap_err();
+        assert!(
+            e.to_string().contains("auditLogs needs --older-than") && !e.to_string().contains("max-count"),
+            "{e}"
+        );
+        let s = Spec::from_params(&params(CleanupTarget::Executions, None, Some(7))).unwrap();
+        assert_eq!((s.older_than, s.max_count, s.cutoff(1_000)), (None, Some(7), None));
+        for (text, secs) in
+            [("P30D", 30 * 86_400), ("1d12h", 36 * 3_600), ("2w", 14 * 86_400), ("90m", 5_400)]
+        {
+            let s = Spec::from_params(&params(CleanupTarget::Executions, Some(text), None)).unwrap();
+            assert_eq!(s.older_than, Some(Duration::from_secs(secs)), "{text}");
+        }
+        // A cutoff before 1970 selects nothing stored, and never overflows.
+        let s = Spec::from_params(&params(CleanupTarget::Executions, Some("36500d"), None)).unwrap();
+        assert!(s.cutoff(5).unwrap() < 0);
+    }
+
+    // ------------------------------------------------------------------ the driver on an in-memory store
+
+    use std::{
+        collections::BTreeMap,
+        sync::{
+            atomic::{AtomicBool, AtomicU64, Ordering},
+            Arc, Mutex,
+        },
+    };
+
+    use parallax_storage_abi::{ErrorKind, ExecutionStatus};
+
+    use crate::{
+        config::{CronSchedule, RetentionConfig, RetentionRule, StorageConfig},
+        retention::{Plan, RunnerLock, SAMPLE_IDS},
+        rules::Key,
+    };
+
+    pub(crate) const DAY: i64 = 86_400_000_000;
+
+    /// A [`Store`] in memory: rows are `(time, id, status)` (no status for audit entries), every obligation of
+    /// the trait kept as simply as possible, so the driver's own decisions can be tested.
+    #[derive(Default)]
+    pub(crate) struct Fake {
+        pub config: StorageConfig,
+        pub executions: Mutex<Vec<(i64, String, ExecutionStatus)>>,
+        pub audit: Mutex<Vec<(i64, String)>>,
+        pub runs: Mutex<Vec<Run>>,
+        pub locked: Arc<AtomicBool>,
+        /// Fail `cleanup` with `Unavailable` once this many rows went.
+        pub fail_after: Option<u64>,
+        pub cleanups: AtomicU64,
+    }
+
+    struct Unlock(Arc<AtomicBool>);
+
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+
+    impl Fake {
+        pub fn with(retention: RetentionConfig) -> Fake {
+            Fake { config: StorageConfig { retention, ..StorageConfig::default() }, ..Fake::default() }
+        }
+
+        pub fn execution(&self, days_ago: i64, n: u8, status: ExecutionStatus) -> String {
+            let id = format!("0190b3f2-7c1e-7a00-8000-0000000000{n:02x}");
+            self.executions.lock().unwrap().push((time::now_micros() - days_ago * DAY, id.clone(), status));
+            id
+        }
+
+        pub fn audit_entry(&self, days_ago: i64, n: u8) -> String {
+            let id = format!("0190b3f2-7c1e-7a00-8000-0000000001{n:02x}");
+            self.audit.lock().unwrap().push((time::now_micros() - days_ago * DAY, id.clone()));
+            id
+        }
+
+        pub fn execution_ids(&self) -> Vec<String> {
+            let mut v: Vec<String> = self.executions.lock().unwrap().iter().map(|r| r.1.clone()).collect();
+            v.sort();
+            v
+        }
+
+        fn rows(&self, target: CleanupTarget) -> Vec<(i64, String, Option<ExecutionStatus>)> {
+            match target {
+                CleanupTarget::Executions => self
+                    .executions
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(t, id, s)| (*t, id.clone(), Some(*s)))
+                    .collect(),
+                CleanupTarget::AuditLogs => {
+                    self.audit.lock().unwrap().iter().map(|(t, id)| (*t, id.clone(), None)).collect()
+                }
+            }
+        }
+    }
+
+    impl Store for Fake {
+        fn storage_config(&self) -> &StorageConfig {
+            &self.config
+        }
+
+        async fn nth_newest_execution(&self, n: u64) -> Result<Option<Key>> {
+            let mut keys: Vec<Key> =
+                self.executions.lock().unwrap().iter().map(|(t, id, _)| (*t, id.clone())).collect();
+            keys.sort_by(|a, b| b.cmp(a));
+            Ok(keys.into_iter().nth(n as usize - 1))
+        }
+
+        async fn plan_cleanup(&self, sel: Selection) -> Result<Plan> {
+            let rows = self.rows(sel.target);
+            let mut going: Vec<&(i64, String, Option<ExecutionStatus>)> =
+                rows.iter().filter(|(t, id, s)| sel.selects(*t, id, *s)).collect();
+            going.sort_by_key(|r| (r.0, r.1.clone()));
+            let kept =
+                rows.iter().filter(|(t, id, s)| s.is_some_and(|s| sel.keeps_unfinished(*t, id, s))).count();
+            let main = TableReport {
+                table: main_table(sel.target).into(),
+                rows: going.len() as u64,
+                oldest: going.first().map(|r| time::rfc3339(r.0)),
+                newest: going.last().map(|r| time::rfc3339(r.0)),
+                sample_ids: going.iter().take(SAMPLE_IDS).map(|r| r.1.clone()).collect(),
+                ..TableReport::default()
+            };
+            Ok(Plan { tables: vec![main], unfinished_kept: kept as u64, total_rows: rows.len() as u64 })
+        }
+
+        async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
+            self.cleanups.fetch_add(1, Ordering::SeqCst);
+            let table = main_table(sel.target);
+            let mut removed = 0;
+            loop {
+                if self.fail_after.is_some_and(|n| removed >= n) {
+                    return Err(Error::unavailable("the disk went away"));
+                }
+                // One row per step, as a batch of one.
+                let step = match sel.target {
+                    CleanupTarget::Executions => {
+                        let mut rows = self.executions.lock().unwrap();
+                        let at = rows.iter().position(|(t, id, s)| sel.selects(*t, id, Some(*s)));
+                        at.map(|i| rows.remove(i)).is_some()
+                    }
+                    CleanupTarget::AuditLogs => {
+                        let mut rows = self.audit.lock().unwrap();
+                        let at = rows.iter().position(|(t, id)| sel.selects(*t, id, None));
+                        at.map(|i| rows.remove(i)).is_some()
+                    }
+                };
+                if !step {
+                    break;
+                }
+                removed += 1;
+                tally.add(table, 1);
+            }
+            Ok(vec![TableReport {
+                table: table.into(),
+                rows: removed,
+                rows_in_batches: removed,
+                batches: removed,
+                ..TableReport::default()
+            }])
+        }
+
+        async fn lock_runner(&self) -> Result<Option<RunnerLock>> {
+            if self.locked.swap(true, Ordering::SeqCst) {
+                return Ok(None);
+            }
+            Ok(Some(RunnerLock(Box::new(Unlock(self.locked.clone())))))
+        }
+
+        async fn save_run(&self, run: Run) -> Result<()> {
+            let mut runs = self.runs.lock().unwrap();
+            if let Some(r) = runs.iter_mut().find(|r| r.id == run.id) {
+                *r = run;
+                return Ok(());
+            }
+            if run.tick.is_some() && runs.iter().any(|r| r.tick == run.tick) {
+                return Err(Error::conflict("that tick already has a run"));
+            }
+            runs.push(run);
+            Ok(())
+        }
+
+        async fn runs(&self, limit: usize) -> Result<Vec<Run>> {
+            // Newest first; runs started in the same microsecond in reverse order of saving.
+            let runs = self.runs.lock().unwrap();
+            let mut v: Vec<(usize, Run)> = runs.iter().cloned().enumerate().collect();
+            v.sort_by(|a, b| (b.1.started_at, b.0).cmp(&(a.1.started_at, a.0)));
+            Ok(v.into_iter().take(limit).map(|(_, r)| r).collect())
+        }
+
+        async fn last_tick(&self) -> Result<Option<i64>> {
+            Ok(self.runs.lock().unwrap().iter().filter_map(|r| r.tick).max())
+        }
+    }
+
+    fn rule(max_age_days: Option<u64>, max_count: Option<u64>) -> Option<RetentionRule> {
+        Some(RetentionRule {
+            enabled: true,
+            max_age: max_age_days.map(|d| Duration::from_secs(d * 86_400)),
+            max_count,
+        })
+    }
+
+    pub(crate) fn policy_config(schedule: Option<&str>) -> RetentionConfig {
+        RetentionConfig {
+            executions: rule(Some(30), Some(100)),
+            audit_logs: rule(Some(90), None),
+            cleanup_schedule: schedule.map(|s| CronSchedule::parse(s).unwrap()),
+        }
+    }
+
+    fn executions(older: &str) -> CleanupParams {
+        params(CleanupTarget::Executions, Some(older), None)
+    }
+
+    #[tokio::test]
+    async fn removing_everything_needs_confirmation_and_nothing_is_touched_before() {
+        let store = Fake::default();
+        store.execution(40, 1, ExecutionStatus::Completed);
+        store.execution(41, 2, ExecutionStatus::Failed);
+        let e = cleanup(&store, executions("30d")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("--yes") && e.to_string().contains("(2 rows)"), "{e}");
+        assert_eq!(store.execution_ids().len(), 2);
+        assert!(store.runs.lock().unwrap().is_empty(), "a refused cleanup records no run");
+        assert_eq!(store.cleanups.load(Ordering::SeqCst), 0, "and never reached the backend's delete");
+        assert!(!store.locked.load(Ordering::SeqCst), "nor took the lock");
+        // A dry run needs no confirmation; confirmAll goes ahead.
+        let r = cleanup(&store, CleanupParams { dry_run: true, ..executions("30d") }).await.unwrap();
+        assert_eq!((r.tables[0].rows, r.rows_left, r.run_id.clone()), (2, 0, None));
+        let r = cleanup(&store, CleanupParams { confirm_all: true, ..executions("30d") }).await.unwrap();
+        assert_eq!((r.tables[0].rows, r.rows_left), (2, 0));
+        assert!(store.execution_ids().is_empty());
+        // Nothing left: nothing to confirm.
+        let r = cleanup(&store, executions("30d")).await.unwrap();
+        assert_eq!((r.tables[0].rows, r.rows_left), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cleanup_is_recorded_and_reported() {
+        let store = Fake::default();
+        let old = store.execution(40, 1, ExecutionStatus::Completed);
+        let stuck = store.execution(45, 2, ExecutionStatus::Running);
+        let young = store.execution(1, 3, ExecutionStatus::Completed);
+        let dry = cleanup(&store, CleanupParams { dry_run: true, ..executions("30d") }).await.unwrap();
+        assert!(dry.dry_run && dry.run_id.is_none());
+        assert_eq!((dry.tables[0].rows, dry.unfinished_kept, dry.rows_left), (1, 1, 2));
+        assert_eq!(dry.tables[0].sample_ids, [old.clone()]);
+        assert!(store.runs.lock().unwrap().is_empty(), "a dry run records nothing");
+        assert_eq!(store.execution_ids().len(), 3, "a dry run removes nothing");
+
+        let now = time::now_micros();
+        let r = cleanup(&store, executions("30d")).await.unwrap();
+        assert!(!r.dry_run);
+        let cutoff = time::parse_rfc3339(r.cutoff.as_deref().unwrap()).unwrap();
+        assert!((now - 30 * DAY..=time::now_micros() - 30 * DAY).contains(&cutoff), "{r:?}");
+        assert_eq!((r.tables[0].rows, r.unfinished_kept, r.rows_left), (1, 1, 2));
+        assert_eq!(store.execution_ids(), [stuck, young]);
+        let runs = store.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 1);
+        let run = &runs[0];
+        assert_eq!(r.run_id.as_ref(), Some(&run.id));
+        assert_eq!(
+            (run.trigger, run.status, run.tick, run.error.clone()),
+            (Trigger::Manual, RunStatus::Succeeded, None, None)
+        );
+        assert_eq!(run.rows, BTreeMap::from([("executions".to_string(), 1)]));
+        assert!(run.finished_at.is_some_and(|f| f >= run.started_at));
+        assert!(!store.locked.load(Ordering::SeqCst), "the lock is released");
+
+        // max_count beyond the rows: nothing selected, still a recorded run.
+        let r = cleanup(&store, params(CleanupTarget::Executions, None, Some(5))).await.unwrap();
+        assert_eq!(
+            (r.tables[0].table.as_str(), r.tables[0].rows, r.rows_left, r.unfinished_kept),
+            ("executions", 0, 2, 0)
+        );
+        assert_eq!(store.runs.lock().unwrap().len(), 2);
+        let dry = cleanup(
+            &store,
+            CleanupParams { dry_run: true, ..params(CleanupTarget::Executions, None, Some(5)) },
+        )
+        .await
+        .unwrap();
+        assert_eq!((dry.tables[0].table.as_str(), dry.tables[0].rows, dry.rows_left), ("executions", 0, 2));
+    }
+
+    #[tokio::test]
+    async fn max_count_keeps_the_newest_of_any_status() {
+        let store = Fake::default();
+        let a = store.execution(50, 1, ExecutionStatus::Completed);
+        let b = store.execution(45, 2, ExecutionStatus::Running);
+        let c = store.execution(40, 3, ExecutionStatus::Failed);
+        let d = store.execution(10, 4, ExecutionStatus::Cancelled);
+        let e = store.execution(5, 5, ExecutionStatus::Completed);
+        let f = store.execution(1, 6, ExecutionStatus::Pending);
+        let r = cleanup(&store, params(CleanupTarget::Executions, None, Some(3))).await.unwrap();
+        assert_eq!(
+            (r.tables[0].rows, r.unfinished_kept, r.max_count, r.cutoff.clone()),
+            (2, 1, Some(3), None)
+        );
+        assert_eq!(store.execution_ids(), [b.clone(), d.clone(), e.clone(), f.clone()]);
+        // Both limits: the larger wins.
+        cleanup(&store, params(CleanupTarget::Executions, Some("30d"), Some(2))).await.unwrap();
+        assert_eq!(store.execution_ids(), [b.clone(), e.clone(), f.clone()]);
+        cleanup(&store, params(CleanupTarget::Executions, Some("3d"), Some(100))).await.unwrap();
+        assert_eq!(store.execution_ids(), [b, f]);
+        let _ = (a, c);
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_what_was_already_removed_and_is_recorded() {
+        let store = Fake { fail_after: Some(2), ..Fake::default() };
+        for n in 1..=4 {
+            store.execution(40, n, ExecutionStatus::Completed);
+        }
+        store.execution(1, 9, ExecutionStatus::Completed);
+        let e = cleanup(&store, executions("30d")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "the cause's kind is kept");
+        assert_eq!(
+            e.0.message,
+            "cleanup of executions failed after removing 2 executions: the disk went away"
+        );
+        let runs = store.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, RunStatus::Failed);
+        assert_eq!(runs[0].rows, BTreeMap::from([("executions".to_string(), 2)]));
+        assert_eq!(
+            runs[0].error.as_deref(),
+            Some("unavailable: the disk went away"),
+            "the cause, with its kind"
+        );
+        assert!(runs[0].finished_at.is_some());
+        assert!(!store.locked.load(Ordering::SeqCst), "a failed run releases the lock");
+        assert_eq!(store.execution_ids().len(), 3);
+        // The scheduled policy fails the same way, recorded, and says which part failed.
+        let store = Fake { fail_after: Some(0), ..Fake::with(policy_config(None)) };
+        store.execution(40, 1, ExecutionStatus::Completed);
+        let e = run_policy(&store, Trigger::Scheduled, Some(7 * DAY), false).await.unwrap_err();
+        assert_eq!(e.0.message, "cleanup of executions failed after removing nothing: the disk went away");
+        let runs = store.runs.lock().unwrap().clone();
+        assert_eq!((runs[0].status, runs[0].tick), (RunStatus::Failed, Some(7 * DAY)));
+        // The failed tick counts as run (the next tick retries, not this one again).
+        let r = run_policy(&store, Trigger::Scheduled, Some(7 * DAY), false).await.unwrap();
+        assert!(!r.ran && r.skipped.unwrap().contains("already has a run"));
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_refuses_a_cleanup_and_skips_a_run() {
+        let store = Fake::with(policy_config(None));
+        store.execution(40, 1, ExecutionStatus::Completed);
+        store.execution(1, 2, ExecutionStatus::Completed);
+        let held = store.lock_runner().await.unwrap().unwrap();
+        let e = cleanup(&store, executions("30d")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(e.to_string().contains("runner lock") && e.to_string().contains("retention status"), "{e}");
+        let r = run_policy(&store, Trigger::Scheduled, Some(DAY), false).await.unwrap();
+        assert!(!r.ran && r.skipped.unwrap().contains("another instance"), "skip, never queue");
+        // A dry run does not need the lock.
+        let dry = cleanup(&store, CleanupParams { dry_run: true, ..executions("30d") }).await.unwrap();
+        assert_eq!(dry.tables[0].rows, 1);
+        assert!(store.runs.lock().unwrap().is_empty() && store.execution_ids().len() == 2);
+        drop(held);
+        assert!(run_policy(&store, Trigger::Scheduled, Some(DAY), false).await.unwrap().ran);
+    }
+
+    #[tokio::test]
+    async fn one_run_per_tick_and_interrupted_runs_are_marked() {
+        let store = Fake::with(policy_config(None));
+        let old = store.execution(40, 1, ExecutionStatus::Completed);
+        let kept = store.execution(1, 2, ExecutionStatus::Completed);
+        store.audit_entry(100, 1);
+        let young_audit = store.audit_entry(1, 2);
+        // A run that died with its process.
+        let mut dead = Run::start(Trigger::Manual, None);
+        dead.started_at -= DAY;
+        store.save_run(dead.clone()).await.unwrap();
+
+        let r = run_policy(&store, Trigger::Scheduled, Some(10 * DAY), false).await.unwrap();
+        assert!(r.ran && r.skipped.is_none(), "{r:?}");
+        let run = r.run.clone().unwrap();
+        assert_eq!((run.trigger.as_str(), run.status.as_str()), ("scheduled", "succeeded"));
+        assert_eq!(run.tick, Some(time::rfc3339(10 * DAY)));
+        assert_eq!(run.rows, BTreeMap::from([("executions".to_string(), 1), ("audit_logs".to_string(), 1)]));
+        assert_eq!(
+            r.reports.iter().map(|p| p.target.as_str()).collect::<Vec<_>>(),
+            ["executions", "auditLogs"]
+        );
+        assert!(r.reports.iter().all(|p| p.run_id.as_ref() == Some(&run.id)));
+        assert_eq!(store.execution_ids(), [kept]);
+        assert_eq!(
+            store.audit.lock().unwrap().iter().map(|a| a.1.clone()).collect::<Vec<_>>(),
+            [young_audit]
+        );
+        let runs = store.runs(10).await.unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[1].id, dead.id);
+        assert_eq!(runs[1].status, RunStatus::Interrupted, "the dead run is marked once the lock is held");
+        assert_eq!(runs[0].record(), run);
+
+        for tick in [10 * DAY, 9 * DAY] {
+            let r = run_policy(&store, Trigger::Scheduled, Some(tick), false).await.unwrap();
+            assert!(!r.ran && r.run.is_none(), "{r:?}");
+            assert!(r.skipped.unwrap().contains(&time::rfc3339(tick)));
+        }
+        assert!(run_policy(&store, Trigger::CatchUp, Some(10 * DAY), false).await.unwrap().skipped.is_some());
+        assert_eq!(store.runs.lock().unwrap().len(), 2);
+        let r = run_policy(&store, Trigger::Scheduled, Some(11 * DAY), false).await.unwrap();
+        assert!(r.ran);
+        let r = retention_run(&store, RetentionRunParams::default()).await.unwrap();
+        assert_eq!(r.run.map(|r| (r.trigger, r.tick)), Some(("manual".to_string(), None)));
+        let _ = old;
+    }
+
+    #[tokio::test]
+    async fn a_policy_dry_run_reports_per_rule_and_records_nothing() {
+        let store = Fake::with(policy_config(None));
+        store.execution(40, 1, ExecutionStatus::Completed);
+        store.execution(40, 2, ExecutionStatus::Running);
+        store.audit_entry(100, 1);
+        let r = retention_run(&store, RetentionRunParams { tick: None, dry_run: true }).await.unwrap();
+        assert!(!r.ran && r.run.is_none() && r.skipped.as_deref() == Some("dry run"), "{r:?}");
+        let got: Vec<(String, u64, u64, bool)> = r
+            .reports
+            .iter()
+            .map(|p| (p.target.clone(), p.tables[0].rows, p.unfinished_kept, p.dry_run))
+            .collect();
+        assert_eq!(got, [("executions".into(), 1, 1, true), ("auditLogs".into(), 1, 0, true)]);
+        assert!(store.runs.lock().unwrap().is_empty());
+        assert_eq!(store.execution_ids().len(), 2);
+        assert_eq!(store.cleanups.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn no_enabled_rule_skips_with_the_reason() {
+        for retention in [
+            RetentionConfig::default(),
+            RetentionConfig {
+                executions: Some(RetentionRule { enabled: false, ..rule(Some(1), None).unwrap() }),
+                ..Default::default()
+            },
+            RetentionConfig {
+                audit_logs: Some(RetentionRule { enabled: true, max_age: None, max_count: None }),
+                ..Default::default()
+            },
+        ] {
+            let store = Fake::with(retention);
+            store.execution(40, 1, ExecutionStatus::Completed);
+            let r = retention_run(&store, RetentionRunParams::default()).await.unwrap();
+            assert!(!r.ran && r.skipped.unwrap().contains("no retention rule is enabled"));
+            assert!(store.runs.lock().unwrap().is_empty() && store.execution_ids().len() == 1);
+        }
+        let store = Fake::with(policy_config(None));
+        let e = retention_run(&store, RetentionRunParams { tick: Some("02:00".into()), dry_run: false })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("\"02:00\"") && e.to_string().contains("RFC 3339"), "{e}");
+        // Fractions up to microseconds are one tick.
+        let t = |s: &str| RetentionRunParams { tick: Some(s.into()), dry_run: false };
+        assert!(retention_run(&store, t("2026-01-31T02:00:00Z")).await.unwrap().ran);
+        assert!(!retention_run(&store, t("2026-01-31T02:00:00.000000Z")).await.unwrap().ran);
+        assert!(!retention_run(&store, t("2026-01-31T02:00:00.0Z")).await.unwrap().ran);
+    }
+
+    #[tokio::test]
+    async fn status_shows_rules_schedule_next_run_and_runs() {
+        let store = Fake::with(policy_config(Some("0 2 * * *")));
+        let s = status(&store).await.unwrap();
+        assert_eq!((s.schedule.as_deref(), s.scheduled), (Some("0 2 * * *"), true));
+        let next = time::parse_rfc3339(s.next_run.as_deref().unwrap()).unwrap();
+        let now = time::now_micros();
+        assert!(next > now && next <= now + DAY && next % DAY == 2 * 3_600_000_000, "{s:?}");
+        let ex = s.executions.unwrap();
+        assert_eq!((ex.enabled, ex.max_age.as_deref(), ex.max_count), (true, Some("30d"), Some(100)));
+        assert_eq!(s.audit_logs.unwrap().max_age.as_deref(), Some("90d"));
+        assert!(s.runs.is_empty());
+        for _ in 0..25 {
+            cleanup(&store, executions("30d")).await.unwrap();
+        }
+        let s = status(&store).await.unwrap();
+        assert_eq!(s.runs.len(), STATUS_RUNS, "at most {STATUS_RUNS} runs");
+        // Not scheduled without a schedule (rules alone), nor with a schedule but no enabled rule.
+        let s = status(&Fake::with(policy_config(None))).await.unwrap();
+        assert!(!s.scheduled && s.next_run.is_none() && s.schedule.is_none());
+        let only_schedule = RetentionConfig {
+            cleanup_schedule: Some(CronSchedule::parse("0 2 * * *").unwrap()),
+            ..Default::default()
+        };
+        let s = status(&Fake::with(only_schedule)).await.unwrap();
+        assert!(!s.scheduled && s.next_run.is_none() && s.schedule.is_some(), "{s:?}");
     }
 }

@@ -76,3 +76,43 @@ async fn tick<S: Store>(store: &S, trigger: Trigger, at: i64) {
         Err(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rule(enabled: bool, max_age: Option<u64>, max_count: Option<u64>) -> Option<RetentionRule> {
+        Some(RetentionRule { enabled, max_age: max_age.map(|d| Duration::from_secs(d * 86_400)), max_count })
+    }
+
+    fn config(
+        executions: Option<RetentionRule>,
+        audit_logs: Option<RetentionRule>,
+        schedule: Option<&str>,
+    ) -> RetentionConfig {
+        RetentionConfig {
+            executions,
+            audit_logs,
+            cleanup_schedule: schedule.map(|s| CronSchedule::parse(s).unwrap()),
+        }
+    }
+
+    #[test]
+    fn wanted_needs_a_schedule_and_an_enabled_rule_with_a_limit() {
+        let daily = Some("0 2 * * *");
+        assert!(!wanted(&RetentionConfig::default()));
+        assert!(!wanted(&config(None, None, daily)), "a schedule with no rule does nothing");
+        assert!(!wanted(&config(rule(true, Some(30), None), None, None)), "rules without a schedule");
+        assert!(wanted(&config(rule(true, Some(30), None), None, daily)));
+        assert!(wanted(&config(rule(true, None, Some(1000)), None, daily)), "maxCount alone is a limit");
+        assert!(wanted(&config(None, rule(true, Some(90), None), daily)));
+        assert!(
+            !wanted(&config(rule(false, Some(30), Some(5)), rule(false, Some(90), None), daily)),
+            "disabled"
+        );
+        assert!(!wanted(&config(rule(true, None, None), rule(true, None, None), daily)), "enabled, no limit");
+        assert!(wanted(&config(rule(false, Some(30), None), rule(true, Some(90), None), daily)));
+    }
+}
