@@ -585,7 +585,7 @@ pub(crate) mod tests {
             // Newest first; runs started in the same microsecond in reverse order of saving.
             let runs = self.runs.lock().unwrap();
             let mut v: Vec<(usize, Run)> = runs.iter().cloned().enumerate().collect();
-            v.sort_by(|a, b| (b.1.started_at, b.0).cmp(&(a.1.started_at, a.0)));
+            v.sort_by_key(|(i, r)| std::cmp::Reverse((r.started_at, *i)));
             Ok(v.into_iter().take(limit).map(|(_, r)| r).collect())
         }
 
@@ -646,7 +646,7 @@ pub(crate) mod tests {
         let dry = cleanup(&store, CleanupParams { dry_run: true, ..executions("30d") }).await.unwrap();
         assert!(dry.dry_run && dry.run_id.is_none());
         assert_eq!((dry.tables[0].rows, dry.unfinished_kept, dry.rows_left), (1, 1, 2));
-        assert_eq!(dry.tables[0].sample_ids, [old.clone()]);
+        assert_eq!(dry.tables[0].sample_ids, [old]);
         assert!(store.runs.lock().unwrap().is_empty(), "a dry run records nothing");
         assert_eq!(store.execution_ids().len(), 3, "a dry run removes nothing");
 
