@@ -59,7 +59,7 @@ impl Spec {
         if older_than.is_none() && max_count.is_none() {
             return Err(Error::invalid(format!(
                 "a cleanup of {} needs --older-than AGE (e.g. 30d){}",
-                p.target.as_str(),
+                if p.target == CleanupTarget::Executions { "executions" } else { "audit logs" },
                 if p.target == CleanupTarget::Executions { " or --max-count N" } else { "" }
             )));
         }
@@ -398,7 +398,7 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("--include-unfinished applies to executions only"), "{e}");
         let e = Spec::from_params(&params(CleanupTarget::AuditLogs, None, None)).unwrap_err();
         assert!(
-            e.to_string().contains("auditLogs needs --older-than") && !e.to_string().contains("max-count"),
+            e.to_string().contains("audit logs needs --older-than") && !e.to_string().contains("max-count"),
             "{e}"
         );
         let s = Spec::from_params(&params(CleanupTarget::Executions, None, Some(7))).unwrap();
@@ -607,6 +607,7 @@ pub(crate) mod tests {
             executions: rule(Some(30), Some(100)),
             audit_logs: rule(Some(90), None),
             cleanup_schedule: schedule.map(|s| CronSchedule::parse(s).unwrap()),
+            run_schedule: true,
         }
     }
 

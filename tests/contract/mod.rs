@@ -9,6 +9,7 @@ pub mod operations;
 pub mod patterns;
 pub mod retention;
 pub mod rules;
+pub mod schedule;
 pub mod search;
 
 /// Calls `$callback!` with the full list of contract test functions.
@@ -69,7 +70,8 @@ macro_rules! for_each_contract {
             retention::retention_audit_goes_by_age,
             retention::retention_manual_runs_are_recorded,
             retention::retention_run_follows_the_configured_rules,
-            retention::retention_schedule_catches_up_once,
+            schedule::schedule_missed_tick_runs_once_at_start,
+            schedule::schedule_not_run_when_run_schedule_is_false,
         }
     };
 }
