@@ -664,3 +664,60 @@ async fn reopen_on(h: &Harness, retention: serde_json::Value) -> Storage {
     config["retention"] = retention.clone();
     plugin().open(&config).unwrap_or_else(|e| panic!("open with storage.retention = {retention}: {e}"))
 }
+
+/// The first instant (UTC) of the month `back` months before this one.
+fn month_start(back: i32) -> i64 {
+    use jiff::{tz::TimeZone, ToSpan};
+    let today = jiff::Timestamp::now().to_zoned(TimeZone::UTC).date();
+    let first = today.first_of_month().checked_sub(back.months()).unwrap();
+    first.at(0, 0, 0, 0).to_zoned(TimeZone::UTC).unwrap().timestamp().as_microsecond()
+}
+
+/// Rows months old, at and around month boundaries, where a backend may remove whole months (PostgreSQL
+/// partitions, file-store month directories): a month goes whole only when every row in it is selected. An
+/// old running execution keeps its month; a limit inside an instant at a month's first microsecond takes the
+/// smaller id and keeps the larger.
+pub async fn retention_whole_months_and_their_edges(h: &Harness) {
+    let s = &h.storage;
+    let m2 = month_start(2);
+    let a = execution_at(s, month_start(5), ExecutionStatus::Completed, "zeppelin", 2).await;
+    let b = execution_at(s, month_start(4) + 10 * DAY, ExecutionStatus::Completed, "zeppelin", 0).await;
+    let c = execution_at(s, month_start(4) + 12 * DAY, ExecutionStatus::Running, "zeppelin", 1).await;
+    let d = execution_at(s, m2 - 1, ExecutionStatus::Failed, "zeppelin", 1).await;
+    let e =
+        execution_with_id(s, "0190b3f2-7c1e-7a00-8000-000000000e01", m2, ExecutionStatus::Completed).await;
+    let f =
+        execution_with_id(s, "0190b3f2-7c1e-7a00-8000-000000000e02", m2, ExecutionStatus::Completed).await;
+    let g = execution_at(s, month_start(1) + 3 * DAY, ExecutionStatus::Completed, "zeppelin", 1).await;
+    let n = execution_at(s, now(), ExecutionStatus::Completed, "zeppelin", 1).await;
+    let all = [&a, &b, &c, &d, &e, &f, &g, &n];
+    // The newest 3 are n, g, f: f is the limit; e (same instant, smaller id) and everything older goes,
+    // except running c.
+    let three = CleanupParams { older_than: None, max_count: Some(3), ..executions_older_than("1d") };
+    let r = s.cleanup(&dry(three.clone())).await.unwrap();
+    let ex = main_part(&r, "executions");
+    assert_eq!((ex.rows, r.unfinished_kept, r.rows_left), (4, 1, 4), "{r:?}");
+    assert_eq!(ex.sample_ids, ids(&[&a, &b, &d, &e]), "oldest first");
+    assert_eq!((time_of(&ex.oldest), time_of(&ex.newest)), (Some(month_start(5)), Some(m2)), "{r:?}");
+    assert_eq!(part(&r, "execution_events").rows, 3, "{r:?}");
+    let r = s.cleanup(&three).await.unwrap();
+    assert_eq!((main_part(&r, "executions").rows, part(&r, "execution_events").rows), (4, 3), "{r:?}");
+    assert_eq!(kept(s, &all).await, ids(&[&c, &f, &g, &n]));
+    assert_eq!(s.list_events(c.id).await.unwrap().len(), 1, "the running one keeps its events");
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 4);
+    let ids_found = search_ids(s, "zeppelin").await;
+    assert_eq!(ids_found, [&c, &g, &n].iter().map(|e| e.id.to_string()).collect());
+    // The running one may still be updated and finish, in its old month.
+    let done = ExecutionCompletion {
+        status: ExecutionStatus::Cancelled,
+        output: None,
+        error: None,
+        completed_at: None,
+    };
+    s.complete_execution(c.id, done).await.unwrap();
+    // By age, with the cutoff in the day before last month's start: c and f go, g and n stay.
+    let age_days = (now() - month_start(1)) / DAY + 1;
+    let r = s.cleanup(&executions_older_than(&format!("{age_days}d"))).await.unwrap();
+    assert_eq!((main_part(&r, "executions").rows, r.unfinished_kept, r.rows_left), (2, 0, 2), "{r:?}");
+    assert_eq!(kept(s, &all).await, ids(&[&g, &n]));
+}
