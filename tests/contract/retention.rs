@@ -721,3 +721,79 @@ pub async fn retention_whole_months_and_their_edges(h: &Harness) {
     assert_eq!((main_part(&r, "executions").rows, r.unfinished_kept, r.rows_left), (2, 0, 2), "{r:?}");
     assert_eq!(kept(s, &all).await, ids(&[&g, &n]));
 }
+
+/// A cleanup runs while writers keep writing, and a second cleanup at the same time either waits its turn or
+/// is refused by the runner lock (never both deleting, never an error of another kind); nothing written
+/// during the cleanup is lost, and everything old is gone.
+pub async fn retention_cleanup_runs_alongside_writers(h: &Harness) {
+    const OLD: usize = 200;
+    const WRITERS: usize = 4;
+    const WRITES: usize = 40;
+    let s = &h.storage;
+    let mut seeders = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        seeders.push(tokio::spawn(async move {
+            for i in 0..OLD / 8 {
+                let at = days_ago(40) - ((t * OLD / 8 + i) as i64) * 1_000_000;
+                execution_at(&s, at, ExecutionStatus::Completed, "zeppelin old", 1).await;
+            }
+        }));
+    }
+    for t in seeders {
+        t.await.unwrap();
+    }
+    let live = execution_at(s, now(), ExecutionStatus::Running, "zeppelin live", 0).await;
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let s = s.clone();
+        let live = live.id;
+        writers.push(tokio::spawn(async move {
+            for i in 0..WRITES {
+                let mut e = new_execution("fresh", "1.0.0");
+                e.input = Some(json!({ "text": format!("fresh {w} {i}") }).into());
+                s.create_execution(e).await.unwrap_or_else(|e| panic!("writer {w} write {i}: {e}"));
+                if i % 8 == 0 {
+                    s.append_event(live, NewEvent::new(EventKind::StepResult, json!({ "w": w, "i": i })))
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w} event {i}: {e}"));
+                }
+            }
+        }));
+    }
+    let cleanups: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.cleanup(&executions_older_than("30d")).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (mut removed, mut events, mut succeeded) = (0, 0, 0);
+    for c in cleanups {
+        match c.await.unwrap() {
+            Ok(r) => {
+                succeeded += 1;
+                removed += main_part(&r, "executions").rows;
+                events += part(&r, "execution_events").rows;
+            }
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+                assert!(e.message.contains("runner lock"), "{e}");
+            }
+        }
+    }
+    assert!(succeeded >= 1, "one of two concurrent cleanups runs");
+    assert_eq!((removed, events), (OLD as u64, OLD as u64), "every old execution went exactly once");
+    let fresh = (WRITERS * WRITES) as u64;
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 1 + fresh);
+    assert_eq!(s.count_executions(ExecutionFilter::default().pattern("fresh")).await.unwrap(), fresh);
+    assert_eq!(search_ids(s, "zeppelin").await, BTreeSet::from([live.id.to_string()]));
+    assert!(search_ids(s, "old").await.is_empty());
+    assert_eq!(s.list_events(live.id).await.unwrap().len(), WRITERS * WRITES.div_ceil(8));
+    let runs = s.retention_status().await.unwrap().runs;
+    assert_eq!(runs.len(), succeeded, "{runs:?}");
+    assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:?}");
+}
