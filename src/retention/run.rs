@@ -136,6 +136,20 @@ fn going(plan: &Plan) -> u64 {
 pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<CleanupReport> {
     let started = Instant::now();
     let spec = Spec::from_params(&params)?;
+    // A cleanup that changes something holds the runner lock before it counts: what it counts (for the
+    // `--yes` rule, the limit of `--max-count` and the report) is then not being removed by another run
+    // meanwhile, which could make "every row" look true (a spurious refusal) or false.
+    let _lock = if params.dry_run {
+        None
+    } else {
+        Some(store.lock_runner().await?.ok_or_else(|| {
+            Error::conflict(
+                "another cleanup or retention run holds this database's runner lock (another process or \
+                 host); try again when it has finished (`parallax storage retention status` shows the running \
+                 one)",
+            )
+        })?)
+    };
     let now = time::now_micros();
     let sel = spec.resolve(store, now).await?;
     let planned = plan(store, &sel, &spec).await?;
@@ -150,12 +164,6 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     if going(&planned) > 0 && going(&planned) >= planned.total_rows && !params.confirm_all {
         return Err(rules::confirm_removing_everything(spec.target, planned.total_rows));
     }
-    let _lock = store.lock_runner().await?.ok_or_else(|| {
-        Error::conflict(
-            "another cleanup or retention run holds this database's runner lock (another process or host); \
-             try again when it has finished (`parallax storage retention status` shows the running one)",
-        )
-    })?;
     mark_interrupted(store).await?;
     let mut run = Run::start(Trigger::Manual, None);
     store.save_run(run.clone()).await?;
@@ -626,7 +634,7 @@ pub(crate) mod tests {
         assert_eq!(store.execution_ids().len(), 2);
         assert!(store.runs.lock().unwrap().is_empty(), "a refused cleanup records no run");
         assert_eq!(store.cleanups.load(Ordering::SeqCst), 0, "and never reached the backend's delete");
-        assert!(!store.locked.load(Ordering::SeqCst), "nor took the lock");
+        assert!(!store.locked.load(Ordering::SeqCst), "and let go of the lock");
         // A dry run needs no confirmation; confirmAll goes ahead.
         let r = cleanup(&store, CleanupParams { dry_run: true, ..executions("30d") }).await.unwrap();
         assert_eq!((r.tables[0].rows, r.rows_left, r.run_id.clone()), (2, 0, None));
@@ -755,6 +763,9 @@ pub(crate) mod tests {
         let e = cleanup(&store, executions("30d")).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert!(e.to_string().contains("runner lock") && e.to_string().contains("retention status"), "{e}");
+        // The lock comes before the counting: a run in progress is not "every row" for this one to confirm.
+        let e = cleanup(&store, executions("1d")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
         let r = run_policy(&store, Trigger::Scheduled, Some(DAY), false).await.unwrap();
         assert!(!r.ran && r.skipped.unwrap().contains("another instance"), "skip, never queue");
         // A dry run does not need the lock.
