@@ -72,6 +72,7 @@ macro_rules! for_each_contract {
             retention::retention_run_follows_the_configured_rules,
             retention::retention_cleanup_runs_alongside_writers,
             retention::retention_whole_months_and_their_edges,
+            retention::retention_runs_outlive_the_instance,
             schedule::schedule_missed_tick_runs_once_at_start,
             schedule::schedule_not_run_when_run_schedule_is_false,
         }

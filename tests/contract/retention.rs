@@ -801,3 +801,31 @@ pub async fn retention_cleanup_runs_alongside_writers(h: &Harness) {
     assert_eq!(runs.len(), succeeded, "{runs:?}");
     assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:?}");
 }
+
+/// Run records live with the data: another instance (or the next process) sees them as they were written, and
+/// what a cleanup removed stays removed.
+pub async fn retention_runs_outlive_the_instance(h: &Harness) {
+    let s = &h.storage;
+    let old = execution_at(s, days_ago(40), ExecutionStatus::Completed, "zeppelin", 2).await;
+    let young = execution_at(s, days_ago(1), ExecutionStatus::Completed, "zeppelin", 0).await;
+    audit_at(s, &[days_ago(100), days_ago(1)]).await;
+    s.cleanup(&executions_older_than("30d")).await.unwrap();
+    s.cleanup(&audit_older_than("90d")).await.unwrap();
+    let runs = s.retention_status().await.unwrap().runs;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    if !h.concurrent_instances {
+        h.storage.shutdown().await.unwrap();
+    }
+    let other = h.reopen();
+    assert_eq!(other.retention_status().await.unwrap().runs, runs, "the records as written");
+    assert_eq!(kept(&other, &[&old, &young]).await, ids(&[&young]));
+    assert_eq!(search_ids(&other, "zeppelin").await, BTreeSet::from([young.id.to_string()]));
+    assert_eq!(other.audit_entries(AuditQuery::default(), 10).collect().await.unwrap().len(), 1);
+    // The other instance records its own runs next to them.
+    let r = other.cleanup(&executions_older_than("30d")).await.unwrap();
+    let now_runs = other.retention_status().await.unwrap().runs;
+    assert_eq!(now_runs.len(), 3);
+    assert_eq!(Some(&now_runs[0].id), r.run_id.as_ref());
+    assert_eq!(&now_runs[1..], &runs[..]);
+    other.shutdown().await.unwrap();
+}
