@@ -17,6 +17,7 @@ use super::{
     index::{Found, Index, Manifest, PatternEntry},
     layout::{
         self, escape, id_of_stem, is_temp, unescape, Layout, AUDIT, EVENTS_SUFFIX, EXECUTIONS, PATTERNS,
+        RETENTION,
     },
     search,
 };
@@ -104,8 +105,8 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
     let mut candidates = Vec::new();
     for path in files {
         let top_level = path.parent() == Some(layout.base.as_path());
-        if top_level {
-            continue; // manifest, README, .lock
+        if top_level || path.parent() == Some(layout.base.join(RETENTION).as_path()) {
+            continue; // manifest, README, .lock; the run records (read by `retention`)
         }
         match classify(layout, path.clone()) {
             Some(c) => candidates.push(c),
@@ -191,12 +192,12 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
                 }
             }
             (Kind::Audit, Ok(Parsed::Audit(entries))) => {
+                let file: std::sync::Arc<Path> = path.clone().into();
                 for a in entries {
-                    if !idx.audit_ids.insert(a.id.to_string()) {
-                        tracing::warn!(path = %path.display(), id = %a.id, "skipping a duplicate audit entry");
-                        continue;
+                    let id = a.id.to_string();
+                    if !idx.insert_audit(&file, a) {
+                        tracing::warn!(path = %path.display(), id = %id, "skipping a duplicate audit entry");
                     }
-                    idx.audit.insert((a.timestamp, a.id.to_string()), a);
                 }
             }
             (kind, Ok(_)) => bad(&mut idx, &path, format!("unexpected content for a {kind:?} file")),

@@ -49,6 +49,10 @@ pub struct FileBackend {
     index: Arc<RwLock<Index>>,
     /// Owns the store's lock (released when its thread ends).
     writer: Writer,
+    /// One cleanup or retention run at a time in this instance (the store lock keeps other processes out).
+    runner: Arc<tokio::sync::Mutex<()>>,
+    /// The run records (`retention/runs.json`), read on first use.
+    runs: std::sync::Mutex<Option<Vec<crate::retention::Run>>>,
 }
 
 /// `basePath` itself may be created, but its parent must exist (a typo should not create a directory tree).
@@ -108,7 +112,7 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
     let index = Arc::new(RwLock::new(load::load(&layout, manifest)));
     let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone(), lock))?;
     tracing::info!(path = %layout.base.display(), format = fc.format.as_str(), compress = fc.compress, "file storage opened");
-    Ok(FileBackend { cfg, layout, enc, index, writer })
+    Ok(FileBackend { cfg, layout, enc, index, writer, runner: Default::default(), runs: Default::default() })
 }
 
 impl FileBackend {
