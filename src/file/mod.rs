@@ -9,6 +9,10 @@
 //! store is single-writer: `lock` holds `flock` on `.lock` for the life of the writer thread. Format versions are
 //! the store's "migrations" (`migrations`).
 //!
+//! Cleanup and retention (`retention`) remove files through the same writer, a few at a time, so writes keep
+//! going during a large cleanup; see that module for the order of removals, audit batch rewrites and the run
+//! records in `retention/runs.json`.
+//!
 //! Events are one file each rather than lines appended to a shared events file: appending and fsyncing a
 //! line costs the same single fsync as a new small file, but a crash mid-append would leave a torn last line
 //! that every reader must detect and repair; a new file is either fully there or not at all.
