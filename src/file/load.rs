@@ -238,8 +238,15 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
         }
     }
     for dir in dirs.iter().rev() {
-        // Empty pattern directories (left when a crash interrupted a delete) are tidied away.
-        if dir.parent().and_then(|p| p.file_name()).is_some_and(|n| n == PATTERNS) {
+        // Empty pattern directories (left when a crash interrupted a delete) and empty day, month and year
+        // directories of executions and audit batches (left when a crash interrupted a cleanup) are tidied
+        // away, deepest first.
+        let rel = dir.strip_prefix(&layout.base).unwrap_or(dir);
+        let top = rel.components().next().and_then(|c| c.as_os_str().to_str());
+        let dated = matches!(top, Some(EXECUTIONS | AUDIT))
+            && rel.components().count() >= 2
+            && !dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(EVENTS_SUFFIX));
+        if dated || dir.parent().and_then(|p| p.file_name()).is_some_and(|n| n == PATTERNS) {
             let _ = fs::remove_dir(dir);
         }
     }

@@ -29,12 +29,19 @@ pub enum FileOp {
         path: PathBuf,
         prune_dir: bool,
     },
-    /// Removes a directory and everything in it (an execution's events directory).
+    /// Cleanup: removes a file without syncing its directory. A removal lost to a power cut only brings
+    /// back a file that is still selected, which the next cleanup removes; removals reach the disk in order
+    /// (the file system journals metadata in order), so none of them needs a sync of its own.
+    Discard {
+        path: PathBuf,
+    },
+    /// Cleanup: removes a directory and everything in it (an execution's events directory), unsynced like
+    /// [`FileOp::Discard`].
     RemoveAll {
         path: PathBuf,
     },
-    /// After every other operation of the group: removes `dir`, then its parents, while they are empty, up to
-    /// (not including) `root`.
+    /// Cleanup, after every other operation of the group: removes `dir`, then its parents, while they are
+    /// empty, up to (not including) `root`; unsynced like [`FileOp::Discard`].
     Prune {
         dir: PathBuf,
         root: PathBuf,

@@ -235,7 +235,7 @@ fn execution_step(pl: &mut Plan<'_>, sel: &Selection, after: Option<Key>) -> Res
         }
         step.exec_bytes += size(&path);
         step.days.extend(path.parent().map(PathBuf::from));
-        pl.remove(path, false);
+        pl.op(FileOp::Discard { path });
         pl.change(Change::RemoveExecution { id: key.1.clone() });
         step.span.add(key.0, &key.1);
     }
@@ -282,7 +282,7 @@ fn audit_step(pl: &mut Plan<'_>, sel: &Selection) -> Result<AuditStep> {
         if kept.is_empty() {
             step.bytes += old;
             step.days.extend(file.parent().map(PathBuf::from));
-            pl.remove(file.to_path_buf(), false);
+            pl.op(FileOp::Discard { path: file.to_path_buf() });
         } else {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let (stem, enc) = Encoding::split(name).unwrap_or((name, pl.enc));

@@ -337,7 +337,16 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
                 // A directory that is gone is neither synced nor a place for later renames of this group
                 // (cleanup only removes executions that later writes of the group cannot see).
                 dirs.retain(|d| !d.starts_with(path));
-                (path, fs::remove_dir_all(path).or_else(not_found_is_ok))
+                fs::remove_dir_all(path)
+                    .or_else(not_found_is_ok)
+                    .map_err(|e| Failed::Dirty(format!("{}: {e}", path.display())))?;
+                continue;
+            }
+            FileOp::Discard { path } => {
+                fs::remove_file(path)
+                    .or_else(not_found_is_ok)
+                    .map_err(|e| Failed::Dirty(format!("{}: {e}", path.display())))?;
+                continue;
             }
             FileOp::Write { path, .. } => {
                 let tmp =
@@ -367,7 +376,6 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
         while d != *root && d.starts_with(root) && fs::remove_dir(&d).is_ok() {
             dirs.retain(|x| !x.starts_with(&d));
             let Some(parent) = d.parent().map(PathBuf::from) else { break };
-            dirs.insert(parent.clone());
             d = parent;
         }
     }
