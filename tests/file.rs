@@ -625,7 +625,7 @@ async fn an_audit_batch_spanning_the_cutoff_is_rewritten_not_deleted() {
     assert_eq!(all.len(), 2);
     let (old_only, span_file): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| {
         let day = p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
-        day == format!("{}", &file_day(now - 50 * DAY))
+        day == file_day(now - 50 * DAY)
     });
     let (old_only, span_file) = (old_only[0].clone(), span_file[0].clone());
     let span_size = std::fs::metadata(&span_file).unwrap().len();

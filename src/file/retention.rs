@@ -211,13 +211,12 @@ fn execution_step(pl: &mut Plan<'_>, sel: &Selection, after: Option<Key>) -> Res
     let root = pl.layout.base.join(EXECUTIONS);
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut step = ExecStep { done: true, ..ExecStep::default() };
-    let mut scanned = 0;
-    for (key, _) in idx.executions.range((start, Bound::Excluded(sel.before.clone()))) {
+    let range = idx.executions.range((start, Bound::Excluded(sel.before.clone())));
+    for (scanned, (key, _)) in range.enumerate() {
         if scanned >= STEP_SCAN || step.span.rows as usize >= STEP_EXECUTIONS {
             step.done = false;
             break;
         }
-        scanned += 1;
         step.cursor = Some(key.clone());
         // The state as the earlier writes of this group leave it.
         let Found::Yes((e, path)) = pl.execution(&key.1) else { continue };
