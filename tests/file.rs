@@ -840,3 +840,76 @@ async fn kill_9_during_cleanup_leaves_a_consistent_store_and_the_next_run_finish
     assert!(runs.iter().any(|r| r.status == "interrupted"), "killed runs are marked interrupted: {runs:?}");
     s.shutdown().await.unwrap();
 }
+
+/// A large cleanup runs in writer steps: other writes keep being acknowledged while it runs, and a second
+/// cleanup of the same instance is refused (one runner at a time) rather than overlapping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_keep_going_during_a_large_cleanup_and_a_second_run_is_refused() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    };
+    const OLD: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "json", false);
+    let base = dir.path().join("store");
+    open_ok(&cfg).shutdown().await.unwrap();
+    file_gen::write_executions(&base, OLD, 1, T0, 60_000_000);
+    let s = open_ok(&cfg);
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), OLD as u64);
+
+    let cleaning = Arc::new(AtomicBool::new(true));
+    let during = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (s, cleaning, during) = (s.clone(), cleaning.clone(), during.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while cleaning.load(Ordering::SeqCst) {
+                ids.push(execution_at(&s, now_micros(), 1, true, "live").await);
+                if cleaning.load(Ordering::SeqCst) {
+                    during.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            ids
+        })
+    };
+    let params = cleanup_params(retention::CleanupTarget::Executions, "1d", false);
+    let first = {
+        let (s, params) = (s.clone(), params.clone());
+        tokio::spawn(async move { s.cleanup(&params).await })
+    };
+    // Once the first run holds the runner lock, a second one is refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        if let Some(run) = s.retention_status().await.unwrap().runs.first().filter(|r| r.status == "running")
+        {
+            let _ = run;
+            break s.cleanup(&params).await;
+        }
+        assert!(
+            !first.is_finished() && Instant::now() < deadline,
+            "the first cleanup never showed as running"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let report = first.await.unwrap().unwrap();
+    cleaning.store(false, Ordering::SeqCst);
+    let live = writer.await.unwrap();
+
+    let err = second.expect_err("a second cleanup while the first runs");
+    assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+    assert!(err.message.contains("runner lock"), "{err}");
+    assert_eq!(report.tables[0].rows, OLD as u64, "{report:?}");
+    assert!(report.tables[0].batches > 1, "removed in steps: {report:?}");
+    let during = during.load(Ordering::SeqCst);
+    println!(
+        "{during} writes acknowledged during a cleanup of {OLD} executions in {} ms",
+        report.duration_ms
+    );
+    assert!(during > 0, "no write was acknowledged while the cleanup ran");
+    for id in &live {
+        assert_eq!(s.list_events(*id).await.unwrap().len(), 1);
+    }
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), live.len() as u64);
+    s.shutdown().await.unwrap();
+}

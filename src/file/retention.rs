@@ -2,8 +2,8 @@
 //! run is checked, locked and recorded is decided in `src/retention`.
 //!
 //! - **Counting** (`plan_cleanup`, `nth_newest_execution`) reads the in-memory index only: no file is touched.
-//! - **Removing** goes through the store's writer in small steps (at most [`STEP_EXECUTIONS`] executions or
-//!   [`STEP_AUDIT_FILES`] audit batch files per step, each step one job of a group commit), so other writes
+//! - **Removing** goes through the store's writer in small steps (a few executions or audit batch files per
+//!   step, sized to take about [`STEP_TARGET`]; each step is one job of a group commit), so other writes
 //!   queue between steps and keep going during a large cleanup. In a step, each execution's `.events`
 //!   directory is removed *before* its execution file, so a crash (kill -9) at any point leaves at worst an
 //!   execution with fewer events, never events without their execution; it is still selected, and the next run
@@ -51,12 +51,29 @@ use crate::{
     time,
 };
 
-/// Executions removed per writer step (with their events).
-const STEP_EXECUTIONS: usize = 128;
+/// Executions removed by the first writer step (with their events); later steps adapt ([`StepSize`]).
+const STEP_EXECUTIONS: usize = 64;
 /// Index entries looked at per step (old unfinished executions that stay are skipped over, a step at a time).
 const STEP_SCAN: usize = 4096;
-/// Audit batch files removed or rewritten per step.
-const STEP_AUDIT_FILES: usize = 64;
+/// Audit batch files removed or rewritten by the first step; later steps adapt ([`StepSize`]).
+const STEP_AUDIT_FILES: usize = 16;
+/// How long one step should take: writes queued behind a step (or committed in its group) wait about this long.
+const STEP_TARGET: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// The size of the next step, adapted to how long the last one took, so that a step stays near
+/// [`STEP_TARGET`] on a fast disk and a slow (or busy) one alike.
+struct StepSize(usize);
+
+impl StepSize {
+    fn next(&mut self, took: std::time::Duration, full: bool) -> usize {
+        if took > STEP_TARGET {
+            self.0 = (self.0 / 2).max(4);
+        } else if full && took < STEP_TARGET / 3 {
+            self.0 = (self.0 * 2).min(2048);
+        }
+        self.0
+    }
+}
 /// Run records kept in `retention/runs.json`.
 const KEPT_RUNS: usize = 1000;
 
@@ -205,7 +222,7 @@ struct ExecStep {
 }
 
 /// Plans the removal of the next few selected executions (events directory first, then the file).
-fn execution_step(pl: &mut Plan<'_>, sel: &Selection, after: Option<Key>) -> Result<ExecStep> {
+fn execution_step(pl: &mut Plan<'_>, sel: &Selection, after: Option<Key>, max: usize) -> Result<ExecStep> {
     pl.idx.ready(&pl.layout.base)?;
     let idx: &Index = pl.idx;
     let root = pl.layout.base.join(EXECUTIONS);
@@ -213,7 +230,7 @@ fn execution_step(pl: &mut Plan<'_>, sel: &Selection, after: Option<Key>) -> Res
     let mut step = ExecStep { done: true, ..ExecStep::default() };
     let range = idx.executions.range((start, Bound::Excluded(sel.before.clone())));
     for (scanned, (key, _)) in range.enumerate() {
-        if scanned >= STEP_SCAN || step.span.rows as usize >= STEP_EXECUTIONS {
+        if scanned >= STEP_SCAN || step.span.rows as usize >= max {
             step.done = false;
             break;
         }
@@ -254,7 +271,7 @@ struct AuditStep {
 }
 
 /// Plans the next few audit batch files: removed when every entry goes, else rewritten with the rest.
-fn audit_step(pl: &mut Plan<'_>, sel: &Selection) -> Result<AuditStep> {
+fn audit_step(pl: &mut Plan<'_>, sel: &Selection, max: usize) -> Result<AuditStep> {
     pl.idx.ready(&pl.layout.base)?;
     let idx: &Index = pl.idx;
     let root = pl.layout.base.join(AUDIT);
@@ -264,7 +281,7 @@ fn audit_step(pl: &mut Plan<'_>, sel: &Selection) -> Result<AuditStep> {
     for (_, id) in idx.audit.range(..sel.before.clone()).map(|(k, _)| k) {
         let Some(file) = idx.audit_file_of.get(id) else { continue };
         if seen.insert(file) {
-            if files.len() >= STEP_AUDIT_FILES {
+            if files.len() >= max {
                 step.done = false;
                 break;
             }
@@ -335,9 +352,12 @@ impl FileBackend {
         let (mut events, mut exec_bytes, mut event_bytes, mut steps) = (0u64, 0u64, 0u64, 0u64);
         let mut days = BTreeSet::new();
         let mut cursor: Option<Key> = None;
+        let (mut size, mut max) = (StepSize(STEP_EXECUTIONS), STEP_EXECUTIONS);
         loop {
             let (s, after) = (sel.clone(), cursor.clone());
-            let step = self.writer.write("cleanup", move |pl| execution_step(pl, &s, after)).await?;
+            let started = std::time::Instant::now();
+            let step = self.writer.write("cleanup", move |pl| execution_step(pl, &s, after, max)).await?;
+            max = size.next(started.elapsed(), step.span.rows as usize >= max);
             if step.span.rows > 0 {
                 steps += 1;
                 tally.add("execution_events", step.events);
@@ -373,9 +393,12 @@ impl FileBackend {
         let mut total = Span::default();
         let (mut bytes, mut steps, mut rewritten) = (0u64, 0u64, 0u64);
         let mut days = BTreeSet::new();
+        let (mut size, mut max) = (StepSize(STEP_AUDIT_FILES), STEP_AUDIT_FILES);
         loop {
             let s = sel.clone();
-            let step = self.writer.write("cleanup", move |pl| audit_step(pl, &s)).await?;
+            let started = std::time::Instant::now();
+            let step = self.writer.write("cleanup", move |pl| audit_step(pl, &s, max)).await?;
+            max = size.next(started.elapsed(), !step.done);
             if step.span.rows > 0 {
                 steps += 1;
                 tally.add("audit_logs", step.span.rows);
