@@ -913,3 +913,35 @@ async fn writers_keep_going_during_a_large_cleanup_and_a_second_run_is_refused()
     assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), live.len() as u64);
     s.shutdown().await.unwrap();
 }
+
+/// `--max-count N` keeps the newest N executions (any status) and removes older final ones;
+/// `--include-unfinished` removes old pending/running ones too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_count_keeps_the_newest_and_include_unfinished_takes_stuck_runs() {
+    use retention::CleanupTarget::Executions;
+    let h = yaml_gz().await;
+    let s = &h.storage;
+    let now = now_micros();
+    let mut ids = Vec::new();
+    for i in 0..6i64 {
+        // Oldest first; the second oldest is still running.
+        ids.push(execution_at(s, now - (10 - i) * 3_600_000_000, 1, i != 1, "w").await);
+    }
+    let params = retention::CleanupParams {
+        older_than: None,
+        max_count: Some(2),
+        ..cleanup_params(Executions, "1d", false)
+    };
+    let r = s.cleanup(&params).await.unwrap();
+    assert_eq!((r.tables[0].rows, r.unfinished_kept, r.rows_left), (3, 1, 3), "{r:?}");
+    assert_eq!(r.tables[0].sample_ids, [ids[0].to_string(), ids[2].to_string(), ids[3].to_string()]);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(s.get_execution(*id).await.is_ok(), [1, 4, 5].contains(&i), "execution {i}");
+    }
+    let params = retention::CleanupParams { include_unfinished: true, ..params };
+    let r = s.cleanup(&params).await.unwrap();
+    assert_eq!((r.tables[0].rows, r.unfinished_kept), (1, 0), "{r:?}");
+    assert_eq!(s.get_execution(ids[1]).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 2);
+    h.finish().await;
+}

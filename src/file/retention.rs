@@ -193,7 +193,7 @@ fn plan_audit(idx: &Index, base: &Path, sel: &Selection) -> Counted {
     for (file, keys) in &idx.audit_files {
         let Some(day) = file.parent() else { continue };
         if day.file_name().and_then(|d| d.to_str()).is_some_and(|d| d > limit_day.as_str()) {
-            continue;
+            break; // paths sort by day
         }
         let goes = keys.iter().all(|(at, id)| sel.below(*at, id));
         *days.entry(day.to_path_buf()).or_insert(true) &= goes;
@@ -289,7 +289,7 @@ fn audit_step(pl: &mut Plan<'_>, sel: &Selection, max: usize) -> Result<AuditSte
         }
     }
     for file in files {
-        let keys = idx.audit_files.get(&file).cloned().unwrap_or_default();
+        let Some(keys) = idx.audit_files.get(&file).cloned() else { continue };
         let (removed, kept): (Vec<Key>, Vec<Key>) = keys.into_iter().partition(|(at, id)| sel.below(*at, id));
         for (at, id) in &removed {
             step.span.add(*at, id);
