@@ -43,9 +43,21 @@ fn event_id(i: usize, seq: usize) -> String {
 /// Writes `n` completed executions, the `i`-th started at `from + i * step` µs, each with `events` events.
 /// Returns the paths of the execution files.
 pub fn write_executions(base: &Path, n: usize, events: usize, from: i64, step: i64) -> Vec<PathBuf> {
+    write_executions_from(base, 0, n, events, from, step)
+}
+
+/// [`write_executions`] for executions `first..first + n` (ids and start times follow the index).
+pub fn write_executions_from(
+    base: &Path,
+    first: usize,
+    n: usize,
+    events: usize,
+    from: i64,
+    step: i64,
+) -> Vec<PathBuf> {
     let mut out = Vec::with_capacity(n);
     let mut made = std::collections::HashSet::new();
-    for i in 0..n {
+    for i in first..first + n {
         let started = from + i as i64 * step;
         let (ts, day, stamp) = times(started);
         let (done_ts, _, _) = times(started + 1_000_000);
