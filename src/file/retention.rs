@@ -619,3 +619,47 @@ impl Store for FileBackend {
         tokio::task::block_in_place(|| self.with_runs(|runs| Ok(runs.iter().filter_map(|r| r.tick).max())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn steps_shrink_on_a_slow_disk_and_grow_back_when_full_and_fast() {
+        let mut s = StepSize(64);
+        assert_eq!(s.next(Duration::from_millis(200), true), 32);
+        assert_eq!(s.next(Duration::from_millis(200), true), 16);
+        assert_eq!(s.next(Duration::from_millis(20), true), 16, "near the target: unchanged");
+        assert_eq!(s.next(Duration::from_millis(1), false), 16, "a partial step says nothing about speed");
+        assert_eq!(s.next(Duration::from_millis(1), true), 32);
+        for _ in 0..20 {
+            s.next(Duration::from_secs(1), true);
+        }
+        assert_eq!(s.0, 4, "never below 4");
+        for _ in 0..20 {
+            s.next(Duration::ZERO, true);
+        }
+        assert_eq!(s.0, 2048, "never above 2048");
+    }
+
+    #[test]
+    fn run_records_round_trip_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RETENTION).join(RUNS_FILE);
+        assert_eq!(read_runs(&path).unwrap(), Vec::<Run>::new(), "no file: no runs");
+        let mut a = Run::start(Trigger::Scheduled, Some(1_769_824_800_000_000));
+        a.finished_at = Some(a.started_at + 1_500);
+        a.status = RunStatus::Failed;
+        a.rows.insert("executions".into(), 12);
+        a.error = Some("disk full".into());
+        let mut b = Run::start(Trigger::Manual, None);
+        b.started_at = a.started_at + 10;
+        write_runs(&path, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(read_runs(&path).unwrap(), [b, a], "newest first");
+        std::fs::write(&path, br#"{"runs": [{"id": "x", "trigger": "hourly"}]}"#).unwrap();
+        let e = read_runs(&path).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("remove it"), "{e}");
+    }
+}
