@@ -46,7 +46,7 @@ use super::{
 use crate::{
     config::StorageConfig,
     error::{Error, Result},
-    retention::{Plan as Counted, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
+    retention::{Plan as Counted, Precheck, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
     rules::{Key, Selection},
     time,
 };
@@ -147,16 +147,25 @@ fn dropped_dirs(base: &Path, days: BTreeMap<PathBuf, bool>, idx: &Index) -> Vec<
     out
 }
 
+/// The first instant of the month after the one holding `micros` (UTC).
+fn month_end(micros: i64) -> i64 {
+    let first = time::utc(micros).date().first_of_month();
+    first
+        .checked_add(jiff::Span::new().months(1))
+        .ok()
+        .and_then(|next| time::utc_micros(next.to_datetime(jiff::civil::Time::midnight())))
+        .unwrap_or(i64::MAX)
+}
+
 fn plan_executions(idx: &Index, base: &Path, sel: &Selection) -> Counted {
     let mut span = Span::default();
     let mut events = 0u64;
     let mut unfinished_kept = 0u64;
     // Whether every execution of each day directory goes, for the days up to the end of the limit's month.
-    let limit_month = time::utc(sel.before.0).strftime("%Y%m").to_string();
+    let month_end = month_end(sel.before.0);
     let mut days: BTreeMap<PathBuf, bool> = BTreeMap::new();
     for ((at, id), x) in &idx.executions {
-        let below = sel.below(*at, id);
-        if !below && time::utc(*at).strftime("%Y%m").to_string() != limit_month {
+        if *at >= month_end {
             break;
         }
         let goes = sel.selects(*at, id, Some(x.e.status));
@@ -565,6 +574,36 @@ impl Store for FileBackend {
         })
     }
 
+    /// From the index, without the per-day bookkeeping of a full plan.
+    async fn precheck(&self, sel: Selection) -> Result<Precheck> {
+        let idx = self.read()?;
+        Ok(match sel.target {
+            parallax_storage_abi::retention::CleanupTarget::Executions => {
+                let (mut going, mut unfinished_kept) = (0u64, 0u64);
+                for ((at, id), x) in idx.executions.range(..sel.before.clone()) {
+                    if sel.selects(*at, id, Some(x.e.status)) {
+                        going += 1;
+                    } else if sel.keeps_unfinished(*at, id, x.e.status) {
+                        unfinished_kept += 1;
+                    }
+                }
+                Precheck {
+                    selects_any: going > 0,
+                    keeps_any: going < idx.executions.len() as u64,
+                    unfinished_kept,
+                }
+            }
+            parallax_storage_abi::retention::CleanupTarget::AuditLogs => {
+                let going = idx.audit.range(..sel.before.clone()).count() as u64;
+                Precheck {
+                    selects_any: going > 0,
+                    keeps_any: going < idx.audit.len() as u64,
+                    unfinished_kept: 0,
+                }
+            }
+        })
+    }
+
     async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
         match sel.target {
             parallax_storage_abi::retention::CleanupTarget::Executions => {
@@ -642,6 +681,14 @@ mod tests {
             s.next(Duration::ZERO, true);
         }
         assert_eq!(s.0, 2048, "never above 2048");
+    }
+
+    #[test]
+    fn a_month_ends_at_the_first_instant_of_the_next() {
+        let jan15 = 1_705_314_615_123_456; // 2024-01-15T10:30:15.123456Z
+        assert_eq!(time::rfc3339(month_end(jan15)), "2024-02-01T00:00:00.000000Z");
+        assert_eq!(time::rfc3339(month_end(1_703_980_800_000_000)), "2024-01-01T00:00:00.000000Z"); // Dec 31
+        assert_eq!(month_end(month_end(jan15) - 1), month_end(jan15));
     }
 
     #[test]
