@@ -860,7 +860,7 @@ async fn writers_keep_going_during_a_large_cleanup_and_a_second_run_is_refused()
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     };
-    const OLD: usize = 1000;
+    const OLD: usize = 2000;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "json", false);
     let base = dir.path().join("store");
