@@ -3,6 +3,8 @@
 
 mod common;
 mod contract;
+#[path = "common/file_gen.rs"]
+mod file_gen;
 
 mod yaml {
     use crate::{contract_suite, contract_tests};
@@ -490,4 +492,467 @@ async fn dropping_without_shutdown_commits_queued_writes_before_releasing_the_lo
         plugin().open(&config).unwrap_or_else(|e| panic!("reopen right after dropping an idle store: {e}"));
     assert_eq!(again.count_executions(f).await.unwrap(), CALLS as u64);
     again.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------------------------ cleanup and retention
+
+const DAY: i64 = 86_400_000_000;
+
+/// Old final executions go with their events, search words and emptied directories; an old running one stays
+/// (and is reported), newer ones stay; bytes are reported; the store reopens clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_executions_events_search_entries_and_empty_directories() {
+    use retention::CleanupTarget::Executions;
+    let h = json().await;
+    let (s, base) = (&h.storage, base(&h));
+    let jan15 = execution_at(s, T0, 2, true, "zebra").await;
+    let jan16 = execution_at(s, T0 + DAY, 0, true, "other").await;
+    let feb03 = execution_at(s, T0 + 19 * DAY, 3, true, "other").await;
+    let running = execution_at(s, T0 + 26 * DAY, 1, false, "other").await; // 2024-02-10
+    let recent = execution_at(s, now_micros() - 3_600_000_000, 1, true, "zebra").await;
+    let hits = |s: &Storage| {
+        let s = s.clone();
+        async move { s.search_executions("zebra", page(10, None)).await.unwrap().items.len() }
+    };
+    assert_eq!(hits(s).await, 2);
+
+    let r = s.cleanup(&cleanup_params(Executions, "30d", false)).await.unwrap();
+    let (main, events) = (&r.tables[0], &r.tables[1]);
+    assert_eq!(
+        (main.table.as_str(), main.rows, events.table.as_str(), events.rows),
+        ("executions", 3, "execution_events", 5),
+        "{r:?}"
+    );
+    assert_eq!(main.partitions_dropped, ["executions/2024/01", "executions/2024/02/03"], "{r:?}");
+    assert_eq!(main.sample_ids, [jan15.to_string(), jan16.to_string(), feb03.to_string()]);
+    assert_eq!(main.oldest.as_deref(), Some("2024-01-15T00:00:00.000000Z"));
+    assert!(main.bytes_reclaimed.unwrap() > 0 && events.bytes_reclaimed.unwrap() > 0, "{r:?}");
+    assert!(main.batches >= 1 && main.rows_in_batches == 3, "{r:?}");
+    assert_eq!((r.unfinished_kept, r.rows_left), (1, None), "a real run does not count what stays: {r:?}");
+
+    for id in [jan15, jan16, feb03] {
+        assert_eq!(s.get_execution(id).await.unwrap_err().kind, ErrorKind::NotFound);
+    }
+    assert_eq!(s.list_events(running).await.unwrap().len(), 1);
+    assert_eq!(s.list_events(recent).await.unwrap().len(), 1);
+    assert_eq!(hits(s).await, 1, "the removed execution's search words are gone");
+    let ex = base.join("executions");
+    assert!(!ex.join("2024/01").exists() && !ex.join("2024/02/03").exists(), "{:?}", files(&ex));
+    assert!(ex.join("2024/02/10").is_dir() && ex.is_dir());
+    assert!(files(&ex).iter().all(|p| !p.to_string_lossy().contains(&jan15.to_string())));
+
+    // The run is recorded in the store, and a second cleanup finds nothing.
+    let runs = s.retention_status().await.unwrap().runs;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0].status.as_str(), runs[0].trigger.as_str()), ("succeeded", "manual"));
+    assert_eq!(runs[0].rows.get("executions"), Some(&3));
+    assert!(base.join("retention/runs.json").is_file());
+    let again = s.cleanup(&cleanup_params(Executions, "30d", false)).await.unwrap();
+    assert_eq!(again.tables[0].rows, 0);
+    h.storage.shutdown().await.unwrap();
+
+    // Reopened: the same store, no unreadable or stray file (the run records are part of the layout).
+    logs();
+    let s = open_ok(&h.config);
+    let health = s.health().await.unwrap();
+    assert!(health.warnings.is_empty(), "{:?}", health.warnings);
+    assert!(!warned(&base.join("retention").display().to_string()), "the run records are not a stray file");
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 2);
+    assert_eq!(s.retention_status().await.unwrap().runs.len(), 2);
+    s.shutdown().await.unwrap();
+}
+
+/// `--dry-run` reports what would go and changes no byte of any file (nor the directory list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_changes_nothing() {
+    use retention::CleanupTarget::{AuditLogs, Executions};
+    let h = yaml().await;
+    let (s, base) = (&h.storage, base(&h));
+    for i in 0..6 {
+        execution_at(s, T0 + i * DAY, 2, i != 3, "w").await;
+    }
+    execution_at(s, now_micros(), 1, true, "w").await;
+    let mut batch: Vec<NewAuditEntry> = Vec::new();
+    for t in [T0, T0 + DAY, now_micros() - 1_000_000] {
+        let mut a = audit("dry", "dry-runner");
+        a.timestamp = Some(at(t));
+        batch.push(a);
+    }
+    s.append_audit(batch).await.unwrap();
+    let before = snapshot(&base);
+
+    let plan = s.cleanup(&cleanup_params(Executions, "30d", true)).await.unwrap();
+    let audit_plan = s.cleanup(&cleanup_params(AuditLogs, "30d", true)).await.unwrap();
+    assert!(plan.dry_run && plan.run_id.is_none());
+    assert_eq!((plan.tables[0].rows, plan.tables[1].rows, plan.unfinished_kept), (5, 10, 1), "{plan:?}");
+    assert_eq!((plan.rows_left, audit_plan.rows_left), (Some(2), Some(1)));
+    // Every day went but 2024-01-18 (it holds the unfinished one), so the month stays.
+    assert_eq!(plan.tables[0].partitions_dropped.len(), 5, "{plan:?}");
+    assert!(!plan.tables[0].partitions_dropped.iter().any(|p| p.ends_with("2024/01/18")), "{plan:?}");
+    assert_eq!(audit_plan.tables[0].rows, 2, "{audit_plan:?}");
+    assert!(audit_plan.tables[0].partitions_dropped.is_empty(), "the batch spans the cutoff: {audit_plan:?}");
+    assert_eq!(snapshot(&base), before, "a dry run changed the store");
+
+    let done = s.cleanup(&cleanup_params(Executions, "30d", false)).await.unwrap();
+    assert_eq!((done.tables[0].rows, done.tables[1].rows), (5, 10));
+    assert_eq!(done.tables[0].partitions_dropped, plan.tables[0].partitions_dropped);
+    h.finish().await;
+}
+
+/// An audit batch file with entries on both sides of the cutoff is rewritten in place with the newer entries
+/// (still readable, also after a reopen); a batch whose entries all go is removed with its empty day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_batch_spanning_the_cutoff_is_rewritten_not_deleted() {
+    use retention::CleanupTarget::AuditLogs;
+    let h = json_gz().await;
+    let (s, base) = (&h.storage, base(&h));
+    let now = now_micros();
+    let entry = |t: i64, actor: &str| {
+        let mut a = audit("retention.test", actor);
+        a.timestamp = Some(at(t));
+        a
+    };
+    let spanning = s
+        .append_audit(vec![
+            entry(now - 40 * DAY, "old"),
+            entry(now - DAY, "new"),
+            entry(now - 35 * DAY, "old"),
+        ])
+        .await
+        .unwrap();
+    s.append_audit(vec![entry(now - 50 * DAY, "old"), entry(now - 45 * DAY, "old")]).await.unwrap();
+    let audit_dir = base.join("audit");
+    let all = files(&audit_dir);
+    assert_eq!(all.len(), 2);
+    let (old_only, span_file): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| {
+        let day = p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        day == file_day(now - 50 * DAY)
+    });
+    let (old_only, span_file) = (old_only[0].clone(), span_file[0].clone());
+    let span_size = std::fs::metadata(&span_file).unwrap().len();
+
+    let r = s.cleanup(&cleanup_params(AuditLogs, "30d", false)).await.unwrap();
+    let t = &r.tables[0];
+    assert_eq!((t.table.as_str(), t.rows), ("audit_logs", 4), "{r:?}");
+    assert!(span_file.is_file(), "the spanning batch is rewritten, not deleted");
+    assert!(std::fs::metadata(&span_file).unwrap().len() < span_size);
+    assert!(!old_only.exists() && !old_only.parent().unwrap().exists(), "the emptied day goes");
+    assert_eq!(t.partitions_dropped, [format!("audit/{}", file_day(now - 50 * DAY))], "{r:?}");
+    assert!(t.bytes_reclaimed.unwrap() > 0);
+    // The rewritten file holds exactly the kept entry, and the store reads it back (also after a reopen).
+    let text = gunzip(&span_file);
+    assert!(text.contains(&spanning[1].to_string()) && !text.contains(&spanning[0].to_string()), "{text}");
+    assert!(files(&audit_dir).iter().all(|p| !p.to_string_lossy().contains(".~")), "no temporary file left");
+    let q = AuditQuery { action: Some("retention.test".into()), ..Default::default() };
+    let left = s.query_audit(q.clone(), page(10, None)).await.unwrap().items;
+    assert_eq!(left.iter().map(|a| a.id).collect::<Vec<_>>(), [spanning[1]]);
+    h.storage.shutdown().await.unwrap();
+    let s = open_ok(&h.config);
+    let left = s.query_audit(q, page(10, None)).await.unwrap().items;
+    assert_eq!(
+        left.iter().map(|a| (a.id, a.actor.clone())).collect::<Vec<_>>(),
+        [(spanning[1], Some("new".into()))]
+    );
+    assert!(s.health().await.unwrap().warnings.is_empty());
+    s.shutdown().await.unwrap();
+}
+
+fn file_day(micros: i64) -> String {
+    let d = (micros / 1_000_000).div_euclid(86_400);
+    // Reuse the generator's calendar through a generated file name would be roundabout; compute it here.
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!("{:04}-{m:02}-{day:02}", yoe + era * 400 + i64::from(m <= 2))
+}
+
+fn gunzip(p: &Path) -> String {
+    let out = Command::new("gzip").arg("-dc").arg(p).output().expect("gzip is installed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Scheduled runs are recorded in the store: one run per tick (a second run of the same tick is skipped),
+/// and the records survive a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_are_recorded_once_per_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "yaml", false);
+    cfg["retention"] = json!({ "executions": { "enabled": true, "maxAge": "30d" } });
+    let s = open_ok(&cfg);
+    execution_at(&s, T0, 1, true, "w").await;
+    let tick = retention::RetentionRunParams { tick: Some("2026-01-31T02:00:00Z".into()), dry_run: false };
+    let first = s.retention_run(&tick).await.unwrap();
+    assert!(first.ran, "{first:?}");
+    assert_eq!(first.run.as_ref().unwrap().rows.get("executions"), Some(&1));
+    let second = s.retention_run(&tick).await.unwrap();
+    assert!(
+        !second.ran && second.skipped.as_deref().unwrap_or("").contains("already has a run"),
+        "{second:?}"
+    );
+    s.shutdown().await.unwrap();
+    let s = open_ok(&cfg);
+    let runs = s.retention_status().await.unwrap().runs;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (runs[0].trigger.as_str(), runs[0].tick.as_deref()),
+        ("scheduled", Some("2026-01-31T02:00:00.000000Z"))
+    );
+    assert!(!s.retention_run(&tick).await.unwrap().ran, "the tick is remembered across a reopen");
+    s.shutdown().await.unwrap();
+}
+
+/// Every `.events` directory has its execution file beside it.
+fn orphan_events(base: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![base.join("executions")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".events") {
+                if !["json", "yaml", "json.gz", "yaml.gz"]
+                    .iter()
+                    .any(|x| d.join(format!("{stem}.{x}")).is_file())
+                {
+                    out.push(p);
+                }
+            } else if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `parallax storage cleanup executions` killed with SIGKILL at random moments, round after round: each time
+/// the store opens, no events are left without their execution, every remaining execution and its events read
+/// back; a last run finishes the job and the killed runs are recorded as interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_cleanup_leaves_a_consistent_store_and_the_next_run_finishes() {
+    const OLD: usize = 2000;
+    const ROUNDS: usize = 6;
+    let seed = now_micros() as u64 | 1;
+    println!("cleanup crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "json", false);
+    let base = dir.path().join("store");
+    let s = open_ok(&cfg);
+    let recent = execution_at(&s, now_micros() - 60_000_000, 2, true, "kept").await;
+    s.shutdown().await.unwrap();
+    file_gen::write_executions(&base, OLD, 2, T0, 37 * 60 * 1_000_000); // ~77 days from 2024-01-15
+    let config_file = dir.path().join("parallax.config.yaml");
+    std::fs::write(
+        &config_file,
+        format!("storage:\n  type: file\n  file:\n    basePath: {}\n    format: json\n", base.display()),
+    )
+    .unwrap();
+    let exe = common::target_dir().join(format!("parallax{}", std::env::consts::EXE_SUFFIX));
+    assert!(exe.is_file(), "{} is missing: run `cargo build --workspace` first", exe.display());
+    let cli = || {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["storage", "cleanup", "executions", "--older-than", "1d", "--yes", "--config"])
+            .arg(&config_file)
+            .arg("--plugin")
+            .arg(built_library("parallax_storage"))
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let runs_file = base.join("retention/runs.json");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut left_after = Vec::new();
+    let mut generated = OLD;
+    for round in 0..ROUNDS {
+        let mut left = left_after.last().map_or(OLD, |&(_, after)| after);
+        if left < OLD / 4 {
+            // A fast disk finished the job before the kill: more old executions for the next rounds.
+            file_gen::write_executions_from(&base, generated, OLD, 2, T0, 37 * 60 * 1_000_000);
+            generated += OLD;
+            left += OLD;
+        }
+        let before = mtime(&runs_file);
+        let mut child = ChildGuard(cli().spawn().unwrap());
+        if round % 3 == 2 {
+            // While opening or planning.
+            std::thread::sleep(Duration::from_millis(rng.below(400)));
+        } else {
+            // Once the run is recorded, i.e. while removing.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while mtime(&runs_file) == before && child.0.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "the cleanup never started");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Within the first steps, or anywhere in a longer stretch.
+            let within = if round % 3 == 0 { 40 } else { 1500 };
+            std::thread::sleep(Duration::from_millis(rng.below(within)));
+        }
+        child.0.kill().unwrap(); // SIGKILL (a no-op if it already finished)
+        child.0.wait().unwrap();
+        drop(child);
+
+        let orphans = orphan_events(&base);
+        assert!(orphans.is_empty(), "round {round}: events without their execution: {orphans:?}");
+        let s = open_ok(&cfg);
+        let health = s.health().await.unwrap();
+        assert!(health.warnings.is_empty(), "round {round}: {:?}", health.warnings);
+        let all = s.list_executions(ExecutionFilter::default(), page(1000, None)).await.unwrap();
+        let mut count = 0;
+        let mut pages = all;
+        loop {
+            for e in &pages.items {
+                s.get_execution(e.id).await.unwrap_or_else(|err| panic!("round {round}: {}: {err}", e.id));
+                s.list_events(e.id)
+                    .await
+                    .unwrap_or_else(|err| panic!("round {round}: events of {}: {err}", e.id));
+                count += 1;
+            }
+            match pages.next_cursor.clone() {
+                Some(c) => {
+                    pages = s.list_executions(ExecutionFilter::default(), page(1000, Some(&c))).await.unwrap()
+                }
+                None => break,
+            }
+        }
+        assert_eq!(s.list_events(recent).await.unwrap().len(), 2);
+        s.shutdown().await.unwrap();
+        left_after.push((left, count - 1));
+    }
+    println!("old executions before and after each SIGKILL: {left_after:?}");
+    assert!(
+        left_after.iter().any(|&(before, after)| after > 0 && after < before),
+        "no kill landed in the middle of a cleanup: {left_after:?}"
+    );
+
+    let out = cli().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = open_ok(&cfg);
+    assert_eq!(
+        s.count_executions(ExecutionFilter::default()).await.unwrap(),
+        1,
+        "only the recent one is left"
+    );
+    assert!(orphan_events(&base).is_empty());
+    assert!(!base.join("executions/2024").exists(), "{:?}", files(&base.join("executions")));
+    let runs = s.retention_status().await.unwrap().runs;
+    assert_eq!(runs[0].status, "succeeded", "{runs:?}");
+    assert!(runs.iter().all(|r| r.status != "running"), "{runs:?}");
+    assert!(runs.iter().any(|r| r.status == "interrupted"), "killed runs are marked interrupted: {runs:?}");
+    s.shutdown().await.unwrap();
+}
+
+/// A large cleanup runs in writer steps: other writes keep being acknowledged while it runs, and a second
+/// cleanup of the same instance is refused (one runner at a time) rather than overlapping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_keep_going_during_a_large_cleanup_and_a_second_run_is_refused() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    };
+    const OLD: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "json", false);
+    let base = dir.path().join("store");
+    open_ok(&cfg).shutdown().await.unwrap();
+    file_gen::write_executions(&base, OLD, 1, T0, 60_000_000);
+    let s = open_ok(&cfg);
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), OLD as u64);
+
+    let cleaning = Arc::new(AtomicBool::new(true));
+    let during = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (s, cleaning, during) = (s.clone(), cleaning.clone(), during.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while cleaning.load(Ordering::SeqCst) {
+                ids.push(execution_at(&s, now_micros(), 1, true, "live").await);
+                if cleaning.load(Ordering::SeqCst) {
+                    during.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            ids
+        })
+    };
+    let params = cleanup_params(retention::CleanupTarget::Executions, "1d", false);
+    let first = {
+        let (s, params) = (s.clone(), params.clone());
+        tokio::spawn(async move { s.cleanup(&params).await })
+    };
+    // Once the first run holds the runner lock, a second one is refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        if let Some(run) = s.retention_status().await.unwrap().runs.first().filter(|r| r.status == "running")
+        {
+            let _ = run;
+            break s.cleanup(&params).await;
+        }
+        assert!(
+            !first.is_finished() && Instant::now() < deadline,
+            "the first cleanup never showed as running"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let report = first.await.unwrap().unwrap();
+    cleaning.store(false, Ordering::SeqCst);
+    let live = writer.await.unwrap();
+
+    let err = second.expect_err("a second cleanup while the first runs");
+    assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+    assert!(err.message.contains("runner lock"), "{err}");
+    assert_eq!(report.tables[0].rows, OLD as u64, "{report:?}");
+    assert!(report.tables[0].batches > 1, "removed in steps: {report:?}");
+    let during = during.load(Ordering::SeqCst);
+    println!(
+        "{during} writes acknowledged during a cleanup of {OLD} executions in {} ms",
+        report.duration_ms
+    );
+    assert!(during > 0, "no write was acknowledged while the cleanup ran");
+    for id in &live {
+        assert_eq!(s.list_events(*id).await.unwrap().len(), 1);
+    }
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), live.len() as u64);
+    s.shutdown().await.unwrap();
+}
+
+/// `--max-count N` keeps the newest N executions (any status) and removes older final ones;
+/// `--include-unfinished` removes old pending/running ones too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_count_keeps_the_newest_and_include_unfinished_takes_stuck_runs() {
+    use retention::CleanupTarget::Executions;
+    let h = yaml_gz().await;
+    let s = &h.storage;
+    let now = now_micros();
+    let mut ids = Vec::new();
+    for i in 0..6i64 {
+        // Oldest first; the second oldest is still running.
+        ids.push(execution_at(s, now - (10 - i) * 3_600_000_000, 1, i != 1, "w").await);
+    }
+    let params = retention::CleanupParams {
+        older_than: None,
+        max_count: Some(2),
+        ..cleanup_params(Executions, "1d", false)
+    };
+    let r = s.cleanup(&params).await.unwrap();
+    assert_eq!((r.tables[0].rows, r.unfinished_kept), (3, 1), "{r:?}");
+    assert_eq!(r.tables[0].sample_ids, [ids[0].to_string(), ids[2].to_string(), ids[3].to_string()]);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(s.get_execution(*id).await.is_ok(), [1, 4, 5].contains(&i), "execution {i}");
+    }
+    let params = retention::CleanupParams { include_unfinished: true, ..params };
+    let r = s.cleanup(&params).await.unwrap();
+    assert_eq!((r.tables[0].rows, r.unfinished_kept), (1, 0), "{r:?}");
+    assert_eq!(s.get_execution(ids[1]).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 2);
+    h.finish().await;
 }

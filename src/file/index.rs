@@ -51,6 +51,10 @@ pub struct Index {
     pub exec_start: HashMap<String, i64>,
     pub audit: BTreeMap<(i64, String), AuditEntry>,
     pub audit_ids: HashSet<String>,
+    /// The batch file of each indexed audit entry (by id), for cleanup.
+    pub audit_file_of: HashMap<String, Arc<Path>>,
+    /// Each audit batch file and the keys of its indexed entries (a file's path sorts by its day).
+    pub audit_files: BTreeMap<Arc<Path>, Vec<(i64, String)>>,
     /// Files that could not be read when the store was opened, and why.
     pub unreadable: BTreeMap<PathBuf, String>,
     /// Unreadable files whose record is known from the path alone.
@@ -244,6 +248,41 @@ impl Index {
     /// [`search::rank_patterns`]: super::search::rank_patterns
     pub fn pattern_docs(&self) -> Vec<(Terms, Arc<Pattern>)> {
         self.patterns.values().map(|x| (x.terms.clone(), x.p.clone())).collect()
+    }
+
+    /// Indexes an audit entry read from (or written to) `file`; `false` if its id is already indexed.
+    pub fn insert_audit(&mut self, file: &Arc<Path>, a: AuditEntry) -> bool {
+        if !self.audit_ids.insert(a.id.to_string()) {
+            return false;
+        }
+        let key = (a.timestamp, a.id.to_string());
+        self.audit_file_of.insert(a.id.to_string(), file.clone());
+        self.audit_files.entry(file.clone()).or_default().push(key.clone());
+        self.audit.insert(key, a);
+        true
+    }
+
+    /// Forgets the entries `removed` of audit batch `file` (cleanup removed or rewrote the file).
+    pub fn remove_audit(&mut self, file: &Path, removed: &[(i64, String)]) {
+        for key in removed {
+            self.audit.remove(key);
+            self.audit_ids.remove(&key.1);
+            self.audit_file_of.remove(&key.1);
+        }
+        if let Some(keys) = self.audit_files.get_mut(file) {
+            let gone: HashSet<&(i64, String)> = removed.iter().collect();
+            keys.retain(|k| !gone.contains(k));
+            if keys.is_empty() {
+                self.audit_files.remove(file);
+            }
+        }
+    }
+
+    /// Forgets an execution (cleanup removed its file and events); its search words go with its entry.
+    pub fn remove_execution(&mut self, id: &str) {
+        if let Some(t) = self.exec_start.remove(id) {
+            self.executions.remove(&(t, id.to_string()));
+        }
     }
 
     pub fn insert_execution(&mut self, e: Execution, path: PathBuf, terms: Terms) {

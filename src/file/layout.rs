@@ -15,6 +15,9 @@ pub const LOCK: &str = ".lock";
 pub const PATTERNS: &str = "patterns";
 pub const EXECUTIONS: &str = "executions";
 pub const AUDIT: &str = "audit";
+/// `retention/runs.json`: the record of cleanup and retention runs (see `README.txt`).
+pub const RETENTION: &str = "retention";
+pub const RUNS_FILE: &str = "runs.json";
 pub const EVENTS_SUFFIX: &str = ".events";
 /// Temporary files are `.~<final name>.<pid>.<n>.tmp` in the final file's directory.
 pub const TEMP_PREFIX: &str = ".~";

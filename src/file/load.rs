@@ -17,6 +17,7 @@ use super::{
     index::{Found, Index, Manifest, PatternEntry},
     layout::{
         self, escape, id_of_stem, is_temp, unescape, Layout, AUDIT, EVENTS_SUFFIX, EXECUTIONS, PATTERNS,
+        RETENTION,
     },
     search,
 };
@@ -104,8 +105,8 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
     let mut candidates = Vec::new();
     for path in files {
         let top_level = path.parent() == Some(layout.base.as_path());
-        if top_level {
-            continue; // manifest, README, .lock
+        if top_level || path.parent() == Some(layout.base.join(RETENTION).as_path()) {
+            continue; // manifest, README, .lock; the run records (read by `retention`)
         }
         match classify(layout, path.clone()) {
             Some(c) => candidates.push(c),
@@ -191,12 +192,12 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
                 }
             }
             (Kind::Audit, Ok(Parsed::Audit(entries))) => {
+                let file: std::sync::Arc<Path> = path.clone().into();
                 for a in entries {
-                    if !idx.audit_ids.insert(a.id.to_string()) {
-                        tracing::warn!(path = %path.display(), id = %a.id, "skipping a duplicate audit entry");
-                        continue;
+                    let id = a.id.to_string();
+                    if !idx.insert_audit(&file, a) {
+                        tracing::warn!(path = %path.display(), id = %id, "skipping a duplicate audit entry");
                     }
-                    idx.audit.insert((a.timestamp, a.id.to_string()), a);
                 }
             }
             (kind, Ok(_)) => bad(&mut idx, &path, format!("unexpected content for a {kind:?} file")),
@@ -237,8 +238,15 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
         }
     }
     for dir in dirs.iter().rev() {
-        // Empty pattern directories (left when a crash interrupted a delete) are tidied away.
-        if dir.parent().and_then(|p| p.file_name()).is_some_and(|n| n == PATTERNS) {
+        // Empty pattern directories (left when a crash interrupted a delete) and empty day, month and year
+        // directories of executions and audit batches (left when a crash interrupted a cleanup) are tidied
+        // away, deepest first.
+        let rel = dir.strip_prefix(&layout.base).unwrap_or(dir);
+        let top = rel.components().next().and_then(|c| c.as_os_str().to_str());
+        let dated = matches!(top, Some(EXECUTIONS | AUDIT))
+            && rel.components().count() >= 2
+            && !dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(EVENTS_SUFFIX));
+        if dated || dir.parent().and_then(|p| p.file_name()).is_some_and(|n| n == PATTERNS) {
             let _ = fs::remove_dir(dir);
         }
     }

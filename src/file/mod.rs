@@ -9,6 +9,10 @@
 //! store is single-writer: `lock` holds `flock` on `.lock` for the life of the writer thread. Format versions are
 //! the store's "migrations" (`migrations`).
 //!
+//! Cleanup and retention (`retention`) remove files through the same writer, a few at a time, so writes keep
+//! going during a large cleanup; see that module for the order of removals, audit batch rewrites and the run
+//! records in `retention/runs.json`.
+//!
 //! Events are one file each rather than lines appended to a shared events file: appending and fsyncing a
 //! line costs the same single fsync as a new small file, but a crash mid-append would leave a torn last line
 //! that every reader must detect and repair; a new file is either fully there or not at all.
@@ -49,6 +53,10 @@ pub struct FileBackend {
     index: Arc<RwLock<Index>>,
     /// Owns the store's lock (released when its thread ends).
     writer: Writer,
+    /// One cleanup or retention run at a time in this instance (the store lock keeps other processes out).
+    runner: Arc<tokio::sync::Mutex<()>>,
+    /// The run records (`retention/runs.json`), read on first use.
+    runs: std::sync::Mutex<Option<Vec<crate::retention::Run>>>,
 }
 
 /// `basePath` itself may be created, but its parent must exist (a typo should not create a directory tree).
@@ -108,7 +116,7 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
     let index = Arc::new(RwLock::new(load::load(&layout, manifest)));
     let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone(), lock))?;
     tracing::info!(path = %layout.base.display(), format = fc.format.as_str(), compress = fc.compress, "file storage opened");
-    Ok(FileBackend { cfg, layout, enc, index, writer })
+    Ok(FileBackend { cfg, layout, enc, index, writer, runner: Default::default(), runs: Default::default() })
 }
 
 impl FileBackend {

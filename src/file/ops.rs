@@ -152,7 +152,7 @@ pub fn append_audit(pl: &mut Plan<'_>, entries: Vec<NewAuditEntry>) -> Result<()
     let Some(earliest) = entries.iter().map(|a| a.timestamp).min() else { return Ok(()) };
     let batch = uuid::Uuid::now_v7().hyphenated().to_string();
     let path = pl.layout.audit_file(earliest, &batch, pl.enc);
-    pl.write(path, Doc::Audit { batch, entries: entries.clone() }, pl.enc);
-    pl.change(Change::Audit { entries });
+    pl.write(path.clone(), Doc::Audit { batch, entries: entries.clone() }, pl.enc);
+    pl.change(Change::Audit { entries, file: path.into() });
     Ok(())
 }

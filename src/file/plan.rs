@@ -2,7 +2,11 @@
 //! the earlier writes of the same group*, collecting the files to write or remove and the index changes to
 //! apply once those files are durable. A write that fails validation leaves nothing behind.
 
-use std::{collections::HashSet, path::PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use parallax_storage_abi::{AuditEntry, Execution, Pattern};
 
@@ -25,14 +29,53 @@ pub enum FileOp {
         path: PathBuf,
         prune_dir: bool,
     },
+    /// Cleanup: removes a file without syncing its directory. A removal lost to a power cut only brings
+    /// back a file that is still selected, which the next cleanup removes; removals reach the disk in order
+    /// (the file system journals metadata in order), so none of them needs a sync of its own.
+    Discard {
+        path: PathBuf,
+    },
+    /// Cleanup: removes a directory and everything in it (an execution's events directory), unsynced like
+    /// [`FileOp::Discard`].
+    RemoveAll {
+        path: PathBuf,
+    },
+    /// Cleanup, after every other operation of the group: removes `dir`, then its parents, while they are
+    /// empty, up to (not including) `root`; unsynced like [`FileOp::Discard`].
+    Prune {
+        dir: PathBuf,
+        root: PathBuf,
+    },
 }
 
 /// What the index learns once a group is durable.
 pub enum Change {
-    Pattern { key: (String, String), entry: Option<(Pattern, PathBuf, Terms)> },
-    Execution { e: Execution, path: PathBuf, terms: Terms },
-    Event { execution_id: String, seq: i64 },
-    Audit { entries: Vec<AuditEntry> },
+    Pattern {
+        key: (String, String),
+        entry: Option<(Pattern, PathBuf, Terms)>,
+    },
+    Execution {
+        e: Execution,
+        path: PathBuf,
+        terms: Terms,
+    },
+    Event {
+        execution_id: String,
+        seq: i64,
+    },
+    Audit {
+        entries: Vec<AuditEntry>,
+        file: Arc<Path>,
+    },
+    /// Cleanup removed an execution's file and events.
+    RemoveExecution {
+        id: String,
+    },
+    /// Cleanup removed these entries from audit batch `file` (removed or rewrote it).
+    TrimAudit {
+        file: PathBuf,
+        removed: Vec<(i64, String)>,
+    },
 }
 
 pub struct Plan<'a> {
@@ -54,12 +97,16 @@ impl<'a> Plan<'a> {
         self.ops.push(FileOp::Write { path, doc: Box::new(doc), enc });
     }
 
+    pub fn op(&mut self, op: FileOp) {
+        self.ops.push(op);
+    }
+
     pub fn remove(&mut self, path: PathBuf, prune_dir: bool) {
         self.ops.push(FileOp::Remove { path, prune_dir });
     }
 
     pub fn change(&mut self, c: Change) {
-        if let Change::Audit { entries } = &c {
+        if let Change::Audit { entries, .. } = &c {
             self.audit_ids.extend(entries.iter().map(|a| a.id.to_string()));
         }
         self.changes.push(c);
@@ -73,7 +120,7 @@ impl<'a> Plan<'a> {
     pub fn rollback(&mut self, (ops, changes): (usize, usize)) {
         self.ops.truncate(ops);
         for c in self.changes.drain(changes..) {
-            if let Change::Audit { entries } = c {
+            if let Change::Audit { entries, .. } = c {
                 for a in entries {
                     self.audit_ids.remove(a.id.as_str());
                 }
@@ -105,10 +152,12 @@ impl<'a> Plan<'a> {
 
     pub fn execution(&self, id: &str) -> Found<(Execution, PathBuf)> {
         for c in self.changes.iter().rev() {
-            if let Change::Execution { e, path, .. } = c {
-                if e.id == id {
-                    return Found::Yes((e.clone(), path.clone()));
+            match c {
+                Change::Execution { e, path, .. } if e.id == id => {
+                    return Found::Yes((e.clone(), path.clone()))
                 }
+                Change::RemoveExecution { id: gone } if gone == id => return Found::No,
+                _ => {}
             }
         }
         match self.idx.execution(id) {
@@ -178,12 +227,13 @@ impl Index {
                         }
                     }
                 }
-                Change::Audit { entries } => {
+                Change::Audit { entries, file } => {
                     for a in entries {
-                        self.audit_ids.insert(a.id.to_string());
-                        self.audit.insert((a.timestamp, a.id.to_string()), a);
+                        self.insert_audit(&file, a);
                     }
                 }
+                Change::RemoveExecution { id } => self.remove_execution(&id),
+                Change::TrimAudit { file, removed } => self.remove_audit(&file, &removed),
             }
         }
     }

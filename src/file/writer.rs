@@ -245,6 +245,14 @@ fn commit_and_index(ctx: &mut Ctx, ops: Vec<FileOp>, changes: Vec<Change>) -> Re
     }
 }
 
+fn not_found_is_ok(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 enum Failed {
     /// Nothing on disk changed (temporary files were removed).
     Clean(Error),
@@ -318,8 +326,28 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
     }
     let mut temps = temps.into_iter();
     let mut prune: Vec<PathBuf> = Vec::new();
+    let mut prune_up: Vec<(&PathBuf, &PathBuf)> = Vec::new();
     for op in &ops {
         let (path, result) = match op {
+            FileOp::Prune { dir, root } => {
+                prune_up.push((dir, root));
+                continue;
+            }
+            FileOp::RemoveAll { path } => {
+                // A directory that is gone is neither synced nor a place for later renames of this group
+                // (cleanup only removes executions that later writes of the group cannot see).
+                dirs.retain(|d| !d.starts_with(path));
+                fs::remove_dir_all(path)
+                    .or_else(not_found_is_ok)
+                    .map_err(|e| Failed::Dirty(format!("{}: {e}", path.display())))?;
+                continue;
+            }
+            FileOp::Discard { path } => {
+                fs::remove_file(path)
+                    .or_else(not_found_is_ok)
+                    .map_err(|e| Failed::Dirty(format!("{}: {e}", path.display())))?;
+                continue;
+            }
             FileOp::Write { path, .. } => {
                 let tmp =
                     temps.next().ok_or_else(|| Failed::Dirty("a temporary file went missing".into()))?;
@@ -329,16 +357,7 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
                 if *prune_dir {
                     prune.extend(path.parent().map(PathBuf::from));
                 }
-                (
-                    path,
-                    fs::remove_file(path).or_else(|e| {
-                        if e.kind() == io::ErrorKind::NotFound {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }),
-                )
+                (path, fs::remove_file(path).or_else(not_found_is_ok))
             }
         };
         result.map_err(|e| Failed::Dirty(format!("{}: {e}", path.display())))?;
@@ -349,6 +368,15 @@ fn commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
         if fs::remove_dir(&dir).is_ok() {
             dirs.remove(&dir);
             dirs.extend(dir.parent().map(PathBuf::from));
+        }
+    }
+    for (dir, root) in prune_up {
+        // Only empty directories go (cleanup's day, month and year directories), deepest first, never `root`.
+        let mut d = dir.clone();
+        while d != *root && d.starts_with(root) && fs::remove_dir(&d).is_ok() {
+            dirs.retain(|x| !x.starts_with(&d));
+            let Some(parent) = d.parent().map(PathBuf::from) else { break };
+            d = parent;
         }
     }
     let synced = parallel(dirs.into_iter().collect(), durable::FAN_OUT, |d| {

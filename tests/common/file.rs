@@ -302,3 +302,59 @@ impl Acked {
         self.executions.len() + self.done.len() + self.events.len() + self.audit.len() + self.patterns.len()
     }
 }
+
+// ------------------------------------------------------------------ cleanup helpers
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// An execution started at `started_at` with `events` events, completed when `done`; its input holds `word`.
+pub async fn execution_at(s: &Storage, started_at: i64, events: usize, done: bool, word: &str) -> Uuid {
+    let e =
+        NewExecution::new("retention", "1.0.0").input(json!({ "w": word })).started_at(super::at(started_at));
+    let id = s.create_execution(e).await.unwrap().id;
+    for i in 0..events {
+        s.append_event(id, event(json!({ "i": i }))).await.unwrap();
+    }
+    if done {
+        s.complete_execution(id, ExecutionCompletion::new(ExecutionStatus::Completed)).await.unwrap();
+    }
+    id
+}
+
+/// Every directory and file under `dir` with the bytes of each file (the lock file aside: it names its
+/// holder), for before/after comparisons.
+pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+                out.push((e.path(), None));
+            } else if e.file_name() != ".lock" {
+                out.push((e.path(), Some(std::fs::read(e.path()).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Cleanup parameters: `target`, older than `age`.
+pub fn cleanup_params(
+    target: retention::CleanupTarget,
+    age: &str,
+    dry_run: bool,
+) -> retention::CleanupParams {
+    retention::CleanupParams {
+        target,
+        older_than: Some(age.into()),
+        max_count: None,
+        dry_run,
+        include_unfinished: false,
+        confirm_all: true,
+    }
+}
