@@ -103,7 +103,8 @@ struct Span {
     rows: u64,
     oldest: Option<i64>,
     newest: Option<i64>,
-    samples: Vec<String>,
+    /// The oldest [`SAMPLE_IDS`] keys seen, in order (rows arrive in file order, not time order).
+    samples: Vec<(i64, String)>,
 }
 
 impl Span {
@@ -111,9 +112,17 @@ impl Span {
         self.rows += 1;
         self.oldest = Some(self.oldest.map_or(at, |o| o.min(at)));
         self.newest = Some(self.newest.map_or(at, |n| n.max(at)));
-        if self.samples.len() < SAMPLE_IDS {
-            self.samples.push(id.to_string());
+        self.sample(at, id.to_string());
+    }
+
+    fn sample(&mut self, at: i64, id: String) {
+        let key = (at, id);
+        if self.samples.len() == SAMPLE_IDS && self.samples.last().is_some_and(|last| *last <= key) {
+            return;
         }
+        let pos = self.samples.partition_point(|k| *k < key);
+        self.samples.insert(pos, key);
+        self.samples.truncate(SAMPLE_IDS);
     }
 
     fn report(self, table: &str) -> TableReport {
@@ -122,7 +131,7 @@ impl Span {
             rows: self.rows,
             oldest: micros_text(self.oldest),
             newest: micros_text(self.newest),
-            sample_ids: self.samples,
+            sample_ids: self.samples.into_iter().map(|(_, id)| id).collect(),
             ..TableReport::default()
         }
     }
@@ -334,8 +343,9 @@ fn widen(total: &mut Span, step: Span) {
     total.rows += step.rows;
     total.oldest = [total.oldest, step.oldest].into_iter().flatten().min();
     total.newest = [total.newest, step.newest].into_iter().flatten().max();
-    let room = SAMPLE_IDS.saturating_sub(total.samples.len());
-    total.samples.extend(step.samples.into_iter().take(room));
+    for (at, id) in step.samples {
+        total.sample(at, id);
+    }
 }
 
 /// The touched day directories that are gone now: whole months where the month directory went too.
