@@ -79,4 +79,23 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(audit_logs, execution_events, executions, patterns,);
+diesel::table! {
+    retention_runs (id) {
+        id -> Uuid,
+        trigger -> Text,
+        tick -> Nullable<Timestamptz>,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        status -> Text,
+        rows -> Jsonb,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    audit_logs,
+    execution_events,
+    executions,
+    patterns,
+    retention_runs,
+);
