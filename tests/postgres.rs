@@ -1066,7 +1066,8 @@ fn retention_config(db: &str) -> serde_json::Value {
     let mut cfg = pg::server().storage_config(db);
     merge(
         &mut cfg,
-        json!({ "retention": { "executions": { "enabled": true, "maxAge": "30d" }, "cleanupSchedule": "0 3 * * *" } }),
+        json!({ "retention": { "executions": { "enabled": true, "maxAge": "30d" }, "cleanupSchedule": "0 3 * * *",
+                           "runSchedule": false } }),
     );
     cfg
 }
@@ -1165,6 +1166,7 @@ async fn three_processes_make_one_run_per_tick() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = retention_config(&name);
     cfg["retention"]["cleanupSchedule"] = json!("* * * * *");
+    cfg["retention"]["runSchedule"] = json!(true);
     let config = write_config(dir.path(), cfg);
     // Migrate first (serve opens with autoRun like any host).
     drop(plugin().open(&retention_config(&name)).unwrap());
