@@ -476,16 +476,14 @@ impl PostgresBackend {
                 }
             }
             for (m, (rows, lo, hi)) in months.iter().zip(counted) {
-                match drop_month(&s, &m.name, sel).await? {
-                    Some(bytes) => {
-                        exec.rows += rows;
-                        exec.seen(lo, hi);
-                        exec.partitions.push(m.name.clone());
-                        exec.bytes = Some(exec.bytes.unwrap_or(0) + bytes);
-                        tally.add("executions", rows);
-                        tracing::info!(partition = %m.name, rows, "dropped an expired executions partition");
-                    }
-                    None => {} // its rows go in batches below
+                // Not dropped: its rows go in batches below.
+                if let Some(bytes) = drop_month(&s, &m.name, sel).await? {
+                    exec.rows += rows;
+                    exec.seen(lo, hi);
+                    exec.partitions.push(m.name.clone());
+                    exec.bytes = Some(exec.bytes.unwrap_or(0) + bytes);
+                    tally.add("executions", rows);
+                    tracing::info!(partition = %m.name, rows, "dropped an expired executions partition");
                 }
             }
         }
@@ -581,8 +579,7 @@ impl PostgresBackend {
         let s = self.session().await?;
         let id = limit_id(sel)?;
         let params: [&(dyn ToSql + Sync); 2] = [&sel.before.0, &id];
-        let mut acc = Acc::default();
-        acc.samples = s
+        let samples = s
             .rows(
                 &format!(
                     "SELECT id::text FROM audit_logs WHERE (timestamp, id) < ({}, $2) ORDER BY timestamp, id \
@@ -596,6 +593,7 @@ impl PostgresBackend {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let mut acc = Acc { samples, ..Acc::default() };
         let sql = format!(
             "WITH b AS (SELECT id FROM audit_logs WHERE (timestamp, id) < ({}, $2) ORDER BY timestamp, id \
              LIMIT {BATCH}), d AS (DELETE FROM audit_logs a USING b WHERE a.id = b.id RETURNING a.timestamp) \
