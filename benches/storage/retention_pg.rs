@@ -1,7 +1,358 @@
-//! Retention benchmark on pg (issue 12): our cleanup against a raw baseline in the same run.
+//! Retention on PostgreSQL (issue 12): 1,000,000 expired executions over three months (and a day of the
+//! boundary month) plus 100,000 live ones, one event per ten executions.
+//!
+//! - `pg_retention`: our cleanup through the loaded plugin (`cleanup executions --older-than …`: whole months
+//!   dropped, the boundary day in batches) against plain `DELETE … WHERE started_at < cutoff` of the same rows
+//!   (their events first, then the executions: one statement each) on an identical database, made from the
+//!   same template. Ratio = baseline time / our time; target ≥ 20×.
+//! - `pg_retention_writers`: 16 callers running the execution lifecycle (create + complete) through the
+//!   plugin, during our cleanup vs without it on the same database; target ≥ 0.8× the throughput. The note
+//!   gives the longest statement of the cleanup's sessions and the longest lock wait of any session, sampled
+//!   from `pg_stat_activity` every 10 ms (target ≤ 200 ms), and the writers' slowest call.
 
-use crate::util::Opts;
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
-pub async fn run(_opts: &Opts) {
-    eprintln!("# retention_pg: not written yet");
+use parallax_storage_host::{retention, *};
+use serde_json::json;
+
+use crate::{
+    pg,
+    util::{self, Latencies, Opts},
+};
+
+const WRITERS: usize = 16;
+
+/// Loads the data into `db` (migrated by opening the plugin once): partitions for the last six months,
+/// `expired` executions before the cutoff (the start of the month two months back plus one day), `live` after
+/// it, one event per ten executions. Returns the cutoff as seconds before now.
+async fn load(db: &str, expired: i64, live: i64) -> i64 {
+    let server = pg::server();
+    let mut config = server.storage_config(db);
+    config["retention"] = json!({ "runSchedule": false });
+    let s = util::plugin().open(&config).unwrap_or_else(|e| util::fail(&format!("open: {e}")));
+    s.shutdown().await.expect("shutdown");
+    drop(s);
+    let c = server.client(db).await;
+    let in_months = expired - expired / 100; // 99 % in three whole months, 1 % in the boundary day
+    let sql = format!(
+        "SELECT parallax_create_execution_partition(date_trunc('month', now()) - make_interval(months => m)) \
+         FROM generate_series(1, 6) m;
+         CREATE TEMP TABLE b AS SELECT date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+           - interval '5 months' AS lo, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+           - interval '2 months' AS mid, now() - interval '1 minute' AS hi;
+         INSERT INTO executions (id, pattern_name, pattern_version, status, input, output, started_at, completed_at,
+                                 duration_ms)
+         SELECT gen_random_uuid(), 'bench-retention', '1.0.0', 'completed', '{{\"q\":\"summarize\",\"n\":1}}',
+                '{{\"ok\":true}}', t, t + interval '2 seconds', 2000
+         FROM b, generate_series(0, {in_months} - 1) g, LATERAL (SELECT b.lo + (b.mid - b.lo) * (g::float8 / {in_months}) AS t) s;
+         INSERT INTO executions (id, pattern_name, pattern_version, status, input, output, started_at, completed_at,
+                                 duration_ms)
+         SELECT gen_random_uuid(), 'bench-retention', '1.0.0', 'failed', '{{\"q\":\"summarize\",\"n\":2}}',
+                '{{\"ok\":false}}', t, t + interval '2 seconds', 2000
+         FROM b, generate_series(0, {boundary} - 1) g, LATERAL (SELECT b.mid + interval '1 day' * (g::float8 / {boundary}) AS t) s;
+         INSERT INTO executions (id, pattern_name, pattern_version, status, input, output, started_at, completed_at,
+                                 duration_ms)
+         SELECT gen_random_uuid(), 'bench-retention', '1.0.0', 'completed', '{{\"q\":\"summarize\",\"n\":3}}',
+                '{{\"ok\":true}}', t, t + interval '2 seconds', 2000
+         FROM b, generate_series(0, {live} - 1) g,
+              LATERAL (SELECT b.mid + interval '1 day 1 hour' + (b.hi - b.mid - interval '1 day 1 hour') * (g::float8 / {live}) AS t) s;
+         INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at)
+         SELECT gen_random_uuid(), id, 1, 'step_result', '{{\"step\":1}}', started_at + interval '1 second'
+         FROM executions WHERE random() < 0.1;",
+        boundary = expired - in_months,
+    );
+    c.batch_execute(&sql).await.unwrap_or_else(|e| util::fail(&format!("loading the retention data: {e}")));
+    c.batch_execute("VACUUM ANALYZE").await.expect("VACUUM ANALYZE");
+    let age: i64 = c
+        .query_one(
+            "SELECT extract(epoch FROM now() - ((date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') \
+             - interval '2 months' + interval '1 day'))::int8",
+            &[],
+        )
+        .await
+        .expect("cutoff")
+        .get(0);
+    age
+}
+
+async fn copy_of(template: &str) -> String {
+    let server = pg::server();
+    let db = format!("parallax_bench_{}", uuid::Uuid::now_v7().simple());
+    server
+        .admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE {template}"))
+        .await
+        .unwrap_or_else(|e| util::fail(&format!("CREATE DATABASE … TEMPLATE: {e}")));
+    db
+}
+
+fn open(db: &str, pool: Option<usize>) -> Storage {
+    let mut config = pg::server().storage_config(db);
+    config["retention"] = json!({ "runSchedule": false });
+    if let Some(n) = pool {
+        config["postgresql"]["pool"] = json!({ "minConnections": n, "maxConnections": n });
+    }
+    util::plugin().open(&config).unwrap_or_else(|e| util::fail(&format!("open postgresql: {e}")))
+}
+
+fn params(age_secs: i64) -> retention::CleanupParams {
+    retention::CleanupParams {
+        target: retention::CleanupTarget::Executions,
+        older_than: Some(format!("{age_secs}s")),
+        max_count: None,
+        dry_run: false,
+        include_unfinished: false,
+        confirm_all: false,
+    }
+}
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap_or_else(|e| util::fail(&format!("{sql}: {e}"))).get(0)
+}
+
+/// 16 lifecycle callers until `stop`: (lifecycles, per-call latencies).
+async fn writers(storage: &Storage, stop: Arc<AtomicBool>) -> (usize, Latencies) {
+    let input = Json::parse(r#"{"q":"summarize the quarterly report","user":"u42"}"#).expect("json");
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (s, stop, input) = (storage.clone(), stop.clone(), input.clone());
+            tokio::spawn(async move {
+                let (mut lat, mut n) = (Latencies::default(), 0usize);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let e = s
+                        .create_execution(NewExecution {
+                            id: None,
+                            pattern_name: "bench-lifecycle".into(),
+                            pattern_version: "1.0.0".into(),
+                            status: ExecutionStatus::Running,
+                            input: Some(input.clone()),
+                            metadata: None,
+                            tags: Default::default(),
+                            started_at: None,
+                        })
+                        .await
+                        .expect("create_execution");
+                    s.complete_execution(e.id, ExecutionCompletion::new(ExecutionStatus::Completed))
+                        .await
+                        .expect("complete_execution");
+                    lat.push(t.elapsed());
+                    n += 1;
+                }
+                (n, lat)
+            })
+        })
+        .collect();
+    let mut all = Latencies::default();
+    let mut n = 0;
+    for t in tasks {
+        let (k, l) = t.await.expect("writer");
+        n += k;
+        all.extend(l);
+    }
+    (n, all)
+}
+
+/// Samples `pg_stat_activity` every 10 ms until `stop`: the longest-running statement of a session not in
+/// `writers` (the cleanup's), and the longest lock wait of any session, in ms.
+async fn watch(db: String, writers: HashSet<i32>, stop: Arc<AtomicBool>) -> (f64, f64, String) {
+    let c = pg::server().client(&db).await;
+    let (mut stmt, mut wait, mut what) = (0.0f64, 0.0f64, String::new());
+    while !stop.load(Ordering::Relaxed) {
+        let rows = c
+            .query(
+                "SELECT pid, extract(epoch FROM clock_timestamp() - query_start)::float8 * 1000, \
+                 coalesce(wait_event_type, ''), left(query, 80) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid() \
+                 AND application_name = 'parallax-storage'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        for r in rows {
+            let (pid, ms, wait_type, query): (i32, f64, String, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            if wait_type == "Lock" {
+                wait = wait.max(ms);
+            }
+            if !writers.contains(&pid) && ms > stmt {
+                stmt = ms;
+                what = query;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (stmt, wait, what)
+}
+
+pub async fn run(opts: &Opts) {
+    let (expired, live) = if opts.quick { (100_000, 10_000) } else { (1_000_000, 100_000) };
+    let server = pg::server();
+    let template = server.fresh_database().await;
+    let t = Instant::now();
+    let age = load(&template, expired, live).await;
+    eprintln!(
+        "# pg_retention: loaded {expired} expired + {live} live executions in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Ours, on a quiet database.
+    let ours_db = copy_of(&template).await;
+    let base_db = copy_of(&template).await;
+    let load_db = copy_of(&template).await;
+    let storage = open(&ours_db, None);
+    storage.health().await.expect("health");
+    let t = Instant::now();
+    let report = storage.cleanup(&params(age)).await.unwrap_or_else(|e| util::fail(&format!("cleanup: {e}")));
+    let ours = t.elapsed();
+    let rows = report.tables[0].rows;
+    let events = report.tables.get(1).map_or(0, |t| t.rows);
+    if rows != expired as u64 {
+        util::fail(&format!("our cleanup removed {rows} executions, expected {expired}: {report:?}"));
+    }
+    storage.shutdown().await.expect("shutdown");
+    drop(storage);
+
+    // The baseline: plain DELETEs of the same rows on an identical database.
+    let c = server.client(&base_db).await;
+    let cutoff = format!("now() - interval '{age} seconds'");
+    let t = Instant::now();
+    let ev = c
+        .execute(
+            &format!(
+                "DELETE FROM execution_events WHERE execution_id IN (SELECT id FROM executions WHERE started_at < \
+                 {cutoff} AND status IN ('completed', 'failed', 'cancelled'))"
+            ),
+            &[],
+        )
+        .await
+        .expect("baseline DELETE of events");
+    let t_events = t.elapsed();
+    let n = c
+        .execute(
+            &format!("DELETE FROM executions WHERE started_at < {cutoff} AND status IN ('completed', 'failed', 'cancelled')"),
+            &[],
+        )
+        .await
+        .expect("baseline DELETE");
+    let base = t.elapsed();
+    if n != rows || ev != events {
+        util::fail(&format!("baseline removed {n} executions and {ev} events, ours {rows} and {events}"));
+    }
+    drop(c);
+    util::report_throughput(
+        "pg_retention",
+        rows as f64 / ours.as_secs_f64(),
+        rows as f64 / base.as_secs_f64(),
+        "executions removed/s",
+        20.0,
+        &format!(
+            "{rows} expired executions (3 months + a boundary day) and {events} events of {} total; ours {:.2} s \
+             ({} partitions dropped, {} rows in {} batches) vs plain DELETE {:.2} s (events {:.2} s + executions \
+             {:.2} s)",
+            expired + live,
+            ours.as_secs_f64(),
+            report.tables[0].partitions_dropped.len(),
+            report.tables[0].rows_in_batches,
+            report.tables[0].batches,
+            base.as_secs_f64(),
+            t_events.as_secs_f64(),
+            (base - t_events).as_secs_f64()
+        ),
+    );
+
+    // Writers during the cleanup vs without, on a third copy. The cleanup runs on its own storage instance.
+    let writer_storage = open(&load_db, Some(WRITERS));
+    let cleaner = open(&load_db, None);
+    cleaner.health().await.expect("health");
+    let window = Duration::from_secs(if opts.quick { 3 } else { 8 });
+    // Warm up, then a window without cleanup.
+    let stop = Arc::new(AtomicBool::new(false));
+    let warm = {
+        let (s, stop) = (writer_storage.clone(), stop.clone());
+        tokio::spawn(async move { writers(&s, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    warm.await.expect("warm-up");
+    let admin = server.client(&load_db).await;
+    let writer_pids: HashSet<i32> = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'parallax-storage'",
+            &[],
+        )
+        .await
+        .expect("pids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let quiet = {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (writer_storage.clone(), stop.clone());
+        let task = tokio::spawn(async move { writers(&s, st).await });
+        let t = Instant::now();
+        tokio::time::sleep(window).await;
+        stop.store(true, Ordering::SeqCst);
+        let (n, lat) = task.await.expect("writers");
+        (n as f64 / t.elapsed().as_secs_f64(), lat)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (writer_storage.clone(), stop.clone());
+    let task = tokio::spawn(async move { writers(&s, st).await });
+    let watcher = tokio::spawn(watch(load_db.clone(), writer_pids, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let during_report =
+        cleaner.cleanup(&params(age)).await.unwrap_or_else(|e| util::fail(&format!("cleanup: {e}")));
+    let took = t.elapsed();
+    // Keep the writers' window at least as long as the quiet one.
+    if took + Duration::from_millis(200) < window {
+        tokio::time::sleep(window - took - Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let elapsed = t.elapsed() + Duration::from_millis(200);
+    let (n, lat) = task.await.expect("writers");
+    let (stmt_ms, wait_ms, what) = watcher.await.expect("watcher");
+    let during = n as f64 / elapsed.as_secs_f64();
+    let slowest = lat.quantile_us(1.0) / 1000.0;
+    let bound_met = stmt_ms <= 200.0 && wait_ms <= 200.0;
+    eprintln!(
+        "# pg_retention_stall longest cleanup statement {stmt_ms:.0} ms ({what:?}), longest lock wait {wait_ms:.0} ms, \
+         slowest writer call {slowest:.0} ms: target ≤ 200 ms met={}",
+        if bound_met { "yes" } else { "NO" }
+    );
+    util::report_throughput(
+        "pg_retention_writers",
+        during,
+        quiet.0,
+        "lifecycles/s",
+        0.8,
+        &format!(
+            "{WRITERS} callers create+complete; the cleanup of {} executions took {:.2} s of the {:.1} s window; \
+             longest cleanup statement {stmt_ms:.0} ms, longest lock wait {wait_ms:.0} ms (pg_stat_activity every \
+             10 ms; target ≤ 200 ms met={}); writer call p99 {:.1} ms / slowest {slowest:.0} ms during, p99 {:.1} ms \
+             / slowest {:.0} ms without",
+            during_report.tables[0].rows,
+            took.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            if bound_met { "yes" } else { "NO" },
+            lat.p99() / 1000.0,
+            quiet.1.p99() / 1000.0,
+            quiet.1.quantile_us(1.0) / 1000.0,
+        ),
+    );
+    writer_storage.shutdown().await.expect("shutdown");
+    cleaner.shutdown().await.expect("shutdown");
+    drop((writer_storage, cleaner, admin));
+    for db in [template, ours_db, base_db, load_db] {
+        server.drop_database(&db).await;
+    }
 }
