@@ -854,7 +854,19 @@ async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     fill(&db, "feb_running", "running", "2024-02-10Z", "2024-02-11Z", 1, 3).await;
     fill(&db, "mar", "cancelled", "2024-03-01Z", "2024-04-01Z", 3000, 1).await;
     let live = h.storage.create_execution(new_execution("live", "1.0.0")).await.unwrap();
-    let cutoff = "2024-03-16T12:00:00Z";
+    // Half-way between two March rows (15 minutes apart), so the cutoff moving by the seconds the test takes
+    // selects no other row.
+    let cutoff: String = db
+        .query_one(
+            "SELECT to_char(date_trunc('second', (a + (b - a) / 2) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM (SELECT started_at a, lead(started_at) OVER (ORDER BY started_at) b FROM executions \
+             WHERE pattern_name = 'mar' ORDER BY started_at OFFSET 1500 LIMIT 1) s",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let cutoff = cutoff.as_str();
     let mar_before: i64 = count(
         &db,
         &format!("SELECT count(*) FROM executions WHERE pattern_name = 'mar' AND started_at < '{cutoff}'"),

@@ -213,6 +213,9 @@ impl PostgresBackend {
 /// A monthly partition entirely below the limit and before this month.
 struct Month {
     name: String,
+    /// Its range `[lower, upper)`, microseconds.
+    lower: i64,
+    upper: i64,
 }
 
 /// The past monthly partitions whose whole range is below the limit and whose rows are all selected.
@@ -220,13 +223,14 @@ async fn whole_months(s: &Session<'_>, sel: &Selection) -> Result<Vec<Month>> {
     let rows = s
         .rows(
             &format!(
-                "SELECT c.relname::text, {} AS upper FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                "SELECT c.relname::text, {} AS upper, {} AS lower FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
                  CROSS JOIN LATERAL (SELECT (to_date(substr(c.relname, 12), 'YYYY_MM') + interval '1 month') \
                  AT TIME ZONE 'UTC' AS upper) u \
                  WHERE i.inhparent = 'executions'::regclass AND c.relname ~ '^executions_[0-9]{{4}}_[0-9]{{2}}$' \
                  AND u.upper <= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
                  ORDER BY u.upper",
-                us("u.upper")
+                us("u.upper"),
+                us("u.upper - interval '1 month'")
             ),
             &[],
             "listing the executions partitions",
@@ -234,14 +238,14 @@ async fn whole_months(s: &Session<'_>, sel: &Selection) -> Result<Vec<Month>> {
         .await?;
     let mut months = Vec::new();
     for r in rows {
-        let (name, upper): (String, i64) = (r.get(0), r.get(1));
+        let (name, upper, lower): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
         if !sel.covers_range(upper) {
             continue;
         }
         if !sel.include_unfinished && has_unfinished(s, &name).await? {
             continue;
         }
-        months.push(Month { name });
+        months.push(Month { name, lower, upper });
     }
     Ok(months)
 }
@@ -272,6 +276,16 @@ async fn month_rows(s: &Session<'_>, part: &str) -> Result<(u64, Option<i64>, Op
         )
         .await?;
     Ok((r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
+}
+
+/// SQL excluding the months' ranges (`AND NOT (started_at in [lower, upper))` each), so that partition pruning
+/// skips them.
+fn outside(months: &[Month]) -> String {
+    let lit = |us: i64| format!("('epoch'::timestamptz + {us}::int8 * interval '1 microsecond')");
+    months
+        .iter()
+        .map(|m| format!(" AND NOT (started_at >= {} AND started_at < {})", lit(m.lower), lit(m.upper)))
+        .collect()
 }
 
 /// What went (or would go) from one table, gathered step by step.
@@ -327,22 +341,41 @@ impl PostgresBackend {
         let s = self.session().await?;
         let id = limit_id(sel)?;
         let params: [&(dyn ToSql + Sync); 2] = [&sel.before.0, &id];
+        // Whole months are counted by partition (an index-only scan each), the rest by the selection.
+        let mut exec = Acc::default();
+        let months = whole_months(&s, sel).await?;
+        let mut bytes = 0u64;
+        for m in &months {
+            let (n, lo, hi) = month_rows(&s, &m.name).await?;
+            exec.rows += n;
+            exec.seen(lo, hi);
+            let size: i64 = s
+                .row("SELECT pg_total_relation_size($1::text::regclass)", &[&m.name], "sizing a partition")
+                .await?
+                .get(0);
+            bytes += size as u64;
+            exec.partitions.push(m.name.clone());
+        }
+        exec.bytes = (!months.is_empty()).then_some(bytes);
         let r = s
             .row(
                 &format!(
                     "SELECT count(*) FILTER (WHERE going), {}, {}, count(*) FILTER (WHERE NOT going) FROM \
                      (SELECT started_at, ($3 OR status IN ({})) AS going FROM executions \
-                     WHERE (started_at, id) < ({}, $2)) s",
+                     WHERE (started_at, id) < ({}, $2){}) s",
                     us("min(started_at) FILTER (WHERE going)"),
                     us("max(started_at) FILTER (WHERE going)"),
                     final_list(),
-                    ts(1)
+                    ts(1),
+                    outside(&months)
                 ),
                 &[&sel.before.0, &id, &sel.include_unfinished],
                 "counting the executions to remove",
             )
             .await?;
-        let mut exec = Acc { rows: r.get::<_, i64>(0) as u64, ..Acc::default() };
+        let rest = r.get::<_, i64>(0) as u64;
+        exec.rows += rest;
+        exec.in_batches = rest;
         exec.seen(r.get(1), r.get(2));
         let unfinished_kept = r.get::<_, i64>(3) as u64;
         let total: i64 = s.row("SELECT count(*) FROM executions", &[], "counting executions").await?.get(0);
@@ -359,19 +392,6 @@ impl PostgresBackend {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let mut whole = 0;
-        let mut bytes = 0u64;
-        for m in whole_months(&s, sel).await? {
-            whole += month_rows(&s, &m.name).await?.0;
-            let size: i64 = s
-                .row("SELECT pg_total_relation_size($1::text::regclass)", &[&m.name], "sizing a partition")
-                .await?
-                .get(0);
-            bytes += size as u64;
-            exec.partitions.push(m.name);
-        }
-        exec.in_batches = exec.rows.saturating_sub(whole);
-        exec.bytes = (!exec.partitions.is_empty()).then_some(bytes);
         let e = s
             .row(
                 &format!(
@@ -469,7 +489,7 @@ impl PostgresBackend {
                 .await?
                 .get(0);
             if (few as u64) < in_months {
-                events_by_event_id(&s, &months, &mut events, tally).await?;
+                events_by_event_id(&s, sel, &months, &mut events, tally).await?;
             } else {
                 for m in &months {
                     events_by_execution(&s, &m.name, &mut events, tally).await?;
@@ -487,7 +507,6 @@ impl PostgresBackend {
                 }
             }
         }
-
         // 2. The rest in batches, oldest first.
         let first = format!(
             "SELECT {}, id, started_at FROM executions WHERE {} ORDER BY started_at, id LIMIT {BATCH} FOR UPDATE",
@@ -655,43 +674,53 @@ async fn events_by_execution(s: &Session<'_>, part: &str, acc: &mut Acc, tally: 
 }
 
 /// Deletes the events of every execution in `months` by one pass over `execution_events` in id order,
-/// [`BATCH`] events at a time (cheaper than probing once per execution when events are fewer).
-async fn events_by_event_id(s: &Session<'_>, months: &[Month], acc: &mut Acc, tally: &Tally) -> Result<()> {
-    let owned = months
-        .iter()
-        .map(|m| format!("EXISTS (SELECT 1 FROM {} x WHERE x.id = s.execution_id)", quoted(&m.name)))
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    let body = |lower: &str| {
-        format!(
-            "WITH s AS (SELECT id, execution_id FROM execution_events {lower} ORDER BY id LIMIT {BATCH}), \
-             d AS (DELETE FROM execution_events e USING s WHERE e.id = s.id AND ({owned}) RETURNING e.recorded_at) \
-             SELECT (SELECT count(*) FROM s), (SELECT id FROM s ORDER BY id DESC LIMIT 1), \
-             (SELECT count(*) FROM d), (SELECT {lo} FROM d), (SELECT {hi} FROM d)",
-            lo = us("min(recorded_at)"),
-            hi = us("max(recorded_at)"),
-        )
-    };
-    let first = body("");
-    let next = body("WHERE id > $1");
+/// [`BATCH`] events at a time (cheaper than probing once per execution when events are fewer): each batch
+/// joins its events to their executions by the primary key (only executions the selection covers, within the
+/// months' range).
+async fn events_by_event_id(
+    s: &Session<'_>,
+    sel: &Selection,
+    months: &[Month],
+    acc: &mut Acc,
+    tally: &Tally,
+) -> Result<()> {
+    let lo = months.iter().map(|m| m.lower).min().unwrap_or(0);
+    let hi = months.iter().map(|m| m.upper).max().unwrap_or(0);
+    let first = format!("SELECT id, execution_id FROM execution_events ORDER BY id LIMIT {BATCH}");
+    let next =
+        format!("SELECT id, execution_id FROM execution_events WHERE id > $1 ORDER BY id LIMIT {BATCH}");
+    // Ids as arrays, each owner looked up by the primary key (a LATERAL with LIMIT keeps the planner from
+    // hashing whole partitions); only owners the selection covers, within the months' range.
+    let status =
+        if sel.include_unfinished { String::new() } else { format!(" AND x.status IN ({})", final_list()) };
+    let delete = format!(
+        "WITH o AS (SELECT u.id FROM unnest($2::uuid[]) u(id) CROSS JOIN LATERAL (SELECT 1 FROM executions x \
+         WHERE x.id = u.id AND x.started_at >= {} AND x.started_at < {}{status} LIMIT 1) l), \
+         d AS (DELETE FROM execution_events WHERE id = ANY($1) AND execution_id IN (SELECT id FROM o) \
+         RETURNING recorded_at) SELECT count(*), {}, {} FROM d",
+        ts(3),
+        ts(4),
+        us("min(recorded_at)"),
+        us("max(recorded_at)")
+    );
     let mut last: Option<Uuid> = None;
     loop {
-        let r = match &last {
-            None => s.row(&first, &[], "deleting the events of expired months").await?,
-            Some(i) => s.row(&next, &[i], "deleting the events of expired months").await?,
+        let rows = match &last {
+            None => s.rows(&first, &[], "reading events").await?,
+            Some(i) => s.rows(&next, &[i], "reading events").await?,
         };
-        let seen: i64 = r.get(0);
-        if seen == 0 {
-            return Ok(());
-        }
-        let n = r.get::<_, i64>(2) as u64;
+        let Some(end) = rows.last() else { return Ok(()) };
+        last = Some(end.get(0));
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let owners: Vec<Uuid> = rows.iter().map(|r| r.get(1)).collect();
+        let r = s.row(&delete, &[&ids, &owners, &lo, &hi], "deleting the events of expired months").await?;
+        let n = r.get::<_, i64>(0) as u64;
         if n > 0 {
             tally.add("execution_events", n);
             acc.batch(n);
-            acc.seen(r.get(3), r.get(4));
+            acc.seen(r.get(1), r.get(2));
         }
-        last = r.get(1);
-        if seen < BATCH {
+        if (rows.len() as i64) < BATCH {
             return Ok(());
         }
     }
