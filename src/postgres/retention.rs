@@ -29,7 +29,8 @@
 //!    transaction: lock the batch's rows (`FOR UPDATE`: an event append holds its execution's row lock, so no
 //!    event can slip in after the events are deleted), delete their events, delete them.
 //!
-//! `Tally` is updated after each commit. Killed at any point (kill -9), the database is consistent — events are
+//! `Tally` is updated after each commit (a whole month counts the rows it had just before its DROP; a row
+//! written into an expired month in between goes with it uncounted). Killed at any point (kill -9), the database is consistent — events are
 //! always deleted before or with their execution — and the next run picks up where this one stopped.
 //!
 //! Audit entries go in batches of [`BATCH`] in `(timestamp, id)` order. `audit_logs` is not partitioned: its
@@ -41,7 +42,10 @@
 //! opened for the run and never pooled, so it is released on the session that took it: unlocked, then closed,
 //! when the [`RunnerLock`] drops. A run therefore needs two connections of `pool.maxConnections`.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use parallax_storage_abi::retention::TableReport;
 use parallax_storage_abi::{retention::CleanupTarget, ErrorKind};
@@ -113,12 +117,17 @@ fn quoted(name: &str) -> String {
 struct Session<'a> {
     backend: &'a PostgresBackend,
     client: Option<Client>,
+    /// A transaction is open: if the cleanup is dropped now (its caller gave up), the client is closed, never
+    /// given back with a transaction (and its locks) still open; the server rolls it back.
+    in_transaction: AtomicBool,
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            self.backend.spec.budget.put_back_copy(c);
+            if !self.in_transaction.load(Ordering::SeqCst) {
+                self.backend.spec.budget.put_back_copy(c);
+            }
         }
     }
 }
@@ -166,8 +175,21 @@ impl Session<'_> {
         what: &str,
         f: impl AsyncFnOnce(&Client) -> std::result::Result<Step<T>, tokio_postgres::Error>,
     ) -> Result<Step<T>> {
+        self.in_transaction.store(true, Ordering::SeqCst);
         self.batch(&format!("BEGIN; {setup}"), what).await?;
-        match f(self.client()).await {
+        let outcome = self.finish(f(self.client()).await, what).await;
+        if outcome.is_ok() {
+            self.in_transaction.store(false, Ordering::SeqCst);
+        }
+        outcome
+    }
+
+    async fn finish<T>(
+        &self,
+        result: std::result::Result<Step<T>, tokio_postgres::Error>,
+        what: &str,
+    ) -> Result<Step<T>> {
+        match result {
             Ok(Step::Done(v)) => {
                 self.batch("COMMIT", what).await?;
                 Ok(Step::Done(v))
@@ -206,7 +228,7 @@ impl PostgresBackend {
             Raw::Idle(c) => c,
             Raw::New(slot) => super::connect::connect_raw(&self.spec, slot).await?,
         };
-        Ok(Session { backend: self, client: Some(client) })
+        Ok(Session { backend: self, client: Some(client), in_transaction: AtomicBool::new(false) })
     }
 }
 
