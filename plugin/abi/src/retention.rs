@@ -81,8 +81,8 @@ pub struct CleanupReport {
     pub tables: Vec<TableReport>,
     /// Executions older than the cutoff kept because they are pending or running.
     pub unfinished_kept: u64,
-    /// Rows of the main table left after the cleanup (before it, on a dry run: the rows that would stay).
-    pub rows_left: u64,
+    /// On a dry run, the rows of the main table that would stay (a real run does not count them).
+    pub rows_left: Option<u64>,
     /// The recorded run, when the cleanup changed something.
     pub run_id: Option<String>,
     /// Wall time of the call.
@@ -120,7 +120,8 @@ pub struct TableReport {
 pub struct RetentionStatus {
     /// `storage.retention.cleanupSchedule`, if set.
     pub schedule: Option<String>,
-    /// Whether this storage instance runs the schedule (a schedule and at least one enabled rule).
+    /// Whether the configuration schedules runs (a schedule and at least one enabled rule). Every instance
+    /// opened with it runs the schedule, except those opened with `runSchedule: false` (the CLI).
     pub scheduled: bool,
     /// The next scheduled run, if scheduled.
     pub next_run: Option<String>,
