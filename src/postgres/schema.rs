@@ -25,7 +25,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    execution_events (id) {
+    execution_events (id, execution_started_at) {
         id -> Uuid,
         execution_id -> Uuid,
         seq -> Int8,
@@ -33,6 +33,7 @@ diesel::table! {
         kind -> Varchar,
         payload -> Jsonb,
         recorded_at -> Timestamptz,
+        execution_started_at -> Timestamptz,
     }
 }
 
