@@ -783,8 +783,8 @@ async fn fill(
                 CASE WHEN '{status}' IN ('pending', 'running') THEN NULL ELSE t + interval '1 second' END \
          FROM generate_series(0, {n} - 1) g, \
               LATERAL (SELECT '{from}'::timestamptz + ('{to}'::timestamptz - '{from}'::timestamptz) * g / {n} AS t) s; \
-         INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at) \
-         SELECT gen_random_uuid(), e.id, k, 'step_result', '{{}}', e.started_at + interval '1 second' \
+         INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at) \
+         SELECT gen_random_uuid(), e.id, k, 'step_result', '{{}}', e.started_at + interval '1 second', e.started_at \
          FROM executions e, generate_series(1, {events}) k WHERE e.pattern_name = '{tag}';"
     ))
     .await
@@ -804,10 +804,14 @@ async fn orphan_events(db: &tokio_postgres::Client) -> i64 {
 }
 
 async fn partitions(db: &tokio_postgres::Client) -> Vec<String> {
+    partitions_of(db, "executions").await
+}
+
+async fn partitions_of(db: &tokio_postgres::Client, parent: &str) -> Vec<String> {
     db.query(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'executions'::regclass ORDER BY 1",
-        &[],
+         WHERE i.inhparent = $1::text::regclass ORDER BY 1",
+        &[&parent],
     )
     .await
     .unwrap()
@@ -837,9 +841,10 @@ fn cleanup_params(older_than: &str) -> retention::CleanupParams {
     }
 }
 
-/// Expired months go whole (DETACH + DROP: gone from pg_inherits and pg_class), with their events; the
-/// boundary month, a month holding an unfinished execution and old rows in the default partition go in
-/// batches; a dry run first reports exactly that and changes nothing.
+/// Expired months go whole (DETACH + DROP: gone from pg_inherits and pg_class), with their events partition of
+/// the same month; the boundary month, a month holding an unfinished execution and old rows in the default
+/// partitions go in batches (also a row written late into a dropped month, with its events); a dry run first
+/// reports exactly that and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     let h = postgres().await;
@@ -882,6 +887,12 @@ async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     let counts =
         "SELECT (SELECT count(*) FROM executions) * 1000000 + (SELECT count(*) FROM execution_events)";
     let before = count(&db, counts).await;
+    // Each monthly executions partition has its events partition (made together by the partition function).
+    let ev_parts = partitions_of(&db, "execution_events").await;
+    for p in ["execution_events_2024_01", "execution_events_2024_02", "execution_events_2024_03"] {
+        assert!(ev_parts.contains(&p.to_string()), "{p} missing from {ev_parts:?}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events_2024_01").await, 6000);
     let dry = h.storage.cleanup(&p).await.unwrap();
     assert_eq!(count(&db, counts).await, before, "a dry run changed rows");
     assert!(table_exists(&db, "executions_2024_01").await);
@@ -892,6 +903,8 @@ async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     assert!(ex.bytes_reclaimed.unwrap() > 0);
     assert_eq!(dry.unfinished_kept, 1, "the running execution of February is kept");
     assert_eq!((ev.table.as_str(), ev.rows as i64), ("execution_events", events_going), "{dry:#?}");
+    assert_eq!(ev.partitions_dropped, vec!["execution_events_2024_01".to_string()], "{dry:#?}");
+    assert_eq!(ev.rows_in_batches as i64, events_going - 6000, "{dry:#?}");
     let oldest: Vec<String> = db
         .query("SELECT id::text FROM executions ORDER BY started_at, id LIMIT 5", &[])
         .await
@@ -910,7 +923,18 @@ async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     assert_eq!(ex.rows_in_batches as i64, going - 3000);
     assert!(ex.batches >= 3, "2000-row batches: {done:#?}");
     assert_eq!(ev.rows as i64, events_going, "{done:#?}");
+    assert_eq!(ev.partitions_dropped, vec!["execution_events_2024_01".to_string()], "{done:#?}");
+    assert_eq!(ev.rows_in_batches as i64, events_going - 6000, "{done:#?}");
+    assert!(ev.bytes_reclaimed.unwrap() > 0);
     assert_eq!(done.unfinished_kept, 1);
+
+    // The events partition went with its month (detached and dropped, not deleted row by row).
+    let ev_parts = partitions_of(&db, "execution_events").await;
+    assert!(!ev_parts.contains(&"execution_events_2024_01".to_string()), "{ev_parts:?}");
+    assert!(!table_exists(&db, "execution_events_2024_01").await, "dropped, not left detached");
+    for p in ["execution_events_2024_02", "execution_events_2024_03", "execution_events_default"] {
+        assert!(ev_parts.contains(&p.to_string()), "{p} missing from {ev_parts:?}");
+    }
 
     // The month went as a table, not row by row; the others are still attached.
     let parts = partitions(&db).await;
@@ -945,14 +969,25 @@ async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     assert_eq!(run.rows.get("execution_events").copied(), Some(events_going as u64));
     assert_eq!(done.run_id.as_deref(), Some(run.id.as_str()));
 
-    // Nothing left to do: a second run removes nothing; with --include-unfinished the running one goes,
-    // February now being a whole month of selected rows.
+    // A row written late into the dropped January lands in the default partitions, its events too; the next
+    // run deletes them in batches. Then nothing is left to do.
+    fill(&db, "late", "completed", "2024-01-10Z", "2024-01-11Z", 1, 2).await;
+    let late = "SELECT (SELECT count(*) FROM executions_default WHERE started_at >= '2024-01-01Z') * 1000 + \
+                (SELECT count(*) FROM execution_events_default WHERE execution_started_at >= '2024-01-01Z')";
+    assert_eq!(count(&db, late).await, 1002, "the late row and its two events sit in the default partitions");
     let again = h.storage.cleanup(&cleanup_params(&age)).await.unwrap();
-    assert_eq!(again.tables[0].rows, 0, "{again:#?}");
+    assert_eq!((again.tables[0].rows, again.tables[1].rows), (1, 2), "{again:#?}");
+    assert!(again.tables[0].partitions_dropped.is_empty(), "{again:#?}");
+    assert_eq!(count(&db, late).await, 0);
+    assert_eq!(orphan_events(&db).await, 0);
+    let again = h.storage.cleanup(&cleanup_params(&age)).await.unwrap();
+    assert_eq!((again.tables[0].rows, again.tables[1].rows), (0, 0), "{again:#?}");
+    // With --include-unfinished the running one goes, February now being a whole month of selected rows.
     let mut p = cleanup_params(&age);
     p.include_unfinished = true;
     let all = h.storage.cleanup(&p).await.unwrap();
     assert_eq!(all.tables[0].partitions_dropped, vec!["executions_2024_02".to_string()], "{all:#?}");
+    assert_eq!(all.tables[1].partitions_dropped, vec!["execution_events_2024_02".to_string()], "{all:#?}");
     assert_eq!((all.tables[0].rows, all.tables[1].rows), (1, 3), "{all:#?}");
     assert_eq!(orphan_events(&db).await, 0);
     h.finish().await;
@@ -1017,11 +1052,12 @@ async fn writers_keep_going_during_a_cleanup() {
     for (tag, from, to) in [("a", "2024-01-01Z", "2024-02-01Z"), ("b", "2024-02-01Z", "2024-03-01Z")] {
         fill(&db, tag, "completed", from, to, 20_000, 0).await;
     }
-    // Events for a few: the event pass goes by event id.
+    // Events for a few executions.
     fill(&db, "c", "completed", "2024-03-01Z", "2024-04-01Z", 20_000, 0).await;
     db.batch_execute(
-        "INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at) \
-         SELECT gen_random_uuid(), id, 1, 'step_result', '{}', started_at FROM executions WHERE random() < 0.05",
+        "INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at) \
+         SELECT gen_random_uuid(), id, 1, 'step_result', '{}', started_at, started_at FROM executions \
+         WHERE random() < 0.05",
     )
     .await
     .unwrap();

@@ -63,8 +63,8 @@ async fn load(db: &str, expired: i64, live: i64) -> i64 {
                 '{{\"ok\":true}}', t, t + interval '2 seconds', 2000
          FROM b, generate_series(0, {live} - 1) g,
               LATERAL (SELECT b.mid + interval '1 day 1 hour' + (b.hi - b.mid - interval '1 day 1 hour') * (g::float8 / {live}) AS t) s;
-         INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at)
-         SELECT gen_random_uuid(), id, 1, 'step_result', '{{\"step\":1}}', started_at + interval '1 second'
+         INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at)
+         SELECT gen_random_uuid(), id, 1, 'step_result', '{{\"step\":1}}', started_at + interval '1 second', started_at
          FROM executions WHERE random() < 0.1;",
         boundary = expired - in_months,
     );

@@ -56,7 +56,7 @@ use super::{budget::Raw, partitions::PARTITION_LOCK, PostgresBackend};
 use crate::{
     config::StorageConfig,
     error::{pg_sqlstate_kind, Error, Result},
-    retention::{Plan, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
+    retention::{Plan, Precheck, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
     rules::{Key, Selection, FINAL_STATUSES},
     time,
 };
@@ -232,20 +232,27 @@ impl PostgresBackend {
     }
 }
 
-/// A monthly partition entirely below the limit and before this month.
+/// A monthly partition entirely below the limit and before this month, with its `execution_events` partition.
 struct Month {
     name: String,
+    /// `execution_events_YYYY_MM`: the events of the month's executions.
+    events: String,
     /// Its range `[lower, upper)`, microseconds.
     lower: i64,
     upper: i64,
 }
 
-/// The past monthly partitions whose whole range is below the limit and whose rows are all selected.
+/// The past monthly partitions whose whole range is below the limit, whose rows are all selected and whose
+/// events partition of the same month is attached (the partition keeper and the migration make both together;
+/// a month without one goes in batches).
 async fn whole_months(s: &Session<'_>, sel: &Selection) -> Result<Vec<Month>> {
     let rows = s
         .rows(
             &format!(
-                "SELECT c.relname::text, {} AS upper, {} AS lower FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                "SELECT c.relname::text, {} AS upper, {} AS lower, ev.relname::text \
+                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_class ev ON ev.relname = 'execution_events_' || substr(c.relname, 12) \
+                 JOIN pg_inherits ei ON ei.inhrelid = ev.oid AND ei.inhparent = 'execution_events'::regclass \
                  CROSS JOIN LATERAL (SELECT (to_date(substr(c.relname, 12), 'YYYY_MM') + interval '1 month') \
                  AT TIME ZONE 'UTC' AS upper) u \
                  WHERE i.inhparent = 'executions'::regclass AND c.relname ~ '^executions_[0-9]{{4}}_[0-9]{{2}}$' \
@@ -260,14 +267,15 @@ async fn whole_months(s: &Session<'_>, sel: &Selection) -> Result<Vec<Month>> {
         .await?;
     let mut months = Vec::new();
     for r in rows {
-        let (name, upper, lower): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        let (name, upper, lower, events): (String, i64, i64, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
         if !sel.covers_range(upper) {
             continue;
         }
         if !sel.include_unfinished && has_unfinished(s, &name).await? {
             continue;
         }
-        months.push(Month { name, lower, upper });
+        months.push(Month { name, events, lower, upper });
     }
     Ok(months)
 }
@@ -300,13 +308,54 @@ async fn month_rows(s: &Session<'_>, part: &str) -> Result<(u64, Option<i64>, Op
     Ok((r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
 }
 
+/// Rows, oldest and newest `recorded_at` of one events partition.
+async fn month_events(s: &Session<'_>, part: &str) -> Result<(u64, Option<i64>, Option<i64>)> {
+    let r = s
+        .row(
+            &format!(
+                "SELECT count(*), {}, {} FROM {}",
+                us("min(recorded_at)"),
+                us("max(recorded_at)"),
+                quoted(part)
+            ),
+            &[],
+            "counting an events partition's rows",
+        )
+        .await?;
+    Ok((r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
+}
+
+/// Oldest and newest `started_at` of one partition (two index probes).
+async fn month_range(s: &Session<'_>, part: &str) -> Result<(Option<i64>, Option<i64>)> {
+    let r = s
+        .row(
+            &format!("SELECT {}, {} FROM {}", us("min(started_at)"), us("max(started_at)"), quoted(part)),
+            &[],
+            "reading a partition's time range",
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
+/// Oldest and newest `recorded_at` of one events partition.
+async fn events_range(s: &Session<'_>, part: &str) -> Result<(Option<i64>, Option<i64>)> {
+    let r = s
+        .row(
+            &format!("SELECT {}, {} FROM {}", us("min(recorded_at)"), us("max(recorded_at)"), quoted(part)),
+            &[],
+            "reading an events partition's time range",
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
 /// SQL excluding the months' ranges (`AND NOT (started_at in [lower, upper))` each), so that partition pruning
 /// skips them.
-fn outside(months: &[Month]) -> String {
+fn outside(months: &[Month], column: &str) -> String {
     let lit = |us: i64| format!("('epoch'::timestamptz + {us}::int8 * interval '1 microsecond')");
     months
         .iter()
-        .map(|m| format!(" AND NOT (started_at >= {} AND started_at < {})", lit(m.lower), lit(m.upper)))
+        .map(|m| format!(" AND NOT ({column} >= {} AND {column} < {})", lit(m.lower), lit(m.upper)))
         .collect()
 }
 
@@ -363,22 +412,34 @@ impl PostgresBackend {
         let s = self.session().await?;
         let id = limit_id(sel)?;
         let params: [&(dyn ToSql + Sync); 2] = [&sel.before.0, &id];
-        // Whole months are counted by partition (an index-only scan each), the rest by the selection.
+        // Whole months are counted by partition (both tables), the rest by the selection outside them.
         let mut exec = Acc::default();
+        let mut events = Acc::default();
         let months = whole_months(&s, sel).await?;
-        let mut bytes = 0u64;
+        let (mut bytes, mut ev_bytes) = (0u64, 0u64);
         for m in &months {
             let (n, lo, hi) = month_rows(&s, &m.name).await?;
             exec.rows += n;
             exec.seen(lo, hi);
-            let size: i64 = s
-                .row("SELECT pg_total_relation_size($1::text::regclass)", &[&m.name], "sizing a partition")
-                .await?
-                .get(0);
-            bytes += size as u64;
+            let (n, lo, hi) = month_events(&s, &m.events).await?;
+            events.rows += n;
+            events.seen(lo, hi);
+            let sizes = s
+                .row(
+                    "SELECT pg_total_relation_size($1::text::regclass), pg_total_relation_size($2::text::regclass)",
+                    &[&m.name, &m.events],
+                    "sizing a month's partitions",
+                )
+                .await?;
+            bytes += sizes.get::<_, i64>(0) as u64;
+            ev_bytes += sizes.get::<_, i64>(1) as u64;
             exec.partitions.push(m.name.clone());
+            events.partitions.push(m.events.clone());
         }
-        exec.bytes = (!months.is_empty()).then_some(bytes);
+        if !months.is_empty() {
+            exec.bytes = Some(bytes);
+            events.bytes = Some(ev_bytes);
+        }
         let r = s
             .row(
                 &format!(
@@ -389,7 +450,7 @@ impl PostgresBackend {
                     us("max(started_at) FILTER (WHERE going)"),
                     final_list(),
                     ts(1),
-                    outside(&months)
+                    outside(&months, "started_at")
                 ),
                 &[&sel.before.0, &id, &sel.include_unfinished],
                 "counting the executions to remove",
@@ -414,21 +475,28 @@ impl PostgresBackend {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // Events outside the whole months: only partitions below the limit are read (the partition key).
         let e = s
             .row(
                 &format!(
-                    "SELECT count(*), {}, {} FROM execution_events WHERE execution_id IN \
-                     (SELECT id FROM executions WHERE {})",
+                    "SELECT count(*), {}, {} FROM execution_events e WHERE e.execution_started_at <= {}{} \
+                     AND EXISTS (SELECT 1 FROM executions x WHERE x.id = e.execution_id \
+                     AND x.started_at = e.execution_started_at AND {})",
                     us("min(recorded_at)"),
                     us("max(recorded_at)"),
+                    ts(1),
+                    outside(&months, "e.execution_started_at"),
                     selected(sel)
+                        .replace("(started_at, id)", "(x.started_at, x.id)")
+                        .replace("status", "x.status")
                 ),
                 &params,
                 "counting the events to remove",
             )
             .await?;
         let n = e.get::<_, i64>(0) as u64;
-        let mut events = Acc { rows: n, in_batches: n, ..Acc::default() };
+        events.rows += n;
+        events.in_batches = n;
         events.seen(e.get(1), e.get(2));
         Ok(Plan {
             tables: vec![exec.report("executions"), events.report("execution_events")],
@@ -494,40 +562,29 @@ impl PostgresBackend {
             .map(|r| r.get(0))
             .collect();
 
-        // 1. Whole months: their events first, then DETACH + DROP.
-        let months = whole_months(&s, sel).await?;
-        if !months.is_empty() {
-            let mut counted = Vec::new();
-            for m in &months {
-                counted.push(month_rows(&s, &m.name).await?);
-            }
-            let in_months: u64 = counted.iter().map(|c| c.0).sum();
-            let few: i64 = s
-                .row(
-                    "SELECT count(*) FROM (SELECT 1 FROM execution_events LIMIT $1) e",
-                    &[&(in_months as i64)],
-                    "counting events",
-                )
-                .await?
-                .get(0);
-            if (few as u64) < in_months {
-                events_by_event_id(&s, sel, &months, &mut events, tally).await?;
-            } else {
-                for m in &months {
-                    events_by_execution(&s, &m.name, &mut events, tally).await?;
-                }
-            }
-            for (m, (rows, lo, hi)) in months.iter().zip(counted) {
-                // Not dropped: its rows go in batches below.
-                if let Some(bytes) = drop_month(&s, &m.name, sel).await? {
-                    exec.rows += rows;
-                    exec.seen(lo, hi);
-                    exec.partitions.push(m.name.clone());
-                    exec.bytes = Some(exec.bytes.unwrap_or(0) + bytes);
-                    tally.add("executions", rows);
-                    tracing::info!(partition = %m.name, rows, "dropped an expired executions partition");
-                }
-            }
+        // 1. Whole months: DETACH + DROP of the month's executions and events partitions together.
+        for m in whole_months(&s, sel).await? {
+            // Time ranges for the report, read before the lock (index probes; an events partition scan).
+            let (lo, hi) = month_range(&s, &m.name).await?;
+            let (ev_lo, ev_hi) = events_range(&s, &m.events).await?;
+            // Not dropped: its rows go in batches below.
+            let Some(d) = drop_month(&s, &m, sel).await? else { continue };
+            exec.rows += d.rows;
+            exec.seen(lo, hi);
+            exec.partitions.push(m.name.clone());
+            exec.bytes = Some(exec.bytes.unwrap_or(0) + d.bytes);
+            events.rows += d.events;
+            events.seen(ev_lo, ev_hi);
+            events.partitions.push(m.events.clone());
+            events.bytes = Some(events.bytes.unwrap_or(0) + d.event_bytes);
+            tally.add("execution_events", d.events);
+            tally.add("executions", d.rows);
+            tracing::info!(
+                partition = %m.name,
+                rows = d.rows,
+                events = d.events,
+                "dropped an expired month (executions and events partitions)"
+            );
         }
         // 2. The rest in batches, oldest first.
         let first = format!(
@@ -543,8 +600,10 @@ impl PostgresBackend {
             ts(3)
         );
         let del_events = format!(
-            "WITH d AS (DELETE FROM execution_events WHERE execution_id = ANY($1) RETURNING recorded_at) \
-             SELECT count(*), {}, {} FROM d",
+            "WITH d AS (DELETE FROM execution_events WHERE execution_id = ANY($1) AND execution_started_at >= {} \
+             AND execution_started_at <= {} RETURNING recorded_at) SELECT count(*), {}, {} FROM d",
+            ts(2),
+            ts(3),
             us("min(recorded_at)"),
             us("max(recorded_at)")
         );
@@ -572,7 +631,7 @@ impl PostgresBackend {
                             let (lo, hi): (i64, i64) = (lo.get(0), hi.get(0));
                             let key: (i64, Uuid) = (rows[rows.len() - 1].get(0), rows[rows.len() - 1].get(1));
                             let ids: Vec<Uuid> = rows.iter().map(|r| r.get(1)).collect();
-                            let ev = c.query_one(&del_events, &[&ids]).await?;
+                            let ev = c.query_one(&del_events, &[&ids, &lo, &hi]).await?;
                             let n = c.execute(&del_execs, &[&ids, &lo, &hi]).await?;
                             Ok(Step::Done(Some((
                                 key,
@@ -657,112 +716,27 @@ impl PostgresBackend {
     }
 }
 
-/// Deletes the events of every execution in `part`, [`BATCH`] executions at a time in `(started_at, id)` order.
-async fn events_by_execution(s: &Session<'_>, part: &str, acc: &mut Acc, tally: &Tally) -> Result<()> {
-    let body = |lower: &str| {
-        format!(
-            "WITH b AS (SELECT id, started_at FROM {p} {lower} ORDER BY started_at, id LIMIT {BATCH}), \
-             d AS (DELETE FROM execution_events WHERE execution_id IN (SELECT id FROM b) RETURNING recorded_at), \
-             k AS (SELECT started_at, id FROM b ORDER BY started_at DESC, id DESC LIMIT 1) \
-             SELECT (SELECT count(*) FROM b), (SELECT {t} FROM k), (SELECT id FROM k), (SELECT count(*) FROM d), \
-             (SELECT {lo} FROM d), (SELECT {hi} FROM d)",
-            p = quoted(part),
-            t = us("started_at"),
-            lo = us("min(recorded_at)"),
-            hi = us("max(recorded_at)"),
-        )
-    };
-    let first = body("");
-    let next = body(&format!("WHERE (started_at, id) > ({}, $2)", ts(1)));
-    let mut last: Option<(i64, Uuid)> = None;
-    loop {
-        let r = match &last {
-            None => s.row(&first, &[], "deleting the events of an expired month").await?,
-            Some((t, i)) => s.row(&next, &[t, i], "deleting the events of an expired month").await?,
-        };
-        let seen: i64 = r.get(0);
-        if seen == 0 {
-            return Ok(());
-        }
-        let n = r.get::<_, i64>(3) as u64;
-        tally.add("execution_events", n);
-        acc.batch(n);
-        acc.seen(r.get(4), r.get(5));
-        last = Some((r.get(1), r.get(2)));
-        if seen < BATCH {
-            return Ok(());
-        }
-    }
+/// What a month's drop removed, counted inside its transaction after the DETACH (exact: no writer can reach the
+/// detached tables any more).
+struct Dropped {
+    rows: u64,
+    events: u64,
+    bytes: u64,
+    event_bytes: u64,
 }
 
-/// Deletes the events of every execution in `months` by one pass over `execution_events` in id order,
-/// [`BATCH`] events at a time (cheaper than probing once per execution when events are fewer): each batch
-/// joins its events to their executions by the primary key (only executions the selection covers, within the
-/// months' range).
-async fn events_by_event_id(
-    s: &Session<'_>,
-    sel: &Selection,
-    months: &[Month],
-    acc: &mut Acc,
-    tally: &Tally,
-) -> Result<()> {
-    let lo = months.iter().map(|m| m.lower).min().unwrap_or(0);
-    let hi = months.iter().map(|m| m.upper).max().unwrap_or(0);
-    let first = format!("SELECT id, execution_id FROM execution_events ORDER BY id LIMIT {BATCH}");
-    let next =
-        format!("SELECT id, execution_id FROM execution_events WHERE id > $1 ORDER BY id LIMIT {BATCH}");
-    // Ids as arrays, each owner looked up by the primary key (a LATERAL with LIMIT keeps the planner from
-    // hashing whole partitions); only owners the selection covers, within the months' range.
-    let status =
-        if sel.include_unfinished { String::new() } else { format!(" AND x.status IN ({})", final_list()) };
-    let delete = format!(
-        "WITH o AS (SELECT u.id FROM unnest($2::uuid[]) u(id) CROSS JOIN LATERAL (SELECT 1 FROM executions x \
-         WHERE x.id = u.id AND x.started_at >= {} AND x.started_at < {}{status} LIMIT 1) l), \
-         d AS (DELETE FROM execution_events WHERE id = ANY($1) AND execution_id IN (SELECT id FROM o) \
-         RETURNING recorded_at) SELECT count(*), {}, {} FROM d",
-        ts(3),
-        ts(4),
-        us("min(recorded_at)"),
-        us("max(recorded_at)")
-    );
-    let mut last: Option<Uuid> = None;
-    loop {
-        let rows = match &last {
-            None => s.rows(&first, &[], "reading events").await?,
-            Some(i) => s.rows(&next, &[i], "reading events").await?,
-        };
-        let Some(end) = rows.last() else { return Ok(()) };
-        last = Some(end.get(0));
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-        let owners: Vec<Uuid> = rows.iter().map(|r| r.get(1)).collect();
-        let r = s.row(&delete, &[&ids, &owners, &lo, &hi], "deleting the events of expired months").await?;
-        let n = r.get::<_, i64>(0) as u64;
-        if n > 0 {
-            tally.add("execution_events", n);
-            acc.batch(n);
-            acc.seen(r.get(1), r.get(2));
-        }
-        if (rows.len() as i64) < BATCH {
-            return Ok(());
-        }
-    }
-}
-
-/// DETACH + DROP of one expired month in one short transaction under `lock_timeout`, retried with backoff.
-/// `Some(bytes freed)` when dropped; `None` when its rows must go in batches instead (a lock not granted in
-/// [`DROP_ATTEMPTS`] attempts, or an unfinished row that arrived since it was chosen).
-async fn drop_month(s: &Session<'_>, part: &str, sel: &Selection) -> Result<Option<u64>> {
-    let q = quoted(part);
+/// DETACH + DROP of one expired month's executions and events partitions in one short transaction under
+/// `lock_timeout`, retried with backoff. `Some` when dropped; `None` when its rows must go in batches instead
+/// (locks not granted in [`DROP_ATTEMPTS`] attempts, or an unfinished row that arrived since it was chosen).
+async fn drop_month(s: &Session<'_>, m: &Month, sel: &Selection) -> Result<Option<Dropped>> {
+    let (q, qe) = (quoted(&m.name), quoted(&m.events));
     let unfinished = format!("SELECT EXISTS (SELECT 1 FROM {q} WHERE status IN ('pending', 'running'))");
-    let unfinished_events = format!(
-        "DELETE FROM execution_events WHERE execution_id IN \
-         (SELECT id FROM {q} WHERE status IN ('pending', 'running'))"
-    );
+    let counts = format!("SELECT (SELECT count(*) FROM {q}), (SELECT count(*) FROM {qe})");
     for attempt in 0..DROP_ATTEMPTS {
         let step = s
             .transaction(
                 &format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"),
-                "dropping an expired executions partition",
+                "dropping an expired month's partitions",
                 async |c| {
                     if !c
                         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PARTITION_LOCK])
@@ -774,42 +748,56 @@ async fn drop_month(s: &Session<'_>, part: &str, sel: &Selection) -> Result<Opti
                     let attached: bool = c
                         .query_one(
                             "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) \
-                             AND inhparent = 'executions'::regclass)",
-                            &[&part],
+                             AND inhparent = 'executions'::regclass) AND EXISTS (SELECT 1 FROM pg_inherits \
+                             WHERE inhrelid = to_regclass($2) AND inhparent = 'execution_events'::regclass)",
+                            &[&m.name, &m.events],
                         )
                         .await?
                         .get(0);
                     if !attached {
                         return Ok(Step::Skip("gone"));
                     }
-                    let bytes: i64 = c
-                        .query_one("SELECT pg_total_relation_size($1::text::regclass)", &[&part])
-                        .await?
-                        .get(0);
-                    c.batch_execute(&format!("ALTER TABLE executions DETACH PARTITION {q}")).await?;
-                    if sel.include_unfinished {
-                        c.execute(&unfinished_events, &[]).await?;
-                    } else if c.query_one(&unfinished, &[]).await?.get::<_, bool>(0) {
+                    let sizes = c
+                        .query_one(
+                            "SELECT pg_total_relation_size($1::text::regclass), \
+                             pg_total_relation_size($2::text::regclass)",
+                            &[&m.name, &m.events],
+                        )
+                        .await?;
+                    // Executions first, then events: the order writers take them in (an event append locks its
+                    // execution's row, then inserts).
+                    c.batch_execute(&format!(
+                        "ALTER TABLE executions DETACH PARTITION {q}; \
+                         ALTER TABLE execution_events DETACH PARTITION {qe}"
+                    ))
+                    .await?;
+                    if !sel.include_unfinished && c.query_one(&unfinished, &[]).await?.get::<_, bool>(0) {
                         return Ok(Step::Skip("unfinished"));
                     }
-                    c.batch_execute(&format!("DROP TABLE {q}")).await?;
-                    Ok(Step::Done(bytes as u64))
+                    let n = c.query_one(&counts, &[]).await?;
+                    c.batch_execute(&format!("DROP TABLE {q}, {qe}")).await?;
+                    Ok(Step::Done(Dropped {
+                        rows: n.get::<_, i64>(0) as u64,
+                        events: n.get::<_, i64>(1) as u64,
+                        bytes: sizes.get::<_, i64>(0) as u64,
+                        event_bytes: sizes.get::<_, i64>(1) as u64,
+                    }))
                 },
             )
             .await?;
         match step {
-            Step::Done(bytes) => return Ok(Some(bytes)),
+            Step::Done(d) => return Ok(Some(d)),
             Step::Skip("gone") => return Ok(None),
             Step::Skip("unfinished") => {
                 tracing::info!(
-                    partition = part,
+                    partition = %m.name,
                     "an unfinished execution arrived in an expired month; deleting it in batches"
                 );
                 return Ok(None);
             }
             Step::Skip(_) | Step::LockTimeout => {
                 tracing::debug!(
-                    partition = part,
+                    partition = %m.name,
                     attempt,
                     "partition locks not granted in {LOCK_TIMEOUT}; retrying"
                 );
@@ -818,7 +806,7 @@ async fn drop_month(s: &Session<'_>, part: &str, sel: &Selection) -> Result<Opti
         }
     }
     tracing::warn!(
-        partition = part,
+        partition = %m.name,
         "could not lock executions for {DROP_ATTEMPTS} attempts of {LOCK_TIMEOUT} (busy writers); deleting the \
          month's rows in batches instead"
     );
@@ -890,6 +878,41 @@ impl Store for PostgresBackend {
             CleanupTarget::Executions => self.plan_executions(&sel).await,
             CleanupTarget::AuditLogs => self.plan_audit(&sel).await,
         }
+    }
+
+    async fn precheck(&self, sel: Selection) -> Result<Precheck> {
+        // Index probes only (EXISTS, and a count of the few unfinished rows through the status index): no
+        // count of the rows that go.
+        let s = self.session().await?;
+        let id = limit_id(&sel)?;
+        let (table, key) = match sel.target {
+            CleanupTarget::Executions => ("executions", "(started_at, id)"),
+            CleanupTarget::AuditLogs => ("audit_logs", "(timestamp, id)"),
+        };
+        let going = match sel.target {
+            CleanupTarget::Executions => selected(&sel),
+            CleanupTarget::AuditLogs => format!("{key} < ({}, $2)", ts(1)),
+        };
+        let unfinished = matches!(sel.target, CleanupTarget::Executions) && !sel.include_unfinished;
+        let r = s
+            .row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {table} WHERE {going}), \
+                     EXISTS (SELECT 1 FROM {table} WHERE {key} >= ({t}, $2)), \
+                     CASE WHEN $3 THEN (SELECT count(*) FROM executions WHERE status IN ('pending', 'running') \
+                     AND (started_at, id) < ({t}, $2)) ELSE 0 END",
+                    t = ts(1)
+                ),
+                &[&sel.before.0, &id, &unfinished],
+                "checking what the cleanup selects",
+            )
+            .await?;
+        let unfinished_kept = r.get::<_, i64>(2) as u64;
+        Ok(Precheck {
+            selects_any: r.get(0),
+            keeps_any: r.get::<_, bool>(1) || unfinished_kept > 0,
+            unfinished_kept,
+        })
     }
 
     async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
