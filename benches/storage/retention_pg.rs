@@ -1,12 +1,15 @@
-//! Retention on PostgreSQL (issue 12): 1,000,000 expired executions over three months (and a day of the
-//! boundary month) plus 100,000 live ones, one event per ten executions.
+//! Retention on PostgreSQL (issue 12): 1,000,000 executions over three whole months, 10,000 in the first day of
+//! the next month (the boundary day) and 100,000 live ones after it, one event per ten executions.
 //!
-//! - `pg_retention`: our cleanup through the loaded plugin (`cleanup executions --older-than …`: whole months
-//!   dropped, the boundary day in batches) against plain `DELETE … WHERE started_at < cutoff` of the same rows
-//!   (their events first, then the executions: one statement each) on an identical database, made from the
+//! - `pg_retention`: the issue's case, a cutoff at a month boundary (1,000,000 expired executions over three
+//!   months): our cleanup through the loaded plugin (`cleanup executions --older-than …`: three months dropped,
+//!   executions and events partitions together) against plain `DELETE … WHERE started_at < cutoff` of the same
+//!   rows (their events first, then the executions: one statement each) on an identical database, made from the
 //!   same template. Ratio = baseline time / our time; target ≥ 20×.
+//! - `pg_retention_boundary`: the same with the cutoff at the end of the boundary day: the three months dropped
+//!   and the boundary day's 10,000 executions (and their events) deleted in batches.
 //! - `pg_retention_writers`: 16 callers running the execution lifecycle (create + complete) through the
-//!   plugin, during our cleanup vs without it on the same database; target ≥ 0.8× the throughput. The note
+//!   plugin, during the boundary case's cleanup (on its own copy) vs without it on the same database; target ≥ 0.8× the throughput. The note
 //!   gives the longest statement of the cleanup's sessions and the longest lock wait of any session, sampled
 //!   from `pg_stat_activity` every 10 ms (target ≤ 200 ms), and the writers' slowest call.
 
@@ -30,9 +33,9 @@ use crate::{
 const WRITERS: usize = 16;
 
 /// Loads the data into `db` (migrated by opening the plugin once): partitions for the last six months,
-/// `expired` executions before the cutoff (the start of the month two months back plus one day), `live` after
-/// it, one event per ten executions. Returns the cutoff as seconds before now.
-async fn load(db: &str, expired: i64, live: i64) -> i64 {
+/// `expired` executions in the three months before the month two months back, 1 % more in that month's first
+/// day (an hour in), `live` after it, one event per ten executions.
+async fn load(db: &str, expired: i64, live: i64) {
     let server = pg::server();
     let mut config = server.storage_config(db);
     config["retention"] = json!({ "runSchedule": false });
@@ -40,7 +43,7 @@ async fn load(db: &str, expired: i64, live: i64) -> i64 {
     s.shutdown().await.expect("shutdown");
     drop(s);
     let c = server.client(db).await;
-    let in_months = expired - expired / 100; // 99 % in three whole months, 1 % in the boundary day
+    let boundary = expired / 100; // after the three months: the first day of the next month
     let sql = format!(
         "SELECT parallax_create_execution_partition(date_trunc('month', now()) - make_interval(months => m)) \
          FROM generate_series(1, 6) m;
@@ -51,12 +54,13 @@ async fn load(db: &str, expired: i64, live: i64) -> i64 {
                                  duration_ms)
          SELECT gen_random_uuid(), 'bench-retention', '1.0.0', 'completed', '{{\"q\":\"summarize\",\"n\":1}}',
                 '{{\"ok\":true}}', t, t + interval '2 seconds', 2000
-         FROM b, generate_series(0, {in_months} - 1) g, LATERAL (SELECT b.lo + (b.mid - b.lo) * (g::float8 / {in_months}) AS t) s;
+         FROM b, generate_series(0, {expired} - 1) g, LATERAL (SELECT b.lo + (b.mid - b.lo) * (g::float8 / {expired}) AS t) s;
          INSERT INTO executions (id, pattern_name, pattern_version, status, input, output, started_at, completed_at,
                                  duration_ms)
          SELECT gen_random_uuid(), 'bench-retention', '1.0.0', 'failed', '{{\"q\":\"summarize\",\"n\":2}}',
                 '{{\"ok\":false}}', t, t + interval '2 seconds', 2000
-         FROM b, generate_series(0, {boundary} - 1) g, LATERAL (SELECT b.mid + interval '1 day' * (g::float8 / {boundary}) AS t) s;
+         FROM b, generate_series(0, {boundary} - 1) g,
+              LATERAL (SELECT b.mid + interval '1 hour' + interval '23 hours' * (g::float8 / {boundary}) AS t) s;
          INSERT INTO executions (id, pattern_name, pattern_version, status, input, output, started_at, completed_at,
                                  duration_ms)
          SELECT gen_random_uuid(), 'bench-retention', '1.0.0', 'completed', '{{\"q\":\"summarize\",\"n\":3}}',
@@ -66,21 +70,31 @@ async fn load(db: &str, expired: i64, live: i64) -> i64 {
          INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at)
          SELECT gen_random_uuid(), id, 1, 'step_result', '{{\"step\":1}}', started_at + interval '1 second', started_at
          FROM executions WHERE random() < 0.1;",
-        boundary = expired - in_months,
     );
     c.batch_execute(&sql).await.unwrap_or_else(|e| util::fail(&format!("loading the retention data: {e}")));
     c.batch_execute("VACUUM ANALYZE").await.expect("VACUUM ANALYZE");
-    let age: i64 = c
-        .query_one(
-            "SELECT extract(epoch FROM now() - ((date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') \
-             - interval '2 months' + interval '1 day'))::int8",
-            &[],
-        )
-        .await
-        .expect("cutoff")
-        .get(0);
-    age
 }
+
+/// `--older-than` in seconds for a cutoff `offset` after the start of the month two months back (the end of
+/// the three expired months), computed just before use so that the cutoff does not drift.
+async fn age(db: &str, offset: &str) -> i64 {
+    let c = pg::server().client(db).await;
+    c.query_one(
+        &format!(
+            "SELECT extract(epoch FROM now() - ((date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') \
+             - interval '2 months' + interval '{offset}'))::int8"
+        ),
+        &[],
+    )
+    .await
+    .expect("cutoff")
+    .get(0)
+}
+
+/// Where the whole-months case cuts (before the boundary day's first row, an hour into the month), and where the
+/// boundary case cuts (after its last row, before the first live one).
+const WHOLE_MONTHS: &str = "10 minutes";
+const BOUNDARY: &str = "1 day 30 minutes";
 
 async fn copy_of(template: &str) -> String {
     let server = pg::server();
@@ -189,43 +203,38 @@ async fn watch(db: String, writers: HashSet<i32>, stop: Arc<AtomicBool>) -> (f64
     (stmt, wait, what)
 }
 
-pub async fn run(opts: &Opts) {
-    let (expired, live) = if opts.quick { (100_000, 10_000) } else { (1_000_000, 100_000) };
+/// Our cleanup vs plain DELETEs of the same rows, each on a fresh copy of `template`, with the cutoff `offset`
+/// after the end of the three months; reports `scenario`.
+async fn compare(template: &str, scenario: &str, offset: &str, expect: u64, total: i64) {
     let server = pg::server();
-    let template = server.fresh_database().await;
-    let t = Instant::now();
-    let age = load(&template, expired, live).await;
-    eprintln!(
-        "# pg_retention: loaded {expired} expired + {live} live executions in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-
-    // Ours, on a quiet database.
-    let ours_db = copy_of(&template).await;
-    let base_db = copy_of(&template).await;
-    let load_db = copy_of(&template).await;
+    let ours_db = copy_of(template).await;
+    let base_db = copy_of(template).await;
     let storage = open(&ours_db, None);
     storage.health().await.expect("health");
-    // What the counting costs (every cleanup counts first: the report, the `--yes` rule): a dry run.
-    let mut dry = params(age);
+    // What counting costs (a dry run; a real cleanup only probes): for the note.
+    let mut dry = params(age(&ours_db, offset).await);
     dry.dry_run = true;
     let t = Instant::now();
     storage.cleanup(&dry).await.unwrap_or_else(|e| util::fail(&format!("dry run: {e}")));
     let counting = t.elapsed();
+    let secs = age(&ours_db, offset).await;
     let t = Instant::now();
-    let report = storage.cleanup(&params(age)).await.unwrap_or_else(|e| util::fail(&format!("cleanup: {e}")));
+    let report =
+        storage.cleanup(&params(secs)).await.unwrap_or_else(|e| util::fail(&format!("cleanup: {e}")));
     let ours = t.elapsed();
     let rows = report.tables[0].rows;
     let events = report.tables.get(1).map_or(0, |t| t.rows);
-    if rows != expired as u64 {
-        util::fail(&format!("our cleanup removed {rows} executions, expected {expired}: {report:?}"));
+    if rows != expect {
+        util::fail(&format!("our cleanup removed {rows} executions, expected {expect}: {report:?}"));
     }
     storage.shutdown().await.expect("shutdown");
     drop(storage);
 
     // The baseline: plain DELETEs of the same rows on an identical database.
     let c = server.client(&base_db).await;
-    let cutoff = format!("now() - interval '{age} seconds'");
+    let cutoff = format!(
+        "((date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '2 months' + interval '{offset}')"
+    );
     let t = Instant::now();
     let ev = c
         .execute(
@@ -254,28 +263,52 @@ pub async fn run(opts: &Opts) {
         util::fail(&format!("baseline removed {n} executions and {ev} events, ours {rows} and {events}"));
     }
     drop(c);
+    let (ex, evr) = (&report.tables[0], report.tables.get(1));
     util::report_throughput(
-        "pg_retention",
+        scenario,
         rows as f64 / ours.as_secs_f64(),
         rows as f64 / base.as_secs_f64(),
         "executions removed/s",
         20.0,
         &format!(
-            "{rows} expired executions (3 months + a boundary day) and {events} events of {} total; ours {:.2} s \
-             (counting alone, as a dry run: {:.2} s; {} partitions dropped, {} rows in {} batches) vs plain DELETE \
-             {:.2} s (events {:.2} s + executions {:.2} s; the VACUUM that gives their space back {:.2} s more)",
-            expired + live,
+            "{rows} expired executions and {events} events of {total} executions; ours {:.3} s ({} + {} partitions \
+             dropped, {} executions and {} events in {} batches; a dry run, which counts everything, {:.2} s) vs \
+             plain DELETE {:.2} s (events {:.2} s + executions {:.2} s; the VACUUM that gives their space back \
+             {:.2} s more)",
             ours.as_secs_f64(),
+            ex.partitions_dropped.len(),
+            evr.map_or(0, |t| t.partitions_dropped.len()),
+            ex.rows_in_batches,
+            evr.map_or(0, |t| t.rows_in_batches),
+            ex.batches,
             counting.as_secs_f64(),
-            report.tables[0].partitions_dropped.len(),
-            report.tables[0].rows_in_batches,
-            report.tables[0].batches,
             base.as_secs_f64(),
             t_events.as_secs_f64(),
             (base - t_events).as_secs_f64(),
             vacuum.as_secs_f64()
         ),
     );
+    for db in [ours_db, base_db] {
+        server.drop_database(&db).await;
+    }
+}
+
+pub async fn run(opts: &Opts) {
+    let (expired, live) = if opts.quick { (100_000, 10_000) } else { (1_000_000, 100_000) };
+    let boundary = expired / 100;
+    let total = expired + boundary + live;
+    let server = pg::server();
+    let template = server.fresh_database().await;
+    let t = Instant::now();
+    load(&template, expired, live).await;
+    eprintln!(
+        "# pg_retention: loaded {expired} executions in three months + {boundary} in the boundary day + {live} live \
+         in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    compare(&template, "pg_retention", WHOLE_MONTHS, expired as u64, total).await;
+    compare(&template, "pg_retention_boundary", BOUNDARY, (expired + boundary) as u64, total).await;
+    let load_db = copy_of(&template).await;
 
     // Writers during the cleanup vs without, on a third copy. The cleanup runs on its own storage instance.
     let writer_storage = open(&load_db, Some(WRITERS));
@@ -318,8 +351,10 @@ pub async fn run(opts: &Opts) {
     let watcher = tokio::spawn(watch(load_db.clone(), writer_pids, stop.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
-    let during_report =
-        cleaner.cleanup(&params(age)).await.unwrap_or_else(|e| util::fail(&format!("cleanup: {e}")));
+    let during_report = cleaner
+        .cleanup(&params(age(&load_db, BOUNDARY).await))
+        .await
+        .unwrap_or_else(|e| util::fail(&format!("cleanup: {e}")));
     let took = t.elapsed();
     // Keep the writers' window at least as long as the quiet one.
     if took + Duration::from_millis(200) < window {
@@ -360,7 +395,7 @@ pub async fn run(opts: &Opts) {
     writer_storage.shutdown().await.expect("shutdown");
     cleaner.shutdown().await.expect("shutdown");
     drop((writer_storage, cleaner, admin));
-    for db in [template, ours_db, base_db, load_db] {
+    for db in [template, load_db] {
         server.drop_database(&db).await;
     }
 }

@@ -816,16 +816,26 @@ async fn drop_month(s: &Session<'_>, m: &Month, sel: &Selection) -> Result<Optio
 /// The runner lock's session: unlocked and closed when dropped.
 struct Held(Option<Client>);
 
+/// Runner locks of this process being released (the unlock runs on a spawned task once the lock drops): a run
+/// started right after another one in the same process waits for them instead of finding its own previous lock
+/// still held.
+static RELEASING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How long `lock_runner` waits for this process's own releases in progress.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for Held {
     fn drop(&mut self) {
         let Some(client) = self.0.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
+                RELEASING.fetch_add(1, Ordering::SeqCst);
                 let _detached = rt.spawn(async move {
                     if let Err(e) = client.execute("SELECT pg_advisory_unlock($1)", &[&RUNNER_LOCK]).await {
                         tracing::debug!(error = %e, "runner lock: unlock failed; closing its session releases it");
                     }
                     drop(client);
+                    RELEASING.fetch_sub(1, Ordering::SeqCst);
                 });
             }
             // Closing the session releases its advisory locks.
@@ -926,15 +936,24 @@ impl Store for PostgresBackend {
         // A dedicated session, never a pooled one: the lock must be released on the session that took it.
         let slot = self.spec.budget.for_new(Some(&self.pool)).await?;
         let client = super::connect::connect_raw(&self.spec, slot).await?;
-        let got: bool = match client.query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK]).await {
-            Ok(r) => r.get(0),
-            Err(e) => {
-                return Err(Error::unavailable(format!(
-                    "taking the retention runner lock on PostgreSQL at {}: {}",
-                    self.spec.location,
-                    self.spec.redact(&e.to_string())
-                )))
+        let waited = std::time::Instant::now();
+        let got = loop {
+            let got: bool = match client.query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK]).await {
+                Ok(r) => r.get(0),
+                Err(e) => {
+                    return Err(Error::unavailable(format!(
+                        "taking the retention runner lock on PostgreSQL at {}: {}",
+                        self.spec.location,
+                        self.spec.redact(&e.to_string())
+                    )))
+                }
+            };
+            // Held by another instance: skip. Held by this process's previous run, still being released:
+            // wait for that (a few milliseconds).
+            if got || RELEASING.load(Ordering::SeqCst) == 0 || waited.elapsed() > RELEASE_WAIT {
+                break got;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         };
         Ok(got.then(|| RunnerLock(Box::new(Held(Some(client))))))
     }
