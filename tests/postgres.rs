@@ -993,6 +993,49 @@ async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
     h.finish().await;
 }
 
+/// A run killed between a month's DETACH and its DROP leaves both tables renamed aside (`parallax_detached_…`,
+/// out of `executions` and `execution_events` together): the next run counts and drops them and reports them.
+/// A table an operator detached under its own name is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn months_left_detached_by_a_killed_run_are_dropped_by_the_next() {
+    let h = postgres().await;
+    let db = inspect(&h).await;
+    for m in ["2024-01-15Z", "2024-02-15Z"] {
+        db.batch_execute(&format!("SELECT parallax_create_execution_partition('{m}')")).await.unwrap();
+    }
+    fill(&db, "jan", "completed", "2024-01-01Z", "2024-02-01Z", 100, 2).await;
+    fill(&db, "feb", "completed", "2024-02-01Z", "2024-03-01Z", 50, 1).await;
+    // What the killed run had committed: January detached and set aside; February detached by an operator.
+    db.batch_execute(
+        "ALTER TABLE executions DETACH PARTITION executions_2024_01; \
+         ALTER TABLE execution_events DETACH PARTITION execution_events_2024_01; \
+         ALTER TABLE executions_2024_01 RENAME TO parallax_detached_executions_2024_01; \
+         ALTER TABLE execution_events_2024_01 RENAME TO parallax_detached_execution_events_2024_01; \
+         ALTER TABLE executions DETACH PARTITION executions_2024_02; \
+         ALTER TABLE execution_events DETACH PARTITION execution_events_2024_02",
+    )
+    .await
+    .unwrap();
+    assert_eq!(orphan_events(&db).await, 0, "both months left the parents together");
+    let done = h.storage.cleanup(&cleanup_params("30d")).await.unwrap();
+    let (ex, ev) = (&done.tables[0], &done.tables[1]);
+    assert_eq!((ex.rows, ev.rows), (100, 200), "{done:#?}");
+    assert_eq!(ex.partitions_dropped, vec!["executions_2024_01".to_string()], "{done:#?}");
+    assert_eq!(ev.partitions_dropped, vec!["execution_events_2024_01".to_string()], "{done:#?}");
+    for t in ["parallax_detached_executions_2024_01", "parallax_detached_execution_events_2024_01"] {
+        assert!(!table_exists(&db, t).await, "{t} left behind");
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM executions_2024_02").await,
+        50,
+        "the operator's table is kept"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events_2024_02").await, 50);
+    let again = h.storage.cleanup(&cleanup_params("30d")).await.unwrap();
+    assert_eq!((again.tables[0].rows, again.tables[1].rows), (0, 0), "{again:#?}");
+    h.finish().await;
+}
+
 /// `--max-count` keeps the newest N (any status) and deletes older final executions in batches; audit entries
 /// go by age in batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

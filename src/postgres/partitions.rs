@@ -1,8 +1,9 @@
-//! Monthly `executions` partitions: created for this month and the configured number of months ahead at
-//! startup, then re-checked periodically, under an advisory lock so several hosts do not race on DDL. Only this
-//! month and later are ever created, so a past month dropped by a cleanup (`retention.rs`, which takes the same
-//! lock for its DETACH + DROP) is never re-created; rows written later into such a month land in the default
-//! partition, where the next cleanup deletes them in batches.
+//! Monthly `executions` partitions, each with the `execution_events` partition of the same month: created for
+//! this month and the configured number of months ahead at startup, then re-checked periodically, under an
+//! advisory lock so several hosts do not race on DDL. Only this month and later are ever created, so a past month
+//! dropped by a cleanup (`retention.rs`, which takes the same lock for its DETACH + DROP) is never re-created;
+//! rows written later into such a month land in the default partitions, where the next cleanup deletes them (and
+//! their events) in batches.
 
 use diesel::{sql_query, sql_types::Integer, QueryableByName};
 use diesel_async::{AsyncConnection, RunQueryDsl};

@@ -3,34 +3,44 @@
 //!
 //! How executions go (the selection is `(started_at, id) < before`, final statuses unless `include_unfinished`):
 //!
-//! 1. **Whole months.** A monthly partition whose whole range is below the limit ([`Selection::covers_range`]),
-//!    that lies before the current month (the partition keeper only ever creates this month and later, so a
-//!    dropped month is never re-created) and whose rows are all selected (no pending/running row unless
-//!    `include_unfinished`) goes as a partition: O(1) in its rows.
-//!    - Its events go first, in short autocommit statements of [`BATCH`] rows: driven by the partition's
-//!      executions in `(started_at, id)` order, or — when `execution_events` has fewer rows than those
-//!      partitions, as in installations that record few events — by one pass over `execution_events` in id
-//!      order, whichever reads fewer rows.
-//!    - Then one short transaction: `SET LOCAL lock_timeout` ([`LOCK_TIMEOUT`]), the partition-DDL advisory
-//!      lock (the keeper's), `DETACH PARTITION`, a re-check that no unfinished row arrived (else it rolls back
-//!      and the month is deleted in batches instead), the events of unfinished rows (`include_unfinished`,
-//!      the only rows that can still get events) and `DROP TABLE`. DETACH and DROP commit together, so no
-//!      partition is ever left detached-but-not-dropped.
-//!    - Why plain DETACH with a lock timeout: `DETACH … CONCURRENTLY` is refused while the DEFAULT partition
+//! 1. **Whole months.** `execution_events` is partitioned by month like `executions`, on its execution's
+//!    `started_at` (`execution_started_at`), and the partition function makes both months together. A monthly
+//!    partition whose whole range is below the limit ([`Selection::covers_range`]), that lies before the current
+//!    month (the partition keeper only ever creates this month and later, so a dropped month is never
+//!    re-created), whose events partition of the same month is attached and whose rows are all selected (no
+//!    pending/running row unless `include_unfinished`) goes as a pair of partitions: O(1) in its rows, no event
+//!    deleted row by row.
+//!    - One short transaction: `SET LOCAL lock_timeout` ([`LOCK_TIMEOUT`]), the partition-DDL advisory lock (the
+//!      keeper's), `DETACH PARTITION` of the executions month then of the events month (the order writers take
+//!      them: an event append locks its execution's row, then inserts), a re-check that no unfinished row
+//!      arrived (else it rolls back and the month is deleted in batches instead), and both tables renamed aside
+//!      (`parallax_detached_…`). Its rows leave `executions` and `execution_events` together at that commit.
+//!    - Then, holding no lock a writer waits for: an exact count of both detached tables for the report (no
+//!      writer can reach them) and `DROP TABLE` of both (the file unlinks happen at this commit, not under the
+//!      parents' lock). A run killed in between leaves the renamed tables, which the next run counts and drops
+//!      first; the `parallax_detached_` prefix marks tables only this module detached, so a partition an
+//!      operator detached on purpose is never touched.
+//!    - Why plain DETACH with a lock timeout: `DETACH … CONCURRENTLY` is refused while a DEFAULT partition
 //!      exists (it catches rows outside the months made ahead, and the keeper's stray moving relies on it), and
-//!      a plain DETACH takes ACCESS EXCLUSIVE on `executions`. Waiting for that lock queues every later
-//!      writer behind it, so the wait is bounded by `lock_timeout`: a writer is held up at most
-//!      [`LOCK_TIMEOUT`] plus the few milliseconds the transaction holds the lock. When the lock is not
-//!      granted in time the transaction gives up and retries with backoff ([`DROP_ATTEMPTS`]); after the last
-//!      attempt the month's rows are deleted in batches like the rest, so a busy database still gets cleaned.
+//!      a plain DETACH takes ACCESS EXCLUSIVE on the parent. Waiting for that lock queues every later writer
+//!      behind it, so the wait is bounded by `lock_timeout`: a writer is held up at most [`LOCK_TIMEOUT`] plus
+//!      the milliseconds the transaction holds the locks. When a lock is not granted in time the transaction
+//!      gives up and retries with backoff ([`DROP_ATTEMPTS`]); after the last attempt the month's rows are
+//!      deleted in batches like the rest, so a busy database still gets cleaned.
 //! 2. **Everything else** — the boundary month, the current month, rows in `executions_default` below the
 //!    limit (rows written late into a dropped month land there), months with unfinished rows — goes in
 //!    batches of [`BATCH`] executions in `(started_at, id)` order (keyset, no rescans), each one short
 //!    transaction: lock the batch's rows (`FOR UPDATE`: an event append holds its execution's row lock, so no
-//!    event can slip in after the events are deleted), delete their events, delete them.
+//!    event can slip in after the events are deleted), delete their events (pruned to the batch's
+//!    `execution_started_at` range), delete them. Rows written late into a dropped month land in both default
+//!    partitions and go this way.
 //!
-//! `Tally` is updated after each commit (a whole month counts the rows it had just before its DROP; a row
-//! written into an expired month in between goes with it uncounted). Killed at any point (kill -9), the database is consistent — events are
+//! A real cleanup does not count first: [`Store::precheck`] answers the `--yes` rule and the unfinished rows
+//! kept with index probes (`EXISTS` below and above the limit, a count of the few pending/running rows below it
+//! through the status index). Only a dry run counts everything (whole months by partition).
+//!
+//! `Tally` is updated after each commit (a whole month counts exactly the rows its two tables had at the DROP;
+//! its time range is read just before, so a row written into it in between counts but may lie outside it). Killed at any point (kill -9), the database is consistent — events are
 //! always deleted before or with their execution — and the next run picks up where this one stopped.
 //!
 //! Audit entries go in batches of [`BATCH`] in `(timestamp, id)` order. `audit_logs` is not partitioned: its
@@ -325,30 +335,6 @@ async fn month_events(s: &Session<'_>, part: &str) -> Result<(u64, Option<i64>, 
     Ok((r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
 }
 
-/// Oldest and newest `started_at` of one partition (two index probes).
-async fn month_range(s: &Session<'_>, part: &str) -> Result<(Option<i64>, Option<i64>)> {
-    let r = s
-        .row(
-            &format!("SELECT {}, {} FROM {}", us("min(started_at)"), us("max(started_at)"), quoted(part)),
-            &[],
-            "reading a partition's time range",
-        )
-        .await?;
-    Ok((r.get(0), r.get(1)))
-}
-
-/// Oldest and newest `recorded_at` of one events partition.
-async fn events_range(s: &Session<'_>, part: &str) -> Result<(Option<i64>, Option<i64>)> {
-    let r = s
-        .row(
-            &format!("SELECT {}, {} FROM {}", us("min(recorded_at)"), us("max(recorded_at)"), quoted(part)),
-            &[],
-            "reading an events partition's time range",
-        )
-        .await?;
-    Ok((r.get(0), r.get(1)))
-}
-
 /// SQL excluding the months' ranges (`AND NOT (started_at in [lower, upper))` each), so that partition pruning
 /// skips them.
 fn outside(months: &[Month], column: &str) -> String {
@@ -562,29 +548,28 @@ impl PostgresBackend {
             .map(|r| r.get(0))
             .collect();
 
-        // 1. Whole months: DETACH + DROP of the month's executions and events partitions together.
-        for m in whole_months(&s, sel).await? {
-            // Time ranges for the report, read before the lock (index probes; an events partition scan).
-            let (lo, hi) = month_range(&s, &m.name).await?;
-            let (ev_lo, ev_hi) = events_range(&s, &m.events).await?;
-            // Not dropped: its rows go in batches below.
-            let Some(d) = drop_month(&s, &m, sel).await? else { continue };
-            exec.rows += d.rows;
-            exec.seen(lo, hi);
-            exec.partitions.push(m.name.clone());
-            exec.bytes = Some(exec.bytes.unwrap_or(0) + d.bytes);
-            events.rows += d.events;
-            events.seen(ev_lo, ev_hi);
-            events.partitions.push(m.events.clone());
-            events.bytes = Some(events.bytes.unwrap_or(0) + d.event_bytes);
-            tally.add("execution_events", d.events);
-            tally.add("executions", d.rows);
-            tracing::info!(
-                partition = %m.name,
-                rows = d.rows,
-                events = d.events,
-                "dropped an expired month (executions and events partitions)"
+        // 0. Months a killed run detached but did not drop (their rows left `executions` then): dropped now.
+        for (name, ev_name) in detached_leftovers(&s).await? {
+            let d = finish_month(&s, name.as_deref(), ev_name.as_deref()).await?;
+            account(
+                &mut exec,
+                &mut events,
+                &d,
+                name.as_deref().map(original),
+                ev_name.as_deref().map(original),
+                tally,
             );
+        }
+        // 1. Whole months: DETACH of the month's executions and events partitions together (one short
+        // lock_timeout transaction, renamed aside), then counted and dropped without holding any lock that writers
+        // wait for.
+        for m in whole_months(&s, sel).await? {
+            // Not detached: its rows go in batches below.
+            let Some((bytes, ev_bytes)) = detach_month(&s, &m, sel).await? else { continue };
+            let d = finish_month(&s, Some(&aside(&m.name)), Some(&aside(&m.events))).await?;
+            exec.bytes = Some(exec.bytes.unwrap_or(0) + bytes);
+            events.bytes = Some(events.bytes.unwrap_or(0) + ev_bytes);
+            account(&mut exec, &mut events, &d, Some(&m.name), Some(&m.events), tally);
         }
         // 2. The rest in batches, oldest first.
         let first = format!(
@@ -716,27 +701,116 @@ impl PostgresBackend {
     }
 }
 
-/// What a month's drop removed, counted inside its transaction after the DETACH (exact: no writer can reach the
-/// detached tables any more).
-struct Dropped {
-    rows: u64,
-    events: u64,
-    bytes: u64,
-    event_bytes: u64,
+/// Prefix of a month's tables between their DETACH and their DROP: only ever tables this module detached.
+const ASIDE: &str = "parallax_detached_";
+
+fn aside(name: &str) -> String {
+    format!("{ASIDE}{name}")
 }
 
-/// DETACH + DROP of one expired month's executions and events partitions in one short transaction under
-/// `lock_timeout`, retried with backoff. `Some` when dropped; `None` when its rows must go in batches instead
-/// (locks not granted in [`DROP_ATTEMPTS`] attempts, or an unfinished row that arrived since it was chosen).
-async fn drop_month(s: &Session<'_>, m: &Month, sel: &Selection) -> Result<Option<Dropped>> {
+fn original(name: &str) -> &str {
+    name.strip_prefix(ASIDE).unwrap_or(name)
+}
+
+/// What one month's detached tables held when dropped.
+#[derive(Default)]
+struct Dropped {
+    rows: u64,
+    lo: Option<i64>,
+    hi: Option<i64>,
+    events: u64,
+    ev_lo: Option<i64>,
+    ev_hi: Option<i64>,
+}
+
+fn account(
+    exec: &mut Acc,
+    events: &mut Acc,
+    d: &Dropped,
+    name: Option<&str>,
+    ev_name: Option<&str>,
+    tally: &Tally,
+) {
+    exec.rows += d.rows;
+    exec.seen(d.lo, d.hi);
+    exec.partitions.extend(name.map(str::to_string));
+    events.rows += d.events;
+    events.seen(d.ev_lo, d.ev_hi);
+    events.partitions.extend(ev_name.map(str::to_string));
+    tally.add("execution_events", d.events);
+    tally.add("executions", d.rows);
+    tracing::info!(partition = ?name, rows = d.rows, events = d.events, "dropped an expired month");
+}
+
+/// Tables set aside by a run killed between a month's DETACH and its DROP: (executions, events) names by month.
+async fn detached_leftovers(s: &Session<'_>) -> Result<Vec<(Option<String>, Option<String>)>> {
+    let rows = s
+        .rows(
+            &format!(
+                "SELECT m, max(relname::text) FILTER (WHERE relname::text LIKE '{ASIDE}executions\\_%'), \
+                 max(relname::text) FILTER (WHERE relname::text LIKE '{ASIDE}execution\\_events\\_%') \
+                 FROM (SELECT relname, right(relname::text, 7) AS m FROM pg_class \
+                 WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace \
+                 AND relname ~ '^{ASIDE}(executions|execution_events)_[0-9]{{4}}_[0-9]{{2}}$') t GROUP BY m ORDER BY m"
+            ),
+            &[],
+            "looking for months detached by an interrupted cleanup",
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(1), r.get(2))).collect())
+}
+
+/// Counts (exactly: no writer can reach a detached table) and drops a month's detached tables.
+async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>) -> Result<Dropped> {
+    let mut d = Dropped::default();
+    if let Some(t) = name {
+        let q = quoted(t);
+        let r = s
+            .row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {q}), (SELECT {} FROM {q}), (SELECT {} FROM {q})",
+                    us("min(started_at)"),
+                    us("max(started_at)")
+                ),
+                &[],
+                "counting a detached month's executions",
+            )
+            .await?;
+        (d.rows, d.lo, d.hi) = (r.get::<_, i64>(0) as u64, r.get(1), r.get(2));
+    }
+    if let Some(t) = ev_name {
+        let r = s
+            .row(
+                &format!(
+                    "SELECT count(*), {}, {} FROM {}",
+                    us("min(recorded_at)"),
+                    us("max(recorded_at)"),
+                    quoted(t)
+                ),
+                &[],
+                "counting a detached month's events",
+            )
+            .await?;
+        (d.events, d.ev_lo, d.ev_hi) = (r.get::<_, i64>(0) as u64, r.get(1), r.get(2));
+    }
+    let tables: Vec<String> = name.into_iter().chain(ev_name).map(quoted).collect();
+    s.batch(&format!("DROP TABLE IF EXISTS {}", tables.join(", ")), "dropping a detached month").await?;
+    Ok(d)
+}
+
+/// DETACH of one expired month's executions and events partitions in one short transaction under
+/// `lock_timeout`, retried with backoff; both are renamed aside ([`ASIDE`]) in the same transaction, so a run
+/// killed before their DROP leaves them to the next run. `Some((bytes, event bytes))` when detached; `None` when
+/// its rows must go in batches instead (locks not granted in [`DROP_ATTEMPTS`] attempts, or an unfinished row
+/// that arrived since it was chosen).
+async fn detach_month(s: &Session<'_>, m: &Month, sel: &Selection) -> Result<Option<(u64, u64)>> {
     let (q, qe) = (quoted(&m.name), quoted(&m.events));
     let unfinished = format!("SELECT EXISTS (SELECT 1 FROM {q} WHERE status IN ('pending', 'running'))");
-    let counts = format!("SELECT (SELECT count(*) FROM {q}), (SELECT count(*) FROM {qe})");
     for attempt in 0..DROP_ATTEMPTS {
         let step = s
             .transaction(
                 &format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"),
-                "dropping an expired month's partitions",
+                "detaching an expired month's partitions",
                 async |c| {
                     if !c
                         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PARTITION_LOCK])
@@ -774,14 +848,13 @@ async fn drop_month(s: &Session<'_>, m: &Month, sel: &Selection) -> Result<Optio
                     if !sel.include_unfinished && c.query_one(&unfinished, &[]).await?.get::<_, bool>(0) {
                         return Ok(Step::Skip("unfinished"));
                     }
-                    let n = c.query_one(&counts, &[]).await?;
-                    c.batch_execute(&format!("DROP TABLE {q}, {qe}")).await?;
-                    Ok(Step::Done(Dropped {
-                        rows: n.get::<_, i64>(0) as u64,
-                        events: n.get::<_, i64>(1) as u64,
-                        bytes: sizes.get::<_, i64>(0) as u64,
-                        event_bytes: sizes.get::<_, i64>(1) as u64,
-                    }))
+                    c.batch_execute(&format!(
+                        "ALTER TABLE {q} RENAME TO {}; ALTER TABLE {qe} RENAME TO {}",
+                        quoted(&aside(&m.name)),
+                        quoted(&aside(&m.events))
+                    ))
+                    .await?;
+                    Ok(Step::Done((sizes.get::<_, i64>(0) as u64, sizes.get::<_, i64>(1) as u64)))
                 },
             )
             .await?;
