@@ -16,8 +16,8 @@
 //!      arrived (else it rolls back and the month is deleted in batches instead), and both tables renamed aside
 //!      (`parallax_detached_…`). Its rows leave `executions` and `execution_events` together at that commit.
 //!    - Then, holding no lock a writer waits for: an exact count of both detached tables for the report (no
-//!      writer can reach them) and `DROP TABLE` of both (the file unlinks happen at this commit, not under the
-//!      parents' lock). A run killed in between leaves the renamed tables, which the next run counts and drops
+//!      writer can reach them) and their DROP, one index at a time and then the table, so that no single
+//!      statement spends long unlinking files (a DROP's time grows with the bytes it frees). A run killed in between leaves the renamed tables, which the next run counts and drops
 //!      first; the `parallax_detached_` prefix marks tables only this module detached, so a partition an
 //!      operator detached on purpose is never touched.
 //!    - Why plain DETACH with a lock timeout: `DETACH … CONCURRENTLY` is refused while a DEFAULT partition
@@ -793,9 +793,33 @@ async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>
             .await?;
         (d.events, d.ev_lo, d.ev_hi) = (r.get::<_, i64>(0) as u64, r.get(1), r.get(2));
     }
-    let tables: Vec<String> = name.into_iter().chain(ev_name).map(quoted).collect();
-    s.batch(&format!("DROP TABLE IF EXISTS {}", tables.join(", ")), "dropping a detached month").await?;
+    for t in name.into_iter().chain(ev_name) {
+        drop_detached(s, t).await?;
+    }
     Ok(d)
+}
+
+/// Drops a detached table one index at a time, then the table: each statement unlinks a part of its files (the
+/// time a DROP takes grows with the bytes it frees), so no single statement runs long. Only the detached table's
+/// own locks are held.
+async fn drop_detached(s: &Session<'_>, table: &str) -> Result<()> {
+    let indexes: Vec<String> = s
+        .rows(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = to_regclass($1) \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) \
+             ORDER BY pg_relation_size(i.indexrelid) DESC",
+            &[&table],
+            "listing a detached month's indexes",
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for i in indexes {
+        // regclass text: already quoted where needed.
+        s.batch(&format!("DROP INDEX IF EXISTS {i}"), "dropping a detached month's index").await?;
+    }
+    s.batch(&format!("DROP TABLE IF EXISTS {}", quoted(table)), "dropping a detached month").await
 }
 
 /// DETACH of one expired month's executions and events partitions in one short transaction under
