@@ -761,3 +761,651 @@ async fn health_and_migration_status_open_no_new_connection() {
     drop(storage);
     server.drop_database(&db).await;
 }
+
+// ------------------------------------------------------------------ cleanup and retention (issue 12)
+
+/// The runner lock's key (`src/postgres/retention.rs`, "plx-retn").
+const RUNNER_LOCK: i64 = 0x706c_782d_7265_746e;
+
+/// Inserts `n` executions of pattern `tag` spread evenly over `[from, to)` (UTC), with `events` events each.
+async fn fill(
+    db: &tokio_postgres::Client,
+    tag: &str,
+    status: &str,
+    from: &str,
+    to: &str,
+    n: i64,
+    events: i64,
+) {
+    db.batch_execute(&format!(
+        "INSERT INTO executions (id, pattern_name, pattern_version, status, input, started_at, completed_at) \
+         SELECT gen_random_uuid(), '{tag}', '1.0.0', '{status}', jsonb_build_object('n', g), t, \
+                CASE WHEN '{status}' IN ('pending', 'running') THEN NULL ELSE t + interval '1 second' END \
+         FROM generate_series(0, {n} - 1) g, \
+              LATERAL (SELECT '{from}'::timestamptz + ('{to}'::timestamptz - '{from}'::timestamptz) * g / {n} AS t) s; \
+         INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at) \
+         SELECT gen_random_uuid(), e.id, k, 'step_result', '{{}}', e.started_at + interval '1 second', e.started_at \
+         FROM executions e, generate_series(1, {events}) k WHERE e.pattern_name = '{tag}';"
+    ))
+    .await
+    .unwrap();
+}
+
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+async fn orphan_events(db: &tokio_postgres::Client) -> i64 {
+    count(
+        db,
+        "SELECT count(*) FROM execution_events e WHERE NOT EXISTS (SELECT 1 FROM executions x WHERE x.id = e.execution_id)",
+    )
+    .await
+}
+
+async fn partitions(db: &tokio_postgres::Client) -> Vec<String> {
+    partitions_of(db, "executions").await
+}
+
+async fn partitions_of(db: &tokio_postgres::Client, parent: &str) -> Vec<String> {
+    db.query(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = $1::text::regclass ORDER BY 1",
+        &[&parent],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn table_exists(db: &tokio_postgres::Client, name: &str) -> bool {
+    db.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await.unwrap().get(0)
+}
+
+/// An `--older-than` age whose cutoff is `at` (RFC 3339), in whole seconds.
+async fn age_until(db: &tokio_postgres::Client, at: &str) -> String {
+    let secs: i64 = count(db, &format!("SELECT extract(epoch FROM now() - '{at}'::timestamptz)::int8")).await;
+    format!("{secs}s")
+}
+
+fn cleanup_params(older_than: &str) -> retention::CleanupParams {
+    retention::CleanupParams {
+        target: retention::CleanupTarget::Executions,
+        older_than: Some(older_than.to_string()),
+        max_count: None,
+        dry_run: false,
+        include_unfinished: false,
+        confirm_all: false,
+    }
+}
+
+/// Expired months go whole (DETACH + DROP: gone from pg_inherits and pg_class), with their events partition of
+/// the same month; the boundary month, a month holding an unfinished execution and old rows in the default
+/// partitions go in batches (also a row written late into a dropped month, with its events); a dry run first
+/// reports exactly that and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_drops_expired_months_whole_and_deletes_the_rest_in_batches() {
+    let h = postgres().await;
+    let db = inspect(&h).await;
+    for m in ["2024-01-15Z", "2024-02-15Z", "2024-03-15Z"] {
+        db.batch_execute(&format!("SELECT parallax_create_execution_partition('{m}')")).await.unwrap();
+    }
+    // 2023-06 has no partition: its rows sit in executions_default.
+    fill(&db, "stray", "failed", "2023-06-01Z", "2023-07-01Z", 10, 1).await;
+    fill(&db, "jan", "completed", "2024-01-01Z", "2024-02-01Z", 3000, 2).await;
+    fill(&db, "feb", "completed", "2024-02-01Z", "2024-03-01Z", 3000, 1).await;
+    fill(&db, "feb_running", "running", "2024-02-10Z", "2024-02-11Z", 1, 3).await;
+    fill(&db, "mar", "cancelled", "2024-03-01Z", "2024-04-01Z", 3000, 1).await;
+    let live = h.storage.create_execution(new_execution("live", "1.0.0")).await.unwrap();
+    // Half-way between two March rows (15 minutes apart), so the cutoff moving by the seconds the test takes
+    // selects no other row.
+    let cutoff: String = db
+        .query_one(
+            "SELECT to_char(date_trunc('second', (a + (b - a) / 2) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM (SELECT started_at a, lead(started_at) OVER (ORDER BY started_at) b FROM executions \
+             WHERE pattern_name = 'mar' ORDER BY started_at OFFSET 1500 LIMIT 1) s",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let cutoff = cutoff.as_str();
+    let mar_before: i64 = count(
+        &db,
+        &format!("SELECT count(*) FROM executions WHERE pattern_name = 'mar' AND started_at < '{cutoff}'"),
+    )
+    .await;
+    assert!(mar_before > 1000 && mar_before < 2000, "{mar_before}");
+    let going = 10 + 3000 + 3000 + mar_before;
+    let events_going = 10 + 6000 + 3000 + mar_before;
+    let age = age_until(&db, cutoff).await;
+
+    let mut p = cleanup_params(&age);
+    p.dry_run = true;
+    let counts =
+        "SELECT (SELECT count(*) FROM executions) * 1000000 + (SELECT count(*) FROM execution_events)";
+    let before = count(&db, counts).await;
+    // Each monthly executions partition has its events partition (made together by the partition function).
+    let ev_parts = partitions_of(&db, "execution_events").await;
+    for p in ["execution_events_2024_01", "execution_events_2024_02", "execution_events_2024_03"] {
+        assert!(ev_parts.contains(&p.to_string()), "{p} missing from {ev_parts:?}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events_2024_01").await, 6000);
+    let dry = h.storage.cleanup(&p).await.unwrap();
+    assert_eq!(count(&db, counts).await, before, "a dry run changed rows");
+    assert!(table_exists(&db, "executions_2024_01").await);
+    let (ex, ev) = (&dry.tables[0], &dry.tables[1]);
+    assert_eq!((ex.table.as_str(), ex.rows as i64), ("executions", going), "{dry:#?}");
+    assert_eq!(ex.partitions_dropped, vec!["executions_2024_01".to_string()], "{dry:#?}");
+    assert_eq!(ex.rows_in_batches as i64, going - 3000, "{dry:#?}");
+    assert!(ex.bytes_reclaimed.unwrap() > 0);
+    assert_eq!(dry.unfinished_kept, 1, "the running execution of February is kept");
+    assert_eq!((ev.table.as_str(), ev.rows as i64), ("execution_events", events_going), "{dry:#?}");
+    assert_eq!(ev.partitions_dropped, vec!["execution_events_2024_01".to_string()], "{dry:#?}");
+    assert_eq!(ev.rows_in_batches as i64, events_going - 6000, "{dry:#?}");
+    let oldest: Vec<String> = db
+        .query("SELECT id::text FROM executions ORDER BY started_at, id LIMIT 5", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ex.sample_ids, oldest, "samples are the oldest ids");
+    assert!(ex.oldest.as_deref().unwrap().starts_with("2023-06-01"), "{ex:?}");
+    assert!(ex.newest.as_deref().unwrap() < cutoff, "{ex:?}");
+
+    let done = h.storage.cleanup(&cleanup_params(&age)).await.unwrap();
+    let (ex, ev) = (&done.tables[0], &done.tables[1]);
+    assert_eq!(ex.rows as i64, going, "{done:#?}");
+    assert_eq!(ex.partitions_dropped, vec!["executions_2024_01".to_string()], "{done:#?}");
+    assert_eq!(ex.rows_in_batches as i64, going - 3000);
+    assert!(ex.batches >= 3, "1000-row batches: {done:#?}");
+    assert_eq!(ev.rows as i64, events_going, "{done:#?}");
+    assert_eq!(ev.partitions_dropped, vec!["execution_events_2024_01".to_string()], "{done:#?}");
+    assert_eq!(ev.rows_in_batches as i64, events_going - 6000, "{done:#?}");
+    assert!(ev.bytes_reclaimed.unwrap() > 0);
+    assert_eq!(done.unfinished_kept, 1);
+
+    // The events partition went with its month (detached and dropped, not deleted row by row).
+    let ev_parts = partitions_of(&db, "execution_events").await;
+    assert!(!ev_parts.contains(&"execution_events_2024_01".to_string()), "{ev_parts:?}");
+    assert!(!table_exists(&db, "execution_events_2024_01").await, "dropped, not left detached");
+    for p in ["execution_events_2024_02", "execution_events_2024_03", "execution_events_default"] {
+        assert!(ev_parts.contains(&p.to_string()), "{p} missing from {ev_parts:?}");
+    }
+
+    // The month went as a table, not row by row; the others are still attached.
+    let parts = partitions(&db).await;
+    assert!(!parts.contains(&"executions_2024_01".to_string()), "{parts:?}");
+    assert!(!table_exists(&db, "executions_2024_01").await, "dropped, not left detached");
+    for p in ["executions_2024_02", "executions_2024_03", "executions_default"] {
+        assert!(parts.contains(&p.to_string()), "{p} missing from {parts:?}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM executions_2024_02").await, 1, "only the running one stays");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM executions_default WHERE started_at < '2024-01-01Z'").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count(*) FROM executions WHERE started_at < '{cutoff}' AND status <> 'running'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM executions_2024_03").await, 3000 - mar_before);
+    assert_eq!(orphan_events(&db).await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events").await, 3 + (3000 - mar_before));
+    assert_eq!(h.storage.get_execution(live.id).await.unwrap().id, live.id);
+
+    // The run is recorded with its rows.
+    let status = h.storage.retention_status().await.unwrap();
+    let run = &status.runs[0];
+    assert_eq!((run.trigger.as_str(), run.status.as_str()), ("manual", "succeeded"), "{run:?}");
+    assert_eq!(run.rows.get("executions").copied(), Some(going as u64));
+    assert_eq!(run.rows.get("execution_events").copied(), Some(events_going as u64));
+    assert_eq!(done.run_id.as_deref(), Some(run.id.as_str()));
+
+    // A row written late into the dropped January lands in the default partitions, its events too; the next
+    // run deletes them in batches. Then nothing is left to do.
+    fill(&db, "late", "completed", "2024-01-10Z", "2024-01-11Z", 1, 2).await;
+    let late = "SELECT (SELECT count(*) FROM executions_default WHERE started_at >= '2024-01-01Z') * 1000 + \
+                (SELECT count(*) FROM execution_events_default WHERE execution_started_at >= '2024-01-01Z')";
+    assert_eq!(count(&db, late).await, 1002, "the late row and its two events sit in the default partitions");
+    let again = h.storage.cleanup(&cleanup_params(&age)).await.unwrap();
+    assert_eq!((again.tables[0].rows, again.tables[1].rows), (1, 2), "{again:#?}");
+    assert!(again.tables[0].partitions_dropped.is_empty(), "{again:#?}");
+    assert_eq!(count(&db, late).await, 0);
+    assert_eq!(orphan_events(&db).await, 0);
+    let again = h.storage.cleanup(&cleanup_params(&age)).await.unwrap();
+    assert_eq!((again.tables[0].rows, again.tables[1].rows), (0, 0), "{again:#?}");
+    // With --include-unfinished the running one goes, February now being a whole month of selected rows.
+    let mut p = cleanup_params(&age);
+    p.include_unfinished = true;
+    let all = h.storage.cleanup(&p).await.unwrap();
+    assert_eq!(all.tables[0].partitions_dropped, vec!["executions_2024_02".to_string()], "{all:#?}");
+    assert_eq!(all.tables[1].partitions_dropped, vec!["execution_events_2024_02".to_string()], "{all:#?}");
+    assert_eq!((all.tables[0].rows, all.tables[1].rows), (1, 3), "{all:#?}");
+    assert_eq!(orphan_events(&db).await, 0);
+    h.finish().await;
+}
+
+/// A run killed between a month's DETACH and its DROP leaves both tables renamed aside (`parallax_detached_…`,
+/// out of `executions` and `execution_events` together): the next run counts and drops them and reports them.
+/// A table an operator detached under its own name is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn months_left_detached_by_a_killed_run_are_dropped_by_the_next() {
+    let h = postgres().await;
+    let db = inspect(&h).await;
+    for m in ["2024-01-15Z", "2024-02-15Z"] {
+        db.batch_execute(&format!("SELECT parallax_create_execution_partition('{m}')")).await.unwrap();
+    }
+    fill(&db, "jan", "completed", "2024-01-01Z", "2024-02-01Z", 100, 2).await;
+    fill(&db, "feb", "completed", "2024-02-01Z", "2024-03-01Z", 50, 1).await;
+    // What the killed run had committed: January detached and set aside; February detached by an operator.
+    db.batch_execute(
+        "ALTER TABLE executions DETACH PARTITION executions_2024_01; \
+         ALTER TABLE execution_events DETACH PARTITION execution_events_2024_01; \
+         ALTER TABLE executions_2024_01 RENAME TO parallax_detached_executions_2024_01; \
+         ALTER TABLE execution_events_2024_01 RENAME TO parallax_detached_execution_events_2024_01; \
+         ALTER TABLE executions DETACH PARTITION executions_2024_02; \
+         ALTER TABLE execution_events DETACH PARTITION execution_events_2024_02",
+    )
+    .await
+    .unwrap();
+    assert_eq!(orphan_events(&db).await, 0, "both months left the parents together");
+    let done = h.storage.cleanup(&cleanup_params("30d")).await.unwrap();
+    let (ex, ev) = (&done.tables[0], &done.tables[1]);
+    assert_eq!((ex.rows, ev.rows), (100, 200), "{done:#?}");
+    assert_eq!(ex.partitions_dropped, vec!["executions_2024_01".to_string()], "{done:#?}");
+    assert_eq!(ev.partitions_dropped, vec!["execution_events_2024_01".to_string()], "{done:#?}");
+    for t in ["parallax_detached_executions_2024_01", "parallax_detached_execution_events_2024_01"] {
+        assert!(!table_exists(&db, t).await, "{t} left behind");
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM executions_2024_02").await,
+        50,
+        "the operator's table is kept"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events_2024_02").await, 50);
+    let again = h.storage.cleanup(&cleanup_params("30d")).await.unwrap();
+    assert_eq!((again.tables[0].rows, again.tables[1].rows), (0, 0), "{again:#?}");
+    h.finish().await;
+}
+
+/// `--max-count` keeps the newest N (any status) and deletes older final executions in batches; audit entries
+/// go by age in batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_count_and_audit_cleanup_delete_in_batches() {
+    let h = postgres().await;
+    let db = inspect(&h).await;
+    fill(&db, "old", "completed", "2023-06-01Z", "2023-06-02Z", 4500, 1).await;
+    let mut p = cleanup_params("3650d");
+    p.older_than = None;
+    p.max_count = Some(1000);
+    let r = h.storage.cleanup(&p).await.unwrap();
+    assert_eq!(r.tables[0].rows, 3500, "{r:#?}");
+    assert!(r.tables[0].partitions_dropped.is_empty(), "the default partition is never dropped");
+    assert_eq!(r.tables[0].batches, 4, "3500 rows in batches of 1000");
+    assert_eq!(count(&db, "SELECT count(*) FROM executions").await, 1000);
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events").await, 1000);
+    assert_eq!(orphan_events(&db).await, 0);
+
+    db.batch_execute(
+        "INSERT INTO audit_logs (id, timestamp, action) SELECT gen_random_uuid(), \
+         '2020-01-01Z'::timestamptz + g * interval '1 minute', 'old' FROM generate_series(1, 4100) g",
+    )
+    .await
+    .unwrap();
+    h.storage.append_audit(vec![audit("new", "me")]).await.unwrap();
+    let a = h
+        .storage
+        .cleanup(&retention::CleanupParams {
+            target: retention::CleanupTarget::AuditLogs,
+            older_than: Some("90d".into()),
+            max_count: None,
+            dry_run: false,
+            include_unfinished: false,
+            confirm_all: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.tables[0].table.as_str(), a.tables[0].rows, a.tables[0].batches),
+        ("audit_logs", 4100, 5),
+        "{a:#?}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_logs").await, 1);
+    h.finish().await;
+}
+
+/// Writers keep going while a cleanup drops months and deletes batches, even while another session holds a
+/// lock that makes the DETACH wait: the DETACH gives up after its lock_timeout and retries, instead of
+/// queueing every writer behind it until that session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_keep_going_during_a_cleanup() {
+    let h = postgres().await;
+    let db = inspect(&h).await;
+    for m in ["2024-01-15Z", "2024-02-15Z", "2024-03-15Z"] {
+        db.batch_execute(&format!("SELECT parallax_create_execution_partition('{m}')")).await.unwrap();
+    }
+    for (tag, from, to) in [("a", "2024-01-01Z", "2024-02-01Z"), ("b", "2024-02-01Z", "2024-03-01Z")] {
+        fill(&db, tag, "completed", from, to, 20_000, 0).await;
+    }
+    // Events for a few executions.
+    fill(&db, "c", "completed", "2024-03-01Z", "2024-04-01Z", 20_000, 0).await;
+    db.batch_execute(
+        "INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at) \
+         SELECT gen_random_uuid(), id, 1, 'step_result', '{}', started_at, started_at FROM executions \
+         WHERE random() < 0.05",
+    )
+    .await
+    .unwrap();
+    // Another session reads `executions` in a long transaction: DETACH must wait for it.
+    let blocker = pg::server().client(h.pg_db.as_ref().unwrap()).await;
+    blocker.batch_execute("BEGIN; LOCK TABLE executions IN ACCESS SHARE MODE").await.unwrap();
+    let hold = Duration::from_secs(4);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (s, stop) = (h.storage.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut done, mut slowest) = (0u32, Duration::ZERO);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = Instant::now();
+                let e = s.create_execution(new_execution(&format!("w{w}"), "1.0.0")).await.unwrap();
+                s.append_event(e.id, NewEvent::new(EventKind::StepResult, doc("{}"))).await.unwrap();
+                slowest = slowest.max(t.elapsed());
+                done += 1;
+            }
+            (done, slowest)
+        }));
+    }
+    let released = tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        blocker.batch_execute("COMMIT").await.unwrap();
+    });
+    let started = Instant::now();
+    let mut p = cleanup_params("30d");
+    p.confirm_all = false;
+    let r = h.storage.cleanup(&p).await.unwrap();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    released.await.unwrap();
+    let mut total = 0;
+    for w in writers {
+        let (done, slowest) = w.await.unwrap();
+        total += done;
+        // Generous: the bound is lock_timeout (150 ms) plus the short DDL transaction, far below the 4 s the
+        // blocking session holds its lock.
+        assert!(slowest < Duration::from_millis(2500), "a writer waited {slowest:?} during the cleanup");
+    }
+    assert!(took >= hold, "the DETACH could not have succeeded while the lock was held ({took:?})");
+    assert!(total > 0, "no writer call completed during a {took:?} cleanup");
+    assert_eq!(r.tables[0].rows, 60_000, "{r:#?}");
+    assert_eq!(r.tables[0].partitions_dropped.len(), 3, "{r:#?}");
+    assert_eq!(orphan_events(&db).await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM executions WHERE started_at < '2025-01-01Z'").await, 0);
+    h.finish().await;
+}
+
+fn retention_config(db: &str) -> serde_json::Value {
+    let mut cfg = pg::server().storage_config(db);
+    merge(
+        &mut cfg,
+        json!({ "retention": { "executions": { "enabled": true, "maxAge": "30d" }, "cleanupSchedule": "0 3 * * *",
+                           "runSchedule": false } }),
+    );
+    cfg
+}
+
+/// The runner lock: while another session holds it, a retention run skips and a manual cleanup is refused;
+/// once that session lets go a run goes ahead, and its own lock is released after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runner_skips_while_the_lock_is_held() {
+    let server = pg::server();
+    let name = server.fresh_database().await;
+    let storage = plugin().open(&retention_config(&name)).unwrap();
+    let db = server.client(&name).await;
+    fill(&db, "old", "completed", "2023-06-01Z", "2023-06-02Z", 10, 1).await;
+    let other = server.client(&name).await;
+    assert!(other
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+
+    let r =
+        storage.retention_run(&retention::RetentionRunParams { tick: None, dry_run: false }).await.unwrap();
+    assert!(!r.ran, "{r:?}");
+    assert!(r.skipped.as_deref().unwrap().contains("runner lock"), "{r:?}");
+    let mut p = cleanup_params("30d");
+    p.confirm_all = true;
+    assert_kind(storage.cleanup(&p).await, ErrorKind::Conflict, "runner lock");
+    assert_eq!(count(&db, "SELECT count(*) FROM executions").await, 10, "nothing removed while locked");
+    assert_eq!(count(&db, "SELECT count(*) FROM retention_runs").await, 0, "a skipped run is not recorded");
+
+    other.query_one("SELECT pg_advisory_unlock($1)", &[&RUNNER_LOCK]).await.unwrap();
+    let r =
+        storage.retention_run(&retention::RetentionRunParams { tick: None, dry_run: false }).await.unwrap();
+    assert!(r.ran, "{r:?}");
+    assert_eq!(r.run.as_ref().unwrap().rows.get("executions"), Some(&10));
+    assert_eq!(count(&db, "SELECT count(*) FROM executions").await, 0);
+    // Released after the run (its session unlocks, then closes): another session can take it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if other
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runner lock is still held 5 s after the run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second run of the same tick is skipped: one run per tick.
+    other.query_one("SELECT pg_advisory_unlock($1)", &[&RUNNER_LOCK]).await.unwrap();
+    let tick = retention::RetentionRunParams { tick: Some("2026-01-01T03:00:00Z".into()), dry_run: false };
+    assert!(storage.retention_run(&tick).await.unwrap().ran);
+    let again = storage.retention_run(&tick).await.unwrap();
+    assert!(!again.ran && again.skipped.as_deref().unwrap().contains("already has a run"), "{again:?}");
+    storage.shutdown().await.unwrap();
+    drop(storage);
+    server.drop_database(&name).await;
+}
+
+/// The built `parallax` binary with the plugin, for process tests.
+fn parallax_command(config: &std::path::Path) -> std::process::Command {
+    let exe = target_dir().join(format!("parallax{}", std::env::consts::EXE_SUFFIX));
+    assert!(exe.is_file(), "{} is missing: run `cargo build --workspace` first", exe.display());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--plugin").arg(built_library("parallax_storage")).arg("--config").arg(config);
+    for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd
+}
+
+fn write_config(dir: &std::path::Path, storage: serde_json::Value) -> std::path::PathBuf {
+    let path = dir.join("parallax.config.yaml");
+    std::fs::write(&path, json!({ "storage": storage }).to_string()).unwrap();
+    path
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three processes on one database with a schedule firing every minute: each tick (the catch-up at start,
+/// then the next minute) has exactly one run, by one of them; the others skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_make_one_run_per_tick() {
+    let server = pg::server();
+    let name = server.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = retention_config(&name);
+    cfg["retention"]["cleanupSchedule"] = json!("* * * * *");
+    cfg["retention"]["runSchedule"] = json!(true);
+    let config = write_config(dir.path(), cfg);
+    // Migrate first (serve opens with autoRun like any host).
+    drop(plugin().open(&retention_config(&name)).unwrap());
+    let db = server.client(&name).await;
+    fill(&db, "old", "completed", "2023-06-01Z", "2023-06-02Z", 3000, 1).await;
+
+    // Concurrent `retention run --tick T` (the test-only way to fire a tick now): exactly one runs it.
+    let tick = "2026-01-01T03:00:00Z";
+    let outs: Vec<std::process::Output> = (0..3)
+        .map(|_| {
+            parallax_command(&config)
+                .args(["--output", "json", "storage", "retention", "run", "--tick", tick])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let ran = outs
+        .iter()
+        .filter(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            v["ran"] == json!(true)
+        })
+        .count();
+    assert_eq!(ran, 1, "one of three concurrent runs of a tick runs it");
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM retention_runs WHERE tick = '{tick}'")).await, 1);
+
+    // Three `retention serve` processes.
+    let started: String = db.query_one("SELECT now()::text", &[]).await.unwrap().get(0);
+    let procs: Vec<Killed> = (0..3)
+        .map(|_| {
+            Killed(
+                parallax_command(&config)
+                    .args(["storage", "retention", "serve"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    // The catch-up run of the minute before they started, then the next minute's run.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let scheduled_sql = format!(
+        "SELECT count(*) FROM retention_runs WHERE trigger = 'scheduled' AND tick > '{started}'::timestamptz"
+    );
+    while count(&db, &scheduled_sql).await < 1 {
+        assert!(Instant::now() < deadline, "no scheduled run within 150 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // let a late duplicate show up if there were one
+    drop(procs);
+    let rows = db
+        .query(
+            "SELECT tick::text, count(*), bool_and(status = 'succeeded') FROM retention_runs \
+             WHERE tick IS NOT NULL AND tick <> $1::text::timestamptz GROUP BY tick ORDER BY tick",
+            &[&tick],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 2, "expected a catch-up and a scheduled tick: {rows:?}");
+    for r in &rows {
+        assert_eq!(r.get::<_, i64>(1), 1, "tick {} has {} runs", r.get::<_, String>(0), r.get::<_, i64>(1));
+        assert!(r.get::<_, bool>(2), "tick {} failed", r.get::<_, String>(0));
+    }
+    // Consecutive minutes: no tick in between was missed or run twice.
+    let ticks: i64 =
+        count(&db, "SELECT count(DISTINCT tick) FROM retention_runs WHERE trigger <> 'manual'").await;
+    let span: i64 = count(
+        &db,
+        &format!(
+            "SELECT (extract(epoch FROM max(tick) - min(tick)) / 60)::int8 + 1 FROM retention_runs \
+             WHERE tick <> '{tick}'"
+        ),
+    )
+    .await;
+    assert_eq!(ticks - 1, span, "one run for each minute from the catch-up on");
+    assert_eq!(count(&db, "SELECT count(*) FROM executions").await, 0);
+    server.drop_database(&name).await;
+}
+
+/// kill -9 at random moments of a large cleanup: after each, no event is without its execution; a final run
+/// finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cleanup_leaves_no_orphans_and_the_next_run_finishes() {
+    let server = pg::server();
+    let name = server.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.storage_config(&name));
+    drop(plugin().open(&server.storage_config(&name)).unwrap());
+    let db = server.client(&name).await;
+    for m in ["2024-01-15Z", "2024-02-15Z"] {
+        db.batch_execute(&format!("SELECT parallax_create_execution_partition('{m}')")).await.unwrap();
+    }
+    fill(&db, "jan", "completed", "2024-01-01Z", "2024-02-01Z", 30_000, 2).await;
+    fill(&db, "feb", "failed", "2024-02-01Z", "2024-03-01Z", 20_000, 1).await;
+    fill(&db, "stray", "completed", "2023-01-01Z", "2023-12-01Z", 30_000, 2).await;
+    fill(&db, "keep", "running", "2023-05-01Z", "2023-05-02Z", 5, 1).await;
+    let old_final =
+        "SELECT count(*) FROM executions WHERE started_at < now() - interval '1 day' AND status <> 'running'";
+    let mut seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut killed_mid_way = 0;
+    for round in 0..6 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let wait = Duration::from_millis(150 + (seed >> 33) % 1500);
+        let mut child = parallax_command(&config)
+            .args(["storage", "cleanup", "executions", "--older-than", "1d", "--yes"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(wait).await;
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !finished {
+            killed_mid_way += 1;
+        }
+        assert_eq!(
+            orphan_events(&db).await,
+            0,
+            "round {round}: events left without their execution (killed after {wait:?})"
+        );
+        let left = count(&db, old_final).await;
+        if left == 0 {
+            break;
+        }
+    }
+    assert!(killed_mid_way >= 1, "no cleanup was killed mid-way");
+    let out = parallax_command(&config)
+        .args(["storage", "cleanup", "executions", "--older-than", "1d", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&db, old_final).await, 0, "the final run finished the job");
+    assert_eq!(orphan_events(&db).await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM executions").await, 5, "unfinished executions are kept");
+    assert_eq!(count(&db, "SELECT count(*) FROM execution_events").await, 5);
+    let statuses: Vec<String> =
+        db.query("SELECT status FROM retention_runs", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(statuses.iter().any(|s| s == "succeeded"), "{statuses:?}");
+    assert!(!statuses.iter().any(|s| s == "failed"), "{statuses:?}");
+    server.drop_database(&name).await;
+}

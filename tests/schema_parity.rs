@@ -51,11 +51,16 @@ fn both_backends_have_the_same_tables_and_columns() {
     let mut sqlite = tables(&read("src/sqlite/schema.rs"));
     let mut pg = tables(&read("src/postgres/schema.rs"));
     assert!(sqlite.len() >= 4 && pg.len() >= 4, "schema files not parsed: {sqlite:?} {pg:?}");
-    // Documented differences: PostgreSQL keeps a generated tsvector column; SQLite keeps FTS5 id mappings and
-    // the queue of executions to index at commit.
+    // Documented differences: PostgreSQL keeps a generated tsvector column, and execution_events carries its
+    // execution's started_at (the partition key: events are partitioned by month like executions); SQLite keeps
+    // FTS5 id mappings and the queue of executions to index at commit.
     for t in ["executions", "patterns"] {
         assert!(pg.get_mut(t).unwrap().remove("search_vector"), "{t}.search_vector expected on PostgreSQL");
     }
+    assert!(
+        pg.get_mut("execution_events").unwrap().remove("execution_started_at"),
+        "execution_events.execution_started_at expected on PostgreSQL"
+    );
     for t in ["execution_search", "execution_search_queue", "pattern_search"] {
         assert!(sqlite.remove(t).is_some(), "{t} expected on SQLite");
     }

@@ -139,6 +139,8 @@ pub struct EventRow {
     pub kind: String,
     pub payload: Value,
     pub recorded_at: PgTimestamp,
+    /// Its execution's `started_at`: the partition key (events are partitioned by month with their execution).
+    pub execution_started_at: PgTimestamp,
 }
 
 impl TryFrom<EventRow> for ExecutionEvent {

@@ -1,5 +1,9 @@
-//! Monthly `executions` partitions: created for this month and the configured number of months ahead at
-//! startup, then re-checked periodically, under an advisory lock so several hosts do not race on DDL.
+//! Monthly `executions` partitions, each with the `execution_events` partition of the same month: created for
+//! this month and the configured number of months ahead at startup, then re-checked periodically, under an
+//! advisory lock so several hosts do not race on DDL. Only this month and later are ever created, so a past month
+//! dropped by a cleanup (`retention.rs`, which takes the same lock for its DETACH + DROP) is never re-created;
+//! rows written later into such a month land in the default partitions, where the next cleanup deletes them (and
+//! their events) in batches.
 
 use diesel::{sql_query, sql_types::Integer, QueryableByName};
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -8,7 +12,7 @@ use super::{connect::Pool, KEEP_AHEAD_EVERY};
 use crate::error::{Error, Result};
 
 /// Arbitrary, fixed key of the advisory lock serialising partition DDL ("plx-part").
-const PARTITION_LOCK: i64 = 0x706c_782d_7061_7274;
+pub(super) const PARTITION_LOCK: i64 = 0x706c_782d_7061_7274;
 
 #[derive(QueryableByName)]
 struct Made {

@@ -348,6 +348,7 @@ impl Contract for PostgresBackend {
                     rules::check_accepts_events(&eid.to_string(), status_of(&exec.status)?)?;
                     let last: Option<i64> = execution_events::table
                         .filter(execution_events::execution_id.eq(&eid))
+                        .filter(execution_events::execution_started_at.eq(exec.started_at))
                         .select(max(execution_events::seq))
                         .first(conn)
                         .await?;
@@ -358,6 +359,7 @@ impl Contract for PostgresBackend {
                         kind: e.kind.as_str().to_string(),
                         payload,
                         recorded_at: to_pg(e.recorded_at.unwrap_or_default()),
+                        execution_started_at: exec.started_at,
                     };
                     diesel::insert_into(execution_events::table).values(&row).execute(conn).await?;
                     Ok(row)
@@ -371,15 +373,15 @@ impl Contract for PostgresBackend {
     async fn list_events(&self, execution_id: String) -> Result<Vec<ExecutionEvent>> {
         let eid = uuid(&execution_id)?;
         self.with_conn(async move |conn| {
+            // The execution first (one partition for a UUIDv7 id): its started_at is the events' partition key.
+            let exec = find_execution(conn, &eid, false).await?;
             let rows = execution_events::table
                 .filter(execution_events::execution_id.eq(&eid))
+                .filter(execution_events::execution_started_at.eq(exec.started_at))
                 .order(execution_events::seq)
                 .select(EventRow::as_select())
                 .load(conn)
                 .await?;
-            if rows.is_empty() {
-                find_execution(conn, &eid, false).await?;
-            }
             rows.into_iter().map(ExecutionEvent::try_from).collect()
         })
         .await

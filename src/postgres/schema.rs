@@ -25,7 +25,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    execution_events (id) {
+    execution_events (id, execution_started_at) {
         id -> Uuid,
         execution_id -> Uuid,
         seq -> Int8,
@@ -33,6 +33,7 @@ diesel::table! {
         kind -> Varchar,
         payload -> Jsonb,
         recorded_at -> Timestamptz,
+        execution_started_at -> Timestamptz,
     }
 }
 
@@ -79,4 +80,23 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(audit_logs, execution_events, executions, patterns,);
+diesel::table! {
+    retention_runs (id) {
+        id -> Uuid,
+        trigger -> Text,
+        tick -> Nullable<Timestamptz>,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        status -> Text,
+        rows -> Jsonb,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    audit_logs,
+    execution_events,
+    executions,
+    patterns,
+    retention_runs,
+);
