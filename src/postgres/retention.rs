@@ -939,18 +939,35 @@ static RELEASING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// How long `lock_runner` waits for this process's own releases in progress.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
+/// Counts one release in [`RELEASING`] while it lives: moved into the unlock task, it is dropped when the
+/// task ends — or when the runtime drops the task without running it (shutdown), so the count never sticks.
+struct Releasing;
+
+impl Releasing {
+    fn start() -> Releasing {
+        RELEASING.fetch_add(1, Ordering::SeqCst);
+        Releasing
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        RELEASING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let Some(client) = self.0.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                RELEASING.fetch_add(1, Ordering::SeqCst);
+                let releasing = Releasing::start();
                 let _detached = rt.spawn(async move {
+                    let _releasing = releasing;
                     if let Err(e) = client.execute("SELECT pg_advisory_unlock($1)", &[&RUNNER_LOCK]).await {
                         tracing::debug!(error = %e, "runner lock: unlock failed; closing its session releases it");
                     }
                     drop(client);
-                    RELEASING.fetch_sub(1, Ordering::SeqCst);
                 });
             }
             // Closing the session releases its advisory locks.
