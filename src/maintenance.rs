@@ -57,8 +57,11 @@ pub async fn run<S: Store>(req: MaintenanceRequest, store: &S) -> Result<String>
             Ok(MaintenanceResponse::new(&req, &status).to_json())
         }
         (RETENTION_RUN, 1) => {
-            let params: RetentionRunParams =
-                if req.params.is_null() { RetentionRunParams::default() } else { req.params().map_err(Error)? };
+            let params: RetentionRunParams = if req.params.is_null() {
+                RetentionRunParams::default()
+            } else {
+                req.params().map_err(Error)?
+            };
             let result = retention::run::retention_run(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &result).to_json())
         }
@@ -104,8 +107,8 @@ mod tests {
         assert!(e.0.message.contains("version 2"), "{e}");
         let e = prepare("not json").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        let e =
-            describe(&prepare(r#"{"op":"describe","version":1,"params":{"verbose":true}}"#).unwrap()).unwrap_err();
+        let e = describe(&prepare(r#"{"op":"describe","version":1,"params":{"verbose":true}}"#).unwrap())
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.0.message.contains("verbose"), "{e}");
     }

@@ -14,8 +14,8 @@
 
 use abi_stable::std_types::{ROption, ROption::RSome, RString};
 use parallax_storage_abi::{
-    retention::CleanupTarget, ErrorKind, Execution, ExecutionCompletion, ExecutionEvent, ExecutionStatus, ExecutionUpdate, NewEvent,
-    NewExecution, NewPattern, Pattern,
+    retention::CleanupTarget, ErrorKind, Execution, ExecutionCompletion, ExecutionEvent, ExecutionStatus,
+    ExecutionUpdate, NewEvent, NewExecution, NewPattern, Pattern,
 };
 
 use crate::{

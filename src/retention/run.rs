@@ -116,8 +116,11 @@ async fn plan<S: Store>(store: &S, sel: &Option<Selection>, spec: &Spec) -> Resu
         Some(sel) => store.plan_cleanup(sel.clone()).await,
         None => {
             // Nothing can be selected; count the table with a limit no row is below (stored times start in 1970).
-            let none =
-                Selection { target: spec.target, before: (0, rules::MIN_ID.to_string()), include_unfinished: false };
+            let none = Selection {
+                target: spec.target,
+                before: (0, rules::MIN_ID.to_string()),
+                include_unfinished: false,
+            };
             let mut p = store.plan_cleanup(none).await?;
             p.unfinished_kept = 0;
             Ok(p)
@@ -164,7 +167,9 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     finish(store, &mut run, &tally, outcome.as_ref().err()).await;
     let tables = outcome.map_err(|e| failed(&spec, &tally, e))?;
     report.tables = tables;
-    report.rows_left = planned.total_rows.saturating_sub(tally.snapshot().get(main_table(spec.target)).copied().unwrap_or(0));
+    report.rows_left = planned
+        .total_rows
+        .saturating_sub(tally.snapshot().get(main_table(spec.target)).copied().unwrap_or(0));
     report.run_id = Some(run.id);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -227,7 +232,8 @@ pub async fn run_policy<S: Store>(
     let specs = policy(store);
     if specs.is_empty() {
         return Ok(skipped(
-            "no retention rule is enabled (storage.retention.executions / auditLogs with maxAge or maxCount)".into(),
+            "no retention rule is enabled (storage.retention.executions / auditLogs with maxAge or maxCount)"
+                .into(),
         ));
     }
     let now = time::now_micros();
@@ -257,7 +263,10 @@ pub async fn run_policy<S: Store>(
     match store.save_run(run.clone()).await {
         Ok(()) => {}
         Err(e) if e.kind() == parallax_storage_abi::ErrorKind::Conflict => {
-            return Ok(skipped(format!("the tick of {} already has a run", tick.map_or_else(String::new, time::rfc3339))));
+            return Ok(skipped(format!(
+                "the tick of {} already has a run",
+                tick.map_or_else(String::new, time::rfc3339)
+            )));
         }
         Err(e) => return Err(e),
     }
@@ -304,7 +313,9 @@ pub async fn retention_run<S: Store>(store: &S, p: RetentionRunParams) -> Result
         None => run_policy(store, Trigger::Manual, None, p.dry_run).await,
         Some(text) => {
             let tick = time::parse_rfc3339(text).ok_or_else(|| {
-                Error::invalid(format!("tick {text:?}: expected an RFC 3339 UTC time such as 2026-01-31T02:00:00Z"))
+                Error::invalid(format!(
+                    "tick {text:?}: expected an RFC 3339 UTC time such as 2026-01-31T02:00:00Z"
+                ))
             })?;
             run_policy(store, Trigger::Scheduled, Some(tick), p.dry_run).await
         }
@@ -354,7 +365,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_by_name() {
-        for (older, needle) in [("0d", "\"0d\""), ("-5d", "\"-5d\""), ("banana", "\"banana\""), ("30", "30d")] {
+        for (older, needle) in [("0d", "\"0d\""), ("-5d", "\"-5d\""), ("banana", "\"banana\""), ("30", "30d")]
+        {
             let e = Spec::from_params(&params(CleanupTarget::Executions, Some(older), None)).unwrap_err();
             assert_eq!(e.kind(), parallax_storage_abi::ErrorKind::InvalidInput);
             assert!(e.to_string().contains(needle) && e.to_string().contains("--older-than"), "{e}");

@@ -1,18 +1,392 @@
 //! Cleanup and retention on this backend ([`crate::retention::Store`]): persistence only; what goes and how a
 //! run is checked, locked and recorded is decided in `src/retention`.
+//!
+//! - Counting (`plan_cleanup`, `nth_newest_execution`, `runs`) reads through the read-only pool.
+//! - Deleting goes through the single writer as many small jobs, each one savepoint of a group commit like
+//!   any other write, so callers' writes queue behind at most one short job. A job takes the next rows in
+//!   `(started_at, id)` order after the previous job's last key and deletes, in its one savepoint, their
+//!   full-text documents (`executions_fts` via `execution_search`), search mappings, queued search entries,
+//!   events, then the executions: a cleanup killed at any point leaves every event and search entry with its
+//!   execution, and the next run continues where the committed jobs stopped. The job size adapts so that a
+//!   job holds the writer for about [`JOB_TARGET`].
+//! - The foreign key `execution_events.execution_id … ON DELETE CASCADE` (enforced: every connection sets
+//!   `foreign_keys = ON`) would delete events too; the job deletes them explicitly first (through the
+//!   `UNIQUE (execution_id, seq)` index) so that they are counted and do not depend on the pragma, and the
+//!   cascade then finds nothing. Likewise the `executions_search_delete` trigger finds its rows gone.
+//! - Afterwards the free pages go back to the file system ([`super::vacuum`]).
+//! - The runner lock is `flock(LOCK_EX | LOCK_NB)` on `<database>-retention.lock` ([`lock_file`]).
 
-use parallax_storage_abi::retention::TableReport;
-
-use super::SqliteBackend;
-use crate::{
-    config::StorageConfig,
-    error::{Error, Result},
-    retention::{Plan, Run, RunnerLock, Store, Tally},
-    rules::{Key, Selection},
+use std::{
+    ffi::OsString,
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
-fn todo() -> Error {
-    Error::unsupported("cleanup is not implemented on this backend yet")
+use diesel::{
+    sql_query,
+    sql_types::{BigInt, Nullable, Text},
+    sqlite::SqliteConnection,
+    Connection, QueryableByName, RunQueryDsl,
+};
+use parallax_storage_abi::{
+    retention::{CleanupTarget, TableReport},
+    ErrorKind,
+};
+
+use super::{vacuum, SqliteBackend};
+use crate::{
+    config::StorageConfig,
+    error::{sqlite_error, Error, Result, SqliteFailure},
+    retention::{Plan, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
+    rules::{Key, Selection, FINAL_STATUSES},
+    time,
+};
+
+/// Each delete job aims to hold the writer this long; callers' writes wait for at most about one job.
+const JOB_TARGET: Duration = Duration::from_millis(10);
+const ROWS_FIRST: i64 = 200;
+const ROWS_MIN: i64 = 10;
+const ROWS_MAX: i64 = 2_000;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Range {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    oldest: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    newest: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct KeyRow {
+    #[diesel(sql_type = BigInt)]
+    at: i64,
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+#[derive(QueryableByName)]
+struct Tick {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    tick: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct RunRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    trigger: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    tick: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    started_at: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    finished_at: Option<i64>,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Text)]
+    rows: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    error: Option<String>,
+}
+
+/// The table and its key columns a selection reads.
+struct Target {
+    table: &'static str,
+    at: &'static str,
+}
+
+fn target(t: CleanupTarget) -> Target {
+    match t {
+        CleanupTarget::Executions => Target { table: "executions", at: "started_at" },
+        CleanupTarget::AuditLogs => Target { table: "audit_logs", at: "timestamp" },
+    }
+}
+
+fn final_statuses() -> String {
+    FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+/// The SQL of the selection rule ([`Selection`]) with `?1, ?2` = `before`: `(at, id) < before` (the first
+/// term lets SQLite range-scan the time index), and for executions a final status unless `include_unfinished`.
+fn selected(sel: &Selection) -> String {
+    let t = target(sel.target);
+    let mut sql = format!("{at} <= ?1 AND ({at}, id) < (?1, ?2)", at = t.at);
+    if sel.target == CleanupTarget::Executions && !sel.include_unfinished {
+        // `+status`: never the status index, which would read every row of that status and sort them.
+        sql.push_str(&format!(" AND +status IN ({})", final_statuses()));
+    }
+    sql
+}
+
+fn count(conn: &mut SqliteConnection, sql: &str, before: &Key) -> Result<i64> {
+    let c: Count = sql_query(sql)
+        .bind::<BigInt, _>(before.0)
+        .bind::<Text, _>(&before.1)
+        .get_result(conn)
+        .map_err(sqlite_error)?;
+    Ok(c.n)
+}
+
+fn range(conn: &mut SqliteConnection, sql: &str, before: &Key) -> Result<Range> {
+    sql_query(sql)
+        .bind::<BigInt, _>(before.0)
+        .bind::<Text, _>(&before.1)
+        .get_result(conn)
+        .map_err(sqlite_error)
+}
+
+fn table(name: &str, rows: i64, oldest: Option<i64>, newest: Option<i64>) -> TableReport {
+    TableReport {
+        table: name.to_string(),
+        rows: rows.max(0) as u64,
+        oldest: oldest.map(time::rfc3339),
+        newest: newest.map(time::rfc3339),
+        ..TableReport::default()
+    }
+}
+
+fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
+    let t = target(sel.target);
+    let cond = selected(sel);
+    let main = range(
+        conn,
+        &format!(
+            "SELECT count(*) AS n, min({at}) AS oldest, max({at}) AS newest FROM {tb} WHERE {cond}",
+            at = t.at,
+            tb = t.table
+        ),
+        &sel.before,
+    )?;
+    let mut first = table(t.table, main.n, main.oldest, main.newest);
+    first.sample_ids = sql_query(format!(
+        "SELECT {at} AS at, id FROM {tb} WHERE {cond} ORDER BY {at}, id LIMIT {SAMPLE_IDS}",
+        at = t.at,
+        tb = t.table
+    ))
+    .bind::<BigInt, _>(sel.before.0)
+    .bind::<Text, _>(&sel.before.1)
+    .load::<KeyRow>(conn)
+    .map_err(sqlite_error)?
+    .into_iter()
+    .map(|k| k.id)
+    .collect();
+    let total = sql_query(format!("SELECT count(*) AS n FROM {}", t.table))
+        .get_result::<Count>(conn)
+        .map_err(sqlite_error)?
+        .n;
+    let mut tables = vec![first];
+    let mut unfinished_kept = 0;
+    if sel.target == CleanupTarget::Executions {
+        let ids = format!("SELECT id FROM executions WHERE {cond}");
+        let events = range(
+            conn,
+            &format!(
+                "SELECT count(*) AS n, min(recorded_at) AS oldest, max(recorded_at) AS newest FROM execution_events \
+                 WHERE execution_id IN ({ids})"
+            ),
+            &sel.before,
+        )?;
+        tables.push(table("execution_events", events.n, events.oldest, events.newest));
+        let search = count(
+            conn,
+            &format!("SELECT count(*) AS n FROM execution_search WHERE execution_id IN ({ids})"),
+            &sel.before,
+        )?;
+        tables.push(table("execution_search", search, None, None));
+        if !sel.include_unfinished {
+            unfinished_kept = count(
+                conn,
+                &format!(
+                    "SELECT count(*) AS n FROM executions WHERE started_at <= ?1 AND (started_at, id) < (?1, ?2) \
+                     AND +status NOT IN ({})",
+                    final_statuses()
+                ),
+                &sel.before,
+            )?;
+        }
+    }
+    Ok(Plan { tables, unfinished_kept: unfinished_kept.max(0) as u64, total_rows: total.max(0) as u64 })
+}
+
+/// What one delete job removed.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The keys of the main table's rows, in order.
+    keys: Vec<(i64, String)>,
+    events: u64,
+    search: u64,
+    took: Duration,
+}
+
+/// One job: the next `limit` selected rows after `after`, deleted with everything that belongs to them.
+fn delete_batch(
+    conn: &mut SqliteConnection,
+    sel: &Selection,
+    after: Option<&Key>,
+    limit: i64,
+) -> Result<Batch> {
+    let started = Instant::now();
+    let t = target(sel.target);
+    let mut cond = selected(sel);
+    if after.is_some() {
+        cond.push_str(&format!(" AND {at} >= ?3 AND ({at}, id) > (?3, ?4)", at = t.at));
+    }
+    let (after_at, after_id) = after.cloned().unwrap_or_default();
+    let keys: Vec<KeyRow> = sql_query(format!(
+        "SELECT {at} AS at, id FROM {tb} WHERE {cond} ORDER BY {at}, id LIMIT ?5",
+        at = t.at,
+        tb = t.table
+    ))
+    .bind::<BigInt, _>(sel.before.0)
+    .bind::<Text, _>(&sel.before.1)
+    .bind::<BigInt, _>(after_at)
+    .bind::<Text, _>(after_id)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .map_err(sqlite_error)?;
+    let mut batch = Batch { keys: keys.into_iter().map(|k| (k.at, k.id)).collect(), ..Batch::default() };
+    if batch.keys.is_empty() {
+        batch.took = started.elapsed();
+        return Ok(batch);
+    }
+    let ids = serde_json::to_string(&batch.keys.iter().map(|k| &k.1).collect::<Vec<_>>())
+        .map_err(|e| Error::internal(format!("encoding a cleanup batch: {e}")))?;
+    let run = |conn: &mut SqliteConnection, sql: &str| -> Result<u64> {
+        Ok(sql_query(sql).bind::<Text, _>(&ids).execute(conn).map_err(sqlite_error)? as u64)
+    };
+    const IDS: &str = "(SELECT value FROM json_each(?1))";
+    let deleted = if sel.target == CleanupTarget::Executions {
+        run(conn, &format!("DELETE FROM executions_fts WHERE rowid IN (SELECT doc_id FROM execution_search WHERE execution_id IN {IDS})"))?;
+        batch.search = run(conn, &format!("DELETE FROM execution_search WHERE execution_id IN {IDS}"))?;
+        run(conn, &format!("DELETE FROM execution_search_queue WHERE execution_id IN {IDS}"))?;
+        batch.events = run(conn, &format!("DELETE FROM execution_events WHERE execution_id IN {IDS}"))?;
+        run(conn, &format!("DELETE FROM executions WHERE id IN {IDS}"))?
+    } else {
+        run(conn, &format!("DELETE FROM audit_logs WHERE id IN {IDS}"))?
+    };
+    if deleted != batch.keys.len() as u64 {
+        // Only this writer deletes inside its transaction: a difference means the selection changed under us.
+        return Err(Error::internal(format!(
+            "a cleanup batch selected {} rows of {} but deleted {deleted}; nothing of this batch was kept \
+             deleted (run the cleanup again)",
+            batch.keys.len(),
+            t.table
+        )));
+    }
+    batch.took = started.elapsed();
+    Ok(batch)
+}
+
+/// Per-table totals of a cleanup, turned into reports at the end.
+#[derive(Default)]
+struct Totals {
+    rows: u64,
+    events: u64,
+    search: u64,
+    batches: u64,
+    oldest: Option<i64>,
+    newest: Option<i64>,
+    samples: Vec<String>,
+}
+
+impl Totals {
+    fn add(&mut self, b: &Batch) {
+        self.rows += b.keys.len() as u64;
+        self.events += b.events;
+        self.search += b.search;
+        self.batches += 1;
+        if let (Some(first), Some(last)) = (b.keys.first(), b.keys.last()) {
+            self.oldest = Some(self.oldest.map_or(first.0, |o| o.min(first.0)));
+            self.newest = Some(self.newest.map_or(last.0, |n| n.max(last.0)));
+        }
+        for k in &b.keys {
+            if self.samples.len() >= SAMPLE_IDS {
+                break;
+            }
+            self.samples.push(k.1.clone());
+        }
+    }
+}
+
+fn batched(name: &str, rows: u64, batches: u64) -> TableReport {
+    TableReport { table: name.into(), rows, rows_in_batches: rows, batches, ..TableReport::default() }
+}
+
+/// `<database>-retention.lock`, next to the database file.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut name = OsString::from(db.as_os_str());
+    name.push("-retention.lock");
+    PathBuf::from(name)
+}
+
+/// The runner lock: `flock(LOCK_EX | LOCK_NB)` on [`lock_path`]. `flock` locks belong to an open file
+/// description, so a second storage instance in this process is refused as well as another process; the
+/// kernel releases the lock when the file is closed (the [`RunnerLock`] dropped) or its process dies. The
+/// file holds the holder's pid, for the curious; it is never deleted (unlinking a lock file while another
+/// process is about to lock it would let two holders in).
+pub fn lock_file(db: &Path) -> Result<Option<File>> {
+    let path = lock_path(db);
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
+            Error::unavailable(format!("cannot open the runner lock file {}: {e}", path.display()))
+        })?;
+    // SAFETY: `file` is an open descriptor for the lifetime of this call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(Error::unavailable(format!("cannot lock {}: {err}", path.display())));
+    }
+    let me = format!("{}\n", std::process::id());
+    // The pid is informative only: a failure to write it does not matter.
+    let _ = file.set_len(0).and_then(|_| file.write_all(me.as_bytes()));
+    Ok(Some(file))
+}
+
+impl SqliteBackend {
+    async fn delete_all(&self, sel: Selection, tally: Tally) -> Result<Totals> {
+        let mut totals = Totals::default();
+        let mut after: Option<Key> = None;
+        let mut limit = ROWS_FIRST;
+        let main = target(sel.target).table;
+        loop {
+            let (s, a) = (sel.clone(), after.clone());
+            let batch = self
+                .writer
+                .write("a cleanup batch", move |conn| delete_batch(conn, &s, a.as_ref(), limit))
+                .await?;
+            if batch.keys.is_empty() {
+                break;
+            }
+            // Committed: count it.
+            tally.add(main, batch.keys.len() as u64);
+            if sel.target == CleanupTarget::Executions {
+                tally.add("execution_events", batch.events);
+                tally.add("execution_search", batch.search);
+            }
+            totals.add(&batch);
+            let full = batch.keys.len() as i64 >= limit;
+            after = batch.keys.last().cloned();
+            if !full {
+                break;
+            }
+            limit = vacuum::pace(limit, batch.took, JOB_TARGET, ROWS_MIN, ROWS_MAX);
+        }
+        Ok(totals)
+    }
 }
 
 impl Store for SqliteBackend {
@@ -20,31 +394,145 @@ impl Store for SqliteBackend {
         &self.cfg
     }
 
-    async fn nth_newest_execution(&self, _n: u64) -> Result<Option<Key>> {
-        Err(todo())
+    async fn nth_newest_execution(&self, n: u64) -> Result<Option<Key>> {
+        let offset = i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let rows: Vec<KeyRow> = sql_query(
+                "SELECT started_at AS at, id FROM executions ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?1",
+            )
+            .bind::<BigInt, _>(offset)
+            .load(conn)
+            .map_err(sqlite_error)?;
+            Ok(rows.into_iter().next().map(|k| (k.at, k.id)))
+        })
+        .await
     }
 
-    async fn plan_cleanup(&self, _sel: Selection) -> Result<Plan> {
-        Err(todo())
+    async fn plan_cleanup(&self, sel: Selection) -> Result<Plan> {
+        // One read transaction: every count sees the same snapshot, even while another instance deletes.
+        self.read(move |conn| {
+            conn.transaction(|conn| plan(conn, &sel).map_err(SqliteFailure)).map_err(Error::from)
+        })
+        .await
     }
 
-    async fn cleanup(&self, _sel: Selection, _tally: Tally) -> Result<Vec<TableReport>> {
-        Err(todo())
+    async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
+        let path = self.cfg.sqlite.path.clone();
+        let what = sel.target;
+        // The size before, with the WAL copied in so that both sizes measure the same thing.
+        vacuum::checkpoint(&self.writer).await?;
+        let before = vacuum::file_bytes(&path);
+        let totals = self.delete_all(sel, tally).await?;
+        let mut reclaimed = vacuum::Reclaimed::default();
+        if totals.rows > 0 {
+            reclaimed = vacuum::reclaim(&self.writer, &path).await?;
+        }
+        let after = vacuum::file_bytes(&path);
+        tracing::info!(
+            path = %path.display(),
+            rows = totals.rows,
+            batches = totals.batches,
+            incremental_vacuum = reclaimed.incremental,
+            pages_freed = reclaimed.pages,
+            vacuum_steps = reclaimed.steps,
+            bytes_before = before,
+            bytes_after = after,
+            "SQLite cleanup finished"
+        );
+        let mut main = batched(target(what).table, totals.rows, totals.batches);
+        main.oldest = totals.oldest.map(time::rfc3339);
+        main.newest = totals.newest.map(time::rfc3339);
+        main.sample_ids = totals.samples;
+        main.bytes_reclaimed = Some(before.saturating_sub(after));
+        let mut reports = vec![main];
+        if what == CleanupTarget::Executions {
+            reports.push(batched("execution_events", totals.events, totals.batches));
+            reports.push(batched("execution_search", totals.search, totals.batches));
+        }
+        Ok(reports)
     }
 
     async fn lock_runner(&self) -> Result<Option<RunnerLock>> {
-        Err(todo())
+        let db = self.cfg.sqlite.path.clone();
+        let file = tokio::task::spawn_blocking(move || lock_file(&db))
+            .await
+            .map_err(|e| Error::internal(format!("taking the runner lock failed: {e}")))??;
+        Ok(file.map(|f| RunnerLock(Box::new(f))))
     }
 
-    async fn save_run(&self, _run: Run) -> Result<()> {
-        Err(todo())
+    async fn save_run(&self, run: Run) -> Result<()> {
+        let tick = run.tick;
+        self.writer
+            .write("recording a retention run", move |conn| {
+                sql_query(
+                    "INSERT INTO retention_runs (id, \"trigger\", tick, started_at, finished_at, status, \"rows\", error) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (id) DO UPDATE SET \"trigger\" = excluded.\"trigger\", tick = excluded.tick, \
+                     started_at = excluded.started_at, finished_at = excluded.finished_at, status = excluded.status, \
+                     \"rows\" = excluded.\"rows\", error = excluded.error",
+                )
+                .bind::<Text, _>(&run.id)
+                .bind::<Text, _>(run.trigger.as_str())
+                .bind::<Nullable<BigInt>, _>(run.tick)
+                .bind::<BigInt, _>(run.started_at)
+                .bind::<Nullable<BigInt>, _>(run.finished_at)
+                .bind::<Text, _>(run.status.as_str())
+                .bind::<Text, _>(run.rows_json())
+                .bind::<Nullable<Text>, _>(run.error.as_deref())
+                .execute(conn)
+                .map_err(sqlite_error)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| match (e.kind(), tick) {
+                (ErrorKind::Conflict, Some(t)) => {
+                    Error::conflict(format!("the schedule tick {} already has a retention run ({e})", time::rfc3339(t)))
+                }
+                _ => e,
+            })
     }
 
-    async fn runs(&self, _limit: usize) -> Result<Vec<Run>> {
-        Ok(Vec::new())
+    async fn runs(&self, limit: usize) -> Result<Vec<Run>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let rows: Vec<RunRow> = sql_query(
+                "SELECT id, \"trigger\" AS \"trigger\", tick, started_at, finished_at, status, \"rows\" AS \"rows\", \
+                 error FROM retention_runs ORDER BY started_at DESC, id DESC LIMIT ?1",
+            )
+            .bind::<BigInt, _>(limit)
+            .load(conn)
+            .map_err(sqlite_error)?;
+            rows.into_iter()
+                .map(|r| {
+                    let trigger = Trigger::parse(&r.trigger).ok_or_else(|| {
+                        Error::internal(format!("retention run {} has an unknown trigger {:?}", r.id, r.trigger))
+                    })?;
+                    let status = RunStatus::parse(&r.status).ok_or_else(|| {
+                        Error::internal(format!("retention run {} has an unknown status {:?}", r.id, r.status))
+                    })?;
+                    Ok(Run {
+                        rows: Run::rows_from_json(&r.rows),
+                        id: r.id,
+                        trigger,
+                        tick: r.tick,
+                        started_at: r.started_at,
+                        finished_at: r.finished_at,
+                        status,
+                        error: r.error,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn last_tick(&self) -> Result<Option<i64>> {
-        Ok(None)
+        self.read(|conn| {
+            Ok(sql_query("SELECT max(tick) AS tick FROM retention_runs")
+                .get_result::<Tick>(conn)
+                .map_err(sqlite_error)?
+                .tick)
+        })
+        .await
     }
 }

@@ -253,7 +253,10 @@ impl Storage {
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the {op} request: {e}")))?;
         let response = self.maintenance(&MaintenanceRequest::new(op, version, params)).await?;
         serde_json::from_value(response.result).map_err(|e| {
-            Error::new(ErrorKind::Internal, format!("the plugin's {op} result is not what this host expects: {e}"))
+            Error::new(
+                ErrorKind::Internal,
+                format!("the plugin's {op} result is not what this host expects: {e}"),
+            )
         })
     }
 
@@ -270,7 +273,10 @@ impl Storage {
     }
 
     /// Runs the configured retention policy now (`retention_run`); with a tick, as that tick's scheduled run.
-    pub async fn retention_run(&self, params: &retention::RetentionRunParams) -> R<retention::RetentionRunResult> {
+    pub async fn retention_run(
+        &self,
+        params: &retention::RetentionRunParams,
+    ) -> R<retention::RetentionRunResult> {
         self.op(ops::RETENTION_RUN, 1, params).await
     }
 
