@@ -100,20 +100,17 @@ fn defaults_and_not_yet_enforced_keys_are_reported() {
     assert_eq!(eff["sqlite"]["busyTimeout"], 5000);
     assert!(report.warnings.is_empty());
 
+    // Retention is enforced: a complete policy draws no warning, rules without a schedule do.
     let report = plugin()
         .check_config(&json!({
             "retention": { "executions": { "enabled": true, "maxAge": "30d", "maxCount": 100000 },
                            "cleanupSchedule": "0 2 * * *" }
         }))
         .unwrap();
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("storage.retention.executions") && w.contains("not enforced")),
-        "{:?}",
-        report.warnings
-    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let report =
+        plugin().check_config(&json!({ "retention": { "auditLogs": { "maxAge": "90d" } } })).unwrap();
+    assert!(report.warnings.iter().any(|w| w.contains("cleanupSchedule is not")), "{:?}", report.warnings);
 }
 
 #[test]

@@ -254,11 +254,21 @@ pub struct HostPort {
     pub port: Option<u16>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RetentionConfig {
     pub executions: Option<RetentionRule>,
     pub audit_logs: Option<RetentionRule>,
     pub cleanup_schedule: Option<CronSchedule>,
+    /// `runSchedule` (ours, default true): whether a storage instance opened with this config runs the
+    /// schedule. The `parallax` CLI opens with false except for `storage retention serve`, so a short-lived
+    /// command never starts (and then cuts short) a run.
+    pub run_schedule: bool,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { executions: None, audit_logs: None, cleanup_schedule: None, run_schedule: true }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -78,6 +78,7 @@ pub(super) fn effective_json(c: &StorageConfig) -> Value {
             "executions": rule(&c.retention.executions, true),
             "auditLogs": rule(&c.retention.audit_logs, false),
             "cleanupSchedule": c.retention.cleanup_schedule.as_ref().map(|s| s.expr.clone()),
+            "runSchedule": c.retention.run_schedule,
         },
     });
     if let Some(p) = &c.postgresql {

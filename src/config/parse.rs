@@ -237,6 +237,7 @@ fn retention(s: &Section<'_>) -> Result<RetentionConfig, ConfigError> {
         executions: executions.present().then(|| rule(&executions)).transpose()?,
         audit_logs: audit_logs.present().then(|| rule(&audit_logs)).transpose()?,
         cleanup_schedule,
+        run_schedule: s.bool("runSchedule", true)?,
     })
 }
 

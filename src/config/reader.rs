@@ -29,7 +29,7 @@ pub(super) const HOST_PORT_KEYS: &[&str] = &["host", "port"];
 pub(super) const SQLITE_KEYS: &[&str] = &["path", "walMode", "busyTimeout", "synchronous", "readPoolSize"];
 pub(super) const FILE_KEYS: &[&str] = &["basePath", "format", "compress"];
 pub(super) const MIGRATIONS_KEYS: &[&str] = &["enabled", "autoRun"];
-pub(super) const RETENTION_KEYS: &[&str] = &["executions", "auditLogs", "cleanupSchedule"];
+pub(super) const RETENTION_KEYS: &[&str] = &["executions", "auditLogs", "cleanupSchedule", "runSchedule"];
 pub(super) const EXECUTIONS_KEYS: &[&str] = &["enabled", "maxAge", "maxCount"];
 pub(super) const AUDIT_LOGS_KEYS: &[&str] = &["enabled", "maxAge"];
 

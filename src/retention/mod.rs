@@ -44,17 +44,35 @@ pub struct Plan {
 }
 
 /// Rows deleted so far per table, updated by the backend after each committed step, so that a failure can say
-/// what was already deleted and the run record has it.
+/// what was already deleted and the run record has it. It also logs progress (info, at most every
+/// [`PROGRESS_EVERY`]), which `parallax -v storage cleanup …` shows.
 #[derive(Clone, Debug, Default)]
-pub struct Tally(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct Tally(Arc<Mutex<Counts>>);
+
+#[derive(Debug, Default)]
+pub struct Counts {
+    rows: BTreeMap<String, u64>,
+    logged: Option<std::time::Instant>,
+}
+
+/// How often a long cleanup logs its progress.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Tally {
     pub fn add(&self, table: &str, rows: u64) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(table.to_string()).or_default() += rows;
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *c.rows.entry(table.to_string()).or_default() += rows;
+        let now = std::time::Instant::now();
+        let first = *c.logged.get_or_insert(now);
+        if now.duration_since(first) >= PROGRESS_EVERY {
+            c.logged = Some(now);
+            let so_far: Vec<String> = c.rows.iter().map(|(t, n)| format!("{n} {t}")).collect();
+            tracing::info!(target: "parallax_storage::retention", removed = %so_far.join(", "), "cleanup in progress");
+        }
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).rows.clone()
     }
 
     /// `12 executions, 40 execution_events` (only tables with rows), or `nothing`.

@@ -59,7 +59,7 @@ impl Spec {
         if older_than.is_none() && max_count.is_none() {
             return Err(Error::invalid(format!(
                 "a cleanup of {} needs --older-than AGE (e.g. 30d){}",
-                p.target.as_str(),
+                if p.target == CleanupTarget::Executions { "executions" } else { "audit logs" },
                 if p.target == CleanupTarget::Executions { " or --max-count N" } else { "" }
             )));
         }

@@ -30,7 +30,7 @@ pub fn wanted(r: &RetentionConfig) -> bool {
 /// never keeps a closed instance alive; the caller aborts it at shutdown.
 pub fn spawn<S: Store>(handle: &Handle, store: Weak<S>) -> Option<JoinHandle<()>> {
     let cfg = store.upgrade()?.storage_config().retention.clone();
-    if !wanted(&cfg) {
+    if !wanted(&cfg) || !cfg.run_schedule {
         return None;
     }
     let schedule = cfg.cleanup_schedule.clone()?;

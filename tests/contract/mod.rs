@@ -8,6 +8,7 @@ pub mod executions;
 pub mod operations;
 pub mod patterns;
 pub mod rules;
+pub mod schedule;
 pub mod search;
 
 /// Calls `$callback!` with the full list of contract test functions.
@@ -58,6 +59,8 @@ macro_rules! for_each_contract {
             search::search_executions_matches_words_in_documents,
             search::search_pages_are_exact,
             search::search_patterns_by_name_description_definition,
+            schedule::schedule_missed_tick_runs_once_at_start,
+            schedule::schedule_not_run_when_run_schedule_is_false,
         }
     };
 }

@@ -120,7 +120,8 @@ pub struct TableReport {
 pub struct RetentionStatus {
     /// `storage.retention.cleanupSchedule`, if set.
     pub schedule: Option<String>,
-    /// Whether this storage instance runs the schedule (a schedule and at least one enabled rule).
+    /// Whether the configuration schedules runs (a schedule and at least one enabled rule). Every instance
+    /// opened with it runs the schedule, except those opened with `runSchedule: false` (the CLI).
     pub scheduled: bool,
     /// The next scheduled run, if scheduled.
     pub next_run: Option<String>,

@@ -70,10 +70,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StorageCmd {
-    /// Show the plugin, its backends and the effective configuration (does not connect)
+    /// Show the plugin, its backends, the effective configuration and the last retention run
     #[command(long_about = "Show the plugin version and ABI version, the backends this build offers with \
         their embedded migrations, which config file was read, and the effective storage config (secrets \
-        redacted) with keys that are configured but not enforced. Does not open the database.\n\n\
+        redacted) with keys that are configured but not enforced. Then it opens the storage (without \
+        running migrations) to show the retention schedule and the last recorded retention run; when the \
+        storage cannot be opened it says why and still succeeds.\n\n\
         Example: parallax storage info --config /etc/parallax/parallax.config.yaml")]
     Info,
     /// Connect to the configured backend and report its version, latency and schema state
@@ -84,6 +86,110 @@ pub enum StorageCmd {
     /// Show, apply or roll back schema migrations
     #[command(subcommand)]
     Migrate(MigrateCmd),
+    /// Remove old executions or audit entries now (with --dry-run: only report what would go)
+    #[command(subcommand)]
+    Cleanup(CleanupCmd),
+    /// Show, run or serve the scheduled retention policy (storage.retention)
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+const CLEANUP_EXECUTIONS_LONG: &str =
+    "Remove executions whose started_at is older than --older-than AND whose \
+status is final (completed, failed, cancelled), with their events and search entries. With --max-count N, \
+final executions beyond the newest N (counting every status) go as well. Pending and running executions \
+are kept unless --include-unfinished; the report says how many old ones were kept.
+
+Start with --dry-run: it changes nothing and reports, per table, the rows that would go, their time range, \
+how they would go (whole partitions or months dropped, rows deleted in batches), unfinished rows kept and a \
+few sample ids. A cleanup that would remove every execution also needs --yes. Deletion runs in short steps \
+so writers keep going; it is recorded (see `parallax storage retention status`). An interrupted cleanup \
+leaves a consistent database, and running it again finishes the job. -v shows progress.
+
+AGE is a number and a unit (s, m, h, d, w), e.g. 30d, 12h, 1d12h.
+
+Examples:
+  parallax storage cleanup executions --older-than 30d --dry-run
+  parallax storage cleanup executions --older-than 30d --max-count 100000
+  parallax --output json storage cleanup executions --older-than 90d --include-unfinished";
+
+const CLEANUP_AUDIT_LONG: &str =
+    "Remove audit entries whose timestamp is older than --older-than. Start with \
+--dry-run: it changes nothing and reports what would go. A cleanup that would remove every entry also needs \
+--yes. The run is recorded (see `parallax storage retention status`).
+
+Examples:
+  parallax storage cleanup audit-logs --older-than 90d --dry-run
+  parallax storage cleanup audit-logs --older-than 90d";
+
+#[derive(Debug, Subcommand)]
+pub enum CleanupCmd {
+    /// Remove old final executions with their events and search entries
+    #[command(long_about = CLEANUP_EXECUTIONS_LONG)]
+    Executions {
+        #[command(flatten)]
+        common: CleanupArgs,
+        /// Also remove final executions beyond the newest N (N at least 1)
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        max_count: Option<i64>,
+        /// Also remove old pending and running executions (a stuck run is your call)
+        #[arg(long)]
+        include_unfinished: bool,
+    },
+    /// Remove old audit entries
+    #[command(name = "audit-logs", long_about = CLEANUP_AUDIT_LONG)]
+    AuditLogs {
+        #[command(flatten)]
+        common: CleanupArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Remove rows older than AGE (30d, 12h, 1d12h; units s, m, h, d, w)
+    #[arg(long, value_name = "AGE", allow_hyphen_values = true)]
+    pub older_than: Option<String>,
+    /// Change nothing; report what would go
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm a cleanup that removes every row of the table
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCmd {
+    /// Show the retention policy, the schedule, the next run and the recorded runs
+    #[command(long_about = "Show storage.retention as configured, the cleanup schedule (UTC) and its next \
+        run, and the recorded runs (manual cleanups, scheduled and catch-up runs): when, trigger, status, \
+        rows removed per table, duration and error.\n\n\
+        Example: parallax storage retention status")]
+    Status,
+    /// Run the configured retention policy once, now
+    #[command(long_about = "Run storage.retention's enabled rules once, now, as the scheduler would: \
+        executions by maxAge/maxCount (final ones only), audit logs by maxAge. Skipped when another \
+        instance holds the database's runner lock. With --tick, it runs as the scheduled run of that tick \
+        and is skipped if that tick already ran (how several instances agree on one run per tick). \
+        --dry-run reports what would go.\n\n\
+        Example: parallax storage retention run --dry-run")]
+    Run {
+        /// Run as the scheduled run of this tick (RFC 3339, e.g. 2026-01-31T02:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        tick: Option<String>,
+        /// Change nothing; report what the policy would remove
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Keep the storage open and run the retention schedule in the foreground until stopped
+    #[command(
+        long_about = "Open the storage and run storage.retention on storage.retention.cleanupSchedule \
+        until SIGINT or SIGTERM, for installations where no long-running Parallax process has the storage \
+        open (any process that has it open runs the schedule; across processes and hosts one run happens \
+        per tick). A tick missed while nothing was running runs once at start. Runs are logged on stderr \
+        and recorded (`retention status`).\n\n\
+        Example: parallax storage retention serve --config /etc/parallax/parallax.config.yaml"
+    )]
+    Serve,
 }
 
 #[derive(Debug, Subcommand)]

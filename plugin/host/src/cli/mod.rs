@@ -9,6 +9,7 @@ mod executions;
 pub mod input;
 mod patterns;
 mod render;
+mod retention;
 mod storage;
 mod table;
 
@@ -18,7 +19,7 @@ use clap::{error::ErrorKind as ClapKind, Parser};
 use serde_json::Value as Json;
 use tracing_subscriber::EnvFilter;
 
-use self::args::{Cli, Command, Format, StorageCmd};
+use self::args::{Cli, Command, Format, RetentionCmd, StorageCmd};
 use crate::{config, loader, Error, ErrorKind, OpenOptions, Plugin, Storage};
 
 pub const EXIT_OTHER: i32 = 1;
@@ -171,10 +172,31 @@ fn run(cli: Cli) -> Result<Output, CliError> {
     tracing::debug!(plugin = %path.display(), config = ?cfg.source, "plugin loaded");
 
     if let Command::Storage(StorageCmd::Info) = &cli.command {
-        return storage::info(&plugin, &cfg);
+        let mut out = storage::info(&plugin, &cfg)?;
+        if out.failure.is_none() {
+            storage::append_last_run(&plugin, &cfg, &mut out);
+        }
+        return Ok(out);
     }
-    let maintenance = matches!(&cli.command, Command::Storage(_));
+    // Only `retention serve` runs the retention schedule: any other command is short-lived, and a run it
+    // started would be cut short when it exits.
+    let serve = matches!(&cli.command, Command::Storage(StorageCmd::Retention(RetentionCmd::Serve)));
+    let mut cfg = cfg;
+    if let Some(storage) = cfg.storage.as_object_mut() {
+        let retention = storage.entry("retention").or_insert_with(|| serde_json::json!({}));
+        if let Some(r) = retention.as_object_mut() {
+            if !serve {
+                r.insert("runSchedule".into(), Json::Bool(false));
+            }
+        }
+    }
+    // Schema maintenance opens without auto-running migrations; cleanup and retention need the current schema.
+    let maintenance = matches!(
+        &cli.command,
+        Command::Storage(StorageCmd::TestConnection | StorageCmd::Migrate(_) | StorageCmd::Info)
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| CliError::new(EXIT_OTHER, format!("cannot start the async runtime: {e}")))?;
     let store = plugin.open_with(&cfg.storage, OpenOptions { maintenance })?;

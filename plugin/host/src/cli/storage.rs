@@ -8,7 +8,7 @@ use super::{
     table::{key_values, yaml_block},
     CliError, Output,
 };
-use crate::{config::ResolvedConfig, Plugin, Storage};
+use crate::{config::ResolvedConfig, OpenOptions, Plugin, Storage};
 
 /// Plugin, backends and the checked config, without opening the database. An invalid config is reported
 /// after the plugin part (the plugin part is still printed) and fails the command.
@@ -57,6 +57,61 @@ pub fn info(plugin: &Plugin, cfg: &ResolvedConfig) -> Result<Output, CliError> {
     })
 }
 
+/// `storage info`'s last part: the storage is opened (schema maintenance mode, no schedule) to read the last
+/// recorded retention run. When it cannot be opened, the reason is shown instead; `info` still succeeds.
+pub fn append_last_run(plugin: &Plugin, cfg: &ResolvedConfig, out: &mut Output) {
+    // Never create a database just to say it has no runs.
+    let effective = &out.json["config"]["effective"];
+    let missing = match out.json["config"]["backend"].as_str() {
+        Some("sqlite") => effective["sqlite"]["path"].as_str().filter(|p| *p != ":memory:"),
+        Some("file") => effective["file"]["basePath"].as_str(),
+        _ => None,
+    }
+    .filter(|p| !std::path::Path::new(p).exists());
+    if let Some(path) = missing {
+        out.table
+            .push_str(&key_values(&[("last retention run", format!("none (no storage at {path} yet)"))]));
+        return;
+    }
+    let mut storage = cfg.storage.clone();
+    if let Some(r) = storage.as_object_mut().map(|s| s.entry("retention").or_insert_with(|| json!({}))) {
+        if let Some(r) = r.as_object_mut() {
+            r.insert("runSchedule".into(), json!(false));
+        }
+    }
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            let store =
+                plugin.open_with(&storage, OpenOptions { maintenance: true }).map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let s = store.retention_status().await.map_err(|e| e.to_string());
+                let _ = store.shutdown().await;
+                s
+            })
+        });
+    match status {
+        Ok(s) => {
+            let last = s.runs.first();
+            out.table.push_str(&key_values(&[
+                ("retention schedule", s.schedule.clone().map_or("not set".into(), |e| format!("{e} (UTC)"))),
+                ("next retention run", s.next_run.clone().unwrap_or_else(|| "-".into())),
+                ("last retention run", last.map_or("none recorded".into(), super::retention::run_summary)),
+            ]));
+            out.json["retention"] = serde_json::to_value(&s).unwrap_or_default();
+        }
+        Err(e) => {
+            out.table.push_str(&key_values(&[(
+                "last retention run",
+                format!("unknown (cannot open the storage: {e})"),
+            )]));
+            out.json["retention_error"] = json!(e);
+        }
+    }
+}
+
 fn warnings(list: &serde_json::Value) -> String {
     let items: Vec<&str> = list.as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
     if items.is_empty() {
@@ -98,6 +153,8 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
             Ok(Output::new(r.json(), out))
         }
         StorageCmd::Migrate(cmd) => migrate(store, cmd).await,
+        StorageCmd::Cleanup(cmd) => super::retention::cleanup(store, cmd).await,
+        StorageCmd::Retention(cmd) => super::retention::run(store, cmd).await,
     }
 }
 
