@@ -292,6 +292,19 @@ mod retention_support {
         pad: usize,
         edit: impl FnOnce(&rusqlite::Connection),
     ) -> crate::Harness {
+        let (dir, config) = prepared(old, events, recent, pad, edit).await;
+        let storage = crate::plugin().open(&config).unwrap();
+        crate::Harness::new(storage, config, dir)
+    }
+
+    /// As [`filled`], with the storage closed: a directory holding `parallax.db`, and its config.
+    pub async fn prepared(
+        old: usize,
+        events: usize,
+        recent: usize,
+        pad: usize,
+        edit: impl FnOnce(&rusqlite::Connection),
+    ) -> (tempfile::TempDir, serde_json::Value) {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::sqlite_config(&dir);
         // Migrated by the plugin, then closed for good (dropped: its read connections close too).
@@ -301,8 +314,7 @@ mod retention_support {
         let db = dir.path().join("parallax.db");
         fill(&db, old, events, recent, pad);
         edit(&rusqlite::Connection::open(&db).unwrap());
-        let storage = crate::plugin().open(&config).unwrap();
-        crate::Harness::new(storage, config, dir)
+        (dir, config)
     }
 
     fn fill(path: &Path, old: usize, events: usize, recent: usize, pad: usize) {
@@ -639,4 +651,102 @@ async fn a_second_instance_cannot_clean_up_while_the_first_runs() {
     }
     other.shutdown().await.unwrap();
     h.finish().await;
+}
+
+/// A cleanup killed with SIGKILL at any moment leaves a consistent database (integrity check ok, no event or
+/// search entry without its execution), and the next run finishes the job. The cleanups are the real CLI
+/// (`target/debug/parallax`), each in its own process.
+#[tokio::test]
+async fn a_cleanup_killed_at_any_moment_leaves_a_consistent_database_and_the_next_run_finishes() {
+    use std::{
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+    const OLD: usize = 30_000;
+    let (dir, _) = rs::prepared(OLD, 3, 10, 200, |_| {}).await;
+    let db = dir.path().join("parallax.db");
+    let cfg = dir.path().join("parallax.yaml");
+    std::fs::write(&cfg, format!("storage:\n  type: sqlite\n  sqlite:\n    path: {}\n", db.display()))
+        .unwrap();
+    let cli = target_dir().join("parallax");
+    assert!(cli.is_file(), "{} is missing: run `cargo build --workspace`", cli.display());
+    let cleanup = || {
+        let mut c = Command::new(&cli);
+        c.args(["storage", "cleanup", "executions", "--older-than", "1d", "--yes", "--config"])
+            .arg(&cfg)
+            .arg("--plugin")
+            .arg(fresh_plugin_library())
+            .env_remove("PARALLAX_CONFIG");
+        c
+    };
+    let old_left = || -> i64 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        count(&conn, "SELECT count(*) FROM executions WHERE pattern_name = 'old' AND status = 'completed'")
+    };
+    // A small deterministic generator for the kill moments (no extra crate).
+    let mut seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut next = move |below: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % below
+    };
+    let mut kills_mid_delete = 0;
+    for round in 0..6 {
+        let before = old_left();
+        if before == 0 {
+            break;
+        }
+        let mut child = cleanup().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let started = Instant::now();
+        if round == 0 {
+            // The first kill lands while rows are being deleted, for sure.
+            while old_left() == before {
+                assert!(child.try_wait().unwrap().is_none(), "the cleanup ended before deleting anything");
+                assert!(started.elapsed() < Duration::from_secs(60), "the cleanup deleted nothing in 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(50 + next(1_500)));
+        }
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        let after = old_left();
+        if after < before && after > 0 {
+            kills_mid_delete += 1;
+        }
+        eprintln!(
+            "round {round}: killed after {:?} ({status}); old executions {before} -> {after}",
+            started.elapsed()
+        );
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        assert_eq!(conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap(), "ok");
+        assert_eq!(
+            rs::orphans(&conn),
+            [("events", 0), ("search", 0), ("fts", 0), ("queue", 0)],
+            "round {round}"
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM executions_fts"),
+            count(&conn, "SELECT count(*) FROM executions")
+        );
+    }
+    assert!(kills_mid_delete >= 1, "no kill landed while rows were being deleted");
+
+    let out = cleanup().output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the final cleanup failed: {stdout}{stderr}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap(), "ok");
+    assert_eq!(count(&conn, "SELECT count(*) FROM executions WHERE started_at < 1600000000000000"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM executions"), 10, "the recent executions stay");
+    assert_eq!(count(&conn, "SELECT count(*) FROM execution_events"), 30);
+    assert_eq!(rs::orphans(&conn), [("events", 0), ("search", 0), ("fts", 0), ("queue", 0)]);
+    // The killed runs that had started deleting were recorded as running; the next run marked them.
+    assert!(
+        count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'interrupted'") >= 1,
+        "no interrupted run recorded"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'running'"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'succeeded'"), 1);
 }
