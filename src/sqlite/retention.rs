@@ -220,6 +220,35 @@ fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
     Ok(Plan { tables, unfinished_kept: unfinished_kept.max(0) as u64, total_rows: total.max(0) as u64 })
 }
 
+#[derive(QueryableByName)]
+struct At {
+    #[diesel(sql_type = BigInt)]
+    at: i64,
+}
+
+/// The key of the execution with `skip` newer ones, in one read snapshot. Walks the `started_at` index
+/// without sorting the table: the time first (`OFFSET` over the index), then the id among the rows of that
+/// exact time (usually one).
+fn nth_newest(conn: &mut SqliteConnection, skip: i64) -> Result<Option<Key>> {
+    let at: Vec<At> =
+        sql_query("SELECT started_at AS at FROM executions ORDER BY started_at DESC LIMIT 1 OFFSET ?1")
+            .bind::<BigInt, _>(skip)
+            .load(conn)
+            .map_err(sqlite_error)?;
+    let Some(at) = at.into_iter().next().map(|a| a.at) else { return Ok(None) };
+    let newer: Count = sql_query("SELECT count(*) AS n FROM executions WHERE started_at > ?1")
+        .bind::<BigInt, _>(at)
+        .get_result(conn)
+        .map_err(sqlite_error)?;
+    let rows: Vec<KeyRow> =
+        sql_query("SELECT started_at AS at, id FROM executions WHERE started_at = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2")
+            .bind::<BigInt, _>(at)
+            .bind::<BigInt, _>(skip - newer.n)
+            .load(conn)
+            .map_err(sqlite_error)?;
+    Ok(rows.into_iter().next().map(|k| (k.at, k.id)))
+}
+
 /// What one delete job removed.
 #[derive(Debug, Default)]
 struct Batch {
@@ -395,15 +424,9 @@ impl Store for SqliteBackend {
     }
 
     async fn nth_newest_execution(&self, n: u64) -> Result<Option<Key>> {
-        let offset = i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX);
+        let Some(skip) = n.checked_sub(1).and_then(|k| i64::try_from(k).ok()) else { return Ok(None) };
         self.read(move |conn| {
-            let rows: Vec<KeyRow> = sql_query(
-                "SELECT started_at AS at, id FROM executions ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?1",
-            )
-            .bind::<BigInt, _>(offset)
-            .load(conn)
-            .map_err(sqlite_error)?;
-            Ok(rows.into_iter().next().map(|k| (k.at, k.id)))
+            conn.transaction(|conn| nth_newest(conn, skip).map_err(SqliteFailure)).map_err(Error::from)
         })
         .await
     }
@@ -534,5 +557,94 @@ impl Store for SqliteBackend {
                 .tick)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parallax_storage_abi::OpenOptions;
+
+    use super::*;
+    use crate::config::SqliteConfig;
+
+    async fn backend(dir: &tempfile::TempDir) -> SqliteBackend {
+        let cfg = StorageConfig {
+            sqlite: SqliteConfig { path: dir.path().join("r.db"), ..SqliteConfig::default() },
+            ..StorageConfig::default()
+        };
+        SqliteBackend::open(cfg, OpenOptions::default()).await.unwrap()
+    }
+
+    fn run(tick: Option<i64>, started_at: i64) -> Run {
+        Run { started_at, ..Run::start(Trigger::Scheduled, tick) }
+    }
+
+    #[tokio::test]
+    async fn run_records_one_per_tick_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir).await;
+        assert_eq!(b.last_tick().await.unwrap(), None);
+        let mut first = run(Some(5_000_000), 10);
+        b.save_run(first.clone()).await.unwrap();
+        let err = b.save_run(run(Some(5_000_000), 20)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.to_string().contains("1970-01-01T00:00:05.000000Z"), "{err}");
+        // The same id replaces its record.
+        first.status = RunStatus::Succeeded;
+        first.finished_at = Some(30);
+        first.rows.insert("executions".into(), 7);
+        b.save_run(first.clone()).await.unwrap();
+        let manual = Run { started_at: 40, ..Run::start(Trigger::Manual, None) };
+        b.save_run(manual.clone()).await.unwrap();
+        assert_eq!(b.runs(10).await.unwrap(), vec![manual.clone(), first]);
+        assert_eq!(b.runs(1).await.unwrap(), vec![manual]);
+        assert_eq!(b.last_tick().await.unwrap(), Some(5_000_000));
+        b.writer.stop();
+    }
+
+    #[tokio::test]
+    async fn the_runner_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (backend(&dir).await, backend(&dir).await);
+        let held = a.lock_runner().await.unwrap().expect("free at first");
+        assert!(b.lock_runner().await.unwrap().is_none(), "another instance holds it");
+        assert!(a.lock_runner().await.unwrap().is_none(), "not reentrant either");
+        drop(held);
+        assert!(b.lock_runner().await.unwrap().is_some());
+        assert!(dir.path().join("r.db-retention.lock").is_file());
+        a.writer.stop();
+        b.writer.stop();
+    }
+
+    #[tokio::test]
+    async fn nth_newest_orders_by_time_then_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir).await;
+        b.writer
+            .write("rows", |conn| {
+                for (id, at) in [("a", 1), ("b", 2), ("c", 2), ("d", 2), ("e", 3)] {
+                    sql_query(format!(
+                        "INSERT INTO executions (id, pattern_name, pattern_version, status, started_at) \
+                         VALUES ('0190b3f2-0000-7000-8000-00000000000{id}', 'p', '1', 'completed', {at})"
+                    ))
+                    .execute(conn)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let id = |c: &str| format!("0190b3f2-0000-7000-8000-00000000000{c}");
+        let want = [(3, "e"), (2, "d"), (2, "c"), (2, "b"), (1, "a")];
+        for (n, (at, c)) in want.iter().enumerate() {
+            assert_eq!(
+                b.nth_newest_execution(n as u64 + 1).await.unwrap(),
+                Some((*at, id(c))),
+                "n = {}",
+                n + 1
+            );
+        }
+        assert_eq!(b.nth_newest_execution(6).await.unwrap(), None);
+        assert_eq!(b.nth_newest_execution(0).await.unwrap(), None);
+        b.writer.stop();
     }
 }
