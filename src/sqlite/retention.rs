@@ -217,6 +217,13 @@ fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
             )?;
         }
     }
+    // Everything goes in batches, the dependent rows in the same jobs as their executions. The number of jobs
+    // is an estimate: their size adapts to how long each takes (it starts at ROWS_FIRST).
+    let jobs = tables[0].rows.div_ceil(ROWS_FIRST as u64);
+    for t in &mut tables {
+        t.rows_in_batches = t.rows;
+        t.batches = if t.rows > 0 { jobs } else { 0 };
+    }
     Ok(Plan { tables, unfinished_kept: unfinished_kept.max(0) as u64, total_rows: total.max(0) as u64 })
 }
 
