@@ -81,6 +81,16 @@ pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
     Ok(conn)
 }
 
+/// A connection of its own for maintenance beside the writer (the WAL checkpoints of a cleanup): the common
+/// pragmas, nothing else.
+pub fn plain(cfg: &SqliteConfig) -> Result<SqliteConnection> {
+    let url = url(cfg)?;
+    let mut conn = SqliteConnection::establish(&url)
+        .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))?;
+    conn.batch_execute(&common_pragmas(cfg)).map_err(sqlite_error)?;
+    Ok(conn)
+}
+
 #[derive(Debug)]
 struct ReaderPragmas(String);
 

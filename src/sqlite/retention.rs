@@ -46,7 +46,7 @@ use crate::{
 };
 
 /// Each delete job aims to hold the writer this long; callers' writes wait for at most about one job.
-const JOB_TARGET: Duration = Duration::from_millis(10);
+const JOB_TARGET: Duration = Duration::from_millis(5);
 const ROWS_FIRST: i64 = 200;
 const ROWS_MIN: i64 = 10;
 const ROWS_MAX: i64 = 2_000;
@@ -393,7 +393,12 @@ pub fn lock_file(db: &Path) -> Result<Option<File>> {
 }
 
 impl SqliteBackend {
-    async fn delete_all(&self, sel: Selection, tally: Tally) -> Result<Totals> {
+    async fn delete_all(
+        &self,
+        sel: Selection,
+        tally: Tally,
+        checkpointer: &vacuum::Checkpointer,
+    ) -> Result<Totals> {
         let mut totals = Totals::default();
         let mut after: Option<Key> = None;
         let mut limit = ROWS_FIRST;
@@ -420,6 +425,7 @@ impl SqliteBackend {
                 break;
             }
             limit = vacuum::pace(limit, batch.took, JOB_TARGET, ROWS_MIN, ROWS_MAX);
+            checkpointer.run().await?;
         }
         Ok(totals)
     }
@@ -449,13 +455,14 @@ impl Store for SqliteBackend {
     async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
         let path = self.cfg.sqlite.path.clone();
         let what = sel.target;
+        let checkpointer = vacuum::Checkpointer::open(&self.cfg.sqlite).await?;
         // The size before, with the WAL copied in so that both sizes measure the same thing.
-        vacuum::checkpoint(&self.writer).await?;
+        checkpointer.run().await?;
         let before = vacuum::file_bytes(&path);
-        let totals = self.delete_all(sel, tally).await?;
+        let totals = self.delete_all(sel, tally, &checkpointer).await?;
         let mut reclaimed = vacuum::Reclaimed::default();
         if totals.rows > 0 {
-            reclaimed = vacuum::reclaim(&self.writer, &path).await?;
+            reclaimed = vacuum::reclaim(&self.writer, &checkpointer, &path).await?;
         }
         let after = vacuum::file_bytes(&path);
         tracing::info!(

@@ -25,7 +25,10 @@ use diesel::{
 };
 
 use super::writer::Writer;
-use crate::error::{sqlite_error, Result};
+use crate::{
+    config::SqliteConfig,
+    error::{sqlite_error, Error, Result},
+};
 
 /// `PRAGMA auto_vacuum` values.
 pub const INCREMENTAL: i32 = 2;
@@ -35,7 +38,7 @@ pub const INCREMENTAL: i32 = 2;
 pub const CONVERT_AUTOMATICALLY_BYTES: u64 = 64 << 20;
 
 /// Each vacuum step aims to hold the writer this long.
-const STEP_TARGET: Duration = Duration::from_millis(8);
+const STEP_TARGET: Duration = Duration::from_millis(5);
 const PAGES_FIRST: i64 = 256;
 const PAGES_MIN: i64 = 16;
 const PAGES_MAX: i64 = 16_384;
@@ -140,15 +143,36 @@ pub fn file_bytes(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Copies the WAL into the main file without waiting for anyone (a no-op outside WAL mode); once the WAL is
-/// fully copied, SQLite truncates the main file to the database's size.
-pub async fn checkpoint(writer: &Writer) -> Result<()> {
-    writer
-        .solo("a WAL checkpoint", |conn| {
-            conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);").map_err(sqlite_error)?;
-            Ok(())
+/// Copies the WAL into the main file from a connection of its own, off the writer's thread: a `PASSIVE`
+/// checkpoint waits for no one and blocks no writer (they keep appending to the WAL meanwhile). Once the WAL
+/// is fully copied, the next write starts it over from the beginning, and SQLite truncates the main file to
+/// the database's size (what makes the file shrink after a vacuum).
+///
+/// A cleanup checkpoints after each of its jobs: its WAL traffic is copied here, by the cleanup's own task,
+/// instead of by SQLite's automatic checkpoint (every 1000 pages), which would run inside some caller's
+/// commit on the writer's thread and make that caller wait for megabytes of copying and an fsync.
+pub struct Checkpointer {
+    conn: std::sync::Arc<std::sync::Mutex<SqliteConnection>>,
+}
+
+impl Checkpointer {
+    pub async fn open(cfg: &SqliteConfig) -> Result<Checkpointer> {
+        let cfg = cfg.clone();
+        let conn = tokio::task::spawn_blocking(move || super::connection::plain(&cfg))
+            .await
+            .map_err(|e| Error::internal(format!("opening the checkpoint connection failed: {e}")))??;
+        Ok(Checkpointer { conn: std::sync::Arc::new(std::sync::Mutex::new(conn)) })
+    }
+
+    pub async fn run(&self) -> Result<()> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);").map_err(sqlite_error)
         })
         .await
+        .map_err(|e| Error::internal(format!("a WAL checkpoint failed: {e}")))?
+    }
 }
 
 /// What [`reclaim`] did.
@@ -160,8 +184,9 @@ pub struct Reclaimed {
     pub steps: u64,
 }
 
-/// Gives the free pages back in small steps through the writer, each its own short job, then checkpoints.
-pub async fn reclaim(writer: &Writer, path: &Path) -> Result<Reclaimed> {
+/// Gives the free pages back in small steps through the writer, each its own short job and checkpointed
+/// after, then checkpoints once more.
+pub async fn reclaim(writer: &Writer, checkpointer: &Checkpointer, path: &Path) -> Result<Reclaimed> {
     let (incremental, mut free) = writer
         .solo("reading the free page count", |conn| Ok((mode(conn)? == INCREMENTAL, freelist_count(conn)?)))
         .await?;
@@ -196,8 +221,9 @@ pub async fn reclaim(writer: &Writer, path: &Path) -> Result<Reclaimed> {
         }
         free = left;
         pages = pace(pages, took, STEP_TARGET, PAGES_MIN, PAGES_MAX);
+        checkpointer.run().await?;
     }
-    checkpoint(writer).await?;
+    checkpointer.run().await?;
     Ok(done)
 }
 
