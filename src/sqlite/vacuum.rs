@@ -13,6 +13,7 @@
 
 use std::{
     path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -38,7 +39,7 @@ pub const INCREMENTAL: i32 = 2;
 pub const CONVERT_AUTOMATICALLY_BYTES: u64 = 64 << 20;
 
 /// Each vacuum step aims to hold the writer this long.
-const STEP_TARGET: Duration = Duration::from_millis(5);
+const STEP_TARGET: Duration = Duration::from_millis(8);
 const PAGES_FIRST: i64 = 256;
 const PAGES_MIN: i64 = 16;
 const PAGES_MAX: i64 = 16_384;
@@ -148,11 +149,13 @@ pub fn file_bytes(path: &Path) -> u64 {
 /// is fully copied, the next write starts it over from the beginning, and SQLite truncates the main file to
 /// the database's size (what makes the file shrink after a vacuum).
 ///
-/// A cleanup checkpoints after each of its jobs: its WAL traffic is copied here, by the cleanup's own task,
-/// instead of by SQLite's automatic checkpoint (every 1000 pages), which would run inside some caller's
-/// commit on the writer's thread and make that caller wait for megabytes of copying and an fsync.
+/// A cleanup keeps a checkpoint going in the background while its jobs run ([`Checkpointer::kick`]): its WAL
+/// traffic is copied by the cleanup's own connection, instead of by SQLite's automatic checkpoint (every 1000
+/// pages), which would run inside some caller's commit on the writer's thread and make that caller wait for
+/// megabytes of copying and an fsync.
 pub struct Checkpointer {
-    conn: std::sync::Arc<std::sync::Mutex<SqliteConnection>>,
+    conn: Arc<Mutex<SqliteConnection>>,
+    running: Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
 }
 
 impl Checkpointer {
@@ -161,17 +164,34 @@ impl Checkpointer {
         let conn = tokio::task::spawn_blocking(move || super::connection::plain(&cfg))
             .await
             .map_err(|e| Error::internal(format!("opening the checkpoint connection failed: {e}")))??;
-        Ok(Checkpointer { conn: std::sync::Arc::new(std::sync::Mutex::new(conn)) })
+        Ok(Checkpointer { conn: Arc::new(Mutex::new(conn)), running: Mutex::new(None) })
     }
 
-    pub async fn run(&self) -> Result<()> {
+    fn spawn(&self) -> tokio::task::JoinHandle<Result<()>> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);").map_err(sqlite_error)
         })
-        .await
-        .map_err(|e| Error::internal(format!("a WAL checkpoint failed: {e}")))?
+    }
+
+    /// Starts a checkpoint unless one is still running; never waits.
+    pub fn kick(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.as_ref().is_none_or(|h| h.is_finished()) {
+            *running = Some(self.spawn());
+        }
+    }
+
+    /// Waits for a running checkpoint, then checkpoints once more and waits for that.
+    pub async fn run(&self) -> Result<()> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = running {
+            if let Ok(Err(e)) = h.await {
+                tracing::warn!(error = %e, "a background WAL checkpoint failed (the next one copies its pages)");
+            }
+        }
+        self.spawn().await.map_err(|e| Error::internal(format!("a WAL checkpoint failed: {e}")))?
     }
 }
 
@@ -221,7 +241,7 @@ pub async fn reclaim(writer: &Writer, checkpointer: &Checkpointer, path: &Path) 
         }
         free = left;
         pages = pace(pages, took, STEP_TARGET, PAGES_MIN, PAGES_MAX);
-        checkpointer.run().await?;
+        checkpointer.kick();
     }
     checkpointer.run().await?;
     Ok(done)
