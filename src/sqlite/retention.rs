@@ -13,6 +13,8 @@
 //!   `foreign_keys = ON`) would delete events too; the job deletes them explicitly first (through the
 //!   `UNIQUE (execution_id, seq)` index) so that they are counted and do not depend on the pragma, and the
 //!   cascade then finds nothing. Likewise the `executions_search_delete` trigger finds its rows gone.
+//! - While the jobs run, a connection of the cleanup's own keeps checkpointing the WAL in the background
+//!   ([`vacuum::Checkpointer`]), so that SQLite's automatic checkpoint does not land inside a caller's commit.
 //! - Afterwards the free pages go back to the file system ([`super::vacuum`]).
 //! - The runner lock is `flock(LOCK_EX | LOCK_NB)` on `<database>-retention.lock` ([`lock_file`]).
 
