@@ -107,12 +107,24 @@ struct RunRow {
 struct Target {
     table: &'static str,
     at: &'static str,
+    /// `<table> INDEXED BY <its time index>`: a selection always walks the time index. With statistics (after
+    /// an `ANALYZE`) SQLite preferred scanning a covering index of the whole table and sorting it, for every
+    /// batch (seen at a million executions: a second per job).
+    source: &'static str,
 }
 
 fn target(t: CleanupTarget) -> Target {
     match t {
-        CleanupTarget::Executions => Target { table: "executions", at: "started_at" },
-        CleanupTarget::AuditLogs => Target { table: "audit_logs", at: "timestamp" },
+        CleanupTarget::Executions => Target {
+            table: "executions",
+            at: "started_at",
+            source: "executions INDEXED BY idx_executions_started_at",
+        },
+        CleanupTarget::AuditLogs => Target {
+            table: "audit_logs",
+            at: "timestamp",
+            source: "audit_logs INDEXED BY idx_audit_timestamp",
+        },
     }
 }
 
@@ -167,7 +179,7 @@ fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
         &format!(
             "SELECT count(*) AS n, min({at}) AS oldest, max({at}) AS newest FROM {tb} WHERE {cond}",
             at = t.at,
-            tb = t.table
+            tb = t.source
         ),
         &sel.before,
     )?;
@@ -175,7 +187,7 @@ fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
     first.sample_ids = sql_query(format!(
         "SELECT {at} AS at, id FROM {tb} WHERE {cond} ORDER BY {at}, id LIMIT {SAMPLE_IDS}",
         at = t.at,
-        tb = t.table
+        tb = t.source
     ))
     .bind::<BigInt, _>(sel.before.0)
     .bind::<Text, _>(&sel.before.1)
@@ -191,7 +203,7 @@ fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
     let mut tables = vec![first];
     let mut unfinished_kept = 0;
     if sel.target == CleanupTarget::Executions {
-        let ids = format!("SELECT id FROM executions WHERE {cond}");
+        let ids = format!("SELECT id FROM {} WHERE {cond}", t.source);
         let events = range(
             conn,
             &format!(
@@ -211,7 +223,8 @@ fn plan(conn: &mut SqliteConnection, sel: &Selection) -> Result<Plan> {
             unfinished_kept = count(
                 conn,
                 &format!(
-                    "SELECT count(*) AS n FROM executions WHERE started_at <= ?1 AND (started_at, id) < (?1, ?2) \
+                    "SELECT count(*) AS n FROM executions INDEXED BY idx_executions_started_at \
+                     WHERE started_at <= ?1 AND (started_at, id) < (?1, ?2) \
                      AND +status NOT IN ({})",
                     final_statuses()
                 ),
@@ -285,7 +298,7 @@ fn delete_batch(
     let keys: Vec<KeyRow> = sql_query(format!(
         "SELECT {at} AS at, id FROM {tb} WHERE {cond} ORDER BY {at}, id LIMIT ?5",
         at = t.at,
-        tb = t.table
+        tb = t.source
     ))
     .bind::<BigInt, _>(sel.before.0)
     .bind::<Text, _>(&sel.before.1)
