@@ -420,13 +420,13 @@ pub fn retention_limit(cutoff: Option<i64>, nth_newest: Option<Key>) -> Option<K
 }
 
 /// A cleanup that would remove every row of its table needs the caller's confirmation.
-pub fn confirm_removing_everything(target: CleanupTarget, rows: u64) -> Error {
+pub fn confirm_removing_everything(target: CleanupTarget) -> Error {
     let what = match target {
         CleanupTarget::Executions => "execution",
         CleanupTarget::AuditLogs => "audit entry",
     };
     Error::invalid(format!(
-        "this cleanup would remove every {what} ({rows} rows); check it with --dry-run, then add --yes to \
+        "this cleanup would remove every {what}; check it with --dry-run, then add --yes to \
          confirm (`confirmAll: true` in the maintenance request)"
     ))
 }

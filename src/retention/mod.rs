@@ -43,6 +43,16 @@ pub struct Plan {
     pub total_rows: u64,
 }
 
+/// What a cleanup must know before it deletes, without counting everything: whether it selects any row,
+/// whether it keeps any (a cleanup that would empty the table needs the caller's confirmation), and how many
+/// unfinished rows below the limit it keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Precheck {
+    pub selects_any: bool,
+    pub keeps_any: bool,
+    pub unfinished_kept: u64,
+}
+
 /// Rows deleted so far per table, updated by the backend after each committed step, so that a failure can say
 /// what was already deleted and the run record has it. It also logs progress (info, at most every
 /// [`PROGRESS_EVERY`]), which `parallax -v storage cleanup …` shows.
@@ -210,6 +220,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts what `sel` covers ([`Plan`]); changes nothing (not even a file's access time matters: no writes).
     fn plan_cleanup(&self, sel: Selection) -> impl Future<Output = Result<Plan>> + Send;
+
+    /// [`Precheck`] for `sel`. The default counts with [`Store::plan_cleanup`]; a backend where counting is
+    /// costly (PostgreSQL, millions of rows) answers with a few index probes instead.
+    fn precheck(&self, sel: Selection) -> impl Future<Output = Result<Precheck>> + Send {
+        async move {
+            let p = self.plan_cleanup(sel).await?;
+            let going = p.tables.first().map_or(0, |t| t.rows);
+            Ok(Precheck {
+                selects_any: going > 0,
+                keeps_any: going < p.total_rows,
+                unfinished_kept: p.unfinished_kept,
+            })
+        }
+    }
 
     /// Removes what `sel` covers in short steps (whole partitions or months where every row in them is
     /// selected, else batches), so writers keep going; after each committed step it adds the rows to `tally`.

@@ -138,17 +138,23 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     let spec = Spec::from_params(&params)?;
     let now = time::now_micros();
     let sel = spec.resolve(store, now).await?;
-    let planned = plan(store, &sel, &spec).await?;
     let mut report = spec.report(now, params.dry_run);
-    report.unfinished_kept = planned.unfinished_kept;
     if params.dry_run {
-        report.rows_left = planned.total_rows - going(&planned).min(planned.total_rows);
+        let planned = plan(store, &sel, &spec).await?;
+        report.unfinished_kept = planned.unfinished_kept;
+        report.rows_left = Some(planned.total_rows.saturating_sub(going(&planned)));
         report.tables = planned.tables;
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    if going(&planned) > 0 && going(&planned) >= planned.total_rows && !params.confirm_all {
-        return Err(rules::confirm_removing_everything(spec.target, planned.total_rows));
+    // A real run does not count everything first (on a large table that is most of the work): a few probes
+    // say whether it would empty the table and how many unfinished rows it keeps.
+    if let Some(sel) = &sel {
+        let check = store.precheck(sel.clone()).await?;
+        report.unfinished_kept = check.unfinished_kept;
+        if check.selects_any && !check.keeps_any && !params.confirm_all {
+            return Err(rules::confirm_removing_everything(spec.target));
+        }
     }
     let _lock = store.lock_runner().await?.ok_or_else(|| {
         Error::conflict(
@@ -167,9 +173,6 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     finish(store, &mut run, &tally, outcome.as_ref().err()).await;
     let tables = outcome.map_err(|e| failed(&spec, &tally, e))?;
     report.tables = tables;
-    report.rows_left = planned
-        .total_rows
-        .saturating_sub(tally.snapshot().get(main_table(spec.target)).copied().unwrap_or(0));
     report.run_id = Some(run.id);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -244,7 +247,7 @@ pub async fn run_policy<S: Store>(
             let p = plan(store, &sel, spec).await?;
             let mut report = spec.report(now, true);
             report.unfinished_kept = p.unfinished_kept;
-            report.rows_left = p.total_rows.saturating_sub(going(&p));
+            report.rows_left = Some(p.total_rows.saturating_sub(going(&p)));
             report.tables = p.tables;
             reports.push(report);
         }

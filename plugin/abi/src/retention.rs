@@ -81,8 +81,8 @@ pub struct CleanupReport {
     pub tables: Vec<TableReport>,
     /// Executions older than the cutoff kept because they are pending or running.
     pub unfinished_kept: u64,
-    /// Rows of the main table left after the cleanup (before it, on a dry run: the rows that would stay).
-    pub rows_left: u64,
+    /// On a dry run, the rows of the main table that would stay (a real run does not count them).
+    pub rows_left: Option<u64>,
     /// The recorded run, when the cleanup changed something.
     pub run_id: Option<String>,
     /// Wall time of the call.

@@ -120,7 +120,9 @@ pub fn report_text(r: &CleanupReport) -> String {
             kv.push(("sample ids", first.sample_ids.join(", ")));
         }
     }
-    kv.push((if r.dry_run { "rows that would stay" } else { "rows left" }, r.rows_left.to_string()));
+    if let Some(left) = r.rows_left {
+        kv.push(("rows that would stay", left.to_string()));
+    }
     kv.push(("duration", format_ms(r.duration_ms as i64)));
     if let Some(id) = &r.run_id {
         kv.push(("run", id.clone()));
