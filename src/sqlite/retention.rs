@@ -42,7 +42,7 @@ use super::{vacuum, SqliteBackend};
 use crate::{
     config::StorageConfig,
     error::{sqlite_error, Error, Result, SqliteFailure},
-    retention::{Plan, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
+    retention::{Plan, Precheck, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
     rules::{Key, Selection, FINAL_STATUSES},
     time,
 };
@@ -271,6 +271,54 @@ fn nth_newest(conn: &mut SqliteConnection, skip: i64) -> Result<Option<Key>> {
     Ok(rows.into_iter().next().map(|k| (k.at, k.id)))
 }
 
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    yes: bool,
+}
+
+/// What a real cleanup needs to know first, from index probes instead of counting every selected row: is any
+/// row selected, does any stay, and how many old unfinished executions are kept (few, found through the
+/// status index).
+fn precheck(conn: &mut SqliteConnection, sel: &Selection) -> Result<Precheck> {
+    let t = target(sel.target);
+    let cond = selected(sel);
+    let flag = |conn: &mut SqliteConnection, sql: String| -> Result<bool> {
+        Ok(sql_query(sql)
+            .bind::<BigInt, _>(sel.before.0)
+            .bind::<Text, _>(&sel.before.1)
+            .get_result::<Flag>(conn)
+            .map_err(sqlite_error)?
+            .yes)
+    };
+    let selects_any = flag(conn, format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {cond}) AS yes", t.source))?;
+    let newer_any = flag(
+        conn,
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {at} >= ?1 AND ({at}, id) >= (?1, ?2)) AS yes",
+            t.source,
+            at = t.at
+        ),
+    )?;
+    let mut unfinished_kept = 0;
+    if sel.target == CleanupTarget::Executions && !sel.include_unfinished {
+        unfinished_kept = count(
+            conn,
+            &format!(
+                "SELECT count(*) AS n FROM executions INDEXED BY idx_executions_status \
+                 WHERE status NOT IN ({}) AND started_at <= ?1 AND (started_at, id) < (?1, ?2)",
+                final_statuses()
+            ),
+            &sel.before,
+        )?;
+    }
+    Ok(Precheck {
+        selects_any,
+        keeps_any: newer_any || unfinished_kept > 0,
+        unfinished_kept: unfinished_kept.max(0) as u64,
+    })
+}
+
 /// What one delete job removed.
 #[derive(Debug, Default)]
 struct Batch {
@@ -463,6 +511,13 @@ impl Store for SqliteBackend {
         // One read transaction: every count sees the same snapshot, even while another instance deletes.
         self.read(move |conn| {
             conn.transaction(|conn| plan(conn, &sel).map_err(SqliteFailure)).map_err(Error::from)
+        })
+        .await
+    }
+
+    async fn precheck(&self, sel: Selection) -> Result<Precheck> {
+        self.read(move |conn| {
+            conn.transaction(|conn| precheck(conn, &sel).map_err(SqliteFailure)).map_err(Error::from)
         })
         .await
     }
@@ -673,6 +728,30 @@ mod tests {
             );
         }
         assert_eq!(b.nth_newest_execution(6).await.unwrap(), None);
+
+        // The precheck's probes agree with the plan's counts.
+        b.writer
+            .write("an unfinished one", |conn| {
+                sql_query(
+                    "INSERT INTO executions (id, pattern_name, pattern_version, status, started_at) \
+                     VALUES ('0190b3f2-0000-7000-8000-00000000000f', 'p', '1', 'running', 2)",
+                )
+                .execute(conn)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        for (before, include_unfinished) in
+            [((0, id("a")), false), ((2, id("c")), false), ((9, id("a")), false), ((9, id("a")), true)]
+        {
+            let sel = Selection { target: CleanupTarget::Executions, before, include_unfinished };
+            let pre = b.precheck(sel.clone()).await.unwrap();
+            let plan = b.plan_cleanup(sel.clone()).await.unwrap();
+            let going = plan.tables[0].rows;
+            assert_eq!(pre.selects_any, going > 0, "{sel:?}");
+            assert_eq!(pre.keeps_any, going < plan.total_rows, "{sel:?}");
+            assert_eq!(pre.unfinished_kept, plan.unfinished_kept, "{sel:?}");
+        }
         assert_eq!(b.nth_newest_execution(0).await.unwrap(), None);
         b.writer.stop();
     }
