@@ -48,7 +48,7 @@ use crate::{
 };
 
 /// Each delete job aims to hold the writer this long; callers' writes wait for at most about one job.
-const JOB_TARGET: Duration = Duration::from_millis(8);
+const JOB_TARGET: Duration = Duration::from_millis(5);
 const ROWS_FIRST: i64 = 200;
 const ROWS_MIN: i64 = 10;
 const ROWS_MAX: i64 = 2_000;

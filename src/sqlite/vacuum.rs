@@ -39,7 +39,7 @@ pub const INCREMENTAL: i32 = 2;
 pub const CONVERT_AUTOMATICALLY_BYTES: u64 = 64 << 20;
 
 /// Each vacuum step aims to hold the writer this long.
-const STEP_TARGET: Duration = Duration::from_millis(8);
+const STEP_TARGET: Duration = Duration::from_millis(5);
 const PAGES_FIRST: i64 = 256;
 const PAGES_MIN: i64 = 16;
 const PAGES_MAX: i64 = 16_384;
