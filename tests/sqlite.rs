@@ -747,5 +747,6 @@ async fn a_cleanup_killed_at_any_moment_leaves_a_consistent_database_and_the_nex
         "no interrupted run recorded"
     );
     assert_eq!(count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'running'"), 0);
-    assert_eq!(count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'succeeded'"), 1);
+    // The final run succeeded (and a round whose kill came too late, if any).
+    assert!(count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'succeeded'") >= 1);
 }
