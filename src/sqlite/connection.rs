@@ -64,6 +64,9 @@ pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
     // `pwrite`s. The journals hold the pages one job changes (a row or a pattern), so memory stays small;
     // migrations, which may sort whole tables, switch back to temporary files (`migrations::exclusive`).
     conn.batch_execute("PRAGMA temp_store = MEMORY;").map_err(sqlite_error)?;
+    // A new database gives space back after cleanups (`super::vacuum`); the mode is fixed by the first page
+    // written, so this comes before the journal mode.
+    super::vacuum::prepare_new(&mut conn)?;
     let want = if cfg.wal_mode { "wal" } else { "delete" };
     let got: JournalMode =
         sql_query(format!("PRAGMA journal_mode = {want}")).get_result(&mut conn).map_err(sqlite_error)?;
@@ -75,6 +78,16 @@ pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
             "SQLite did not switch the journal mode (another connection may hold the database open)"
         );
     }
+    Ok(conn)
+}
+
+/// A connection of its own for maintenance beside the writer (the WAL checkpoints of a cleanup): the common
+/// pragmas, nothing else.
+pub fn plain(cfg: &SqliteConfig) -> Result<SqliteConnection> {
+    let url = url(cfg)?;
+    let mut conn = SqliteConnection::establish(&url)
+        .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))?;
+    conn.batch_execute(&common_pragmas(cfg)).map_err(sqlite_error)?;
     Ok(conn)
 }
 

@@ -9,6 +9,7 @@ mod retention;
 #[rustfmt::skip]
 pub mod schema;
 pub mod search;
+mod vacuum;
 mod writer;
 
 use diesel::{sql_query, sql_types::Text, QueryableByName, RunQueryDsl};
@@ -40,6 +41,8 @@ impl SqliteBackend {
                     migrations.enabled && migrations.auto_run,
                 )?;
             }
+            // Once per database created before incremental auto-vacuum (or by another program), while small.
+            vacuum::convert_existing(&mut conn, &sqlite.path);
             Ok((conn, connection::read_pool(&sqlite)?))
         })
         .await

@@ -74,6 +74,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retention_runs (id) {
+        id -> Text,
+        trigger -> Text,
+        tick -> Nullable<BigInt>,
+        started_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+        status -> Text,
+        rows -> Text,
+        error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(execution_events -> executions (execution_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -84,4 +97,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     executions,
     pattern_search,
     patterns,
+    retention_runs,
 );
