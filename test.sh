@@ -140,9 +140,10 @@ if [ "$quick" = 0 ]; then
   RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p parallax-storage-abi -p parallax-storage-host
   # The host crate's public API speaks plain Rust: no abi_stable type may appear in its generated docs (prose
   # may name the crate; a signature would link or name one of its types). plugin/testing/plain-host proves the
-  # same at compile time.
-  if grep -rlE 'href="[^"]*(abi_stable|parallax_storage_abi)/|\b(RString|ROption|RVec|RResult|RBox|RStr|StorageBox|StorageBackend_TO|PluginModRef)\b' \
-    target/doc/parallax_storage_host; then
+  # same at compile time. The plain serde documents of maintenance ops (`parallax_storage_host::retention`) are
+  # re-exported from the ABI crate: their "source" links point into it, which exposes no type, so they pass.
+  if grep -roE 'href="[^"]*(abi_stable|parallax_storage_abi)/[^"]*"|\b(RString|ROption|RVec|RResult|RBox|RStr|StorageBox|StorageBackend_TO|PluginModRef)\b' \
+    target/doc/parallax_storage_host | grep -vE 'href="[^"]*/src/(abi_stable|parallax_storage_abi)/'; then
     echo "error: the files above show an FFI type in the host crate's public API; convert it in plugin/host/src/convert.rs" >&2
     exit 1
   fi

@@ -136,8 +136,13 @@ fn storage_info_and_test_connection() {
     let info = env.ok(&["storage", "info"]);
     assert!(info.contains("plugin version:") && info.contains("sqlite"), "{info}");
     assert!(info.contains("parallax.config.yaml"), "{info}");
-    assert!(info.contains("not enforced") && info.contains("storage.retention.executions"), "{info}");
-    assert!(!env.dir.path().join("parallax.db").exists(), "info must not open the database");
+    // Retention rules without a schedule: enforced only by hand, and info says so.
+    assert!(
+        info.contains("storage.retention rules are set but") && info.contains("cleanupSchedule"),
+        "{info}"
+    );
+    assert!(info.contains("last retention run: none (no storage at"), "{info}");
+    assert!(!env.dir.path().join("parallax.db").exists(), "info must not create the database");
 
     let doc = env.json(&["storage", "info"]);
     let backends = doc["plugin"]["backends"].as_array().unwrap();
@@ -556,4 +561,75 @@ fn test_connection_never_prints_a_password() {
             assert!(!stdout.contains(PW) && !stderr.contains(PW), "{name} {args:?} leaked: {stdout}{stderr}");
         }
     }
+}
+
+#[test]
+fn cleanup_and_retention_commands() {
+    let env = Env::new();
+    env.ok(&["storage", "migrate", "up"]);
+    let start = || {
+        env.json(&["executions", "start", "--pattern", "p", "--pattern-version", "1.0.0"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (start(), start());
+    for id in [&a, &b] {
+        env.ok(&["executions", "finish", id, "--status", "completed"]);
+    }
+    let running = start();
+
+    // Bad values are refused naming the value and the accepted form; nothing is removed.
+    let msg = env.fails(&["storage", "cleanup", "executions", "--older-than", "banana"], 2);
+    assert!(msg.contains("\"banana\"") && msg.contains("30d"), "{msg}");
+    let msg = env.fails(&["storage", "cleanup", "executions", "--older-than", "-5d"], 2);
+    assert!(msg.contains("\"-5d\""), "{msg}");
+    let msg = env.fails(&["storage", "cleanup", "executions", "--max-count", "-1"], 2);
+    assert!(msg.contains("--max-count -1") && msg.contains("at least 1"), "{msg}");
+    let msg = env.fails(&["storage", "cleanup", "audit-logs"], 2);
+    assert!(msg.contains("--older-than"), "{msg}");
+
+    // A dry run reports and changes nothing; the newest execution (running) is kept by --max-count 1.
+    let dry = env.json(&["storage", "cleanup", "executions", "--max-count", "1", "--dry-run"]);
+    assert_eq!(dry["dryRun"], true, "{dry}");
+    assert_eq!(dry["tables"][0]["table"], "executions", "{dry}");
+    assert_eq!(dry["tables"][0]["rows"], 2, "{dry}");
+    assert_eq!(dry["rowsLeft"], 1, "{dry}");
+    let text = env.ok(&["storage", "cleanup", "executions", "--max-count", "1", "--dry-run"]);
+    assert!(text.contains("dry run: nothing was changed") && text.contains("WOULD GO"), "{text}");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 3);
+
+    let done = env.json(&["storage", "cleanup", "executions", "--max-count", "1"]);
+    assert_eq!(done["tables"][0]["rows"], 2, "{done}");
+    assert!(done["runId"].is_string(), "{done}");
+    env.fails(&["executions", "get", &a], 3);
+    env.ok(&["executions", "get", &running]);
+
+    // Emptying the table needs --yes.
+    env.ok(&["executions", "finish", &running, "--status", "failed"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let msg = env.fails(&["storage", "cleanup", "executions", "--older-than", "1s"], 2);
+    assert!(msg.contains("every execution") && msg.contains("--yes"), "{msg}");
+    env.ok(&["executions", "get", &running]);
+    env.ok(&["storage", "cleanup", "executions", "--older-than", "1s", "--yes"]);
+    env.fails(&["executions", "get", &running], 3);
+
+    // Both runs are recorded, newest first; info shows the last one.
+    let status = env.json(&["storage", "retention", "status"]);
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{status}");
+    assert!(runs.iter().all(|r| r["trigger"] == "manual" && r["status"] == "succeeded"), "{status}");
+    assert_eq!(runs[1]["rows"]["executions"], 2, "{status}");
+    let text = env.ok(&["storage", "retention", "status"]);
+    assert!(text.contains("not set") && text.contains("manual"), "{text}");
+    let info = env.ok(&["storage", "info"]);
+    assert!(info.contains("last retention run:") && info.contains("manual succeeded"), "{info}");
+
+    // Without rules, a policy run is skipped and there is nothing to serve.
+    let r = env.json(&["storage", "retention", "run"]);
+    assert_eq!(r["ran"], false, "{r}");
+    assert!(r["skipped"].as_str().unwrap().contains("no retention rule"), "{r}");
+    let msg = env.fails(&["storage", "retention", "serve"], 2);
+    assert!(msg.contains("nothing to serve"), "{msg}");
+    assert!(env.ok(&["storage", "cleanup", "executions", "--help"]).contains("--include-unfinished"));
 }
