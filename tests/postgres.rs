@@ -1369,13 +1369,23 @@ async fn a_killed_cleanup_leaves_no_orphans_and_the_next_run_finishes() {
     let mut killed_mid_way = 0;
     for round in 0..6 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let wait = Duration::from_millis(150 + (seed >> 33) % 1500);
+        // Kill at a random moment after the run has started (its record exists): on a fast machine the whole
+        // cleanup takes a fraction of a second, so a delay counted from the spawn often lands after the end.
+        let wait = Duration::from_millis((seed >> 33) % if round == 0 { 40 } else { 400 });
+        let runs_before = count(&db, "SELECT count(*) FROM retention_runs").await;
         let mut child = parallax_command(&config)
             .args(["storage", "cleanup", "executions", "--older-than", "1d", "--yes"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let started = std::time::Instant::now();
+        while count(&db, "SELECT count(*) FROM retention_runs").await == runs_before
+            && child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         tokio::time::sleep(wait).await;
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
