@@ -210,7 +210,9 @@ impl Session<'_> {
                 Ok(other)
             }
             Err(e) => {
-                let timed_out = e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
+                // lock_timeout, or the statement_timeout bounding a multi-table LOCK.
+                let timed_out = e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    || e.code() == Some(&SqlState::QUERY_CANCELED);
                 if !e.is_closed() {
                     let _ = self.client().batch_execute("ROLLBACK").await;
                 }
@@ -873,6 +875,17 @@ async fn detach_month(s: &Session<'_>, m: &Month, sel: &Selection) -> Result<Opt
                     if !attached {
                         return Ok(Step::Skip("gone"));
                     }
+                    // Every lock the two DETACHes need (both parents, both months, both default partitions), in
+                    // one statement under a statement_timeout: `lock_timeout` bounds each wait separately, so
+                    // holding the first lock while waiting for the next would queue writers behind us for
+                    // several timeouts. Now a writer waits at most LOCK_TIMEOUT plus the catalog changes below.
+                    c.batch_execute(&format!(
+                        "SET LOCAL statement_timeout = '{LOCK_TIMEOUT}'; \
+                         LOCK TABLE executions, execution_events, {q}, {qe}, executions_default, \
+                         execution_events_default IN ACCESS EXCLUSIVE MODE; \
+                         SET LOCAL statement_timeout = 0"
+                    ))
+                    .await?;
                     let sizes = c
                         .query_one(
                             "SELECT pg_total_relation_size($1::text::regclass), \
@@ -1068,6 +1081,9 @@ impl Store for PostgresBackend {
         // A dedicated session, never a pooled one: the lock must be released on the session that took it.
         let slot = self.spec.budget.for_new(Some(&self.pool)).await?;
         let client = super::connect::connect_raw(&self.spec, slot).await?;
+        // The session sits idle while the run works on other connections: a server-side idle_session_timeout
+        // must not end it (and with it the lock). Best effort: the setting exists from PostgreSQL 14 on.
+        let _ = client.batch_execute("SET idle_session_timeout = 0").await;
         let waited = std::time::Instant::now();
         let got = loop {
             let got: bool = match client.query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK]).await {

@@ -289,7 +289,9 @@ pub async fn run_policy<S: Store>(
     }
     let tally = Tally::default();
     let mut reports = Vec::new();
-    let mut error = None;
+    let mut error: Option<Error> = None;
+    // Every rule runs even when an earlier one failed (a failing executions cleanup must not stop audit
+    // retention); the run fails if any rule did, naming each failure.
     for spec in &specs {
         let started = Instant::now();
         let result = async {
@@ -306,15 +308,20 @@ pub async fn run_policy<S: Store>(
         match result {
             Ok(r) => reports.push(r),
             Err(e) => {
-                error = Some(failed(spec, &tally, e));
-                break;
+                let e = failed(spec, &tally, e);
+                error = Some(match error {
+                    None => e,
+                    Some(first) => Error::new(first.kind(), format!("{}; {}", first.0.message, e.0.message)),
+                });
             }
         }
     }
     finish(store, &mut run, &tally, error.as_ref()).await;
     match error {
         Some(e) => {
-            tracing::error!(run = %run.id, trigger = trigger.as_str(), error = %e, "retention run failed; the next tick retries");
+            if trigger == Trigger::Manual {
+                tracing::error!(run = %run.id, error = %e, "retention run failed");
+            }
             Err(e)
         }
         None => {
@@ -334,6 +341,22 @@ pub async fn retention_run<S: Store>(store: &S, p: RetentionRunParams) -> Result
                     "tick {text:?}: expected an RFC 3339 UTC time such as 2026-01-31T02:00:00Z"
                 ))
             })?;
+            // A tick in the future, or one the schedule never fires at, would make the real ticks before it
+            // look done (a run is skipped when a later tick already has one).
+            if tick > time::now_micros() + 60_000_000 {
+                return Err(Error::invalid(format!(
+                    "tick {text:?} is in the future; give a past fire time of storage.retention.cleanupSchedule"
+                )));
+            }
+            if let Some(s) = &store.storage_config().retention.cleanup_schedule {
+                if s.latest_at_or_before(tick) != Some(tick) {
+                    return Err(Error::invalid(format!(
+                        "tick {text:?} is not a fire time of cleanupSchedule {:?}; give one such as {}",
+                        s.expr,
+                        s.latest_at_or_before(time::now_micros()).map_or_else(String::new, time::rfc3339)
+                    )));
+                }
+            }
             run_policy(store, Trigger::Scheduled, Some(tick), p.dry_run).await
         }
     }
@@ -627,6 +650,19 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_tick_in_the_future_or_off_schedule_is_refused() {
+        let store = Fake::with(policy_config(Some("0 2 * * *")));
+        let tick = |t: &str| RetentionRunParams { tick: Some(t.into()), dry_run: false };
+        let e = retention_run(&store, tick("2999-01-01T02:00:00Z")).await.unwrap_err();
+        assert!(e.kind() == ErrorKind::InvalidInput && e.to_string().contains("in the future"), "{e}");
+        let e = retention_run(&store, tick("2024-01-01T03:00:00Z")).await.unwrap_err();
+        assert!(e.to_string().contains("not a fire time") && e.to_string().contains("0 2 * * *"), "{e}");
+        assert!(store.runs.lock().unwrap().is_empty(), "nothing recorded");
+        let r = retention_run(&store, tick("2024-01-01T02:00:00Z")).await.unwrap();
+        assert!(r.ran, "{r:?}");
+    }
+
+    #[tokio::test]
     async fn removing_everything_needs_confirmation_and_nothing_is_touched_before() {
         let store = Fake::default();
         store.execution(40, 1, ExecutionStatus::Completed);
@@ -752,7 +788,12 @@ pub(crate) mod tests {
         let store = Fake { fail_after: Some(0), ..Fake::with(policy_config(None)) };
         store.execution(40, 1, ExecutionStatus::Completed);
         let e = run_policy(&store, Trigger::Scheduled, Some(7 * DAY), false).await.unwrap_err();
-        assert_eq!(e.0.message, "cleanup of executions failed after removing nothing: the disk went away");
+        // Every rule ran (audit retention is not stopped by the executions failure); both failures are named.
+        assert_eq!(
+            e.0.message,
+            "cleanup of executions failed after removing nothing: the disk went away; cleanup of auditLogs failed \
+             after removing nothing: the disk went away"
+        );
         let runs = store.runs.lock().unwrap().clone();
         assert_eq!((runs[0].status, runs[0].tick), (RunStatus::Failed, Some(7 * DAY)));
         // The failed tick counts as run (the next tick retries, not this one again).

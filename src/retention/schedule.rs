@@ -45,7 +45,8 @@ async fn run<S: Store>(store: Weak<S>, schedule: CronSchedule) {
         match s.last_tick().await {
             Ok(last) if last.is_none_or(|t| t < latest) => tick(&*s, Trigger::CatchUp, latest).await,
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "retention scheduler: cannot read the recorded runs"),
+            // Try anyway: the run checks the recorded ticks again, and logs why it fails if it does.
+            Err(_) => tick(&*s, Trigger::CatchUp, latest).await,
         }
     }
     let mut after = time::now_micros();
@@ -72,8 +73,14 @@ async fn tick<S: Store>(store: &S, trigger: Trigger, at: i64) {
     match run_policy(store, trigger, Some(at), false).await {
         Ok(r) if r.ran => {}
         Ok(r) => tracing::debug!(tick = %time::rfc3339(at), skipped = ?r.skipped, "retention tick skipped"),
-        // Already logged and recorded by run_policy; retried at the next tick.
-        Err(_) => {}
+        // Failures inside the rules are recorded with the run; any failure (also before a run could start or
+        // be recorded: the database unreachable, the runs table missing) is logged here. Retried next tick.
+        Err(e) => tracing::error!(
+            tick = %time::rfc3339(at),
+            trigger = trigger.as_str(),
+            error = %e,
+            "scheduled retention run failed; it is retried at the next tick"
+        ),
     }
 }
 

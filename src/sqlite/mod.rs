@@ -41,8 +41,11 @@ impl SqliteBackend {
                     migrations.enabled && migrations.auto_run,
                 )?;
             }
-            // Once per database created before incremental auto-vacuum (or by another program), while small.
-            vacuum::convert_existing(&mut conn, &sqlite.path);
+            // Once per database created before incremental auto-vacuum (or by another program), while small;
+            // never in maintenance mode (migrate, info, dry runs), which must not rewrite the file.
+            if !options.maintenance {
+                vacuum::convert_existing(&mut conn, &sqlite.path);
+            }
             Ok((conn, connection::read_pool(&sqlite)?))
         })
         .await

@@ -19,7 +19,7 @@ use clap::{error::ErrorKind as ClapKind, Parser};
 use serde_json::Value as Json;
 use tracing_subscriber::EnvFilter;
 
-use self::args::{Cli, Command, Format, RetentionCmd, StorageCmd};
+use self::args::{CleanupCmd, Cli, Command, Format, RetentionCmd, StorageCmd};
 use crate::{config, loader, Error, ErrorKind, OpenOptions, Plugin, Storage};
 
 pub const EXIT_OTHER: i32 = 1;
@@ -190,11 +190,18 @@ fn run(cli: Cli) -> Result<Output, CliError> {
             }
         }
     }
-    // Schema maintenance opens without auto-running migrations; cleanup and retention need the current schema.
-    let maintenance = matches!(
-        &cli.command,
-        Command::Storage(StorageCmd::TestConnection | StorageCmd::Migrate(_) | StorageCmd::Info)
-    );
+    // Schema maintenance, and whatever must change nothing (dry runs, status), opens in maintenance mode: no
+    // migration is auto-run, SQLite is not converted to incremental vacuum. A real cleanup or retention run
+    // opens normally.
+    let maintenance = match &cli.command {
+        Command::Storage(StorageCmd::TestConnection | StorageCmd::Migrate(_) | StorageCmd::Info) => true,
+        Command::Storage(StorageCmd::Cleanup(
+            CleanupCmd::Executions { common, .. } | CleanupCmd::AuditLogs { common },
+        )) => common.dry_run,
+        Command::Storage(StorageCmd::Retention(RetentionCmd::Status)) => true,
+        Command::Storage(StorageCmd::Retention(RetentionCmd::Run { dry_run, .. })) => *dry_run,
+        _ => false,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
