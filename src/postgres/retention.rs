@@ -682,23 +682,34 @@ impl PostgresBackend {
             .map(|r| r.get(0))
             .collect();
         let mut acc = Acc { samples, ..Acc::default() };
+        // Keyset batches: each starts after the last key of the one before ($3, $4), so no batch walks past
+        // the index entries of the rows the earlier ones deleted (dead until vacuum).
         let sql = format!(
-            "WITH b AS (SELECT id FROM audit_logs WHERE (timestamp, id) < ({}, $2) ORDER BY timestamp, id \
-             LIMIT {BATCH}), d AS (DELETE FROM audit_logs a USING b WHERE a.id = b.id RETURNING a.timestamp) \
-             SELECT count(*), {}, {} FROM d",
+            "WITH b AS (SELECT id, timestamp FROM audit_logs WHERE (timestamp, id) < ({}, $2) \
+             AND (timestamp, id) > ({}, $4) ORDER BY timestamp, id LIMIT {BATCH}), \
+             d AS (DELETE FROM audit_logs a USING b WHERE a.id = b.id RETURNING a.timestamp), \
+             l AS (SELECT timestamp, id FROM b ORDER BY timestamp DESC, id DESC LIMIT 1) \
+             SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d), (SELECT {} FROM d), (SELECT {} FROM d), \
+             (SELECT {} FROM l), (SELECT id FROM l)",
             ts(1),
+            ts(3),
             us("min(timestamp)"),
-            us("max(timestamp)")
+            us("max(timestamp)"),
+            us("timestamp")
         );
+        // Stored times start in 1970: one microsecond before it is below every row.
+        let (mut last_at, mut last_id) = (-1_i64, Uuid::nil());
         loop {
+            let params: [&(dyn ToSql + Sync); 4] = [&sel.before.0, &id, &last_at, &last_id];
             let r = s.row(&sql, &params, "deleting a batch of audit entries").await?;
-            let n = r.get::<_, i64>(0) as u64;
-            if n == 0 {
+            if r.get::<_, i64>(0) == 0 {
                 break;
             }
+            let n = r.get::<_, i64>(1) as u64;
             tally.add("audit_logs", n);
             acc.batch(n);
-            acc.seen(r.get(1), r.get(2));
+            acc.seen(r.get(2), r.get(3));
+            (last_at, last_id) = (r.get(4), r.get(5));
         }
         Ok(vec![acc.report("audit_logs")])
     }
