@@ -192,6 +192,18 @@ async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
             && err.message.contains(ABI_VERSION),
         "{err}"
     );
+    // The retention calls ride on it: an old plugin answers them `Unsupported` too, and nothing is removed.
+    let params = parallax_storage_host::retention::CleanupParams {
+        target: parallax_storage_host::retention::CleanupTarget::Executions,
+        older_than: Some("1s".into()),
+        max_count: None,
+        dry_run: false,
+        include_unfinished: true,
+        confirm_all: true,
+    };
+    assert_kind(s.cleanup(&params).await, ErrorKind::Unsupported, "maintenance");
+    assert_kind(s.retention_status().await, ErrorKind::Unsupported, "maintenance");
+    assert_eq!(s.get_execution(e.id).await.unwrap(), got);
     // ... and through the raw trait object, where abi_stable finds no vtable entry and runs the trait's default
     // body in the host (no panic, no made-up answer).
     let old_raw = raw::open_with(raw::load(&compat::fixtures().old_plugin), &json!({}));

@@ -304,35 +304,23 @@ async fn has_unfinished(s: &Session<'_>, part: &str) -> Result<bool> {
     Ok(r.get(0))
 }
 
-/// Rows, oldest and newest `started_at` of one partition.
-async fn month_rows(s: &Session<'_>, part: &str) -> Result<(u64, Option<i64>, Option<i64>)> {
+/// Rows, oldest and newest `time_column` of one partition (`started_at` of an executions month,
+/// `recorded_at` of an events month).
+async fn partition_rows(
+    s: &Session<'_>,
+    part: &str,
+    time_column: &str,
+) -> Result<(u64, Option<i64>, Option<i64>)> {
     let r = s
         .row(
             &format!(
                 "SELECT count(*), {}, {} FROM {}",
-                us("min(started_at)"),
-                us("max(started_at)"),
+                us(&format!("min({time_column})")),
+                us(&format!("max({time_column})")),
                 quoted(part)
             ),
             &[],
             "counting a partition's rows",
-        )
-        .await?;
-    Ok((r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
-}
-
-/// Rows, oldest and newest `recorded_at` of one events partition.
-async fn month_events(s: &Session<'_>, part: &str) -> Result<(u64, Option<i64>, Option<i64>)> {
-    let r = s
-        .row(
-            &format!(
-                "SELECT count(*), {}, {} FROM {}",
-                us("min(recorded_at)"),
-                us("max(recorded_at)"),
-                quoted(part)
-            ),
-            &[],
-            "counting an events partition's rows",
         )
         .await?;
     Ok((r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
@@ -407,10 +395,10 @@ impl PostgresBackend {
         let months = whole_months(&s, sel).await?;
         let (mut bytes, mut ev_bytes) = (0u64, 0u64);
         for m in &months {
-            let (n, lo, hi) = month_rows(&s, &m.name).await?;
+            let (n, lo, hi) = partition_rows(&s, &m.name, "started_at").await?;
             exec.rows += n;
             exec.seen(lo, hi);
-            let (n, lo, hi) = month_events(&s, &m.events).await?;
+            let (n, lo, hi) = partition_rows(&s, &m.events, "recorded_at").await?;
             events.rows += n;
             events.seen(lo, hi);
             let sizes = s

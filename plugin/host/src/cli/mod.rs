@@ -182,13 +182,8 @@ fn run(cli: Cli) -> Result<Output, CliError> {
     // started would be cut short when it exits.
     let serve = matches!(&cli.command, Command::Storage(StorageCmd::Retention(RetentionCmd::Serve)));
     let mut cfg = cfg;
-    if let Some(storage) = cfg.storage.as_object_mut() {
-        let retention = storage.entry("retention").or_insert_with(|| serde_json::json!({}));
-        if let Some(r) = retention.as_object_mut() {
-            if !serve {
-                r.insert("runSchedule".into(), Json::Bool(false));
-            }
-        }
+    if !serve {
+        without_schedule(&mut cfg.storage);
     }
     // Schema maintenance, and whatever must change nothing (dry runs, status), opens in maintenance mode: no
     // migration is auto-run, SQLite is not converted to incremental vacuum. A real cleanup or retention run
@@ -214,6 +209,16 @@ fn run(cli: Cli) -> Result<Output, CliError> {
         }
         result
     })
+}
+
+/// Sets `retention.runSchedule: false` in a `storage` config section: the instance opened with it never runs
+/// the retention schedule.
+pub(crate) fn without_schedule(storage: &mut Json) {
+    if let Some(s) = storage.as_object_mut() {
+        if let Some(r) = s.entry("retention").or_insert_with(|| serde_json::json!({})).as_object_mut() {
+            r.insert("runSchedule".into(), Json::Bool(false));
+        }
+    }
 }
 
 async fn dispatch(store: &Storage, command: Command) -> Result<Output, CliError> {

@@ -188,18 +188,23 @@ fn rule_text(r: &Option<RetentionRuleView>) -> String {
     }
 }
 
+/// What a run removed: `12 executions, 40 execution_events`, or `nothing`.
+fn removed(r: &RunRecord) -> String {
+    let rows: Vec<String> = r.rows.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{n} {t}")).collect();
+    if rows.is_empty() {
+        "nothing".into()
+    } else {
+        rows.join(", ")
+    }
+}
+
 /// One run on one line: `2026-…Z manual succeeded in 1.2 s: 12 executions, 40 execution_events`.
 pub fn run_summary(r: &RunRecord) -> String {
-    let removed: Vec<String> =
-        r.rows.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{n} {t}")).collect();
     let mut s = format!("{} {} {}", r.started_at, r.trigger, r.status);
     if let Some(ms) = r.duration_ms {
         s.push_str(&format!(" in {}", format_ms(ms as i64)));
     }
-    s.push_str(&format!(
-        ": removed {}",
-        if removed.is_empty() { "nothing".into() } else { removed.join(", ") }
-    ));
+    s.push_str(&format!(": removed {}", removed(r)));
     if let Some(e) = &r.error {
         s.push_str(&format!("; error: {e}"));
     }
@@ -210,15 +215,13 @@ pub fn run_summary(r: &RunRecord) -> String {
 pub fn runs_table(runs: &[RunRecord]) -> String {
     let mut t = Table::new(&["STARTED", "TRIGGER", "TICK", "STATUS", "DURATION", "REMOVED", "ERROR"]);
     for r in runs {
-        let removed: Vec<String> =
-            r.rows.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{n} {t}")).collect();
         t.row(vec![
             r.started_at.clone(),
             r.trigger.clone(),
             r.tick.clone().unwrap_or_else(|| "-".into()),
             r.status.clone(),
             r.duration_ms.map_or("-".into(), |ms| format_ms(ms as i64)),
-            if removed.is_empty() { "nothing".into() } else { removed.join(", ") },
+            removed(r),
             r.error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }

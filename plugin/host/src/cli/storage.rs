@@ -74,11 +74,7 @@ pub fn append_last_run(plugin: &Plugin, cfg: &ResolvedConfig, out: &mut Output) 
         return;
     }
     let mut storage = cfg.storage.clone();
-    if let Some(r) = storage.as_object_mut().map(|s| s.entry("retention").or_insert_with(|| json!({}))) {
-        if let Some(r) = r.as_object_mut() {
-            r.insert("runSchedule".into(), json!(false));
-        }
-    }
+    super::without_schedule(&mut storage);
     let status = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
