@@ -4,19 +4,28 @@
 //! [`run`]; nothing else crosses the boundary for it.
 
 use parallax_storage_abi::{
+    archive::{ArchiveParams, RestoreParams, VerifyParams, ARCHIVE, ARCHIVE_VERIFY, RESTORE},
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
     retention::{CleanupParams, RetentionRunParams, CLEANUP, RETENTION_RUN, RETENTION_STATUS},
     ABI_VERSION,
 };
 
 use crate::{
+    archive::{self, Store},
     error::{Error, Result},
-    retention::{self, Store},
+    retention,
 };
 
 /// Every op this plugin answers, with its document versions.
-pub const SUPPORTED: &[(&str, &[u32])] =
-    &[(DESCRIBE, &[1]), (CLEANUP, &[1]), (RETENTION_STATUS, &[1]), (RETENTION_RUN, &[1])];
+pub const SUPPORTED: &[(&str, &[u32])] = &[
+    (DESCRIBE, &[1]),
+    (CLEANUP, &[1]),
+    (RETENTION_STATUS, &[1]),
+    (RETENTION_RUN, &[1]),
+    (ARCHIVE, &[1]),
+    (ARCHIVE_VERIFY, &[1]),
+    (RESTORE, &[1]),
+];
 
 pub fn supported() -> Vec<OpVersions> {
     SUPPORTED.iter().map(|(op, v)| OpVersions { op: op.to_string(), versions: v.to_vec() }).collect()
@@ -64,6 +73,21 @@ pub async fn run<S: Store>(req: MaintenanceRequest, store: &S) -> Result<String>
             };
             let result = retention::run::retention_run(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &result).to_json())
+        }
+        (ARCHIVE, 1) => {
+            let params: ArchiveParams = req.params().map_err(Error)?;
+            let report = archive::run::archive(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (ARCHIVE_VERIFY, 1) => {
+            let params: VerifyParams = req.params().map_err(Error)?;
+            let report = archive::run::verify(&store.storage_config().archive, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (RESTORE, 1) => {
+            let params: RestoreParams = req.params().map_err(Error)?;
+            let report = archive::run::restore(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
         }
         (DESCRIBE, 1) => describe(&req),
         _ => Err(Error(unsupported_op(&req, &supported()))),

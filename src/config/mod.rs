@@ -142,6 +142,8 @@ pub struct StorageConfig {
     pub file: Option<FileConfig>,
     pub migrations: MigrationsConfig,
     pub retention: RetentionConfig,
+    /// `storage.archive`: how archive destinations are reached (S3 settings over the AWS environment).
+    pub archive: ArchiveConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -263,11 +265,65 @@ pub struct RetentionConfig {
     /// schedule. The `parallax` CLI opens with false except for `storage retention serve`, so a short-lived
     /// command never starts (and then cuts short) a run.
     pub run_schedule: bool,
+    /// `archiveDestination` (ours): when set, a retention run archives what it removes there first
+    /// (`s3://bucket/prefix/`, `file:///abs/path/` or an absolute path).
+    pub archive_destination: Option<String>,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { executions: None, audit_logs: None, cleanup_schedule: None, run_schedule: true }
+        RetentionConfig {
+            executions: None,
+            audit_logs: None,
+            cleanup_schedule: None,
+            run_schedule: true,
+            archive_destination: None,
+        }
+    }
+}
+
+/// `storage.archive` (ours): settings for archive destinations. Every S3 value falls back to the standard
+/// AWS environment variable of the process that opens the storage (named on each field).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchiveConfig {
+    /// `endpoint` / `AWS_ENDPOINT_URL`: an S3-compatible endpoint such as `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// `region` / `AWS_REGION` (then `AWS_DEFAULT_REGION`, then `us-east-1`).
+    pub region: Option<String>,
+    /// `accessKeyId` / `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `secretAccessKey` / `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<Secret>,
+    /// `sessionToken` / `AWS_SESSION_TOKEN`.
+    pub session_token: Option<Secret>,
+    /// `allowHttp` / `AWS_ALLOW_HTTP`: allow a plain-HTTP endpoint (a local test server).
+    pub allow_http: Option<bool>,
+    /// `maxObjectSize` (bytes of compressed data, default 256 MiB): an object is closed and the next one
+    /// started once it reaches this size; objects are also split by month.
+    pub max_object_bytes: u64,
+    /// `partSize` (bytes, default 8 MiB, at least 5 MiB as S3 requires): objects larger than this are
+    /// uploaded in parts of this size, at most two in flight, so memory does not grow with the archive.
+    pub part_size: u64,
+    /// `retries` (default 3): retries of a failed request (server errors and broken connections only).
+    pub retries: u32,
+    /// `timeout` (milliseconds, default 30000): one request, body included.
+    pub timeout_ms: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            allow_http: None,
+            max_object_bytes: 256 << 20,
+            part_size: 8 << 20,
+            retries: 3,
+            timeout_ms: 30_000,
+        }
     }
 }
 
@@ -315,6 +371,7 @@ impl Default for StorageConfig {
             file: None,
             migrations: MigrationsConfig::default(),
             retention: RetentionConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }

@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::reader::{self, Section};
 use super::{
-    duration, BackendType, ConfigError, CronSchedule, FileConfig, FileFormat, HostPort, MigrationsConfig,
-    PoolConfig, PostgresConfig, ReadPreference, RetentionConfig, RetentionRule, SqliteConfig, SslConfig,
-    SslMode, StorageConfig, Synchronous,
+    duration, ArchiveConfig, BackendType, ConfigError, CronSchedule, FileConfig, FileFormat, HostPort,
+    MigrationsConfig, PoolConfig, PostgresConfig, ReadPreference, RetentionConfig, RetentionRule,
+    SqliteConfig, SslConfig, SslMode, StorageConfig, Synchronous,
 };
 
 const MS: &str = "a non-negative integer (milliseconds)";
@@ -51,6 +51,7 @@ fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
         file,
         migrations: migrations(&root.subsection("migrations", reader::MIGRATIONS_KEYS)?)?,
         retention: retention(&root.subsection("retention", reader::RETENTION_KEYS)?)?,
+        archive: ArchiveConfig::default(),
     })
 }
 
@@ -238,6 +239,7 @@ fn retention(s: &Section<'_>) -> Result<RetentionConfig, ConfigError> {
         audit_logs: audit_logs.present().then(|| rule(&audit_logs)).transpose()?,
         cleanup_schedule,
         run_schedule: s.bool("runSchedule", true)?,
+        archive_destination: None,
     })
 }
 

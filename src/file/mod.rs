@@ -17,6 +17,7 @@
 //! line costs the same single fsync as a new small file, but a crash mid-append would leave a torn last line
 //! that every reader must detect and repair; a new file is either fully there or not at all.
 
+mod archive;
 mod codec;
 mod docs;
 mod durable;

@@ -507,6 +507,7 @@ impl RunDoc {
             })?,
             rows: self.rows.clone(),
             error: self.error.clone(),
+            archive: None,
             id: self.id,
         })
     }

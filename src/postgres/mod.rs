@@ -7,6 +7,7 @@
 //! server as `user@host:port/database`, built from the parsed settings; anything quoting the settings or the
 //! driver goes through `ConnectSpec::redact` (`connect.rs`).
 
+mod archive;
 mod budget;
 mod connect;
 mod copy;

@@ -1003,6 +1003,7 @@ fn run_from_row(r: &Row) -> Result<Run> {
             .ok_or_else(|| Error::internal(format!("retention_runs: unknown status {status:?}")))?,
         rows: Run::rows_from_json(&rows),
         error: r.get(7),
+        archive: None,
     })
 }
 

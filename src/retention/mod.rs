@@ -168,6 +168,11 @@ pub struct Run {
     /// Rows removed per table.
     pub rows: BTreeMap<String, u64>,
     pub error: Option<String>,
+    /// For an archive run (manual `archive`, or a retention run with `archiveDestination`): where it writes
+    /// and how far it got, so the next archive run to the same destination can finish it. A backend stores it
+    /// as the JSON of [`crate::archive::ArchiveState::to_json`] in one column (`archive`), `NULL`/absent for
+    /// a plain cleanup.
+    pub archive: Option<crate::archive::ArchiveState>,
 }
 
 impl Run {
@@ -181,6 +186,7 @@ impl Run {
             status: RunStatus::Running,
             rows: BTreeMap::new(),
             error: None,
+            archive: None,
         }
     }
 

@@ -265,7 +265,13 @@ pub async fn run_policy<S: Store>(
             report.tables = p.tables;
             reports.push(report);
         }
-        return Ok(RetentionRunResult { ran: false, skipped: Some("dry run".into()), run: None, reports });
+        return Ok(RetentionRunResult {
+            ran: false,
+            skipped: Some("dry run".into()),
+            run: None,
+            reports,
+            archives: Vec::new(),
+        });
     }
     let Some(_lock) = store.lock_runner().await? else {
         return Ok(skipped("another instance holds this database's runner lock".into()));
@@ -326,7 +332,13 @@ pub async fn run_policy<S: Store>(
         }
         None => {
             tracing::info!(run = %run.id, trigger = trigger.as_str(), removed = %tally.describe(), "retention run finished");
-            Ok(RetentionRunResult { ran: true, skipped: None, run: Some(run.record()), reports })
+            Ok(RetentionRunResult {
+                ran: true,
+                skipped: None,
+                run: Some(run.record()),
+                reports,
+                archives: Vec::new(),
+            })
         }
     }
 }
@@ -642,6 +654,7 @@ pub(crate) mod tests {
             audit_logs: rule(Some(90), None),
             cleanup_schedule: schedule.map(|s| CronSchedule::parse(s).unwrap()),
             run_schedule: true,
+            archive_destination: None,
         }
     }
 

@@ -104,6 +104,7 @@ mod tests {
             audit_logs,
             cleanup_schedule: schedule.map(|s| CronSchedule::parse(s).unwrap()),
             run_schedule: true,
+            archive_destination: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The SQLite backend: Diesel with the generated schema, one group-committing writer, a pool of read-only
 //! connections, and the embedded migrations.
 
+mod archive;
 mod connection;
 pub mod migrations;
 mod models;

@@ -626,6 +626,7 @@ impl Store for SqliteBackend {
                         finished_at: r.finished_at,
                         status,
                         error: r.error,
+                        archive: None,
                     })
                 })
                 .collect()

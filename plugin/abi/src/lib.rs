@@ -114,6 +114,7 @@
 #[macro_use]
 mod open_enum;
 
+pub mod archive;
 mod error;
 pub mod layouts;
 mod log;

@@ -195,4 +195,8 @@ pub struct RetentionRunResult {
     pub run: Option<RunRecord>,
     /// One report per enabled rule.
     pub reports: Vec<CleanupReport>,
+    /// With `storage.retention.archiveDestination`: one archive report per enabled rule (each rule archives
+    /// what it removes first; its `cleanup` is the matching entry of `reports`).
+    #[serde(default)]
+    pub archives: Vec<crate::archive::ArchiveReport>,
 }

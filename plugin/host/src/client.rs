@@ -2,9 +2,10 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use parallax_storage_abi::{maintenance, retention as ops, StorageBox};
+use parallax_storage_abi::{archive as archive_ops, maintenance, retention as ops, StorageBox};
 
 use crate::{
+    archive,
     convert::{self, answer, id_ffi, rs, ToFfi},
     error::{Error, ErrorKind},
     retention,
@@ -278,6 +279,25 @@ impl Storage {
         params: &retention::RetentionRunParams,
     ) -> R<retention::RetentionRunResult> {
         self.op(ops::RETENTION_RUN, 1, params).await
+    }
+
+    /// Archives old executions (with their events) or old audit entries to a destination, verifies what was
+    /// stored, then deletes exactly the archived rows unless `keep` (the `archive` maintenance op, version 1).
+    /// An unfinished archive run to the same destination is finished first.
+    pub async fn archive(&self, params: &archive::ArchiveParams) -> R<archive::ArchiveReport> {
+        self.op(archive_ops::ARCHIVE, 1, params).await
+    }
+
+    /// Checks every manifest and object under a source: sizes, SHA-256, gzip streams, row counts
+    /// (`archive_verify`). Changes nothing.
+    pub async fn archive_verify(&self, params: &archive::VerifyParams) -> R<archive::VerifyReport> {
+        self.op(archive_ops::ARCHIVE_VERIFY, 1, params).await
+    }
+
+    /// Verifies an archive, then imports it into this storage, keeping ids and times and skipping rows already
+    /// present (`restore`). A damaged object is refused by name before anything is written.
+    pub async fn restore(&self, params: &archive::RestoreParams) -> R<archive::RestoreReport> {
+        self.op(archive_ops::RESTORE, 1, params).await
     }
 
     /// Waits for queued writes, closes pools and stops the plugin's runtime for this instance; later calls fail

@@ -86,3 +86,12 @@ pub mod retention {
         RetentionRunResult, RetentionStatus, RunRecord, TableReport,
     };
 }
+
+/// The documents of the archive maintenance ops (`archive`, `archive_verify`, `restore`): plain serde types
+/// shared with the plugin, used by [`Storage::archive`], [`Storage::archive_verify`] and [`Storage::restore`].
+pub mod archive {
+    pub use parallax_storage_abi::archive::{
+        ArchiveParams, ArchiveReport, ManifestCheck, ObjectCheck, ObjectEntry, RestoreParams, RestoreReport,
+        ResumedRun, VerifyParams, VerifyReport,
+    };
+}
