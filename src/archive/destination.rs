@@ -107,6 +107,17 @@ impl Destination {
         Some(parts.join("/"))
     }
 
+    /// One harmless request (list at most the first level under the root), so that bad credentials, a
+    /// missing bucket or an unreachable endpoint show up before anything is written (dry runs, the start of a
+    /// run).
+    pub async fn probe(&self) -> Result<()> {
+        self.store
+            .list_with_delimiter(Some(&self.root))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("cannot reach the destination", e))
+    }
+
     /// A failed request as our error: the kind from what failed (`NotFound`, permission, a precondition,
     /// a broken connection), the message naming `doing`, the destination and the endpoint. object_store's own
     /// messages carry URLs without credentials; they are kept for the detail.

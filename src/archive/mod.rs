@@ -21,7 +21,10 @@ pub mod run;
 
 use std::future::Future;
 
-use parallax_storage_abi::{retention::CleanupTarget, AuditEntry, Execution, ExecutionEvent};
+use parallax_storage_abi::{
+    retention::{ArchiveRunView, CleanupTarget},
+    AuditEntry, Execution, ExecutionEvent,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -144,5 +147,45 @@ impl ArchiveState {
     /// cleanup, and its archive, if any, stays verifiable and restorable by hand).
     pub fn from_json(text: &str) -> Option<ArchiveState> {
         serde_json::from_str(text).ok()
+    }
+
+    /// As a run record shows it.
+    pub fn view(&self) -> ArchiveRunView {
+        ArchiveRunView {
+            target: self.target.as_str().to_string(),
+            destination: self.destination.clone(),
+            phase: self.phase.as_str().to_string(),
+            manifest: self.manifest.clone(),
+            objects_done: self.objects_done,
+        }
+    }
+}
+
+impl Phase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Writing => "writing",
+            Phase::Stored => "stored",
+            Phase::Deleting => "deleting",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// The environment variable that pauses an archive run at a named step, for the tests that kill the process
+/// at each step (`PARALLAX_ARCHIVE_PAUSE_AT=after-manifest`): the run logs `archive paused at <step>` on
+/// stderr and sleeps until killed. Steps: `before-upload` (run recorded, nothing written), `mid-upload` (one
+/// part of a multipart upload stored, not completed), `after-upload` (objects stored and verified, no
+/// manifest), `after-manifest` (manifest stored, nothing deleted), `mid-delete` (the first delete batch
+/// committed). Unset in production: one `getenv` per step.
+pub const PAUSE_ENV: &str = "PARALLAX_ARCHIVE_PAUSE_AT";
+
+/// Pauses here if [`PAUSE_ENV`] names `step`.
+pub async fn pause_point(step: &str) {
+    if std::env::var(PAUSE_ENV).is_ok_and(|v| v == step) {
+        eprintln!("archive paused at {step}");
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
     }
 }

@@ -202,6 +202,7 @@ impl Run {
             rows: self.rows.clone(),
             error: self.error.clone(),
             duration_ms: self.finished_at.map(|f| ((f - self.started_at).max(0) / 1000) as u64),
+            archive: self.archive.as_ref().map(crate::archive::ArchiveState::view),
         }
     }
 

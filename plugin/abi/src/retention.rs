@@ -167,6 +167,25 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Wall time, once finished.
     pub duration_ms: Option<u64>,
+    /// For an archive run: where it wrote and how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveRunView>,
+}
+
+/// An archive run's progress, as its run record shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveRunView {
+    /// `executions` or `auditLogs`.
+    pub target: String,
+    /// The destination as given.
+    pub destination: String,
+    /// `writing`, `stored`, `deleting` or `done`.
+    pub phase: String,
+    /// The manifest's key relative to the destination, once stored.
+    pub manifest: Option<String>,
+    /// Objects of the manifest whose rows are deleted.
+    pub objects_done: u64,
 }
 
 /// Parameters of `retention_run` v1.

@@ -82,7 +82,7 @@ pub use types::*;
 /// [`Storage::retention_run`].
 pub mod retention {
     pub use parallax_storage_abi::retention::{
-        CleanupParams, CleanupReport, CleanupTarget, RetentionRuleView, RetentionRunParams,
+        ArchiveRunView, CleanupParams, CleanupReport, CleanupTarget, RetentionRuleView, RetentionRunParams,
         RetentionRunResult, RetentionStatus, RunRecord, TableReport,
     };
 }
