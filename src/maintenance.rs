@@ -123,9 +123,9 @@ mod tests {
 
     #[test]
     fn unknown_ops_versions_and_params_are_refused_by_name() {
-        let e = prepare(r#"{"op":"archive","version":1}"#).unwrap_err();
+        let e = prepare(r#"{"op":"export","version":1}"#).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.0.message.contains("\"archive\""), "{e}");
+        assert!(e.0.message.contains("\"export\""), "{e}");
         let e = prepare(r#"{"op":"describe","version":2}"#).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.0.message.contains("version 2"), "{e}");
