@@ -52,35 +52,10 @@ impl Destination {
     /// Parses `text` and builds its store; no request is made. `create`: a local directory that does not
     /// exist is created (an archive run); otherwise it must exist (verify, restore, a dry run).
     pub fn open(text: &str, cfg: &ArchiveConfig, create: bool) -> Result<Destination> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(Error::invalid(format!("destination is empty; expected {FORMS}")));
+        match parse(text, true)? {
+            Parsed::S3(rest) => s3(text, rest, cfg),
+            Parsed::Local(dir) => local(text, &dir, cfg, create),
         }
-        if let Some(rest) = trimmed.strip_prefix("s3://") {
-            return s3(text, rest, cfg);
-        }
-        let dir = if let Some(rest) = trimmed.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                return Err(Error::invalid(format!(
-                    "destination {text:?}: a file URL needs an absolute path (file:///var/backups/parallax/)"
-                )));
-            }
-            std::path::PathBuf::from(rest)
-        } else if trimmed.contains("://") {
-            return Err(Error::invalid(format!(
-                "destination {text:?}: unsupported scheme; expected {FORMS}"
-            )));
-        } else {
-            let p = std::path::PathBuf::from(trimmed);
-            if p.is_absolute() {
-                p
-            } else {
-                std::env::current_dir()
-                    .map_err(|e| Error::invalid(format!("destination {text:?}: relative path, and {e}")))?
-                    .join(p)
-            }
-        };
-        local(text, &dir, cfg, create)
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -139,6 +114,61 @@ impl Destination {
             _ => ErrorKind::Unavailable,
         };
         Error::new(kind, format!("{doing} at {} ({}): {e}", self.text, self.endpoint))
+    }
+}
+
+enum Parsed<'a> {
+    /// What follows `s3://`.
+    S3(&'a str),
+    Local(std::path::PathBuf),
+}
+
+/// Which form `text` has; no I/O. `relative`: a relative path is taken against the current directory (a
+/// command line) rather than refused (a config file, read by a long-running process).
+fn parse(text: &str, relative: bool) -> Result<Parsed<'_>> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(format!("destination is empty; expected {FORMS}")));
+    }
+    if let Some(rest) = trimmed.strip_prefix("s3://") {
+        return Ok(Parsed::S3(rest));
+    }
+    if let Some(rest) = trimmed.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "destination {text:?}: a file URL needs an absolute path (file:///var/backups/parallax/)"
+            )));
+        }
+        return Ok(Parsed::Local(std::path::PathBuf::from(rest)));
+    }
+    if trimmed.contains("://") {
+        return Err(Error::invalid(format!(
+            "destination {}: unsupported scheme; expected {FORMS}",
+            shown_url(text)
+        )));
+    }
+    let p = std::path::PathBuf::from(trimmed);
+    if p.is_absolute() {
+        return Ok(Parsed::Local(p));
+    }
+    if !relative {
+        return Err(Error::invalid(format!(
+            "destination {text:?} is a relative path, which would depend on the directory the process starts \
+             in; write an absolute path or a file:/// URL"
+        )));
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::invalid(format!("destination {text:?}: relative path, and {e}")))?;
+    Ok(Parsed::Local(cwd.join(p)))
+}
+
+/// Checks the form of a destination without any I/O or environment (the S3 bucket and prefix rules
+/// included; credentials and endpoint are checked when it is opened). For `storage.retention.
+/// archiveDestination`, with `relative` false.
+pub fn check_syntax(text: &str, relative: bool) -> std::result::Result<(), String> {
+    match parse(text, relative).map_err(|e| e.0.message.to_string())? {
+        Parsed::S3(rest) => parse_s3(text, rest).map(|_| ()).map_err(|e| e.0.message.to_string()),
+        Parsed::Local(_) => Ok(()),
     }
 }
 
@@ -312,25 +342,21 @@ fn install_crypto_provider() {
     });
 }
 
-/// An endpoint for messages: any `user:password@` removed.
+/// An endpoint for messages: any `user:password@` removed (up to the last `@`: a password may hold a `/`).
 fn shown_endpoint(endpoint: &str) -> String {
-    let endpoint = endpoint.trim_end_matches('/');
+    let endpoint = endpoint.trim().trim_end_matches('/');
     match endpoint.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => endpoint.to_string(),
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, h)| h)),
+        None => endpoint.rsplit_once('@').map_or(endpoint, |(_, h)| h).to_string(),
     }
 }
 
-/// `s3://bucket/prefix/` as shown when it is malformed: anything that looks like credentials removed.
+/// A destination URL for messages: anything up to the last `@` hidden (it may be `key:secret@`).
 fn shown_url(text: &str) -> String {
     let t = text.trim();
-    match t.strip_prefix("s3://").and_then(|r| r.split('/').next()).and_then(|b| b.rsplit_once('@')) {
-        Some((_, host)) => format!("s3://***@{host}/…"),
-        None => t.to_string(),
+    match (t.split_once("://"), t.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, after))) => format!("{scheme}://***@{after}"),
+        _ => t.to_string(),
     }
 }
 
@@ -383,7 +409,7 @@ fn s3_settings(
                      https://host[:port] or http://host:port"
                 )));
             }
-            if e.split_once("://").is_some_and(|(_, r)| r.split('/').next().unwrap_or("").contains('@')) {
+            if e.contains('@') {
                 return Err(Error::invalid(format!(
                     "destination {text:?}: endpoint {shown} (from {from}) carries credentials; give them as \
                      storage.archive.accessKeyId/secretAccessKey or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -585,7 +611,14 @@ mod tests {
     #[test]
     fn credentials_in_the_url_are_refused_without_showing_them() {
         let msg = refused(settings("s3://AKID:sk-in-url@backups/p/", &full(), &[]), &["credentials"]);
-        assert!(msg.contains("s3://***@backups/"), "{msg}");
+        assert!(msg.contains("s3://***@backups/p/") && !msg.contains("AKID"), "{msg}");
+        // Real secrets hold `/` and `+`: the bucket segment then ends inside the secret.
+        let msg = refused(settings("s3://AKID:sk-in/url+x@backups/p/", &full(), &[]), &["credentials"]);
+        assert!(!msg.contains("AKID") && !msg.contains("sk-in") && !msg.contains("url+x"), "{msg}");
+        let e = check_syntax("s3://AKID:sk-in/url@backups/", false).unwrap_err();
+        assert!(!e.contains("AKID") && !e.contains("sk-in"), "{e}");
+        let e = check_syntax("gs://AKID:sk-in/url@backups/", false).unwrap_err();
+        assert!(!e.contains("AKID") && !e.contains("sk-in"), "{e}");
     }
 
     #[test]
@@ -677,9 +710,12 @@ mod tests {
         assert!(s.allow_http);
         let cfg = ArchiveConfig { endpoint: Some("ftp://h/".into()), ..full() };
         refused(settings("s3://bkt/", &cfg, &[]), &["not a URL", "https://"]);
-        let cfg = ArchiveConfig { endpoint: Some("https://user:sk-in-url@h.example/".into()), ..full() };
-        let msg = refused(settings("s3://bkt/", &cfg, &[]), &["carries credentials", "https://h.example"]);
-        assert!(!msg.contains("user:"), "{msg}");
+        for e in ["https://user:sk-in-url@h.example/", "https://user:sk-in/url@h.example/"] {
+            let cfg = ArchiveConfig { endpoint: Some(e.into()), ..full() };
+            let msg =
+                refused(settings("s3://bkt/", &cfg, &[]), &["carries credentials", "https://h.example"]);
+            assert!(!msg.contains("user:") && !msg.contains("sk-in"), "{msg}");
+        }
     }
 
     #[test]
@@ -710,6 +746,7 @@ mod tests {
         assert_eq!(shown_endpoint("https://u:p@h.example:9000/base/"), "https://h.example:9000/base");
         assert_eq!(shown_endpoint("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
         assert_eq!(shown_endpoint("http://a@b@c/x"), "http://c/x");
+        assert_eq!(shown_endpoint("http://u:p/q@c:1"), "http://c:1");
     }
 
     #[test]

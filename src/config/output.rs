@@ -79,6 +79,20 @@ pub(super) fn effective_json(c: &StorageConfig) -> Value {
             "auditLogs": rule(&c.retention.audit_logs, false),
             "cleanupSchedule": c.retention.cleanup_schedule.as_ref().map(|s| s.expr.clone()),
             "runSchedule": c.retention.run_schedule,
+            "archiveDestination": c.retention.archive_destination,
+        },
+        "archive": {
+            // Unset S3 values are null: the AWS environment of the process that opens the storage decides.
+            "endpoint": c.archive.endpoint,
+            "region": c.archive.region,
+            "accessKeyId": c.archive.access_key_id,
+            "secretAccessKey": secret(&c.archive.secret_access_key),
+            "sessionToken": secret(&c.archive.session_token),
+            "allowHttp": c.archive.allow_http,
+            "maxObjectSize": c.archive.max_object_bytes,
+            "partSize": c.archive.part_size,
+            "retries": c.archive.retries,
+            "timeout": c.archive.timeout_ms,
         },
     });
     if let Some(p) = &c.postgresql {

@@ -51,7 +51,7 @@ fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
         file,
         migrations: migrations(&root.subsection("migrations", reader::MIGRATIONS_KEYS)?)?,
         retention: retention(&root.subsection("retention", reader::RETENTION_KEYS)?)?,
-        archive: ArchiveConfig::default(),
+        archive: archive(&root.subsection("archive", reader::ARCHIVE_KEYS)?)?,
     })
 }
 
@@ -239,7 +239,76 @@ fn retention(s: &Section<'_>) -> Result<RetentionConfig, ConfigError> {
         audit_logs: audit_logs.present().then(|| rule(&audit_logs)).transpose()?,
         cleanup_schedule,
         run_schedule: s.bool("runSchedule", true)?,
-        archive_destination: None,
+        archive_destination: archive_destination(s)?,
+    })
+}
+
+/// `archiveDestination`: the syntax only (no I/O: the config is read before any destination is reachable).
+fn archive_destination(s: &Section<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(text) = s.string("archiveDestination")? else {
+        return Ok(None);
+    };
+    crate::archive::destination::check_syntax(&text, false).map_err(|m| s.error("archiveDestination", m))?;
+    Ok(Some(text.trim().to_string()))
+}
+
+const MIB: u64 = 1 << 20;
+/// S3's part sizes: at least 5 MiB (but the last), at most 5 GiB; at most 10,000 parts per object.
+const MIN_PART: u64 = 5 * MIB;
+const MAX_PART: u64 = 5 << 30;
+const MAX_PARTS: u64 = 10_000;
+
+fn archive(s: &Section<'_>) -> Result<ArchiveConfig, ConfigError> {
+    let d = ArchiveConfig::default();
+    let endpoint = s.string("endpoint")?.map(|e| e.trim().to_string());
+    if let Some(e) = &endpoint {
+        let lower = e.to_ascii_lowercase();
+        let Some(rest) = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://")) else {
+            let found = reader::describe(&Value::String(e.clone()), false);
+            return Err(s.error(
+                "endpoint",
+                format!("expected an http:// or https:// URL such as http://127.0.0.1:9000, found {found}"),
+            ));
+        };
+        // Anywhere: a password may contain a `/`.
+        if rest.contains('@') {
+            return Err(s.error(
+                "endpoint",
+                "must not carry credentials (user:password@); set accessKeyId and secretAccessKey instead                  (value hidden)",
+            ));
+        }
+        if rest.split('/').next().unwrap_or("").is_empty() {
+            return Err(s.error("endpoint", format!("has no host: {e:?}")));
+        }
+    }
+    let part_size =
+        s.int("partSize", "an integer (bytes, at least 5242880 = 5 MiB)", (MIN_PART, MAX_PART), d.part_size)?;
+    let max_object_bytes =
+        s.int("maxObjectSize", "an integer (bytes)", (1, u64::MAX), d.max_object_bytes.max(part_size))?;
+    if max_object_bytes < part_size {
+        let msg = format!("must be at least partSize ({part_size} bytes), found {max_object_bytes}");
+        return Err(s.error("maxObjectSize", msg));
+    }
+    if max_object_bytes > part_size.saturating_mul(MAX_PARTS) {
+        let msg = format!(
+            "must be at most 10000 parts of partSize ({} bytes; S3 allows 10000 parts per object), found \
+             {max_object_bytes}; raise partSize or lower maxObjectSize",
+            part_size.saturating_mul(MAX_PARTS)
+        );
+        return Err(s.error("maxObjectSize", msg));
+    }
+    Ok(ArchiveConfig {
+        endpoint,
+        region: s.string("region")?.map(|r| r.trim().to_string()),
+        // Not a secret, but not shown in errors either (read like one).
+        access_key_id: s.secret("accessKeyId")?.map(|k| k.expose().trim().to_string()),
+        secret_access_key: s.secret("secretAccessKey")?,
+        session_token: s.secret("sessionToken")?,
+        allow_http: s.opt_bool("allowHttp")?,
+        max_object_bytes,
+        part_size,
+        retries: small(s.int("retries", "an integer 0-20", (0, 20), d.retries.into())?),
+        timeout_ms: s.int("timeout", "an integer (milliseconds, 1-3600000)", (1, 3_600_000), d.timeout_ms)?,
     })
 }
 

@@ -7,7 +7,8 @@ use super::{ConfigError, Secret};
 
 /// Valid keys of every mapping in the `storage` section, used both to reject unknown keys and to point a
 /// key written at the wrong level to where it belongs.
-pub(super) const STORAGE_KEYS: &[&str] = &["type", "postgresql", "sqlite", "file", "migrations", "retention"];
+pub(super) const STORAGE_KEYS: &[&str] =
+    &["type", "postgresql", "sqlite", "file", "migrations", "retention", "archive"];
 pub(super) const POSTGRES_KEYS: &[&str] = &[
     "url",
     "host",
@@ -29,9 +30,22 @@ pub(super) const HOST_PORT_KEYS: &[&str] = &["host", "port"];
 pub(super) const SQLITE_KEYS: &[&str] = &["path", "walMode", "busyTimeout", "synchronous", "readPoolSize"];
 pub(super) const FILE_KEYS: &[&str] = &["basePath", "format", "compress"];
 pub(super) const MIGRATIONS_KEYS: &[&str] = &["enabled", "autoRun"];
-pub(super) const RETENTION_KEYS: &[&str] = &["executions", "auditLogs", "cleanupSchedule", "runSchedule"];
+pub(super) const RETENTION_KEYS: &[&str] =
+    &["executions", "auditLogs", "cleanupSchedule", "runSchedule", "archiveDestination"];
 pub(super) const EXECUTIONS_KEYS: &[&str] = &["enabled", "maxAge", "maxCount"];
 pub(super) const AUDIT_LOGS_KEYS: &[&str] = &["enabled", "maxAge"];
+pub(super) const ARCHIVE_KEYS: &[&str] = &[
+    "endpoint",
+    "region",
+    "accessKeyId",
+    "secretAccessKey",
+    "sessionToken",
+    "allowHttp",
+    "maxObjectSize",
+    "partSize",
+    "retries",
+    "timeout",
+];
 
 const ALL_SECTIONS: &[(&str, &[&str])] = &[
     ("storage", STORAGE_KEYS),
@@ -44,6 +58,7 @@ const ALL_SECTIONS: &[(&str, &[&str])] = &[
     ("storage.migrations", MIGRATIONS_KEYS),
     ("storage.retention", RETENTION_KEYS),
     ("storage.retention.executions", EXECUTIONS_KEYS),
+    ("storage.archive", ARCHIVE_KEYS),
 ];
 
 /// Case-insensitive Levenshtein distance.
@@ -168,9 +183,14 @@ impl<'a> Section<'a> {
     }
 
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        Ok(self.opt_bool(key)?.unwrap_or(default))
+    }
+
+    /// A boolean, or `None` when not set (so that something else, e.g. an environment variable, decides).
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         match self.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(other) => Err(self.wrong_type(key, "a boolean (true or false)", other, false)),
         }
     }

@@ -298,3 +298,162 @@ fn effective_port_defaults_without_url() {
     let v = ok(json!({"postgresql": {"host": "h"}})).effective_json();
     assert_eq!(v["postgresql"]["port"], 5432);
 }
+
+const AK: &str = "AKIAEXAMPLEKEYID";
+const SK: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE";
+const TOKEN: &str = "FwoGZXIvYXdzSESSIONTOKENEXAMPLE";
+
+#[test]
+fn archive_section_parses_with_defaults_and_every_key() {
+    let c = ok(json!({}));
+    assert_eq!(c.archive, ArchiveConfig::default());
+    assert_eq!((c.archive.part_size, c.archive.max_object_bytes), (8 << 20, 256 << 20));
+    assert_eq!((c.archive.retries, c.archive.timeout_ms, c.archive.allow_http), (3, 30_000, None));
+    assert_eq!(c.retention.archive_destination, None);
+
+    let c = ok(json!({"archive": {
+        "endpoint": "http://127.0.0.1:9000", "region": "eu-central-1", "accessKeyId": AK,
+        "secretAccessKey": SK, "sessionToken": TOKEN, "allowHttp": true,
+        "maxObjectSize": 64 << 20, "partSize": 5 << 20, "retries": 0, "timeout": 2500,
+    }}));
+    let a = &c.archive;
+    assert_eq!(a.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(a.region.as_deref(), Some("eu-central-1"));
+    assert_eq!(a.access_key_id.as_deref(), Some(AK));
+    assert_eq!(a.secret_access_key.as_ref().unwrap().expose(), SK);
+    assert_eq!(a.session_token.as_ref().unwrap().expose(), TOKEN);
+    assert_eq!(a.allow_http, Some(true));
+    assert_eq!((a.max_object_bytes, a.part_size, a.retries, a.timeout_ms), (64 << 20, 5 << 20, 0, 2500));
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(SK) && !debug.contains(TOKEN), "{debug}");
+    assert_eq!(ok(json!({"archive": {"allowHttp": false}})).archive.allow_http, Some(false));
+    // A larger part size lifts the default object size with it.
+    let c = ok(json!({"archive": {"partSize": 512 << 20}}));
+    assert_eq!(c.archive.max_object_bytes, 512 << 20);
+}
+
+#[test]
+fn archive_bad_values_are_named() {
+    for (archive, path, needle) in [
+        (json!({"endpoint": "127.0.0.1:9000"}), "endpoint", "expected an http:// or https:// URL"),
+        (json!({"endpoint": "http://"}), "endpoint", "has no host"),
+        (json!({"endpoint": 9000}), "endpoint", "expected an http:// or https:// URL"),
+        (json!({"endpoint": false}), "endpoint", "expected a string, found boolean false"),
+        (json!({"region": ""}), "region", "must not be empty"),
+        (json!({"region": true}), "region", "expected a string"),
+        (json!({"accessKeyId": ["x"]}), "accessKeyId", "expected a string, found a list"),
+        (json!({"secretAccessKey": false}), "secretAccessKey", "expected a string, found boolean false"),
+        (json!({"sessionToken": ""}), "sessionToken", "must not be empty"),
+        (json!({"allowHttp": "true"}), "allowHttp", "(write it without quotes)"),
+        (json!({"allowHttp": 1}), "allowHttp", "expected a boolean"),
+        (json!({"partSize": 1_000_000}), "partSize", "between 5242880 and 5368709120, found 1000000"),
+        (json!({"partSize": 6u64 << 30}), "partSize", "between 5242880"),
+        (json!({"partSize": "8MiB"}), "partSize", "expected an integer (bytes, at least 5242880 = 5 MiB)"),
+        (
+            json!({"maxObjectSize": 1_000_000}),
+            "maxObjectSize",
+            "at least partSize (8388608 bytes), found 1000000",
+        ),
+        (json!({"maxObjectSize": 0}), "maxObjectSize", "between 1"),
+        (json!({"maxObjectSize": 10u64 << 40, "partSize": 5 << 20}), "maxObjectSize", "10000 parts"),
+        (json!({"maxObjectSize": -1}), "maxObjectSize", "found number -1"),
+        (json!({"retries": 21}), "retries", "at most 20, found 21"),
+        (json!({"retries": "3"}), "retries", "(write it without quotes)"),
+        (json!({"timeout": 0}), "timeout", "between 1 and 3600000"),
+        (json!({"timeout": 3_600_001}), "timeout", "found 3600001"),
+        (json!({"timeout": 1.5}), "timeout", "found number 1.5"),
+    ] {
+        let e = err(json!({ "archive": archive }));
+        assert_eq!(e.path, format!("storage.archive.{path}"), "{archive}: {e}");
+        assert!(e.message.contains(needle), "{archive}: {e:?} does not say {needle:?}");
+    }
+    let e = err(json!({"archive": {"secretAccesKey": SK}}));
+    assert_eq!(e.path, "storage.archive.secretAccesKey");
+    assert!(e.message.contains("did you mean `secretAccessKey`?"), "{e}");
+    assert!(!e.to_string().contains(SK), "{e}");
+    let e = err(json!({"archive": {"bucket": "b"}}));
+    assert!(e.message.contains("valid keys here: endpoint, region, accessKeyId"), "{e}");
+    let e = err(json!({"archiv": {}}));
+    assert!(e.message.contains("did you mean `archive`?"), "{e}");
+    let e = err(json!({"retention": {"partSize": 5 << 20}}));
+    assert!(e.message.contains("belongs under storage.archive"), "{e}");
+    let e = err(json!({"archive": "s3://b/"}));
+    assert_eq!(e.path, "storage.archive");
+    assert!(e.message.contains("expected a mapping"), "{e}");
+}
+
+#[test]
+fn archive_secrets_never_appear_in_errors_debug_or_effective_json() {
+    // Wrong types of the secrets and the key id: the value is never quoted.
+    for key in ["secretAccessKey", "sessionToken", "accessKeyId"] {
+        let e = err(json!({"archive": { key: {"nested": SK} }}));
+        assert!(!e.to_string().contains(SK), "{e}");
+        let e = err(json!({"archive": { key: 1.5 }}));
+        assert!(!e.to_string().contains("1.5"), "{key}: {e}");
+    }
+    let e = err(json!({"archive": {"endpoint": format!("https://{AK}:{SK}@s3.example.com")}}));
+    assert_eq!(e.path, "storage.archive.endpoint");
+    assert!(e.message.contains("must not carry credentials"), "{e}");
+    assert!(!e.to_string().contains(SK) && !e.to_string().contains(AK), "{e}");
+
+    let c = ok(json!({"archive": {"accessKeyId": AK, "secretAccessKey": SK, "sessionToken": TOKEN}}));
+    let v = c.effective_json();
+    let text = v.to_string();
+    assert!(!text.contains(SK) && !text.contains(TOKEN), "{text}");
+    assert_eq!(v["archive"]["secretAccessKey"], "***");
+    assert_eq!(v["archive"]["sessionToken"], "***");
+    assert_eq!(v["archive"]["accessKeyId"], AK);
+    assert!(!format!("{:?}", c.archive).contains(SK));
+}
+
+#[test]
+fn archive_effective_json_fills_defaults_and_parses_back() {
+    let c = ok(json!({"archive": {"region": "us-west-2", "timeout": 1000},
+                      "retention": {"archiveDestination": "s3://backups/parallax/"}}));
+    let v = c.effective_json();
+    assert_eq!(
+        v["archive"],
+        json!({"endpoint": null, "region": "us-west-2", "accessKeyId": null, "secretAccessKey": null,
+               "sessionToken": null, "allowHttp": null, "maxObjectSize": 256 << 20, "partSize": 8 << 20,
+               "retries": 3, "timeout": 1000})
+    );
+    assert_eq!(v["retention"]["archiveDestination"], "s3://backups/parallax/");
+    let again = parse(&v.to_string()).unwrap();
+    assert_eq!(again.archive, c.archive);
+    assert_eq!(again.effective_json(), v);
+    assert_eq!(ok(json!({})).effective_json()["retention"]["archiveDestination"], serde_json::Value::Null);
+}
+
+#[test]
+fn retention_archive_destination_syntax_is_checked_without_io() {
+    for good in [
+        "s3://backups/parallax/executions/",
+        "s3://backups",
+        "file:///var/backups/parallax/",
+        "/var/backups/parallax",
+        // Need not exist: nothing is touched until a run.
+        "/definitely/not/here/parallax-archive",
+    ] {
+        let c = ok(json!({"retention": {"archiveDestination": good}}));
+        assert_eq!(c.retention.archive_destination.as_deref(), Some(good));
+    }
+    let trimmed = ok(json!({"retention": {"archiveDestination": " s3://backups/p/ "}}));
+    assert_eq!(trimmed.retention.archive_destination.as_deref(), Some("s3://backups/p/"));
+    for (bad, needle) in [
+        ("s3://Backups/", "lower-case"),
+        ("s3://b/", "3 to 63"),
+        ("s3://backups//x", "empty segment"),
+        ("gs://backups/", "unsupported scheme"),
+        ("file://relative/x", "absolute path"),
+        ("backups/parallax", "relative path"),
+        ("", "must not be empty"),
+    ] {
+        let e = err(json!({"retention": {"archiveDestination": bad}}));
+        assert_eq!(e.path, "storage.retention.archiveDestination", "{bad}");
+        assert!(e.message.contains(needle), "{bad}: {e:?} does not say {needle:?}");
+    }
+    let e = err(json!({"retention": {"archiveDestination": format!("s3://{AK}:{SK}@backups/p/")}}));
+    assert!(!e.to_string().contains(SK) && !e.to_string().contains(AK), "{e}");
+    let e = err(json!({"retention": {"archiveDestination": true}}));
+    assert!(e.message.contains("expected a string, found boolean true"), "{e}");
+}
