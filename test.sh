@@ -9,7 +9,9 @@ usage() {
 Usage: ./test.sh [--no-install] [--quick] [--backend sqlite|postgres|file] [-- TEST-FILTER...]
 
 Installs what is missing, then runs every check CI runs, in this order:
-  1. install   Debian packages (apt-get), rustfmt and clippy (rustup), the Diesel CLI (cargo install)
+  1. install   Debian packages (apt-get), rustfmt and clippy (rustup), the Diesel CLI (cargo install), the
+               s3s-fs S3 test server 0.14.1 (cargo install, into its own target dir target/s3s-fs-install),
+               boto3 and the AWS CLI (pip; the archive tests read what the plugin wrote with them)
   2. fmt       cargo fmt --all -- --check
   3. clippy    cargo clippy --workspace --all-targets --locked -- -D warnings
      docs      cargo doc --no-deps for the ABI and host crates with RUSTDOCFLAGS=-D warnings, and no FFI type in
@@ -32,7 +34,8 @@ Flags:
                        ./test.sh --quick -- search                             every test named *search*
   -h, --help         this text
 
-Environment: PARALLAX_TEST_POSTGRES_URL (a superuser URL) makes the PostgreSQL tests use that server.
+Environment: PARALLAX_TEST_POSTGRES_URL (a superuser URL) makes the PostgreSQL tests use that server;
+PARALLAX_TEST_S3S_FS (a path) the S3 tests use that s3s-fs binary.
 EOF
 }
 
@@ -75,6 +78,21 @@ have_diesel() { command -v diesel >/dev/null && diesel --version | grep -q ' 2\.
 schema_checks=$((1 - quick))
 [ "$backend" != file ] || schema_checks=0
 diesel_to_build() { [ "$schema_checks" = 1 ] && ! have_diesel; }
+# The S3 test server (tests/common/s3.rs) and the independent S3 clients (tests/common/s3_client.py, the aws CLI).
+S3S_FS_INSTALL=(cargo install s3s-fs --version =0.14.1 --features binary --locked)
+have_s3s_fs() {
+  local bin="${PARALLAX_TEST_S3S_FS:-$(command -v s3s-fs || true)}"
+  [ -n "$bin" ] && [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx 's3s-fs 0\.14\.1'
+}
+# pip installs a non-root user's `aws` into ~/.local/bin.
+export PATH="$PATH:$HOME/.local/bin"
+have_s3_clients() { python3 -c 'import boto3' 2>/dev/null && aws --version >/dev/null 2>&1; }
+# Debian 12's Python is "externally managed" (PEP 668): pip needs --break-system-packages to install into it.
+pip_flags() {
+  python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' \
+    && echo --break-system-packages
+  true
+}
 
 # ---- 1. install ------------------------------------------------------------------------------------------------
 # What the checks need, one line each: the Debian package, then a command that succeeds when it is present.
@@ -86,7 +104,8 @@ APT_NEEDS=(
   "openssl          command -v openssl"                            # TLS tests make certificates with it
   "libpq-dev        ! diesel_to_build || test -e /usr/include/postgresql/libpq-fe.h"  # the Diesel CLI links it
   "postgresql       ! uses postgres || have_pg_server"             # tests start throwaway clusters from it
-  "python3          command -v python3"                            # scripts/check-down-migrations.py
+  "python3          command -v python3"                            # scripts/check-down-migrations.py, S3 client
+  "python3-pip      have_s3_clients || python3 -m pip --version"   # installs boto3 and awscli below
 )
 missing_apt() {
   local line pkg check
@@ -102,7 +121,7 @@ command -v cargo >/dev/null || {
 }
 
 if [ "$install" = 1 ]; then
-  step install "system packages, rust components, Diesel CLI"
+  step install "system packages, rust components, Diesel CLI, s3s-fs, boto3 and awscli"
   mapfile -t need < <(missing_apt)
   if [ ${#need[@]} -gt 0 ]; then
     sudo=()
@@ -121,9 +140,21 @@ if [ "$install" = 1 ]; then
   if diesel_to_build; then
     cargo install diesel_cli --version '~2.3' --no-default-features --features postgres,sqlite-bundled --locked
   fi
+  if ! have_s3s_fs; then
+    # Its own target dir (kept, so a re-install is quick): it never waits for, or holds, the project's build lock.
+    echo "installing: s3s-fs 0.14.1 (the S3 test server; a few minutes the first time)"
+    CARGO_TARGET_DIR="$PWD/target/s3s-fs-install" "${S3S_FS_INSTALL[@]}"
+  fi
+  if ! have_s3_clients; then
+    echo "installing: boto3 and awscli (pip)"
+    # shellcheck disable=SC2046 # pip_flags prints nothing or one flag
+    python3 -m pip install -q $(pip_flags) boto3 awscli
+  fi
 else
   mapfile -t need < <(missing_apt)
   if diesel_to_build; then need+=("the Diesel CLI 2.3 (cargo install diesel_cli)"); fi
+  if ! have_s3s_fs; then need+=("the s3s-fs 0.14.1 S3 test server (${S3S_FS_INSTALL[*]})"); fi
+  if ! have_s3_clients; then need+=("boto3 and the AWS CLI (python3 -m pip install $(pip_flags) boto3 awscli)"); fi
   if [ ${#need[@]} -gt 0 ]; then
     echo "error: --no-install, but missing: ${need[*]}. Run ./test.sh once without --no-install." >&2
     exit 1

@@ -24,16 +24,18 @@ from botocore.config import Config
 
 
 def client():
+    settings = {"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 2, "mode": "standard"}}
+    try:
+        # botocore >= 1.36 adds CRC checksums to every upload by default; only when required here.
+        config = Config(request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required", **settings)
+    except TypeError:  # an older botocore (Debian's 1.29) has neither the option nor the default
+        config = Config(**settings)
     return boto3.client(
         "s3",
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
         region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 2, "mode": "standard"},
-        ),
+        config=config,
     )
 
 
