@@ -145,6 +145,8 @@ fn cli(dir: &Path, storage: &Value, args: &[&str]) -> Child {
     std::fs::write(&config, serde_json::to_vec(&json!({ "storage": storage })).unwrap()).expect("config");
     let (out, err) = (config.with_extension("out"), config.with_extension("err"));
     let t = Instant::now();
+    // Reaped by wait4 below (which also gives its peak RSS), not by Child::wait.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(parallax_binary())
         .arg("--config")
         .arg(&config)
