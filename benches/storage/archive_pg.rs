@@ -140,7 +140,7 @@ struct Child {
 
 /// Runs `parallax --config <config> --plugin <plugin> --output json <args>`, waits for it with `wait4` (its
 /// peak RSS), and parses its JSON output.
-fn cli(dir: &Path, storage: &Value, args: &[&str]) -> Child {
+fn cli(dir: &Path, storage: &Value, s3: &s3::S3Server, args: &[&str]) -> Child {
     let config = dir.join(format!("parallax-{}.json", uuid::Uuid::now_v7().simple()));
     std::fs::write(&config, serde_json::to_vec(&json!({ "storage": storage })).unwrap()).expect("config");
     let (out, err) = (config.with_extension("out"), config.with_extension("err"));
@@ -155,6 +155,8 @@ fn cli(dir: &Path, storage: &Value, args: &[&str]) -> Child {
         .args(["--output", "json"])
         .args(args)
         .env_remove("RUST_LOG")
+        // The standard AWS environment reaching the server (as an operator would set it).
+        .envs(s3.env())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))
@@ -437,9 +439,6 @@ async fn postgres(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Obje
     load_pg(&db, n).await;
     let mut storage = server.storage_config(&db);
     storage["retention"] = json!({ "runSchedule": false });
-    storage["archive"] = s3.archive_config();
-    storage["archive"]["timeout"] = json!(120_000);
-    storage["archive"]["retries"] = json!(3);
     let cutoff = now_us() - 300 * DAY_US;
     let (base, lines, base_bytes) = pg_baseline(&db, store, cutoff).await;
     assert_eq!(lines as usize, n, "baseline lines");
@@ -448,6 +447,7 @@ async fn postgres(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Obje
     let ours = cli(
         dir,
         &storage,
+        s3,
         &["storage", "archive", "executions", "--older-than", AGE, "--destination", &dest, "--yes"],
     );
     let archived = count(&ours.out, "rows");
@@ -485,7 +485,7 @@ async fn postgres(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Obje
     }
 
     // Restore into the same database (its rows were deleted), against COPY of the same rows into a new one.
-    let restored = cli(dir, &storage, &["storage", "restore", "--source", &dest]);
+    let restored = cli(dir, &storage, s3, &["storage", "restore", "--source", &dest]);
     let inserted = count(&restored.out, "inserted");
     if inserted as usize != n {
         util::fail(&format!("our restore inserted {inserted} executions, expected {n}: {}", restored.out));
@@ -647,9 +647,6 @@ async fn sqlite(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Object
     s.shutdown().await.expect("shutdown");
     drop(s);
     load_sqlite(&db, n);
-    storage["archive"] = s3.archive_config();
-    storage["archive"]["timeout"] = json!(120_000);
-    storage["archive"]["retries"] = json!(3);
     let cutoff = now_us() - 300 * DAY_US;
     let (base, lines) = sqlite_baseline(&db, store, cutoff).await;
     assert_eq!(lines as usize, n, "baseline lines");
@@ -657,6 +654,7 @@ async fn sqlite(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Object
     let ours = cli(
         dir,
         &storage,
+        s3,
         &["storage", "archive", "executions", "--older-than", AGE, "--destination", &dest, "--yes"],
     );
     let archived = count(&ours.out, "rows");
@@ -681,7 +679,7 @@ async fn sqlite(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Object
             ),
         );
     }
-    let restored = cli(dir, &storage, &["storage", "restore", "--source", &dest]);
+    let restored = cli(dir, &storage, s3, &["storage", "restore", "--source", &dest]);
     let inserted = count(&restored.out, "inserted");
     if inserted as usize != n {
         util::fail(&format!(
