@@ -641,7 +641,7 @@ async fn sqlite_baseline(path: &Path, store: &Arc<dyn ObjectStore>, cutoff_us: i
 
 async fn sqlite(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn ObjectStore>, dir: &Path) {
     let db = dir.join("archive.db");
-    let mut storage =
+    let storage =
         json!({ "type": "sqlite", "sqlite": { "path": db }, "retention": { "runSchedule": false } });
     let s = util::plugin().open(&storage).unwrap_or_else(|e| util::fail(&format!("open sqlite: {e}")));
     s.shutdown().await.expect("shutdown");
