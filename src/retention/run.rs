@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// How many recorded runs `retention_status` shows.
-const STATUS_RUNS: usize = 20;
+pub(crate) const STATUS_RUNS: usize = 20;
 
 /// A checked cleanup request: what to remove, before the limit is resolved against the data.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,12 +75,12 @@ impl Spec {
         Some(Spec { target, older_than: rule.max_age, max_count: rule.max_count, include_unfinished: false })
     }
 
-    fn cutoff(&self, now: i64) -> Option<i64> {
+    pub(crate) fn cutoff(&self, now: i64) -> Option<i64> {
         self.older_than.map(|age| now.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)))
     }
 
     /// The selection against the data as it is now; `None` selects nothing.
-    async fn resolve<S: Store>(&self, store: &S, now: i64) -> Result<Option<Selection>> {
+    pub(crate) async fn resolve<S: Store>(&self, store: &S, now: i64) -> Result<Option<Selection>> {
         let nth = match (self.target, self.max_count) {
             (CleanupTarget::Executions, Some(n)) => store.nth_newest_execution(n).await?,
             _ => None,
@@ -92,7 +92,7 @@ impl Spec {
         }))
     }
 
-    fn report(&self, now: i64, dry_run: bool) -> CleanupReport {
+    pub(crate) fn report(&self, now: i64, dry_run: bool) -> CleanupReport {
         CleanupReport {
             target: self.target.as_str().to_string(),
             dry_run,
@@ -103,7 +103,7 @@ impl Spec {
     }
 }
 
-fn main_table(target: CleanupTarget) -> &'static str {
+pub(crate) fn main_table(target: CleanupTarget) -> &'static str {
     match target {
         CleanupTarget::Executions => "executions",
         CleanupTarget::AuditLogs => "audit_logs",
@@ -111,7 +111,7 @@ fn main_table(target: CleanupTarget) -> &'static str {
 }
 
 /// What `sel` would remove, as a report (nothing selected: an empty report with the table's row count).
-async fn plan<S: Store>(store: &S, sel: &Option<Selection>, spec: &Spec) -> Result<Plan> {
+pub(crate) async fn plan<S: Store>(store: &S, sel: &Option<Selection>, spec: &Spec) -> Result<Plan> {
     match sel {
         Some(sel) => store.plan_cleanup(sel.clone()).await,
         None => {
@@ -139,17 +139,8 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     // A cleanup that changes something holds the runner lock before it counts: what it counts (for the
     // `--yes` rule, the limit of `--max-count` and the report) is then not being removed by another run
     // meanwhile, which could make "every row" look true (a spurious refusal) or false.
-    let _lock = if params.dry_run {
-        None
-    } else {
-        Some(store.lock_runner().await?.ok_or_else(|| {
-            Error::conflict(
-                "another cleanup or retention run holds this database's runner lock (another process or \
-                 host); try again when it has finished (`parallax storage retention status` shows the running \
-                 one)",
-            )
-        })?)
-    };
+    let _lock =
+        if params.dry_run { None } else { Some(store.lock_runner().await?.ok_or_else(runner_locked)?) };
     let now = time::now_micros();
     let sel = spec.resolve(store, now).await?;
     let mut report = spec.report(now, params.dry_run);
@@ -186,9 +177,17 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     Ok(report)
 }
 
+/// The runner lock is held by another run.
+pub(crate) fn runner_locked() -> Error {
+    Error::conflict(
+        "another cleanup, archive or retention run holds this database's runner lock (another process or host); \
+         try again when it has finished (`parallax storage retention status` shows the running one)",
+    )
+}
+
 /// A failed cleanup's error names what was already deleted. It keeps the cause's kind, so the cause is quoted
 /// by its message (its `Display` would repeat the kind: "unavailable: … : unavailable: …").
-fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
+pub(crate) fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
     Error::new(
         e.kind(),
         format!(
@@ -201,7 +200,7 @@ fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
 }
 
 /// Records the end of `run`; a record that cannot be saved is logged (the cleanup's own outcome matters more).
-async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option<&Error>) {
+pub(crate) async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option<&Error>) {
     run.finished_at = Some(time::now_micros());
     run.rows = tally.snapshot();
     run.status = if error.is_some() { RunStatus::Failed } else { RunStatus::Succeeded };
@@ -212,7 +211,7 @@ async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option
 }
 
 /// With the runner lock held, a run still marked running died with its process: mark it interrupted.
-async fn mark_interrupted<S: Store>(store: &S) -> Result<()> {
+pub(crate) async fn mark_interrupted<S: Store>(store: &S) -> Result<()> {
     for mut r in store.runs(STATUS_RUNS).await? {
         if r.status == RunStatus::Running {
             r.status = RunStatus::Interrupted;
@@ -240,7 +239,7 @@ fn skipped(why: String) -> RetentionRunResult {
 
 /// Runs the configured policy once: manually, or as the run of a schedule tick (skipped when that tick, or a
 /// later one, already has a run, or when another instance holds the runner lock: skip, never queue).
-pub async fn run_policy<S: Store>(
+pub async fn run_policy<S: crate::archive::Store>(
     store: &S,
     trigger: Trigger,
     tick: Option<i64>,
@@ -295,12 +294,22 @@ pub async fn run_policy<S: Store>(
     }
     let tally = Tally::default();
     let mut reports = Vec::new();
+    let mut archives = Vec::new();
     let mut error: Option<Error> = None;
     // Every rule runs even when an earlier one failed (a failing executions cleanup must not stop audit
     // retention); the run fails if any rule did, naming each failure.
     for spec in &specs {
         let started = Instant::now();
         let result = async {
+            // With an archive destination, each rule archives what it removes first (an archive run of its
+            // own, recorded beside this one; this run keeps the tick).
+            if let Some(destination) = &store.storage_config().retention.archive_destination {
+                let (mut report, archived) =
+                    crate::archive::run::archive_rule(store, destination, spec, now, trigger, &tally).await?;
+                report.run_id = Some(run.id.clone());
+                archives.push(archived);
+                return Ok::<_, Error>(report);
+            }
             let sel = spec.resolve(store, now).await?;
             let mut report = spec.report(now, false);
             if let Some(sel) = sel {
@@ -332,19 +341,16 @@ pub async fn run_policy<S: Store>(
         }
         None => {
             tracing::info!(run = %run.id, trigger = trigger.as_str(), removed = %tally.describe(), "retention run finished");
-            Ok(RetentionRunResult {
-                ran: true,
-                skipped: None,
-                run: Some(run.record()),
-                reports,
-                archives: Vec::new(),
-            })
+            Ok(RetentionRunResult { ran: true, skipped: None, run: Some(run.record()), reports, archives })
         }
     }
 }
 
 /// The `retention_run` op.
-pub async fn retention_run<S: Store>(store: &S, p: RetentionRunParams) -> Result<RetentionRunResult> {
+pub async fn retention_run<S: crate::archive::Store>(
+    store: &S,
+    p: RetentionRunParams,
+) -> Result<RetentionRunResult> {
     match &p.tick {
         None => run_policy(store, Trigger::Manual, None, p.dry_run).await,
         Some(text) => {
