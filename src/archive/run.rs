@@ -114,19 +114,33 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
         include_unfinished: false,
         confirm_all: params.confirm_all,
     })?;
-    let dest = Destination::open(&params.destination, &store.storage_config().archive, !params.dry_run)?;
-    // Bad credentials, a missing bucket or an unreachable endpoint fail here, before anything happens.
-    dest.probe().await?;
+    let dest = match Destination::open(&params.destination, &store.storage_config().archive, !params.dry_run)
+    {
+        Ok(d) => Some(d),
+        // A dry run creates nothing: a local directory that does not exist yet would be created by the run.
+        Err(e)
+            if params.dry_run
+                && e.kind() == ErrorKind::NotFound
+                && !params.destination.starts_with("s3://") =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(dest) = &dest {
+        // Bad credentials, a missing bucket or an unreachable endpoint fail here, before anything happens.
+        dest.probe().await?;
+    }
     let now = time::now_micros();
     let mut report = ArchiveReport {
         target: params.target.as_str().to_string(),
         dry_run: params.dry_run,
-        destination: dest.text().to_string(),
+        destination: params.destination.clone(),
         cutoff: spec.cutoff(now).map(time::rfc3339),
         max_count: spec.max_count,
         ..ArchiveReport::default()
     };
-    if params.dry_run {
+    let Some(dest) = dest.filter(|_| !params.dry_run) else {
         let sel = spec.resolve(store, now).await?;
         let plan = cleanup::plan(store, &sel, &spec).await?;
         for t in &plan.tables {
@@ -136,7 +150,7 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
-    }
+    };
     let _lock = store.lock_runner().await?.ok_or_else(cleanup::runner_locked)?;
     cleanup::mark_interrupted(store).await?;
     report.resumed = resume(store, &dest, spec.target).await?;
@@ -642,7 +656,14 @@ async fn check_manifest(dest: &Destination, root: &str, key: &str) -> (ManifestC
                 read::mismatch(obj, &got, true)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Some(format!("missing: {}", e.0.message)),
-            Err(e) => Some(e.0.message.to_string()),
+            // A damaged object usually fails to decode before its end: say whether its bytes differ too.
+            Err(e) => {
+                match read::checksum(dest, &okey).await.ok().and_then(|got| read::mismatch(obj, &got, false))
+                {
+                    Some(differs) => Some(format!("{differs}; {}", e.0.message)),
+                    None => Some(e.0.message.to_string()),
+                }
+            }
         };
         ok &= problem.is_none();
         check.objects.push(ObjectCheck { key: obj.key.clone(), ok: problem.is_none(), problem });
@@ -832,4 +853,610 @@ pub(crate) async fn archive_rule<S: Store>(
     });
     cleanup_report.duration_ms = report.duration_ms;
     Ok((cleanup_report, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read as _, path::Path, sync::atomic::Ordering};
+
+    use abi_stable::std_types::ROption;
+    use parallax_storage_abi::{retention::RetentionRunParams, ExecutionStatus};
+
+    use super::*;
+    use crate::{
+        archive::ExecutionRecord,
+        config::{RetentionConfig, RetentionRule, StorageConfig},
+        retention::{run::tests::Fake, RunStatus, Store as _},
+    };
+
+    const DAY: i64 = 86_400_000_000;
+    /// 2024-01-01T00:00:00Z.
+    const JAN: i64 = 1_704_067_200_000_000;
+    const FEB: i64 = JAN + 31 * DAY;
+    const MAR: i64 = FEB + 29 * DAY;
+
+    fn id(n: u32) -> String {
+        format!("0190b3f2-7c1e-7a00-8000-{n:012x}")
+    }
+
+    fn fake(cfg: ArchiveConfig) -> Fake {
+        Fake { config: StorageConfig { archive: cfg, ..StorageConfig::default() }, ..Fake::default() }
+    }
+
+    fn add(store: &Fake, at: i64, n: u32, status: ExecutionStatus) -> String {
+        store.executions.lock().unwrap().push((at, id(n), status));
+        id(n)
+    }
+
+    fn params(dir: &Path, older: &str) -> ArchiveParams {
+        ArchiveParams {
+            target: CleanupTarget::Executions,
+            older_than: Some(older.into()),
+            max_count: None,
+            destination: dir.display().to_string(),
+            dry_run: false,
+            keep: false,
+            confirm_all: false,
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(dir, dir, &mut v);
+        v.sort();
+        v
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn sha(path: &Path) -> String {
+        format::hex(ring::digest::digest(&ring::digest::SHA256, &std::fs::read(path).unwrap()).as_ref())
+    }
+
+    fn last_archive_run(store: &Fake) -> Run {
+        store.runs.lock().unwrap().iter().rfind(|r| r.archive.is_some()).unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn objects_split_by_month_then_manifest_then_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig::default());
+        for (n, at) in
+            [(1, JAN + DAY), (2, JAN + 2 * DAY), (3, JAN + 20 * DAY), (4, FEB), (5, FEB + DAY), (6, MAR)]
+        {
+            add(&store, at, n, ExecutionStatus::Completed);
+        }
+        let running = add(&store, JAN + 3 * DAY, 7, ExecutionStatus::Running);
+        let young = add(&store, time::now_micros() - DAY, 8, ExecutionStatus::Completed);
+        let r = archive(&store, params(dir.path(), "30d")).await.unwrap();
+        let run_id = r.run_id.clone().unwrap();
+        let keys: Vec<&str> = r.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                format!("executions/2024/01/{run_id}-0001.ndjson.gz"),
+                format!("executions/2024/02/{run_id}-0002.ndjson.gz"),
+                format!("executions/2024/03/{run_id}-0003.ndjson.gz"),
+            ]
+        );
+        assert_eq!(r.objects.iter().map(|o| o.rows).collect::<Vec<_>>(), [3, 2, 1]);
+        assert_eq!(r.rows, BTreeMap::from([("executions".into(), 6), (EVENTS.into(), 6)]));
+        assert!(r.deleted && r.resumed.is_empty());
+        let cleanup = r.cleanup.clone().unwrap();
+        assert_eq!((cleanup.tables[0].rows, cleanup.tables[1].rows), (6, 6));
+        assert_eq!(store.execution_ids(), [running, young], "exactly the archived rows went");
+
+        // The objects are ordinary gzip files of JSON lines, as the manifest describes them.
+        for o in &r.objects {
+            let path = dir.path().join(&o.key);
+            assert_eq!((std::fs::metadata(&path).unwrap().len(), sha(&path)), (o.size, o.sha256.clone()));
+            let l = lines(&path);
+            assert_eq!(l.len() as u64, o.rows);
+            assert!(l
+                .iter()
+                .all(|v| v["recordSchema"] == 1 && v["status"] == "completed" && v["events"][0]["seq"] == 1));
+        }
+        let mkey = r.manifest.clone().unwrap();
+        assert_eq!(mkey, format!("executions/manifests/{run_id}.json"));
+        let m = Manifest::parse(&mkey, &std::fs::read(dir.path().join(&mkey)).unwrap()).unwrap();
+        assert_eq!((m.format_version, m.record_schema_version, m.table.as_str()), (1, 1, "executions"));
+        assert_eq!((m.rows, m.events, m.objects.clone()), (6, 6, r.objects.clone()));
+        assert_eq!(
+            m.time_range.unwrap(),
+            TimeRange { oldest: time::rfc3339(JAN + DAY), newest: time::rfc3339(MAR) }
+        );
+        assert_eq!((m.min_id, m.max_id), (Some(id(1)), Some(id(6))));
+        assert_eq!(m.cutoff, r.cutoff);
+        assert_eq!(m.plugin_version, crate::PLUGIN_VERSION);
+
+        let run = last_archive_run(&store);
+        let st = run.archive.clone().unwrap();
+        assert_eq!(
+            (run.status, st.phase, st.objects_done, st.manifest),
+            (RunStatus::Succeeded, Phase::Done, 3, Some(mkey))
+        );
+        assert_eq!(run.rows, BTreeMap::from([("executions".into(), 6), (EVENTS.into(), 6)]));
+        assert!(!store.locked.load(Ordering::SeqCst));
+
+        // Nothing left to archive: no object, no manifest.
+        let before = files(dir.path());
+        let again = archive(&store, params(dir.path(), "30d")).await.unwrap();
+        assert!(again.objects.is_empty() && again.manifest.is_none() && again.resumed.is_empty());
+        assert_eq!(files(dir.path()), before);
+    }
+
+    #[tokio::test]
+    async fn objects_split_by_size_and_audit_entries_archive_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig { max_object_bytes: 1, ..ArchiveConfig::default() });
+        for n in 1..=3 {
+            add(&store, JAN + n as i64 * DAY, n, ExecutionStatus::Failed);
+            store.audit.lock().unwrap().push((JAN + n as i64, id(100 + n)));
+        }
+        let r =
+            archive(&store, ArchiveParams { confirm_all: true, ..params(dir.path(), "30d") }).await.unwrap();
+        let run_id = r.run_id.unwrap();
+        let keys: Vec<String> = r.objects.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(
+            keys,
+            (1..=3).map(|n| format!("executions/2024/01/{run_id}-{n:04}.ndjson.gz")).collect::<Vec<_>>()
+        );
+        let r = archive(
+            &store,
+            ArchiveParams {
+                target: CleanupTarget::AuditLogs,
+                confirm_all: true,
+                ..params(dir.path(), "90d")
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.rows, BTreeMap::from([("audit_logs".into(), 3)]));
+        assert_eq!(r.objects.len(), 3);
+        assert!(store.audit.lock().unwrap().is_empty());
+        let l = lines(&dir.path().join(&r.objects[0].key));
+        assert_eq!(
+            (l[0]["action"].as_str(), l[0]["details"]["a"].as_i64()),
+            (Some("pattern.create"), Some(1))
+        );
+        assert!(dir.path().join(r.manifest.unwrap()).starts_with(dir.path().join("audit_logs/manifests")));
+    }
+
+    /// Pseudo-random text that gzip cannot shrink much.
+    fn noise(seed: u64, len: usize) -> String {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_large_object_goes_up_in_parts_and_restores_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig { part_size: 5 << 20, ..ArchiveConfig::default() });
+        let mut originals = BTreeMap::new();
+        for n in 1..=12u32 {
+            let i = add(&store, JAN + n as i64 * 1000, n, ExecutionStatus::Completed);
+            let mut rec = ExecutionRecord {
+                execution: parallax_storage_abi::Execution {
+                    id: i.clone().into(),
+                    pattern_name: "big".into(),
+                    pattern_version: "2.0.0".into(),
+                    status: ExecutionStatus::Completed,
+                    input: ROption::RSome(format!("{{\"noise\":\"{}\"}}", noise(n as u64, 1 << 20)).into()),
+                    output: ROption::RSome("[1,2,3]".into()),
+                    error: ROption::RNone,
+                    started_at: JAN + n as i64 * 1000,
+                    completed_at: ROption::RSome(JAN + n as i64 * 1000 + 7),
+                    duration_ms: ROption::RSome(0),
+                    metadata: ROption::RSome("{\"ü\":\"✓\"}".into()),
+                    tags: vec!["x".into()].into(),
+                },
+                events: Vec::new(),
+            };
+            rec.events = (1..=2)
+                .map(|s| parallax_storage_abi::ExecutionEvent {
+                    id: format!("0190b3f2-7c1e-7a00-9000-{:012x}", n * 10 + s).into(),
+                    execution_id: i.clone().into(),
+                    seq: s as i64,
+                    kind: parallax_storage_abi::EventKind::AgentAssignment,
+                    payload: "{\"agent\":\"a\"}".into(),
+                    recorded_at: JAN + n as i64 * 1000 + s as i64,
+                })
+                .collect();
+            store.records.lock().unwrap().insert(i.clone(), rec.clone());
+            originals.insert(i, rec);
+        }
+        let r = archive(&store, ArchiveParams { keep: true, confirm_all: true, ..params(dir.path(), "30d") })
+            .await
+            .unwrap();
+        assert_eq!(r.objects.len(), 1);
+        let o = &r.objects[0];
+        assert!(o.size > 5 << 20, "more than one part: {}", o.size);
+        let path = dir.path().join(&o.key);
+        assert_eq!((std::fs::metadata(&path).unwrap().len(), sha(&path)), (o.size, o.sha256.clone()));
+        assert!(
+            !r.deleted && r.cleanup.is_none() && store.execution_ids().len() == 12,
+            "--keep deletes nothing"
+        );
+        assert_eq!(last_archive_run(&store).archive.unwrap().phase, Phase::Done);
+
+        let other = fake(ArchiveConfig::default());
+        let rr = restore(&other, RestoreParams { source: dir.path().display().to_string(), dry_run: false })
+            .await
+            .unwrap();
+        assert_eq!(rr.inserted, BTreeMap::from([("executions".into(), 12), (EVENTS.into(), 24)]));
+        assert!(*other.records.lock().unwrap() == originals, "every field restored as archived");
+    }
+
+    fn dead_run(store: &Fake, dest: &str, phase: Phase) -> Run {
+        let mut run = Run::start(Trigger::Manual, None);
+        run.started_at -= DAY;
+        run.archive = Some(ArchiveState {
+            target: CleanupTarget::Executions,
+            destination: dest.to_string(),
+            phase,
+            manifest: None,
+            objects_done: 0,
+            rows: BTreeMap::new(),
+            keep: false,
+        });
+        store.runs.lock().unwrap().push(run.clone());
+        run
+    }
+
+    #[tokio::test]
+    async fn a_run_that_died_before_its_manifest_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().display().to_string();
+        let store = fake(ArchiveConfig::default());
+        add(&store, JAN, 1, ExecutionStatus::Completed);
+        add(&store, FEB, 2, ExecutionStatus::Completed);
+        let dead = dead_run(&store, &dest, Phase::Writing);
+        for k in [
+            format!("executions/2024/01/{}-0001.ndjson.gz", dead.id),
+            format!("executions/2024/02/{}-0002.ndjson.gz", dead.id),
+            format!("executions/manifests/{}.json", dead.id),
+            "executions/2024/01/someone-else-0001.ndjson.gz".to_string(),
+        ] {
+            std::fs::create_dir_all(dir.path().join(&k).parent().unwrap()).unwrap();
+            std::fs::write(dir.path().join(&k), b"partial").unwrap();
+        }
+        let r =
+            archive(&store, ArchiveParams { confirm_all: true, ..params(dir.path(), "30d") }).await.unwrap();
+        assert_eq!(
+            r.resumed,
+            [ResumedRun {
+                run_id: dead.id.clone(),
+                action: "cleared".into(),
+                objects_removed: 2,
+                ..Default::default()
+            }]
+        );
+        let left = files(dir.path());
+        assert!(left.iter().all(|f| !f.contains(&dead.id)), "{left:?}");
+        assert!(left.contains(&"executions/2024/01/someone-else-0001.ndjson.gz".to_string()));
+        assert_eq!(r.objects.len(), 2);
+        assert!(store.execution_ids().is_empty());
+        let runs = store.runs.lock().unwrap().clone();
+        let old = runs.iter().find(|x| x.id == dead.id).unwrap();
+        assert_eq!((old.status, old.archive.as_ref().unwrap().phase), (RunStatus::Interrupted, Phase::Done));
+        // Only to the same destination and target: another destination's unfinished run is left alone.
+        let other = tempfile::tempdir().unwrap();
+        let mut elsewhere = dead_run(&store, "/elsewhere/", Phase::Writing);
+        add(&store, JAN, 3, ExecutionStatus::Completed);
+        let r = archive(&store, ArchiveParams { confirm_all: true, ..params(other.path(), "30d") })
+            .await
+            .unwrap();
+        assert!(r.resumed.is_empty());
+        elsewhere.status = RunStatus::Interrupted;
+        assert!(store.runs.lock().unwrap().contains(&elsewhere));
+    }
+
+    /// An archive with `keep`, then its record set back to `phase` (deleting `done` objects' rows first), as
+    /// if the process died there.
+    async fn killed_after_manifest(store: &Fake, dir: &Path, phase: Phase, done: u64) -> ArchiveReport {
+        let r = archive(store, ArchiveParams { keep: true, ..params(dir, "30d") }).await.unwrap();
+        let mut runs = store.runs.lock().unwrap();
+        let run = runs.iter_mut().find(|x| Some(&x.id) == r.run_id.as_ref()).unwrap();
+        run.status = RunStatus::Running;
+        let st = run.archive.as_mut().unwrap();
+        (st.phase, st.keep, st.objects_done) = (phase, false, done);
+        drop(runs);
+        for o in &r.objects[..done as usize] {
+            let ids: Vec<String> =
+                lines(&dir.join(&o.key)).iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
+            store.executions.lock().unwrap().retain(|e| !ids.contains(&e.1));
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn a_run_that_died_after_its_manifest_is_finished() {
+        for (phase, done) in [(Phase::Stored, 0), (Phase::Deleting, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = fake(ArchiveConfig::default());
+            for (n, at) in [(1, JAN), (2, JAN + DAY), (3, FEB), (4, FEB + DAY), (5, MAR)] {
+                add(&store, at, n, ExecutionStatus::Completed);
+            }
+            let young = add(&store, time::now_micros(), 9, ExecutionStatus::Completed);
+            let first = killed_after_manifest(&store, dir.path(), phase, done).await;
+            let files_before = files(dir.path());
+            store.deletes.store(0, Ordering::SeqCst);
+            let r = archive(&store, params(dir.path(), "30d")).await.unwrap();
+            let want = if done == 0 { 5 } else { 3 };
+            assert_eq!(r.resumed.len(), 1, "{phase:?}");
+            assert_eq!(
+                (r.resumed[0].run_id.as_str(), r.resumed[0].action.as_str()),
+                (first.run_id.as_deref().unwrap(), "finished")
+            );
+            assert_eq!(
+                r.resumed[0].rows,
+                BTreeMap::from([("executions".into(), want), (EVENTS.into(), want)])
+            );
+            assert_eq!(store.deletes.load(Ordering::SeqCst), 3 - done, "one batch per object not done yet");
+            assert!(r.objects.is_empty() && r.manifest.is_none(), "nothing archived twice");
+            assert_eq!(files(dir.path()), files_before, "no new object");
+            assert_eq!(store.execution_ids(), [young.clone()]);
+            let runs = store.runs.lock().unwrap().clone();
+            let old = runs.iter().find(|x| Some(&x.id) == first.run_id.as_ref()).unwrap();
+            let st = old.archive.clone().unwrap();
+            assert_eq!((old.status, st.phase, st.objects_done), (RunStatus::Interrupted, Phase::Done, 3));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_is_recorded_and_finished_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = fake(ArchiveConfig::default());
+        store.fail_deletes_after = Some(1);
+        for (n, at) in [(1, JAN), (2, FEB)] {
+            add(&store, at, n, ExecutionStatus::Completed);
+        }
+        add(&store, time::now_micros(), 9, ExecutionStatus::Completed);
+        let e = archive(&store, params(dir.path(), "30d")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        let m = e.to_string();
+        assert!(
+            m.contains(&dir.path().display().to_string())
+                && m.contains("manifest")
+                && m.contains("1 executions)"),
+            "{m}"
+        );
+        let run = last_archive_run(&store);
+        let st = run.archive.clone().unwrap();
+        assert_eq!((run.status, st.phase, st.objects_done), (RunStatus::Failed, Phase::Deleting, 1));
+        assert_eq!(store.execution_ids().len(), 2);
+        store.fail_deletes_after = None;
+        let r = archive(&store, params(dir.path(), "30d")).await.unwrap();
+        assert_eq!(r.resumed[0].rows["executions"], 1);
+        assert!(r.objects.is_empty());
+        assert_eq!(store.execution_ids().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn confirm_lock_dry_run_and_bad_params() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig::default());
+        add(&store, JAN, 1, ExecutionStatus::Completed);
+        add(&store, FEB, 2, ExecutionStatus::Cancelled);
+        let e = archive(&store, params(dir.path(), "30d")).await.unwrap_err();
+        assert!(e.to_string().contains("--yes"), "{e}");
+        assert!(files(dir.path()).is_empty() && store.execution_ids().len() == 2);
+
+        let fresh = dir.path().join("not-yet");
+        let r = archive(&store, ArchiveParams { dry_run: true, ..params(&fresh, "30d") }).await.unwrap();
+        assert_eq!((r.dry_run, r.rows["executions"], r.run_id.clone()), (true, 2, None));
+        assert!(!fresh.exists(), "a dry run creates nothing");
+
+        let held = store.lock_runner().await.unwrap().unwrap();
+        let e = archive(&store, ArchiveParams { confirm_all: true, ..params(dir.path(), "30d") })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        drop(held);
+        let e = archive(&store, params(dir.path(), "soon")).await.unwrap_err();
+        assert!(e.to_string().contains("\"soon\""), "{e}");
+        let e =
+            archive(&store, ArchiveParams { destination: "ftp://x/".into(), ..params(dir.path(), "30d") })
+                .await
+                .unwrap_err();
+        assert!(e.to_string().contains("ftp://x/"), "{e}");
+        let r =
+            archive(&store, ArchiveParams { confirm_all: true, ..params(dir.path(), "30d") }).await.unwrap();
+        assert_eq!(r.rows["executions"], 2);
+        assert!(store.execution_ids().is_empty());
+    }
+
+    /// Three months of executions archived with `keep` into a fresh directory.
+    async fn kept_archive() -> (tempfile::TempDir, Fake, ArchiveReport) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig::default());
+        for (n, at) in [(1, JAN), (2, JAN + DAY), (3, FEB), (4, MAR)] {
+            add(&store, at, n, ExecutionStatus::Completed);
+        }
+        add(&store, time::now_micros(), 9, ExecutionStatus::Completed);
+        let r = archive(&store, ArchiveParams { keep: true, ..params(dir.path(), "30d") }).await.unwrap();
+        (dir, store, r)
+    }
+
+    #[tokio::test]
+    async fn verify_checks_every_object_and_finds_orphans() {
+        let (dir, _, r) = kept_archive().await;
+        let root = dir.path().display().to_string();
+        let ok = verify(&ArchiveConfig::default(), VerifyParams { source: root.clone() }).await.unwrap();
+        assert!(ok.ok && ok.orphans.is_empty(), "{ok:?}");
+        assert_eq!((ok.manifests.len(), ok.manifests[0].rows, ok.manifests[0].rows_found), (1, 4, 4));
+        let one = format!("{root}/{}", r.manifest.clone().unwrap());
+        let single = verify(&ArchiveConfig::default(), VerifyParams { source: format!("file://{one}") })
+            .await
+            .unwrap();
+        assert!(single.ok && single.manifests[0].objects.len() == 3, "{single:?}");
+
+        let p = |i: usize| dir.path().join(&r.objects[i].key);
+        let mut bytes = std::fs::read(p(0)).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(p(0), &bytes).unwrap();
+        let bytes = std::fs::read(p(1)).unwrap();
+        std::fs::write(p(1), &bytes[..bytes.len() - 5]).unwrap();
+        std::fs::remove_file(p(2)).unwrap();
+        let orphan = "executions/2024/05/0190-dead-0001.ndjson.gz";
+        std::fs::create_dir_all(dir.path().join("executions/2024/05")).unwrap();
+        std::fs::write(dir.path().join(orphan), b"x").unwrap();
+
+        let bad = verify(&ArchiveConfig::default(), VerifyParams { source: root.clone() }).await.unwrap();
+        assert!(!bad.ok && !bad.manifests[0].ok);
+        assert_eq!(bad.orphans, [orphan]);
+        let problems: Vec<String> =
+            bad.manifests[0].objects.iter().map(|o| o.problem.clone().unwrap()).collect();
+        assert!(problems[0].starts_with("SHA-256"), "a flipped byte: {problems:?}");
+        assert!(
+            problems[1].starts_with("size") && problems[1].contains("damaged"),
+            "truncated: {problems:?}"
+        );
+        assert!(problems[2].starts_with("missing"), "{problems:?}");
+        assert!(
+            problems.iter().zip(&r.objects).skip(1).all(|(p, o)| p.contains(&o.key) || p.contains("size")),
+            "{problems:?}"
+        );
+        let e = verify(
+            &ArchiveConfig::default(),
+            VerifyParams { source: dir.path().join("executions/2024").display().to_string() },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
+
+    #[tokio::test]
+    async fn restore_refuses_a_damaged_archive_and_writes_nothing() {
+        let (dir, _, r) = kept_archive().await;
+        let p = dir.path().join(&r.objects[1].key);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let target = fake(ArchiveConfig::default());
+        let e = restore(&target, RestoreParams { source: dir.path().display().to_string(), dry_run: false })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(
+            e.to_string().contains(&r.objects[1].key) && e.to_string().contains("nothing was written"),
+            "{e}"
+        );
+        assert_eq!(target.imports.load(Ordering::SeqCst), 0);
+        assert!(target.execution_ids().is_empty());
+        std::fs::remove_file(&p).unwrap();
+        let e = restore(&target, RestoreParams { source: dir.path().display().to_string(), dry_run: true })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(&r.objects[1].key), "{e}");
+    }
+
+    #[tokio::test]
+    async fn restore_is_idempotent_and_a_dry_run_writes_nothing() {
+        let (dir, source, _) = kept_archive().await;
+        let audit_dir = dir.path().display().to_string();
+        for n in 1..=2 {
+            source.audit.lock().unwrap().push((JAN + n, id(200 + n as u32)));
+        }
+        archive(
+            &source,
+            ArchiveParams {
+                target: CleanupTarget::AuditLogs,
+                confirm_all: true,
+                ..params(dir.path(), "90d")
+            },
+        )
+        .await
+        .unwrap();
+        let target = fake(ArchiveConfig::default());
+        add(&target, JAN, 1, ExecutionStatus::Completed); // already there: skipped
+        let dry = restore(&target, RestoreParams { source: audit_dir.clone(), dry_run: true }).await.unwrap();
+        assert_eq!(
+            dry.inserted,
+            BTreeMap::from([("executions".into(), 4), (EVENTS.into(), 4), ("audit_logs".into(), 2)])
+        );
+        assert_eq!(target.imports.load(Ordering::SeqCst), 0);
+        let r = restore(&target, RestoreParams { source: audit_dir.clone(), dry_run: false }).await.unwrap();
+        assert_eq!(
+            r.inserted,
+            BTreeMap::from([("executions".into(), 3), (EVENTS.into(), 3), ("audit_logs".into(), 2)])
+        );
+        assert_eq!(r.skipped, BTreeMap::from([("executions".into(), 1), ("audit_logs".into(), 0)]));
+        assert_eq!(r.manifests.len(), 2);
+        let again = restore(&target, RestoreParams { source: audit_dir, dry_run: false }).await.unwrap();
+        assert_eq!(again.inserted.values().sum::<u64>(), 0);
+        assert_eq!(again.skipped, BTreeMap::from([("executions".into(), 4), ("audit_logs".into(), 2)]));
+        let ids: Vec<String> = (1..=4).map(id).collect();
+        assert_eq!(target.execution_ids(), ids);
+    }
+
+    #[tokio::test]
+    async fn a_retention_run_with_an_archive_destination_archives_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = |days: u64| {
+            Some(RetentionRule {
+                enabled: true,
+                max_age: Some(std::time::Duration::from_secs(days * 86_400)),
+                max_count: None,
+            })
+        };
+        let store = Fake {
+            config: StorageConfig {
+                retention: RetentionConfig {
+                    executions: rule(30),
+                    audit_logs: rule(90),
+                    archive_destination: Some(dir.path().display().to_string()),
+                    ..RetentionConfig::default()
+                },
+                ..StorageConfig::default()
+            },
+            ..Fake::default()
+        };
+        add(&store, JAN, 1, ExecutionStatus::Completed);
+        let young = add(&store, time::now_micros(), 2, ExecutionStatus::Completed);
+        store.audit.lock().unwrap().push((JAN, id(100)));
+        let r = crate::retention::run::retention_run(&store, RetentionRunParams::default()).await.unwrap();
+        assert!(r.ran, "{r:?}");
+        assert_eq!(r.archives.len(), 2);
+        assert_eq!((r.archives[0].rows["executions"], r.archives[1].rows["audit_logs"]), (1, 1));
+        assert!(r.archives.iter().all(|a| a.deleted && a.manifest.is_some()));
+        assert_eq!((r.reports[0].tables[0].rows, r.reports[1].tables[0].rows), (1, 1));
+        let policy_run = r.run.unwrap();
+        assert!(r.reports.iter().all(|p| p.run_id.as_ref() == Some(&policy_run.id)));
+        assert_eq!(
+            policy_run.rows,
+            BTreeMap::from([("executions".into(), 1), (EVENTS.into(), 1), ("audit_logs".into(), 1)])
+        );
+        assert_eq!(store.execution_ids(), [young]);
+        assert!(store.audit.lock().unwrap().is_empty());
+        for a in &r.archives {
+            assert!(dir.path().join(a.manifest.as_ref().unwrap()).exists());
+        }
+        let runs = store.runs.lock().unwrap().clone();
+        assert_eq!(
+            runs.iter().filter(|x| x.archive.as_ref().is_some_and(|a| a.phase == Phase::Done)).count(),
+            2
+        );
+    }
 }

@@ -498,6 +498,13 @@ pub(crate) mod tests {
         /// Fail `cleanup` with `Unavailable` once this many rows went.
         pub fail_after: Option<u64>,
         pub cleanups: AtomicU64,
+        /// Archive: whole records by id (an execution without one is made up from its row, with one event).
+        pub records: Mutex<BTreeMap<String, crate::archive::ExecutionRecord>>,
+        pub audit_records: Mutex<BTreeMap<String, parallax_storage_abi::AuditEntry>>,
+        /// Archive: calls of `delete_*` and `import_*`; deletes fail with `Unavailable` after this many.
+        pub deletes: AtomicU64,
+        pub imports: AtomicU64,
+        pub fail_deletes_after: Option<u64>,
     }
 
     struct Unlock(Arc<AtomicBool>);
@@ -643,6 +650,168 @@ pub(crate) mod tests {
 
         async fn last_tick(&self) -> Result<Option<i64>> {
             Ok(self.runs.lock().unwrap().iter().filter_map(|r| r.tick).max())
+        }
+    }
+
+    impl Fake {
+        fn execution_record(&self, t: i64, id: &str, s: ExecutionStatus) -> crate::archive::ExecutionRecord {
+            if let Some(r) = self.records.lock().unwrap().get(id) {
+                return r.clone();
+            }
+            crate::archive::ExecutionRecord {
+                execution: parallax_storage_abi::Execution {
+                    id: id.into(),
+                    pattern_name: "p".into(),
+                    pattern_version: "1.0.0".into(),
+                    status: s,
+                    input: abi_stable::std_types::ROption::RSome(format!("{{\"n\":\"{id}\"}}").into()),
+                    output: abi_stable::std_types::ROption::RNone,
+                    error: abi_stable::std_types::ROption::RNone,
+                    started_at: t,
+                    completed_at: abi_stable::std_types::ROption::RSome(t + 1000),
+                    duration_ms: abi_stable::std_types::ROption::RSome(1),
+                    metadata: abi_stable::std_types::ROption::RNone,
+                    tags: Default::default(),
+                },
+                events: vec![parallax_storage_abi::ExecutionEvent {
+                    id: id.replacen("0190", "0191", 1).into(),
+                    execution_id: id.into(),
+                    seq: 1,
+                    kind: parallax_storage_abi::EventKind::StepResult,
+                    payload: "{\"ok\":true}".into(),
+                    recorded_at: t + 1,
+                }],
+            }
+        }
+
+        fn audit_record(&self, t: i64, id: &str) -> parallax_storage_abi::AuditEntry {
+            if let Some(a) = self.audit_records.lock().unwrap().get(id) {
+                return a.clone();
+            }
+            parallax_storage_abi::AuditEntry {
+                id: id.into(),
+                timestamp: t,
+                action: "pattern.create".into(),
+                actor: abi_stable::std_types::ROption::RSome("alice".into()),
+                resource_type: abi_stable::std_types::ROption::RNone,
+                resource_id: abi_stable::std_types::ROption::RNone,
+                details: abi_stable::std_types::ROption::RSome("{\"a\":1}".into()),
+                ip_address: abi_stable::std_types::ROption::RNone,
+                user_agent: abi_stable::std_types::ROption::RNone,
+            }
+        }
+
+        fn count_delete(&self) -> Result<()> {
+            let n = self.deletes.fetch_add(1, Ordering::SeqCst);
+            if self.fail_deletes_after.is_some_and(|max| n >= max) {
+                return Err(Error::unavailable("the disk went away"));
+            }
+            Ok(())
+        }
+    }
+
+    impl crate::archive::Store for Fake {
+        async fn scan_executions(
+            &self,
+            sel: Selection,
+            after: Option<Key>,
+            limit: usize,
+        ) -> Result<Vec<crate::archive::ExecutionRecord>> {
+            let mut rows = self.executions.lock().unwrap().clone();
+            rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            Ok(rows
+                .into_iter()
+                .filter(|(t, id, s)| {
+                    sel.selects(*t, id, Some(*s)) && after.as_ref().is_none_or(|a| (*t, id) > (a.0, &a.1))
+                })
+                .take(limit)
+                .map(|(t, id, s)| self.execution_record(t, &id, s))
+                .collect())
+        }
+
+        async fn scan_audit(
+            &self,
+            sel: Selection,
+            after: Option<Key>,
+            limit: usize,
+        ) -> Result<Vec<parallax_storage_abi::AuditEntry>> {
+            let mut rows = self.audit.lock().unwrap().clone();
+            rows.sort();
+            Ok(rows
+                .into_iter()
+                .filter(|(t, id)| {
+                    sel.selects(*t, id, None) && after.as_ref().is_none_or(|a| (*t, id) > (a.0, &a.1))
+                })
+                .take(limit)
+                .map(|(t, id)| self.audit_record(t, &id))
+                .collect())
+        }
+
+        async fn delete_executions(&self, ids: Vec<String>) -> Result<crate::archive::Deleted> {
+            self.count_delete()?;
+            let mut d = crate::archive::Deleted::default();
+            let mut rows = self.executions.lock().unwrap();
+            let gone: Vec<(i64, String, ExecutionStatus)> =
+                rows.iter().filter(|r| r.2.is_final() && ids.contains(&r.1)).cloned().collect();
+            rows.retain(|r| !(r.2.is_final() && ids.contains(&r.1)));
+            drop(rows);
+            for (t, id, s) in gone {
+                d.rows += 1;
+                d.events += self.execution_record(t, &id, s).events.len() as u64;
+                self.records.lock().unwrap().remove(&id);
+            }
+            Ok(d)
+        }
+
+        async fn delete_audit(&self, ids: Vec<String>) -> Result<crate::archive::Deleted> {
+            self.count_delete()?;
+            let mut rows = self.audit.lock().unwrap();
+            let before = rows.len();
+            rows.retain(|r| !ids.contains(&r.1));
+            Ok(crate::archive::Deleted { rows: (before - rows.len()) as u64, events: 0 })
+        }
+
+        async fn import_executions(
+            &self,
+            records: Vec<crate::archive::ExecutionRecord>,
+        ) -> Result<crate::archive::Imported> {
+            self.imports.fetch_add(1, Ordering::SeqCst);
+            let mut i = crate::archive::Imported::default();
+            for r in records {
+                let id = r.execution.id.to_string();
+                if self.executions.lock().unwrap().iter().any(|e| e.1 == id) {
+                    i.skipped += 1;
+                    continue;
+                }
+                i.inserted += 1;
+                i.events_inserted += r.events.len() as u64;
+                self.executions.lock().unwrap().push((
+                    r.execution.started_at,
+                    id.clone(),
+                    r.execution.status,
+                ));
+                self.records.lock().unwrap().insert(id, r);
+            }
+            Ok(i)
+        }
+
+        async fn import_audit(
+            &self,
+            entries: Vec<parallax_storage_abi::AuditEntry>,
+        ) -> Result<crate::archive::Imported> {
+            self.imports.fetch_add(1, Ordering::SeqCst);
+            let mut i = crate::archive::Imported::default();
+            for a in entries {
+                let id = a.id.to_string();
+                if self.audit.lock().unwrap().iter().any(|e| e.1 == id) {
+                    i.skipped += 1;
+                    continue;
+                }
+                i.inserted += 1;
+                self.audit.lock().unwrap().push((a.timestamp, id.clone()));
+                self.audit_records.lock().unwrap().insert(id, a);
+            }
+            Ok(i)
         }
     }
 
