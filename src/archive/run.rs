@@ -1216,7 +1216,7 @@ mod tests {
             assert_eq!(store.deletes.load(Ordering::SeqCst), 3 - done, "one batch per object not done yet");
             assert!(r.objects.is_empty() && r.manifest.is_none(), "nothing archived twice");
             assert_eq!(files(dir.path()), files_before, "no new object");
-            assert_eq!(store.execution_ids(), [young.clone()]);
+            assert_eq!(store.execution_ids(), std::slice::from_ref(&young));
             let runs = store.runs.lock().unwrap().clone();
             let old = runs.iter().find(|x| Some(&x.id) == first.run_id.as_ref()).unwrap();
             let st = old.archive.clone().unwrap();
