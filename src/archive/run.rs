@@ -340,10 +340,18 @@ async fn write_manifest(dest: &Destination, key: &str, manifest: &Manifest) -> R
     let text = manifest.to_json();
     let path = dest.path(key);
     let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-    dest.store()
-        .put_opts(&path, PutPayload::from(text.clone().into_bytes()), opts)
-        .await
-        .map_err(|e| dest.error(&format!("cannot store manifest {key}"), e))?;
+    let payload = PutPayload::from(text.clone().into_bytes());
+    match dest.store().put_opts(&path, payload.clone(), opts).await {
+        Ok(_) => {}
+        // A store without conditional puts: the key holds a fresh run id, so a plain put overwrites nothing.
+        Err(object_store::Error::NotImplemented { .. }) => {
+            dest.store()
+                .put(&path, payload)
+                .await
+                .map_err(|e| dest.error(&format!("cannot store manifest {key}"), e))?;
+        }
+        Err(e) => return Err(dest.error(&format!("cannot store manifest {key}"), e)),
+    }
     let back = read_manifest_bytes(dest, key).await?;
     if back != text.as_bytes() {
         return Err(Error::unavailable(format!(
@@ -469,7 +477,7 @@ pub(crate) async fn resume<S: Store>(
     runs.reverse(); // oldest first
     for mut r in runs {
         let Some(a) = r.archive.clone() else { continue };
-        if a.target != target || a.destination != dest.text() || a.phase == Phase::Done {
+        if a.target != target || !same_destination(&a.destination, dest.text()) || a.phase == Phase::Done {
             continue;
         }
         match a.phase {
@@ -520,6 +528,11 @@ pub(crate) async fn resume<S: Store>(
         }
     }
     Ok(out)
+}
+
+/// Two spellings of one destination (`s3://b/p/` and `s3://b/p`, surrounding blanks).
+fn same_destination(a: &str, b: &str) -> bool {
+    a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
 }
 
 /// Removes what a run that died before its manifest stored: its manifest if it got that far (it died
