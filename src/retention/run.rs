@@ -654,7 +654,12 @@ pub(crate) mod tests {
     }
 
     impl Fake {
-        fn execution_record(&self, t: i64, id: &str, s: ExecutionStatus) -> crate::archive::ExecutionRecord {
+        pub(crate) fn execution_record(
+            &self,
+            t: i64,
+            id: &str,
+            s: ExecutionStatus,
+        ) -> crate::archive::ExecutionRecord {
             if let Some(r) = self.records.lock().unwrap().get(id) {
                 return r.clone();
             }
