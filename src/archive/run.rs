@@ -114,23 +114,7 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
         include_unfinished: false,
         confirm_all: params.confirm_all,
     })?;
-    let dest = match Destination::open(&params.destination, &store.storage_config().archive, !params.dry_run)
-    {
-        Ok(d) => Some(d),
-        // A dry run creates nothing: a local directory that does not exist yet would be created by the run.
-        Err(e)
-            if params.dry_run
-                && e.kind() == ErrorKind::NotFound
-                && !params.destination.starts_with("s3://") =>
-        {
-            None
-        }
-        Err(e) => return Err(e),
-    };
-    if let Some(dest) = &dest {
-        // Bad credentials, a missing bucket or an unreachable endpoint fail here, before anything happens.
-        dest.probe().await?;
-    }
+    let dest = open_destination(store, &params.destination, params.dry_run).await?;
     let now = time::now_micros();
     let mut report = ArchiveReport {
         target: params.target.as_str().to_string(),
@@ -142,12 +126,7 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
     };
     let Some(dest) = dest.filter(|_| !params.dry_run) else {
         let sel = spec.resolve(store, now).await?;
-        let plan = cleanup::plan(store, &sel, &spec).await?;
-        for t in &plan.tables {
-            if ["executions", EVENTS, "audit_logs"].contains(&t.table.as_str()) {
-                report.rows.insert(t.table.clone(), t.rows);
-            }
-        }
+        report.rows = planned_rows(&cleanup::plan(store, &sel, &spec).await?);
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     };
@@ -169,6 +148,50 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
     outcome.map_err(|e| failed(&spec, &dest, &report, &tally, e))?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Opens a destination and makes one harmless request, so that bad credentials, a missing bucket or an
+/// unreachable endpoint fail before anything happens. A dry run creates nothing: for a local directory that
+/// does not exist yet (the run would create it) it answers `None`.
+async fn open_destination<S: Store>(store: &S, text: &str, dry_run: bool) -> Result<Option<Destination>> {
+    let dest = match Destination::open(text, &store.storage_config().archive, !dry_run) {
+        Ok(d) => d,
+        Err(e) if dry_run && e.kind() == ErrorKind::NotFound && !text.trim().starts_with("s3://") => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    dest.probe().await?;
+    Ok(Some(dest))
+}
+
+/// Rows a plan would archive, per table.
+fn planned_rows(plan: &crate::retention::Plan) -> BTreeMap<String, u64> {
+    plan.tables
+        .iter()
+        .filter(|t| ["executions", EVENTS, "audit_logs"].contains(&t.table.as_str()))
+        .map(|t| (t.table.clone(), t.rows))
+        .collect()
+}
+
+/// A retention dry run's archive report for one rule: the destination checked, the rows the plan selects.
+pub(crate) async fn dry_report<S: Store>(
+    store: &S,
+    destination: &str,
+    spec: &Spec,
+    now: i64,
+    plan: &crate::retention::Plan,
+) -> Result<ArchiveReport> {
+    open_destination(store, destination, true).await?;
+    Ok(ArchiveReport {
+        target: spec.target.as_str().to_string(),
+        dry_run: true,
+        destination: destination.to_string(),
+        cutoff: spec.cutoff(now).map(time::rfc3339),
+        max_count: spec.max_count,
+        rows: planned_rows(plan),
+        ..ArchiveReport::default()
+    })
 }
 
 fn start_run(dest: &Destination, target: CleanupTarget, trigger: Trigger, keep: bool) -> Run {
@@ -1471,5 +1494,21 @@ mod tests {
             runs.iter().filter(|x| x.archive.as_ref().is_some_and(|a| a.phase == Phase::Done)).count(),
             2
         );
+        // A dry run reports what each rule would archive, and writes nothing.
+        let young = store.execution_ids();
+        add(&store, JAN, 3, ExecutionStatus::Completed);
+        let before = files(dir.path());
+        let dry =
+            crate::retention::run::retention_run(&store, RetentionRunParams { tick: None, dry_run: true })
+                .await
+                .unwrap();
+        let got: Vec<(bool, u64)> = dry.archives.iter().map(|a| (a.dry_run, a.rows.values().sum())).collect();
+        assert_eq!(
+            got,
+            [(true, 1), (true, 0)],
+            "one execution (the in-memory plan counts no events); no audit entry"
+        );
+        assert_eq!(files(dir.path()), before);
+        assert_eq!(store.execution_ids().len(), young.len() + 1);
     }
 }

@@ -255,9 +255,13 @@ pub async fn run_policy<S: crate::archive::Store>(
     let now = time::now_micros();
     if dry_run {
         let mut reports = Vec::new();
+        let mut archives = Vec::new();
         for spec in &specs {
             let sel = spec.resolve(store, now).await?;
             let p = plan(store, &sel, spec).await?;
+            if let Some(destination) = &store.storage_config().retention.archive_destination {
+                archives.push(crate::archive::run::dry_report(store, destination, spec, now, &p).await?);
+            }
             let mut report = spec.report(now, true);
             report.unfinished_kept = p.unfinished_kept;
             report.rows_left = Some(p.total_rows.saturating_sub(going(&p)));
@@ -269,7 +273,7 @@ pub async fn run_policy<S: crate::archive::Store>(
             skipped: Some("dry run".into()),
             run: None,
             reports,
-            archives: Vec::new(),
+            archives,
         });
     }
     let Some(_lock) = store.lock_runner().await? else {
