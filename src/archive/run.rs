@@ -134,7 +134,8 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
     cleanup::mark_interrupted(store).await?;
     report.resumed = resume(store, &dest, spec.target).await?;
     let sel = spec.resolve(store, now).await?;
-    if let Some(sel) = &sel {
+    // As cleanup: a run that would delete every row of the table needs `confirmAll` (`--keep` deletes none).
+    if let Some(sel) = sel.as_ref().filter(|_| !params.keep) {
         let check = store.precheck(sel.clone()).await?;
         if check.selects_any && !check.keeps_any && !params.confirm_all {
             return Err(crate::rules::confirm_removing_everything(spec.target));
@@ -1122,9 +1123,8 @@ mod tests {
             store.records.lock().unwrap().insert(i.clone(), rec.clone());
             originals.insert(i, rec);
         }
-        let r = archive(&store, ArchiveParams { keep: true, confirm_all: true, ..params(dir.path(), "30d") })
-            .await
-            .unwrap();
+        // --keep deletes nothing, so archiving every row needs no confirmation.
+        let r = archive(&store, ArchiveParams { keep: true, ..params(dir.path(), "30d") }).await.unwrap();
         assert_eq!(r.objects.len(), 1);
         let o = &r.objects[0];
         assert!(o.size > 5 << 20, "more than one part: {}", o.size);
