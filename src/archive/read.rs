@@ -232,3 +232,82 @@ pub fn mismatch(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::{archive::format::encode_audit, config::ArchiveConfig};
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn line(n: u8) -> String {
+        encode_audit(&parallax_storage_abi::AuditEntry {
+            id: format!("0190b3f2-7c1e-7a00-8000-0000000001{n:02x}").into(),
+            timestamp: n as i64,
+            action: "a".into(),
+            actor: None.into(),
+            resource_type: None.into(),
+            resource_id: None.into(),
+            details: None.into(),
+            ip_address: None.into(),
+            user_agent: None.into(),
+        })
+        .unwrap()
+    }
+
+    async fn read(bytes: Vec<u8>) -> Result<(Vec<Record>, Read)> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("o.ndjson.gz"), &bytes).unwrap();
+        let dest =
+            Destination::open(&dir.path().display().to_string(), &ArchiveConfig::default(), false).unwrap();
+        let mut r = ObjectReader::open(&dest, "o.ndjson.gz", Some(Table::AuditLogs)).await?;
+        let mut all = Vec::new();
+        loop {
+            let b = r.next_batch(1).await?;
+            if b.is_empty() {
+                break;
+            }
+            all.extend(b);
+        }
+        let got = r.finish().await?;
+        assert_eq!(got.size, bytes.len() as u64);
+        assert_eq!(got.sha256, hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()));
+        Ok((all, got))
+    }
+
+    #[tokio::test]
+    async fn objects_read_back_in_batches_and_damage_is_named() {
+        let text = format!("{}\n{}\n{}", line(1), line(2), line(3));
+        let (records, got) = read(gz(text.as_bytes())).await.unwrap();
+        assert_eq!((records.len(), got.rows), (3, 3), "a last line without its newline is read too");
+        assert_eq!(records[2].id(), "0190b3f2-7c1e-7a00-8000-000000000103");
+
+        let mut two = gz(format!("{}\n", line(1)).as_bytes());
+        two.extend(gz(format!("{}\n", line(2)).as_bytes()));
+        let e = read(two).await.unwrap_err();
+        assert!(e.to_string().contains("object o.ndjson.gz is damaged: data after the end"), "{e}");
+
+        let whole = gz(format!("{}\n", line(1)).as_bytes());
+        let e = read(whole[..whole.len() - 4].to_vec()).await.unwrap_err();
+        assert!(e.to_string().contains("object o.ndjson.gz is damaged: truncated or corrupt"), "{e}");
+
+        let e = read(b"plain text\n".to_vec()).await.unwrap_err();
+        assert!(e.to_string().contains("object o.ndjson.gz is damaged"), "{e}");
+
+        let e = read(gz(format!("{}\n\u{ff}oops\n", line(1)).as_bytes())).await.unwrap_err();
+        assert!(e.to_string().contains("object o.ndjson.gz line 2: not a valid archive record"), "{e}");
+        let mut bad = format!("{}\n", line(1)).into_bytes();
+        bad.extend([0xff, 0xfe, b'\n']);
+        let e = read(gz(&bad)).await.unwrap_err();
+        assert!(e.to_string().contains("line 2") && e.to_string().contains("UTF-8"), "{e}");
+
+        let (records, _) = read(gz(b"")).await.unwrap();
+        assert!(records.is_empty(), "an empty object has no record");
+    }
+}

@@ -230,9 +230,4 @@ impl<'a> ObjectWriter<'a> {
             }
         }
     }
-
-    /// Compressed bytes written so far (closed objects plus the open one).
-    pub fn bytes(&self) -> u64 {
-        self.done.iter().map(|o| o.size).sum::<u64>() + self.open.as_ref().map_or(0, |o| o.gz.get_ref().bytes)
-    }
 }
