@@ -581,8 +581,9 @@ async fn clear(dest: &Destination, table: Table, run_id: &str) -> Result<u64> {
 
 /// Every key under `prefix` (relative to the destination's root); a prefix that does not exist is empty.
 async fn list(dest: &Destination, prefix: &str) -> Result<Vec<String>> {
+    // Under the destination's root (an S3 prefix), never the whole bucket.
     let path = dest.path(prefix);
-    let mut stream = dest.store().list(if prefix.is_empty() { None } else { Some(&path) });
+    let mut stream = dest.store().list(if path.as_ref().is_empty() { None } else { Some(&path) });
     let root_listing = prefix.is_empty();
     let mut keys = Vec::new();
     while let Some(item) = stream.next().await {
