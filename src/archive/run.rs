@@ -519,6 +519,7 @@ pub(crate) async fn resume<S: Store>(
             }
             _ => {
                 let tally = Tally::default();
+                let mut action = "finished";
                 if !a.keep {
                     let key = a.manifest.clone().ok_or_else(|| {
                         Error::internal(format!(
@@ -527,24 +528,37 @@ pub(crate) async fn resume<S: Store>(
                             a.phase.as_str()
                         ))
                     })?;
-                    let manifest = load_manifest(dest, &key).await?;
-                    if manifest.run_id != r.id || manifest.table() != Some(table) {
-                        return Err(Error::invalid(format!(
+                    let manifest = match load_manifest(dest, &key).await {
+                        Ok(m) => Some(m),
+                        // Removed from the destination since: nothing more can be verified, so nothing more
+                        // is deleted; its rows still in the database stay there (this run archives them again).
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            tracing::warn!(run = %r.id, manifest = %key, "the manifest of an unfinished archive run is gone from the destination; its remaining rows stay in the database");
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(manifest) = manifest {
+                        if manifest.run_id != r.id || manifest.table() != Some(table) {
+                            return Err(Error::invalid(format!(
                             "manifest {key} at {} belongs to run {} ({}), not to run {}; check the destination",
                             dest.text(),
                             manifest.run_id,
                             manifest.table,
                             r.id
                         )));
+                        }
+                        delete_archived(store, dest, &manifest, &mut r, &tally).await?;
+                    } else {
+                        action = "abandoned";
                     }
-                    delete_archived(store, dest, &manifest, &mut r, &tally).await?;
                 }
                 state(&mut r).phase = Phase::Done;
                 store.save_run(r.clone()).await?;
                 tracing::info!(run = %r.id, deleted = %tally.describe(), "finished an interrupted archive run");
                 out.push(ResumedRun {
                     run_id: r.id.clone(),
-                    action: "finished".into(),
+                    action: action.into(),
                     rows: tally.snapshot(),
                     ..ResumedRun::default()
                 });
@@ -1259,6 +1273,25 @@ mod tests {
             let st = old.archive.clone().unwrap();
             assert_eq!((old.status, st.phase, st.objects_done), (RunStatus::Interrupted, Phase::Done, 3));
         }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_manifest_is_gone_is_abandoned_without_deleting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig::default());
+        add(&store, JAN, 1, ExecutionStatus::Completed);
+        add(&store, time::now_micros(), 9, ExecutionStatus::Completed);
+        let first = killed_after_manifest(&store, dir.path(), Phase::Stored, 0).await;
+        std::fs::remove_file(dir.path().join(first.manifest.unwrap())).unwrap();
+        store.deletes.store(0, Ordering::SeqCst);
+        let r = archive(&store, ArchiveParams { keep: true, ..params(dir.path(), "30d") }).await.unwrap();
+        assert_eq!((r.resumed[0].action.as_str(), r.resumed[0].rows.is_empty()), ("abandoned", true));
+        assert_eq!(store.deletes.load(Ordering::SeqCst), 0, "nothing unverifiable is deleted");
+        assert_eq!(
+            (r.rows["executions"], store.execution_ids().len()),
+            (1, 2),
+            "archived again, still there"
+        );
     }
 
     #[tokio::test]
