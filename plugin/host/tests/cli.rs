@@ -633,3 +633,75 @@ fn cleanup_and_retention_commands() {
     assert!(msg.contains("nothing to serve"), "{msg}");
     assert!(env.ok(&["storage", "cleanup", "executions", "--help"]).contains("--include-unfinished"));
 }
+
+#[test]
+fn archive_and_restore_refuse_bad_arguments_by_name() {
+    let env = Env::new();
+    fn archive<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["storage", "archive"];
+        args.extend_from_slice(extra);
+        args
+    }
+    // Checked by the CLI before the storage is opened: no database file appears.
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d"]), 2);
+    assert!(msg.contains("--destination"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--destination", "/tmp/x/"]), 2);
+    assert!(msg.contains("--older-than") && msg.contains("--max-count"), "{msg}");
+    let msg = env.fails(&archive(&["audit-logs", "--destination", "/tmp/x/"]), 2);
+    assert!(msg.contains("--older-than"), "{msg}");
+    let msg = env.fails(
+        &archive(&["audit-logs", "--older-than", "90d", "--max-count", "5", "--destination", "/x/"]),
+        2,
+    );
+    assert!(msg.contains("--max-count 5") && msg.contains("executions only"), "{msg}");
+    let msg =
+        env.fails(&archive(&["executions", "--older-than", "30d", "--destination", "file://backups/x/"]), 2);
+    assert!(msg.contains("\"file://backups/x/\"") && msg.contains("file:///"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d", "--destination", "gs://b/p/"]), 2);
+    assert!(msg.contains("\"gs://b/p/\"") && msg.contains("s3://bucket/prefix/"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d", "--destination", "s3:///p/"]), 2);
+    assert!(msg.contains("needs a bucket"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d", "--destination", " "]), 2);
+    assert!(msg.contains("--destination is empty"), "{msg}");
+    let msg = env.fails(&archive(&["verify", "--source", "file://rel/"]), 2);
+    assert!(msg.contains("--source") && msg.contains("\"file://rel/\""), "{msg}");
+    let msg = env.fails(&archive(&["verify"]), 2);
+    assert!(msg.contains("--source"), "{msg}");
+    let msg = env.fails(&["storage", "restore", "--source", "ftp://h/p/"], 2);
+    assert!(msg.contains("--source") && msg.contains("unsupported scheme"), "{msg}");
+    let msg = env.fails(&["storage", "restore"], 2);
+    assert!(msg.contains("--source"), "{msg}");
+    assert!(!env.dir.path().join("parallax.db").exists(), "a refused command opened the storage");
+
+    // Help explains destinations, the S3 settings, --keep, --dry-run, progress and the verify-first rule.
+    for cmd in
+        [&["storage", "archive", "executions", "--help"][..], &["storage", "archive", "audit-logs", "--help"]]
+    {
+        // Wrapped to the terminal: compare with the lines joined.
+        let help = env.ok(cmd).split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        for word in [
+            "s3://bucket/prefix/",
+            "file:///",
+            "storage.archive",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_region",
+            "aws_endpoint_url",
+            "aws_allow_http",
+            "--keep",
+            "--dry-run",
+            "nothing is deleted before the archive is stored and verified",
+            "terminal",
+        ] {
+            assert!(help.contains(word), "{cmd:?} lacks {word:?}: {help}");
+        }
+    }
+    for cmd in [&["storage", "archive", "verify", "--help"][..], &["storage", "restore", "--help"]] {
+        let help = env.ok(cmd);
+        for word in ["--source", "manifest", "AWS_ENDPOINT_URL", "storage.archive"] {
+            assert!(help.contains(word), "{cmd:?} lacks {word:?}: {help}");
+        }
+    }
+    let storage = env.ok(&["storage", "--help"]);
+    assert!(storage.contains("archive") && storage.contains("restore"), "{storage}");
+}
