@@ -53,7 +53,8 @@ impl Env {
         std::fs::write(self.dir.path().join(name), text).expect("write file");
     }
 
-    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+    /// `parallax ARGS` in the temp dir, with the test plugin and none of this process's settings.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
         cmd.args(args).current_dir(self.dir.path());
         if !args.contains(&"--plugin") {
@@ -62,6 +63,19 @@ impl Env {
         for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
             cmd.env_remove(var);
         }
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(var);
+            }
+        }
+        cmd
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.run_cmd(self.command(args), stdin)
+    }
+
+    fn run_cmd(&self, mut cmd: Command, stdin: Option<&str>) -> Run {
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn parallax");
@@ -932,4 +946,116 @@ fn archive_verify_and_restore_round_trip_through_the_cli() {
     assert!(r.stderr.contains(&key), "{}", r.stderr);
     assert_eq!(empty.json(&["executions", "list", "--count"])["count"], 0);
     assert!(empty.json(&["audit", "list"])["items"].as_array().unwrap().is_empty());
+}
+
+/// The workspace's S3 test server harness (`s3s-fs` on 127.0.0.1); only the server and its AWS environment
+/// are used here.
+#[allow(dead_code)]
+#[path = "../../../tests/common/s3.rs"]
+mod s3;
+
+#[test]
+fn archive_to_s3_with_the_aws_environment() {
+    let server = s3::S3Server::start();
+    // No storage.archive section: every S3 setting comes from the AWS_* variables of the child.
+    let env = Env::new();
+    env.ok(&["storage", "migrate", "up"]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = env.json(&["executions", "start", "--pattern", "p", "--pattern-version", "1.0.0"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.ok(&["executions", "event", &id, "--kind", "step-result", "--payload", r#"{"s3": true}"#]);
+        env.ok(&["executions", "finish", &id, "--status", "failed", "--error", r#"{"why": "quota"}"#]);
+        ids.push(id);
+    }
+    let before: Vec<Value> = ids.iter().map(|id| env.json(&["executions", "get", id, "--events"])).collect();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let url = server.url("cli");
+    let with_aws = |env: &Env, args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.envs(server.env());
+        let r = env.run_cmd(cmd, None);
+        for secret in [server.secret_key(), server.access_key()] {
+            assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{args:?} printed a key");
+        }
+        r
+    };
+    let json = |r: Run| -> Value {
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        serde_json::from_str(&r.stdout).expect("JSON")
+    };
+
+    // Without the environment the destination is refused naming what is missing, and nothing is deleted.
+    let msg =
+        env.fails(&["storage", "archive", "executions", "--older-than", "1s", "--destination", &url], 2);
+    assert!(msg.contains("AWS_ACCESS_KEY_ID") && msg.contains(&url), "{msg}");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 2);
+
+    let dry = json(with_aws(
+        &env,
+        &[
+            "--output",
+            "json",
+            "storage",
+            "archive",
+            "executions",
+            "--older-than",
+            "1s",
+            "--destination",
+            &url,
+            "--dry-run",
+        ],
+    ));
+    assert_eq!(dry["rows"]["executions"].as_u64(), Some(2), "{dry}");
+    assert!(server.files(s3::BUCKET).is_empty(), "a dry run wrote {:?}", server.files(s3::BUCKET));
+
+    let a = json(with_aws(
+        &env,
+        &[
+            "--output",
+            "json",
+            "storage",
+            "archive",
+            "executions",
+            "--older-than",
+            "1s",
+            "--destination",
+            &url,
+        ],
+    ));
+    assert_eq!((a["rows"]["executions"].as_u64(), a["deleted"].as_bool()), (Some(2), Some(true)), "{a}");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 0);
+    let manifest = a["manifest"].as_str().expect("manifest");
+    let files = server.files(s3::BUCKET);
+    assert!(files.contains(&format!("cli/{manifest}")), "{files:?}");
+
+    // The object is ordinary: the aws CLI downloads it and gzip reads it (the README's recipe).
+    let key = a["objects"][0]["key"].as_str().expect("an object");
+    let aws = server
+        .command("aws")
+        .args(["s3", "cp", &format!("{url}{key}"), "-"])
+        .output()
+        .expect("run the aws CLI (installed by ./test.sh)");
+    assert!(aws.status.success(), "aws s3 cp: {}", String::from_utf8_lossy(&aws.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("object.ndjson.gz");
+    std::fs::write(&local, &aws.stdout).unwrap();
+    let records = read_with_gzip(&local);
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["recordSchema"] == 1 && r["error"]["why"] == "quota"), "{records:?}");
+
+    let v = json(with_aws(&env, &["--output", "json", "storage", "archive", "verify", "--source", &url]));
+    assert_eq!(v["ok"].as_bool(), Some(true), "{v}");
+    let text = with_aws(&env, &["storage", "archive", "verify", "--source", &url]);
+    assert!(text.code == 0 && text.stdout.contains(": ok"), "{}{}", text.stdout, text.stderr);
+
+    let fresh = Env::new();
+    fresh.ok(&["storage", "migrate", "up"]);
+    let r = json(with_aws(&fresh, &["--output", "json", "storage", "restore", "--source", &url]));
+    assert_eq!(r["inserted"]["executions"].as_u64(), Some(2), "{r}");
+    for (id, b) in ids.iter().zip(&before) {
+        assert_eq!(&fresh.json(&["executions", "get", id, "--events"]), b, "execution {id} after restore");
+    }
 }
