@@ -149,13 +149,13 @@ pub async fn restore(store: &Storage, args: RestoreArgs) -> Result<Output, CliEr
 }
 
 /// While `work` runs, on a terminal: the elapsed time on the last line of stderr, and above it each progress
-/// line the plugin logs (unless the log subscriber shows them already, with `-v`). Nothing when stderr is not
-/// a terminal.
+/// line the plugin logs. With `-v` (or a RUST_LOG that shows the plugin's info) the log lines are the
+/// progress, and no ticker line is drawn between them. Nothing when stderr is not a terminal.
 async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
-    let tty = std::io::stderr().is_terminal();
-    let lines = tty && !tracing::enabled!(target: "parallax_storage", tracing::Level::INFO);
+    let tty = std::io::stderr().is_terminal()
+        && !tracing::enabled!(target: "parallax_storage", tracing::Level::INFO);
     let started = Instant::now();
-    if lines {
+    if tty {
         crate::logs::set_hook(move |log| {
             if let Some(line) = progress_line(log) {
                 let secs = started.elapsed().as_secs();
@@ -178,7 +178,7 @@ async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>
             }
         }
     };
-    if lines {
+    if tty {
         crate::logs::set_hook(|_| {});
     }
     if shown {
