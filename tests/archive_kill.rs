@@ -539,9 +539,33 @@ async fn sqlite_killed_at_random_moments() {
     let mut rng = Rng(now() as u64 | 1);
     let mut phases = Vec::new();
     for trial in 0..6 {
-        let run = Running::spawn(setup.archive_cmd(None));
-        let wait = 20 + rng.below(whole * 2);
-        std::thread::sleep(Duration::from_millis(wait));
+        let mut run = Running::spawn(setup.archive_cmd(None));
+        let wait = if trial == 0 {
+            // The first kill lands while objects are being written, for sure.
+            let t = Instant::now();
+            while ar::all_files(&setup.root).is_empty() {
+                assert!(run.child.try_wait().unwrap().is_none(), "the run ended before writing anything");
+                assert!(t.elapsed() < Duration::from_secs(120), "the run wrote nothing in 120 s");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            t.elapsed().as_millis() as u64
+        } else if trial == 1 {
+            // The second soon after its manifest is stored: while (or just before) rows are deleted.
+            let t = Instant::now();
+            while ar::manifests(&setup.root).is_empty() {
+                if run.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(120), "no manifest in 120 s");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(150)));
+            t.elapsed().as_millis() as u64
+        } else {
+            let wait = 20 + rng.below(whole * 3 / 2);
+            std::thread::sleep(Duration::from_millis(wait));
+            wait
+        };
         run.kill();
         let st = setup.state().await;
         let phase = st
