@@ -72,6 +72,7 @@ impl Rng {
 enum Backend {
     Sqlite,
     File,
+    Postgres,
 }
 
 /// One database (or file store) with old final executions in two months, old unfinished ones and recent ones,
@@ -102,6 +103,10 @@ impl Setup {
                 json!({ "type": "sqlite", "sqlite": { "path": dir.path().join("parallax.db") } })
             }
             Backend::File => common::file::config(dir.path(), "json", false),
+            Backend::Postgres => {
+                let server = common::pg::server();
+                server.storage_config(&server.fresh_database().await)
+            }
         };
         if let Some(a) = storage_archive {
             config["archive"] = a;
@@ -485,6 +490,9 @@ async fn kill_at(setup: Setup, step: &str) {
     let r = finish(&setup);
     assert!(r.resumed.is_empty() && r.manifest.is_none(), "{step}: {r:?}");
     assert_eq!(ar::all_files(&setup.root), files, "{step}");
+    if let Some(db) = setup.config["postgresql"]["database"].as_str() {
+        common::pg::server().drop_database(db).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,6 +520,31 @@ async fn sqlite_killed_after_manifest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_killed_mid_delete() {
     kill_at(Setup::new(Backend::Sqlite, (120, 2, 2, 64), None).await, "mid-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_killed_before_upload() {
+    kill_at(Setup::new(Backend::File, (60, 2, 2, 64), None).await, "before-upload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_killed_after_manifest() {
+    kill_at(Setup::new(Backend::File, (60, 2, 2, 64), None).await, "after-manifest").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_killed_after_upload() {
+    kill_at(Setup::new(Backend::Postgres, (120, 2, 2, 64), None).await, "after-upload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_killed_after_manifest() {
+    kill_at(Setup::new(Backend::Postgres, (120, 2, 2, 64), None).await, "after-manifest").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_killed_mid_delete() {
+    kill_at(Setup::new(Backend::Postgres, (120, 2, 2, 64), None).await, "mid-delete").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
