@@ -16,6 +16,8 @@
 // The crate root is benches/storage.rs, so its modules (in benches/storage/) need explicit paths.
 #[path = "storage/abi.rs"]
 mod abi;
+#[path = "storage/archive_pg.rs"]
+mod archive_pg;
 #[path = "storage/data.rs"]
 mod data;
 #[path = "storage/load.rs"]
@@ -71,6 +73,7 @@ async fn run(opts: &Opts) {
     if opts.wants("file_retention") {
         retention_file::run(opts).await;
     }
+    archive_pg::run(opts).await; // pg_archive, pg_restore, sqlite_archive, sqlite_restore
 }
 
 fn main() {

@@ -17,7 +17,9 @@
 
 pub mod destination;
 pub mod format;
+pub mod read;
 pub mod run;
+pub mod writer;
 
 use std::future::Future;
 
@@ -119,6 +121,9 @@ pub struct ArchiveState {
     /// Rows archived per table.
     #[serde(default)]
     pub rows: std::collections::BTreeMap<String, u64>,
+    /// Archived without deleting (`--keep`): a run found in `stored` deletes nothing when finished.
+    #[serde(default)]
+    pub keep: bool,
 }
 
 /// The steps of an archive run, in order. A run killed in `writing` has stored no manifest: its rows are all

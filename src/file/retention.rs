@@ -471,6 +471,11 @@ struct RunDoc {
     rows: BTreeMap<String, u64>,
     #[serde(default)]
     error: Option<String>,
+    /// An archive run's state ([`crate::archive::ArchiveState`], as its JSON object); absent for a plain
+    /// cleanup and in records written before archiving existed. Kept as a JSON value, so that a damaged
+    /// state reads as none instead of making every record unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive: Option<serde_json::Value>,
 }
 
 impl RunDoc {
@@ -484,6 +489,10 @@ impl RunDoc {
             status: r.status.as_str().into(),
             rows: r.rows.clone(),
             error: r.error.clone(),
+            archive: r
+                .archive
+                .as_ref()
+                .map(|a| serde_json::to_value(a).expect("an archive state serializes")),
         }
     }
 
@@ -507,7 +516,7 @@ impl RunDoc {
             })?,
             rows: self.rows.clone(),
             error: self.error.clone(),
-            archive: None,
+            archive: self.archive.and_then(|v| serde_json::from_value(v).ok()),
             id: self.id,
         })
     }
@@ -719,5 +728,49 @@ mod tests {
         std::fs::write(&path, br#"{"runs": [{"id": "x", "trigger": "hourly"}]}"#).unwrap();
         let e = read_runs(&path).unwrap_err().to_string();
         assert!(e.contains(&path.display().to_string()) && e.contains("remove it"), "{e}");
+    }
+
+    /// An archive run's record keeps its state as a JSON object under `archive`; a plain cleanup's record has
+    /// no such field, and records written before archiving existed (no field) still read.
+    #[test]
+    fn run_records_with_and_without_an_archive_state() {
+        use crate::archive::{ArchiveState, Phase};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RETENTION).join(RUNS_FILE);
+        let plain = Run { started_at: 10, ..Run::start(Trigger::Manual, None) };
+        let mut archived = Run { started_at: 20, ..Run::start(Trigger::Scheduled, Some(5_000_000)) };
+        archived.archive = Some(ArchiveState {
+            target: parallax_storage_abi::retention::CleanupTarget::AuditLogs,
+            destination: "file:///var/backups/parallax/".into(),
+            phase: Phase::Stored,
+            manifest: Some("audit_logs/manifests/0190b3f2-7c1e-7a00-8000-000000000001.json".into()),
+            objects_done: 2,
+            rows: [("audit_logs".to_string(), 40u64)].into(),
+        });
+        write_runs(&path, &[plain.clone(), archived.clone()]).unwrap();
+        assert_eq!(read_runs(&path).unwrap(), [archived.clone(), plain.clone()]);
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let line = |id: &str| doc["runs"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
+        assert_eq!(line(&archived.id)["archive"]["phase"], "stored", "{doc}");
+        assert_eq!(line(&archived.id)["archive"]["objectsDone"], 2, "{doc}");
+        assert!(line(&plain.id).get("archive").is_none(), "a plain cleanup has no archive field: {doc}");
+
+        // A record of an older plugin (no archive field), and one whose state is damaged: both read, without
+        // an archive state.
+        fs::write(
+            &path,
+            br#"{"runs": [
+                {"id": "0190b3f2-7c1e-7a00-8000-000000000001", "trigger": "manual",
+                 "started_at": "2026-11-30T10:00:00.000000Z", "finished_at": "2026-11-30T10:00:01.000000Z",
+                 "status": "succeeded", "rows": {"executions": 3}},
+                {"id": "0190b3f2-7c1e-7a00-8000-000000000002", "trigger": "manual",
+                 "started_at": "2026-11-29T10:00:00.000000Z", "status": "failed", "archive": {"phase": 7}}
+            ]}"#,
+        )
+        .unwrap();
+        let runs = read_runs(&path).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].rows.get("executions"), Some(&3));
+        assert!(runs.iter().all(|r| r.archive.is_none()), "{runs:?}");
     }
 }

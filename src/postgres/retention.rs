@@ -64,6 +64,7 @@ use uuid::Uuid;
 
 use super::{budget::Raw, partitions::PARTITION_LOCK, PostgresBackend};
 use crate::{
+    archive::ArchiveState,
     config::StorageConfig,
     error::{pg_sqlstate_kind, Error, Result},
     retention::{Plan, Precheck, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
@@ -85,22 +86,22 @@ pub const LOCK_TIMEOUT: &str = "150ms";
 pub const DROP_ATTEMPTS: u32 = 12;
 
 /// How long a batch waits for the row locks of its executions (an event append in progress) before retrying.
-const BATCH_LOCK_TIMEOUT: &str = "2s";
+pub(super) const BATCH_LOCK_TIMEOUT: &str = "2s";
 
 /// Attempts at one batch whose lock wait timed out.
-const BATCH_ATTEMPTS: u32 = 10;
+pub(super) const BATCH_ATTEMPTS: u32 = 10;
 
 /// `$n` (microseconds since 1970) as a `timestamptz`, exactly.
-fn ts(n: u8) -> String {
+pub(super) fn ts(n: u8) -> String {
     format!("('epoch'::timestamptz + ${n}::int8 * interval '1 microsecond')")
 }
 
 /// A `timestamptz` expression as microseconds since 1970 (`int8`), exactly.
-fn us(expr: &str) -> String {
+pub(super) fn us(expr: &str) -> String {
     format!("(extract(epoch FROM {expr}) * 1000000)::int8")
 }
 
-fn final_list() -> String {
+pub(super) fn final_list() -> String {
     FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
@@ -125,7 +126,7 @@ fn quoted(name: &str) -> String {
 
 /// A raw client from the connection budget (an idle audit `COPY` client, or a new connection), given back
 /// when dropped.
-struct Session<'a> {
+pub(super) struct Session<'a> {
     backend: &'a PostgresBackend,
     client: Option<Client>,
     /// A transaction is open: if the cleanup is dropped now (its caller gave up), the client is closed, never
@@ -144,11 +145,11 @@ impl Drop for Session<'_> {
 }
 
 impl Session<'_> {
-    fn client(&self) -> &Client {
+    pub(super) fn client(&self) -> &Client {
         self.client.as_ref().expect("a session has its client until dropped")
     }
 
-    fn fail(&self, e: tokio_postgres::Error, what: &str) -> Error {
+    pub(super) fn fail(&self, e: tokio_postgres::Error, what: &str) -> Error {
         let detail = match e.as_db_error() {
             Some(db) => db.message().to_string(),
             None => e.to_string(),
@@ -166,21 +167,26 @@ impl Session<'_> {
         }
     }
 
-    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: &str) -> Result<Vec<Row>> {
+    pub(super) async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<Row>> {
         self.client().query(sql, params).await.map_err(|e| self.fail(e, what))
     }
 
-    async fn row(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: &str) -> Result<Row> {
+    pub(super) async fn row(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: &str) -> Result<Row> {
         self.client().query_one(sql, params).await.map_err(|e| self.fail(e, what))
     }
 
-    async fn batch(&self, sql: &str, what: &str) -> Result<()> {
+    pub(super) async fn batch(&self, sql: &str, what: &str) -> Result<()> {
         self.client().batch_execute(sql).await.map_err(|e| self.fail(e, what))
     }
 
     /// Runs `f` in a transaction (`BEGIN` + `setup`), committing on success and rolling back on error. The
     /// error of a lock wait that timed out is told apart ([`Step::LockTimeout`]).
-    async fn transaction<T>(
+    pub(super) async fn transaction<T>(
         &self,
         setup: &str,
         what: &str,
@@ -227,7 +233,7 @@ impl Session<'_> {
 }
 
 /// How a transaction of [`Session::transaction`] ended.
-enum Step<T> {
+pub(super) enum Step<T> {
     Done(T),
     /// A lock was not granted within `lock_timeout` (rolled back).
     LockTimeout,
@@ -236,7 +242,7 @@ enum Step<T> {
 }
 
 impl PostgresBackend {
-    async fn session(&self) -> Result<Session<'_>> {
+    pub(super) async fn session(&self) -> Result<Session<'_>> {
         let client = match self.spec.budget.for_raw(Some(&self.pool), true).await? {
             Raw::Idle(c) => c,
             Raw::New(slot) => super::connect::connect_raw(&self.spec, slot).await?,
@@ -380,7 +386,7 @@ impl Acc {
     }
 }
 
-fn when_lock_waits(attempt: u32) -> Duration {
+pub(super) fn when_lock_waits(attempt: u32) -> Duration {
     Duration::from_millis((50u64 << attempt.min(5)).min(2000))
 }
 
@@ -1003,7 +1009,7 @@ fn run_from_row(r: &Row) -> Result<Run> {
             .ok_or_else(|| Error::internal(format!("retention_runs: unknown status {status:?}")))?,
         rows: Run::rows_from_json(&rows),
         error: r.get(7),
-        archive: None,
+        archive: r.get::<_, Option<String>>(8).as_deref().and_then(ArchiveState::from_json),
     })
 }
 
@@ -1111,16 +1117,17 @@ impl Store for PostgresBackend {
         let id = Uuid::parse_str(&run.id)
             .map_err(|_| Error::invalid(format!("run id {:?} is not a UUID", run.id)))?;
         let sql = format!(
-            "INSERT INTO retention_runs (id, trigger, tick, started_at, finished_at, status, rows, error) \
-             VALUES ($1, $2, {tick}, {started}, {finished}, $6, $7::text::jsonb, $8) \
+            "INSERT INTO retention_runs (id, trigger, tick, started_at, finished_at, status, rows, error, archive) \
+             VALUES ($1, $2, {tick}, {started}, {finished}, $6, $7::text::jsonb, $8, $9::text::jsonb) \
              ON CONFLICT (id) DO UPDATE SET trigger = EXCLUDED.trigger, tick = EXCLUDED.tick, \
              started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, status = EXCLUDED.status, \
-             rows = EXCLUDED.rows, error = EXCLUDED.error",
+             rows = EXCLUDED.rows, error = EXCLUDED.error, archive = EXCLUDED.archive",
             tick = ts(3),
             started = ts(4),
             finished = ts(5)
         );
         let rows = run.rows_json();
+        let archive = run.archive.as_ref().map(ArchiveState::to_json);
         let result = s
             .client()
             .execute(
@@ -1134,6 +1141,7 @@ impl Store for PostgresBackend {
                     &run.status.as_str(),
                     &rows,
                     &run.error,
+                    &archive,
                 ],
             )
             .await;
@@ -1152,7 +1160,7 @@ impl Store for PostgresBackend {
         let rows = s
             .rows(
                 &format!(
-                    "SELECT id, trigger, {}, {}, {}, status, rows::text, error FROM retention_runs \
+                    "SELECT id, trigger, {}, {}, {}, status, rows::text, error, archive::text FROM retention_runs \
                      ORDER BY started_at DESC, id DESC LIMIT $1",
                     us("tick"),
                     us("started_at"),

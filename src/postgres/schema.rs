@@ -90,6 +90,7 @@ diesel::table! {
         status -> Text,
         rows -> Jsonb,
         error -> Nullable<Text>,
+        archive -> Nullable<Jsonb>,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// How many recorded runs `retention_status` shows.
-const STATUS_RUNS: usize = 20;
+pub(crate) const STATUS_RUNS: usize = 20;
 
 /// A checked cleanup request: what to remove, before the limit is resolved against the data.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,12 +75,12 @@ impl Spec {
         Some(Spec { target, older_than: rule.max_age, max_count: rule.max_count, include_unfinished: false })
     }
 
-    fn cutoff(&self, now: i64) -> Option<i64> {
+    pub(crate) fn cutoff(&self, now: i64) -> Option<i64> {
         self.older_than.map(|age| now.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)))
     }
 
     /// The selection against the data as it is now; `None` selects nothing.
-    async fn resolve<S: Store>(&self, store: &S, now: i64) -> Result<Option<Selection>> {
+    pub(crate) async fn resolve<S: Store>(&self, store: &S, now: i64) -> Result<Option<Selection>> {
         let nth = match (self.target, self.max_count) {
             (CleanupTarget::Executions, Some(n)) => store.nth_newest_execution(n).await?,
             _ => None,
@@ -92,7 +92,7 @@ impl Spec {
         }))
     }
 
-    fn report(&self, now: i64, dry_run: bool) -> CleanupReport {
+    pub(crate) fn report(&self, now: i64, dry_run: bool) -> CleanupReport {
         CleanupReport {
             target: self.target.as_str().to_string(),
             dry_run,
@@ -103,7 +103,7 @@ impl Spec {
     }
 }
 
-fn main_table(target: CleanupTarget) -> &'static str {
+pub(crate) fn main_table(target: CleanupTarget) -> &'static str {
     match target {
         CleanupTarget::Executions => "executions",
         CleanupTarget::AuditLogs => "audit_logs",
@@ -111,7 +111,7 @@ fn main_table(target: CleanupTarget) -> &'static str {
 }
 
 /// What `sel` would remove, as a report (nothing selected: an empty report with the table's row count).
-async fn plan<S: Store>(store: &S, sel: &Option<Selection>, spec: &Spec) -> Result<Plan> {
+pub(crate) async fn plan<S: Store>(store: &S, sel: &Option<Selection>, spec: &Spec) -> Result<Plan> {
     match sel {
         Some(sel) => store.plan_cleanup(sel.clone()).await,
         None => {
@@ -139,17 +139,8 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     // A cleanup that changes something holds the runner lock before it counts: what it counts (for the
     // `--yes` rule, the limit of `--max-count` and the report) is then not being removed by another run
     // meanwhile, which could make "every row" look true (a spurious refusal) or false.
-    let _lock = if params.dry_run {
-        None
-    } else {
-        Some(store.lock_runner().await?.ok_or_else(|| {
-            Error::conflict(
-                "another cleanup or retention run holds this database's runner lock (another process or \
-                 host); try again when it has finished (`parallax storage retention status` shows the running \
-                 one)",
-            )
-        })?)
-    };
+    let _lock =
+        if params.dry_run { None } else { Some(store.lock_runner().await?.ok_or_else(runner_locked)?) };
     let now = time::now_micros();
     let sel = spec.resolve(store, now).await?;
     let mut report = spec.report(now, params.dry_run);
@@ -186,9 +177,17 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     Ok(report)
 }
 
+/// The runner lock is held by another run.
+pub(crate) fn runner_locked() -> Error {
+    Error::conflict(
+        "another cleanup, archive or retention run holds this database's runner lock (another process or host); \
+         try again when it has finished (`parallax storage retention status` shows the running one)",
+    )
+}
+
 /// A failed cleanup's error names what was already deleted. It keeps the cause's kind, so the cause is quoted
 /// by its message (its `Display` would repeat the kind: "unavailable: … : unavailable: …").
-fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
+pub(crate) fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
     Error::new(
         e.kind(),
         format!(
@@ -201,7 +200,7 @@ fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
 }
 
 /// Records the end of `run`; a record that cannot be saved is logged (the cleanup's own outcome matters more).
-async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option<&Error>) {
+pub(crate) async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option<&Error>) {
     run.finished_at = Some(time::now_micros());
     run.rows = tally.snapshot();
     run.status = if error.is_some() { RunStatus::Failed } else { RunStatus::Succeeded };
@@ -212,7 +211,7 @@ async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option
 }
 
 /// With the runner lock held, a run still marked running died with its process: mark it interrupted.
-async fn mark_interrupted<S: Store>(store: &S) -> Result<()> {
+pub(crate) async fn mark_interrupted<S: Store>(store: &S) -> Result<()> {
     for mut r in store.runs(STATUS_RUNS).await? {
         if r.status == RunStatus::Running {
             r.status = RunStatus::Interrupted;
@@ -240,7 +239,7 @@ fn skipped(why: String) -> RetentionRunResult {
 
 /// Runs the configured policy once: manually, or as the run of a schedule tick (skipped when that tick, or a
 /// later one, already has a run, or when another instance holds the runner lock: skip, never queue).
-pub async fn run_policy<S: Store>(
+pub async fn run_policy<S: crate::archive::Store>(
     store: &S,
     trigger: Trigger,
     tick: Option<i64>,
@@ -256,9 +255,13 @@ pub async fn run_policy<S: Store>(
     let now = time::now_micros();
     if dry_run {
         let mut reports = Vec::new();
+        let mut archives = Vec::new();
         for spec in &specs {
             let sel = spec.resolve(store, now).await?;
             let p = plan(store, &sel, spec).await?;
+            if let Some(destination) = &store.storage_config().retention.archive_destination {
+                archives.push(crate::archive::run::dry_report(store, destination, spec, now, &p).await?);
+            }
             let mut report = spec.report(now, true);
             report.unfinished_kept = p.unfinished_kept;
             report.rows_left = Some(p.total_rows.saturating_sub(going(&p)));
@@ -270,7 +273,7 @@ pub async fn run_policy<S: Store>(
             skipped: Some("dry run".into()),
             run: None,
             reports,
-            archives: Vec::new(),
+            archives,
         });
     }
     let Some(_lock) = store.lock_runner().await? else {
@@ -295,12 +298,22 @@ pub async fn run_policy<S: Store>(
     }
     let tally = Tally::default();
     let mut reports = Vec::new();
+    let mut archives = Vec::new();
     let mut error: Option<Error> = None;
     // Every rule runs even when an earlier one failed (a failing executions cleanup must not stop audit
     // retention); the run fails if any rule did, naming each failure.
     for spec in &specs {
         let started = Instant::now();
         let result = async {
+            // With an archive destination, each rule archives what it removes first (an archive run of its
+            // own, recorded beside this one; this run keeps the tick).
+            if let Some(destination) = &store.storage_config().retention.archive_destination {
+                let (mut report, archived) =
+                    crate::archive::run::archive_rule(store, destination, spec, now, trigger, &tally).await?;
+                report.run_id = Some(run.id.clone());
+                archives.push(archived);
+                return Ok::<_, Error>(report);
+            }
             let sel = spec.resolve(store, now).await?;
             let mut report = spec.report(now, false);
             if let Some(sel) = sel {
@@ -332,19 +345,16 @@ pub async fn run_policy<S: Store>(
         }
         None => {
             tracing::info!(run = %run.id, trigger = trigger.as_str(), removed = %tally.describe(), "retention run finished");
-            Ok(RetentionRunResult {
-                ran: true,
-                skipped: None,
-                run: Some(run.record()),
-                reports,
-                archives: Vec::new(),
-            })
+            Ok(RetentionRunResult { ran: true, skipped: None, run: Some(run.record()), reports, archives })
         }
     }
 }
 
 /// The `retention_run` op.
-pub async fn retention_run<S: Store>(store: &S, p: RetentionRunParams) -> Result<RetentionRunResult> {
+pub async fn retention_run<S: crate::archive::Store>(
+    store: &S,
+    p: RetentionRunParams,
+) -> Result<RetentionRunResult> {
     match &p.tick {
         None => run_policy(store, Trigger::Manual, None, p.dry_run).await,
         Some(text) => {
@@ -492,6 +502,13 @@ pub(crate) mod tests {
         /// Fail `cleanup` with `Unavailable` once this many rows went.
         pub fail_after: Option<u64>,
         pub cleanups: AtomicU64,
+        /// Archive: whole records by id (an execution without one is made up from its row, with one event).
+        pub records: Mutex<BTreeMap<String, crate::archive::ExecutionRecord>>,
+        pub audit_records: Mutex<BTreeMap<String, parallax_storage_abi::AuditEntry>>,
+        /// Archive: calls of `delete_*` and `import_*`; deletes fail with `Unavailable` after this many.
+        pub deletes: AtomicU64,
+        pub imports: AtomicU64,
+        pub fail_deletes_after: Option<u64>,
     }
 
     struct Unlock(Arc<AtomicBool>);
@@ -637,6 +654,173 @@ pub(crate) mod tests {
 
         async fn last_tick(&self) -> Result<Option<i64>> {
             Ok(self.runs.lock().unwrap().iter().filter_map(|r| r.tick).max())
+        }
+    }
+
+    impl Fake {
+        pub(crate) fn execution_record(
+            &self,
+            t: i64,
+            id: &str,
+            s: ExecutionStatus,
+        ) -> crate::archive::ExecutionRecord {
+            if let Some(r) = self.records.lock().unwrap().get(id) {
+                return r.clone();
+            }
+            crate::archive::ExecutionRecord {
+                execution: parallax_storage_abi::Execution {
+                    id: id.into(),
+                    pattern_name: "p".into(),
+                    pattern_version: "1.0.0".into(),
+                    status: s,
+                    input: abi_stable::std_types::ROption::RSome(format!("{{\"n\":\"{id}\"}}").into()),
+                    output: abi_stable::std_types::ROption::RNone,
+                    error: abi_stable::std_types::ROption::RNone,
+                    started_at: t,
+                    completed_at: abi_stable::std_types::ROption::RSome(t + 1000),
+                    duration_ms: abi_stable::std_types::ROption::RSome(1),
+                    metadata: abi_stable::std_types::ROption::RNone,
+                    tags: Default::default(),
+                },
+                events: vec![parallax_storage_abi::ExecutionEvent {
+                    id: id.replacen("0190", "0191", 1).into(),
+                    execution_id: id.into(),
+                    seq: 1,
+                    kind: parallax_storage_abi::EventKind::StepResult,
+                    payload: "{\"ok\":true}".into(),
+                    recorded_at: t + 1,
+                }],
+            }
+        }
+
+        fn audit_record(&self, t: i64, id: &str) -> parallax_storage_abi::AuditEntry {
+            if let Some(a) = self.audit_records.lock().unwrap().get(id) {
+                return a.clone();
+            }
+            parallax_storage_abi::AuditEntry {
+                id: id.into(),
+                timestamp: t,
+                action: "pattern.create".into(),
+                actor: abi_stable::std_types::ROption::RSome("alice".into()),
+                resource_type: abi_stable::std_types::ROption::RNone,
+                resource_id: abi_stable::std_types::ROption::RNone,
+                details: abi_stable::std_types::ROption::RSome("{\"a\":1}".into()),
+                ip_address: abi_stable::std_types::ROption::RNone,
+                user_agent: abi_stable::std_types::ROption::RNone,
+            }
+        }
+
+        fn count_delete(&self) -> Result<()> {
+            let n = self.deletes.fetch_add(1, Ordering::SeqCst);
+            if self.fail_deletes_after.is_some_and(|max| n >= max) {
+                return Err(Error::unavailable("the disk went away"));
+            }
+            Ok(())
+        }
+    }
+
+    impl crate::archive::Store for Fake {
+        async fn scan_executions(
+            &self,
+            sel: Selection,
+            after: Option<Key>,
+            limit: usize,
+        ) -> Result<Vec<crate::archive::ExecutionRecord>> {
+            let mut rows = self.executions.lock().unwrap().clone();
+            rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            Ok(rows
+                .into_iter()
+                .filter(|(t, id, s)| {
+                    sel.selects(*t, id, Some(*s)) && after.as_ref().is_none_or(|a| (*t, id) > (a.0, &a.1))
+                })
+                .take(limit)
+                .map(|(t, id, s)| self.execution_record(t, &id, s))
+                .collect())
+        }
+
+        async fn scan_audit(
+            &self,
+            sel: Selection,
+            after: Option<Key>,
+            limit: usize,
+        ) -> Result<Vec<parallax_storage_abi::AuditEntry>> {
+            let mut rows = self.audit.lock().unwrap().clone();
+            rows.sort();
+            Ok(rows
+                .into_iter()
+                .filter(|(t, id)| {
+                    sel.selects(*t, id, None) && after.as_ref().is_none_or(|a| (*t, id) > (a.0, &a.1))
+                })
+                .take(limit)
+                .map(|(t, id)| self.audit_record(t, &id))
+                .collect())
+        }
+
+        async fn delete_executions(&self, ids: Vec<String>) -> Result<crate::archive::Deleted> {
+            self.count_delete()?;
+            let mut d = crate::archive::Deleted::default();
+            let mut rows = self.executions.lock().unwrap();
+            let gone: Vec<(i64, String, ExecutionStatus)> =
+                rows.iter().filter(|r| r.2.is_final() && ids.contains(&r.1)).cloned().collect();
+            rows.retain(|r| !(r.2.is_final() && ids.contains(&r.1)));
+            drop(rows);
+            for (t, id, s) in gone {
+                d.rows += 1;
+                d.events += self.execution_record(t, &id, s).events.len() as u64;
+                self.records.lock().unwrap().remove(&id);
+            }
+            Ok(d)
+        }
+
+        async fn delete_audit(&self, ids: Vec<String>) -> Result<crate::archive::Deleted> {
+            self.count_delete()?;
+            let mut rows = self.audit.lock().unwrap();
+            let before = rows.len();
+            rows.retain(|r| !ids.contains(&r.1));
+            Ok(crate::archive::Deleted { rows: (before - rows.len()) as u64, events: 0 })
+        }
+
+        async fn import_executions(
+            &self,
+            records: Vec<crate::archive::ExecutionRecord>,
+        ) -> Result<crate::archive::Imported> {
+            self.imports.fetch_add(1, Ordering::SeqCst);
+            let mut i = crate::archive::Imported::default();
+            for r in records {
+                let id = r.execution.id.to_string();
+                if self.executions.lock().unwrap().iter().any(|e| e.1 == id) {
+                    i.skipped += 1;
+                    continue;
+                }
+                i.inserted += 1;
+                i.events_inserted += r.events.len() as u64;
+                self.executions.lock().unwrap().push((
+                    r.execution.started_at,
+                    id.clone(),
+                    r.execution.status,
+                ));
+                self.records.lock().unwrap().insert(id, r);
+            }
+            Ok(i)
+        }
+
+        async fn import_audit(
+            &self,
+            entries: Vec<parallax_storage_abi::AuditEntry>,
+        ) -> Result<crate::archive::Imported> {
+            self.imports.fetch_add(1, Ordering::SeqCst);
+            let mut i = crate::archive::Imported::default();
+            for a in entries {
+                let id = a.id.to_string();
+                if self.audit.lock().unwrap().iter().any(|e| e.1 == id) {
+                    i.skipped += 1;
+                    continue;
+                }
+                i.inserted += 1;
+                self.audit.lock().unwrap().push((a.timestamp, id.clone()));
+                self.audit_records.lock().unwrap().insert(id, a);
+            }
+            Ok(i)
         }
     }
 

@@ -12,7 +12,7 @@ use std::{sync::Weak, time::Duration};
 
 use tokio::{runtime::Handle, task::JoinHandle};
 
-use super::{run::run_policy, Store, Trigger};
+use super::{run::run_policy, Trigger};
 use crate::{
     config::{CronSchedule, RetentionConfig, RetentionRule},
     time,
@@ -28,7 +28,7 @@ pub fn wanted(r: &RetentionConfig) -> bool {
 
 /// Starts the scheduler on `handle` when the configuration asks for it. It holds the store weakly, so it
 /// never keeps a closed instance alive; the caller aborts it at shutdown.
-pub fn spawn<S: Store>(handle: &Handle, store: Weak<S>) -> Option<JoinHandle<()>> {
+pub fn spawn<S: crate::archive::Store>(handle: &Handle, store: Weak<S>) -> Option<JoinHandle<()>> {
     let cfg = store.upgrade()?.storage_config().retention.clone();
     if !wanted(&cfg) || !cfg.run_schedule {
         return None;
@@ -37,7 +37,7 @@ pub fn spawn<S: Store>(handle: &Handle, store: Weak<S>) -> Option<JoinHandle<()>
     Some(handle.spawn(run(store, schedule)))
 }
 
-async fn run<S: Store>(store: Weak<S>, schedule: CronSchedule) {
+async fn run<S: crate::archive::Store>(store: Weak<S>, schedule: CronSchedule) {
     // Catch up on the latest tick missed while no instance was running.
     let now = time::now_micros();
     if let Some(latest) = schedule.latest_at_or_before(now) {
@@ -69,7 +69,7 @@ async fn run<S: Store>(store: Weak<S>, schedule: CronSchedule) {
     }
 }
 
-async fn tick<S: Store>(store: &S, trigger: Trigger, at: i64) {
+async fn tick<S: crate::archive::Store>(store: &S, trigger: Trigger, at: i64) {
     match run_policy(store, trigger, Some(at), false).await {
         Ok(r) if r.ran => {}
         Ok(r) => tracing::debug!(tick = %time::rfc3339(at), skipped = ?r.skipped, "retention tick skipped"),

@@ -40,6 +40,7 @@ use parallax_storage_abi::{
 
 use super::{vacuum, SqliteBackend};
 use crate::{
+    archive::ArchiveState,
     config::StorageConfig,
     error::{sqlite_error, Error, Result, SqliteFailure},
     retention::{Plan, Precheck, Run, RunStatus, RunnerLock, Store, Tally, Trigger, SAMPLE_IDS},
@@ -101,19 +102,21 @@ struct RunRow {
     rows: String,
     #[diesel(sql_type = Nullable<Text>)]
     error: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    archive: Option<String>,
 }
 
 /// The table and its key columns a selection reads.
-struct Target {
-    table: &'static str,
-    at: &'static str,
+pub(super) struct Target {
+    pub(super) table: &'static str,
+    pub(super) at: &'static str,
     /// `<table> INDEXED BY <its time index>`: a selection always walks the time index. With statistics (after
     /// an `ANALYZE`) SQLite preferred scanning a covering index of the whole table and sorting it, for every
     /// batch (seen at a million executions: a second per job).
-    source: &'static str,
+    pub(super) source: &'static str,
 }
 
-fn target(t: CleanupTarget) -> Target {
+pub(super) fn target(t: CleanupTarget) -> Target {
     match t {
         CleanupTarget::Executions => Target {
             table: "executions",
@@ -128,13 +131,13 @@ fn target(t: CleanupTarget) -> Target {
     }
 }
 
-fn final_statuses() -> String {
+pub(super) fn final_statuses() -> String {
     FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
 /// The SQL of the selection rule ([`Selection`]) with `?1, ?2` = `before`: `(at, id) < before` (the first
 /// term lets SQLite range-scan the time index), and for executions a final status unless `include_unfinished`.
-fn selected(sel: &Selection) -> String {
+pub(super) fn selected(sel: &Selection) -> String {
     let t = target(sel.target);
     let mut sql = format!("{at} <= ?1 AND ({at}, id) < (?1, ?2)", at = t.at);
     if sel.target == CleanupTarget::Executions && !sel.include_unfinished {
@@ -572,11 +575,11 @@ impl Store for SqliteBackend {
         self.writer
             .write("recording a retention run", move |conn| {
                 sql_query(
-                    "INSERT INTO retention_runs (id, \"trigger\", tick, started_at, finished_at, status, \"rows\", error) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                    "INSERT INTO retention_runs (id, \"trigger\", tick, started_at, finished_at, status, \"rows\", error, \
+                     archive) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                      ON CONFLICT (id) DO UPDATE SET \"trigger\" = excluded.\"trigger\", tick = excluded.tick, \
                      started_at = excluded.started_at, finished_at = excluded.finished_at, status = excluded.status, \
-                     \"rows\" = excluded.\"rows\", error = excluded.error",
+                     \"rows\" = excluded.\"rows\", error = excluded.error, archive = excluded.archive",
                 )
                 .bind::<Text, _>(&run.id)
                 .bind::<Text, _>(run.trigger.as_str())
@@ -586,6 +589,7 @@ impl Store for SqliteBackend {
                 .bind::<Text, _>(run.status.as_str())
                 .bind::<Text, _>(run.rows_json())
                 .bind::<Nullable<Text>, _>(run.error.as_deref())
+                .bind::<Nullable<Text>, _>(run.archive.as_ref().map(|a| a.to_json()))
                 .execute(conn)
                 .map_err(sqlite_error)?;
                 Ok(())
@@ -604,7 +608,7 @@ impl Store for SqliteBackend {
         self.read(move |conn| {
             let rows: Vec<RunRow> = sql_query(
                 "SELECT id, \"trigger\" AS \"trigger\", tick, started_at, finished_at, status, \"rows\" AS \"rows\", \
-                 error FROM retention_runs ORDER BY started_at DESC, id DESC LIMIT ?1",
+                 error, archive FROM retention_runs ORDER BY started_at DESC, id DESC LIMIT ?1",
             )
             .bind::<BigInt, _>(limit)
             .load(conn)
@@ -626,7 +630,7 @@ impl Store for SqliteBackend {
                         finished_at: r.finished_at,
                         status,
                         error: r.error,
-                        archive: None,
+                        archive: r.archive.as_deref().and_then(ArchiveState::from_json),
                     })
                 })
                 .collect()

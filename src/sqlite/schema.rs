@@ -84,6 +84,7 @@ diesel::table! {
         status -> Text,
         rows -> Text,
         error -> Nullable<Text>,
+        archive -> Nullable<Text>,
     }
 }
 

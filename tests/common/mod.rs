@@ -1,6 +1,7 @@
 //! Shared test harness: loads the *built* plugin cdylib through the host crate, as it ships.
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod compat;
 pub mod file;
 pub mod pg;

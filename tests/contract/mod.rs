@@ -2,6 +2,7 @@
 //! cdylib. `contract_suite!(factory)` generates one `#[tokio::test]` per function in `for_each_contract!`, so
 //! a new contract function cannot be forgotten by a backend.
 
+pub mod archive;
 pub mod audit;
 pub mod events;
 pub mod executions;
@@ -75,6 +76,15 @@ macro_rules! for_each_contract {
             retention::retention_runs_outlive_the_instance,
             schedule::schedule_missed_tick_runs_once_at_start,
             schedule::schedule_not_run_when_run_schedule_is_false,
+            archive::archive_executions_older_than_a_cutoff,
+            archive::archive_keep_and_dry_run,
+            archive::archive_verify_names_a_damaged_object,
+            archive::restore_into_a_fresh_storage_equals_the_originals,
+            archive::restore_refuses_a_damaged_archive_and_writes_nothing,
+            archive::archive_audit_logs_and_restore,
+            archive::archive_max_count_selects_what_cleanup_would,
+            archive::archive_confirm_all_and_runner_lock,
+            archive::a_second_archive_adds_a_second_manifest,
         }
     };
 }

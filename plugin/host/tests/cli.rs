@@ -53,7 +53,8 @@ impl Env {
         std::fs::write(self.dir.path().join(name), text).expect("write file");
     }
 
-    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+    /// `parallax ARGS` in the temp dir, with the test plugin and none of this process's settings.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_parallax"));
         cmd.args(args).current_dir(self.dir.path());
         if !args.contains(&"--plugin") {
@@ -62,6 +63,19 @@ impl Env {
         for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
             cmd.env_remove(var);
         }
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(var);
+            }
+        }
+        cmd
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.run_cmd(self.command(args), stdin)
+    }
+
+    fn run_cmd(&self, mut cmd: Command, stdin: Option<&str>) -> Run {
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn parallax");
@@ -632,4 +646,416 @@ fn cleanup_and_retention_commands() {
     let msg = env.fails(&["storage", "retention", "serve"], 2);
     assert!(msg.contains("nothing to serve"), "{msg}");
     assert!(env.ok(&["storage", "cleanup", "executions", "--help"]).contains("--include-unfinished"));
+}
+
+#[test]
+fn archive_and_restore_refuse_bad_arguments_by_name() {
+    let env = Env::new();
+    fn archive<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["storage", "archive"];
+        args.extend_from_slice(extra);
+        args
+    }
+    // Checked by the CLI before the storage is opened: no database file appears.
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d"]), 2);
+    assert!(msg.contains("--destination"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--destination", "/tmp/x/"]), 2);
+    assert!(msg.contains("--older-than") && msg.contains("--max-count"), "{msg}");
+    let msg = env.fails(&archive(&["audit-logs", "--destination", "/tmp/x/"]), 2);
+    assert!(msg.contains("--older-than"), "{msg}");
+    let msg = env.fails(
+        &archive(&["audit-logs", "--older-than", "90d", "--max-count", "5", "--destination", "/x/"]),
+        2,
+    );
+    assert!(msg.contains("--max-count 5") && msg.contains("executions only"), "{msg}");
+    let msg =
+        env.fails(&archive(&["executions", "--older-than", "30d", "--destination", "file://backups/x/"]), 2);
+    assert!(msg.contains("\"file://backups/x/\"") && msg.contains("file:///"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d", "--destination", "gs://b/p/"]), 2);
+    assert!(msg.contains("\"gs://b/p/\"") && msg.contains("s3://bucket/prefix/"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d", "--destination", "s3:///p/"]), 2);
+    assert!(msg.contains("needs a bucket"), "{msg}");
+    let msg = env.fails(&archive(&["executions", "--older-than", "30d", "--destination", " "]), 2);
+    assert!(msg.contains("--destination is empty"), "{msg}");
+    let msg = env.fails(&archive(&["verify", "--source", "file://rel/"]), 2);
+    assert!(msg.contains("--source") && msg.contains("\"file://rel/\""), "{msg}");
+    let msg = env.fails(&archive(&["verify"]), 2);
+    assert!(msg.contains("--source"), "{msg}");
+    let msg = env.fails(&["storage", "restore", "--source", "ftp://h/p/"], 2);
+    assert!(msg.contains("--source") && msg.contains("unsupported scheme"), "{msg}");
+    let msg = env.fails(&["storage", "restore"], 2);
+    assert!(msg.contains("--source"), "{msg}");
+    assert!(!env.dir.path().join("parallax.db").exists(), "a refused command opened the storage");
+
+    // Help explains destinations, the S3 settings, --keep, --dry-run, progress and the verify-first rule.
+    for cmd in
+        [&["storage", "archive", "executions", "--help"][..], &["storage", "archive", "audit-logs", "--help"]]
+    {
+        // Wrapped to the terminal: compare with the lines joined.
+        let help = env.ok(cmd).split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        for word in [
+            "s3://bucket/prefix/",
+            "file:///",
+            "storage.archive",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_region",
+            "aws_endpoint_url",
+            "aws_allow_http",
+            "--keep",
+            "--dry-run",
+            "nothing is deleted before the archive is stored and verified",
+            "terminal",
+        ] {
+            assert!(help.contains(word), "{cmd:?} lacks {word:?}: {help}");
+        }
+    }
+    for cmd in [&["storage", "archive", "verify", "--help"][..], &["storage", "restore", "--help"]] {
+        let help = env.ok(cmd);
+        for word in ["--source", "manifest", "AWS_ENDPOINT_URL", "storage.archive"] {
+            assert!(help.contains(word), "{cmd:?} lacks {word:?}: {help}");
+        }
+    }
+    let storage = env.ok(&["storage", "--help"]);
+    assert!(storage.contains("archive") && storage.contains("restore"), "{storage}");
+}
+
+/// Every `*.ndjson.gz` object under `dir`, sorted.
+fn archive_objects(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".ndjson.gz") {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The records of one object, read with the standard `gzip` tool (what an operator would do).
+fn read_with_gzip(object: &std::path::Path) -> Vec<Value> {
+    let out = Command::new("gzip").arg("-dc").arg(object).output().expect("run gzip");
+    assert!(out.status.success(), "gzip -dc {}: {}", object.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: a line is not JSON ({e}): {l}", object.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn archive_verify_and_restore_round_trip_through_the_cli() {
+    let env = Env::new();
+    env.ok(&["storage", "migrate", "up"]);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let input = format!(r#"{{"pr": {n}, "text": "quokka number {n}"}}"#);
+        let id = env.json(&[
+            "executions",
+            "start",
+            "--pattern",
+            "p",
+            "--pattern-version",
+            "1.0.0",
+            "--input",
+            &input,
+            "--tag",
+            "t",
+        ])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.ok(&["executions", "event", &id, "--kind", "step-result", "--payload", r#"{"step": 1}"#]);
+        env.ok(&["executions", "event", &id, "--kind", "agent-assignment", "--payload", r#""agent-7""#]);
+        env.ok(&["executions", "finish", &id, "--status", "completed", "--result", r#"{"ok": true}"#]);
+        ids.push(id);
+    }
+    let running = env.json(&["executions", "start", "--pattern", "p", "--pattern-version", "1.0.0"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["audit", "append", "--action", "login", "--actor", "alice", "--details", r#"{"k": [1, 2]}"#]);
+    env.ok(&["audit", "append", "--action", "logout", "--actor", "bob", "--ip", "10.0.0.1"]);
+    let before: Vec<Value> = ids.iter().map(|id| env.json(&["executions", "get", id, "--events"])).collect();
+    let audit_before = env.json(&["audit", "list"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let dest = env.dir.path().join("archive");
+    std::fs::create_dir(&dest).unwrap();
+    let url = format!("file://{}/", dest.display());
+
+    // A dry run changes nothing and writes nothing.
+    let dry = env.json(&[
+        "storage",
+        "archive",
+        "executions",
+        "--older-than",
+        "1s",
+        "--destination",
+        &url,
+        "--dry-run",
+    ]);
+    assert_eq!((dry["dryRun"].as_bool(), dry["rows"]["executions"].as_u64()), (Some(true), Some(3)), "{dry}");
+    assert!(dry["manifest"].is_null(), "{dry}");
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "a dry run wrote into the destination");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 4);
+    let text = env.ok(&[
+        "storage",
+        "archive",
+        "executions",
+        "--older-than",
+        "1s",
+        "--destination",
+        &url,
+        "--dry-run",
+    ]);
+    assert!(
+        text.contains("dry run: nothing was changed or written") && text.contains("WOULD ARCHIVE"),
+        "{text}"
+    );
+
+    // --keep archives and deletes nothing.
+    let kept_dir = env.dir.path().join("kept");
+    let kept = env.json(&[
+        "storage",
+        "archive",
+        "audit-logs",
+        "--older-than",
+        "1s",
+        "--keep",
+        "--destination",
+        "kept/",
+    ]);
+    assert_eq!(
+        (kept["deleted"].as_bool(), kept["rows"]["audit_logs"].as_u64()),
+        (Some(false), Some(2)),
+        "{kept}"
+    );
+    assert_eq!(kept["destination"].as_str(), Some(format!("{}/", kept_dir.display()).as_str()), "{kept}");
+    assert_eq!(env.json(&["audit", "list"])["items"].as_array().unwrap().len(), 2);
+    assert_eq!(archive_objects(&kept_dir).len(), 1, "{kept}");
+
+    // The archive: executions with their events, then the audit log (every entry: needs --yes).
+    let a = env.json(&["storage", "archive", "executions", "--older-than", "1s", "--destination", &url]);
+    assert_eq!(a["rows"]["executions"].as_u64(), Some(3), "{a}");
+    assert_eq!(a["rows"]["execution_events"].as_u64(), Some(6), "{a}");
+    assert_eq!(a["deleted"].as_bool(), Some(true), "{a}");
+    let manifest = a["manifest"].as_str().expect("manifest").to_string();
+    assert!(manifest.starts_with("executions/manifests/") && dest.join(&manifest).is_file(), "{a}");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 1);
+    env.ok(&["executions", "get", &running]);
+    let msg =
+        env.fails(&["storage", "archive", "audit-logs", "--older-than", "1s", "--destination", &url], 2);
+    assert!(msg.contains("--yes"), "{msg}");
+    let text =
+        env.ok(&["storage", "archive", "audit-logs", "--older-than", "1s", "--destination", &url, "--yes"]);
+    for word in [
+        "archive of audit logs",
+        "ARCHIVED",
+        "audit_logs",
+        "manifest:",
+        "audit_logs/manifests/",
+        "deleted:",
+        "duration:",
+    ] {
+        assert!(text.contains(word), "lacks {word:?}: {text}");
+    }
+    assert!(env.json(&["audit", "list"])["items"].as_array().unwrap().is_empty());
+
+    // The objects are ordinary gzip'd NDJSON, one record per line, schema version 1, events embedded.
+    let objects = archive_objects(&dest);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let records: Vec<Value> = objects.iter().flat_map(|o| read_with_gzip(o)).collect();
+    assert_eq!(records.len(), 5);
+    assert!(records.iter().all(|r| r["recordSchema"] == 1), "{records:?}");
+    let exec = records.iter().find(|r| r["id"] == ids[0].as_str()).expect("execution record");
+    assert_eq!(
+        (exec["input"]["pr"].as_i64(), exec["events"].as_array().map(Vec::len)),
+        (Some(0), Some(2)),
+        "{exec}"
+    );
+
+    // Verify: ok, in JSON and in text.
+    let v = env.json(&["storage", "archive", "verify", "--source", &url]);
+    assert_eq!((v["ok"].as_bool(), v["manifests"].as_array().map(Vec::len)), (Some(true), Some(2)), "{v}");
+    let one = env.json(&["storage", "archive", "verify", "--source", &format!("{url}{manifest}")]);
+    assert_eq!(
+        (one["ok"].as_bool(), one["manifests"].as_array().map(Vec::len)),
+        (Some(true), Some(1)),
+        "{one}"
+    );
+    let text = env.ok(&["storage", "archive", "verify", "--source", &url]);
+    assert!(text.starts_with(&format!("verify of {url}: ok")), "{text}");
+
+    // Restore into a fresh SQLite database: a dry run writes nothing; then everything comes back equal,
+    // search included; a second restore skips every row.
+    let fresh = Env::new();
+    fresh.ok(&["storage", "migrate", "up"]);
+    let dr = fresh.json(&["storage", "restore", "--source", &url, "--dry-run"]);
+    assert_eq!(
+        (dr["dryRun"].as_bool(), dr["inserted"]["executions"].as_u64()),
+        (Some(true), Some(3)),
+        "{dr}"
+    );
+    assert_eq!(fresh.json(&["executions", "list", "--count"])["count"], 0);
+    let r = fresh.json(&["storage", "restore", "--source", &url]);
+    assert_eq!(r["inserted"]["executions"].as_u64(), Some(3), "{r}");
+    assert_eq!(r["inserted"]["execution_events"].as_u64(), Some(6), "{r}");
+    assert_eq!(r["inserted"]["audit_logs"].as_u64(), Some(2), "{r}");
+    for (id, b) in ids.iter().zip(&before) {
+        assert_eq!(&fresh.json(&["executions", "get", id, "--events"]), b, "execution {id} after restore");
+    }
+    assert_eq!(fresh.json(&["audit", "list"]), audit_before);
+    let hits = fresh.json(&["executions", "search", "quokka"]);
+    assert_eq!(hits["items"].as_array().unwrap().len(), 3, "{hits}");
+    let again = fresh.json(&["storage", "restore", "--source", &url]);
+    assert_eq!(again["skipped"]["executions"].as_u64(), Some(3), "{again}");
+    assert_eq!(again["inserted"]["executions"].as_u64().unwrap_or(0), 0, "{again}");
+    let text = fresh.ok(&["storage", "restore", "--source", &url]);
+    assert!(text.contains("INSERTED") && text.contains("SKIPPED") && text.contains(&manifest), "{text}");
+
+    // A damaged object: verify exits non-zero naming it, and restore refuses it with nothing written.
+    let victim = objects.iter().find(|o| o.to_string_lossy().contains("/executions/")).unwrap();
+    let key = victim.strip_prefix(&dest).unwrap().to_string_lossy().to_string();
+    let mut bytes = std::fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(victim, &bytes).unwrap();
+    let bad = env.run(&["--output", "json", "storage", "archive", "verify", "--source", &url]);
+    assert_eq!(bad.code, 1, "{}{}", bad.stdout, bad.stderr);
+    let doc: Value = serde_json::from_str(&bad.stdout).expect("the verify report");
+    assert_eq!(doc["ok"].as_bool(), Some(false), "{doc}");
+    assert!(bad.stderr.starts_with("error: ") && bad.stderr.contains(&key), "{}", bad.stderr);
+    let msg = env.fails(&["storage", "archive", "verify", "--source", &url], 1);
+    assert!(msg.contains(&key), "{msg}");
+    let text = env.run(&["storage", "archive", "verify", "--source", &url]).stdout;
+    assert!(text.contains("FAILED") && text.contains(&format!("  {key}: ")), "{text}");
+    let empty = Env::new();
+    empty.ok(&["storage", "migrate", "up"]);
+    let r = empty.run(&["storage", "restore", "--source", &url]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains(&key), "{}", r.stderr);
+    assert_eq!(empty.json(&["executions", "list", "--count"])["count"], 0);
+    assert!(empty.json(&["audit", "list"])["items"].as_array().unwrap().is_empty());
+}
+
+/// The workspace's S3 test server harness (`s3s-fs` on 127.0.0.1); only the server and its AWS environment
+/// are used here.
+#[allow(dead_code)]
+#[path = "../../../tests/common/s3.rs"]
+mod s3;
+
+#[test]
+fn archive_to_s3_with_the_aws_environment() {
+    let server = s3::S3Server::start();
+    // No storage.archive section: every S3 setting comes from the AWS_* variables of the child.
+    let env = Env::new();
+    env.ok(&["storage", "migrate", "up"]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = env.json(&["executions", "start", "--pattern", "p", "--pattern-version", "1.0.0"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.ok(&["executions", "event", &id, "--kind", "step-result", "--payload", r#"{"s3": true}"#]);
+        env.ok(&["executions", "finish", &id, "--status", "failed", "--error", r#"{"why": "quota"}"#]);
+        ids.push(id);
+    }
+    let before: Vec<Value> = ids.iter().map(|id| env.json(&["executions", "get", id, "--events"])).collect();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let url = server.url("cli");
+    let with_aws = |env: &Env, args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.envs(server.env());
+        let r = env.run_cmd(cmd, None);
+        for secret in [server.secret_key(), server.access_key()] {
+            assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{args:?} printed a key");
+        }
+        r
+    };
+    let json = |r: Run| -> Value {
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        serde_json::from_str(&r.stdout).expect("JSON")
+    };
+
+    // Without the environment the destination is refused naming what is missing, and nothing is deleted.
+    let msg =
+        env.fails(&["storage", "archive", "executions", "--older-than", "1s", "--destination", &url], 2);
+    assert!(msg.contains("AWS_ACCESS_KEY_ID") && msg.contains(&url), "{msg}");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 2);
+
+    let dry = json(with_aws(
+        &env,
+        &[
+            "--output",
+            "json",
+            "storage",
+            "archive",
+            "executions",
+            "--older-than",
+            "1s",
+            "--destination",
+            &url,
+            "--dry-run",
+        ],
+    ));
+    assert_eq!(dry["rows"]["executions"].as_u64(), Some(2), "{dry}");
+    assert!(server.files(s3::BUCKET).is_empty(), "a dry run wrote {:?}", server.files(s3::BUCKET));
+
+    let a = json(with_aws(
+        &env,
+        &[
+            "--output",
+            "json",
+            "storage",
+            "archive",
+            "executions",
+            "--older-than",
+            "1s",
+            "--destination",
+            &url,
+        ],
+    ));
+    assert_eq!((a["rows"]["executions"].as_u64(), a["deleted"].as_bool()), (Some(2), Some(true)), "{a}");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 0);
+    let manifest = a["manifest"].as_str().expect("manifest");
+    let files = server.files(s3::BUCKET);
+    assert!(files.contains(&format!("cli/{manifest}")), "{files:?}");
+
+    // The object is ordinary: the aws CLI downloads it and gzip reads it (the README's recipe).
+    let key = a["objects"][0]["key"].as_str().expect("an object");
+    let aws = server
+        .command("aws")
+        .args(["s3", "cp", &format!("{url}{key}"), "-"])
+        .output()
+        .expect("run the aws CLI (installed by ./test.sh)");
+    assert!(aws.status.success(), "aws s3 cp: {}", String::from_utf8_lossy(&aws.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("object.ndjson.gz");
+    std::fs::write(&local, &aws.stdout).unwrap();
+    let records = read_with_gzip(&local);
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["recordSchema"] == 1 && r["error"]["why"] == "quota"), "{records:?}");
+
+    let v = json(with_aws(&env, &["--output", "json", "storage", "archive", "verify", "--source", &url]));
+    assert_eq!(v["ok"].as_bool(), Some(true), "{v}");
+    let text = with_aws(&env, &["storage", "archive", "verify", "--source", &url]);
+    assert!(text.code == 0 && text.stdout.contains(": ok"), "{}{}", text.stdout, text.stderr);
+
+    let fresh = Env::new();
+    fresh.ok(&["storage", "migrate", "up"]);
+    let r = json(with_aws(&fresh, &["--output", "json", "storage", "restore", "--source", &url]));
+    assert_eq!(r["inserted"]["executions"].as_u64(), Some(2), "{r}");
+    for (id, b) in ids.iter().zip(&before) {
+        assert_eq!(&fresh.json(&["executions", "get", id, "--events"]), b, "execution {id} after restore");
+    }
 }

@@ -92,6 +92,168 @@ pub enum StorageCmd {
     /// Show, run or serve the scheduled retention policy (storage.retention)
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// Write old executions or audit entries to an archive, verify it, then delete them; check an archive
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
+    /// Re-import an archive into the configured storage (verified first; rows already present are skipped)
+    #[command(long_about = RESTORE_LONG)]
+    Restore(RestoreArgs),
+}
+
+/// The parts every archive command's help shares: destinations, S3 settings, progress.
+macro_rules! archive_help {
+    () => {
+        "Destinations (and sources):
+  s3://bucket/prefix/         an S3 bucket or any S3-compatible server
+  file:///abs/path/           a local directory (three slashes: the path is absolute)
+  /abs/path/ or rel/path/     a local directory; a relative path is taken from the current directory
+
+S3 settings come from the storage.archive section of the config file, over the standard AWS environment of \
+this process: endpoint (AWS_ENDPOINT_URL), region (AWS_REGION, then AWS_DEFAULT_REGION, else us-east-1), \
+accessKeyId (AWS_ACCESS_KEY_ID), secretAccessKey (AWS_SECRET_ACCESS_KEY), sessionToken (AWS_SESSION_TOKEN), \
+allowHttp (AWS_ALLOW_HTTP, for a plain-HTTP local endpoint); also maxObjectSize, partSize, retries and \
+timeout. Secrets never appear in output or errors.
+
+Progress: on a terminal, the elapsed time and the plugin's progress lines (every 2 s on a long run) are \
+shown on stderr; when stderr is not a terminal nothing is shown unless -v (RUST_LOG also works). \
+--output json prints the result document as is."
+    };
+}
+
+const ARCHIVE_EXECUTIONS_LONG: &str = concat!(
+    "Archive executions whose started_at is older than --older-than AND whose status is final (completed, \
+failed, cancelled), with their events embedded (--max-count N: also the final executions beyond the newest \
+N) -- the same selection as `parallax storage cleanup executions`. Pending and running executions are never \
+archived.
+
+The run writes gzip-compressed newline-delimited JSON objects split by month and size \
+(executions/YYYY/MM/<run-id>-NNNN.ndjson.gz), reads each back to check its size and SHA-256, writes the \
+manifest last (executions/manifests/<run-id>.json), and only then deletes exactly the archived rows, by id: \
+nothing is deleted before the archive is stored and verified. --keep archives without deleting. --dry-run \
+changes nothing and writes nothing: it reports what would be archived and checks that the destination can \
+be reached. An archive that would remove every execution also needs --yes.
+
+A run that was killed is finished by the next run to the same destination: a stored manifest's rows are \
+deleted, objects without a manifest are removed; no object or row is duplicated. The run is recorded (see \
+`parallax storage retention status`).
+
+AGE is a number and a unit (s, m, h, d, w), e.g. 30d, 12h, 1d12h.
+
+",
+    archive_help!(),
+    "
+
+Examples:
+  parallax storage archive executions --older-than 30d --dry-run --destination s3://backups/px/
+  parallax storage archive executions --older-than 30d --destination s3://backups/parallax/
+  parallax storage archive executions --max-count 100000 --destination /var/backups/parallax/ --keep"
+);
+
+const ARCHIVE_AUDIT_LONG: &str = concat!(
+    "Archive audit entries whose timestamp is older than --older-than, as \
+audit_logs/YYYY/MM/<run-id>-NNNN.ndjson.gz with the manifest audit_logs/manifests/<run-id>.json, verify \
+them, then delete exactly the archived entries (unless --keep). Nothing is deleted before the archive is \
+stored and verified. --dry-run changes nothing and writes nothing. Audit entries are archived by age only \
+(no --max-count). An archive that would remove every entry also needs --yes.
+
+",
+    archive_help!(),
+    "
+
+Examples:
+  parallax storage archive audit-logs --older-than 90d --dry-run --destination file:///var/backups/px/
+  parallax storage archive audit-logs --older-than 90d --destination s3://backups/parallax/"
+);
+
+const ARCHIVE_VERIFY_LONG: &str = concat!(
+    "Check an archive without changing anything: every manifest under --source (or the one manifest it \
+names), and for every object the manifest lists its size, SHA-256, that it gunzips completely and that \
+every line is a record, and the row counts. Objects no manifest names (left by a run that was killed before \
+its manifest; the next archive run to that destination removes them) are listed as orphans. Exits 0 when \
+everything checks out; otherwise lists each bad object and manifest with what is wrong, and exits 1.
+
+",
+    archive_help!(),
+    "
+
+Examples:
+  parallax storage archive verify --source s3://backups/parallax/
+  parallax storage archive verify --source s3://backups/parallax/executions/manifests/<run-id>.json"
+);
+
+const RESTORE_LONG: &str = concat!(
+    "Import an archive back into the configured storage (any backend, whatever backend it was archived \
+from): every manifest under --source, oldest run first, or the one manifest it names. The whole source is \
+verified first (sizes, SHA-256, gzip, records): a corrupt or truncated object is refused by name and nothing \
+is written. Ids, timestamps, statuses and events are kept; rows already present (by id) are skipped, so a \
+restore can be repeated or resumed after an interruption. --dry-run verifies and counts what would be \
+inserted, and writes nothing.
+
+",
+    archive_help!(),
+    "
+
+Examples:
+  parallax storage restore --source s3://backups/parallax/ --dry-run
+  parallax storage restore --source s3://backups/parallax/executions/manifests/<run-id>.json"
+);
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCmd {
+    /// Archive old final executions with their events, verify, then delete them (unless --keep)
+    #[command(long_about = ARCHIVE_EXECUTIONS_LONG)]
+    Executions {
+        #[command(flatten)]
+        common: ArchiveArgs,
+        /// Also archive final executions beyond the newest N (N at least 1)
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        max_count: Option<i64>,
+    },
+    /// Archive old audit entries, verify, then delete them (unless --keep)
+    #[command(name = "audit-logs", long_about = ARCHIVE_AUDIT_LONG)]
+    AuditLogs {
+        #[command(flatten)]
+        common: ArchiveArgs,
+        /// Refused: audit entries are archived by age only
+        #[arg(long, value_name = "N", hide = true, allow_hyphen_values = true)]
+        max_count: Option<String>,
+    },
+    /// Check an archive's manifests and objects (sizes, SHA-256, gzip, counts); changes nothing
+    #[command(long_about = ARCHIVE_VERIFY_LONG)]
+    Verify {
+        /// The archive: its root (every manifest under it) or one manifest (…/manifests/<run-id>.json)
+        #[arg(long, value_name = "URL")]
+        source: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Archive rows older than AGE (30d, 12h, 1d12h; units s, m, h, d, w)
+    #[arg(long, value_name = "AGE", allow_hyphen_values = true)]
+    pub older_than: Option<String>,
+    /// Where to write: s3://bucket/prefix/, file:///abs/path/ or a directory
+    #[arg(long, value_name = "URL")]
+    pub destination: String,
+    /// Change nothing, write nothing; report what would be archived and check the destination
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Archive without deleting the archived rows
+    #[arg(long)]
+    pub keep: bool,
+    /// Confirm an archive that removes every row of the table
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive: its root (every manifest under it) or one manifest (…/manifests/<run-id>.json)
+    #[arg(long, value_name = "URL")]
+    pub source: String,
+    /// Verify and count what would be inserted; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 const CLEANUP_EXECUTIONS_LONG: &str =

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 other failures, 2 usage, configuration or invalid input, 3 not found,
 //! 4 conflict, 5 schema (pending or unknown migrations). Failures print one `error: <message>` line to stderr.
 
+mod archive;
 pub mod args;
 mod audit;
 mod executions;
@@ -165,7 +166,8 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn run(cli: Cli) -> Result<Output, CliError> {
+fn run(mut cli: Cli) -> Result<Output, CliError> {
+    archive::precheck(&mut cli.command)?;
     let cfg = config::resolve_from_env(cli.global.config.as_deref())?;
     let path = loader::locate(cli.global.plugin.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
     let plugin = Plugin::load(&path).map_err(|e| CliError::new(EXIT_OTHER, e.to_string()))?;
@@ -195,6 +197,10 @@ fn run(cli: Cli) -> Result<Output, CliError> {
         )) => common.dry_run,
         Command::Storage(StorageCmd::Retention(RetentionCmd::Status)) => true,
         Command::Storage(StorageCmd::Retention(RetentionCmd::Run { dry_run, .. })) => *dry_run,
+        // Archive dry runs, verify and restore dry runs.
+        Command::Storage(cmd @ (StorageCmd::Archive(_) | StorageCmd::Restore(_))) => {
+            archive::changes_nothing(cmd).unwrap_or(false)
+        }
         _ => false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -286,6 +286,22 @@ pub fn format_ms(ms: i64) -> String {
     }
 }
 
+/// A byte count in binary units: `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 pub fn format_latency(us: i64) -> String {
     if us.abs() < 1000 {
         format!("{us}µs")

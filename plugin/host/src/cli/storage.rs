@@ -125,6 +125,7 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
         StorageCmd::Info => {
             Err(CliError::new(1, "internal: `storage info` is answered without opening the storage"))
         }
+
         StorageCmd::TestConnection => {
             let h = store.health().await?;
             let r = render::health(&h);
@@ -151,6 +152,8 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
         StorageCmd::Migrate(cmd) => migrate(store, cmd).await,
         StorageCmd::Cleanup(cmd) => super::retention::cleanup(store, cmd).await,
         StorageCmd::Retention(cmd) => super::retention::run(store, cmd).await,
+        StorageCmd::Archive(cmd) => super::archive::run(store, cmd).await,
+        StorageCmd::Restore(args) => super::archive::restore(store, args).await,
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE retention_runs DROP COLUMN archive;
