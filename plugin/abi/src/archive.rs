@@ -96,8 +96,9 @@ pub struct ArchiveReport {
 pub struct ResumedRun {
     /// Its id.
     pub run_id: String,
-    /// `finished` (its manifest was stored: its rows were deleted now) or `cleared` (it died before its
-    /// manifest: its objects were removed, its rows were still in the database).
+    /// `finished` (its manifest was stored: its rows were deleted now), `cleared` (it died before its
+    /// manifest: its objects were removed, its rows were still in the database) or `abandoned` (its manifest
+    /// is gone from the destination: nothing of it is deleted, its rows stay in the database).
     pub action: String,
     /// Rows deleted (finished) per table.
     pub rows: BTreeMap<String, u64>,

@@ -221,7 +221,7 @@ pub enum ArchiveCmd {
     /// Check an archive's manifests and objects (sizes, SHA-256, gzip, counts); changes nothing
     #[command(long_about = ARCHIVE_VERIFY_LONG)]
     Verify {
-        /// The archive: its root (every manifest under it) or one manifest (…/manifests/<run-id>.json)
+        /// The archive: its root (every manifest under it) or one manifest (…/manifests/RUN-ID.json)
         #[arg(long, value_name = "URL")]
         source: String,
     },
@@ -248,7 +248,7 @@ pub struct ArchiveArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive: its root (every manifest under it) or one manifest (…/manifests/<run-id>.json)
+    /// The archive: its root (every manifest under it) or one manifest (…/manifests/RUN-ID.json)
     #[arg(long, value_name = "URL")]
     pub source: String,
     /// Verify and count what would be inserted; write nothing
