@@ -416,6 +416,11 @@ async fn delete_archived<S: Store>(
     let from = state(run).objects_done as usize;
     let mut batches = 0u64;
     let mut progress = Progress::new();
+    // The record says `deleting` before the first row goes: `stored` promises that nothing was deleted yet.
+    if state(run).phase != Phase::Deleting {
+        state(run).phase = Phase::Deleting;
+        store.save_run(run.clone()).await?;
+    }
     for (i, obj) in manifest.objects.iter().enumerate().skip(from) {
         let mut reader = ObjectReader::open(dest, &obj.key, Some(table)).await?;
         let mut ids: Vec<uuid::Uuid> = Vec::with_capacity(obj.rows as usize);
@@ -425,7 +430,14 @@ async fn delete_archived<S: Store>(
                 break;
             }
             for r in &batch {
-                ids.push(uuid::Uuid::parse_str(r.id()).expect("decoded ids are UUIDs"));
+                ids.push(uuid::Uuid::parse_str(r.id()).map_err(|_| {
+                    Error::invalid(format!(
+                        "object {} at {} holds id {:?}, which is not a UUID; its rows were not deleted",
+                        obj.key,
+                        dest.text(),
+                        r.id()
+                    ))
+                })?);
             }
         }
         let got = reader.finish().await?;
