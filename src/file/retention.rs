@@ -745,6 +745,7 @@ mod tests {
             phase: Phase::Stored,
             manifest: Some("audit_logs/manifests/0190b3f2-7c1e-7a00-8000-000000000001.json".into()),
             objects_done: 2,
+            keep: false,
             rows: [("audit_logs".to_string(), 40u64)].into(),
         });
         write_runs(&path, &[plain.clone(), archived.clone()]).unwrap();

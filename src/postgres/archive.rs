@@ -1079,6 +1079,7 @@ mod tests {
             phase: Phase::Deleting,
             manifest: Some("executions/manifests/x.json".into()),
             objects_done: 3,
+            keep: false,
             rows: [("executions".to_string(), 12)].into(),
         });
         b.save_run(run.clone()).await.unwrap();

@@ -544,6 +544,7 @@ mod tests {
             phase: Phase::Writing,
             manifest: None,
             objects_done: 0,
+            keep: false,
             rows: Default::default(),
         });
         b.save_run(plain.clone()).await.unwrap();
