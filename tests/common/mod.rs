@@ -5,6 +5,7 @@ pub mod compat;
 pub mod file;
 pub mod pg;
 pub mod raw;
+pub mod s3;
 
 use std::{path::PathBuf, sync::OnceLock};
 
