@@ -1023,6 +1023,7 @@ fn archive_to_s3_with_the_aws_environment() {
             "1s",
             "--destination",
             &url,
+            "--yes",
         ],
     ));
     assert_eq!((a["rows"]["executions"].as_u64(), a["deleted"].as_bool()), (Some(2), Some(true)), "{a}");
