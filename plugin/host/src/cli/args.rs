@@ -198,6 +198,9 @@ Examples:
   parallax storage restore --source s3://backups/parallax/executions/manifests/<run-id>.json"
 );
 
+const SOURCE_HELP: &str = "The archive: its root (every manifest under it) or one manifest \
+(…/manifests/<run-id>.json)";
+
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCmd {
     /// Archive old final executions with their events, verify, then delete them (unless --keep)
@@ -221,8 +224,7 @@ pub enum ArchiveCmd {
     /// Check an archive's manifests and objects (sizes, SHA-256, gzip, counts); changes nothing
     #[command(long_about = ARCHIVE_VERIFY_LONG)]
     Verify {
-        /// The archive: its root (every manifest under it) or one manifest (…/manifests/<run-id>.json)
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", help = SOURCE_HELP)]
         source: String,
     },
 }
@@ -248,8 +250,8 @@ pub struct ArchiveArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive: its root (every manifest under it) or one manifest (…/manifests/<run-id>.json)
-    #[arg(long, value_name = "URL")]
+    /// The archive to read (see `--help`).
+    #[arg(long, value_name = "URL", help = SOURCE_HELP)]
     pub source: String,
     /// Verify and count what would be inserted; write nothing
     #[arg(long)]
