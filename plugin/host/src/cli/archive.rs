@@ -63,15 +63,16 @@ pub fn precheck(command: &mut Command) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Whether the command must change nothing, so the storage opens in maintenance mode (no auto-migration).
-pub fn changes_nothing(cmd: &StorageCmd) -> Option<bool> {
+/// Whether an archive or restore command must change nothing (dry runs, verify), so the storage opens in
+/// maintenance mode (no auto-migration), as cleanup's dry run does.
+pub fn changes_nothing(cmd: &StorageCmd) -> bool {
     match cmd {
         StorageCmd::Archive(ArchiveCmd::Executions { common, .. } | ArchiveCmd::AuditLogs { common, .. }) => {
-            Some(common.dry_run)
+            common.dry_run
         }
-        StorageCmd::Archive(ArchiveCmd::Verify { .. }) => Some(true),
-        StorageCmd::Restore(args) => Some(args.dry_run),
-        _ => None,
+        StorageCmd::Archive(ArchiveCmd::Verify { .. }) => true,
+        StorageCmd::Restore(args) => args.dry_run,
+        _ => false,
     }
 }
 
