@@ -275,6 +275,11 @@ pub fn archive_text(r: &ArchiveReport) -> String {
                  were still in the database)",
                 rr.run_id, rr.objects_removed
             ),
+            "abandoned" => format!(
+                "earlier run {} abandoned: its manifest is gone from the destination, so nothing of it was \
+                 deleted (its rows stay in the database)",
+                rr.run_id
+            ),
             other => format!("earlier run {} {other}", rr.run_id),
         };
         kv.push(("resumed", what));

@@ -198,9 +198,6 @@ Examples:
   parallax storage restore --source s3://backups/parallax/executions/manifests/<run-id>.json"
 );
 
-const SOURCE_HELP: &str = "The archive: its root (every manifest under it) or one manifest \
-(…/manifests/<run-id>.json)";
-
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCmd {
     /// Archive old final executions with their events, verify, then delete them (unless --keep)
@@ -224,7 +221,8 @@ pub enum ArchiveCmd {
     /// Check an archive's manifests and objects (sizes, SHA-256, gzip, counts); changes nothing
     #[command(long_about = ARCHIVE_VERIFY_LONG)]
     Verify {
-        #[arg(long, value_name = "URL", help = SOURCE_HELP)]
+        /// The archive: its root (every manifest under it) or one manifest (…/manifests/RUN-ID.json)
+        #[arg(long, value_name = "URL")]
         source: String,
     },
 }
@@ -250,8 +248,8 @@ pub struct ArchiveArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive to read (see `--help`).
-    #[arg(long, value_name = "URL", help = SOURCE_HELP)]
+    /// The archive: its root (every manifest under it) or one manifest (…/manifests/RUN-ID.json)
+    #[arg(long, value_name = "URL")]
     pub source: String,
     /// Verify and count what would be inserted; write nothing
     #[arg(long)]
