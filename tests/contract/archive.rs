@@ -922,3 +922,44 @@ pub async fn a_second_archive_adds_a_second_manifest(h: &Harness) {
     fresh.finish().await;
     other.finish().await;
 }
+
+/// A restore into a storage that already holds some of the archived ids inserts the others and leaves the present
+/// ones exactly as they are (their own fields and events, not the archive's): skipped whole.
+pub async fn restore_skips_present_rows_whole(h: &Harness) {
+    let s = &h.storage;
+    let f = Fixture::new(s).await;
+    let (originals, _) = ar::snapshot(s).await;
+    let (_, dest) = ar::destination(h, "partial");
+    s.archive(&executions_to("30d", &dest)).await.unwrap();
+
+    let fresh = ar::fresh_like(h).await;
+    let t = &fresh.storage;
+    // The same id as `a`, with other contents and one event of its own.
+    let mut mine = new_execution("local-version", "9.9.9");
+    mine.id = Some(f.a.id);
+    mine.input = Some(json!({ "text": "mine" }).into());
+    mine.status = ExecutionStatus::Running;
+    let mine = t.create_execution(mine).await.unwrap();
+    t.append_event(mine.id, NewEvent::new(EventKind::StepResult, json!({ "local": true }))).await.unwrap();
+    let (before, _) = ar::snapshot(t).await;
+
+    let rr = s_restore(t, restore(&dest)).await;
+    assert_eq!((count(&rr.inserted, "executions"), count(&rr.skipped, "executions")), (2, 1), "{rr:?}");
+    assert_eq!(count(&rr.inserted, "execution_events"), 1, "only b's event; a's are skipped with it: {rr:?}");
+    let (after, _) = ar::snapshot(t).await;
+    let a = f.a.id.to_string();
+    assert_eq!(after[&a], before[&a], "the present row is left exactly as it was");
+    for e in [&f.b, &f.c] {
+        let id = e.id.to_string();
+        assert_eq!(after[&id], originals[&id], "{id} restored as archived");
+    }
+    // The present execution is still alive: it can go on and finish.
+    let done = ExecutionCompletion {
+        status: ExecutionStatus::Completed,
+        output: None,
+        error: None,
+        completed_at: None,
+    };
+    t.complete_execution(mine.id, done).await.unwrap();
+    fresh.finish().await;
+}
