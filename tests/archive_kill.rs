@@ -676,3 +676,38 @@ async fn s3_killed_mid_upload() {
     assert!(r.objects.iter().any(|o| o.size > 5 << 20), "an object bigger than a part: {r:?}");
     setup.state().await.assert_finished(&setup, "re-run after a kill mid-upload on S3");
 }
+
+/// An old execution that was running when the run selected its rows, and finishes (with an old completion time)
+/// while the run is deleting, sits inside the archived time range but is not in the archive: it must not be
+/// deleted with the archived rows (deletion is by archived id, never by range). The re-run archives it then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_row_finished_during_the_delete_is_archived_not_lost() {
+    let mut setup = Setup::new(Backend::Sqlite, (120, 2, 2, 64), None).await;
+    let mut run = Running::spawn(setup.archive_cmd(Some("mid-delete")));
+    run.wait_for("archive paused at mid-delete", Duration::from_secs(120));
+    let s = setup.open();
+    let stuck = s.executions(ExecutionFilter::default().pattern("archived"), 500).collect().await.unwrap();
+    let late = stuck
+        .iter()
+        .find(|e| e.status == ExecutionStatus::Running)
+        .expect("an old running execution")
+        .clone();
+    let done = ExecutionCompletion {
+        status: ExecutionStatus::Completed,
+        output: None,
+        error: None,
+        completed_at: Some(at(late.started_at.as_micros() + 1_000_000)),
+    };
+    s.complete_execution(late.id, done).await.unwrap();
+    s.shutdown().await.unwrap();
+    run.kill();
+
+    let st = setup.state().await;
+    st.assert_nothing_lost(&setup, "killed mid-delete with a row finished meanwhile");
+    assert!(st.in_db.contains(&late.id.to_string()), "the late row was deleted without being archived");
+    let r = finish(&setup);
+    assert_eq!(r.resumed.first().map(|x| x.action.as_str()), Some("finished"), "{r:?}");
+    assert_eq!(r.rows.get("executions"), Some(&1), "the re-run archives the late row: {r:?}");
+    setup.selected.insert(late.id.to_string());
+    setup.state().await.assert_finished(&setup, "re-run after the late row finished");
+}

@@ -203,22 +203,19 @@ fn import_executions(conn: &mut SqliteConnection, records: &[ExecutionRecord]) -
             continue;
         }
         done.inserted += 1;
-        let events: Vec<EventRow> = r
-            .events
-            .iter()
-            .map(|ev| EventRow {
+        // One row per statement: diesel keeps the prepared statement, where a multi-row insert would be
+        // prepared anew for every execution.
+        for ev in &r.events {
+            let row = EventRow {
                 id: ev.id.to_string(),
                 execution_id: id.to_string(),
                 seq: ev.seq,
                 kind: ev.kind.as_str().to_string(),
                 payload: ev.payload.to_string(),
                 recorded_at: ev.recorded_at,
-            })
-            .collect();
-        // 6 bound values a row: well under SQLite's variable limit.
-        for chunk in events.chunks(1000) {
+            };
             done.events_inserted += diesel::insert_into(execution_events::table)
-                .values(chunk)
+                .values(&row)
                 .execute(conn)
                 .map_err(|e| restoring("the events of execution", id, sqlite_error(e)))?
                 as u64;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parallax_storage_host::{
     archive::{ArchiveParams, ArchiveReport, RestoreParams, VerifyParams, VerifyReport},
-    retention::{CleanupParams, CleanupTarget},
+    retention::{self, CleanupParams, CleanupTarget},
     *,
 };
 use serde_json::{json, Value};
@@ -921,4 +921,112 @@ pub async fn a_second_archive_adds_a_second_manifest(h: &Harness) {
     assert!(exists(&other.storage, f.c.id).await && !exists(&other.storage, f.a.id).await);
     fresh.finish().await;
     other.finish().await;
+}
+
+/// A restore into a storage that already holds some of the archived ids inserts the others and leaves the present
+/// ones exactly as they are (their own fields and events, not the archive's): skipped whole.
+pub async fn restore_skips_present_rows_whole(h: &Harness) {
+    let s = &h.storage;
+    let f = Fixture::new(s).await;
+    let (originals, _) = ar::snapshot(s).await;
+    let (_, dest) = ar::destination(h, "partial");
+    s.archive(&executions_to("30d", &dest)).await.unwrap();
+
+    let fresh = ar::fresh_like(h).await;
+    let t = &fresh.storage;
+    // The same id as `a`, with other contents and one event of its own.
+    let mut mine = new_execution("local-version", "9.9.9");
+    mine.id = Some(f.a.id);
+    mine.input = Some(json!({ "text": "mine" }).into());
+    mine.status = ExecutionStatus::Running;
+    let mine = t.create_execution(mine).await.unwrap();
+    t.append_event(mine.id, NewEvent::new(EventKind::StepResult, json!({ "local": true }))).await.unwrap();
+    let (before, _) = ar::snapshot(t).await;
+
+    let rr = s_restore(t, restore(&dest)).await;
+    assert_eq!((count(&rr.inserted, "executions"), count(&rr.skipped, "executions")), (2, 1), "{rr:?}");
+    assert_eq!(count(&rr.inserted, "execution_events"), 1, "only b's event; a's are skipped with it: {rr:?}");
+    let (after, _) = ar::snapshot(t).await;
+    let a = f.a.id.to_string();
+    assert_eq!(after[&a], before[&a], "the present row is left exactly as it was");
+    for e in [&f.b, &f.c] {
+        let id = e.id.to_string();
+        assert_eq!(after[&id], originals[&id], "{id} restored as archived");
+    }
+    // The present execution is still alive: it can go on and finish.
+    let done = ExecutionCompletion {
+        status: ExecutionStatus::Completed,
+        output: None,
+        error: None,
+        completed_at: None,
+    };
+    t.complete_execution(mine.id, done).await.unwrap();
+    fresh.finish().await;
+}
+
+/// With `storage.retention.archiveDestination` set, a retention run archives what each rule removes first: one
+/// archive report per rule, the objects and manifests at the destination, the rows gone, and the archive restores
+/// to the originals. A dry run reports and writes nothing.
+pub async fn retention_archives_first_with_an_archive_destination(h: &Harness) {
+    let s = &h.storage;
+    let f = Fixture::new(s).await;
+    let old_audit = audit_at(s, &[days_ago(120), days_ago(100)]).await;
+    audit_at(s, &[days_ago(1)]).await;
+    let (originals, audit_originals) = ar::snapshot(s).await;
+    let (root, dest) = ar::destination(h, "scheduled");
+    std::fs::create_dir_all(&root).unwrap();
+    if !h.concurrent_instances {
+        h.storage.shutdown().await.unwrap();
+    }
+    let mut config = h.config.clone();
+    config["retention"] = json!({
+        "executions": { "maxAge": "30d" },
+        "auditLogs": { "enabled": true, "maxAge": "90d" },
+        "archiveDestination": dest,
+    });
+    let t = plugin().open(&config).unwrap_or_else(|e| panic!("open with archiveDestination {dest}: {e}"));
+
+    let dry = t.retention_run(&retention::RetentionRunParams { tick: None, dry_run: true }).await.unwrap();
+    assert!(!dry.ran && dry.run.is_none(), "{dry:?}");
+    assert_eq!(dry.archives.len(), 2, "a dry run reports what each rule would archive: {dry:?}");
+    assert!(dry.archives.iter().all(|a| a.dry_run), "{dry:?}");
+    assert!(ar::all_files(&root).is_empty(), "a dry run wrote {:?}", ar::all_files(&root));
+    assert_eq!(ar::snapshot(&t).await, (originals.clone(), audit_originals.clone()));
+
+    let r = t.retention_run(&retention::RetentionRunParams::default()).await.unwrap();
+    assert!(r.ran, "{r:?}");
+    assert_eq!(r.archives.len(), 2, "one archive per rule: {r:?}");
+    let by_target: BTreeMap<&str, &ArchiveReport> =
+        r.archives.iter().map(|a| (a.target.as_str(), a)).collect();
+    assert_eq!(count(&by_target["executions"].rows, "executions"), 3, "{r:?}");
+    assert_eq!(count(&by_target["auditLogs"].rows, "audit_logs"), 2, "{r:?}");
+    assert!(r.archives.iter().all(|a| a.deleted && a.destination == dest), "{r:?}");
+    let run = r.run.clone().expect("the run is recorded");
+    assert_eq!(run.rows.get("executions"), Some(&3), "{run:?}");
+    let manifests = ar::manifests(&root);
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let archived: BTreeSet<String> = manifests.values().flat_map(|m| ar::manifest_ids(&root, m)).collect();
+    let want: BTreeSet<String> =
+        f.old_ids().into_iter().chain(old_audit.iter().map(|i| i.to_string())).collect();
+    assert_eq!(archived, want);
+    let (left, left_audit) = ar::snapshot(&t).await;
+    assert_eq!(
+        left.keys().cloned().collect::<BTreeSet<_>>(),
+        [f.stuck.id.to_string(), f.recent.id.to_string()].into()
+    );
+    assert_eq!(left_audit.len(), 1);
+    assert!(t.archive_verify(&verify(&dest)).await.unwrap().ok);
+
+    let fresh = ar::fresh_like(h).await;
+    s_restore(&fresh.storage, restore(&dest)).await;
+    let (restored, restored_audit) = ar::snapshot(&fresh.storage).await;
+    for (id, d) in &restored {
+        assert_eq!(Some(d), originals.get(id), "{id}");
+    }
+    for (id, d) in &restored_audit {
+        assert_eq!(Some(d), audit_originals.get(id), "{id}");
+    }
+    assert_eq!((restored.len(), restored_audit.len()), (3, 2));
+    fresh.finish().await;
+    t.shutdown().await.unwrap();
 }

@@ -85,6 +85,8 @@ macro_rules! for_each_contract {
             archive::archive_max_count_selects_what_cleanup_would,
             archive::archive_confirm_all_and_runner_lock,
             archive::a_second_archive_adds_a_second_manifest,
+            archive::restore_skips_present_rows_whole,
+            archive::retention_archives_first_with_an_archive_destination,
         }
     };
 }

@@ -1023,6 +1023,7 @@ fn archive_to_s3_with_the_aws_environment() {
             "1s",
             "--destination",
             &url,
+            "--yes",
         ],
     ));
     assert_eq!((a["rows"]["executions"].as_u64(), a["deleted"].as_bool()), (Some(2), Some(true)), "{a}");
@@ -1058,4 +1059,23 @@ fn archive_to_s3_with_the_aws_environment() {
     for (id, b) in ids.iter().zip(&before) {
         assert_eq!(&fresh.json(&["executions", "get", id, "--events"]), b, "execution {id} after restore");
     }
+}
+
+#[test]
+fn archive_dry_runs_and_verify_never_migrate() {
+    let env = Env::new();
+    std::fs::create_dir(env.dir.path().join("d")).unwrap();
+    let pending = |env: &Env| env.json(&["storage", "migrate", "status"])["pending"].as_u64().unwrap();
+    let before = pending(&env);
+    assert!(before > 0);
+    // Opened in maintenance mode: the schema stays as it is, so a dry run on an unmigrated database says so.
+    let msg = env.fails(
+        &["storage", "archive", "executions", "--older-than", "1s", "--destination", "d", "--dry-run"],
+        5,
+    );
+    assert!(msg.contains("migrate up"), "{msg}");
+    let msg = env.fails(&["storage", "archive", "verify", "--source", "d"], 3);
+    assert!(msg.contains("no archive manifest"), "{msg}");
+    env.fails(&["storage", "restore", "--source", "d", "--dry-run"], 3);
+    assert_eq!(pending(&env), before, "a dry run or verify ran migrations");
 }

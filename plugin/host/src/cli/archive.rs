@@ -63,15 +63,16 @@ pub fn precheck(command: &mut Command) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Whether the command must change nothing, so the storage opens in maintenance mode (no auto-migration).
-pub fn changes_nothing(cmd: &StorageCmd) -> Option<bool> {
+/// Whether an archive or restore command must change nothing (dry runs, verify), so the storage opens in
+/// maintenance mode (no auto-migration), as cleanup's dry run does.
+pub fn changes_nothing(cmd: &StorageCmd) -> bool {
     match cmd {
         StorageCmd::Archive(ArchiveCmd::Executions { common, .. } | ArchiveCmd::AuditLogs { common, .. }) => {
-            Some(common.dry_run)
+            common.dry_run
         }
-        StorageCmd::Archive(ArchiveCmd::Verify { .. }) => Some(true),
-        StorageCmd::Restore(args) => Some(args.dry_run),
-        _ => None,
+        StorageCmd::Archive(ArchiveCmd::Verify { .. }) => true,
+        StorageCmd::Restore(args) => args.dry_run,
+        _ => false,
     }
 }
 
@@ -210,9 +211,22 @@ fn target_name(t: &str) -> &str {
     }
 }
 
+/// Table names in reading order: executions before their events, then any other.
+fn in_order<'a>(tables: impl IntoIterator<Item = &'a String>) -> Vec<&'a String> {
+    let rank = |t: &str| ["executions", "execution_events", "audit_logs"].iter().position(|k| *k == t);
+    let mut v: Vec<&String> = tables.into_iter().collect();
+    v.sort_by_key(|t| (rank(t).unwrap_or(usize::MAX), (*t).clone()));
+    v.dedup();
+    v
+}
+
 /// `120 executions, 480 execution_events`, or `none`.
 fn rows_text(rows: &BTreeMap<String, u64>) -> String {
-    let parts: Vec<String> = rows.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{n} {t}")).collect();
+    let parts: Vec<String> = in_order(rows.keys())
+        .into_iter()
+        .filter(|t| rows[*t] > 0)
+        .map(|t| format!("{} {t}", rows[t]))
+        .collect();
     if parts.is_empty() {
         "none".into()
     } else {
@@ -261,14 +275,19 @@ pub fn archive_text(r: &ArchiveReport) -> String {
                  were still in the database)",
                 rr.run_id, rr.objects_removed
             ),
+            "abandoned" => format!(
+                "earlier run {} abandoned: its manifest is gone from the destination, so nothing of it was \
+                 deleted (its rows stay in the database)",
+                rr.run_id
+            ),
             other => format!("earlier run {} {other}", rr.run_id),
         };
         kv.push(("resumed", what));
     }
     out.push_str(&key_values(&kv));
     let mut t = Table::new(&["TABLE", if r.dry_run { "WOULD ARCHIVE" } else { "ARCHIVED" }]);
-    for (table, n) in &r.rows {
-        t.row(vec![table.clone(), n.to_string()]);
+    for table in in_order(r.rows.keys()) {
+        t.row(vec![table.clone(), r.rows[table].to_string()]);
     }
     out.push_str(&t.render());
     let mut kv = Vec::new();
@@ -442,8 +461,7 @@ pub fn restore_text(r: &RestoreReport) -> String {
         if r.dry_run { "WOULD INSERT" } else { "INSERTED" },
         "SKIPPED (ALREADY PRESENT)",
     ]);
-    let tables: std::collections::BTreeSet<&String> = r.inserted.keys().chain(r.skipped.keys()).collect();
-    for table in tables {
+    for table in in_order(r.inserted.keys().chain(r.skipped.keys())) {
         t.row(vec![
             table.clone(),
             r.inserted.get(table).copied().unwrap_or(0).to_string(),
@@ -482,6 +500,21 @@ mod tests {
         assert!(progress_line(&log(LogLevel::Debug, "parallax_storage::archive")).is_none());
         assert!(progress_line(&log(LogLevel::Info, "parallax_storage::sqlite")).is_none());
         assert!(progress_line(&log(LogLevel::Info, "parallax_storage::archiver")).is_none());
+    }
+
+    #[test]
+    fn tables_read_executions_first() {
+        let rows: BTreeMap<String, u64> =
+            [("execution_events", 4), ("executions", 2), ("audit_logs", 0), ("zz", 1)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        assert_eq!(rows_text(&rows), "2 executions, 4 execution_events, 1 zz");
+        let mut both = rows.clone();
+        both.insert("audit_logs".into(), 3);
+        let order: Vec<&String> = in_order(rows.keys().chain(both.keys()));
+        assert_eq!(order, ["executions", "execution_events", "audit_logs", "zz"]);
+        assert_eq!(rows_text(&BTreeMap::new()), "none");
     }
 
     #[test]

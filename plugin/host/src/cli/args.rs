@@ -109,7 +109,7 @@ macro_rules! archive_help {
   /abs/path/ or rel/path/     a local directory; a relative path is taken from the current directory
 
 S3 settings come from the storage.archive section of the config file, over the standard AWS environment of \
-this process: endpoint (AWS_ENDPOINT_URL), region (AWS_REGION, then AWS_DEFAULT_REGION, else us-east-1), \
+this process: endpoint (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), region (AWS_REGION, then AWS_DEFAULT_REGION, else us-east-1), \
 accessKeyId (AWS_ACCESS_KEY_ID), secretAccessKey (AWS_SECRET_ACCESS_KEY), sessionToken (AWS_SESSION_TOKEN), \
 allowHttp (AWS_ALLOW_HTTP, for a plain-HTTP local endpoint); also maxObjectSize, partSize, retries and \
 timeout. Secrets never appear in output or errors.

@@ -197,9 +197,8 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
         )) => common.dry_run,
         Command::Storage(StorageCmd::Retention(RetentionCmd::Status)) => true,
         Command::Storage(StorageCmd::Retention(RetentionCmd::Run { dry_run, .. })) => *dry_run,
-        // Archive dry runs, verify and restore dry runs.
         Command::Storage(cmd @ (StorageCmd::Archive(_) | StorageCmd::Restore(_))) => {
-            archive::changes_nothing(cmd).unwrap_or(false)
+            archive::changes_nothing(cmd)
         }
         _ => false,
     };

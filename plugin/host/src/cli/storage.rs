@@ -125,7 +125,6 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
         StorageCmd::Info => {
             Err(CliError::new(1, "internal: `storage info` is answered without opening the storage"))
         }
-
         StorageCmd::TestConnection => {
             let h = store.health().await?;
             let r = render::health(&h);
