@@ -16,8 +16,8 @@
 //!   (`json_object`, events by `json_group_array`), the restore baseline inserts them with rusqlite in one
 //!   transaction.
 //!
-//! The parallax binary must be built in release: `cargo build --release -p parallax-storage-host` (the bench
-//! refuses a missing or stale one).
+//! `PARALLAX_BENCH_ARCHIVE_ROWS=N` sets another N. The parallax binary must be built in release: `cargo build
+//! --release -p parallax-storage-host` (the bench refuses a missing or stale one).
 
 use std::{
     io::Write,
@@ -506,7 +506,8 @@ async fn postgres(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Obje
     let empty = server.fresh_database().await;
     migrate_pg(&empty).await;
     let copy = pg_copy_in(&empty, n).await;
-    if opts.wants("pg_restore") {
+    // The restore reads the archive just written: reported with it.
+    if opts.wants("pg_restore") || opts.wants("pg_archive") {
         util::report_throughput(
             "pg_restore",
             n as f64 / restored.took.as_secs_f64(),
@@ -702,7 +703,7 @@ async fn sqlite(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Object
     insert_sqlite(&tx, n);
     tx.commit().unwrap();
     let copy = t.elapsed();
-    if opts.wants("sqlite_restore") {
+    if opts.wants("sqlite_restore") || opts.wants("sqlite_archive") {
         util::report_throughput(
             "sqlite_restore",
             n as f64 / restored.took.as_secs_f64(),
@@ -726,7 +727,11 @@ pub async fn run(opts: &Opts) {
     if !pg_wanted && !sqlite_wanted {
         return;
     }
-    let n = opts.n(1_000_000, 20_000);
+    // PARALLAX_BENCH_ARCHIVE_ROWS: another N (a shorter run on a busy machine).
+    let n = std::env::var("PARALLAX_BENCH_ARCHIVE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| opts.n(1_000_000, 20_000));
     let dir = tempfile::tempdir().expect("tempdir");
     let s3 = s3::S3Server::start();
     let store = store(&s3);
