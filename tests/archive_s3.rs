@@ -13,7 +13,7 @@ use common::{
     *,
 };
 use parallax_storage_host::{
-    archive::{ArchiveParams, ArchiveReport},
+    archive::{ArchiveParams, ArchiveReport, RestoreParams},
     retention::CleanupTarget,
     *,
 };
@@ -401,4 +401,48 @@ async fn no_credentials_body() {
         s.shutdown().await.unwrap();
     }
     assert!(s3.files(BUCKET).is_empty());
+}
+
+/// A restore imports far more slowly than it downloads. Reading an S3 object while importing it kept one GET
+/// open past the request timeout (`storage.archive.timeout` covers the body), and the retry of the rest
+/// failed: the whole restore failed on any object that took longer to import than the timeout. A remote
+/// object is now copied locally first; with a timeout far below the import time the restore still works.
+#[tokio::test]
+async fn a_restore_slower_than_the_request_timeout_still_completes() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sqlite(&dir, s3.archive_config());
+    let n = 20_000usize;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let entries = chunk
+            .iter()
+            .map(|i| {
+                let mut a = audit("archive.slow-restore", "tester");
+                a.timestamp = Some(at(days_ago(120) + *i as i64));
+                a
+            })
+            .collect();
+        s.append_audit(entries).await.unwrap();
+    }
+    let dest = s3.url("slow-restore/");
+    let mut p = archive_params(CleanupTarget::AuditLogs, &dest);
+    p.keep = true;
+    let report: ArchiveReport = s.archive(&p).await.unwrap();
+    assert_eq!(report.rows.get("audit_logs"), Some(&(n as u64)), "{report:?}");
+    s.shutdown().await.unwrap();
+
+    let mut short = s3.archive_config();
+    short["timeout"] = json!(200);
+    let target_dir = tempfile::tempdir().unwrap();
+    let t = open_sqlite(&target_dir, short);
+    let started = Instant::now();
+    let restored = t
+        .restore(&RestoreParams { source: dest.clone(), dry_run: false })
+        .await
+        .unwrap_or_else(|e| panic!("restore with a 200 ms request timeout: {e}"));
+    assert!(started.elapsed() > Duration::from_millis(200), "the import was not slower than the timeout");
+    assert_eq!(restored.inserted.get("audit_logs"), Some(&(n as u64)), "{restored:?}");
+    let back = t.audit_entries(AuditQuery::default(), 1000).collect().await.unwrap();
+    assert_eq!(back.len(), n);
+    t.shutdown().await.unwrap();
 }

@@ -10,10 +10,13 @@ use futures_util::{stream::BoxStream, StreamExt};
 use object_store::ObjectStoreExt;
 
 use super::{
-    destination::Destination,
+    destination::{Destination, Kind},
     format::{self, hex, LineAt, Record, Table},
 };
-use crate::error::{Error, Result};
+use crate::{
+    config::ArchiveConfig,
+    error::{Error, Result},
+};
 
 /// What reading a whole object found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,17 +97,30 @@ pub struct ObjectReader<'a> {
     size: u64,
     decoder: Option<GzDecoder<Lines>>,
     ended: bool,
+    /// Dropped after `stream` (field order).
+    _copy: Option<LocalCopy>,
 }
 
 impl<'a> ObjectReader<'a> {
     /// Opens `key`; with `table`, its records are decoded, otherwise only its bytes are checksummed.
+    ///
+    /// Decoding a remote object reads it from a local temporary copy: verify, delete and restore do slow
+    /// work between chunks (decoding, importing), and one GET kept open that long runs past the request
+    /// timeout (`storage.archive.timeout` covers the body). The copy is streamed to disk and removed when the
+    /// reader is dropped; a checksum-only read streams directly.
     pub async fn open(dest: &'a Destination, key: &str, table: Option<Table>) -> Result<ObjectReader<'a>> {
-        let got = dest
+        let copy = match table {
+            Some(_) => LocalCopy::of(dest, key).await?,
+            None => None,
+        };
+        let from = copy.as_ref().map_or(dest, |c| &c.dest);
+        let got = from
             .store()
-            .get(&dest.path(key))
+            .get(&from.path(key))
             .await
             .map_err(|e| dest.error(&format!("cannot read object {key}"), e))?;
         Ok(ObjectReader {
+            _copy: copy,
             dest,
             key: key.to_string(),
             stream: Some(got.into_stream()),
@@ -309,5 +325,48 @@ mod tests {
 
         let (records, _) = read(gz(b"")).await.unwrap();
         assert!(records.is_empty(), "an empty object has no record");
+    }
+}
+
+/// A remote object copied into a temporary directory (same key below it), removed on drop.
+pub(super) struct LocalCopy {
+    dir: std::path::PathBuf,
+    dest: Destination,
+}
+
+impl LocalCopy {
+    /// `None` for a local destination (read in place).
+    pub(super) async fn of(dest: &Destination, key: &str) -> Result<Option<LocalCopy>> {
+        if dest.kind == Kind::Local {
+            return Ok(None);
+        }
+        let dir = std::env::temp_dir().join(format!("parallax-restore-{}", uuid::Uuid::now_v7()));
+        let file = dir.join(key);
+        let shown = dir.display().to_string();
+        let local_error =
+            |e: std::io::Error| Error::unavailable(format!("cannot copy object {key} to {shown}: {e}"));
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(local_error)?;
+        }
+        // From here on the directory is removed whatever happens.
+        let copy = LocalCopy { dest: Destination::open(&shown, &ArchiveConfig::default(), false)?, dir };
+        let mut out = std::fs::File::create(&file).map_err(local_error)?;
+        let mut stream = dest
+            .store()
+            .get(&dest.path(key))
+            .await
+            .map_err(|e| dest.error(&format!("cannot read object {key}"), e))?
+            .into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| dest.error(&format!("cannot read object {key}"), e))?;
+            std::io::Write::write_all(&mut out, &chunk).map_err(local_error)?;
+        }
+        Ok(Some(copy))
+    }
+}
+
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
