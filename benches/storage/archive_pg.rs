@@ -596,6 +596,13 @@ fn insert_sqlite(tx: &rusqlite::Transaction<'_>, n: usize) {
             .expect("insert event");
         }
     }
+    // Index the queued executions as the plugin does before each commit, so the file is what the plugin
+    // would have left (an unindexed queue of N executions would be indexed by the first write of the
+    // archiving process, in one transaction, and charged to its time and memory).
+    drop((exe, ev));
+    for sql in parallax_storage::sqlite::search::INDEX_QUEUED_SQL {
+        tx.execute_batch(sql).expect("index the search queue");
+    }
 }
 
 /// The SQLite baseline: rusqlite `json_object` lines (a blocking thread) → gzip → multipart upload.
