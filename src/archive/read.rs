@@ -249,6 +249,49 @@ pub fn mismatch(
     None
 }
 
+/// A remote object copied into a temporary directory (same key below it), removed on drop.
+pub(super) struct LocalCopy {
+    dir: std::path::PathBuf,
+    dest: Destination,
+}
+
+impl LocalCopy {
+    /// `None` for a local destination (read in place).
+    pub(super) async fn of(dest: &Destination, key: &str) -> Result<Option<LocalCopy>> {
+        if dest.kind == Kind::Local {
+            return Ok(None);
+        }
+        let dir = std::env::temp_dir().join(format!("parallax-restore-{}", uuid::Uuid::now_v7()));
+        let file = dir.join(key);
+        let shown = dir.display().to_string();
+        let local_error =
+            |e: std::io::Error| Error::unavailable(format!("cannot copy object {key} to {shown}: {e}"));
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(local_error)?;
+        }
+        // From here on the directory is removed whatever happens.
+        let copy = LocalCopy { dest: Destination::open(&shown, &ArchiveConfig::default(), false)?, dir };
+        let mut out = std::fs::File::create(&file).map_err(local_error)?;
+        let mut stream = dest
+            .store()
+            .get(&dest.path(key))
+            .await
+            .map_err(|e| dest.error(&format!("cannot read object {key}"), e))?
+            .into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| dest.error(&format!("cannot read object {key}"), e))?;
+            std::io::Write::write_all(&mut out, &chunk).map_err(local_error)?;
+        }
+        Ok(Some(copy))
+    }
+}
+
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
@@ -325,48 +368,5 @@ mod tests {
 
         let (records, _) = read(gz(b"")).await.unwrap();
         assert!(records.is_empty(), "an empty object has no record");
-    }
-}
-
-/// A remote object copied into a temporary directory (same key below it), removed on drop.
-pub(super) struct LocalCopy {
-    dir: std::path::PathBuf,
-    dest: Destination,
-}
-
-impl LocalCopy {
-    /// `None` for a local destination (read in place).
-    pub(super) async fn of(dest: &Destination, key: &str) -> Result<Option<LocalCopy>> {
-        if dest.kind == Kind::Local {
-            return Ok(None);
-        }
-        let dir = std::env::temp_dir().join(format!("parallax-restore-{}", uuid::Uuid::now_v7()));
-        let file = dir.join(key);
-        let shown = dir.display().to_string();
-        let local_error =
-            |e: std::io::Error| Error::unavailable(format!("cannot copy object {key} to {shown}: {e}"));
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(local_error)?;
-        }
-        // From here on the directory is removed whatever happens.
-        let copy = LocalCopy { dest: Destination::open(&shown, &ArchiveConfig::default(), false)?, dir };
-        let mut out = std::fs::File::create(&file).map_err(local_error)?;
-        let mut stream = dest
-            .store()
-            .get(&dest.path(key))
-            .await
-            .map_err(|e| dest.error(&format!("cannot read object {key}"), e))?
-            .into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| dest.error(&format!("cannot read object {key}"), e))?;
-            std::io::Write::write_all(&mut out, &chunk).map_err(local_error)?;
-        }
-        Ok(Some(copy))
-    }
-}
-
-impl Drop for LocalCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
