@@ -168,7 +168,9 @@ fn cli(dir: &Path, storage: &Value, s3: &s3::S3Server, args: &[&str]) -> Child {
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
-        .unwrap_or_else(|e| util::fail(&format!("cannot start parallax: {e}")));
+        .unwrap_or_else(|e| {
+            util::fail(&format!("cannot start parallax under {TIME} (Debian package `time`): {e}"))
+        });
     let mut status = 0i32;
     // SAFETY: waits for our own child; `status` is valid for writes.
     let pid = unsafe { libc::waitpid(child.id() as i32, &mut status, 0) };
