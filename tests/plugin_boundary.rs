@@ -203,6 +203,31 @@ async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
     };
     assert_kind(s.cleanup(&params).await, ErrorKind::Unsupported, "maintenance");
     assert_kind(s.retention_status().await, ErrorKind::Unsupported, "maintenance");
+    // So do the archive calls (issue 13): nothing is written to the destination, nothing removed.
+    use parallax_storage_host::archive::{ArchiveParams, RestoreParams, VerifyParams};
+    let dest = tempfile::tempdir().unwrap();
+    let destination = dest.path().display().to_string();
+    let archive = ArchiveParams {
+        target: parallax_storage_host::retention::CleanupTarget::Executions,
+        older_than: Some("1s".into()),
+        max_count: None,
+        destination: destination.clone(),
+        dry_run: false,
+        keep: false,
+        confirm_all: true,
+    };
+    assert_kind(s.archive(&archive).await, ErrorKind::Unsupported, "maintenance");
+    assert_kind(
+        s.archive_verify(&VerifyParams { source: destination.clone() }).await,
+        ErrorKind::Unsupported,
+        "maintenance",
+    );
+    assert_kind(
+        s.restore(&RestoreParams { source: destination, dry_run: false }).await,
+        ErrorKind::Unsupported,
+        "maintenance",
+    );
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "the old plugin wrote an archive");
     assert_eq!(s.get_execution(e.id).await.unwrap(), got);
     // ... and through the raw trait object, where abi_stable finds no vtable entry and runs the trait's default
     // body in the host (no panic, no made-up answer).
