@@ -297,50 +297,7 @@ async fn load_pg(db: &str, n: usize) {
     for (name, _) in &indexes {
         c.batch_execute(&format!("DROP INDEX {name}")).await.expect("drop index");
     }
-    let execs = c
-        .copy_in(&format!("COPY executions ({EXECUTION_COPY_COLUMNS}) FROM STDIN (FORMAT binary)"))
-        .await
-        .expect("COPY executions");
-    // Executions first, then their events (regenerated from the same seed).
-    futures_util::pin_mut!(execs);
-    let mut row = history(n);
-    let mut copy = BinaryCopy::new();
-    for k in 0..n {
-        copy_execution(&mut copy, &row(k));
-        if copy.buf.len() > 4 << 20 {
-            execs.send(copy.take()).await.expect("COPY data");
-        }
-    }
-    execs.send(copy.finish()).await.expect("COPY data");
-    assert_eq!(execs.finish().await.expect("COPY finish") as usize, n);
-    let events = c
-        .copy_in(
-            "COPY execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at) \
-             FROM STDIN (FORMAT binary)",
-        )
-        .await
-        .expect("COPY events");
-    futures_util::pin_mut!(events);
-    let mut row = history(n);
-    let mut copy = BinaryCopy::new();
-    for k in 0..n {
-        let r = row(k);
-        for seq in 1..=EVENTS {
-            copy.row(7);
-            copy.uuid(&event_id(&r.id, seq));
-            copy.uuid(&r.id);
-            copy.opt_i64(Some(seq));
-            copy.text(event_kind(seq));
-            copy.jsonb(event_payload(seq));
-            copy.timestamptz(r.started_us + seq * 1000);
-            copy.timestamptz(r.started_us);
-        }
-        if copy.buf.len() > 4 << 20 {
-            events.send(copy.take()).await.expect("COPY data");
-        }
-    }
-    events.send(copy.finish()).await.expect("COPY data");
-    assert_eq!(events.finish().await.expect("COPY finish") as usize, n * EVENTS as usize);
+    copy_history(&c, n).await;
     c.batch_execute("SET maintenance_work_mem = '256MB'").await.expect("SET");
     for (_, def) in &indexes {
         c.batch_execute(def).await.expect("create index");
@@ -391,22 +348,13 @@ async fn pg_baseline(db: &str, store: &Arc<dyn ObjectStore>, cutoff_us: i64) -> 
     (took, lines, bytes)
 }
 
-/// The restore baseline: binary COPY of the same rows into an empty, migrated database.
-async fn pg_copy_in(db: &str, n: usize) -> Duration {
-    let c = pg::server().client(db).await;
-    let start = now_us() - 400 * DAY_US - DAYS * DAY_US - 2 * DAY_US;
-    let mut at = start;
-    while at < now_us() - 399 * DAY_US {
-        c.execute("SELECT parallax_create_execution_partition(to_timestamp($1))", &[&(at as f64 / 1e6)])
-            .await
-            .expect("partition");
-        at += 20 * DAY_US;
-    }
-    let t = Instant::now();
+/// The N executions of [`history`] and their events, by binary COPY (events regenerated from the same seed).
+async fn copy_history(c: &tokio_postgres::Client, n: usize) {
     let execs = c
         .copy_in(&format!("COPY executions ({EXECUTION_COPY_COLUMNS}) FROM STDIN (FORMAT binary)"))
         .await
         .expect("COPY executions");
+    // Executions first, then their events (regenerated from the same seed).
     futures_util::pin_mut!(execs);
     let mut row = history(n);
     let mut copy = BinaryCopy::new();
@@ -417,7 +365,7 @@ async fn pg_copy_in(db: &str, n: usize) -> Duration {
         }
     }
     execs.send(copy.finish()).await.expect("COPY data");
-    execs.finish().await.expect("COPY finish");
+    assert_eq!(execs.finish().await.expect("COPY finish") as usize, n);
     let events = c
         .copy_in(
             "COPY execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at) \
@@ -445,7 +393,22 @@ async fn pg_copy_in(db: &str, n: usize) -> Duration {
         }
     }
     events.send(copy.finish()).await.expect("COPY data");
-    events.finish().await.expect("COPY finish");
+    assert_eq!(events.finish().await.expect("COPY finish") as usize, n * EVENTS as usize);
+}
+
+/// The restore baseline: binary COPY of the same rows into an empty, migrated database.
+async fn pg_copy_in(db: &str, n: usize) -> Duration {
+    let c = pg::server().client(db).await;
+    let start = now_us() - 400 * DAY_US - DAYS * DAY_US - 2 * DAY_US;
+    let mut at = start;
+    while at < now_us() - 399 * DAY_US {
+        c.execute("SELECT parallax_create_execution_partition(to_timestamp($1))", &[&(at as f64 / 1e6)])
+            .await
+            .expect("partition");
+        at += 20 * DAY_US;
+    }
+    let t = Instant::now();
+    copy_history(&c, n).await;
     t.elapsed()
 }
 
