@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     args::{CleanupArgs, CleanupCmd, RetentionCmd},
-    render::format_ms,
+    render::{format_bytes, format_ms},
     table::{key_values, Table},
     CliError, Output,
 };
@@ -97,7 +97,7 @@ pub fn report_text(r: &CleanupReport) -> String {
             how.push(format!("{} rows in {} batches", tr.rows_in_batches, tr.batches));
         }
         if let Some(b) = tr.bytes_reclaimed {
-            how.push(format!("{} reclaimed", bytes(b)));
+            how.push(format!("{} reclaimed", format_bytes(b)));
         }
         t.row(vec![
             tr.table.clone(),
@@ -139,21 +139,6 @@ fn verb_header(dry_run: bool) -> &'static str {
         "WOULD GO"
     } else {
         "REMOVED"
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
