@@ -36,21 +36,25 @@ pub struct Adapter<B: Contract> {
     closed: Arc<AtomicBool>,
     /// Set just before the runtime shuts down: calls polled by the caller stop polling their work.
     stopped: Arc<AtomicBool>,
-    /// The retention scheduler (`src/retention/schedule.rs`), when the config asks for one; aborted at shutdown.
-    scheduler: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The retention scheduler (`src/retention/schedule.rs`), when the config asks for one, and the metrics
+    /// refresher (`src/metrics`); aborted at shutdown.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl<B: Contract> Adapter<B> {
     pub fn new(backend: B, runtime: Runtime) -> Self {
         let backend = Arc::new(backend);
-        let scheduler = crate::retention::schedule::spawn(runtime.handle(), Arc::downgrade(&backend));
+        let background = [
+            crate::retention::schedule::spawn(runtime.handle(), Arc::downgrade(&backend)),
+            crate::metrics::spawn_refresher(runtime.handle(), Arc::downgrade(&backend)),
+        ];
         Adapter {
             backend: Some(backend),
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             closed: Arc::new(AtomicBool::new(false)),
             stopped: Arc::new(AtomicBool::new(false)),
-            scheduler: Mutex::new(scheduler),
+            background: Mutex::new(background.into_iter().flatten().collect()),
         }
     }
 
@@ -65,6 +69,8 @@ impl<B: Contract> Adapter<B> {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let started = std::time::Instant::now();
+        // The registry outlives the call even if the adapter is dropped meanwhile: the Arc keeps the backend.
+        let recorder = self.backend.clone();
         let running = catch_unwind(AssertUnwindSafe(|| {
             let f = body()?;
             if self.closed.load(Ordering::Acquire) {
@@ -86,11 +92,13 @@ impl<B: Contract> Adapter<B> {
                 Err(e) => Err(e),
                 Ok(work) => work.await,
             };
+            let elapsed = started.elapsed();
             match &result {
-                Ok(_) => {
-                    tracing::trace!(op, elapsed_us = started.elapsed().as_micros() as u64, "storage call")
-                }
+                Ok(_) => tracing::trace!(op, elapsed_us = elapsed.as_micros() as u64, "storage call"),
                 Err(e) => tracing::debug!(op, kind = e.kind().as_str(), error = %e, "storage call failed"),
+            }
+            if let Some(b) = &recorder {
+                b.metrics().observe(op, elapsed, result.as_ref().err().map(|e| e.kind()));
             }
             match result {
                 Ok(v) => RResult::ROk(v),
@@ -501,8 +509,8 @@ impl<B: Contract> StorageBackend for Adapter<B> {
             if self.closed.swap(true, Ordering::AcqRel) {
                 return None;
             }
-            if let Some(s) = self.scheduler.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                s.abort();
+            for task in self.background.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                task.abort();
             }
             let backend = self.backend().ok()?;
             let job = self.handle.spawn(async move { backend.shutdown().await });

@@ -15,9 +15,9 @@ use parallax_storage_abi::{
 
 use crate::{error::Result, rules::Completion, validate::Page};
 
-/// Cleanup and retention ([`crate::retention::Store`]) and archive ([`crate::archive::Store`]) are part of
-/// every backend's contract.
-pub trait Contract: crate::archive::Store + Send + Sync + 'static {
+/// Cleanup and retention ([`crate::retention::Store`]), archive ([`crate::archive::Store`]) and metrics
+/// ([`crate::metrics::Source`]) are part of every backend's contract.
+pub trait Contract: crate::archive::Store + crate::metrics::Source + Send + Sync + 'static {
     /// `id_from_client`: the caller chose the id (it may be taken); otherwise the adapter generated a UUIDv7.
     /// Build the stored version with [`crate::rules::stored_pattern`].
     fn put_pattern(

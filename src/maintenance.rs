@@ -6,6 +6,7 @@
 use parallax_storage_abi::{
     archive::{ArchiveParams, RestoreParams, VerifyParams, ARCHIVE, ARCHIVE_VERIFY, RESTORE},
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
+    metrics::{MetricsParams, MetricsText, METRICS, PROMETHEUS_TEXT_CONTENT_TYPE},
     retention::{CleanupParams, RetentionRunParams, CLEANUP, RETENTION_RUN, RETENTION_STATUS},
     ABI_VERSION,
 };
@@ -25,6 +26,7 @@ pub const SUPPORTED: &[(&str, &[u32])] = &[
     (ARCHIVE, &[1]),
     (ARCHIVE_VERIFY, &[1]),
     (RESTORE, &[1]),
+    (METRICS, &[1]),
 ];
 
 pub fn supported() -> Vec<OpVersions> {
@@ -53,7 +55,7 @@ fn no_params(req: &MaintenanceRequest) -> Result<()> {
 }
 
 /// Runs a prepared request; the answer is the response document as JSON text.
-pub async fn run<S: Store>(req: MaintenanceRequest, store: &S) -> Result<String> {
+pub async fn run<S: Store + crate::metrics::Source>(req: MaintenanceRequest, store: &S) -> Result<String> {
     match (req.op.as_str(), req.version) {
         (CLEANUP, 1) => {
             let params: CleanupParams = req.params().map_err(Error)?;
@@ -88,6 +90,13 @@ pub async fn run<S: Store>(req: MaintenanceRequest, store: &S) -> Result<String>
             let params: RestoreParams = req.params().map_err(Error)?;
             let report = archive::run::restore(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (METRICS, 1) => {
+            let _: MetricsParams =
+                if req.params.is_null() { MetricsParams::default() } else { req.params().map_err(Error)? };
+            let text = crate::metrics::render(store).await?;
+            let result = MetricsText { content_type: PROMETHEUS_TEXT_CONTENT_TYPE.to_string(), text };
+            Ok(MaintenanceResponse::new(&req, &result).to_json())
         }
         (DESCRIBE, 1) => describe(&req),
         _ => Err(Error(unsupported_op(&req, &supported()))),

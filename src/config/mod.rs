@@ -144,6 +144,8 @@ pub struct StorageConfig {
     pub retention: RetentionConfig,
     /// `storage.archive`: how archive destinations are reached (S3 settings over the AWS environment).
     pub archive: ArchiveConfig,
+    /// `storage.metrics` (ours): what the plugin records and how its scrape is shaped.
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +165,38 @@ impl Default for SqliteConfig {
             busy_timeout_ms: 5000,
             synchronous: Synchronous::Full,
             read_pool_size: 4,
+        }
+    }
+}
+
+/// `storage.metrics` (ours). Parsed in `parse.rs`; every key optional.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsConfig {
+    /// `enabled` (default true): record call latencies and errors. When false, calls record nothing and the
+    /// `metrics` op answers `InvalidInput` naming the key (benchmarks compare the two).
+    pub enabled: bool,
+    /// `latencyBuckets` (seconds, strictly increasing, positive): export
+    /// `parallax_storage_operation_duration_seconds` as a histogram with these buckets instead of a summary.
+    /// Histograms aggregate across pods (`histogram_quantile(0.99, sum by (le, operation, table) (rate(…)))`);
+    /// a summary's quantiles do not, but the documented alert (`{quantile="0.99"} > 1`) needs the summary.
+    pub latency_buckets: Option<Vec<f64>>,
+    /// `quantiles` (default 0.5, 0.9, 0.95, 0.99): the summary's quantiles, each in 0..=1.
+    pub quantiles: Vec<f64>,
+    /// `summaryWindow` (default 60s): the summary's quantiles cover roughly the last window of calls.
+    pub summary_window_ms: u64,
+    /// `statsInterval` (default 30s): how often table rows and sizes (and the retention history) are refreshed
+    /// in the background; a scrape only reads the cached values.
+    pub stats_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            latency_buckets: None,
+            quantiles: vec![0.5, 0.9, 0.95, 0.99],
+            summary_window_ms: 60_000,
+            stats_interval_ms: 30_000,
         }
     }
 }
@@ -372,6 +406,7 @@ impl Default for StorageConfig {
             migrations: MigrationsConfig::default(),
             retention: RetentionConfig::default(),
             archive: ArchiveConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -52,6 +52,8 @@ fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
         migrations: migrations(&root.subsection("migrations", reader::MIGRATIONS_KEYS)?)?,
         retention: retention(&root.subsection("retention", reader::RETENTION_KEYS)?)?,
         archive: archive(&root.subsection("archive", reader::ARCHIVE_KEYS)?)?,
+        // TODO(issue 14, core): parse `storage.metrics` (reader::METRICS_KEYS) and list it in effective_json.
+        metrics: crate::config::MetricsConfig::default(),
     })
 }
 

@@ -25,6 +25,7 @@ mod index;
 mod layout;
 mod load;
 mod lock;
+mod metrics;
 pub mod migrations;
 mod ops;
 mod plan;
@@ -58,6 +59,7 @@ pub struct FileBackend {
     runner: Arc<tokio::sync::Mutex<()>>,
     /// The run records (`retention/runs.json`), read on first use.
     runs: std::sync::Mutex<Option<Vec<crate::retention::Run>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// `basePath` itself may be created, but its parent must exist (a typo should not create a directory tree).
@@ -117,7 +119,17 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
     let index = Arc::new(RwLock::new(load::load(&layout, manifest)));
     let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone(), lock))?;
     tracing::info!(path = %layout.base.display(), format = fc.format.as_str(), compress = fc.compress, "file storage opened");
-    Ok(FileBackend { cfg, layout, enc, index, writer, runner: Default::default(), runs: Default::default() })
+    let metrics = crate::metrics::Metrics::new(&cfg.metrics, "file");
+    Ok(FileBackend {
+        cfg,
+        layout,
+        enc,
+        index,
+        writer,
+        runner: Default::default(),
+        runs: Default::default(),
+        metrics,
+    })
 }
 
 impl FileBackend {

@@ -12,6 +12,7 @@ mod budget;
 mod connect;
 mod copy;
 mod driven;
+mod metrics;
 mod migrations;
 mod models;
 mod partitions;
@@ -47,6 +48,7 @@ pub struct PostgresBackend {
     copy: copy::CopyPool,
     /// The task keeping partitions created ahead; aborted at shutdown.
     maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl PostgresBackend {
@@ -71,7 +73,8 @@ impl PostgresBackend {
         };
         let pool = connect::pool(spec.clone(), &pg);
         let copy = copy::CopyPool::new(spec.clone(), pool.clone());
-        let backend = PostgresBackend { cfg, pg, spec, pool, copy, maintenance: Mutex::new(None) };
+        let metrics = crate::metrics::Metrics::new(&cfg.metrics, "postgresql");
+        let backend = PostgresBackend { cfg, pg, spec, pool, copy, maintenance: Mutex::new(None), metrics };
         if schema_ready {
             let made = partitions::ensure(&backend.pool, backend.pg.partition_months_ahead).await?;
             if made > 0 {

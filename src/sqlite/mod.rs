@@ -3,6 +3,7 @@
 
 mod archive;
 mod connection;
+mod metrics;
 pub mod migrations;
 mod models;
 mod queries;
@@ -27,6 +28,7 @@ pub struct SqliteBackend {
     cfg: StorageConfig,
     writer: Writer,
     readers: ReadPool,
+    metrics: crate::metrics::Metrics,
 }
 
 impl SqliteBackend {
@@ -52,7 +54,8 @@ impl SqliteBackend {
         .await
         .map_err(|e| Error::internal(format!("opening SQLite failed: {e}")))??;
         tracing::info!(path = %cfg.sqlite.path.display(), wal = cfg.sqlite.wal_mode, "SQLite storage opened");
-        Ok(SqliteBackend { cfg, writer: Writer::start(conn)?, readers: pool })
+        let metrics = crate::metrics::Metrics::new(&cfg.metrics, "sqlite");
+        Ok(SqliteBackend { cfg, writer: Writer::start(conn)?, readers: pool, metrics })
     }
 
     /// Runs `f` on a read-only pooled connection, off the async worker threads.

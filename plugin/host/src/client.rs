@@ -2,7 +2,9 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use parallax_storage_abi::{archive as archive_ops, maintenance, retention as ops, StorageBox};
+use parallax_storage_abi::{
+    archive as archive_ops, maintenance, metrics as metrics_ops, retention as ops, StorageBox,
+};
 
 use crate::{
     archive,
@@ -298,6 +300,18 @@ impl Storage {
     /// present (`restore`). A damaged object is refused by name before anything is written.
     pub async fn restore(&self, params: &archive::RestoreParams) -> R<archive::RestoreReport> {
         self.op(archive_ops::RESTORE, 1, params).await
+    }
+
+    /// The plugin's metrics in the Prometheus text exposition format (the `metrics` maintenance op), with the
+    /// content type to serve it with. A control plane appends `text` to its own `/metrics`. A scrape never opens
+    /// a connection; a plugin built before metrics existed answers `Unsupported`.
+    pub async fn metrics(&self) -> R<metrics_ops::MetricsText> {
+        self.op(metrics_ops::METRICS, 1, &metrics_ops::MetricsParams::default()).await
+    }
+
+    /// [`Storage::metrics`], only the exposition text.
+    pub async fn metrics_text(&self) -> R<String> {
+        Ok(self.metrics().await?.text)
     }
 
     /// Waits for queued writes, closes pools and stops the plugin's runtime for this instance; later calls fail

@@ -95,3 +95,8 @@ pub mod archive {
         ResumedRun, VerifyParams, VerifyReport,
     };
 }
+
+/// The document of the `metrics` maintenance op, used by [`Storage::metrics`] and [`Storage::metrics_text`].
+pub mod metrics {
+    pub use parallax_storage_abi::metrics::{MetricsParams, MetricsText, PROMETHEUS_TEXT_CONTENT_TYPE};
+}

@@ -1,0 +1,185 @@
+//! The plugin's metrics (issue 14): one registry per open storage object, rendered as Prometheus text by the
+//! `metrics` maintenance op (`parallax_storage_abi::metrics`).
+//!
+//! A metrics crate inside a cdylib has its own statics, so a recorder the host installs never sees the plugin's
+//! events; the plugin therefore keeps its own registry ([`Metrics`]) and the host asks for the text through the
+//! ABI. Who records what:
+//! - the ABI adapter ([`crate::adapter`]) records every call: its latency by `(operation, table)` and its
+//!   errors by kind ([`Metrics::observe`]). The mapping from a call to its labels is [`call_labels`], the one
+//!   home of that rule;
+//! - each backend reports its pool ([`Source::pool_state`], read at every scrape: atomics and the pool's own
+//!   counters, never a query), its table rows and sizes ([`Source::table_stats`], a catalog query run by the
+//!   background refresher every `storage.metrics.statsInterval`, never by a scrape) and the free space of the
+//!   filesystem holding its data ([`Source::disk_free_bytes`]; `None` on PostgreSQL, whose server disk a
+//!   client cannot see);
+//! - the retention and archive core records finished runs ([`Metrics::retention_finished`],
+//!   [`Metrics::archive_written`]); the refresher also reads the recorded run history, so a process that did not
+//!   run the cleanup itself (the CLI's `parallax storage metrics`) still exports its last success and failure.
+//!
+//! Metric names and labels (the README's Monitoring section lists them for operators):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `parallax_storage_operation_duration_seconds` | summary (histogram with `latencyBuckets`) | `operation`, `table` |
+//! | `parallax_storage_errors_total` | counter | `operation`, `table`, `kind` |
+//! | `parallax_storage_pool_connections_active` | gauge | |
+//! | `parallax_storage_pool_connections_idle` | gauge | |
+//! | `parallax_storage_pool_waiting_requests` | gauge | |
+//! | `parallax_storage_pool_acquire_timeouts_total` | counter | |
+//! | `parallax_storage_table_rows` | gauge | `table` |
+//! | `parallax_storage_table_size_bytes` | gauge | `table` |
+//! | `parallax_storage_disk_free_bytes` | gauge (SQLite, file store) | |
+//! | `parallax_storage_retention_last_success_timestamp_seconds` | gauge | |
+//! | `parallax_storage_retention_last_failure_timestamp_seconds` | gauge | |
+//! | `parallax_storage_retention_schedule_interval_seconds` | gauge (when scheduled) | |
+//! | `parallax_storage_retention_rows_removed_total` | counter | `table` |
+//! | `parallax_storage_archive_bytes_total` | counter | |
+//! | `parallax_storage_build_info` | gauge (always 1) | `plugin_version`, `abi_version`, `backend` |
+
+use std::{collections::BTreeMap, future::Future, sync::atomic::AtomicU64, time::Duration};
+
+use parallax_storage_abi::ErrorKind;
+
+use crate::{config::MetricsConfig, error::Result};
+
+/// The `table` label values (the documented tables; `""` for calls that touch no one table).
+pub const TABLES: &[&str] = &["patterns", "executions", "execution_events", "audit_logs"];
+
+/// `(operation, table)` labels of an ABI call, by the adapter's call name (`"create_execution"` →
+/// `("write", "executions")`). Operations: `read` (one row by key), `list` (a page), `count`, `search`,
+/// `write` (insert or update), `delete`. `None` for calls that are not data operations (migrations, health,
+/// ping, shutdown, maintenance): they are not in the latency summary, and their errors carry
+/// `operation=<call name>`, `table=""`.
+pub fn call_labels(call: &str) -> Option<(&'static str, &'static str)> {
+    let _ = call;
+    None // TODO(issue 14, core)
+}
+
+/// A snapshot of a backend's pool, read at scrape time.
+///
+/// - PostgreSQL: the bb8 query pool. `active` = connections checked out, `idle` = open and idle, `waiting` =
+///   callers inside `pool.get()` right now.
+/// - SQLite: the read pool plus the writer. `active` = read connections checked out + 1 while the writer is
+///   running a batch; `idle` = idle read connections + 1 while the writer is idle; `waiting` = callers waiting
+///   for a read connection + writes queued for the writer that it has not started.
+/// - File store: no pool; the writer thread counts as one connection (`active` 1 while it writes, else `idle`
+///   1) and `waiting` = writes queued for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolState {
+    pub active: u64,
+    pub idle: u64,
+    pub waiting: u64,
+}
+
+/// Rows and on-disk bytes of one table (`table` is one of [`TABLES`]). Estimates are fine (PostgreSQL's
+/// `n_live_tup`/`reltuples`); a table split into partitions (or a file store directory) is summed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableStat {
+    pub table: &'static str,
+    pub rows: u64,
+    pub size_bytes: u64,
+}
+
+/// A counter of callers waiting for something (the pool, the writer): hold [`WaitGauge::enter`]'s guard while
+/// waiting. Backends keep one and report it in [`PoolState::waiting`].
+#[derive(Debug, Default)]
+pub struct WaitGauge(AtomicU64);
+
+impl WaitGauge {
+    /// Counts one waiter until the guard drops (also when the wait is cancelled or fails).
+    pub fn enter(&self) -> WaitGuard<'_> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WaitGuard(&self.0)
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub struct WaitGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a backend reports for its metrics. Part of every backend's contract ([`crate::contract::Contract`]).
+pub trait Source: Send + Sync + 'static {
+    /// This storage object's registry (built at open from `storage.metrics`).
+    fn metrics(&self) -> &Metrics;
+
+    /// Cheap and synchronous: atomics and the pool's own state, never a query or a lock held by a call.
+    fn pool_state(&self) -> PoolState {
+        PoolState::default()
+    }
+
+    /// Rows and bytes per table from the catalog; run by the background refresher, never by a scrape.
+    fn table_stats(&self) -> impl Future<Output = Result<Vec<TableStat>>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Free bytes for an unprivileged user on the filesystem holding the data (`statvfs` `f_bavail ×
+    /// f_frsize`); `None` where the plugin cannot see the disk (PostgreSQL).
+    fn disk_free_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// One storage object's registry. Cheap to record into from any thread.
+pub struct Metrics {
+    // TODO(issue 14, core): the recorder (metrics-exporter-prometheus without its HTTP features), per-call
+    // handles registered up front, the cached table stats and retention history.
+}
+
+impl Metrics {
+    /// A registry for `backend` (`"postgresql"`, `"sqlite"`, `"file"`) shaped by `storage.metrics`.
+    pub fn new(cfg: &MetricsConfig, backend: &'static str) -> Metrics {
+        let _ = (cfg, backend);
+        Metrics {}
+    }
+
+    /// Whether `storage.metrics.enabled` is true.
+    pub fn enabled(&self) -> bool {
+        true
+    }
+
+    /// Records one finished ABI call: `call` is the adapter's call name, `error` its error kind if it failed.
+    /// A no-op when disabled; allocation-free on the hot path.
+    pub fn observe(&self, call: &'static str, elapsed: Duration, error: Option<ErrorKind>) {
+        let _ = (call, elapsed, error);
+    }
+
+    /// One `pool.get()` (or writer hand-off) gave up after `acquireTimeout`.
+    pub fn pool_acquire_timed_out(&self) {}
+
+    /// A cleanup or retention run finished (`finished_at`: microseconds since the epoch; `rows`: rows removed per
+    /// table). Dry runs are not recorded.
+    pub fn retention_finished(&self, success: bool, finished_at: i64, rows: &BTreeMap<String, u64>) {
+        let _ = (success, finished_at, rows);
+    }
+
+    /// An archive run stored `bytes` compressed bytes at its destination.
+    pub fn archive_written(&self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+/// The text of the `metrics` op: renders `source`'s registry with its pool state and disk space read now, and
+/// the cached table stats. `InvalidInput` naming `storage.metrics.enabled` when metrics are off.
+pub async fn render<S: Source + crate::retention::Store>(source: &S) -> Result<String> {
+    let _ = source;
+    Ok(String::new()) // TODO(issue 14, core)
+}
+
+/// The background refresher of one storage object: table stats (and the retention run history) every
+/// `statsInterval`, and the registry's upkeep (draining latency samples). Spawned by the adapter next to the
+/// retention scheduler, aborted at shutdown; holds only a weak reference so it never keeps a backend alive.
+pub fn spawn_refresher<S: Source + crate::retention::Store>(
+    handle: &tokio::runtime::Handle,
+    backend: std::sync::Weak<S>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let _ = (handle, backend);
+    None // TODO(issue 14, core)
+}
