@@ -1496,6 +1496,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn archive_runs_report_bytes_and_rows_once_to_the_metrics() {
+        let counter = |store: &Fake, line: &str| {
+            let text = store.metrics.rendered_counters();
+            text.lines()
+                .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse::<u64>().ok()))
+                .unwrap_or_else(|| panic!("no {line} in {text}"))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = fake(ArchiveConfig::default());
+        add(&store, JAN, 1, ExecutionStatus::Completed);
+        add(&store, FEB, 2, ExecutionStatus::Completed);
+        add(&store, time::now_micros(), 3, ExecutionStatus::Completed);
+        let dry =
+            archive(&store, ArchiveParams { dry_run: true, ..params(dir.path(), "30d") }).await.unwrap();
+        assert_eq!(dry.bytes, 0);
+        assert_eq!(counter(&store, "parallax_storage_archive_bytes_total"), 0);
+        let r = archive(&store, params(dir.path(), "30d")).await.unwrap();
+        assert!(r.bytes > 0);
+        assert_eq!(counter(&store, "parallax_storage_archive_bytes_total"), r.bytes);
+        assert_eq!(counter(&store, "parallax_storage_retention_rows_removed_total{table=\"executions\"}"), 2);
+        assert!(store.metrics.retention_times().0.is_some());
+
+        // Within a retention run, the rule's archive run is counted once (by the retention run).
+        let dir = tempfile::tempdir().unwrap();
+        let rule = Some(RetentionRule {
+            enabled: true,
+            max_age: Some(std::time::Duration::from_secs(30 * 86_400)),
+            max_count: None,
+        });
+        let retention = RetentionConfig {
+            executions: rule,
+            archive_destination: Some(dir.path().display().to_string()),
+            ..RetentionConfig::default()
+        };
+        let store =
+            Fake { config: StorageConfig { retention, ..StorageConfig::default() }, ..Fake::default() };
+        add(&store, JAN, 1, ExecutionStatus::Completed);
+        add(&store, time::now_micros(), 2, ExecutionStatus::Completed);
+        let r = crate::retention::run::retention_run(&store, RetentionRunParams::default()).await.unwrap();
+        assert_eq!(counter(&store, "parallax_storage_archive_bytes_total"), r.archives[0].bytes);
+        assert_eq!(counter(&store, "parallax_storage_retention_rows_removed_total{table=\"executions\"}"), 1);
+        assert_eq!(
+            counter(&store, "parallax_storage_retention_rows_removed_total{table=\"execution_events\"}"),
+            1
+        );
+    }
+
+    #[tokio::test]
     async fn a_retention_run_with_an_archive_destination_archives_first() {
         let dir = tempfile::tempdir().unwrap();
         let rule = |days: u64| {

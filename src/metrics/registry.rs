@@ -173,6 +173,22 @@ impl Metrics {
 }
 
 #[cfg(test)]
+impl Metrics {
+    /// The counters as rendered (tests of the code that records into them).
+    pub(crate) fn rendered_counters(&self) -> String {
+        self.inner.as_ref().map_or_else(String::new, |m| m.handle.render())
+    }
+
+    /// The last success and failure times the retention hooks (and refreshes) left.
+    pub(crate) fn retention_times(&self) -> (Option<i64>, Option<i64>) {
+        self.inner.as_ref().map_or((None, None), |m| {
+            let c = m.cache.lock().unwrap_or_else(|p| p.into_inner());
+            (c.last_success, c.last_failure)
+        })
+    }
+}
+
+#[cfg(test)]
 impl Default for Metrics {
     /// An enabled registry with the default configuration (for test fakes).
     fn default() -> Metrics {

@@ -67,8 +67,9 @@ fn gauges<S: Source + Store>(out: &mut String, source: &S, m: &Inner) {
         );
     }
     let cache = m.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(tables) = &cache.tables {
-        let summed = per_table(tables);
+    // Until the first refresh succeeds (or for a backend that reports no table) the families are left out.
+    let summed = cache.tables.as_deref().map(per_table).unwrap_or_default();
+    if !summed.is_empty() {
         header(
             out,
             "parallax_storage_table_rows",

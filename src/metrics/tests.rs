@@ -531,6 +531,11 @@ async fn a_failed_refresh_keeps_the_old_values() {
     fake.refresh().await;
     let e = Exposition::parse(&render(&fake).await.unwrap());
     assert_eq!(e.value("parallax_storage_table_rows", &[("table", "patterns")]), Some(1000.0));
+    // A backend that reports no table: no empty families.
+    fake.tables.lock().unwrap().clear();
+    fake.refresh().await;
+    let text = render(&fake).await.unwrap();
+    assert!(!text.contains("parallax_storage_table_"), "{text}");
 }
 
 #[tokio::test]

@@ -959,6 +959,43 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn finished_runs_report_to_the_metrics_and_dry_runs_do_not() {
+        let store = Fake::with(policy_config(None));
+        store.execution(40, 1, ExecutionStatus::Completed);
+        store.execution(45, 2, ExecutionStatus::Completed);
+        store.execution(1, 3, ExecutionStatus::Completed);
+        cleanup(&store, CleanupParams { dry_run: true, ..executions("30d") }).await.unwrap();
+        run_policy(&store, Trigger::Manual, None, true).await.unwrap();
+        assert_eq!(store.metrics.retention_times(), (None, None), "dry runs are not reported");
+        assert!(!store.metrics.rendered_counters().contains("rows_removed"));
+
+        let before = time::now_micros();
+        cleanup(&store, executions("30d")).await.unwrap();
+        let (success, failure) = store.metrics.retention_times();
+        assert!(success.is_some_and(|t| t >= before) && failure.is_none(), "{success:?}");
+        assert_eq!(success, store.runs.lock().unwrap()[0].finished_at, "the recorded end time");
+        let text = store.metrics.rendered_counters();
+        assert!(
+            text.contains("parallax_storage_retention_rows_removed_total{table=\"executions\"} 2"),
+            "{text}"
+        );
+
+        // A failed policy run: the failure time, and the rows it did remove.
+        let store = Fake { fail_after: Some(1), ..Fake::with(policy_config(None)) };
+        for n in 1..=3 {
+            store.execution(400, n, ExecutionStatus::Completed);
+        }
+        run_policy(&store, Trigger::Manual, None, false).await.unwrap_err();
+        let (success, failure) = store.metrics.retention_times();
+        assert!(success.is_none() && failure.is_some(), "{success:?} {failure:?}");
+        let text = store.metrics.rendered_counters();
+        assert!(
+            text.contains("parallax_storage_retention_rows_removed_total{table=\"executions\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn max_count_keeps_the_newest_of_any_status() {
         let store = Fake::default();
         let a = store.execution(50, 1, ExecutionStatus::Completed);
