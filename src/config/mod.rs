@@ -180,12 +180,15 @@ pub struct MetricsConfig {
     /// Histograms aggregate across pods (`histogram_quantile(0.99, sum by (le, operation, table) (rate(…)))`);
     /// a summary's quantiles do not, but the documented alert (`{quantile="0.99"} > 1`) needs the summary.
     pub latency_buckets: Option<Vec<f64>>,
-    /// `quantiles` (default 0.5, 0.9, 0.95, 0.99): the summary's quantiles, each in 0..=1.
+    /// `quantiles` (default 0.5, 0.9, 0.95, 0.99): the summary's quantiles, each in 0..=1, distinct (kept
+    /// sorted).
     pub quantiles: Vec<f64>,
-    /// `summaryWindow` (default 60s): the summary's quantiles cover roughly the last window of calls.
+    /// `summaryWindow` (default 60s): the summary's quantiles cover the calls of the last window (between two
+    /// thirds of it and all of it: it moves a third at a time). A duration with a unit (`"60s"`, `"5m"`) or an
+    /// integer of milliseconds, 1 ms to 1 day.
     pub summary_window_ms: u64,
     /// `statsInterval` (default 30s): how often table rows and sizes (and the retention history) are refreshed
-    /// in the background; a scrape only reads the cached values.
+    /// in the background; a scrape only reads the cached values. Written as `summaryWindow`.
     pub stats_interval_ms: u64,
 }
 
