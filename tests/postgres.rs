@@ -1426,6 +1426,7 @@ const ACTIVE: &str = "parallax_storage_pool_connections_active";
 const IDLE: &str = "parallax_storage_pool_connections_idle";
 const WAITING: &str = "parallax_storage_pool_waiting_requests";
 const ACQUIRE_TIMEOUTS: &str = "parallax_storage_pool_acquire_timeouts_total";
+const SECS_10: Duration = Duration::from_secs(10);
 
 /// The value of sample `name` with exactly the label set `labels` (any order) in a Prometheus text exposition.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -1453,15 +1454,15 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Scrapes `storage` every 50 ms until `ok` holds for the exposition; fails after 10 s with the last one.
-async fn metrics_until(storage: &Storage, what: &str, ok: impl Fn(&str) -> bool) -> String {
+/// Scrapes `storage` every 50 ms until `ok` holds for the exposition; fails after `within` with the last one.
+async fn metrics_until(storage: &Storage, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();
     loop {
         let text = storage.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
         if ok(&text) {
             return text;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "{what}: not within 10 s; last scrape:\n{text}");
+        assert!(started.elapsed() < within, "{what}: not within {within:?}; last scrape:\n{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -1502,7 +1503,7 @@ async fn metrics_show_a_held_pool_and_its_waiting_callers() {
         })
         .collect();
     // Scrapes go on while the pool is held (they never wait for it).
-    let held = metrics_until(&storage, "2 active connections and callers waiting", |t| {
+    let held = metrics_until(&storage, "2 active connections and callers waiting", SECS_10, |t| {
         sample(t, ACTIVE, &[]) == Some(2.0) && sample(t, WAITING, &[]).is_some_and(|w| w >= 1.0)
     })
     .await;
@@ -1513,7 +1514,8 @@ async fn metrics_show_a_held_pool_and_its_waiting_callers() {
     for w in writes {
         w.await.unwrap().unwrap();
     }
-    let after = metrics_until(&storage, "no caller waiting", |t| sample(t, WAITING, &[]) == Some(0.0)).await;
+    let after =
+        metrics_until(&storage, "no caller waiting", SECS_10, |t| sample(t, WAITING, &[]) == Some(0.0)).await;
     assert_eq!(writes_of(&after), writes_before + 8.0, "{after}");
     assert_eq!(sample(&after, ACQUIRE_TIMEOUTS, &[]), Some(0.0), "no caller gave up:\n{after}");
     storage.shutdown().await.unwrap();
@@ -1541,7 +1543,8 @@ async fn metrics_count_a_pool_acquire_that_timed_out() {
         let s = storage.clone();
         tokio::spawn(async move { s.put_pattern(new_pattern("stuck", "1.0.0")).await })
     };
-    metrics_until(&storage, "the only connection busy", |t| sample(t, ACTIVE, &[]) == Some(1.0)).await;
+    metrics_until(&storage, "the only connection busy", SECS_10, |t| sample(t, ACTIVE, &[]) == Some(1.0))
+        .await;
     let err = storage.get_execution(id_of("0190b3f2-7c1e-7a00-8000-000000000001")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     let text = storage.metrics_text().await.unwrap();
@@ -1575,9 +1578,10 @@ async fn metrics_table_rows_follow_writes_without_disk_space_or_password() {
     let storage = plugin().open(&cfg).unwrap();
 
     let rows = |text: &str, table: &str| sample(text, "parallax_storage_table_rows", &[("table", table)]);
-    let first =
-        metrics_until(&storage, "table rows after the first refresh", |t| rows(t, "executions").is_some())
-            .await;
+    let first = metrics_until(&storage, "table rows after the first refresh", SECS_10, |t| {
+        rows(t, "executions").is_some()
+    })
+    .await;
     for table in ["patterns", "executions", "execution_events", "audit_logs"] {
         assert_eq!(rows(&first, table), Some(0.0), "{table}:\n{first}");
     }
@@ -1599,7 +1603,9 @@ async fn metrics_table_rows_follow_writes_without_disk_space_or_password() {
         .unwrap();
 
     let want = [("patterns", 2.0), ("executions", 5.0), ("execution_events", 15.0), ("audit_logs", 4.0)];
-    let text = metrics_until(&storage, "table rows after the writes", |t| {
+    // A session's row counts reach the statistics once it flushes them: at most once a second, else after 10 s
+    // idle (PostgreSQL 15), then the next refresh (`statsInterval`: 1 s here).
+    let text = metrics_until(&storage, "table rows after the writes", Duration::from_secs(30), |t| {
         want.iter().all(|&(table, n)| rows(t, table) == Some(n))
     })
     .await;

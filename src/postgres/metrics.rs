@@ -22,8 +22,8 @@ use crate::{
     metrics::{Metrics, PoolState, Source, TableStat, TABLES},
 };
 
-/// Rows and bytes of each named table, its partitions summed (`pg_partition_tree` lists a plain table as its own
-/// only leaf). Rows: `n_live_tup` from the statistics system (current once a writing transaction's counts are
+/// Rows and bytes of each named table: a partitioned table's leaf partitions summed (`pg_partition_tree`), a
+/// plain table by itself. Rows: `n_live_tup` from the statistics system (current once a writing transaction's counts are
 /// flushed, within about a second), or the planner's `reltuples` for a leaf the statistics know nothing about
 /// (no row counted since the statistics were reset or lost in a crash, while `ANALYZE` or `VACUUM` left an
 /// estimate). Bytes: `pg_total_relation_size` (heap, TOAST and indexes). A table missing from the schema
@@ -41,9 +41,13 @@ SELECT t.name AS name,
        END), 0)::bigint AS rows,
        coalesce(sum(pg_total_relation_size(p.relid)), 0)::bigint AS size_bytes
 FROM unnest($1::text[]) AS t(name)
-CROSS JOIN LATERAL pg_partition_tree(to_regclass(t.name)) AS p
+JOIN pg_class top ON top.oid = to_regclass(t.name)
+CROSS JOIN LATERAL (
+    SELECT tree.relid FROM pg_partition_tree(top.oid) AS tree WHERE tree.isleaf AND top.relkind = 'p'
+    UNION ALL
+    SELECT top.oid WHERE top.relkind <> 'p'
+) AS p(relid)
 JOIN pg_class c ON c.oid = p.relid
-WHERE p.isleaf
 GROUP BY t.name";
 
 #[derive(QueryableByName)]
@@ -218,16 +222,19 @@ mod tests {
                SELECT gen_random_uuid(), e.id, s, 'step_result', '{}', e.started_at, e.started_at \
                FROM executions e, generate_series(1, 4) s;
              INSERT INTO audit_logs (id, timestamp, action) \
-               SELECT gen_random_uuid(), now(), 'a' FROM generate_series(1, 7);",
+               SELECT gen_random_uuid(), now(), 'a' FROM generate_series(1, 7);
+             SELECT pg_stat_force_next_flush();",
         )
         .await
         .unwrap();
         let want = vec![("patterns", 3), ("executions", 15), ("execution_events", 60), ("audit_logs", 7)];
-        // The statistics see a transaction's rows once its backend flushes them (within about a second).
+        // The statistics see a transaction's rows once its session flushes them: at most once a second, so a
+        // session that flushed less than a second ago waits until it is idle for 10 s, unless told to flush
+        // (PostgreSQL 15).
         let mut seen = Vec::new();
         let started = Instant::now();
         while seen != want {
-            assert!(started.elapsed() < Duration::from_secs(10), "rows still {seen:?}, want {want:?}");
+            assert!(started.elapsed() < Duration::from_secs(15), "rows still {seen:?}, want {want:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
             seen = rows(&b).await;
         }
@@ -248,12 +255,19 @@ mod tests {
         assert_eq!(grown[1].size_bytes, leaves as u64);
 
         // A delete is seen too.
-        c.batch_execute("DELETE FROM audit_logs WHERE ctid = (SELECT min(ctid) FROM audit_logs)")
-            .await
-            .unwrap();
+        let deleted = tokio_postgres::Client::execute(
+            &c,
+            "DELETE FROM audit_logs WHERE id = (SELECT id FROM audit_logs LIMIT 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(deleted, 1);
+        c.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
+        let started = Instant::now();
         let want = vec![("patterns", 3), ("executions", 15), ("execution_events", 60), ("audit_logs", 6)];
         while seen != want {
-            assert!(started.elapsed() < Duration::from_secs(20), "rows still {seen:?}, want {want:?}");
+            assert!(started.elapsed() < Duration::from_secs(15), "rows still {seen:?}, want {want:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
             seen = rows(&b).await;
         }
