@@ -6,6 +6,10 @@
 //! health and migration status read through pooled connections. Messages, logs and `Health.location` name the
 //! server as `user@host:port/database`, built from the parsed settings; anything quoting the settings or the
 //! driver goes through `ConnectSpec::redact` (`connect.rs`).
+//!
+//! Metrics (`metrics.rs`): the pool's state from bb8 plus the budget's count of callers waiting for a connection,
+//! acquire timeouts counted where a wait gives up (`budget.rs`), table rows and bytes from one catalog query run
+//! by the background refresher; no disk free space (the server's disk is not visible to a client).
 
 mod archive;
 mod budget;
