@@ -14,11 +14,11 @@ use diesel::{
     sql_types::{Array, BigInt, Text},
     QueryableByName,
 };
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::PostgresBackend;
 use crate::{
-    error::Result,
+    error::{Error, Result},
     metrics::{Metrics, PoolState, Source, TableStat, TABLES},
 };
 
@@ -49,6 +49,12 @@ CROSS JOIN LATERAL (
 ) AS p(relid)
 JOIN pg_class c ON c.oid = p.relid
 GROUP BY t.name";
+
+/// How long the stats query waits for a table lock. `pg_partition_tree` and `pg_total_relation_size` take
+/// `ACCESS SHARE` on every leaf, so a partition held `ACCESS EXCLUSIVE` (a cleanup's `DETACH`/`DROP`, a migration,
+/// an operator's `LOCK TABLE`) would hold the refresher and its pooled connection; it gives up instead (and the
+/// statement as a whole gives up after 30 s).
+const STATS_LOCK_WAIT: &str = "1s";
 
 #[derive(QueryableByName)]
 struct Row {
@@ -81,9 +87,27 @@ impl Source for PostgresBackend {
         let names: Vec<&str> = TABLES.to_vec();
         let rows: Vec<Row> = self
             .with_conn(async |conn| {
-                Ok(sql_query(TABLE_STATS_SQL).bind::<Array<Text>, _>(&names).load(conn).await?)
+                conn.transaction::<_, Error, _>(async |conn| {
+                    let limits = format!(
+                        "SET LOCAL lock_timeout = '{STATS_LOCK_WAIT}'; SET LOCAL statement_timeout = '30s'"
+                    );
+                    conn.batch_execute(&limits).await?;
+                    Ok(sql_query(TABLE_STATS_SQL).bind::<Array<Text>, _>(&names).load(conn).await?)
+                })
+                .await
             })
-            .await?;
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "table rows and sizes for metrics not refreshed (the previous figures stay; a table \
+                         locked for more than {STATS_LOCK_WAIT}, e.g. by a cleanup dropping a partition, is \
+                         retried at the next refresh): {}",
+                        e.0.message
+                    ),
+                )
+            })?;
         // In the order of TABLES, with the static names the registry labels with.
         Ok(TABLES
             .iter()
@@ -195,6 +219,21 @@ mod tests {
         assert_eq!(b.pool_state(), PoolState { active: 1, idle: 0, waiting: 0 });
         drop(held);
         b.conn().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn table_stats_give_up_on_a_locked_partition_instead_of_holding_a_connection() {
+        let (b, mut c) = backend(json!({ "minConnections": 0, "maxConnections": 2 })).await;
+        let tx = c.transaction().await.unwrap();
+        tx.batch_execute("LOCK TABLE executions_default IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(20), b.table_stats())
+            .await
+            .expect("the stats query waited for the lock")
+            .unwrap_err();
+        assert!(err.0.message.contains("not refreshed") && err.0.message.contains("lock"), "{err}");
+        assert_eq!(b.pool_state().active, 0, "the connection went back to the pool");
+        tx.rollback().await.unwrap();
+        assert_eq!(b.table_stats().await.unwrap().len(), TABLES.len());
     }
 
     /// Row counts of the four tables, as `table_stats` reports them.
