@@ -37,6 +37,8 @@ pub struct SqliteBackend {
     read_gauges: Arc<ReadGauges>,
     /// The filesystem holding the database file.
     disk: crate::file::DiskFree,
+    /// The last table stats measured (see [`metrics::StatsCache`]).
+    stats: std::sync::Mutex<metrics::StatsCache>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -68,7 +70,15 @@ impl SqliteBackend {
         let metrics = crate::metrics::Metrics::new(&cfg.metrics, "sqlite");
         let dir = cfg.sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
         let disk = crate::file::DiskFree::new(dir.to_path_buf());
-        Ok(SqliteBackend { cfg, writer: Writer::start(conn)?, readers: pool, read_gauges, disk, metrics })
+        Ok(SqliteBackend {
+            cfg,
+            writer: Writer::start(conn)?,
+            readers: pool,
+            read_gauges,
+            disk,
+            stats: Default::default(),
+            metrics,
+        })
     }
 
     /// Runs `f` on a read-only pooled connection, off the async worker threads. The wait for a connection is
