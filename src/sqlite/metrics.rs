@@ -219,7 +219,7 @@ mod tests {
     }
 
     /// Reads waiting for the only read connection are waiting requests; one that gives up after the pool's
-    /// timeout fails as a timeout.
+    /// timeout fails as a timeout and is counted in `parallax_storage_pool_acquire_timeouts_total`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_waiting_for_a_connection_are_counted_and_a_timeout_fails_as_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -244,6 +244,8 @@ mod tests {
         let err = waiting.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
         assert_eq!(s.pool_state().waiting, 0);
+        let text = crate::metrics::render(&*s).await.unwrap();
+        assert!(text.lines().any(|l| l == "parallax_storage_pool_acquire_timeouts_total 1"), "{text}");
         slow.await.unwrap().unwrap();
         until(&s, "the connection is back", |p| p.active == 0 && p.idle >= 2).await;
         s.shutdown().await.unwrap();
