@@ -509,9 +509,25 @@ mod tests {
         }
     }
 
-    /// A submission that fails (the writer is shut down) is not left counted as queued.
+    /// A submission that fails (the writer is shut down) or is cancelled while it waits for room in a full
+    /// queue is not left counted as queued.
     #[tokio::test]
-    async fn a_failed_submission_is_not_counted_as_queued() {
+    async fn a_failed_or_cancelled_submission_is_not_counted_as_queued() {
+        let (w, _committed, started, _) = start(Duration::from_secs(2));
+        let (done, _first) = w.reply();
+        w.send(Msg::Group(Job(100_000, done))).await.unwrap();
+        assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), 1, "the first group has started");
+        for n in 1..=QUEUE as u32 {
+            let (done, _) = w.reply();
+            w.send(Msg::Group(Job(100_000 + n, done))).await.unwrap();
+        }
+        assert_eq!(w.load(), Load { running: true, queued: QUEUE as u64 }, "the queue is full");
+        let (done, _) = w.reply();
+        let send = tokio::time::timeout(Duration::from_millis(50), w.send(Msg::Group(Job(1, done)))).await;
+        assert!(send.is_err(), "a send into a full queue waits (and is cancelled here)");
+        assert_eq!(w.load().queued, QUEUE as u64, "the cancelled submission is not counted");
+        drop(w); // busy: the thread finishes the queued jobs in the background
+
         let (w, _committed, _started, _) = start(Duration::ZERO);
         w.stop();
         let (done, _answer) = w.reply();
