@@ -1173,6 +1173,13 @@ fn metrics_prints_the_exposition() {
     assert_eq!(doc["contentType"], "text/plain; version=0.0.4; charset=utf-8");
     check_sqlite_exposition(&env, doc["text"].as_str().unwrap());
 
+    // Metrics switched off: refused by the key's name, in both modes.
+    let off = Env::with_config(&format!("{CONFIG}  metrics:\n    enabled: false\n"));
+    for args in [&["storage", "metrics"][..], &["storage", "metrics", "--listen", "127.0.0.1:0"]] {
+        let msg = off.fails(args, 2);
+        assert!(msg.contains("storage.metrics.enabled"), "{msg}");
+    }
+
     let help = env.ok(&["storage", "metrics", "--help"]);
     for word in ["--listen", "textfile", "mv ", "file store", "SQLite", "SIGTERM", "404"] {
         assert!(help.contains(word), "storage metrics --help lacks {word}: {help}");
@@ -1208,16 +1215,20 @@ fn spawn_exporter(env: &Env) -> (std::process::Child, String, std::thread::JoinH
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn parallax storage metrics --listen");
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read stderr");
-    let addr = line
-        .strip_prefix("serving metrics on http://")
-        .and_then(|rest| rest.split_once("/metrics"))
-        .map(|(addr, _)| addr.to_string())
-        .unwrap_or_else(|| {
+    let mut seen = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("read stderr") == 0 {
             let _ = child.kill();
-            panic!("the exporter did not announce its address: {line:?}")
-        });
+            panic!("the exporter exited without announcing its address; stderr: {seen}");
+        }
+        if let Some((addr, _)) =
+            line.strip_prefix("serving metrics on http://").and_then(|rest| rest.split_once("/metrics"))
+        {
+            break addr.to_string();
+        }
+        seen.push_str(&line);
+    };
     // The rest of stderr, read until the process exits.
     let rest = std::thread::spawn(move || {
         let mut all = String::new();
@@ -1287,4 +1298,45 @@ fn metrics_listen_refuses_a_bad_or_busy_address_by_name() {
     let msg = env.fails(&["storage", "metrics", "--listen", &addr], 1);
     assert!(msg.contains(&format!("cannot listen on {addr}")), "{msg}");
     assert!(!env.dir.path().join("parallax.db").exists(), "a refused address must not open the storage");
+}
+
+/// `libparallax_old_plugin.so`, the plugin built against ABI 2.0.0 (before the `maintenance` call), built the
+/// way `tests/common/compat.rs` builds it for the workspace's tests: offline, into `target/abi-2.0`.
+fn old_plugin() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest = workspace.join("plugin/testing/abi-2.0/Cargo.toml");
+    let target = plugin_path().parent().and_then(|d| d.parent()).expect("target dir").join("abi-2.0");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--locked", "--offline", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the ABI 2.0.0 fixtures: {e}"));
+    assert!(
+        out.status.success(),
+        "building {} failed:\n{}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}parallax_old_plugin{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    target.join("debug").join(name)
+}
+
+#[test]
+fn metrics_from_a_plugin_older_than_the_op_names_both_versions() {
+    let env = Env::with_config("storage: {}\n");
+    let old = old_plugin();
+    let old = old.to_str().unwrap();
+    for args in [&["storage", "metrics"][..], &["storage", "metrics", "--listen", "127.0.0.1:0"]] {
+        let all: Vec<&str> = ["--plugin", old].iter().chain(args).copied().collect();
+        let msg = env.fails(&all, 1);
+        for part in ["unsupported", "parallax storage metrics", "2.0.0", "upgrade the plugin"] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        let this = env.json(&["storage", "info"]);
+        let abi = this["plugin"]["abi_version"].as_str().unwrap();
+        assert!(msg.contains(&format!("storage ABI {abi}")), "{msg}");
+    }
 }

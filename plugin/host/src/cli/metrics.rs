@@ -73,7 +73,7 @@ pub fn unsupported(e: Error, plugin_version: &str, plugin_abi: &str) -> Error {
         format!(
             "`parallax storage metrics` needs a plugin with the `metrics` maintenance op: this parallax is {} \
              (storage ABI {}), the plugin is {plugin_version} (storage ABI {plugin_abi}); upgrade the plugin \
-             to this parallax's release. The plugin said: {}",
+             to this parallax's release ({})",
             env!("CARGO_PKG_VERSION"),
             parallax_storage_abi::ABI_VERSION,
             e.message
