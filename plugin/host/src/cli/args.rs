@@ -106,30 +106,33 @@ pub enum StorageCmd {
 const METRICS_LONG: &str = "Print the plugin's metrics (latency per operation and table, errors, pool, \
 table rows and sizes, free disk space, cleanup and archive runs, build info) in the Prometheus text \
 exposition format, exactly as the Parallax control plane appends them to its own /metrics. The README's \
-Monitoring section lists every metric, and deploy/prometheus/parallax-storage.rules.yml has the alert rules.
+Monitoring section lists every metric; deploy/prometheus/parallax-storage.rules.yml has the alert rules.
 
-Two modes:
-  print (default)   write the exposition to stdout once and exit: ready for node_exporter's textfile \
+Print mode (the default) writes the exposition to stdout once, ready for node_exporter's textfile \
 collector. Write a temporary file and rename it, so the collector never reads a half-written file:
-                      parallax storage metrics > /var/lib/node_exporter/parallax.prom.$$ \\
-                        && mv /var/lib/node_exporter/parallax.prom.$$ /var/lib/node_exporter/parallax.prom
-                    --output json prints {\"contentType\": ..., \"text\": ...} instead.
-  --listen ADDR     a standalone exporter: serve GET /metrics on ADDR (HOST:PORT, e.g. 127.0.0.1:9187; port 0 \
-picks a free one) until SIGINT or SIGTERM, then close the storage cleanly. The address is logged on stderr. \
-One storage object serves every scrape; a scrape never opens a connection. Other paths answer 404, other \
-methods 405, and a scrape that fails answers 503 with the error.
 
-The storage is opened without running migrations or the retention schedule (a running exporter changes \
-nothing). Where the exporter may run:
-  - file store: NOT next to a running Parallax control plane. The file store has a single writer: the \
-second process to open it is refused (`unavailable`, naming the holder's pid), so either the exporter or \
-Parallax would fail to start. Let the control plane export the metrics instead.
-  - SQLite: the exporter is a second process on the same database file; that is fine (WAL mode: readers \
-never block the writer).
-  - PostgreSQL: fine; the exporter holds its own small pool.
-The pool gauges (parallax_storage_pool_*) and latencies describe the process that exports them: a \
-standalone exporter's are its own, not the control plane's. Table sizes, free disk space and the recorded \
-cleanup runs are the same from any process.
+  parallax storage metrics > $DIR/parallax.prom.$$ && mv $DIR/parallax.prom.$$ $DIR/parallax.prom
+
+--output json prints {\"contentType\": ..., \"text\": ...} instead.
+
+--listen ADDR runs a standalone exporter: it serves GET /metrics on ADDR (HOST:PORT, e.g. \
+127.0.0.1:9187; port 0 picks a free port) until SIGINT or SIGTERM, then closes the storage cleanly. The \
+address is logged on stderr. One storage object serves every scrape, and a scrape never opens a \
+connection. Other paths answer 404, other methods 405, and a scrape that fails answers 503 with the error.
+
+Both modes open the storage without running migrations or the retention schedule: the exporter changes \
+nothing. Where to run it:
+
+File store: NOT next to a running Parallax control plane. The file store has a single writer: the second \
+process to open it is refused (`unavailable`, naming the holder's pid), so either the exporter or \
+Parallax would fail. Let the control plane export the metrics instead.
+
+SQLite: the exporter is a second process on the same database file; that is fine (WAL: readers never \
+block the writer). PostgreSQL: fine; the exporter holds its own small pool.
+
+The pool gauges and latencies describe the process that exports them (a standalone exporter's are its \
+own, not the control plane's); table rows and sizes, free disk space and the recorded cleanup runs are \
+the same from any process.
 
 Examples:
   parallax storage metrics
