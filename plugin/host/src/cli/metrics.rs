@@ -1,10 +1,10 @@
 //! `parallax storage metrics [--listen ADDR]`: the plugin's metrics in the Prometheus text format, printed once
 //! or served over HTTP at `/metrics` until SIGINT or SIGTERM.
 //!
-//! The HTTP side is `tiny_http` on one thread of its own; each scrape is handed to the command's async loop,
-//! which asks the one storage object opened for the whole run (a scrape never opens anything) and hands the
-//! text back. The storage is only ever touched by that loop, so it is shut down cleanly when a signal stops
-//! it, whatever the HTTP thread is doing.
+//! The HTTP side is `tiny_http`: one thread takes the requests and answers each on a short-lived thread; a
+//! scrape is handed to the command's async loop, which asks the one storage object opened for the whole run
+//! (a scrape never opens anything) and hands the text back. Only that loop touches the storage, so a signal
+//! stops it and the storage shuts down cleanly whatever the HTTP threads are doing.
 
 use std::{
     net::{SocketAddr, TcpListener, ToSocketAddrs},
@@ -147,7 +147,8 @@ pub async fn serve(store: &Storage, listener: TcpListener, plugin_version: &str)
     ))
 }
 
-/// The HTTP thread: answers every request; `GET /metrics` asks the async loop for the text.
+/// The HTTP thread: takes each request and answers it on a thread of its own, so a client that stops reading
+/// its response never holds up the next scrape; `GET /metrics` asks the async loop for the text.
 fn http_loop(server: &tiny_http::Server, stopping: &AtomicBool, scrapes: &mpsc::Sender<Scrape>) {
     loop {
         let request = match server.recv() {
@@ -158,13 +159,19 @@ fn http_loop(server: &tiny_http::Server, stopping: &AtomicBool, scrapes: &mpsc::
                 continue;
             }
         };
-        let response = route(request.method(), request.url(), || {
-            let (reply, answer) = oneshot::channel();
-            scrapes.blocking_send(reply).map_err(|_| "the exporter is stopping".to_string())?;
-            answer.blocking_recv().map_err(|_| "the exporter is stopping".to_string())?
-        });
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "writing an HTTP response failed (the client left?)");
+        let scrapes = scrapes.clone();
+        let answer = move || {
+            let response = route(request.method(), request.url(), || {
+                let (reply, answer) = oneshot::channel();
+                scrapes.blocking_send(reply).map_err(|_| "the exporter is stopping".to_string())?;
+                answer.blocking_recv().map_err(|_| "the exporter is stopping".to_string())?
+            });
+            if let Err(e) = request.respond(response) {
+                tracing::debug!(error = %e, "writing an HTTP response failed (the client left?)");
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("metrics-response".into()).spawn(answer) {
+            tracing::warn!(error = %e, "cannot start a thread to answer an HTTP request");
         }
     }
 }
