@@ -17,7 +17,7 @@ Installs what is missing, then runs every check CI runs, in this order:
   2. fmt       cargo fmt --all -- --check
   3. clippy    cargo clippy --workspace --all-targets --locked -- -D warnings
      docs      cargo doc --no-deps for the ABI and host crates with RUSTDOCFLAGS=-D warnings, and no FFI type in
-               the host crate's generated API docs (its doctests and examples run in step 5)
+               the host crate's generated API docs (its doctests and examples run in step 6)
   4. schema    on a throwaway PostgreSQL cluster and a throwaway SQLite file:
                diesel migration run --locked-schema and migration redo --all (src/*/schema.rs are what the
                Diesel CLI generates from the migrations), then scripts/check-down-migrations.py (every
@@ -31,7 +31,7 @@ Installs what is missing, then runs every check CI runs, in this order:
 
 Flags:
   --no-install       skip step 1 (fails with the name of what is missing instead)
-  --quick            skip steps 2-4 (fmt, clippy, docs, schema): only build and test
+  --quick            skip steps 2-4 (fmt, clippy, docs, schema): only the rules, build and test
   --backend NAME     only one backend: step 4 for it alone (none for file), and step 6 runs only its integration
                      tests, tests/NAME.rs (the whole contract suite on that backend plus its own tests)
   -- FILTER...       passed to the test binaries, e.g.
