@@ -103,6 +103,8 @@ pip_flags() {
 # promtool (step 5 and the metrics tests): Debian's prometheus package unpacked, not installed (no service).
 # Exported for the tests, which look for $PROMTOOL first.
 PROMTOOL_PKG="$PWD/target/prometheus-pkg"
+promtool_from_env=0
+[ -z "${PROMTOOL:-}" ] || promtool_from_env=1
 PROMTOOL="${PROMTOOL:-$PROMTOOL_PKG/usr/bin/promtool}"
 case "$PROMTOOL" in # the tests run in other directories: an absolute path
   /*) ;;
@@ -185,6 +187,10 @@ if [ "$install" = 1 ]; then
     echo "installing: boto3 and awscli (pip)"
     # shellcheck disable=SC2046 # pip_flags prints nothing or one flag
     python3 -m pip install -q $(pip_flags) boto3 awscli
+  fi
+  if ! have_promtool && [ "$promtool_from_env" = 1 ]; then
+    echo "error: PROMTOOL=$PROMTOOL does not run; fix it, or unset it and ./test.sh unpacks promtool" >&2
+    exit 1
   fi
   if ! have_promtool; then
     echo "installing: promtool (Debian's prometheus package, unpacked into $PROMTOOL_PKG; no service)"
