@@ -11,23 +11,28 @@ Usage: ./test.sh [--no-install] [--quick] [--backend sqlite|postgres|file] [-- T
 Installs what is missing, then runs every check CI runs, in this order:
   1. install   Debian packages (apt-get), rustfmt and clippy (rustup), the Diesel CLI (cargo install), the
                s3s-fs S3 test server 0.14.1 (cargo install, built in its own target dir target/s3s-fs-install),
-               boto3 and the AWS CLI (pip; the archive tests read what the plugin wrote with them)
+               boto3 and the AWS CLI (pip; the archive tests read what the plugin wrote with them), promtool
+               (Debian's prometheus package, unpacked into target/prometheus-pkg with apt-get download and
+               dpkg -x: nothing is installed, no service starts)
   2. fmt       cargo fmt --all -- --check
   3. clippy    cargo clippy --workspace --all-targets --locked -- -D warnings
      docs      cargo doc --no-deps for the ABI and host crates with RUSTDOCFLAGS=-D warnings, and no FFI type in
-               the host crate's generated API docs (its doctests and examples run in step 5)
+               the host crate's generated API docs (its doctests and examples run in step 6)
   4. schema    on a throwaway PostgreSQL cluster and a throwaway SQLite file:
                diesel migration run --locked-schema and migration redo --all (src/*/schema.rs are what the
                Diesel CLI generates from the migrations), then scripts/check-down-migrations.py (every
                down.sql restores the schema dump exactly: tables, functions, triggers, FTS tables)
-  5. tests     cargo build --workspace && cargo test --workspace --no-fail-fast (every test binary runs, even
+  5. rules     promtool check rules and promtool test rules on deploy/prometheus/ (the alert rules and their
+               unit tests: every alert fires and stays quiet where it should); cheap, so --quick runs it too
+  6. tests     cargo build --workspace && cargo test --workspace --no-fail-fast (every test binary runs, even
                after a failure); the last line is `tests: N passed, N failed`
-               (the PostgreSQL tests start their own throwaway cluster, or use PARALLAX_TEST_POSTGRES_URL)
+               (the PostgreSQL tests start their own throwaway cluster, or use PARALLAX_TEST_POSTGRES_URL; the
+               metrics tests run `promtool check metrics` on the plugin's exposition with $PROMTOOL)
 
 Flags:
   --no-install       skip step 1 (fails with the name of what is missing instead)
-  --quick            skip steps 2-4 (fmt, clippy, docs, schema): only build and test
-  --backend NAME     only one backend: step 4 for it alone (none for file), and step 5 runs only its integration
+  --quick            skip steps 2-4 (fmt, clippy, docs, schema): only the rules, build and test
+  --backend NAME     only one backend: step 4 for it alone (none for file), and step 6 runs only its integration
                      tests, tests/NAME.rs (the whole contract suite on that backend plus its own tests)
   -- FILTER...       passed to the test binaries, e.g.
                        ./test.sh --quick --backend sqlite -- contract_suite    the contract suite on SQLite
@@ -35,7 +40,8 @@ Flags:
   -h, --help         this text
 
 Environment: PARALLAX_TEST_POSTGRES_URL (a superuser URL) makes the PostgreSQL tests use that server;
-PARALLAX_TEST_S3S_FS (a path) the S3 tests use that s3s-fs binary.
+PARALLAX_TEST_S3S_FS (a path) the S3 tests use that s3s-fs binary; PROMTOOL (a path) steps 5 and 6 use that
+promtool instead of target/prometheus-pkg/usr/bin/promtool.
 EOF
 }
 
@@ -94,6 +100,36 @@ pip_flags() {
   true
 }
 
+# promtool (step 5 and the metrics tests): Debian's prometheus package unpacked, not installed (no service).
+# Exported for the tests, which look for $PROMTOOL first.
+PROMTOOL_PKG="$PWD/target/prometheus-pkg"
+promtool_from_env=0
+[ -z "${PROMTOOL:-}" ] || promtool_from_env=1
+PROMTOOL="${PROMTOOL:-$PROMTOOL_PKG/usr/bin/promtool}"
+case "$PROMTOOL" in # the tests run in other directories: an absolute path
+  /*) ;;
+  */*) PROMTOOL="$PWD/$PROMTOOL" ;;
+  *) PROMTOOL="$(command -v "$PROMTOOL" || echo "$PWD/$PROMTOOL")" ;;
+esac
+export PROMTOOL
+PROMTOOL_INSTALL="cd \"\$(mktemp -d)\" && apt-get download prometheus && dpkg -x prometheus_*.deb $PROMTOOL_PKG"
+have_promtool() { [ -x "$PROMTOOL" ] && "$PROMTOOL" --version >/dev/null 2>&1; }
+install_promtool() {
+  local dir download=(apt-get download -q prometheus)
+  dir="$(mktemp -d)"
+  # As root apt fetches as the _apt user, who cannot write to our private temp dir: fetch as root instead.
+  [ "$(id -u)" != 0 ] || download=(apt-get -o APT::Sandbox::User=root download -q prometheus)
+  # apt-get download needs the package lists; a fresh machine may have none yet (apt-get update needs root).
+  if ! (cd "$dir" && "${download[@]}"); then
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    (cd "$dir" && "${download[@]}")
+  fi
+  mkdir -p "$PROMTOOL_PKG"
+  dpkg -x "$dir"/prometheus_*.deb "$PROMTOOL_PKG"
+  rm -rf "$dir"
+  have_promtool || { echo "error: unpacked the prometheus package, but $PROMTOOL does not run" >&2; exit 1; }
+}
+
 # ---- 1. install ------------------------------------------------------------------------------------------------
 # What the checks need, one line each: the Debian package, then a command that succeeds when it is present.
 # Add a line here for each new tool (an S3 server, promtool, ...); nothing else in this script changes.
@@ -121,13 +157,14 @@ command -v cargo >/dev/null || {
 }
 
 if [ "$install" = 1 ]; then
-  step install "system packages, rust components, Diesel CLI, s3s-fs, boto3 and awscli"
+  step install "system packages, rust components, Diesel CLI, s3s-fs, boto3, awscli and promtool"
   mapfile -t need < <(missing_apt)
+  sudo=()
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo=(sudo); fi
   if [ ${#need[@]} -gt 0 ]; then
-    sudo=()
-    if [ "$(id -u)" != 0 ]; then
-      command -v sudo >/dev/null || { echo "error: missing packages (${need[*]}); run as root or install sudo" >&2; exit 1; }
-      sudo=(sudo)
+    if [ "$(id -u)" != 0 ] && [ ${#sudo[@]} -eq 0 ]; then
+      echo "error: missing packages (${need[*]}); run as root or install sudo" >&2
+      exit 1
     fi
     echo "installing: ${need[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -151,11 +188,20 @@ if [ "$install" = 1 ]; then
     # shellcheck disable=SC2046 # pip_flags prints nothing or one flag
     python3 -m pip install -q $(pip_flags) boto3 awscli
   fi
+  if ! have_promtool && [ "$promtool_from_env" = 1 ]; then
+    echo "error: PROMTOOL=$PROMTOOL does not run; fix it, or unset it and ./test.sh unpacks promtool" >&2
+    exit 1
+  fi
+  if ! have_promtool; then
+    echo "installing: promtool (Debian's prometheus package, unpacked into $PROMTOOL_PKG; no service)"
+    install_promtool
+  fi
 else
   mapfile -t need < <(missing_apt)
   if diesel_to_build; then need+=("the Diesel CLI 2.3 (cargo install diesel_cli)"); fi
   if ! have_s3s_fs; then need+=("the s3s-fs 0.14.1 S3 test server (${S3S_FS_INSTALL[*]})"); fi
   if ! have_s3_clients; then need+=("boto3 and the AWS CLI (python3 -m pip install $(pip_flags) boto3 awscli)"); fi
+  if ! have_promtool; then need+=("promtool at $PROMTOOL ($PROMTOOL_INSTALL)"); fi
   if [ ${#need[@]} -gt 0 ]; then
     echo "error: --no-install, but missing: ${need[*]}. Run ./test.sh once without --no-install." >&2
     exit 1
@@ -223,7 +269,12 @@ if [ "$schema_checks" = 1 ]; then
   fi
 fi
 
-# ---- 5. tests --------------------------------------------------------------------------------------------------
+# ---- 5. rules -------------------------------------------------------------------------------------------------
+step rules "promtool check rules / test rules on deploy/prometheus"
+"$PROMTOOL" check rules deploy/prometheus/parallax-storage.rules.yml
+"$PROMTOOL" test rules deploy/prometheus/parallax-storage.rules.test.yml
+
+# ---- 6. tests --------------------------------------------------------------------------------------------------
 # `cargo build` first: the integration tests load the built cdylib (target/debug/libparallax_storage.so) and the
 # fixture plugin, which `cargo test` alone builds only as rlibs.
 if [ "$backend" = all ]; then

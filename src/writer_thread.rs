@@ -2,11 +2,14 @@
 //! every queued write job at once (up to a limit) and hands them to the backend as one group, so that they share
 //! one commit; "solo" jobs (migrations, format upgrades) run alone between groups. Callers wait for their answer
 //! on a oneshot channel ([`Answer`]), sent by the backend after the group's commit.
+//!
+//! For the metrics ([`crate::metrics::PoolState`]) the writer counts as one connection: [`WriterThread::load`]
+//! says whether it is running a group or solo job, and how many jobs are queued that it has not taken yet.
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     thread::{JoinHandle, Thread},
@@ -63,6 +66,37 @@ pub struct WriterThread<G, S> {
     waker: Thread,
     /// For messages: "the SQLite writer", "the file store writer".
     what: &'static str,
+    /// What the metrics read (see [`WriterThread::load`]).
+    gauges: Arc<Gauges>,
+}
+
+/// The writer's load for the metrics, kept with atomics only so that a scrape never waits for the writer.
+#[derive(Debug, Default)]
+struct Gauges {
+    /// Jobs submitted (from before they enter the queue, which may be full) that the thread has not taken.
+    queued: AtomicU64,
+    /// Whether the thread is running a job: from taking the first job of a group (or a solo job) until the
+    /// group's answers are sent.
+    running: AtomicBool,
+}
+
+/// A snapshot of the writer's load ([`WriterThread::load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Running a group (or a solo job) right now.
+    pub running: bool,
+    /// Writes submitted that the writer has not started.
+    pub queued: u64,
+}
+
+/// Counts one submitted job in [`Gauges::queued`] until it is queued (the thread then stops counting it when
+/// it takes the job) or the submission fails or is cancelled.
+struct Submitting<'a>(&'a AtomicU64);
+
+impl Drop for Submitting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
@@ -73,6 +107,8 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
         handlers: Handlers<C, G, S>,
     ) -> Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Msg<G, S>>(QUEUE);
+        let gauges = Arc::new(Gauges::default());
+        let g = gauges.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name.into())
             .spawn(move || {
@@ -85,12 +121,16 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
                 let mut last_commit = Duration::ZERO;
                 loop {
                     if let Some(solo) = pending_solo.take() {
+                        g.took(1);
                         run_solo_guarded(what, &handlers, &mut state, solo);
+                        g.running.store(false, Ordering::Relaxed);
                     }
                     let Some(first) = rx.blocking_recv() else { return };
+                    g.took(1);
                     match first {
                         Msg::Solo(solo) => {
                             run_solo_guarded(what, &handlers, &mut state, solo);
+                            g.running.store(false, Ordering::Relaxed);
                             continue;
                         }
                         Msg::Group(job) => group.push(job),
@@ -98,7 +138,7 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
                     let linger = (group.len() < last_size).then(|| last_commit.min(MAX_LINGER));
                     let deadline = linger.map(|d| Instant::now() + d);
                     loop {
-                        if !drain(&mut rx, &mut group, &mut pending_solo) {
+                        if !drain(&mut rx, &mut group, &mut pending_solo, &g) {
                             break; // closed: run what we have, then the next receive ends the thread
                         }
                         let Some(deadline) = deadline else { break };
@@ -113,6 +153,7 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
                     run_group_guarded(what, &handlers, &mut state, &mut group);
                     last_commit = started.elapsed();
                     group.clear();
+                    g.running.store(false, Ordering::Relaxed);
                 }
             })
             .map_err(|e| Error::internal(format!("cannot start {what} thread: {e}")))?;
@@ -123,7 +164,16 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
             busy: Arc::new(AtomicUsize::new(0)),
             waker,
             what,
+            gauges,
         })
+    }
+
+    /// The writer's load right now (atomics only: never waits for the writer).
+    pub fn load(&self) -> Load {
+        Load {
+            running: self.gauges.running.load(Ordering::Relaxed),
+            queued: self.gauges.queued.load(Ordering::Relaxed),
+        }
     }
 
     /// A channel for the answer to one job, to be sent with the job: the writer counts as busy from now
@@ -137,7 +187,12 @@ impl<G: Send + 'static, S: Send + 'static> WriterThread<G, S> {
     pub async fn send(&self, msg: Msg<G, S>) -> Result<()> {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let tx = tx.ok_or_else(|| Error::unavailable(format!("{} is shut down", self.what)))?;
+        // Counted from before the send, which waits while the queue is full; once queued, the thread stops
+        // counting the job when it takes it (possibly before `send` returns, so the guard is forgotten).
+        self.gauges.queued.fetch_add(1, Ordering::Relaxed);
+        let submitting = Submitting(&self.gauges.queued);
         tx.send(msg).await.map_err(|_| Error::unavailable(format!("{} has stopped", self.what)))?;
+        std::mem::forget(submitting);
         self.waker.unpark();
         Ok(())
     }
@@ -207,12 +262,29 @@ fn recover<C, G, S>(what: &str, handlers: &Handlers<C, G, S>, state: &mut C) {
     }
 }
 
+impl Gauges {
+    /// The thread took `n` jobs off the queue: they are no longer waiting, and the writer is running.
+    fn took(&self, n: u64) {
+        self.running.store(true, Ordering::Relaxed);
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// Moves every queued message into the group (up to [`MAX_GROUP`]), stopping at a solo job, which is kept for
-/// after the group. Returns false once the channel is closed and empty.
-fn drain<G, S>(rx: &mut mpsc::Receiver<Msg<G, S>>, group: &mut Vec<G>, solo: &mut Option<S>) -> bool {
+/// after the group (and still counted as queued until it runs). Returns false once the channel is closed and
+/// empty.
+fn drain<G, S>(
+    rx: &mut mpsc::Receiver<Msg<G, S>>,
+    group: &mut Vec<G>,
+    solo: &mut Option<S>,
+    gauges: &Gauges,
+) -> bool {
     while group.len() < MAX_GROUP && solo.is_none() {
         match rx.try_recv() {
-            Ok(Msg::Group(job)) => group.push(job),
+            Ok(Msg::Group(job)) => {
+                gauges.took(1);
+                group.push(job)
+            }
             Ok(Msg::Solo(s)) => *solo = Some(s),
             Err(mpsc::error::TryRecvError::Empty) => return true,
             Err(mpsc::error::TryRecvError::Disconnected) => return false,
@@ -406,6 +478,61 @@ mod tests {
             assert_eq!(Arc::strong_count(&committed), 1, "the idle writer's thread was left running");
             assert_eq!(*committed.lock().unwrap(), [7]);
         }
+    }
+
+    /// The metrics' view of the writer: running while a group commits, the jobs queued behind it counted as
+    /// waiting until the writer takes them, and both back to idle once everything is answered.
+    #[tokio::test]
+    async fn load_counts_the_running_group_and_the_jobs_queued_behind_it() {
+        let (w, _committed, started, _) = start(Duration::from_millis(800));
+        assert_eq!(w.load(), Load { running: false, queued: 0 });
+        let (done, first) = w.reply();
+        w.send(Msg::Group(Job(1, done))).await.unwrap();
+        assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), 1, "the first group has started");
+        let mut answers = Vec::new();
+        for n in 2..=5 {
+            let (done, answer) = w.reply();
+            w.send(Msg::Group(Job(n, done))).await.unwrap();
+            answers.push(answer);
+        }
+        assert_eq!(w.load(), Load { running: true, queued: 4 }, "one group running, four jobs behind it");
+
+        assert_eq!(w.answer(first).await.unwrap(), 1);
+        for (n, answer) in (2..=5).zip(answers) {
+            assert_eq!(w.answer(answer).await.unwrap(), n);
+        }
+        // The answers are sent just before the thread marks itself idle.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.load() != (Load { running: false, queued: 0 }) {
+            assert!(Instant::now() < deadline, "the writer still looks busy: {:?}", w.load());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A submission that fails (the writer is shut down) or is cancelled while it waits for room in a full
+    /// queue is not left counted as queued.
+    #[tokio::test]
+    async fn a_failed_or_cancelled_submission_is_not_counted_as_queued() {
+        let (w, _committed, started, _) = start(Duration::from_secs(2));
+        let (done, _first) = w.reply();
+        w.send(Msg::Group(Job(100_000, done))).await.unwrap();
+        assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), 1, "the first group has started");
+        for n in 1..=QUEUE as u32 {
+            let (done, _) = w.reply();
+            w.send(Msg::Group(Job(100_000 + n, done))).await.unwrap();
+        }
+        assert_eq!(w.load(), Load { running: true, queued: QUEUE as u64 }, "the queue is full");
+        let (done, _) = w.reply();
+        let send = tokio::time::timeout(Duration::from_millis(50), w.send(Msg::Group(Job(1, done)))).await;
+        assert!(send.is_err(), "a send into a full queue waits (and is cancelled here)");
+        assert_eq!(w.load().queued, QUEUE as u64, "the cancelled submission is not counted");
+        drop(w); // busy: the thread finishes the queued jobs in the background
+
+        let (w, _committed, _started, _) = start(Duration::ZERO);
+        w.stop();
+        let (done, _answer) = w.reply();
+        assert!(w.send(Msg::Group(Job(1, done))).await.is_err());
+        assert_eq!(w.load().queued, 0);
     }
 
     /// A job whose caller went away before it was queued does not leave the writer counted as busy.

@@ -956,3 +956,192 @@ async fn max_count_keeps_the_newest_and_include_unfinished_takes_stuck_runs() {
     assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), 2);
     h.finish().await;
 }
+
+// ------------------------------------------------------------------ metrics (issue 14)
+
+mod metrics_support {
+    use std::{
+        path::Path,
+        time::{Duration, Instant},
+    };
+
+    use parallax_storage_host::Storage;
+
+    pub const WAITING: &str = "parallax_storage_pool_waiting_requests";
+    pub const ACTIVE: &str = "parallax_storage_pool_connections_active";
+    pub const IDLE: &str = "parallax_storage_pool_connections_idle";
+    pub const DISK_FREE: &str = "parallax_storage_disk_free_bytes";
+    pub const ROWS: &str = "parallax_storage_table_rows";
+    pub const BYTES: &str = "parallax_storage_table_size_bytes";
+    pub const TABLES: [&str; 4] = ["patterns", "executions", "execution_events", "audit_logs"];
+
+    /// The value of the sample `name{labels}` (`labels` as rendered, such as `table="executions"`; empty for
+    /// none) in a Prometheus text exposition.
+    pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let key = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+        text.lines().find_map(|l| l.strip_prefix(key.as_str())?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Per table (in [`TABLES`] order) the values of `name`, if all are there.
+    pub fn tables(text: &str, name: &str) -> Option<[u64; 4]> {
+        let mut out = [0; 4];
+        for (slot, table) in out.iter_mut().zip(TABLES) {
+            *slot = sample(text, name, &format!("table=\"{table}\""))? as u64;
+        }
+        Some(out)
+    }
+
+    /// Scrapes until `ok` holds for the exposition (at most 30 s), naming `what` and the last exposition on
+    /// failure.
+    pub async fn until(s: &Storage, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = s.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
+            if ok(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what}; the last exposition:\n{text}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Bytes of the store's record files per table, by walking the tree: patterns, executions, their
+    /// events (`*.events` directories), audit batches.
+    pub fn walked(base: &Path) -> [u64; 4] {
+        let mut out = [0; 4];
+        for f in crate::common::file::files(base) {
+            let rel = f.strip_prefix(base).unwrap();
+            let in_events = f
+                .parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|n| n.to_string_lossy().ends_with(".events"));
+            let t = match rel.components().next().unwrap().as_os_str().to_str().unwrap() {
+                "patterns" => 0,
+                "executions" if in_events => 2,
+                "executions" => 1,
+                "audit" => 3,
+                _ => continue, // manifest, README, lock, run records
+            };
+            out[t] += std::fs::metadata(&f).unwrap().len();
+        }
+        out
+    }
+
+    /// The size of the filesystem holding `dir` (`statvfs`: `f_blocks × f_frsize`).
+    pub fn filesystem_size(dir: &Path) -> u64 {
+        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid NUL-terminated path and a writable statvfs.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        #[allow(clippy::unnecessary_cast)]
+        let size = st.f_blocks as u64 * st.f_frsize as u64;
+        size
+    }
+}
+
+use metrics_support as ms;
+
+fn metrics_config(dir: &Path, format: &str, compress: bool) -> serde_json::Value {
+    let mut cfg = config(dir, format, compress);
+    cfg["metrics"] = json!({ "statsInterval": "1s" });
+    cfg
+}
+
+/// Table rows come from the index and bytes from a running total of the record files: after writes, a
+/// rewrite (completion), events, audit batches and a cleanup they match what a walk of the tree finds; free
+/// disk space is that of basePath's filesystem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_table_stats_follow_writes_and_cleanups_and_match_the_files() {
+    use retention::CleanupTarget::Executions;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("store");
+    let s = open_ok(&metrics_config(dir.path(), "yaml", true));
+    let text = ms::until(&s, "the first table stats", |t| ms::tables(t, ms::ROWS).is_some()).await;
+    assert_eq!(ms::tables(&text, ms::ROWS), Some([0; 4]), "{text}");
+    assert_eq!(ms::tables(&text, ms::BYTES), Some([0; 4]), "{text}");
+    let free =
+        ms::sample(&text, ms::DISK_FREE, "").unwrap_or_else(|| panic!("no disk free bytes in:\n{text}"));
+    let size = ms::filesystem_size(dir.path()) as f64;
+    assert!(free > 0.0 && free <= size, "free {free} of {size}");
+
+    s.put_pattern(new_pattern("stats", "1.0.0")).await.unwrap();
+    for k in 0..3 {
+        execution_at(&s, T0 + k * DAY, 2, true, "old").await;
+    }
+    execution_at(&s, now_micros() - 3_600_000_000, 1, false, "recent").await;
+    s.append_audit(vec![audit("login", "ann"), audit("logout", "ann")]).await.unwrap();
+    let matches_files = |want_rows: [u64; 4]| {
+        let base = base.clone();
+        move |t: &str| {
+            ms::tables(t, ms::ROWS) == Some(want_rows) && ms::tables(t, ms::BYTES) == Some(ms::walked(&base))
+        }
+    };
+    let text = ms::until(&s, "rows and bytes match the files", matches_files([1, 4, 7, 2])).await;
+    assert!(ms::tables(&text, ms::BYTES).unwrap().iter().all(|&b| b > 0), "{text}");
+
+    let r = s.cleanup(&cleanup_params(Executions, "30d", false)).await.unwrap();
+    assert_eq!(r.tables[0].rows, 3, "{r:?}");
+    ms::until(&s, "rows and bytes match the files after a cleanup", matches_files([1, 1, 1, 2])).await;
+    s.shutdown().await.unwrap();
+}
+
+/// The writer counts as the pool's one connection: idle at rest; under a burst of writes arriving faster than
+/// the group commits end, the writes queued behind a running commit show as waiting requests; every write
+/// succeeds and nothing waits afterwards. (The file store has no lock another program could hold, so the
+/// test makes the writer busy with real load and scrapes meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_writes_queued_behind_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_ok(&metrics_config(dir.path(), "json", false)));
+    let text = s.metrics_text().await.unwrap();
+    assert_eq!(
+        [ms::ACTIVE, ms::IDLE, ms::WAITING].map(|m| ms::sample(&text, m, "")),
+        [Some(0.0), Some(1.0), Some(0.0)],
+        "{text}"
+    );
+
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scraper = tokio::spawn({
+        let (s, seen) = (s.clone(), seen.clone());
+        async move {
+            let mut most = 0.0f64;
+            while !seen.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let text = s.metrics_text().await.unwrap();
+                let waiting = ms::sample(&text, ms::WAITING, "").unwrap();
+                if waiting >= 1.0 {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                most = most.max(waiting);
+                tokio::task::yield_now().await;
+            }
+            most
+        }
+    });
+    // Open-loop bursts: 16 writes every millisecond, whether or not the earlier ones are answered.
+    let mut writes = Vec::new();
+    while !seen.load(std::sync::atomic::Ordering::Relaxed)
+        && Instant::now() < deadline
+        && writes.len() < 20_000
+    {
+        for _ in 0..16 {
+            let s = s.clone();
+            writes
+                .push(tokio::spawn(async move { s.create_execution(new_execution("burst", "1.0.0")).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let most = scraper.await.unwrap();
+    assert!(most >= 1.0, "no scrape saw a write waiting for the writer during {} writes", writes.len());
+    let n = writes.len() as u64;
+    eprintln!("a scrape saw {most} write(s) waiting; {n} writes submitted");
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(s.count_executions(ExecutionFilter::default()).await.unwrap(), n);
+    ms::until(&s, "nothing waits once every write is answered", |t| {
+        ms::sample(t, ms::WAITING, "") == Some(0.0) && ms::sample(t, ms::ACTIVE, "") == Some(0.0)
+    })
+    .await;
+    s.shutdown().await.unwrap();
+}

@@ -1419,3 +1419,209 @@ async fn a_killed_cleanup_leaves_no_orphans_and_the_next_run_finishes() {
     assert!(!statuses.iter().any(|s| s == "failed"), "{statuses:?}");
     server.drop_database(&name).await;
 }
+
+// ------------------------------------------------------------------ metrics (issue 14)
+
+const ACTIVE: &str = "parallax_storage_pool_connections_active";
+const IDLE: &str = "parallax_storage_pool_connections_idle";
+const WAITING: &str = "parallax_storage_pool_waiting_requests";
+const ACQUIRE_TIMEOUTS: &str = "parallax_storage_pool_acquire_timeouts_total";
+const SECS_10: Duration = Duration::from_secs(10);
+
+/// The value of sample `name` with exactly the label set `labels` (any order) in a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, found) = match series.split_once('{') {
+            Some((metric, rest)) => {
+                let inner = rest.strip_suffix('}')?;
+                let mut found: Vec<(&str, &str)> = inner
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                        (k, v.trim_matches('"'))
+                    })
+                    .collect();
+                found.sort();
+                (metric, found)
+            }
+            None => (series, Vec::new()),
+        };
+        let mut want = labels.to_vec();
+        want.sort();
+        (metric == name && found == want).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Scrapes `storage` every 50 ms until `ok` holds for the exposition; fails after `within` with the last one.
+async fn metrics_until(storage: &Storage, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let text = storage.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
+        if ok(&text) {
+            return text;
+        }
+        assert!(started.elapsed() < within, "{what}: not within {within:?}; last scrape:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_a_held_pool_and_its_waiting_callers() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut cfg = server.storage_config(&db);
+    merge(
+        &mut cfg,
+        json!({ "postgresql": { "pool": { "minConnections": 0, "maxConnections": 2, "acquireTimeout": 10_000 } } }),
+    );
+    let storage = plugin().open(&cfg).unwrap();
+    storage.put_pattern(new_pattern("p", "1.0.0")).await.unwrap();
+    let writes_of = |text: &str| {
+        sample(
+            text,
+            "parallax_storage_operation_duration_seconds_count",
+            &[("operation", "write"), ("table", "executions")],
+        )
+        .unwrap_or(0.0)
+    };
+    // The first scrape (it may wait for the first table refresh) before the pool is held.
+    let first = storage.metrics_text().await.unwrap();
+    assert_eq!(sample(&first, WAITING, &[]), Some(0.0), "{first}");
+    assert_eq!(sample(&first, ACQUIRE_TIMEOUTS, &[]), Some(0.0), "{first}");
+    let writes_before = writes_of(&first);
+
+    // Both connections stuck inside writes, six more writes waiting for one.
+    let mut blocker = server.client(&db).await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE executions IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let writes: Vec<_> = (0..8)
+        .map(|_| {
+            let s = storage.clone();
+            tokio::spawn(async move { s.create_execution(new_execution("p", "1.0.0")).await })
+        })
+        .collect();
+    // Scrapes go on while the pool is held (they never wait for it).
+    let held = metrics_until(&storage, "2 active connections and callers waiting", SECS_10, |t| {
+        sample(t, ACTIVE, &[]) == Some(2.0) && sample(t, WAITING, &[]).is_some_and(|w| w >= 1.0)
+    })
+    .await;
+    assert_eq!(sample(&held, IDLE, &[]), Some(0.0), "{held}");
+    assert!(sample(&held, WAITING, &[]).unwrap() <= 6.0, "{held}");
+
+    tx.rollback().await.unwrap();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let after =
+        metrics_until(&storage, "no caller waiting", SECS_10, |t| sample(t, WAITING, &[]) == Some(0.0)).await;
+    assert_eq!(writes_of(&after), writes_before + 8.0, "{after}");
+    assert_eq!(sample(&after, ACQUIRE_TIMEOUTS, &[]), Some(0.0), "no caller gave up:\n{after}");
+    storage.shutdown().await.unwrap();
+    server.drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_pool_acquire_that_timed_out() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut cfg = server.storage_config(&db);
+    merge(
+        &mut cfg,
+        json!({ "postgresql": { "pool": { "minConnections": 0, "maxConnections": 1, "acquireTimeout": 300 } } }),
+    );
+    let storage = plugin().open(&cfg).unwrap();
+    storage.put_pattern(new_pattern("warm", "1.0.0")).await.unwrap();
+    let first = storage.metrics_text().await.unwrap();
+    assert_eq!(sample(&first, ACQUIRE_TIMEOUTS, &[]), Some(0.0), "{first}");
+
+    let mut blocker = server.client(&db).await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE patterns IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let stuck = {
+        let s = storage.clone();
+        tokio::spawn(async move { s.put_pattern(new_pattern("stuck", "1.0.0")).await })
+    };
+    metrics_until(&storage, "the only connection busy", SECS_10, |t| sample(t, ACTIVE, &[]) == Some(1.0))
+        .await;
+    let err = storage.get_execution(id_of("0190b3f2-7c1e-7a00-8000-000000000001")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    let text = storage.metrics_text().await.unwrap();
+    // Exactly one: the refresher (statsInterval 30 s) took no connection meanwhile, and a wait is counted once.
+    assert_eq!(sample(&text, ACQUIRE_TIMEOUTS, &[]), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "parallax_storage_errors_total",
+            &[("operation", "read"), ("table", "executions"), ("kind", "timeout")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, WAITING, &[]), Some(0.0), "the caller stopped waiting when it gave up:\n{text}");
+
+    tx.rollback().await.unwrap();
+    stuck.await.unwrap().unwrap();
+    storage.shutdown().await.unwrap();
+    server.drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_table_rows_follow_writes_without_disk_space_or_password() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    // A password in the URL (the test server may not ask for one): it must never reach the exposition.
+    let password = server.password.clone().unwrap_or_else(|| "Mtr9pw-Zq71".to_string());
+    let url = format!("postgresql://{}:{password}@{}:{}/{db}", server.user, server.host, server.port);
+    let cfg =
+        json!({ "type": "postgresql", "postgresql": { "url": url }, "metrics": { "statsInterval": 1000 } });
+    let storage = plugin().open(&cfg).unwrap();
+
+    let rows = |text: &str, table: &str| sample(text, "parallax_storage_table_rows", &[("table", table)]);
+    let first = metrics_until(&storage, "table rows after the first refresh", SECS_10, |t| {
+        rows(t, "executions").is_some()
+    })
+    .await;
+    for table in ["patterns", "executions", "execution_events", "audit_logs"] {
+        assert_eq!(rows(&first, table), Some(0.0), "{table}:\n{first}");
+    }
+
+    storage.put_pattern(new_pattern("p", "1.0.0")).await.unwrap();
+    storage.put_pattern(new_pattern("p", "1.0.1")).await.unwrap();
+    for _ in 0..5 {
+        let e = storage.create_execution(new_execution("p", "1.0.0")).await.unwrap();
+        for step in 0..3 {
+            storage
+                .append_event(e.id, NewEvent::new(EventKind::StepResult, json!({ "step": step })))
+                .await
+                .unwrap();
+        }
+    }
+    storage
+        .append_audit(vec![audit("a", "me"), audit("b", "me"), audit("c", "me"), audit("d", "me")])
+        .await
+        .unwrap();
+
+    let want = [("patterns", 2.0), ("executions", 5.0), ("execution_events", 15.0), ("audit_logs", 4.0)];
+    // A session's row counts reach the statistics once it flushes them: at most once a second, else after 10 s
+    // idle (PostgreSQL 15), then the next refresh (`statsInterval`: 1 s here).
+    let text = metrics_until(&storage, "table rows after the writes", Duration::from_secs(30), |t| {
+        want.iter().all(|&(table, n)| rows(t, table) == Some(n))
+    })
+    .await;
+    for (table, _) in want {
+        let bytes = sample(&text, "parallax_storage_table_size_bytes", &[("table", table)]);
+        assert!(bytes.is_some_and(|b| b > 0.0), "{table}: {bytes:?}\n{text}");
+    }
+    // A client cannot see the server's disk: no number rather than a wrong one.
+    assert!(!text.contains("parallax_storage_disk_free_bytes"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("parallax_storage_build_info{") && l.contains("backend=\"postgresql\"")),
+        "{text}"
+    );
+    assert!(!text.contains(&password), "the password reached the exposition:\n{text}");
+    storage.shutdown().await.unwrap();
+    server.drop_database(&db).await;
+}

@@ -750,3 +750,135 @@ async fn a_cleanup_killed_at_any_moment_leaves_a_consistent_database_and_the_nex
     // The final run succeeded (and a round whose kill came too late, if any).
     assert!(count(&conn, "SELECT count(*) FROM retention_runs WHERE status = 'succeeded'") >= 1);
 }
+
+// ------------------------------------------------------------------ metrics (issue 14)
+
+mod metrics_support {
+    use std::time::{Duration, Instant};
+
+    use parallax_storage_host::Storage;
+
+    pub const ACTIVE: &str = "parallax_storage_pool_connections_active";
+    pub const WAITING: &str = "parallax_storage_pool_waiting_requests";
+    pub const DISK_FREE: &str = "parallax_storage_disk_free_bytes";
+    pub const ROWS: &str = "parallax_storage_table_rows";
+    pub const BYTES: &str = "parallax_storage_table_size_bytes";
+
+    /// The value of the sample `name{labels}` (`labels` as rendered, such as `table="executions"`; empty for
+    /// none) in a Prometheus text exposition.
+    pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let key = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+        text.lines().find_map(|l| l.strip_prefix(key.as_str())?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    pub fn table(text: &str, name: &str, table: &str) -> f64 {
+        sample(text, name, &format!("table=\"{table}\""))
+            .unwrap_or_else(|| panic!("no {name} for {table} in:\n{text}"))
+    }
+
+    /// Scrapes until `ok` holds for the exposition (at most 30 s), naming `what` and the last exposition on
+    /// failure.
+    pub async fn until(s: &Storage, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = s.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
+            if ok(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what}; the last exposition:\n{text}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The size of the filesystem holding `dir` (`statvfs`: `f_blocks × f_frsize`).
+    pub fn filesystem_size(dir: &std::path::Path) -> u64 {
+        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid NUL-terminated path and a writable statvfs.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        #[allow(clippy::unnecessary_cast)]
+        let size = st.f_blocks as u64 * st.f_frsize as u64;
+        size
+    }
+}
+
+use metrics_support as ms;
+
+/// The writer counts in the pool: while another program holds the write lock, the writer's group waits for it
+/// (one active connection) and the writes submitted meanwhile are waiting requests; once the lock is released
+/// every write succeeds and nothing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_writes_waiting_behind_a_held_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    // The hold below lasts well under busyTimeout, so that the held writer waits instead of failing.
+    let cfg = config_with(&dir, json!({ "sqlite": { "busyTimeout": 60_000 } }));
+    let s = std::sync::Arc::new(plugin().open(&cfg).unwrap());
+    let text = s.metrics_text().await.unwrap();
+    assert_eq!(ms::sample(&text, ms::WAITING, ""), Some(0.0), "{text}");
+    assert_eq!(ms::sample(&text, ms::ACTIVE, ""), Some(0.0), "{text}");
+
+    let holder = raw_sqlite(&dir);
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let write = |n: u32| {
+        let s = s.clone();
+        tokio::spawn(async move { s.put_pattern(new_pattern(&format!("held-{n}"), "1.0.0")).await })
+    };
+    let first = write(0);
+    ms::until(&s, "the writer's group waits for the write lock", |t| {
+        ms::sample(t, ms::ACTIVE, "") == Some(1.0)
+    })
+    .await;
+    let queued: Vec<_> = (1..8).map(write).collect();
+    let text = ms::until(&s, "writes wait behind the held writer", |t| {
+        ms::sample(t, ms::WAITING, "").is_some_and(|w| w >= 1.0)
+    })
+    .await;
+    assert!(ms::sample(&text, ms::WAITING, "").unwrap() <= 7.0, "{text}");
+
+    holder.execute_batch("COMMIT").unwrap();
+    first.await.unwrap().unwrap();
+    for w in queued {
+        w.await.unwrap().unwrap();
+    }
+    ms::until(&s, "nothing waits once the lock is released", |t| {
+        ms::sample(t, ms::WAITING, "") == Some(0.0) && ms::sample(t, ms::ACTIVE, "") == Some(0.0)
+    })
+    .await;
+    s.shutdown().await.unwrap();
+}
+
+/// Free disk space is that of the database's filesystem; table rows and sizes (refreshed every
+/// statsInterval) move after writes, each table on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_disk_free_bytes_and_table_stats_that_move_after_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(&dir, json!({ "metrics": { "statsInterval": "1s" } }));
+    let s = plugin().open(&cfg).unwrap();
+    let text = s.metrics_text().await.unwrap();
+    let free =
+        ms::sample(&text, ms::DISK_FREE, "").unwrap_or_else(|| panic!("no disk free bytes in:\n{text}"));
+    let size = ms::filesystem_size(dir.path()) as f64;
+    assert!(free > 0.0 && free <= size, "free {free} of {size}");
+    let before =
+        ms::until(&s, "the first table stats", |t| ms::sample(t, ms::ROWS, "table=\"executions\"").is_some())
+            .await;
+    for table in ["patterns", "executions", "execution_events", "audit_logs"] {
+        assert_eq!(ms::table(&before, ms::ROWS, table), 0.0, "{before}");
+        assert!(ms::table(&before, ms::BYTES, table) > 0.0, "an empty table still has pages:\n{before}");
+    }
+
+    s.put_pattern(new_pattern("stats", "1.0.0")).await.unwrap();
+    for _ in 0..300 {
+        s.create_execution(new_execution("stats", "1.0.0")).await.unwrap();
+    }
+    let grew = |t: &str| {
+        ms::table(t, ms::ROWS, "executions") == 300.0
+            && ms::table(t, ms::ROWS, "patterns") == 1.0
+            && ms::table(t, ms::BYTES, "executions") > ms::table(&before, ms::BYTES, "executions")
+    };
+    let after = ms::until(&s, "executions and patterns rows and bytes move", grew).await;
+    for table in ["execution_events", "audit_logs"] {
+        assert_eq!(ms::table(&after, ms::ROWS, table), 0.0, "{after}");
+    }
+    s.shutdown().await.unwrap();
+}

@@ -97,7 +97,7 @@ pub fn parallel<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -
     })
 }
 
-/// The free space of the file system holding `path`, in bytes.
+/// Free bytes for an unprivileged user on the filesystem holding `path` (`statvfs`: `f_bavail × f_frsize`).
 pub fn free_space(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
@@ -108,4 +108,35 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
     }
     #[allow(clippy::unnecessary_cast)]
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The free space of the filesystem holding a store's data, for the metrics: a failure reads as unknown
+/// (`None`) and is logged once per storage object, not at every scrape.
+#[derive(Debug)]
+pub struct DiskFree {
+    dir: std::path::PathBuf,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl DiskFree {
+    /// For the directory `dir` (SQLite: the one holding the database file; the file store: `basePath`).
+    pub fn new(dir: std::path::PathBuf) -> Self {
+        DiskFree { dir, warned: Default::default() }
+    }
+
+    pub fn get(&self) -> Option<u64> {
+        match free_space(&self.dir) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %self.dir.display(), error = %e,
+                        "cannot read the free disk space for parallax_storage_disk_free_bytes; the metric is left \
+                         out (logged once)"
+                    );
+                }
+                None
+            }
+        }
+    }
 }

@@ -60,6 +60,10 @@ pub struct Index {
     /// Unreadable files whose record is known from the path alone.
     pub bad_patterns: HashMap<(String, String), PathBuf>,
     pub bad_executions: HashMap<String, PathBuf>,
+    /// Bytes of the record files per table (in the order of [`crate::metrics::TABLES`]), for the metrics:
+    /// summed when the store is loaded, then moved by every commit (the writer measures the files a group
+    /// touches before and after it), so that no scrape or refresh walks the tree.
+    pub bytes: [u64; 4],
 }
 
 /// What a lookup found.
@@ -125,6 +129,20 @@ fn newest_first<'a, V>(
 }
 
 impl Index {
+    /// Moves [`Index::bytes`] by a committed group's changes.
+    pub fn add_bytes(&mut self, delta: &[i64; 4]) {
+        for (total, d) in self.bytes.iter_mut().zip(delta) {
+            *total = total.saturating_add_signed(*d);
+        }
+    }
+
+    /// Rows per table (in the order of [`crate::metrics::TABLES`]): patterns, executions, events (each
+    /// execution's events are numbered 1..=`last_seq`, and removed only with their execution) and audit entries.
+    pub fn rows(&self) -> [u64; 4] {
+        let events = self.executions.values().map(|x| x.last_seq.max(0) as u64).sum();
+        [self.patterns.len() as u64, self.executions.len() as u64, events, self.audit.len() as u64]
+    }
+
     /// Refuses every call while the store has not been created (format 1 not applied).
     pub fn ready(&self, base: &Path) -> Result<()> {
         match self.manifest {

@@ -30,6 +30,24 @@ enum Kind {
     Audit,
 }
 
+impl Kind {
+    /// Where the metrics count this kind's bytes ([`Index::bytes`], in the order of [`crate::metrics::TABLES`]).
+    fn table(&self) -> usize {
+        match self {
+            Kind::Pattern => 0,
+            Kind::Execution => 1,
+            Kind::Event => 2,
+            Kind::Audit => 3,
+        }
+    }
+}
+
+/// The metrics' table of a record file of the store (an index into [`crate::metrics::TABLES`]); `None` for
+/// the manifest, the run records and anything outside the layout.
+pub fn table_of(layout: &Layout, path: &Path) -> Option<usize> {
+    classify(layout, path.to_path_buf()).map(|c| c.kind.table())
+}
+
 struct Candidate {
     kind: Kind,
     path: PathBuf,
@@ -83,13 +101,20 @@ fn classify(layout: &Layout, path: PathBuf) -> Option<Candidate> {
     Some(Candidate { kind, path, enc })
 }
 
-fn parse(c: &Candidate) -> Result<Parsed, String> {
-    let bytes = fs::read(&c.path).map_err(|e| format!("cannot read it: {e}"))?;
+/// The record in a file, and the file's size (0 if it cannot be read).
+fn parse(c: &Candidate) -> (Result<Parsed, String>, u64) {
+    match fs::read(&c.path) {
+        Ok(bytes) => (decode(c, &bytes), bytes.len() as u64),
+        Err(e) => (Err(format!("cannot read it: {e}")), 0),
+    }
+}
+
+fn decode(c: &Candidate, bytes: &[u8]) -> Result<Parsed, String> {
     Ok(match c.kind {
-        Kind::Pattern => Parsed::Pattern(c.enc.decode::<PatternDoc>(&bytes)?.into_pattern()?),
-        Kind::Execution => Parsed::Execution(c.enc.decode::<ExecutionDoc>(&bytes)?.into_execution()?),
-        Kind::Event => Parsed::Event(c.enc.decode::<EventDoc>(&bytes)?.into_event()?),
-        Kind::Audit => Parsed::Audit(c.enc.decode::<AuditBatchDoc>(&bytes)?.into_entries()?),
+        Kind::Pattern => Parsed::Pattern(c.enc.decode::<PatternDoc>(bytes)?.into_pattern()?),
+        Kind::Execution => Parsed::Execution(c.enc.decode::<ExecutionDoc>(bytes)?.into_execution()?),
+        Kind::Event => Parsed::Event(c.enc.decode::<EventDoc>(bytes)?.into_event()?),
+        Kind::Audit => Parsed::Audit(c.enc.decode::<AuditBatchDoc>(bytes)?.into_entries()?),
     })
 }
 
@@ -116,8 +141,8 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
         }
     }
     let parsed = parallel(candidates, FAN_OUT, |c| {
-        let r = parse(&c);
-        (c, r)
+        let (r, size) = parse(&c);
+        (c, r, size)
     });
     let mut idx = Index { manifest, ..Index::default() };
     let mut events: BTreeMap<String, (PathBuf, i64)> = BTreeMap::new();
@@ -125,7 +150,9 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
         tracing::warn!(path = %path.display(), error = %why, "skipping a file that cannot be read");
         idx.unreadable.insert(path.to_path_buf(), why);
     };
-    for (c, r) in parsed {
+    for (c, r, size) in parsed {
+        // Every record file counts, readable or not: the metrics report the disk the store uses.
+        idx.bytes[c.kind.table()] += size;
         let path = c.path;
         match (c.kind, r) {
             (Kind::Pattern, Ok(Parsed::Pattern(p))) => {

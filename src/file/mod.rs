@@ -40,6 +40,7 @@ use std::{
 
 use parallax_storage_abi::*;
 
+pub(crate) use self::durable::DiskFree;
 use self::{codec::Encoding, index::Index, layout::Layout, lock::StoreLock, writer::Writer};
 use crate::{
     config::StorageConfig,
@@ -59,6 +60,8 @@ pub struct FileBackend {
     runner: Arc<tokio::sync::Mutex<()>>,
     /// The run records (`retention/runs.json`), read on first use.
     runs: std::sync::Mutex<Option<Vec<crate::retention::Run>>>,
+    /// The filesystem holding `basePath`.
+    disk: DiskFree,
     metrics: crate::metrics::Metrics,
 }
 
@@ -120,6 +123,7 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
     let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone(), lock))?;
     tracing::info!(path = %layout.base.display(), format = fc.format.as_str(), compress = fc.compress, "file storage opened");
     let metrics = crate::metrics::Metrics::new(&cfg.metrics, "file");
+    let disk = DiskFree::new(layout.base.clone());
     Ok(FileBackend {
         cfg,
         layout,
@@ -128,6 +132,7 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
         writer,
         runner: Default::default(),
         runs: Default::default(),
+        disk,
         metrics,
     })
 }

@@ -166,6 +166,11 @@ impl Writer {
         self.thread.answer(result).await
     }
 
+    /// Whether a group is being committed and how many writes wait for the writer (for the metrics).
+    pub fn load(&self) -> crate::writer_thread::Load {
+        self.thread.load()
+    }
+
     /// Lets queued writes finish, then stops the thread (blocking until it has and the lock is released).
     pub fn stop(&self) {
         self.thread.stop();
@@ -215,11 +220,15 @@ fn commit_group(ctx: &mut Ctx, group: &mut Vec<Box<dyn Work>>) {
 /// Commits the planned files, then applies the changes to the index. A panic while applying them is caught
 /// here: the writes are on disk, so the index is rebuilt from the files and the group succeeds.
 fn commit_and_index(ctx: &mut Ctx, ops: Vec<FileOp>, changes: Vec<Change>) -> Result<()> {
+    let sizes = Sizes::before(&ctx.layout, &ops);
     match (ctx.commit)(ops) {
         Ok(()) => {
             let apply = ctx.apply;
+            let delta = sizes.delta();
             let applied = catch_unwind(AssertUnwindSafe(|| {
-                apply(&mut ctx.index.write().unwrap_or_else(|p| p.into_inner()), changes)
+                let mut idx = ctx.index.write().unwrap_or_else(|p| p.into_inner());
+                idx.add_bytes(&delta);
+                apply(&mut idx, changes)
             }));
             if let Err(payload) = applied {
                 let panic = Error::from_panic(payload, "updating the file store index after a commit");
@@ -243,6 +252,49 @@ fn commit_and_index(ctx: &mut Ctx, ops: Vec<FileOp>, changes: Vec<Change>) -> Re
             Err(Error::unavailable(why))
         }
     }
+}
+
+/// The sizes of the record files a group touches, taken before its commit, for [`Index::bytes`]: after the
+/// commit each file is measured again (absent: 0), so a file written twice in one group, rewritten, or
+/// removed counts once, by what is on disk. A stat per file, beside the group's fsyncs.
+struct Sizes(std::collections::BTreeMap<PathBuf, (usize, u64)>);
+
+impl Sizes {
+    fn before(layout: &Layout, ops: &[FileOp]) -> Sizes {
+        let mut files = std::collections::BTreeMap::new();
+        let mut note = |path: &std::path::Path| {
+            if let (false, Some(table)) = (files.contains_key(path), load::table_of(layout, path)) {
+                files.insert(path.to_path_buf(), (table, size_of(path)));
+            }
+        };
+        for op in ops {
+            match op {
+                FileOp::Write { path, .. } | FileOp::Remove { path, .. } | FileOp::Discard { path } => {
+                    note(path)
+                }
+                FileOp::RemoveAll { path } => {
+                    for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                        note(&entry.path());
+                    }
+                }
+                FileOp::Prune { .. } => {}
+            }
+        }
+        Sizes(files)
+    }
+
+    /// Bytes gained (or lost) per table since [`Sizes::before`].
+    fn delta(&self) -> [i64; 4] {
+        let mut delta = [0i64; 4];
+        for (path, &(table, before)) in &self.0 {
+            delta[table] += size_of(path) as i64 - before as i64;
+        }
+        delta
+    }
+}
+
+fn size_of(path: &std::path::Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
 }
 
 fn not_found_is_ok(e: io::Error) -> io::Result<()> {
@@ -464,6 +516,41 @@ mod tests {
 
         audit(&writer, 2, "later").await.expect("the writer goes on");
         assert_eq!(actions(&index), ["later", "unknown"]);
+        writer.stop();
+    }
+
+    /// The metrics' view of the writer: busy while a (slow) group commits, and the writes submitted meanwhile
+    /// queued behind it until it takes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_commit_shows_the_writer_busy_and_the_writes_queued_behind_it() {
+        fn slow_commit(ops: Vec<FileOp>) -> std::result::Result<(), Failed> {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            commit(ops)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, index) = start(&dir, |ctx| ctx.commit = slow_commit);
+        let writer = Arc::new(writer);
+        let until = |what: &str, f: &dyn Fn(crate::writer_thread::Load) -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !f(writer.load()) {
+                assert!(std::time::Instant::now() < deadline, "{what}: {:?}", writer.load());
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        };
+        let spawn = |n: u32| {
+            let w = writer.clone();
+            tokio::spawn(async move { audit(&w, n, "queued").await })
+        };
+        let first = spawn(0);
+        until("the first group is committing", &|l| l.running);
+        let rest: Vec<_> = (1..=5).map(spawn).collect();
+        until("five writes wait behind it", &|l| l.queued == 5);
+        first.await.unwrap().unwrap();
+        for w in rest {
+            w.await.unwrap().unwrap();
+        }
+        until("idle again", &|l| !l.running && l.queued == 0);
+        assert_eq!(index.read().unwrap().audit.len(), 6);
         writer.stop();
     }
 

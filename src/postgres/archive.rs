@@ -786,12 +786,8 @@ impl Store for PostgresBackend {
     }
 }
 
-/// The test PostgreSQL server of `tests/common` (a throwaway cluster per test process, or
-/// `PARALLAX_TEST_POSTGRES_URL`), shared with the integration tests.
 #[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/common/pg.rs"]
-mod test_pg;
+use super::test_pg;
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,12 @@
 //! cannot starve queries. A pooled connection given back is closed for a waiting COPY or migration only when
 //! no pooled connect waits (else the query waiting would have to reconnect); a COPY or migration connect still
 //! waiting therefore looks again every 50 ms for an idle pooled connection to close.
+//!
+//! The budget also keeps the pool's metrics ([`crate::metrics`]): every caller waiting for a connection — inside
+//! the pool's `get` ([`Budget::pooled`]) or for a permit or idle client here ([`Budget::for_raw`]) — is counted in
+//! [`Budget::waiting`] while it waits, and every such wait that gives up after `acquireTimeout` counts one
+//! acquire timeout. The pool's own connects (bb8 opening a connection for a waiting caller) are not callers:
+//! the caller they serve is already counted.
 
 use std::{
     future::Future,
@@ -37,12 +43,14 @@ use std::{
     time::Duration,
 };
 
+use diesel::ConnectionError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
 
 use crate::{
     config::PoolConfig,
     error::{Error, Result},
+    metrics::{Metrics, WaitGauge},
 };
 
 /// Permission to keep one server connection open. Dropped when the connection's I/O future ends; the permit
@@ -97,6 +105,10 @@ pub struct Budget {
     copy_idle: Mutex<Vec<Client>>,
     /// Signalled when a COPY client is given back.
     returned: Notify,
+    /// Callers waiting for a connection right now (`parallax_storage_pool_waiting_requests`).
+    waiting: WaitGauge,
+    /// This storage's registry: waits that give up count as acquire timeouts.
+    metrics: Arc<Metrics>,
 }
 
 /// What [`Budget::for_raw`] found: an idle COPY client to reuse, or a permit to open a new connection with.
@@ -122,7 +134,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Budget {
-    pub fn new(pool: &PoolConfig) -> Budget {
+    pub fn new(pool: &PoolConfig, metrics: Arc<Metrics>) -> Budget {
         let max = pool.max_connections.max(1);
         Budget {
             permits: Arc::new(Semaphore::new(max as usize)),
@@ -133,7 +145,31 @@ impl Budget {
             want_raw: AtomicUsize::new(0),
             copy_idle: Mutex::new(Vec::new()),
             returned: Notify::new(),
+            waiting: WaitGauge::default(),
+            metrics,
         }
+    }
+
+    /// Callers waiting for a connection right now: in the pool's `get` or for a permit of this budget.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.get()
+    }
+
+    /// A pooled connection: the caller counts as waiting until the pool answers, and as an acquire timeout if it
+    /// gives up (bb8's `connection_timeout` is [`wait`]).
+    pub async fn pooled<'p>(
+        &self,
+        pool: &'p super::connect::Pool,
+    ) -> std::result::Result<bb8::PooledConnection<'p, super::driven::Manager>, bb8::RunError<ConnectionError>>
+    {
+        let got = {
+            let _waiting = self.waiting.enter();
+            pool.get().await
+        };
+        if let Err(bb8::RunError::TimedOut) = got {
+            self.metrics.pool_acquire_timed_out();
+        }
+        got
     }
 
     /// Whether every permit is taken (the pool's timeout message says which limit was hit).
@@ -196,6 +232,7 @@ impl Budget {
             return Ok(Raw::New(Slot(Some(permit))));
         }
         let _waiting = Waiting::new(&self.want_raw);
+        let _counted = self.waiting.enter();
         let mut acquire = std::pin::pin!(self.permits.clone().acquire_owned());
         if let Poll::Ready(permit) = poll_once(acquire.as_mut()).await {
             return permit.map(|p| Raw::New(Slot(Some(p)))).map_err(|_| self.busy());
@@ -230,7 +267,10 @@ impl Budget {
                         self.close_idle_copy();
                     }
                 }
-                () = deadline.as_mut() => return Err(self.busy()),
+                () = deadline.as_mut() => {
+                    self.metrics.pool_acquire_timed_out();
+                    return Err(self.busy());
+                }
             }
         }
     }
@@ -308,7 +348,10 @@ mod tests {
     use super::*;
 
     fn budget(max_connections: u32, acquire_timeout_ms: u64) -> Arc<Budget> {
-        Arc::new(Budget::new(&PoolConfig { max_connections, acquire_timeout_ms, ..PoolConfig::default() }))
+        Arc::new(Budget::new(
+            &PoolConfig { max_connections, acquire_timeout_ms, ..PoolConfig::default() },
+            Arc::new(Metrics::new(&Default::default(), "postgresql")),
+        ))
     }
 
     /// A client of a minimal in-memory "server" (it accepts the startup message, then reads until the client

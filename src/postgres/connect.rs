@@ -175,7 +175,9 @@ fn location(pg: &tokio_postgres::Config) -> String {
     format!("{user}{}/{}", hosts.join(","), pg.get_dbname().unwrap_or(""))
 }
 
-pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
+/// The connection facts of `cfg`; `metrics` is the storage's registry, where the budget counts waits and acquire
+/// timeouts.
+pub fn spec(cfg: &PostgresConfig, metrics: Arc<crate::metrics::Metrics>) -> Result<ConnectSpec> {
     let mut ssl = cfg.ssl.clone();
     let mut secrets = Vec::new();
     let mut pg = match &cfg.url {
@@ -258,7 +260,7 @@ pub fn spec(cfg: &PostgresConfig) -> Result<ConnectSpec> {
             Some(client_config(verifier)?)
         }
     };
-    let budget = Arc::new(Budget::new(&cfg.pool));
+    let budget = Arc::new(Budget::new(&cfg.pool, metrics));
     Ok(ConnectSpec { pg, tls: tls.map(MakeRustlsConnect::new), location, secrets, budget })
 }
 
@@ -481,6 +483,10 @@ mod tests {
     use super::*;
     use crate::config::Secret;
 
+    fn metrics() -> Arc<crate::metrics::Metrics> {
+        Arc::new(crate::metrics::Metrics::new(&Default::default(), "postgresql"))
+    }
+
     fn spec_of(url: &str) -> ConnectSpec {
         let mut cfg = crate::config::parse(
             &serde_json::json!({
@@ -492,7 +498,7 @@ mod tests {
         .postgresql
         .unwrap();
         cfg.url = Some(Secret::new(url));
-        spec(&cfg).unwrap_or_else(|e| panic!("{url}: {e}"))
+        spec(&cfg, metrics()).unwrap_or_else(|e| panic!("{url}: {e}"))
     }
 
     #[test]
@@ -529,7 +535,7 @@ mod tests {
         .postgresql
         .unwrap();
         cfg.password = Some(Secret::new("Pw8secret"));
-        let s = spec(&cfg).unwrap();
+        let s = spec(&cfg, metrics()).unwrap();
         assert_eq!(s.pg.get_password(), Some("Pw8secret".as_bytes()));
         assert_eq!(s.redact("x Pw8secret y"), "x *** y");
     }
@@ -560,7 +566,7 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        spec(&cfg.postgresql.unwrap()).unwrap()
+        spec(&cfg.postgresql.unwrap(), metrics()).unwrap()
     }
 
     #[tokio::test]

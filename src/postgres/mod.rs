@@ -6,6 +6,10 @@
 //! health and migration status read through pooled connections. Messages, logs and `Health.location` name the
 //! server as `user@host:port/database`, built from the parsed settings; anything quoting the settings or the
 //! driver goes through `ConnectSpec::redact` (`connect.rs`).
+//!
+//! Metrics (`metrics.rs`): the pool's state from bb8 plus the budget's count of callers waiting for a connection,
+//! acquire timeouts counted where a wait gives up (`budget.rs`), table rows and bytes from one catalog query run
+//! by the background refresher; no disk free space (the server's disk is not visible to a client).
 
 mod archive;
 mod budget;
@@ -21,6 +25,13 @@ mod retention;
 mod statements;
 #[rustfmt::skip]
 pub mod schema;
+
+/// The test PostgreSQL server of `tests/common` (a throwaway cluster per test process, or
+/// `PARALLAX_TEST_POSTGRES_URL`), shared with the integration tests; one per test process for every module here.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/pg.rs"]
+mod test_pg;
 
 use std::{
     sync::{Arc, Mutex},
@@ -48,7 +59,8 @@ pub struct PostgresBackend {
     copy: copy::CopyPool,
     /// The task keeping partitions created ahead; aborted at shutdown.
     maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    metrics: crate::metrics::Metrics,
+    /// This storage's registry, shared with the connection budget (which counts waits and acquire timeouts).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PostgresBackend {
@@ -56,7 +68,8 @@ impl PostgresBackend {
         let pg = cfg.postgresql.clone().ok_or_else(|| {
             Error::invalid("config: storage.type is postgresql but storage.postgresql is not set")
         })?;
-        let spec = Arc::new(connect::spec(&pg)?);
+        let metrics = Arc::new(crate::metrics::Metrics::new(&cfg.metrics, "postgresql"));
+        let spec = Arc::new(connect::spec(&pg, metrics.clone())?);
         // One direct connection first: a clear error if the server is unreachable or refuses us. It takes a
         // slot of the budget like every other connection (nothing else is open yet).
         let slot = spec.budget.for_new(None).await?;
@@ -73,24 +86,28 @@ impl PostgresBackend {
         };
         let pool = connect::pool(spec.clone(), &pg);
         let copy = copy::CopyPool::new(spec.clone(), pool.clone());
-        let metrics = crate::metrics::Metrics::new(&cfg.metrics, "postgresql");
         let backend = PostgresBackend { cfg, pg, spec, pool, copy, maintenance: Mutex::new(None), metrics };
         if schema_ready {
-            let made = partitions::ensure(&backend.pool, backend.pg.partition_months_ahead).await?;
+            let made =
+                partitions::ensure(&backend.pool, &backend.spec, backend.pg.partition_months_ahead).await?;
             if made > 0 {
                 tracing::info!(created = made, "created executions partitions ahead of time");
             }
-            *backend.maintenance.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(partitions::keep_ahead(backend.pool.clone(), backend.pg.partition_months_ahead));
+            *backend.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(partitions::keep_ahead(
+                backend.pool.clone(),
+                backend.spec.clone(),
+                backend.pg.partition_months_ahead,
+            ));
         }
         tracing::info!(location = %backend.spec.location, "PostgreSQL storage opened");
         Ok(backend)
     }
 
     /// A pooled connection, or `Timeout` (pool exhausted) / `Unavailable` (server unreachable) within the
-    /// configured acquireTimeout.
+    /// configured acquireTimeout. Counted as a waiting request while it waits, and as an acquire timeout when it
+    /// gives up ([`budget::Budget::pooled`]).
     async fn conn(&self) -> Result<bb8::PooledConnection<'_, driven::Manager>> {
-        match self.pool.get().await {
+        match self.spec.budget.pooled(&self.pool).await {
             Ok(c) => Ok(c),
             Err(bb8::RunError::User(e)) => Err(self.spec.cannot_connect(e)),
             Err(bb8::RunError::TimedOut) => {

@@ -8,7 +8,12 @@
 use diesel::{sql_query, sql_types::Integer, QueryableByName};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::{connect::Pool, KEEP_AHEAD_EVERY};
+use std::sync::Arc;
+
+use super::{
+    connect::{ConnectSpec, Pool},
+    KEEP_AHEAD_EVERY,
+};
 use crate::error::{Error, Result};
 
 /// Arbitrary, fixed key of the advisory lock serialising partition DDL ("plx-part").
@@ -21,8 +26,12 @@ struct Made {
 }
 
 /// Makes sure partitions exist from this month through `months_ahead` months ahead; returns how many it made.
-pub async fn ensure(pool: &Pool, months_ahead: u32) -> Result<u32> {
-    let mut conn = pool.get().await.map_err(|e| Error::unavailable(format!("partition maintenance: {e}")))?;
+pub async fn ensure(pool: &Pool, spec: &ConnectSpec, months_ahead: u32) -> Result<u32> {
+    let mut conn = spec
+        .budget
+        .pooled(pool)
+        .await
+        .map_err(|e| Error::unavailable(format!("partition maintenance: {e}")))?;
     let made = conn
         .run(async |conn| {
             conn.transaction::<_, Error, _>(async |conn| {
@@ -43,13 +52,13 @@ pub async fn ensure(pool: &Pool, months_ahead: u32) -> Result<u32> {
 }
 
 /// Re-checks periodically; errors are logged and retried at the next tick.
-pub fn keep_ahead(pool: Pool, months_ahead: u32) -> tokio::task::JoinHandle<()> {
+pub fn keep_ahead(pool: Pool, spec: Arc<ConnectSpec>, months_ahead: u32) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEEP_AHEAD_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            match ensure(&pool, months_ahead).await {
+            match ensure(&pool, &spec, months_ahead).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(created = n, "created executions partitions ahead of time"),
                 Err(e) => tracing::warn!(error = %e, "partition maintenance failed; retrying later"),

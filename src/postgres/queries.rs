@@ -529,7 +529,9 @@ impl Contract for PostgresBackend {
 impl PostgresBackend {
     /// After migrating up, make sure the partitions exist (the schema may have been missing at open).
     async fn after_schema_change(&self) {
-        if let Err(e) = super::partitions::ensure(&self.pool, self.pg.partition_months_ahead).await {
+        if let Err(e) =
+            super::partitions::ensure(&self.pool, &self.spec, self.pg.partition_months_ahead).await
+        {
             tracing::debug!(error = %e, "partitions not ensured after migrating (schema incomplete?)");
         }
     }

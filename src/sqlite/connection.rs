@@ -1,8 +1,16 @@
 //! Opening SQLite connections with the configured pragmas.
 
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
 use diesel::{
     connection::{Connection, SimpleConnection},
-    r2d2::{ConnectionManager, CustomizeConnection, Pool},
+    r2d2::{
+        event::{AcquireEvent, CheckinEvent, CheckoutEvent, ReleaseEvent},
+        ConnectionManager, CustomizeConnection, HandleEvent, Pool,
+    },
     sql_query,
     sql_types::Text,
     sqlite::SqliteConnection,
@@ -12,6 +20,7 @@ use diesel::{
 use crate::{
     config::SqliteConfig,
     error::{sqlite_error, Error, Result},
+    metrics::WaitGauge,
 };
 
 pub type ReadPool = Pool<ConnectionManager<SqliteConnection>>;
@@ -100,10 +109,58 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReaderPragma
     }
 }
 
-/// Read-only connections for queries; they never take the write lock.
-pub fn read_pool(cfg: &SqliteConfig) -> Result<ReadPool> {
+/// The read pool's state for the metrics, kept with atomics by r2d2's event hooks, so that a scrape never
+/// takes the pool's lock.
+#[derive(Debug, Default)]
+pub struct ReadGauges {
+    /// Connections established and not closed yet.
+    open: AtomicU64,
+    /// Connections checked out by a read.
+    checked_out: AtomicU64,
+    /// Reads waiting in `pool.get()` for a connection.
+    pub waiting: WaitGauge,
+}
+
+impl ReadGauges {
+    pub fn active(&self) -> u64 {
+        self.checked_out.load(Ordering::Relaxed)
+    }
+
+    /// Open connections nobody has checked out (the counters are read one after the other, so a connection
+    /// moving meanwhile may be missed by one scrape, never counted twice).
+    pub fn idle(&self) -> u64 {
+        let checked_out = self.checked_out.load(Ordering::Relaxed);
+        self.open.load(Ordering::Relaxed).saturating_sub(checked_out)
+    }
+}
+
+#[derive(Debug)]
+struct Events(Arc<ReadGauges>);
+
+impl HandleEvent for Events {
+    fn handle_acquire(&self, _: AcquireEvent) {
+        self.0.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn handle_release(&self, _: ReleaseEvent) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn handle_checkout(&self, _: CheckoutEvent) {
+        self.0.checked_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn handle_checkin(&self, _: CheckinEvent) {
+        self.0.checked_out.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Read-only connections for queries; they never take the write lock. `gauges` follows the pool's
+/// connections for the metrics.
+pub fn read_pool(cfg: &SqliteConfig, gauges: Arc<ReadGauges>) -> Result<ReadPool> {
     let url = url(cfg)?;
     Pool::builder()
+        .event_handler(Box::new(Events(gauges)))
         .max_size(cfg.read_pool_size)
         .min_idle(Some(1))
         // Connections are local files: no `SELECT 1` round before every checkout.

@@ -17,7 +17,12 @@ mod writer;
 use diesel::{sql_query, sql_types::Text, QueryableByName, RunQueryDsl};
 use parallax_storage_abi::{Health, OpenOptions};
 
-use self::{connection::ReadPool, writer::Writer};
+use std::sync::Arc;
+
+use self::{
+    connection::{ReadGauges, ReadPool},
+    writer::Writer,
+};
 use crate::{
     config::StorageConfig,
     error::{sqlite_error, Error, Result},
@@ -28,6 +33,12 @@ pub struct SqliteBackend {
     cfg: StorageConfig,
     writer: Writer,
     readers: ReadPool,
+    /// The read pool's connections and waiting reads, for the metrics.
+    read_gauges: Arc<ReadGauges>,
+    /// The filesystem holding the database file.
+    disk: crate::file::DiskFree,
+    /// The last table stats measured (see [`metrics::StatsCache`]).
+    stats: std::sync::Mutex<metrics::StatsCache>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -35,6 +46,8 @@ impl SqliteBackend {
     pub async fn open(cfg: StorageConfig, options: OpenOptions) -> Result<Self> {
         let sqlite = cfg.sqlite.clone();
         let migrations = cfg.migrations.clone();
+        let read_gauges = Arc::new(ReadGauges::default());
+        let gauges = read_gauges.clone();
         let (conn, pool) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut conn = connection::writer(&sqlite)?;
             if !options.maintenance {
@@ -49,30 +62,50 @@ impl SqliteBackend {
             if !options.maintenance {
                 vacuum::convert_existing(&mut conn, &sqlite.path);
             }
-            Ok((conn, connection::read_pool(&sqlite)?))
+            Ok((conn, connection::read_pool(&sqlite, gauges)?))
         })
         .await
         .map_err(|e| Error::internal(format!("opening SQLite failed: {e}")))??;
         tracing::info!(path = %cfg.sqlite.path.display(), wal = cfg.sqlite.wal_mode, "SQLite storage opened");
         let metrics = crate::metrics::Metrics::new(&cfg.metrics, "sqlite");
-        Ok(SqliteBackend { cfg, writer: Writer::start(conn)?, readers: pool, metrics })
+        let dir = cfg.sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
+        let disk = crate::file::DiskFree::new(dir.to_path_buf());
+        Ok(SqliteBackend {
+            cfg,
+            writer: Writer::start(conn)?,
+            readers: pool,
+            read_gauges,
+            disk,
+            stats: Default::default(),
+            metrics,
+        })
     }
 
-    /// Runs `f` on a read-only pooled connection, off the async worker threads.
+    /// Runs `f` on a read-only pooled connection, off the async worker threads. The wait for a connection is
+    /// counted in the metrics (waiting requests; a timeout in `parallax_storage_pool_acquire_timeouts_total`).
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut diesel::SqliteConnection) -> Result<T> + Send + 'static,
     {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
+        let gauges = self.read_gauges.clone();
+        // The outer error: no connection within the pool's timeout; the inner result: `f`'s.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let conn = {
+                let _waiting = gauges.waiting.enter();
+                pool.get()
+            };
+            conn.map(|mut conn| f(&mut conn))
         })
         .await
         .map_err(|e| match e.try_into_panic() {
             Ok(p) => Error::from_panic(p, "a SQLite read"),
             Err(_) => Error::unavailable("the SQLite read was cancelled"),
+        })?;
+        outcome.map_err(|e| {
+            self.metrics.pool_acquire_timed_out();
+            Error::from(e)
         })?
     }
 }

@@ -119,6 +119,11 @@ impl Writer {
         self.thread.answer(result).await
     }
 
+    /// Whether a group is running and how many writes wait for the writer (for the metrics).
+    pub fn load(&self) -> crate::writer_thread::Load {
+        self.thread.load()
+    }
+
     /// Lets the queued jobs finish, then stops the thread (blocking until it has).
     pub fn stop(&self) {
         self.thread.stop();

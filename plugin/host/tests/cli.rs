@@ -1079,3 +1079,264 @@ fn archive_dry_runs_and_verify_never_migrate() {
     env.fails(&["storage", "restore", "--source", "d", "--dry-run"], 3);
     assert_eq!(pending(&env), before, "a dry run or verify ran migrations");
 }
+
+// ------------------------------------------------------------------ metrics (issue 14)
+
+/// The samples of a Prometheus text exposition: `(name, labels, value)`, comments skipped.
+fn samples(text: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("bad value in {line:?}: {e}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), Default::default()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|pair| {
+                        let (k, v) =
+                            pair.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels)
+            }
+        };
+        out.push((name, labels, value));
+    }
+    out
+}
+
+/// The value of the one sample `name` with at least `labels`; panics naming the text when there is none.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = samples(text)
+        .into_iter()
+        .filter(|(n, l, _)| {
+            n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one sample {name}{labels:?} in:\n{text}");
+    found[0]
+}
+
+/// The metric families every exposition carries on SQLite (the operator documentation's names and ours).
+const DOCUMENTED_ON_SQLITE: &[&str] = &[
+    "parallax_storage_operation_duration_seconds",
+    "parallax_storage_pool_connections_active",
+    "parallax_storage_pool_connections_idle",
+    "parallax_storage_pool_waiting_requests",
+    "parallax_storage_table_rows",
+    "parallax_storage_table_size_bytes",
+    "parallax_storage_disk_free_bytes",
+    "parallax_storage_build_info",
+];
+
+/// Checks an exposition taken through the CLI from a migrated SQLite store holding executions.
+fn check_sqlite_exposition(env: &Env, text: &str) {
+    for name in DOCUMENTED_ON_SQLITE {
+        assert!(text.contains(&format!("# TYPE {name} ")), "no {name} family in:\n{text}");
+    }
+    let info = env.json(&["storage", "info"]);
+    let (plugin, abi) =
+        (info["plugin"]["plugin_version"].as_str().unwrap(), info["plugin"]["abi_version"].as_str().unwrap());
+    let build = [("plugin_version", plugin), ("abi_version", abi), ("backend", "sqlite")];
+    assert_eq!(sample(text, "parallax_storage_build_info", &build), 1.0);
+    // The summary's quantiles, as the documented alert expects them.
+    assert!(
+        text.contains("parallax_storage_operation_duration_seconds{") && text.contains("quantile=\"0.99\""),
+        "{text}"
+    );
+    for table in ["patterns", "executions", "execution_events", "audit_logs"] {
+        sample(text, "parallax_storage_table_rows", &[("table", table)]);
+        sample(text, "parallax_storage_table_size_bytes", &[("table", table)]);
+    }
+    assert!(sample(text, "parallax_storage_table_size_bytes", &[("table", "executions")]) > 0.0, "{text}");
+    assert!(sample(text, "parallax_storage_disk_free_bytes", &[]) > 0.0, "{text}");
+}
+
+#[test]
+fn metrics_prints_the_exposition() {
+    let env = Env::new();
+    env.write("review.yaml", PATTERN_YAML);
+    env.ok(&["patterns", "put", "review.yaml"]);
+    for _ in 0..3 {
+        env.ok(&["executions", "start", "--pattern", "code-review"]);
+    }
+    let text = env.ok(&["storage", "metrics"]);
+    assert!(text.ends_with('\n') && !text.starts_with('\n'), "{text:?}");
+    check_sqlite_exposition(&env, &text);
+
+    let doc = env.json(&["storage", "metrics"]);
+    assert_eq!(doc["contentType"], "text/plain; version=0.0.4; charset=utf-8");
+    check_sqlite_exposition(&env, doc["text"].as_str().unwrap());
+
+    // Metrics switched off: refused by the key's name, in both modes.
+    let off = Env::with_config(&format!("{CONFIG}  metrics:\n    enabled: false\n"));
+    for args in [&["storage", "metrics"][..], &["storage", "metrics", "--listen", "127.0.0.1:0"]] {
+        let msg = off.fails(args, 2);
+        assert!(msg.contains("storage.metrics.enabled"), "{msg}");
+    }
+
+    let help = env.ok(&["storage", "metrics", "--help"]);
+    for word in ["--listen", "textfile", "mv ", "file store", "SQLite", "SIGTERM", "404"] {
+        assert!(help.contains(word), "storage metrics --help lacks {word}: {help}");
+    }
+}
+
+/// A GET (or another method) against `addr`, HTTP/1.0: the status, the headers (lowercase names), the body.
+fn http(addr: &str, method: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok());
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status.unwrap_or_else(|| panic!("no status line: {raw:?}")), headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// `parallax storage metrics --listen 127.0.0.1:0` running in `env`: the child and the address it announced.
+fn spawn_exporter(env: &Env) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    use std::io::BufRead;
+    let mut cmd = env.command(&["storage", "metrics", "--listen", "127.0.0.1:0"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn parallax storage metrics --listen");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("read stderr") == 0 {
+            let _ = child.kill();
+            panic!("the exporter exited without announcing its address; stderr: {seen}");
+        }
+        if let Some((addr, _)) =
+            line.strip_prefix("serving metrics on http://").and_then(|rest| rest.split_once("/metrics"))
+        {
+            break addr.to_string();
+        }
+        seen.push_str(&line);
+    };
+    // The rest of stderr, read until the process exits.
+    let rest = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut all);
+        all
+    });
+    (child, addr, rest)
+}
+
+#[test]
+fn metrics_listen_serves_until_sigterm() {
+    let env = Env::new();
+    env.write("review.yaml", PATTERN_YAML);
+    env.ok(&["patterns", "put", "review.yaml"]);
+    env.ok(&["executions", "start", "--pattern", "code-review"]);
+    let (child, addr, stderr) = spawn_exporter(&env);
+
+    for _ in 0..2 {
+        let (status, headers, body) = http(&addr, "GET", "/metrics");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&headers, "content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+        check_sqlite_exposition(&env, &body);
+    }
+    let (status, _, body) = http(&addr, "GET", "/");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("/metrics"), "{body}");
+    let (status, headers, _) = http(&addr, "POST", "/metrics");
+    assert_eq!(status, 405);
+    assert_eq!(header(&headers, "allow"), Some("GET"));
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait for the exporter");
+    let stderr = stderr.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stdout {} stderr {stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("stopped after 2 scrapes (0 failed)"), "{stderr}");
+    // The address is free again, and the storage was closed cleanly: the next command opens it.
+    assert!(std::net::TcpListener::bind(&addr).is_ok(), "{addr} still bound");
+    assert_eq!(env.json(&["executions", "list", "--count"])["count"], 1);
+}
+
+#[test]
+fn metrics_listen_on_a_file_store_holds_it_open() {
+    // The file store's single-writer lock is why the README says not to run the exporter next to Parallax:
+    // while the exporter runs, no other process opens the store.
+    let env = Env::with_config("storage:\n  type: file\n  file:\n    basePath: ./store\n");
+    env.ok(&["patterns", "list"]);
+    let (mut child, addr, stderr) = spawn_exporter(&env);
+    let (status, _, body) = http(&addr, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    let build = [("backend", "file")];
+    assert_eq!(sample(&body, "parallax_storage_build_info", &build), 1.0, "{body}");
+    let msg = env.fails(&["patterns", "list"], 1);
+    assert!(msg.contains("unavailable") && msg.contains(&child.id().to_string()), "{msg}");
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("run kill");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", stderr.join().unwrap());
+    env.ok(&["patterns", "list"]);
+}
+
+#[test]
+fn metrics_listen_refuses_a_bad_or_busy_address_by_name() {
+    let env = Env::new();
+    let msg = env.fails(&["storage", "metrics", "--listen", "no-such-address"], 2);
+    assert!(msg.contains("\"no-such-address\"") && msg.contains("HOST:PORT"), "{msg}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let msg = env.fails(&["storage", "metrics", "--listen", &addr], 1);
+    assert!(msg.contains(&format!("cannot listen on {addr}")), "{msg}");
+    assert!(!env.dir.path().join("parallax.db").exists(), "a refused address must not open the storage");
+}
+
+/// `libparallax_old_plugin.so`, the plugin built against ABI 2.0.0 (before the `maintenance` call), built the
+/// way `tests/common/compat.rs` builds it for the workspace's tests: offline, into `target/abi-2.0`.
+fn old_plugin() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest = workspace.join("plugin/testing/abi-2.0/Cargo.toml");
+    let target = plugin_path().parent().and_then(|d| d.parent()).expect("target dir").join("abi-2.0");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--locked", "--offline", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the ABI 2.0.0 fixtures: {e}"));
+    assert!(
+        out.status.success(),
+        "building {} failed:\n{}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}parallax_old_plugin{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    target.join("debug").join(name)
+}
+
+#[test]
+fn metrics_from_a_plugin_older_than_the_op_names_both_versions() {
+    let env = Env::with_config("storage: {}\n");
+    let old = old_plugin();
+    let old = old.to_str().unwrap();
+    for args in [&["storage", "metrics"][..], &["storage", "metrics", "--listen", "127.0.0.1:0"]] {
+        let all: Vec<&str> = ["--plugin", old].iter().chain(args).copied().collect();
+        let msg = env.fails(&all, 1);
+        for part in ["unsupported", "parallax storage metrics", "2.0.0", "upgrade the plugin"] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        let this = env.json(&["storage", "info"]);
+        let abi = this["plugin"]["abi_version"].as_str().unwrap();
+        assert!(msg.contains(&format!("storage ABI {abi}")), "{msg}");
+    }
+}

@@ -98,6 +98,51 @@ pub enum StorageCmd {
     /// Re-import an archive into the configured storage (verified first; rows already present are skipped)
     #[command(long_about = RESTORE_LONG)]
     Restore(RestoreArgs),
+    /// Print the storage metrics in the Prometheus text format, or serve them over HTTP (--listen)
+    #[command(long_about = METRICS_LONG)]
+    Metrics(MetricsArgs),
+}
+
+const METRICS_LONG: &str = "Print the plugin's metrics (latency per operation and table, errors, pool, \
+table rows and sizes, free disk space, cleanup and archive runs, build info) in the Prometheus text \
+exposition format, exactly as the Parallax control plane appends them to its own /metrics. The README's \
+Monitoring section lists every metric; deploy/prometheus/parallax-storage.rules.yml has the alert rules.
+
+Print mode (the default) writes the exposition to stdout once, ready for node_exporter's textfile \
+collector. Write a temporary file and rename it, so the collector never reads a half-written file:
+
+  parallax storage metrics > $DIR/parallax.prom.$$ && mv $DIR/parallax.prom.$$ $DIR/parallax.prom
+
+--output json prints {\"contentType\": ..., \"text\": ...} instead.
+
+--listen ADDR runs a standalone exporter: it serves GET /metrics on ADDR (HOST:PORT, e.g. \
+127.0.0.1:9187; port 0 picks a free port) until SIGINT or SIGTERM, then closes the storage cleanly. The \
+address is logged on stderr. One storage object serves every scrape, and a scrape never opens a \
+connection. Other paths answer 404, other methods 405, and a scrape that fails answers 503 with the error.
+
+Both modes open the storage without running migrations or the retention schedule: the exporter changes \
+nothing. Where to run it:
+
+File store: NOT next to a running Parallax control plane. The file store has a single writer: the second \
+process to open it is refused (`unavailable`, naming the holder's pid), so either the exporter or \
+Parallax would fail. Let the control plane export the metrics instead.
+
+SQLite: the exporter is a second process on the same database file; that is fine (WAL: readers never \
+block the writer). PostgreSQL: fine; the exporter holds its own small pool.
+
+The pool gauges and latencies describe the process that exports them (a standalone exporter's are its \
+own, not the control plane's); table rows and sizes, free disk space and the recorded cleanup runs are \
+the same from any process.
+
+Examples:
+  parallax storage metrics
+  parallax storage metrics --listen 127.0.0.1:9187 --config /etc/parallax/parallax.config.yaml";
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve GET /metrics on this address (HOST:PORT) until SIGINT or SIGTERM instead of printing once
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 /// The parts every archive command's help shares: destinations, S3 settings, progress.

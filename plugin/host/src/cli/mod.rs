@@ -8,6 +8,7 @@ pub mod args;
 mod audit;
 mod executions;
 pub mod input;
+mod metrics;
 mod patterns;
 mod render;
 mod retention;
@@ -180,6 +181,13 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
         }
         return Ok(out);
     }
+    // `metrics --listen`: a bad or busy address fails before the storage is opened.
+    let listener = match &cli.command {
+        Command::Storage(StorageCmd::Metrics(args)) => {
+            args.listen.as_deref().map(metrics::bind).transpose()?
+        }
+        _ => None,
+    };
     // Only `retention serve` runs the retention schedule: any other command is short-lived, and a run it
     // started would be cut short when it exits.
     let serve = matches!(&cli.command, Command::Storage(StorageCmd::Retention(RetentionCmd::Serve)));
@@ -187,11 +195,13 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
     if !serve {
         without_schedule(&mut cfg.storage);
     }
-    // Schema maintenance, and whatever must change nothing (dry runs, status), opens in maintenance mode: no
-    // migration is auto-run, SQLite is not converted to incremental vacuum. A real cleanup or retention run
-    // opens normally.
+    // Schema maintenance, and whatever must change nothing (dry runs, status, metrics), opens in maintenance
+    // mode: no migration is auto-run, SQLite is not converted to incremental vacuum. A real cleanup or
+    // retention run opens normally.
     let maintenance = match &cli.command {
-        Command::Storage(StorageCmd::TestConnection | StorageCmd::Migrate(_) | StorageCmd::Info) => true,
+        Command::Storage(
+            StorageCmd::TestConnection | StorageCmd::Migrate(_) | StorageCmd::Info | StorageCmd::Metrics(_),
+        ) => true,
         Command::Storage(StorageCmd::Cleanup(
             CleanupCmd::Executions { common, .. } | CleanupCmd::AuditLogs { common },
         )) => common.dry_run,
@@ -207,8 +217,15 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
         .build()
         .map_err(|e| CliError::new(EXIT_OTHER, format!("cannot start the async runtime: {e}")))?;
     let store = plugin.open_with(&cfg.storage, OpenOptions { maintenance })?;
+    let plugin_version = plugin.info().plugin_version;
     runtime.block_on(async {
-        let result = dispatch(&store, cli.command).await;
+        let result = match (cli.command, listener) {
+            (Command::Storage(StorageCmd::Metrics(_)), Some(listener)) => {
+                metrics::serve(&store, listener, &plugin_version).await
+            }
+            (Command::Storage(StorageCmd::Metrics(_)), None) => metrics::print(&store, &plugin_version).await,
+            (command, _) => dispatch(&store, command).await,
+        };
         if let Err(e) = store.shutdown().await {
             tracing::warn!("closing the storage failed: {e}");
         }

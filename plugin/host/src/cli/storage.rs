@@ -153,6 +153,10 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
         StorageCmd::Retention(cmd) => super::retention::run(store, cmd).await,
         StorageCmd::Archive(cmd) => super::archive::run(store, cmd).await,
         StorageCmd::Restore(args) => super::archive::restore(store, args).await,
+        StorageCmd::Metrics(_) => Err(CliError::new(
+            1,
+            "internal: `storage metrics` is answered by cli::metrics, with the plugin's version",
+        )),
     }
 }
 
