@@ -16,7 +16,6 @@ mod file;
 mod lock_check;
 mod logging;
 mod maintenance;
-#[allow(dead_code)] // until issue 14 lands every part
 mod metrics;
 mod migrate;
 mod on_caller;

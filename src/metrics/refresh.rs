@@ -1,5 +1,5 @@
-//! The background refresher: table statistics and the retention run history every `statsInterval`, the
-//! registry's upkeep every few seconds. A scrape only reads what it left.
+//! The background refresher: table statistics and the retention run history every `statsInterval` from the
+//! first scrape on, the registry's upkeep every few seconds. A scrape only reads what it left.
 
 use std::{sync::Weak, time::Duration};
 
@@ -28,7 +28,24 @@ pub(super) fn spawn<S: Source + Store>(handle: &Handle, backend: Weak<S>) -> Opt
 async fn run<S: Source + Store>(backend: Weak<S>, interval: Duration, upkeep: Duration) {
     let mut failing = false;
     let mut next_refresh = Instant::now();
+    let mut wanted = match backend.upgrade().as_deref().and_then(|s| s.metrics().inner()) {
+        Some(m) => m.wanted.subscribe(),
+        None => return,
+    };
     loop {
+        // Nothing is refreshed before the first scrape asks (see `Inner::wanted`); upkeep goes on meanwhile.
+        if !*wanted.borrow() {
+            if let Some(s) = backend.upgrade() {
+                if let Some(m) = s.metrics().inner() {
+                    m.upkeep();
+                }
+            } else {
+                return;
+            }
+            let _ = tokio::time::timeout(upkeep, wanted.wait_for(|w| *w)).await;
+            next_refresh = Instant::now();
+            continue;
+        }
         {
             let Some(s) = backend.upgrade() else { return };
             let Some(m) = s.metrics().inner() else { return };

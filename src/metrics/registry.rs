@@ -47,6 +47,10 @@ pub(super) struct Inner {
     pub(super) refreshed: tokio::sync::watch::Sender<bool>,
     /// Whether a scrape has already waited for the first refresh (only the first one waits).
     pub(super) first_scrape_done: AtomicBool,
+    /// Set (true) by the first scrape: until then the refresher queries nothing, so a storage object nobody
+    /// scrapes (a CLI command, a benchmark, a control plane without monitoring) costs no catalog query and
+    /// logs nothing about tables it does not have yet.
+    pub(super) wanted: tokio::sync::watch::Sender<bool>,
 }
 
 /// Values kept between refreshes. Times are microseconds since the epoch.
@@ -112,17 +116,13 @@ impl Metrics {
             cache: Mutex::new(Cache::default()),
             refreshed: tokio::sync::watch::Sender::new(false),
             first_scrape_done: AtomicBool::new(false),
+            wanted: tokio::sync::watch::Sender::new(false),
         };
         Metrics { inner: Some(Box::new(inner)) }
     }
 
     pub(super) fn inner(&self) -> Option<&Inner> {
         self.inner.as_deref()
-    }
-
-    /// Whether `storage.metrics.enabled` is true.
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
     }
 
     /// Records one finished ABI call: `call` is the adapter's call name, `error` its error kind if it failed.

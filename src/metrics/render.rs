@@ -23,6 +23,7 @@ pub(super) async fn render<S: Source + Store>(source: &S) -> Result<String> {
     };
     if !m.first_scrape_done.swap(true, std::sync::atomic::Ordering::AcqRel) {
         let mut done = m.refreshed.subscribe();
+        m.wanted.send_replace(true);
         // Timed out: render what there is (the table gauges appear once a refresh succeeds).
         let _ = tokio::time::timeout(FIRST_SCRAPE_WAIT, done.wait_for(|refreshed| *refreshed)).await;
     }

@@ -474,7 +474,7 @@ async fn configured_quantiles_are_the_ones_rendered() {
 #[tokio::test]
 async fn disabled_metrics_record_nothing_and_the_op_names_the_key() {
     let fake = Fake::new(MetricsConfig { enabled: false, ..MetricsConfig::default() });
-    assert!(!fake.metrics.enabled());
+    assert!(fake.metrics.inner().is_none());
     workload(&fake.metrics);
     let e = render(&fake).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
