@@ -25,7 +25,7 @@ const TABLE_SIZE: &str = "parallax_storage_table_size_bytes";
 const DISK_FREE: &str = "parallax_storage_disk_free_bytes";
 const LAST_SUCCESS: &str = "parallax_storage_retention_last_success_timestamp_seconds";
 const ROWS_REMOVED: &str = "parallax_storage_retention_rows_removed_total";
-const POOL_GAUGES: &[&str] = &[
+const POOL_GAUGES: [&str; 3] = [
     "parallax_storage_pool_connections_active",
     "parallax_storage_pool_connections_idle",
     "parallax_storage_pool_waiting_requests",
