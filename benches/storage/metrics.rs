@@ -217,11 +217,11 @@ async fn first_scrape(storage: &Storage) -> (Duration, Duration, String) {
     }
 }
 
-/// The statistics a scrape would need, asked of the server: live rows and total bytes of each table over its
-/// leaf partitions.
-const PG_STATS: &str = "SELECT t, sum(pg_stat_get_live_tuples(p.relid))::int8, \
-    sum(pg_total_relation_size(p.relid))::int8 FROM unnest($1::text[]) t, pg_partition_tree(t::regclass) p \
-    WHERE p.isleaf GROUP BY t";
+/// The statistics a scrape would need, asked of the server: live rows and total bytes of each table, a
+/// partitioned table's leaf partitions summed (`pg_partition_tree` lists nothing for a plain table).
+const PG_STATS: &str = "SELECT t, sum(pg_stat_get_live_tuples(r))::int8, sum(pg_total_relation_size(r))::int8 \
+    FROM unnest($1::text[]) t, LATERAL (SELECT relid AS r FROM pg_partition_tree(t::regclass) WHERE isleaf \
+    UNION ALL SELECT t::regclass WHERE NOT EXISTS (SELECT FROM pg_partition_tree(t::regclass))) leaves GROUP BY t";
 
 pub async fn pg_scrape(opts: &Opts) {
     let rows = scrape_rows(opts);
