@@ -265,6 +265,7 @@ async fn archive_run<S: Store>(
     report.objects = objects.clone();
     report.rows = rows_map(table, rows, events);
     report.bytes = objects.iter().map(|o| o.size).sum();
+    store.metrics().archive_written(report.bytes);
     if objects.is_empty() {
         state(run).phase = Phase::Done;
         store.save_run(run.clone()).await?;
@@ -904,7 +905,8 @@ pub(crate) async fn archive_rule<S: Store>(
     store.save_run(run.clone()).await?;
     let own = Tally::default();
     let outcome = archive_run(store, &dest, spec, sel, false, &mut run, &own, &mut report).await;
-    cleanup::finish(store, &mut run, &own, outcome.as_ref().err()).await;
+    // The retention run this rule belongs to counts the rows (they are added to its tally) and reports them.
+    cleanup::finish_unreported(store, &mut run, &own, outcome.as_ref().err()).await;
     for (t, n) in own.snapshot() {
         tally.add(&t, n);
     }

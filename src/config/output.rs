@@ -94,6 +94,13 @@ pub(super) fn effective_json(c: &StorageConfig) -> Value {
             "retries": c.archive.retries,
             "timeout": c.archive.timeout_ms,
         },
+        "metrics": {
+            "enabled": c.metrics.enabled,
+            "latencyBuckets": c.metrics.latency_buckets,
+            "quantiles": c.metrics.quantiles,
+            "summaryWindow": c.metrics.summary_window_ms,
+            "statsInterval": c.metrics.stats_interval_ms,
+        },
     });
     if let Some(p) = &c.postgresql {
         v["postgresql"] = postgres(p);

@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::reader::{self, Section};
 use super::{
     duration, ArchiveConfig, BackendType, ConfigError, CronSchedule, FileConfig, FileFormat, HostPort,
-    MigrationsConfig, PoolConfig, PostgresConfig, ReadPreference, RetentionConfig, RetentionRule,
-    SqliteConfig, SslConfig, SslMode, StorageConfig, Synchronous,
+    MetricsConfig, MigrationsConfig, PoolConfig, PostgresConfig, ReadPreference, RetentionConfig,
+    RetentionRule, SqliteConfig, SslConfig, SslMode, StorageConfig, Synchronous,
 };
 
 const MS: &str = "a non-negative integer (milliseconds)";
@@ -52,8 +52,7 @@ fn from_value(value: &Value) -> Result<StorageConfig, ConfigError> {
         migrations: migrations(&root.subsection("migrations", reader::MIGRATIONS_KEYS)?)?,
         retention: retention(&root.subsection("retention", reader::RETENTION_KEYS)?)?,
         archive: archive(&root.subsection("archive", reader::ARCHIVE_KEYS)?)?,
-        // TODO(issue 14, core): parse `storage.metrics` (reader::METRICS_KEYS) and list it in effective_json.
-        metrics: crate::config::MetricsConfig::default(),
+        metrics: metrics(&root.subsection("metrics", reader::METRICS_KEYS)?)?,
     })
 }
 
@@ -332,4 +331,118 @@ fn rule(s: &Section<'_>) -> Result<RetentionRule, ConfigError> {
         Some(_) => Some(s.int("maxCount", "a positive integer", (1, u64::MAX), 0)?),
     };
     Ok(RetentionRule { enabled: s.bool("enabled", true)?, max_age, max_count })
+}
+
+/// The longest `summaryWindow` / `statsInterval`: a day.
+const MAX_METRICS_MS: u64 = 86_400_000;
+
+fn metrics(s: &Section<'_>) -> Result<MetricsConfig, ConfigError> {
+    let d = MetricsConfig::default();
+    let latency_buckets = match s.get("latencyBuckets") {
+        None => None,
+        Some(_) => {
+            let form = "a list of bucket upper bounds in seconds, positive and strictly increasing, e.g. \
+                        [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]";
+            let buckets = numbers(s, "latencyBuckets", form)?;
+            if buckets.is_empty() {
+                let msg = format!("must not be empty; remove the key for the summary, or write {form}");
+                return Err(s.error("latencyBuckets", msg));
+            }
+            for (i, b) in buckets.iter().enumerate() {
+                let at = format!("{}[{i}]", s.key_path("latencyBuckets"));
+                if *b <= 0.0 {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("must be greater than 0, found {b}; write {form}"),
+                    ));
+                }
+                if i > 0 && *b <= buckets[i - 1] {
+                    let msg = format!(
+                        "must be greater than the bound before it ({}), found {b}; write {form}",
+                        buckets[i - 1]
+                    );
+                    return Err(ConfigError::new(at, msg));
+                }
+            }
+            Some(buckets)
+        }
+    };
+    let quantiles = match s.get("quantiles") {
+        None => d.quantiles,
+        Some(_) => {
+            let form = "a list of distinct quantiles between 0 and 1, e.g. [0.5, 0.9, 0.95, 0.99]";
+            let mut q = numbers(s, "quantiles", form)?;
+            if q.is_empty() {
+                return Err(s.error("quantiles", format!("must not be empty; write {form}")));
+            }
+            for (i, v) in q.iter().enumerate() {
+                if !(0.0..=1.0).contains(v) {
+                    let at = format!("{}[{i}]", s.key_path("quantiles"));
+                    return Err(ConfigError::new(
+                        at,
+                        format!("must be between 0 and 1, found {v}; write {form}"),
+                    ));
+                }
+            }
+            q.sort_by(f64::total_cmp);
+            if let Some(w) = q.windows(2).find(|w| w[0] == w[1]) {
+                return Err(s.error("quantiles", format!("lists {} twice; write {form}", w[0])));
+            }
+            q
+        }
+    };
+    Ok(MetricsConfig {
+        enabled: s.bool("enabled", d.enabled)?,
+        latency_buckets,
+        quantiles,
+        summary_window_ms: millis(s, "summaryWindow", d.summary_window_ms)?,
+        stats_interval_ms: millis(s, "statsInterval", d.stats_interval_ms)?,
+    })
+}
+
+/// A list of finite numbers.
+fn numbers(s: &Section<'_>, key: &str, form: &str) -> Result<Vec<f64>, ConfigError> {
+    let Some(value) = s.get(key) else { return Ok(Vec::new()) };
+    let Value::Array(items) = value else {
+        return Err(s.error(key, format!("expected {form}, found {}", reader::describe(value, false))));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_f64().filter(|n| n.is_finite()).ok_or_else(|| {
+                let at = format!("{}[{i}]", s.key_path(key));
+                ConfigError::new(
+                    at,
+                    format!("expected a number, found {}; write {form}", reader::describe(item, false)),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A duration of at least 1 ms and at most a day: an integer of milliseconds (as the other duration keys) or
+/// a string with a unit (`"30s"`, `"5m"`, `"500ms"`).
+fn millis(s: &Section<'_>, key: &str, default: u64) -> Result<u64, ConfigError> {
+    let form =
+        "a duration such as \"30s\", \"5m\" or \"500ms\", or an integer of milliseconds, between 1 ms \
+                and 1 day";
+    let ms = match s.get(key) {
+        None => return Ok(default),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(ms) => ms,
+            None => return Err(s.error(key, format!("expected {form}, found number {n}"))),
+        },
+        Some(Value::String(text)) => {
+            let d = duration::parse_age(text).map_err(|m| s.error(key, format!("{m}; expected {form}")))?;
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        }
+        Some(other) => {
+            return Err(s.error(key, format!("expected {form}, found {}", reader::describe(other, false))))
+        }
+    };
+    if ms == 0 || ms > MAX_METRICS_MS {
+        return Err(s.error(key, format!("must be between 1 ms and 1 day, found {ms} ms; write {form}")));
+    }
+    Ok(ms)
 }

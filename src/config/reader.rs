@@ -8,7 +8,7 @@ use super::{ConfigError, Secret};
 /// Valid keys of every mapping in the `storage` section, used both to reject unknown keys and to point a
 /// key written at the wrong level to where it belongs.
 pub(super) const STORAGE_KEYS: &[&str] =
-    &["type", "postgresql", "sqlite", "file", "migrations", "retention", "archive"];
+    &["type", "postgresql", "sqlite", "file", "migrations", "retention", "archive", "metrics"];
 pub(super) const POSTGRES_KEYS: &[&str] = &[
     "url",
     "host",
@@ -47,6 +47,9 @@ pub(super) const ARCHIVE_KEYS: &[&str] = &[
     "timeout",
 ];
 
+pub(super) const METRICS_KEYS: &[&str] =
+    &["enabled", "latencyBuckets", "quantiles", "summaryWindow", "statsInterval"];
+
 const ALL_SECTIONS: &[(&str, &[&str])] = &[
     ("storage", STORAGE_KEYS),
     ("storage.postgresql", POSTGRES_KEYS),
@@ -59,6 +62,7 @@ const ALL_SECTIONS: &[(&str, &[&str])] = &[
     ("storage.retention", RETENTION_KEYS),
     ("storage.retention.executions", EXECUTIONS_KEYS),
     ("storage.archive", ARCHIVE_KEYS),
+    ("storage.metrics", METRICS_KEYS),
 ];
 
 /// Case-insensitive Levenshtein distance.

@@ -457,3 +457,104 @@ fn retention_archive_destination_syntax_is_checked_without_io() {
     let e = err(json!({"retention": {"archiveDestination": true}}));
     assert!(e.message.contains("expected a string, found boolean true"), "{e}");
 }
+
+#[test]
+fn metrics_section_defaults_and_every_key() {
+    let d = ok(json!({})).metrics;
+    assert_eq!(d, MetricsConfig::default());
+    assert!(d.enabled && d.latency_buckets.is_none());
+    assert_eq!(d.quantiles, vec![0.5, 0.9, 0.95, 0.99]);
+    assert_eq!((d.summary_window_ms, d.stats_interval_ms), (60_000, 30_000));
+    assert_eq!(ok(json!({"metrics": null})).metrics, MetricsConfig::default());
+
+    let c = ok(json!({"metrics": {
+        "enabled": false,
+        "latencyBuckets": [0.005, 0.01, 1, 2.5],
+        "quantiles": [0.99, 0.5, 1, 0],
+        "summaryWindow": "2m",
+        "statsInterval": 1500,
+    }}))
+    .metrics;
+    assert!(!c.enabled);
+    assert_eq!(c.latency_buckets, Some(vec![0.005, 0.01, 1.0, 2.5]));
+    assert_eq!(c.quantiles, vec![0.0, 0.5, 0.99, 1.0], "sorted");
+    assert_eq!((c.summary_window_ms, c.stats_interval_ms), (120_000, 1500));
+    let c = ok(json!({"metrics": {"summaryWindow": "1m 30s", "statsInterval": "500ms"}})).metrics;
+    assert_eq!((c.summary_window_ms, c.stats_interval_ms), (90_000, 500));
+}
+
+#[test]
+fn metrics_bad_values_are_named_with_the_accepted_form() {
+    let e = err(json!({"metrics": {"latencyBuckets": []}}));
+    assert_eq!(e.path, "storage.metrics.latencyBuckets");
+    assert!(e.message.contains("must not be empty") && e.message.contains("e.g. [0.005"), "{e}");
+    let e = err(json!({"metrics": {"latencyBuckets": [0.1, 0.5, 0.5]}}));
+    assert_eq!(e.path, "storage.metrics.latencyBuckets[2]");
+    assert!(e.message.contains("greater than the bound before it (0.5), found 0.5"), "{e}");
+    let e = err(json!({"metrics": {"latencyBuckets": [1, 0.5]}}));
+    assert_eq!(e.path, "storage.metrics.latencyBuckets[1]");
+    let e = err(json!({"metrics": {"latencyBuckets": [0, 1]}}));
+    assert_eq!(e.path, "storage.metrics.latencyBuckets[0]");
+    assert!(e.message.contains("greater than 0"), "{e}");
+    let e = err(json!({"metrics": {"latencyBuckets": [0.1, "1s"]}}));
+    assert_eq!(e.path, "storage.metrics.latencyBuckets[1]");
+    assert!(e.message.contains("expected a number, found string \"1s\""), "{e}");
+    let e = err(json!({"metrics": {"latencyBuckets": 0.5}}));
+    assert_eq!(e.path, "storage.metrics.latencyBuckets");
+    assert!(e.message.contains("found number 0.5"), "{e}");
+
+    let e = err(json!({"metrics": {"quantiles": [0.5, 1.5]}}));
+    assert_eq!(e.path, "storage.metrics.quantiles[1]");
+    assert!(e.message.contains("between 0 and 1, found 1.5") && e.message.contains("[0.5, 0.9"), "{e}");
+    let e = err(json!({"metrics": {"quantiles": [-0.1]}}));
+    assert_eq!(e.path, "storage.metrics.quantiles[0]");
+    let e = err(json!({"metrics": {"quantiles": []}}));
+    assert!(e.path == "storage.metrics.quantiles" && e.message.contains("must not be empty"), "{e}");
+    let e = err(json!({"metrics": {"quantiles": [0.9, 0.5, 0.9]}}));
+    assert!(e.message.contains("lists 0.9 twice"), "{e}");
+
+    for key in ["summaryWindow", "statsInterval"] {
+        let e = err(json!({"metrics": {key: 0}}));
+        assert_eq!(e.path, format!("storage.metrics.{key}"));
+        assert!(
+            e.message.contains("between 1 ms and 1 day, found 0 ms") && e.message.contains("\"30s\""),
+            "{e}"
+        );
+        let e = err(json!({"metrics": {key: "0s"}}));
+        assert!(e.message.contains("greater than zero"), "{e}");
+        let e = err(json!({"metrics": {key: "2d"}}));
+        assert!(e.message.contains("found 172800000 ms"), "{e}");
+        let e = err(json!({"metrics": {key: "30"}}));
+        assert!(e.message.contains("missing unit"), "{e}");
+        let e = err(json!({"metrics": {key: true}}));
+        assert!(e.message.contains("found boolean true"), "{e}");
+        let e = err(json!({"metrics": {key: 1.5}}));
+        assert!(e.message.contains("found number 1.5"), "{e}");
+    }
+    let e = err(json!({"metrics": {"enabled": "yes"}}));
+    assert_eq!(e.path, "storage.metrics.enabled");
+    let e = err(json!({"metrics": {"statsIntervall": 5}}));
+    assert!(
+        e.path == "storage.metrics.statsIntervall" && e.message.contains("did you mean `statsInterval`"),
+        "{e}"
+    );
+    let e = err(json!({"quantiles": [0.5]}));
+    assert!(e.message.contains("belongs under storage.metrics"), "{e}");
+}
+
+#[test]
+fn metrics_effective_json_fills_defaults_and_parses_back() {
+    let v = ok(json!({})).effective_json();
+    assert_eq!(
+        v["metrics"],
+        json!({"enabled": true, "latencyBuckets": null, "quantiles": [0.5, 0.9, 0.95, 0.99],
+               "summaryWindow": 60000, "statsInterval": 30000})
+    );
+    let c = ok(json!({"metrics": {"latencyBuckets": [0.1, 1], "statsInterval": "5s", "enabled": false}}));
+    let v = c.effective_json();
+    assert_eq!(v["metrics"]["latencyBuckets"], json!([0.1, 1.0]));
+    assert_eq!(v["metrics"]["statsInterval"], json!(5000));
+    let again = parse(&v.to_string()).unwrap();
+    assert_eq!(again.metrics, c.metrics);
+    assert_eq!(again.effective_json(), v);
+}

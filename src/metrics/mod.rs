@@ -36,11 +36,19 @@
 //! | `parallax_storage_archive_bytes_total` | counter | |
 //! | `parallax_storage_build_info` | gauge (always 1) | `plugin_version`, `abi_version`, `backend` |
 
-use std::{collections::BTreeMap, future::Future, sync::atomic::AtomicU64, time::Duration};
+mod calls;
+mod latency;
+mod refresh;
+mod registry;
+mod render;
+#[cfg(test)]
+mod tests;
 
-use parallax_storage_abi::ErrorKind;
+use std::{future::Future, sync::atomic::AtomicU64};
 
-use crate::{config::MetricsConfig, error::Result};
+use crate::error::Result;
+
+pub use registry::Metrics;
 
 /// The `table` label values (the documented tables; `""` for calls that touch no one table).
 pub const TABLES: &[&str] = &["patterns", "executions", "execution_events", "audit_logs"];
@@ -51,8 +59,7 @@ pub const TABLES: &[&str] = &["patterns", "executions", "execution_events", "aud
 /// ping, shutdown, maintenance): they are not in the latency summary, and their errors carry
 /// `operation=<call name>`, `table=""`.
 pub fn call_labels(call: &str) -> Option<(&'static str, &'static str)> {
-    let _ = call;
-    None // TODO(issue 14, core)
+    calls::index(call).and_then(|i| calls::CALLS[i].1)
 }
 
 /// A snapshot of a backend's pool, read at scrape time.
@@ -127,50 +134,10 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
-/// One storage object's registry. Cheap to record into from any thread.
-pub struct Metrics {
-    // TODO(issue 14, core): the recorder (metrics-exporter-prometheus without its HTTP features), per-call
-    // handles registered up front, the cached table stats and retention history.
-}
-
-impl Metrics {
-    /// A registry for `backend` (`"postgresql"`, `"sqlite"`, `"file"`) shaped by `storage.metrics`.
-    pub fn new(cfg: &MetricsConfig, backend: &'static str) -> Metrics {
-        let _ = (cfg, backend);
-        Metrics {}
-    }
-
-    /// Whether `storage.metrics.enabled` is true.
-    pub fn enabled(&self) -> bool {
-        true
-    }
-
-    /// Records one finished ABI call: `call` is the adapter's call name, `error` its error kind if it failed.
-    /// A no-op when disabled; allocation-free on the hot path.
-    pub fn observe(&self, call: &'static str, elapsed: Duration, error: Option<ErrorKind>) {
-        let _ = (call, elapsed, error);
-    }
-
-    /// One `pool.get()` (or writer hand-off) gave up after `acquireTimeout`.
-    pub fn pool_acquire_timed_out(&self) {}
-
-    /// A cleanup or retention run finished (`finished_at`: microseconds since the epoch; `rows`: rows removed per
-    /// table). Dry runs are not recorded.
-    pub fn retention_finished(&self, success: bool, finished_at: i64, rows: &BTreeMap<String, u64>) {
-        let _ = (success, finished_at, rows);
-    }
-
-    /// An archive run stored `bytes` compressed bytes at its destination.
-    pub fn archive_written(&self, bytes: u64) {
-        let _ = bytes;
-    }
-}
-
 /// The text of the `metrics` op: renders `source`'s registry with its pool state and disk space read now, and
 /// the cached table stats. `InvalidInput` naming `storage.metrics.enabled` when metrics are off.
 pub async fn render<S: Source + crate::retention::Store>(source: &S) -> Result<String> {
-    let _ = source;
-    Ok(String::new()) // TODO(issue 14, core)
+    render::render(source).await
 }
 
 /// The background refresher of one storage object: table stats (and the retention run history) every
@@ -180,6 +147,5 @@ pub fn spawn_refresher<S: Source + crate::retention::Store>(
     handle: &tokio::runtime::Handle,
     backend: std::sync::Weak<S>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let _ = (handle, backend);
-    None // TODO(issue 14, core)
+    refresh::spawn(handle, backend)
 }

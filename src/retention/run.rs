@@ -199,8 +199,26 @@ pub(crate) fn failed(spec: &Spec, tally: &Tally, e: Error) -> Error {
     )
 }
 
-/// Records the end of `run`; a record that cannot be saved is logged (the cleanup's own outcome matters more).
+/// Records the end of `run` (a record that cannot be saved is logged: the cleanup's own outcome matters more)
+/// and reports it to the metrics ([`crate::metrics::Metrics::retention_finished`]): its end time and the rows
+/// it removed. Dry runs never get here.
 pub(crate) async fn finish<S: Store>(store: &S, run: &mut Run, tally: &Tally, error: Option<&Error>) {
+    finish_unreported(store, run, tally, error).await;
+    store.metrics().retention_finished(
+        run.status == RunStatus::Succeeded,
+        run.finished_at.unwrap_or_else(time::now_micros),
+        &run.rows,
+    );
+}
+
+/// [`finish`] without the metrics: for a run inside another run (an archive run of one rule of a retention
+/// run), whose rows the outer run's tally counts and whose outcome the outer run reports.
+pub(crate) async fn finish_unreported<S: Store>(
+    store: &S,
+    run: &mut Run,
+    tally: &Tally,
+    error: Option<&Error>,
+) {
     run.finished_at = Some(time::now_micros());
     run.rows = tally.snapshot();
     run.status = if error.is_some() { RunStatus::Failed } else { RunStatus::Succeeded };
@@ -509,6 +527,13 @@ pub(crate) mod tests {
         pub deletes: AtomicU64,
         pub imports: AtomicU64,
         pub fail_deletes_after: Option<u64>,
+        pub metrics: crate::metrics::Metrics,
+    }
+
+    impl crate::metrics::Source for Fake {
+        fn metrics(&self) -> &crate::metrics::Metrics {
+            &self.metrics
+        }
     }
 
     struct Unlock(Arc<AtomicBool>);
