@@ -57,7 +57,7 @@ where
 /// `pg_lifecycle` (create + complete, 16 callers, pool 16) with metrics on vs off.
 pub async fn pg_lifecycle(opts: &Opts) {
     let ops = opts.n(16_000, 800);
-    let rounds = 4;
+    let rounds = 8;
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut config = server.storage_config(&db);
@@ -97,7 +97,7 @@ pub async fn pg_lifecycle(opts: &Opts) {
 /// its own file in the same directory.
 pub async fn sqlite_writes(opts: &Opts) {
     let ops = opts.n(30_000, 2_000);
-    let rounds = 4;
+    let rounds = 8;
     let dir = tempfile::Builder::new().prefix("parallax-bench-").tempdir().expect("tempdir");
     let on = open(&sqlite_writes::config(&dir.path().join("on.db")), "sqlite (metrics on)");
     let off = open(&metrics_off(sqlite_writes::config(&dir.path().join("off.db"))), "sqlite (metrics off)");
