@@ -22,6 +22,8 @@ mod archive_pg;
 mod data;
 #[path = "storage/load.rs"]
 mod load;
+#[path = "storage/metrics.rs"]
+mod metrics;
 /// The test harness's PostgreSQL: the same server setup as `cargo test`.
 #[allow(dead_code)]
 #[path = "../tests/common/pg.rs"]
@@ -74,6 +76,18 @@ async fn run(opts: &Opts) {
         retention_file::run(opts).await;
     }
     archive_pg::run(opts).await; // pg_archive, pg_restore, sqlite_archive, sqlite_restore
+    if opts.wants("pg_lifecycle_metrics") {
+        metrics::pg_lifecycle(opts).await;
+    }
+    if opts.wants("sqlite_writes_metrics") {
+        metrics::sqlite_writes(opts).await;
+    }
+    if opts.wants("pg_metrics_scrape") {
+        metrics::pg_scrape(opts).await;
+    }
+    if opts.wants("sqlite_metrics_scrape") {
+        metrics::sqlite_scrape(opts).await;
+    }
 }
 
 fn main() {

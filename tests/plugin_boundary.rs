@@ -229,6 +229,17 @@ async fn a_plugin_built_at_abi_2_0_works_in_this_host() {
     );
     assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "the old plugin wrote an archive");
     assert_eq!(s.get_execution(e.id).await.unwrap(), got);
+    // And the metrics (issue 14): an old plugin has no registry to render, so a host's `/metrics` gets a clear
+    // `Unsupported` naming both versions, never an empty exposition that would look like a healthy plugin.
+    let err = s.metrics().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.message.contains("maintenance")
+            && err.message.contains("2.0.0")
+            && err.message.contains(ABI_VERSION),
+        "{err}"
+    );
+    assert_kind(s.metrics_text().await, ErrorKind::Unsupported, "maintenance");
     // ... and through the raw trait object, where abi_stable finds no vtable entry and runs the trait's default
     // body in the host (no panic, no made-up answer).
     let old_raw = raw::open_with(raw::load(&compat::fixtures().old_plugin), &json!({}));

@@ -72,7 +72,7 @@ fn new_execution() -> NewExecution {
     }
 }
 
-async fn plugin_lifecycles(storage: &Storage, ops: usize) -> f64 {
+pub async fn plugin_lifecycles(storage: &Storage, ops: usize) -> f64 {
     concurrent(ops, |_, next| {
         let s = storage.clone();
         async move {

@@ -69,7 +69,7 @@ fn new_execution() -> NewExecution {
     }
 }
 
-async fn plugin_creates(storage: &Storage, ops: usize) -> f64 {
+pub async fn plugin_creates(storage: &Storage, ops: usize) -> f64 {
     let next = Arc::new(AtomicUsize::new(0));
     util::throughput(ops, async {
         let handles: Vec<_> = (0..CALLERS)

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod compat;
+pub mod exposition;
 pub mod file;
 pub mod pg;
 pub mod raw;
@@ -107,6 +108,41 @@ impl Harness {
     /// Opens another, independent instance on the same data.
     pub fn reopen(&self) -> Storage {
         plugin().open(&self.config).unwrap_or_else(|e| panic!("reopen: {e}"))
+    }
+
+    /// The backend's name as its config spells it: `sqlite`, `postgresql` or `file`.
+    pub fn backend(&self) -> &str {
+        self.config["type"].as_str().expect("the harness config names its type")
+    }
+
+    /// The harness's config with `extra` merged in (objects key by key, anything else replaced).
+    pub fn config_with(&self, extra: serde_json::Value) -> serde_json::Value {
+        let mut config = self.config.clone();
+        merge_json(&mut config, extra);
+        config
+    }
+
+    /// Opens a second storage object on the same data with `extra` merged into the config (e.g.
+    /// `{"metrics": {"statsInterval": "1s"}}`). Where only one instance may be open (the file store), the
+    /// harness's own instance is shut down first; [`Harness::finish`] still works afterwards.
+    pub async fn reopen_with(&self, extra: serde_json::Value) -> Storage {
+        let config = self.config_with(extra);
+        if !self.concurrent_instances {
+            self.storage.shutdown().await.expect("shut the harness's instance down before reopening");
+        }
+        plugin().open(&config).unwrap_or_else(|e| panic!("open with {config}: {e}"))
+    }
+}
+
+/// Merges `b` into `a`: objects key by key (recursively), anything else replaced.
+pub fn merge_json(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge_json(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
     }
 }
 

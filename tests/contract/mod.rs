@@ -6,6 +6,7 @@ pub mod archive;
 pub mod audit;
 pub mod events;
 pub mod executions;
+pub mod metrics;
 pub mod operations;
 pub mod patterns;
 pub mod retention;
@@ -87,6 +88,16 @@ macro_rules! for_each_contract {
             archive::a_second_archive_adds_a_second_manifest,
             archive::restore_skips_present_rows_whole,
             archive::retention_archives_first_with_an_archive_destination,
+            metrics::metrics_build_info_names_backend_and_versions,
+            metrics::metrics_calls_are_counted_by_operation_and_table,
+            metrics::metrics_errors_are_counted_by_kind,
+            metrics::metrics_pool_gauges_are_present,
+            metrics::metrics_table_stats_follow_the_data,
+            metrics::metrics_disk_free_only_where_the_plugin_sees_the_disk,
+            metrics::metrics_cleanup_sets_last_success_and_rows_removed,
+            metrics::metrics_disabled_answers_invalid_input_naming_the_key,
+            metrics::metrics_latency_buckets_make_a_histogram,
+            metrics::metrics_exposition_passes_promtool,
         }
     };
 }
