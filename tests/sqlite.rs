@@ -790,6 +790,47 @@ mod metrics_support {
         }
     }
 
+    /// A `BEGIN IMMEDIATE` transaction held by another process (python3's sqlite3 module) until
+    /// [`WriteLockHolder::release`].
+    pub struct WriteLockHolder(std::process::Child);
+
+    impl WriteLockHolder {
+        pub fn start(db: &std::path::Path) -> WriteLockHolder {
+            use std::io::BufRead as _;
+            const HOLD: &str = "import sqlite3, sys\n\
+                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+                c.execute('BEGIN IMMEDIATE')\n\
+                print('held', flush=True)\n\
+                sys.stdin.read()\n\
+                c.execute('COMMIT')\n";
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", HOLD])
+                .arg(db)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("python3 (to hold the write lock from another process): {e}"));
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "held", "the holder process did not take the write lock");
+            WriteLockHolder(child)
+        }
+
+        /// Commits the holder's transaction and waits for the process to end.
+        pub fn release(mut self) {
+            drop(self.0.stdin.take());
+            let status = self.0.wait().unwrap();
+            assert!(status.success(), "the holder process failed: {status}");
+        }
+    }
+
+    impl Drop for WriteLockHolder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     /// The size of the filesystem holding `dir` (`statvfs`: `f_blocks × f_frsize`).
     pub fn filesystem_size(dir: &std::path::Path) -> u64 {
         let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
@@ -817,8 +858,10 @@ async fn metrics_count_writes_waiting_behind_a_held_write_lock() {
     assert_eq!(ms::sample(&text, ms::WAITING, ""), Some(0.0), "{text}");
     assert_eq!(ms::sample(&text, ms::ACTIVE, ""), Some(0.0), "{text}");
 
-    let holder = raw_sqlite(&dir);
-    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Another process: the plugin's SQLite and this test's rusqlite are two copies of the library in one
+    // process, and POSIX locks do not exclude each other within a process, so an in-process holder would not
+    // hold the plugin's writer at all.
+    let holder = ms::WriteLockHolder::start(&dir.path().join("parallax.db"));
     let write = |n: u32| {
         let s = s.clone();
         tokio::spawn(async move { s.put_pattern(new_pattern(&format!("held-{n}"), "1.0.0")).await })
@@ -835,7 +878,7 @@ async fn metrics_count_writes_waiting_behind_a_held_write_lock() {
     .await;
     assert!(ms::sample(&text, ms::WAITING, "").unwrap() <= 7.0, "{text}");
 
-    holder.execute_batch("COMMIT").unwrap();
+    holder.release();
     first.await.unwrap().unwrap();
     for w in queued {
         w.await.unwrap().unwrap();
