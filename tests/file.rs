@@ -960,27 +960,11 @@ async fn max_count_keeps_the_newest_and_include_unfinished_takes_stuck_runs() {
 // ------------------------------------------------------------------ metrics (issue 14)
 
 mod metrics_support {
-    use std::{
-        path::Path,
-        time::{Duration, Instant},
+    use std::path::Path;
+
+    pub use crate::common::exposition::{
+        filesystem_size, until, value_of as sample, ACTIVE, BYTES, DISK_FREE, IDLE, ROWS, TABLES, WAITING,
     };
-
-    use parallax_storage_host::Storage;
-
-    pub const WAITING: &str = "parallax_storage_pool_waiting_requests";
-    pub const ACTIVE: &str = "parallax_storage_pool_connections_active";
-    pub const IDLE: &str = "parallax_storage_pool_connections_idle";
-    pub const DISK_FREE: &str = "parallax_storage_disk_free_bytes";
-    pub const ROWS: &str = "parallax_storage_table_rows";
-    pub const BYTES: &str = "parallax_storage_table_size_bytes";
-    pub const TABLES: [&str; 4] = ["patterns", "executions", "execution_events", "audit_logs"];
-
-    /// The value of the sample `name{labels}` (`labels` as rendered, such as `table="executions"`; empty for
-    /// none) in a Prometheus text exposition.
-    pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-        let key = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
-        text.lines().find_map(|l| l.strip_prefix(key.as_str())?.strip_prefix(' ')?.trim().parse().ok())
-    }
 
     /// Per table (in [`TABLES`] order) the values of `name`, if all are there.
     pub fn tables(text: &str, name: &str) -> Option<[u64; 4]> {
@@ -989,20 +973,6 @@ mod metrics_support {
             *slot = sample(text, name, &format!("table=\"{table}\""))? as u64;
         }
         Some(out)
-    }
-
-    /// Scrapes until `ok` holds for the exposition (at most 30 s), naming `what` and the last exposition on
-    /// failure.
-    pub async fn until(s: &Storage, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = s.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
-            if ok(&text) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "{what}; the last exposition:\n{text}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// Bytes of the store's record files per table, by walking the tree: patterns, executions, their
@@ -1025,17 +995,6 @@ mod metrics_support {
             out[t] += std::fs::metadata(&f).unwrap().len();
         }
         out
-    }
-
-    /// The size of the filesystem holding `dir` (`statvfs`: `f_blocks × f_frsize`).
-    pub fn filesystem_size(dir: &Path) -> u64 {
-        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid NUL-terminated path and a writable statvfs.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        #[allow(clippy::unnecessary_cast)]
-        let size = st.f_blocks as u64 * st.f_frsize as u64;
-        size
     }
 }
 

@@ -754,40 +754,13 @@ async fn a_cleanup_killed_at_any_moment_leaves_a_consistent_database_and_the_nex
 // ------------------------------------------------------------------ metrics (issue 14)
 
 mod metrics_support {
-    use std::time::{Duration, Instant};
-
-    use parallax_storage_host::Storage;
-
-    pub const ACTIVE: &str = "parallax_storage_pool_connections_active";
-    pub const WAITING: &str = "parallax_storage_pool_waiting_requests";
-    pub const DISK_FREE: &str = "parallax_storage_disk_free_bytes";
-    pub const ROWS: &str = "parallax_storage_table_rows";
-    pub const BYTES: &str = "parallax_storage_table_size_bytes";
-
-    /// The value of the sample `name{labels}` (`labels` as rendered, such as `table="executions"`; empty for
-    /// none) in a Prometheus text exposition.
-    pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-        let key = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
-        text.lines().find_map(|l| l.strip_prefix(key.as_str())?.strip_prefix(' ')?.trim().parse().ok())
-    }
+    pub use crate::common::exposition::{
+        filesystem_size, until, value_of as sample, ACTIVE, BYTES, DISK_FREE, ROWS, WAITING,
+    };
 
     pub fn table(text: &str, name: &str, table: &str) -> f64 {
         sample(text, name, &format!("table=\"{table}\""))
             .unwrap_or_else(|| panic!("no {name} for {table} in:\n{text}"))
-    }
-
-    /// Scrapes until `ok` holds for the exposition (at most 30 s), naming `what` and the last exposition on
-    /// failure.
-    pub async fn until(s: &Storage, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = s.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
-            if ok(&text) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "{what}; the last exposition:\n{text}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// A `BEGIN IMMEDIATE` transaction held by another process (python3's sqlite3 module) until
@@ -829,17 +802,6 @@ mod metrics_support {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-
-    /// The size of the filesystem holding `dir` (`statvfs`: `f_blocks × f_frsize`).
-    pub fn filesystem_size(dir: &std::path::Path) -> u64 {
-        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid NUL-terminated path and a writable statvfs.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        #[allow(clippy::unnecessary_cast)]
-        let size = st.f_blocks as u64 * st.f_frsize as u64;
-        size
     }
 }
 

@@ -227,6 +227,48 @@ pub fn promtool_check_metrics(text: &str) {
     );
 }
 
+// ------------------------------------------------------------------ helpers of the backends' own metrics tests
+
+pub const ACTIVE: &str = "parallax_storage_pool_connections_active";
+pub const IDLE: &str = "parallax_storage_pool_connections_idle";
+pub const WAITING: &str = "parallax_storage_pool_waiting_requests";
+pub const DISK_FREE: &str = "parallax_storage_disk_free_bytes";
+pub const ROWS: &str = "parallax_storage_table_rows";
+pub const BYTES: &str = "parallax_storage_table_size_bytes";
+pub const TABLES: [&str; 4] = ["patterns", "executions", "execution_events", "audit_logs"];
+
+/// The value of the sample `name{labels}` (`labels` as rendered, such as `table="executions"`; empty for none)
+/// in a Prometheus text exposition.
+pub fn value_of(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+    text.lines().find_map(|l| l.strip_prefix(key.as_str())?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Scrapes until `ok` holds for the exposition (at most 30 s), naming `what` and the last exposition on
+/// failure.
+pub async fn until(s: &parallax_storage_host::Storage, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = s.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
+        if ok(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}; the last exposition:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The size of the filesystem holding `dir` (`statvfs`: `f_blocks × f_frsize`).
+pub fn filesystem_size(dir: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a writable statvfs.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    #[allow(clippy::unnecessary_cast)]
+    let size = st.f_blocks as u64 * st.f_frsize as u64;
+    size
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
