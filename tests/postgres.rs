@@ -1625,3 +1625,101 @@ async fn metrics_table_rows_follow_writes_without_disk_space_or_password() {
     storage.shutdown().await.unwrap();
     server.drop_database(&db).await;
 }
+
+// ---- The harness's streaming replica ----
+//
+// Proof that `pg::replica()` is a real hot standby of the test server: it follows the primary, pausing replay
+// really holds rows back, and a crashed standby comes back and catches up.
+
+async fn in_recovery(client: &tokio_postgres::Client) -> bool {
+    client.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0)
+}
+
+async fn ids(client: &tokio_postgres::Client) -> Vec<i32> {
+    client.query("SELECT id FROM t ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+/// A database with table `t` holding row 1, on the primary and (caught up) on the standby.
+async fn replicated_table(replica: &pg::Replica) -> (String, tokio_postgres::Client) {
+    let primary = pg::server();
+    let db = primary.fresh_database().await;
+    let p = primary.client(&db).await;
+    p.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')")
+        .await
+        .unwrap();
+    replica.wait_caught_up(SECS_10).await;
+    (db, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_replica_streams_the_primarys_writes() {
+    let replica = pg::replica();
+    let _turn = replica.shared().await;
+    let primary = pg::server();
+    let (db, p) = replicated_table(replica).await;
+    let r = replica.server().client(&db).await;
+    let v: String = r.query_one("SELECT v FROM t WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(v, "one");
+    assert!(in_recovery(&r).await, "the replica is not in recovery");
+    assert!(!in_recovery(&p).await, "the primary is in recovery");
+    assert_ne!(replica.server().port, primary.port);
+    let err = r.batch_execute("INSERT INTO t VALUES (2, 'two')").await.unwrap_err();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION), "{err}");
+
+    p.batch_execute("UPDATE t SET v = 'uno' WHERE id = 1").await.unwrap();
+    replica.wait_caught_up(SECS_10).await;
+    let v: String = r.query_one("SELECT v FROM t WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(v, "uno");
+    assert!(replica.replay_lsn().await <= replica.primary_lsn().await);
+    drop(r);
+    primary.drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_replica_with_replay_paused_shows_no_new_rows_until_resumed() {
+    let replica = pg::replica();
+    let _turn = replica.exclusive().await;
+    let (db, p) = replicated_table(replica).await;
+    let r = replica.server().client(&db).await;
+
+    replica.pause_replay().await;
+    p.batch_execute("INSERT INTO t VALUES (2, 'two')").await.unwrap();
+    // The row's WAL has reached the standby, which still does not show it: held back by the pause, not by
+    // the network or the WAL writer.
+    let mark = replica.primary_mark().await;
+    replica.wait_received(mark, SECS_10).await;
+    let replayed = replica.replay_lsn().await;
+    assert!(replayed < mark, "replayed {replayed} while paused, past {mark}");
+    assert_eq!(ids(&r).await, [1], "a row written after the pause is visible on the standby");
+    assert_eq!(ids(&p).await, [1, 2]);
+
+    replica.resume_replay().await;
+    replica.wait_caught_up(SECS_10).await;
+    assert_eq!(ids(&r).await, [1, 2]);
+    drop(r);
+    pg::server().drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_replica_stopped_immediately_refuses_connections_and_catches_up_after_restart() {
+    let replica = pg::replica();
+    let _turn = replica.exclusive().await;
+    let (db, p) = replicated_table(replica).await;
+
+    replica.stop_immediate();
+    let err =
+        replica.server().try_client(&db).await.err().expect("the stopped standby accepted a connection");
+    let io =
+        std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>()).map(|e| e.kind());
+    assert_eq!(io, Some(std::io::ErrorKind::ConnectionRefused), "{err}");
+    // Written while the standby is down: it must fetch this from the primary after its restart.
+    p.batch_execute("INSERT INTO t VALUES (2, 'two')").await.unwrap();
+
+    replica.start().await;
+    replica.wait_caught_up(SECS_10).await;
+    let r = replica.server().client(&db).await;
+    assert!(in_recovery(&r).await, "the restarted standby is not in recovery");
+    assert_eq!(ids(&r).await, [1, 2]);
+    drop(r);
+    pg::server().drop_database(&db).await;
+}
