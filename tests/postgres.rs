@@ -1707,8 +1707,9 @@ async fn the_harness_replica_stopped_immediately_refuses_connections_and_catches
     let (db, p) = replicated_table(replica).await;
 
     replica.stop_immediate();
-    let err =
-        replica.server().try_client(&db).await.err().expect("the stopped standby accepted a connection");
+    let Err(err) = replica.server().try_client(&db).await else {
+        panic!("the stopped standby accepted a connection");
+    };
     let io =
         std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>()).map(|e| e.kind());
     assert_eq!(io, Some(std::io::ErrorKind::ConnectionRefused), "{err}");
