@@ -742,7 +742,7 @@ impl Replica {
     fn cluster(&self, what: &str) -> &Cluster {
         self.cluster.as_ref().unwrap_or_else(|| {
             panic!(
-                "{what} needs the harness's own standby, but this one is {REPLICA_URL_VAR}: unset \
+                "{what} needs the harness's own standby, but this one comes from {REPLICA_URL_VAR}: unset \
                  {URL_VAR} and {REPLICA_URL_VAR} to run this test"
             )
         })
