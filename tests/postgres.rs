@@ -1724,3 +1724,26 @@ async fn the_harness_replica_stopped_immediately_refuses_connections_and_catches
     drop(r);
     pg::server().drop_database(&db).await;
 }
+
+/// Tests share one replica: a test that fails while holding it paused and stopped must not fail the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_replica_left_paused_and_stopped_by_a_failed_test_works_for_the_next() {
+    let replica = pg::replica();
+    let failed = tokio::spawn(async move {
+        let _turn = replica.exclusive().await;
+        replica.pause_replay().await;
+        replica.stop_immediate();
+        panic!("a test failing while the replica is paused and stopped");
+    })
+    .await;
+    assert!(failed.is_err_and(|e| e.is_panic()));
+
+    let _turn = replica.shared().await;
+    let (db, p) = replicated_table(replica).await;
+    p.batch_execute("INSERT INTO t VALUES (2, 'two')").await.unwrap();
+    replica.wait_caught_up(SECS_10).await;
+    let r = replica.server().client(&db).await;
+    assert_eq!(ids(&r).await, [1, 2]);
+    drop(r);
+    pg::server().drop_database(&db).await;
+}
