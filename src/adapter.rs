@@ -69,8 +69,11 @@ impl<B: Contract> Adapter<B> {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let started = std::time::Instant::now();
-        // The registry outlives the call even if the adapter is dropped meanwhile: the Arc keeps the backend.
-        let recorder = self.backend.clone();
+        // A call that never reaches its backend work (refused by `body`, or the instance closed) is recorded
+        // here; every other call is recorded by its work when that ends (`Observed`), also when the host dropped
+        // the call's future meanwhile (the work then finishes on the plugin runtime) and when the work panicked.
+        let refused_by = self.backend.clone();
+        let stopped = self.stopped.clone();
         let running = catch_unwind(AssertUnwindSafe(|| {
             let f = body()?;
             if self.closed.load(Ordering::Acquire) {
@@ -79,26 +82,32 @@ impl<B: Contract> Adapter<B> {
             let backend = self.backend()?;
             // `f` runs at the first poll: a panic in it is caught here, one in its future by `OnCaller`.
             let work = async move {
-                match catch_unwind(AssertUnwindSafe(|| f(backend))) {
+                let mut observed = Observed { backend: backend.clone(), op, started, stopped, outcome: None };
+                let result = match catch_unwind(AssertUnwindSafe(|| f(backend))) {
                     Ok(fut) => fut.await,
                     Err(payload) => Err(Error::from_panic(payload, op)),
-                }
+                };
+                observed.outcome = Some(result.as_ref().err().map(|e| e.kind()));
+                result
             };
             Ok(OnCaller::new(Box::pin(work), self.handle.clone(), op, self.stopped.clone()))
         }))
         .unwrap_or_else(|payload| Err(Error::from_panic(payload, op)));
         async move {
             let result = match running {
-                Err(e) => Err(e),
+                Err(e) => {
+                    if let Some(b) = &refused_by {
+                        b.metrics().observe(op, started.elapsed(), Some(e.kind()));
+                    }
+                    Err(e)
+                }
                 Ok(work) => work.await,
             };
-            let elapsed = started.elapsed();
             match &result {
-                Ok(_) => tracing::trace!(op, elapsed_us = elapsed.as_micros() as u64, "storage call"),
+                Ok(_) => {
+                    tracing::trace!(op, elapsed_us = started.elapsed().as_micros() as u64, "storage call")
+                }
                 Err(e) => tracing::debug!(op, kind = e.kind().as_str(), error = %e, "storage call failed"),
-            }
-            if let Some(b) = &recorder {
-                b.metrics().observe(op, elapsed, result.as_ref().err().map(|e| e.kind()));
             }
             match result {
                 Ok(v) => RResult::ROk(v),
@@ -156,6 +165,30 @@ impl<B: Contract> Drop for Adapter<B> {
         let backend = self.backend.take();
         contain_panic("stopping the plugin runtime", || self.stop_runtime());
         contain_panic("dropping the storage backend", move || drop(backend));
+    }
+}
+
+/// Records one call's latency and outcome in its backend's metrics when the call's work ends: normally with the
+/// outcome the work set; dropped without one, the work panicked while polled (`panicked`) or was dropped
+/// unfinished because the plugin runtime stopped (`unavailable`).
+struct Observed<B: Contract> {
+    backend: Arc<B>,
+    op: &'static str,
+    started: std::time::Instant,
+    stopped: Arc<AtomicBool>,
+    outcome: Option<Option<ErrorKind>>,
+}
+
+impl<B: Contract> Drop for Observed<B> {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or_else(|| {
+            Some(if self.stopped.load(Ordering::Acquire) {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Panicked
+            })
+        });
+        self.backend.metrics().observe(self.op, self.started.elapsed(), outcome);
     }
 }
 

@@ -78,7 +78,7 @@ fn describe(recorder: &PrometheusRecorder) {
     recorder.describe_counter(n, Some(Unit::Count), h);
     let (n, h) = d(
         ACQUIRE_TIMEOUTS,
-        "Waits for a pooled connection (or the writer) that gave up after acquireTimeout.",
+        "Waits for a connection that gave up: PostgreSQL after pool.acquireTimeout, SQLite a read that got no read connection in time.",
     );
     recorder.describe_counter(n, Some(Unit::Count), h);
     let (n, h) = d(

@@ -91,6 +91,7 @@ macro_rules! for_each_contract {
             metrics::metrics_build_info_names_backend_and_versions,
             metrics::metrics_calls_are_counted_by_operation_and_table,
             metrics::metrics_errors_are_counted_by_kind,
+            metrics::metrics_dropped_calls_are_still_counted,
             metrics::metrics_pool_gauges_are_present,
             metrics::metrics_table_stats_follow_the_data,
             metrics::metrics_disk_free_only_where_the_plugin_sees_the_disk,
