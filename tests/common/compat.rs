@@ -2,7 +2,7 @@
 //! old host built from it. They are their own workspace (the frozen crate has the real crate's package name),
 //! so the tests build them here, once per test process, with their own lock file, offline (every crate they
 //! use is in the main lock file, hence in cargo's cache after the main build), into `target/abi-2.0/`, which
-//! later runs reuse.
+//! later runs reuse. The host crate's CLI tests include this file too.
 
 use std::{path::PathBuf, process::Command, sync::OnceLock};
 
@@ -19,10 +19,21 @@ pub fn fixtures() -> &'static Fixtures {
 }
 
 fn build() -> Fixtures {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The workspace root: this file is included by the root package's tests and by the host crate's CLI tests.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("plugin/testing/abi-2.0/Cargo.toml").is_file())
+        .expect("the workspace holding plugin/testing/abi-2.0")
+        .to_path_buf();
     let manifest = root.join("plugin/testing/abi-2.0/Cargo.toml");
-    // target/<profile>/ -> target/abi-2.0/: separate from the main build (its own lock, its own `parallax-storage-abi`).
-    let target = super::target_dir().parent().expect("target/<profile> has a parent").join("abi-2.0");
+    // target/<profile>/deps/<test> -> target/abi-2.0/: separate from the main build (its own lock, its own
+    // `parallax-storage-abi`).
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("test executables live in target/<profile>/deps")
+        .join("abi-2.0");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = std::time::Instant::now();
     let out = Command::new(&cargo)

@@ -1300,28 +1300,13 @@ fn metrics_listen_refuses_a_bad_or_busy_address_by_name() {
     assert!(!env.dir.path().join("parallax.db").exists(), "a refused address must not open the storage");
 }
 
-/// `libparallax_old_plugin.so`, the plugin built against ABI 2.0.0 (before the `maintenance` call), built the
-/// way `tests/common/compat.rs` builds it for the workspace's tests: offline, into `target/abi-2.0`.
+/// The ABI 2.0.0 fixtures (an old plugin, before the `maintenance` call), built as the workspace's tests build
+/// them.
+#[path = "../../../tests/common/compat.rs"]
+mod compat;
+
 fn old_plugin() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let manifest = workspace.join("plugin/testing/abi-2.0/Cargo.toml");
-    let target = plugin_path().parent().and_then(|d| d.parent()).expect("target dir").join("abi-2.0");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args(["build", "--locked", "--offline", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the ABI 2.0.0 fixtures: {e}"));
-    assert!(
-        out.status.success(),
-        "building {} failed:\n{}",
-        manifest.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let name = format!("{}parallax_old_plugin{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
-    target.join("debug").join(name)
+    compat::fixtures().old_plugin.clone()
 }
 
 #[test]
