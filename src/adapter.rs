@@ -69,10 +69,9 @@ impl<B: Contract> Adapter<B> {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let started = std::time::Instant::now();
-        // A call that never reaches its backend work (refused by `body`, or the instance closed) is recorded
-        // here; every other call is recorded by its work when that ends (`Observed`), also when the host dropped
-        // the call's future meanwhile (the work then finishes on the plugin runtime) and when the work panicked.
-        let refused_by = self.backend.clone();
+        // Every call that reaches its backend work is recorded by that work when it ends (`Observed`), also when
+        // the host dropped the call's future meanwhile (the work then finishes on the plugin runtime) and when the
+        // work panicked; a call refused before (by `body`, or the instance closed) is recorded below.
         let stopped = self.stopped.clone();
         let running = catch_unwind(AssertUnwindSafe(|| {
             let f = body()?;
@@ -93,14 +92,12 @@ impl<B: Contract> Adapter<B> {
             Ok(OnCaller::new(Box::pin(work), self.handle.clone(), op, self.stopped.clone()))
         }))
         .unwrap_or_else(|payload| Err(Error::from_panic(payload, op)));
+        if let (Err(e), Some(b)) = (&running, &self.backend) {
+            b.metrics().observe(op, started.elapsed(), Some(e.kind()));
+        }
         async move {
             let result = match running {
-                Err(e) => {
-                    if let Some(b) = &refused_by {
-                        b.metrics().observe(op, started.elapsed(), Some(e.kind()));
-                    }
-                    Err(e)
-                }
+                Err(e) => Err(e),
                 Ok(work) => work.await,
             };
             match &result {

@@ -29,11 +29,8 @@ fn build() -> Fixtures {
     // target/<profile>/deps/<test> -> target/abi-2.0/: separate from the main build (its own lock, its own
     // `parallax-storage-abi`).
     let exe = std::env::current_exe().expect("current_exe");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("test executables live in target/<profile>/deps")
-        .join("abi-2.0");
+    let target =
+        exe.ancestors().nth(3).expect("test executables live in target/<profile>/deps").join("abi-2.0");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = std::time::Instant::now();
     let out = Command::new(&cargo)
