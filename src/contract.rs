@@ -9,6 +9,7 @@
 use std::future::Future;
 
 use parallax_storage_abi::{
+    hosts::{HostReport, HostsReport},
     AuditEntry, AuditQuery, Execution, ExecutionEvent, ExecutionFilter, ExecutionUpdate, Health,
     MigrationInfo, MigrationReport, NewAuditEntry, NewEvent, NewExecution, NewPattern, Pattern,
 };
@@ -97,6 +98,31 @@ pub trait Contract: crate::archive::Store + crate::metrics::Source + Send + Sync
     ) -> impl Future<Output = Result<Vec<(Pattern, f64)>>> + Send;
 
     fn health(&self) -> impl Future<Output = Result<Health>> + Send;
+    /// The `hosts` maintenance op: every host this storage object talks to, probed now. The default (SQLite,
+    /// file store) is one `local` row built from [`Contract::health`]; PostgreSQL lists the primary and each
+    /// replica with the router's state.
+    fn hosts_report(&self) -> impl Future<Output = Result<HostsReport>> + Send {
+        async {
+            let h = self.health().await?;
+            Ok(HostsReport {
+                read_preference: "primary".into(),
+                max_replica_lag_ms: None,
+                hosts: vec![HostReport {
+                    role: "local".into(),
+                    address: h.location.to_string(),
+                    reachable: true,
+                    server_role: None,
+                    latency_us: Some(h.latency_us),
+                    replay_lag_ms: None,
+                    replay_lag_bytes: None,
+                    state: "up".into(),
+                    receives_reads: true,
+                    reads: 0,
+                    error: None,
+                }],
+            })
+        }
+    }
     /// Stops background work and closes connections. Called once.
     fn shutdown(&self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -5,6 +5,7 @@
 
 use parallax_storage_abi::{
     archive::{ArchiveParams, RestoreParams, VerifyParams, ARCHIVE, ARCHIVE_VERIFY, RESTORE},
+    hosts::{HostsParams, HOSTS},
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
     metrics::{MetricsParams, MetricsText, METRICS, PROMETHEUS_TEXT_CONTENT_TYPE},
     retention::{CleanupParams, RetentionRunParams, CLEANUP, RETENTION_RUN, RETENTION_STATUS},
@@ -12,7 +13,7 @@ use parallax_storage_abi::{
 };
 
 use crate::{
-    archive::{self, Store},
+    archive,
     error::{Error, Result},
     retention,
 };
@@ -27,6 +28,7 @@ pub const SUPPORTED: &[(&str, &[u32])] = &[
     (ARCHIVE_VERIFY, &[1]),
     (RESTORE, &[1]),
     (METRICS, &[1]),
+    (HOSTS, &[1]),
 ];
 
 pub fn supported() -> Vec<OpVersions> {
@@ -55,7 +57,7 @@ fn no_params(req: &MaintenanceRequest) -> Result<()> {
 }
 
 /// Runs a prepared request; the answer is the response document as JSON text.
-pub async fn run<S: Store + crate::metrics::Source>(req: MaintenanceRequest, store: &S) -> Result<String> {
+pub async fn run<S: crate::contract::Contract>(req: MaintenanceRequest, store: &S) -> Result<String> {
     match (req.op.as_str(), req.version) {
         (CLEANUP, 1) => {
             let params: CleanupParams = req.params().map_err(Error)?;
@@ -97,6 +99,12 @@ pub async fn run<S: Store + crate::metrics::Source>(req: MaintenanceRequest, sto
             let text = crate::metrics::render(store).await?;
             let result = MetricsText { content_type: PROMETHEUS_TEXT_CONTENT_TYPE.to_string(), text };
             Ok(MaintenanceResponse::new(&req, &result).to_json())
+        }
+        (HOSTS, 1) => {
+            let _: HostsParams =
+                if req.params.is_null() { HostsParams::default() } else { req.params().map_err(Error)? };
+            let report = store.hosts_report().await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
         }
         (DESCRIBE, 1) => describe(&req),
         _ => Err(Error(unsupported_op(&req, &supported()))),

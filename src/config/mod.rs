@@ -237,6 +237,9 @@ pub struct PostgresConfig {
     pub primary: Option<HostPort>,
     pub replicas: Vec<HostPort>,
     pub read_preference: ReadPreference,
+    /// `storage.postgresql.maxReplicaLag` (ours): a replica whose replay lags the primary by more than this many
+    /// milliseconds receives no reads until it catches up. Default 10000.
+    pub max_replica_lag_ms: u64,
     /// How many months of `executions` partitions to keep created ahead of now (ours; default 3).
     pub partition_months_ahead: u32,
 }

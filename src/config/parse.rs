@@ -182,6 +182,8 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
             ReadPreference::CHOICES,
             ReadPreference::Primary,
         )?,
+        // TODO(issue 15, config helper): parse `maxReplicaLag`.
+        max_replica_lag_ms: 10_000,
         partition_months_ahead: s.int("partitionMonthsAhead", "an integer 1-120 (months)", (1, 120), 3)?
             as u32,
     })

@@ -35,6 +35,11 @@
 //! | `parallax_storage_retention_rows_removed_total` | counter | `table` |
 //! | `parallax_storage_archive_bytes_total` | counter | |
 //! | `parallax_storage_build_info` | gauge (always 1) | `plugin_version`, `abi_version`, `backend` |
+//! | `parallax_storage_reads_total` | counter (PostgreSQL with replicas) | `host`, `role` |
+//! | `parallax_storage_replica_fallbacks_total` | counter (PostgreSQL with replicas) | `reason` |
+//! | `parallax_storage_replica_up` | gauge (PostgreSQL with replicas) | `host` |
+//! | `parallax_storage_replica_lag_seconds` | gauge (PostgreSQL with replicas; absent while unknown) | `host` |
+//! | `parallax_storage_replica_max_lag_seconds` | gauge (PostgreSQL with replicas) | `host` |
 
 mod calls;
 mod latency;
@@ -132,6 +137,48 @@ pub trait Source: Send + Sync + 'static {
     fn disk_free_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// Read routing across PostgreSQL hosts (issue 15): per-host reads, state and lag, and the fallbacks to the
+    /// primary. `None` when the storage object has no replicas configured (then nothing of it is rendered).
+    /// Cheap and synchronous like [`Source::pool_state`]: the router's atomics, never a query.
+    #[allow(dead_code)] // TODO(issue 15)
+    fn routing(&self) -> Option<RoutingMetrics> {
+        None
+    }
+}
+
+/// Why a read meant for a replica went to the primary (`parallax_storage_replica_fallbacks_total{reason}`).
+#[allow(dead_code)] // TODO(issue 15): rendered by render.rs
+pub const FALLBACK_REASONS: &[&str] = &["unavailable", "own_write", "error"];
+
+/// A snapshot of the read router (PostgreSQL with replicas), read at scrape time.
+#[allow(dead_code)] // TODO(issue 15)
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoutingMetrics {
+    /// The primary first, then each replica in configuration order.
+    pub hosts: Vec<HostMetrics>,
+    /// Counts by [`FALLBACK_REASONS`], in that order: `unavailable` (no replica up and within
+    /// `maxReplicaLag`), `own_write` (replicas up, but none has replayed this storage object's last write yet),
+    /// `error` (the read failed on a replica and was retried on the primary).
+    pub fallbacks: [u64; 3],
+}
+
+/// One host of [`RoutingMetrics`].
+#[allow(dead_code)] // TODO(issue 15)
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostMetrics {
+    /// `host:port` (never a user or password).
+    pub host: String,
+    /// `primary` or `replica`.
+    pub role: &'static str,
+    /// Plain reads this host served (`parallax_storage_reads_total{host,role}`).
+    pub reads: u64,
+    /// Replicas only: reachable, a standby, and not lagging beyond `maxReplicaLag`? (the primary: `None`)
+    pub up: Option<bool>,
+    /// Replicas only: the replay lag in seconds from the last health probe; `None` while unknown or down.
+    pub lag_seconds: Option<f64>,
+    /// Replicas only: `storage.postgresql.maxReplicaLag` in seconds.
+    pub max_lag_seconds: Option<f64>,
 }
 
 /// The text of the `metrics` op: renders `source`'s registry with its pool state and disk space read now, and

@@ -116,6 +116,7 @@ mod open_enum;
 
 pub mod archive;
 mod error;
+pub mod hosts;
 pub mod layouts;
 mod log;
 pub mod maintenance;
