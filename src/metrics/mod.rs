@@ -141,18 +141,15 @@ pub trait Source: Send + Sync + 'static {
     /// Read routing across PostgreSQL hosts (issue 15): per-host reads, state and lag, and the fallbacks to the
     /// primary. `None` when the storage object has no replicas configured (then nothing of it is rendered).
     /// Cheap and synchronous like [`Source::pool_state`]: the router's atomics, never a query.
-    #[allow(dead_code)] // TODO(issue 15)
     fn routing(&self) -> Option<RoutingMetrics> {
         None
     }
 }
 
 /// Why a read meant for a replica went to the primary (`parallax_storage_replica_fallbacks_total{reason}`).
-#[allow(dead_code)] // TODO(issue 15): rendered by render.rs
 pub const FALLBACK_REASONS: &[&str] = &["unavailable", "own_write", "error"];
 
 /// A snapshot of the read router (PostgreSQL with replicas), read at scrape time.
-#[allow(dead_code)] // TODO(issue 15)
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RoutingMetrics {
     /// The primary first, then each replica in configuration order.
@@ -164,7 +161,6 @@ pub struct RoutingMetrics {
 }
 
 /// One host of [`RoutingMetrics`].
-#[allow(dead_code)] // TODO(issue 15)
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostMetrics {
     /// `host:port` (never a user or password).

@@ -1,9 +1,10 @@
-//! A scrape: the registry's counters and latency metric, then the gauges read now (pool, disk) or from the
-//! refresher's cache (tables, retention history), and build info. Never a query, never a wait for the pool.
+//! A scrape: the registry's counters and latency metric, then the gauges read now (pool, disk, read routing) or
+//! from the refresher's cache (tables, retention history), and build info. Never a query, never a wait for the
+//! pool.
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::{registry::Inner, Source, TableStat, TABLES};
+use super::{registry::Inner, HostMetrics, RoutingMetrics, Source, TableStat, FALLBACK_REASONS, TABLES};
 use crate::{
     error::{Error, Result},
     retention::Store,
@@ -67,6 +68,9 @@ fn gauges<S: Source + Store>(out: &mut String, source: &S, m: &Inner) {
             free as f64,
         );
     }
+    if let Some(r) = source.routing() {
+        routing(out, &r);
+    }
     let cache = m.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // Until the first refresh succeeds (or for a backend that reports no table) the families are left out.
     let summed = cache.tables.as_deref().map(per_table).unwrap_or_default();
@@ -74,6 +78,7 @@ fn gauges<S: Source + Store>(out: &mut String, source: &S, m: &Inner) {
         header(
             out,
             "parallax_storage_table_rows",
+            "gauge",
             "Rows per table (an estimate where the database keeps one), refreshed every statsInterval.",
         );
         for (table, rows, _) in &summed {
@@ -82,6 +87,7 @@ fn gauges<S: Source + Store>(out: &mut String, source: &S, m: &Inner) {
         header(
             out,
             "parallax_storage_table_size_bytes",
+            "gauge",
             "Bytes on disk per table, indexes included, refreshed every statsInterval.",
         );
         for (table, _, bytes) in &summed {
@@ -118,6 +124,7 @@ fn gauges<S: Source + Store>(out: &mut String, source: &S, m: &Inner) {
     header(
         out,
         "parallax_storage_build_info",
+        "gauge",
         "The storage plugin's version, its ABI version and the backend; always 1.",
     );
     sample(
@@ -130,6 +137,93 @@ fn gauges<S: Source + Store>(out: &mut String, source: &S, m: &Inner) {
         ],
         1.0,
     );
+}
+
+/// The read router's families (PostgreSQL with replicas). Every family whose samples would all be absent is
+/// left out whole (no header without a sample). A `(host, role)` listed twice (the same address configured twice)
+/// is rendered once, its reads summed, so the text never repeats a series.
+fn routing(out: &mut String, r: &RoutingMetrics) {
+    let mut hosts: Vec<(&str, &str, u64)> = Vec::with_capacity(r.hosts.len());
+    for h in &r.hosts {
+        match hosts.iter_mut().find(|(host, role, _)| *host == h.host && *role == h.role) {
+            Some((_, _, reads)) => *reads += h.reads,
+            None => hosts.push((&h.host, h.role, h.reads)),
+        }
+    }
+    let mut replicas = Vec::with_capacity(r.hosts.len());
+    for h in r.hosts.iter().filter(|h| h.role == "replica") {
+        if !replicas.iter().any(|seen: &&HostMetrics| seen.host == h.host) {
+            replicas.push(h);
+        }
+    }
+
+    let name = "parallax_storage_reads_total";
+    if !hosts.is_empty() {
+        header(
+            out,
+            name,
+            "counter",
+            "Plain reads (get, list, count, search, audit and pattern reads) served by each PostgreSQL host; \
+             role is primary or replica. Writes and reads inside a write always go to the primary and are not \
+             counted.",
+        );
+        for (host, role, reads) in &hosts {
+            sample(out, name, &[("host", host), ("role", role)], *reads as f64);
+        }
+    }
+    let name = "parallax_storage_replica_fallbacks_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Reads meant for a replica that the primary served, by reason: unavailable (no replica up and within \
+         maxReplicaLag), own_write (no replica had replayed this storage object's last write yet), error (the \
+         read failed on a replica and was retried on the primary).",
+    );
+    for (reason, count) in FALLBACK_REASONS.iter().zip(r.fallbacks) {
+        sample(out, name, &[("reason", reason)], count as f64);
+    }
+    let name = "parallax_storage_replica_up";
+    if !replicas.is_empty() {
+        header(
+            out,
+            name,
+            "gauge",
+            "1 while the replica receives reads (reachable, a standby, and within maxReplicaLag at the last \
+             health check), else 0 (not checked yet, unreachable, lagging, or not a standby).",
+        );
+        for h in &replicas {
+            sample(out, name, &[("host", &h.host)], if h.up == Some(true) { 1.0 } else { 0.0 });
+        }
+    }
+    let name = "parallax_storage_replica_lag_seconds";
+    let lagging: Vec<_> = replicas.iter().filter_map(|h| Some((&h.host, h.lag_seconds?))).collect();
+    if !lagging.is_empty() {
+        header(
+            out,
+            name,
+            "gauge",
+            "How far the replica's replay is behind the primary, in seconds, from the last health check; absent \
+             while unknown (not checked yet, or unreachable).",
+        );
+        for (host, lag) in lagging {
+            sample(out, name, &[("host", host)], lag);
+        }
+    }
+    let name = "parallax_storage_replica_max_lag_seconds";
+    let limits: Vec<_> = replicas.iter().filter_map(|h| Some((&h.host, h.max_lag_seconds?))).collect();
+    if !limits.is_empty() {
+        header(
+            out,
+            name,
+            "gauge",
+            "storage.postgresql.maxReplicaLag in seconds: a replica lagging more stops receiving reads until it \
+             catches up.",
+        );
+        for (host, max) in limits {
+            sample(out, name, &[("host", host)], max);
+        }
+    }
 }
 
 /// Rows and bytes per documented table, in [`TABLES`] order, summing repeated entries (partitions) and
@@ -161,9 +255,9 @@ fn seconds(micros: i64) -> f64 {
     micros as f64 / 1e6
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
-    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -179,10 +273,18 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
         }
         out.push('}');
     }
-    let _ = writeln!(out, " {value}");
+    // Prometheus spells the non-finite values +Inf, -Inf and NaN (Rust: inf, -inf, NaN).
+    match value {
+        v if v == f64::INFINITY => out.push_str(" +Inf\n"),
+        v if v == f64::NEG_INFINITY => out.push_str(" -Inf\n"),
+        v if v.is_nan() => out.push_str(" NaN\n"),
+        v => {
+            let _ = writeln!(out, " {v}");
+        }
+    }
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    header(out, name, help);
+    header(out, name, "gauge", help);
     sample(out, name, &[], value);
 }

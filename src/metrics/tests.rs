@@ -23,6 +23,8 @@ struct Fake {
     config: StorageConfig,
     pool: PoolState,
     disk: Option<u64>,
+    /// What `routing()` reports (PostgreSQL with replicas); `None` like a backend without replicas.
+    routing: Option<RoutingMetrics>,
     tables: Mutex<Vec<TableStat>>,
     runs: Mutex<Vec<Run>>,
     /// `table_stats` and `runs` fail while set.
@@ -53,6 +55,7 @@ impl Fake {
             config: StorageConfig { metrics: cfg, retention, ..StorageConfig::default() },
             pool: PoolState { active: 2, idle: 3, waiting: 1 },
             disk: Some(123_456_789),
+            routing: None,
             tables: Mutex::new(vec![
                 TableStat { table: "patterns", rows: 4, size_bytes: 8192 },
                 TableStat { table: "executions", rows: 10, size_bytes: 16_384 },
@@ -99,6 +102,10 @@ impl Source for Fake {
 
     fn disk_free_bytes(&self) -> Option<u64> {
         self.disk
+    }
+
+    fn routing(&self) -> Option<RoutingMetrics> {
+        self.routing.clone()
     }
 }
 
@@ -575,4 +582,156 @@ fn retention_hooks_keep_the_newest_times() {
     let text = m.inner().unwrap().handle.render();
     assert!(text.contains("parallax_storage_retention_rows_removed_total{table=\"executions\"} 3"), "{text}");
     assert!(!text.contains("table=\"search\""), "only the documented tables: {text}");
+}
+
+const ROUTING: &[(&str, &str, &[&str])] = &[
+    ("parallax_storage_reads_total", "counter", &["host", "role"]),
+    ("parallax_storage_replica_fallbacks_total", "counter", &["reason"]),
+    ("parallax_storage_replica_up", "gauge", &["host"]),
+    ("parallax_storage_replica_lag_seconds", "gauge", &["host"]),
+    ("parallax_storage_replica_max_lag_seconds", "gauge", &["host"]),
+];
+
+fn host(
+    host: &str,
+    role: &'static str,
+    reads: u64,
+    up: Option<bool>,
+    lag_seconds: Option<f64>,
+) -> HostMetrics {
+    let max_lag_seconds = (role == "replica").then_some(10.0);
+    HostMetrics { host: host.into(), role, reads, up, lag_seconds, max_lag_seconds }
+}
+
+/// A primary and three replicas: one up and caught up to 0.25 s, one lagging (up 0, lag known), one down
+/// (never reached: no lag).
+fn routed() -> RoutingMetrics {
+    RoutingMetrics {
+        hosts: vec![
+            host("db-primary:5432", "primary", 40, None, None),
+            host("db-replica-1:5432", "replica", 120, Some(true), Some(0.25)),
+            host("db-replica-2:5433", "replica", 7, Some(false), Some(42.5)),
+            host("[::1]:5434", "replica", 0, Some(false), None),
+        ],
+        fallbacks: [3, 5, 1],
+    }
+}
+
+#[tokio::test]
+async fn replica_routing_renders_reads_fallbacks_state_and_lag_per_host() {
+    let mut fake = Fake::new(MetricsConfig::default());
+    fake.routing = Some(routed());
+    fake.runs.lock().unwrap().push(run(RunStatus::Failed, Some(1_700_000_100_000_000)));
+    workload(&fake.metrics);
+    fake.refresh().await;
+    let text = render(&fake).await.unwrap();
+    let e = Exposition::parse(&text);
+    for (name, ty, labels) in ROUTING {
+        assert_eq!(e.types.get(*name).map(String::as_str), Some(*ty), "{name}\n{text}");
+        assert!(e.helps.contains(*name), "no HELP for {name}");
+        assert_eq!(e.label_names(name), names(labels), "{name}");
+    }
+    // The other families are unchanged by routing.
+    for (name, ty, _) in DOCUMENTED {
+        assert_eq!(e.types.get(*name).map(String::as_str), Some(*ty), "{name}");
+    }
+
+    let reads = "parallax_storage_reads_total";
+    let by_host: Vec<(String, String, f64)> =
+        e.of(reads).map(|s| (s.labels["host"].clone(), s.labels["role"].clone(), s.value)).collect();
+    let expected = [
+        ("db-primary:5432", "primary", 40.0),
+        ("db-replica-1:5432", "replica", 120.0),
+        ("db-replica-2:5433", "replica", 7.0),
+        ("[::1]:5434", "replica", 0.0),
+    ];
+    assert_eq!(by_host, expected.map(|(h, r, n)| (h.to_string(), r.to_string(), n)));
+
+    // Every reason, in order, zero or not.
+    let fallbacks: Vec<(String, f64)> = e
+        .of("parallax_storage_replica_fallbacks_total")
+        .map(|s| (s.labels["reason"].clone(), s.value))
+        .collect();
+    assert_eq!(
+        fallbacks,
+        [("unavailable", 3.0), ("own_write", 5.0), ("error", 1.0)].map(|(r, n)| (r.to_string(), n))
+    );
+
+    // Replicas only: the primary has no up, lag or max-lag series.
+    let up = |h: &str| e.value("parallax_storage_replica_up", &[("host", h)]);
+    assert_eq!(
+        (up("db-replica-1:5432"), up("db-replica-2:5433"), up("[::1]:5434"), up("db-primary:5432")),
+        (Some(1.0), Some(0.0), Some(0.0), None)
+    );
+    let lag = |h: &str| e.value("parallax_storage_replica_lag_seconds", &[("host", h)]);
+    assert_eq!(
+        (lag("db-replica-1:5432"), lag("db-replica-2:5433"), lag("[::1]:5434"), lag("db-primary:5432")),
+        (Some(0.25), Some(42.5), None, None),
+        "the lag of a replica never reached is absent, not 0"
+    );
+    let max = "parallax_storage_replica_max_lag_seconds";
+    assert_eq!(e.of(max).count(), 3, "{text}");
+    assert!(e.of(max).all(|s| s.value == 10.0 && s.labels["host"] != "db-primary:5432"), "{text}");
+    promtool_check(&text);
+}
+
+#[tokio::test]
+async fn without_replicas_no_routing_family_is_rendered() {
+    let fake = Fake::new(MetricsConfig::default());
+    workload(&fake.metrics);
+    let text = render(&fake).await.unwrap();
+    for (name, _, _) in ROUTING {
+        assert!(!text.contains(name), "{name}\n{text}");
+    }
+    assert!(!text.contains("host=\""), "{text}");
+    promtool_check(&text);
+}
+
+#[tokio::test]
+async fn routing_families_with_nothing_to_show_are_left_out_and_the_text_stays_valid() {
+    // Replicas configured but none probed yet: up 0, no lag family at all (no header without a sample).
+    let mut fake = Fake::new(MetricsConfig::default());
+    fake.routing = Some(RoutingMetrics {
+        hosts: vec![
+            host("p:5432", "primary", 0, None, None),
+            host("r:5432", "replica", 0, Some(false), None),
+        ],
+        fallbacks: [0, 0, 0],
+    });
+    let text = render(&fake).await.unwrap();
+    let e = Exposition::parse(&text);
+    assert!(!e.types.contains_key("parallax_storage_replica_lag_seconds"), "{text}");
+    assert!(!e.helps.contains("parallax_storage_replica_lag_seconds"), "{text}");
+    assert_eq!(e.value("parallax_storage_replica_up", &[("host", "r:5432")]), Some(0.0));
+    assert_eq!(e.of("parallax_storage_replica_fallbacks_total").count(), 3);
+    assert!(e.of("parallax_storage_replica_fallbacks_total").all(|s| s.value == 0.0));
+    promtool_check(&text);
+
+    // The same address configured twice is one series (reads summed), so the text never repeats a series;
+    // label values are escaped; a lag too large to be finite is spelled as Prometheus spells it.
+    let odd = "we\\ird\"host:5432";
+    fake.routing = Some(RoutingMetrics {
+        hosts: vec![
+            host("p:5432", "primary", 1, None, None),
+            host(odd, "replica", 2, Some(false), Some(f64::INFINITY)),
+            host(odd, "replica", 3, Some(false), Some(1.0)),
+        ],
+        fallbacks: [0, 0, 0],
+    });
+    let text = render(&fake).await.unwrap();
+    let e = Exposition::parse(&text);
+    assert_eq!(e.value("parallax_storage_reads_total", &[("host", odd), ("role", "replica")]), Some(5.0));
+    assert_eq!(e.of("parallax_storage_replica_up").count(), 1, "{text}");
+    assert_eq!(e.value("parallax_storage_replica_lag_seconds", &[("host", odd)]), Some(f64::INFINITY));
+    assert!(text.contains(r#"host="we\\ird\"host:5432""#), "{text}");
+    promtool_check(&text);
+
+    // No hosts at all (a router reporting nothing yet): only the fallbacks, all three reasons.
+    fake.routing = Some(RoutingMetrics::default());
+    let text = render(&fake).await.unwrap();
+    let e = Exposition::parse(&text);
+    assert!(!e.types.contains_key("parallax_storage_reads_total"), "{text}");
+    assert!(!e.types.contains_key("parallax_storage_replica_up"), "{text}");
+    assert_eq!(e.of("parallax_storage_replica_fallbacks_total").count(), 3);
+    promtool_check(&text);
 }
