@@ -7,6 +7,7 @@
 //! cargo bench --bench storage                 # everything (under 10 minutes on 2 cores)
 //! cargo bench --bench storage -- --quick      # small counts: a smoke run
 //! cargo bench --bench storage -- sqlite_      # only scenarios whose name contains `sqlite_`
+//! cargo bench --bench storage -- replica      # the read replica scenarios (issue 15)
 //! ```
 //!
 //! PostgreSQL comes from the test harness (`tests/common/pg.rs`): `PARALLAX_TEST_POSTGRES_URL`, or a
@@ -87,6 +88,14 @@ async fn run(opts: &Opts) {
     }
     if opts.wants("sqlite_metrics_scrape") {
         metrics::sqlite_scrape(opts).await;
+    }
+    // Read replicas (issue 15), last: once the harness's streaming replica runs, it replays every later write
+    // of the cluster, CPU the scenarios after it would share.
+    if opts.wants("pg_replica_filtered_page") || opts.wants("pg_replica_get_by_id") {
+        reads::postgres_replica(opts).await;
+    }
+    if opts.wants("pg_lifecycle_replicas") {
+        pg_writes::lifecycle_replicas(opts).await;
     }
 }
 

@@ -35,25 +35,6 @@ fn open(config: &serde_json::Value, what: &str) -> Storage {
     util::plugin().open(config).unwrap_or_else(|e| util::fail(&format!("open {what}: {e}")))
 }
 
-/// Runs `phase(side, ops)` for `rounds` rounds in ABBA order (side 0 = on, 1 = off) and returns each side's
-/// operations per second over its total time.
-async fn abba<F, Fut>(rounds: usize, ops_per_phase: usize, mut phase: F) -> [f64; 2]
-where
-    F: FnMut(usize, usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut time = [Duration::ZERO; 2];
-    for r in 0..rounds {
-        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let t = Instant::now();
-            phase(side, ops_per_phase).await;
-            time[side] += t.elapsed();
-        }
-    }
-    time.map(|t| (rounds * ops_per_phase) as f64 / t.as_secs_f64())
-}
-
 /// `pg_lifecycle` (create + complete, 16 callers, pool 16) with metrics on vs off.
 pub async fn pg_lifecycle(opts: &Opts) {
     let ops = opts.n(16_000, 800);
@@ -67,7 +48,7 @@ pub async fn pg_lifecycle(opts: &Opts) {
     for s in [&on, &off] {
         pg_writes::plugin_lifecycles(s, ops / 10).await;
     }
-    let [r_on, r_off] = abba(rounds, ops / rounds, |side, n| {
+    let [r_on, r_off] = util::abba(rounds, ops / rounds, |side, n| {
         let s = if side == 0 { on.clone() } else { off.clone() };
         async move {
             pg_writes::plugin_lifecycles(&s, n).await;
@@ -104,7 +85,7 @@ pub async fn sqlite_writes(opts: &Opts) {
     for s in [&on, &off] {
         sqlite_writes::plugin_creates(s, ops / 10).await;
     }
-    let [r_on, r_off] = abba(rounds, ops / rounds, |side, n| {
+    let [r_on, r_off] = util::abba(rounds, ops / rounds, |side, n| {
         let s = if side == 0 { on.clone() } else { off.clone() };
         async move {
             sqlite_writes::plugin_creates(&s, n).await;

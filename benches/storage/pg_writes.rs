@@ -1,8 +1,13 @@
-//! PostgreSQL write scenarios: the execution lifecycle at 16 callers, and audit batches against COPY.
+//! PostgreSQL write scenarios: the execution lifecycle at 16 callers, and audit batches against COPY; the
+//! lifecycle with a read replica configured against the same without (issue 15: the cost of tracking each
+//! write's commit position for read-your-writes).
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use futures_util::SinkExt;
@@ -35,6 +40,63 @@ pub async fn open(pool: Option<usize>) -> (String, Storage) {
     let storage =
         util::plugin().open(&config).unwrap_or_else(|e| util::fail(&format!("open postgresql: {e}")));
     (db, storage)
+}
+
+/// The harness's streaming replica of the shared server, started (a base backup, then streaming) on first use.
+/// Start it before loading data, so that it streams the load instead of copying it.
+pub async fn replica() -> &'static pg::Replica {
+    tokio::task::spawn_blocking(pg::replica).await.unwrap_or_else(|_| {
+        util::fail(
+            "the replica scenarios need the harness's streaming replica, which did not start (the panic above \
+             says why)",
+        )
+    })
+}
+
+/// `config` with the harness's replica as its one `storage.postgresql.replicas` entry and `readPreference:
+/// replica`.
+pub fn with_replica(mut config: serde_json::Value, replica: &pg::Replica) -> serde_json::Value {
+    let r = replica.server();
+    config["postgresql"]["replicas"] = json!([{ "host": r.host, "port": r.port }]);
+    config["postgresql"]["readPreference"] = json!("replica");
+    config
+}
+
+/// The replica's `host:port`: its `host` label in the metrics.
+pub fn replica_address(replica: &pg::Replica) -> String {
+    format!("{}:{}", replica.server().host, replica.server().port)
+}
+
+/// The value of the sample of `family` whose labels are exactly `labels` (in the plugin's order), from
+/// `storage`'s metrics; `None` when the plugin does not export it.
+pub async fn metric(storage: &Storage, family: &str, labels: &str) -> Option<f64> {
+    let text = storage.metrics_text().await.ok()?;
+    let prefix = format!("{family}{{{labels}}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads the replica at `address` served through `storage` (`parallax_storage_reads_total`); 0 when the plugin
+/// does not export it (a build without read routing).
+pub async fn replica_reads(storage: &Storage, address: &str) -> f64 {
+    let labels = format!("host=\"{address}\",role=\"replica\"");
+    metric(storage, "parallax_storage_reads_total", &labels).await.unwrap_or(0.0)
+}
+
+/// Waits (at most `timeout`) until `storage`'s router reports the replica at `address` up
+/// (`parallax_storage_replica_up` 1: its first health check passed, so reads go to it). False when it never
+/// does: a build without read routing, or a replica that is down or lagging.
+pub async fn wait_replica_up(storage: &Storage, address: &str, timeout: Duration) -> bool {
+    let started = Instant::now();
+    let labels = format!("host=\"{address}\"");
+    loop {
+        if metric(storage, "parallax_storage_replica_up", &labels).await == Some(1.0) {
+            return true;
+        }
+        if started.elapsed() >= timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `ops` jobs over `CALLERS` concurrent tasks, each built by `caller(i)` and pulling job numbers from a
@@ -245,6 +307,60 @@ pub async fn lifecycle(opts: &Opts) {
     );
     storage.shutdown().await.expect("shutdown");
     drop(clients);
+    server.drop_database(&db).await;
+}
+
+/// `pg_lifecycle_replicas`: the `pg_lifecycle` workload (create + complete, 16 callers, pool 16) through two
+/// storage objects on one database: ours has the harness's streaming replica configured with `readPreference:
+/// replica`, so it records the primary's commit position after every write (the read-your-writes mark); the
+/// baseline has no replica. No reads: the difference is the mark's cost per write (and the replica's health
+/// checks, once a second). ABBA rounds, target ≥ 0.95.
+pub async fn lifecycle_replicas(opts: &Opts) {
+    let ops = opts.n(16_000, 800);
+    let rounds = 8;
+    let replica = replica().await;
+    let _turn = replica.shared().await;
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut config = server.storage_config(&db);
+    config["postgresql"]["pool"] = json!({ "minConnections": CALLERS, "maxConnections": CALLERS });
+    let open = |config: &serde_json::Value, what: &str| {
+        util::plugin().open(config).unwrap_or_else(|e| util::fail(&format!("open postgresql ({what}): {e}")))
+    };
+    let routed = open(&with_replica(config.clone(), replica), "readPreference replica");
+    let plain = open(&config, "no replicas");
+    let address = replica_address(replica);
+    let up = wait_replica_up(&routed, &address, Duration::from_secs(10)).await;
+    for s in [&routed, &plain] {
+        plugin_lifecycles(s, ops / 10).await;
+    }
+    replica.wait_caught_up(Duration::from_secs(120)).await;
+    let [ours, base] = util::abba(rounds, ops / rounds, |side, n| {
+        let s = if side == 0 { routed.clone() } else { plain.clone() };
+        async move {
+            plugin_lifecycles(&s, n).await;
+        }
+    })
+    .await;
+    // Wall time each lifecycle costs one of the 16 callers more than without the replica, split over its two
+    // writes (create, complete).
+    let extra_us = CALLERS as f64 * (1.0 / ours - 1.0 / base) * 1e6 / 2.0;
+    util::report_throughput(
+        "pg_lifecycle_replicas",
+        ours,
+        base,
+        "lifecycles/s",
+        0.95,
+        &format!(
+            "{ops} create+complete per side, {CALLERS} callers, pool {CALLERS}; ours = replica {address} with \
+             readPreference replica (commit position recorded after each write), baseline = no replicas, same \
+             database, ABBA x{rounds}; {extra_us:.0}us more per write at {CALLERS} callers; replica up at the \
+             start: {}",
+            if up { "yes" } else { "no (the router did not report it up within 10 s: no routing in this build?)" }
+        ),
+    );
+    routed.shutdown().await.expect("shutdown");
+    plain.shutdown().await.expect("shutdown");
     server.drop_database(&db).await;
 }
 

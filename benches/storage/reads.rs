@@ -1,7 +1,12 @@
 //! Read scenarios over the loaded history: a filtered page (pattern + status, newest first, 50 rows) and get
 //! by id, on PostgreSQL and SQLite, one caller, against the same SELECT issued raw.
+//!
+//! On the same PostgreSQL history, `pg_replica_filtered_page` and `pg_replica_get_by_id` (issue 15) measure the
+//! read routing: the same reads through a storage object with the harness's streaming replica and
+//! `readPreference: replica` (ours, served by the replica) against one with `readPreference: primary` and no
+//! replica (baseline), interleaved; target p50 and p99 ratio ≤ 1.05.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parallax_storage_host::*;
 
@@ -149,6 +154,115 @@ pub async fn postgres(opts: &Opts) {
     } else {
         pg::server().drop_database(&db).await;
     }
+}
+
+/// `pg_replica_filtered_page` and `pg_replica_get_by_id`: the history of [`postgres`] loaded anew while the
+/// harness's replica streams it, then two storage objects on it, ours routed to the replica, the baseline on
+/// the primary alone. Run after every other scenario (benches/storage.rs): from its start on, the standby
+/// replays every write of the cluster, which would take CPU from the scenarios after it.
+pub async fn postgres_replica(opts: &Opts) {
+    let rows = opts.n(1_000_000, 50_000);
+    // Started before the load, so that the standby streams it rather than copying it afterwards.
+    let replica = pg_writes::replica().await;
+    let _turn = replica.shared().await;
+    // Opening migrates the fresh database (the loader fills the plugin's schema); the scenarios open their own.
+    let (db, migrated) = pg_writes::open(None).await;
+    migrated.shutdown().await.expect("shutdown");
+    let Loaded { ids } = load::postgres(&db, rows).await;
+    // Before any measurement: replaying the load competes for the cores.
+    let took = replica.wait_caught_up(Duration::from_secs(900)).await;
+    eprintln!("# the replica replayed the load {:.1} s after it ended", took.as_secs_f64());
+    replica_reads(opts, replica, &db, rows, &ids).await;
+    pg::server().drop_database(&db).await;
+}
+
+async fn replica_reads(
+    opts: &Opts,
+    replica: &'static pg::Replica,
+    db: &str,
+    rows: usize,
+    ids: &[uuid::Uuid],
+) {
+    let config = pg::server().storage_config(db);
+    let mut primary_config = config.clone();
+    primary_config["postgresql"]["readPreference"] = serde_json::json!("primary");
+    let open = |config: &serde_json::Value, what: &str| {
+        util::plugin().open(config).unwrap_or_else(|e| util::fail(&format!("open postgresql ({what}): {e}")))
+    };
+    let routed = open(&pg_writes::with_replica(config, replica), "readPreference replica");
+    let primary = open(&primary_config, "readPreference primary");
+    let address = pg_writes::replica_address(replica);
+    let up = pg_writes::wait_replica_up(&routed, &address, Duration::from_secs(10)).await;
+    if !up {
+        eprintln!(
+            "# the router never reported the replica {address} up within 10 s (no read routing in this build?): \
+             both sides read from the primary"
+        );
+    }
+    // Sanity: both sides see the same data.
+    for k in 0..PATTERNS.len() * STATUSES.len() {
+        let (p, st) = filter(k);
+        assert_eq!(
+            ours_page(&routed, k).await,
+            ours_page(&primary, k).await,
+            "page sizes differ for {p}/{st}"
+        );
+    }
+    // What the replica served of ours' reads in a scenario (warm-up included), for the note.
+    let served = async |before: f64, ops: usize| {
+        let total = (WARMUP_CHUNKS + ops / CHUNK) * CHUNK;
+        let n = pg_writes::replica_reads(&routed, &address).await - before;
+        format!("the replica {address} served {n:.0} of ours' {total} reads")
+    };
+
+    if opts.wants("pg_replica_filtered_page") {
+        let ops = opts.n(5_000, 500);
+        let before = pg_writes::replica_reads(&routed, &address).await;
+        let (ours, base) = interleaved(
+            ops,
+            async |k| {
+                ours_page(&routed, k).await;
+            },
+            async |k| {
+                ours_page(&primary, k).await;
+            },
+        )
+        .await;
+        util::report_latency_ratio(
+            "pg_replica_filtered_page",
+            &ours,
+            &base,
+            1.05,
+            &format!(
+                "{ops} pages of {PAGE} over {rows} executions, one caller; ours = readPreference replica, \
+                 baseline = readPreference primary without replicas, same database; {}",
+                served(before, ops).await
+            ),
+        );
+    }
+    if opts.wants("pg_replica_get_by_id") {
+        let ops = opts.n(20_000, 1_000);
+        let before = pg_writes::replica_reads(&routed, &address).await;
+        let (ours, base) = interleaved(
+            ops,
+            async |k| ours_get(&routed, ids, k).await,
+            async |k| ours_get(&primary, ids, k).await,
+        )
+        .await;
+        util::report_latency_ratio(
+            "pg_replica_get_by_id",
+            &ours,
+            &base,
+            1.05,
+            &format!(
+                "{ops} lookups of random ids over {rows} executions, one caller; ours = readPreference replica, \
+                 baseline = readPreference primary without replicas, same database; {}",
+                served(before, ops).await
+            ),
+        );
+    }
+    routed.shutdown().await.expect("shutdown");
+    primary.shutdown().await.expect("shutdown");
 }
 
 type SqliteRow = (

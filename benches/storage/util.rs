@@ -201,6 +201,25 @@ pub async fn throughput<F: std::future::Future<Output = ()>>(ops: usize, f: F) -
     ops as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Runs `phase(side, ops)` for `rounds` rounds in ABBA order (side 0 = ours, 1 = the baseline) and returns each side's
+/// operations per second over its total time.
+pub async fn abba<F, Fut>(rounds: usize, ops_per_phase: usize, mut phase: F) -> [f64; 2]
+where
+    F: FnMut(usize, usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut time = [Duration::ZERO; 2];
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let t = Instant::now();
+            phase(side, ops_per_phase).await;
+            time[side] += t.elapsed();
+        }
+    }
+    time.map(|t| (rounds * ops_per_phase) as f64 / t.as_secs_f64())
+}
+
 /// CPU time (user + system) this process has used so far, in seconds: the client's share of a scenario, whose
 /// server runs in other processes. From `/proc/self/stat` (clock ticks, 10 ms resolution: measure seconds).
 pub fn process_cpu_secs() -> f64 {
@@ -305,6 +324,35 @@ pub fn report_latency(scenario: &str, ours: &Latencies, baseline: &Latencies, ma
         baseline: format!("p50 {bp50:.0} µs, p99 {bp99:.0} µs"),
         ratio,
         target: format!("p99 ≤ {} ms", max_p99_us / 1000.0),
+        met,
+    };
+    record(o, line);
+}
+
+/// A relative latency scenario (the same work by two configurations of the plugin): `ratio = ours p50 /
+/// baseline p50`; met when both the p50 and the p99 ratio are at most `max_ratio`.
+pub fn report_latency_ratio(
+    scenario: &str,
+    ours: &Latencies,
+    baseline: &Latencies,
+    max_ratio: f64,
+    note: &str,
+) {
+    let (op50, op99, bp50, bp99) = (ours.p50(), ours.p99(), baseline.p50(), baseline.p99());
+    let (r50, r99) = (op50 / bp50, op99 / bp99);
+    let met = r50 <= max_ratio && r99 <= max_ratio;
+    let line = format!(
+        "{scenario} ours={op50:.0}µs baseline={bp50:.0}µs ratio={r50:.2} p99_ratio={r99:.2} ours_p50={op50:.0}µs \
+         ours_p99={op99:.0}µs baseline_p50={bp50:.0}µs baseline_p99={bp99:.0}µs target=p50,p99 ratio<={max_ratio} \
+         met={} # {note}",
+        yes(met)
+    );
+    let o = Outcome {
+        scenario: scenario.into(),
+        ours: format!("p50 {op50:.0} µs, p99 {op99:.0} µs"),
+        baseline: format!("p50 {bp50:.0} µs, p99 {bp99:.0} µs"),
+        ratio: r50,
+        target: format!("p50 and p99 ≤ {max_ratio}× (p99 {r99:.2}×)"),
         met,
     };
     record(o, line);
