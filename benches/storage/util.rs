@@ -288,22 +288,41 @@ fn record(o: Outcome, line: String) {
 /// A throughput scenario: `ratio = ours / baseline`, met when `ratio >= min_ratio`. `unit` names the rate,
 /// e.g. `rows/s`.
 pub fn report_throughput(scenario: &str, ours: f64, baseline: f64, unit: &str, min_ratio: f64, note: &str) {
+    report_throughput_if(scenario, ours, baseline, unit, min_ratio, None, note);
+}
+
+/// [`report_throughput`] for a run that may not have measured what the scenario is about: `invalid` says why
+/// (e.g. the feature under test was not active), and then the scenario is not met whatever the ratio.
+pub fn report_throughput_if(
+    scenario: &str,
+    ours: f64,
+    baseline: f64,
+    unit: &str,
+    min_ratio: f64,
+    invalid: Option<&str>,
+    note: &str,
+) {
     let ratio = ours / baseline;
-    let met = ratio >= min_ratio;
+    let met = ratio >= min_ratio && invalid.is_none();
     let line = format!(
         "{scenario} ours={ours:.0}/s baseline={baseline:.0}/s ratio={ratio:.2} target=ratio>={min_ratio} met={} \
-         # {unit}; {note}",
-        yes(met)
+         # {unit}; {note}{}",
+        yes(met),
+        invalid_note(invalid)
     );
     let o = Outcome {
         scenario: scenario.into(),
         ours: format!("{ours:.0} {unit}"),
         baseline: format!("{baseline:.0} {unit}"),
         ratio,
-        target: format!("≥ {min_ratio}×"),
+        target: format!("≥ {min_ratio}×{}", invalid_note(invalid)),
         met,
     };
     record(o, line);
+}
+
+fn invalid_note(invalid: Option<&str>) -> String {
+    invalid.map(|why| format!(" (INVALID RUN: {why})")).unwrap_or_default()
 }
 
 /// A latency scenario: `ours`/`baseline` are medians, `ratio = ours p50 / baseline p50`; met when our p99 is
@@ -330,29 +349,32 @@ pub fn report_latency(scenario: &str, ours: &Latencies, baseline: &Latencies, ma
 }
 
 /// A relative latency scenario (the same work by two configurations of the plugin): `ratio = ours p50 /
-/// baseline p50`; met when both the p50 and the p99 ratio are at most `max_ratio`.
+/// baseline p50`; met when both the p50 and the p99 ratio are at most `max_ratio`, and the run measured what
+/// the scenario is about (`invalid` is `None`; else it says why not).
 pub fn report_latency_ratio(
     scenario: &str,
     ours: &Latencies,
     baseline: &Latencies,
     max_ratio: f64,
+    invalid: Option<&str>,
     note: &str,
 ) {
     let (op50, op99, bp50, bp99) = (ours.p50(), ours.p99(), baseline.p50(), baseline.p99());
     let (r50, r99) = (op50 / bp50, op99 / bp99);
-    let met = r50 <= max_ratio && r99 <= max_ratio;
+    let met = r50 <= max_ratio && r99 <= max_ratio && invalid.is_none();
     let line = format!(
         "{scenario} ours={op50:.0}µs baseline={bp50:.0}µs ratio={r50:.2} p99_ratio={r99:.2} ours_p50={op50:.0}µs \
          ours_p99={op99:.0}µs baseline_p50={bp50:.0}µs baseline_p99={bp99:.0}µs target=p50,p99 ratio<={max_ratio} \
-         met={} # {note}",
-        yes(met)
+         met={} # {note}{}",
+        yes(met),
+        invalid_note(invalid)
     );
     let o = Outcome {
         scenario: scenario.into(),
         ours: format!("p50 {op50:.0} µs, p99 {op99:.0} µs"),
         baseline: format!("p50 {bp50:.0} µs, p99 {bp99:.0} µs"),
         ratio: r50,
-        target: format!("p50 and p99 ≤ {max_ratio}× (p99 {r99:.2}×)"),
+        target: format!("p50 and p99 ≤ {max_ratio}× (p99 {r99:.2}×){}", invalid_note(invalid)),
         met,
     };
     record(o, line);
