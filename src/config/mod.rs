@@ -234,8 +234,14 @@ pub struct PostgresConfig {
     pub password: Option<Secret>,
     pub pool: PoolConfig,
     pub ssl: SslConfig,
+    /// `primary: {host, port}`: the primary's address, replacing the top-level `host`/`port` (or a single-host
+    /// url's authority; the parser refuses both naming different servers). Its `port` is always filled in
+    /// (5432 when not written). When `None`, the primary is `host`/`port` or the url's host.
     pub primary: Option<HostPort>,
+    /// `replicas: [{host, port}]`: read replicas (hot standbys), in configuration order; each `port` is filled
+    /// in (5432 when not written). They share the primary's database, user, password, pool and TLS settings.
     pub replicas: Vec<HostPort>,
+    /// `readPreference` (default `primary`): where the plain reads go.
     pub read_preference: ReadPreference,
     /// `storage.postgresql.maxReplicaLag` (ours): a replica whose replay lags the primary by more than this many
     /// milliseconds receives no reads until it catches up. Default 10000.
@@ -382,25 +388,8 @@ struct Unenforced {
     is_set: fn(&StorageConfig) -> bool,
 }
 
-const REPLICA_REASON: &str = "read replicas are not supported yet; every query goes to the configured server";
-
-const NOT_ENFORCED: &[Unenforced] = &[
-    Unenforced {
-        path: "storage.postgresql.primary",
-        reason: REPLICA_REASON,
-        is_set: |c| c.postgresql.as_ref().is_some_and(|p| p.primary.is_some()),
-    },
-    Unenforced {
-        path: "storage.postgresql.replicas",
-        reason: REPLICA_REASON,
-        is_set: |c| c.postgresql.as_ref().is_some_and(|p| !p.replicas.is_empty()),
-    },
-    Unenforced {
-        path: "storage.postgresql.readPreference",
-        reason: REPLICA_REASON,
-        is_set: |c| c.postgresql.as_ref().is_some_and(|p| p.read_preference != ReadPreference::Primary),
-    },
-];
+/// Empty: every key of this build is enforced (the mechanism stays for the next key that is not).
+const NOT_ENFORCED: &[Unenforced] = &[];
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -426,6 +415,22 @@ impl StorageConfig {
             .filter(|u| (u.is_set)(self))
             .map(|u| format!("{} is configured but not enforced by this build: {}", u.path, u.reason))
             .collect();
+        if let Some(pg) = &self.postgresql {
+            let pref = pg.read_preference;
+            if pg.replicas.is_empty() && pref != ReadPreference::Primary {
+                w.push(format!(
+                    "storage.postgresql.readPreference is {pref} but has no effect: no replicas configured \
+                     (storage.postgresql.replicas); every read goes to the primary"
+                ));
+            }
+            if !pg.replicas.is_empty() && pref == ReadPreference::Primary {
+                w.push(format!(
+                    "storage.postgresql.replicas lists {} but readPreference is primary: the replicas receive \
+                     no reads; set storage.postgresql.readPreference to replica or any to use them",
+                    plural(pg.replicas.len(), "replica")
+                ));
+            }
+        }
         let r = &self.retention;
         let rule_on = |rule: &Option<RetentionRule>| rule.as_ref().is_some_and(|r| r.enabled);
         if r.cleanup_schedule.is_none() && (rule_on(&r.executions) || rule_on(&r.audit_logs)) {
@@ -449,6 +454,14 @@ impl StorageConfig {
     /// The configuration with every default filled in, camelCase keys as in the YAML, secrets as `***`.
     pub fn effective_json(&self) -> serde_json::Value {
         output::effective_json(self)
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 

@@ -36,8 +36,8 @@ fn postgres(p: &PostgresConfig) -> Value {
     json!({
         "url": secret(&p.url),
         "host": p.host,
-        // With a url the port comes from the url.
-        "port": if p.url.is_some() { Value::Null } else { p.port.into() },
+        // With a url the port comes from the url; with primary alone, from primary.
+        "port": if p.url.is_some() || (p.primary.is_some() && p.host.is_none()) { Value::Null } else { p.port.into() },
         "database": p.database,
         "username": p.username,
         "password": secret(&p.password),
@@ -56,6 +56,7 @@ fn postgres(p: &PostgresConfig) -> Value {
         "primary": p.primary.as_ref().map(host_port),
         "replicas": p.replicas.iter().map(host_port).collect::<Vec<_>>(),
         "readPreference": p.read_preference.as_str(),
+        "maxReplicaLag": p.max_replica_lag_ms,
         "partitionMonthsAhead": p.partition_months_ahead,
     })
 }

@@ -131,22 +131,26 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
             );
             return Err(ConfigError::new(s.path(), msg));
         }
-    } else if selected {
-        if host.is_none() {
-            let msg = "storage.type is postgresql but neither url nor host is set; set url \
-                       (postgresql://user@host:5432/db) or host, database and username";
+    }
+    let primary_section = s.subsection("primary", reader::HOST_PORT_KEYS)?;
+    let primary = if primary_section.present() { Some(host_port(&primary_section)?) } else { None };
+    if url.is_none() && selected {
+        if host.is_none() && primary.is_none() {
+            let msg = "storage.type is postgresql but neither url nor host (nor primary) is set; set url \
+                       (postgresql://user@host:5432/db) or host (or primary.host), database and username";
             return Err(ConfigError::new(s.path(), msg));
         }
         for key in ["database", "username"] {
             if s.get(key).is_none() {
-                return Err(s.error(key, "required when storage.postgresql.host is set (or use url instead)"));
+                return Err(s.error(
+                    key,
+                    "required when storage.postgresql.host or primary is set (or use url instead)",
+                ));
             }
         }
     }
 
     let ssl = ssl(&s.subsection("ssl", reader::SSL_KEYS)?)?;
-    let primary_section = s.subsection("primary", reader::HOST_PORT_KEYS)?;
-    let primary = if primary_section.present() { Some(host_port(&primary_section)?) } else { None };
     let replicas = match s.get("replicas") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
@@ -165,10 +169,15 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
         }
     };
 
+    let top_port = port(s, "port")?;
+    let primary = check_primary(s, url.as_ref(), host.as_deref(), top_port, primary, &replicas)?;
+    let replicas =
+        replicas.into_iter().map(|r| HostPort { port: Some(r.port.unwrap_or(DEFAULT_PORT)), ..r }).collect();
+
     Ok(PostgresConfig {
         url,
         host,
-        port: port(s, "port")?.unwrap_or(5432),
+        port: top_port.unwrap_or(DEFAULT_PORT),
         database,
         username,
         password,
@@ -182,11 +191,169 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
             ReadPreference::CHOICES,
             ReadPreference::Primary,
         )?,
-        // TODO(issue 15, config helper): parse `maxReplicaLag`.
-        max_replica_lag_ms: 10_000,
+        max_replica_lag_ms: max_replica_lag(s)?,
         partition_months_ahead: s.int("partitionMonthsAhead", "an integer 1-120 (months)", (1, 120), 3)?
             as u32,
     })
+}
+
+const DEFAULT_PORT: u16 = 5432;
+/// `maxReplicaLag`: milliseconds, 100 ms to a day, default 10 s.
+const MIN_REPLICA_LAG_MS: u64 = 100;
+const MAX_REPLICA_LAG_MS: u64 = 86_400_000;
+const DEFAULT_REPLICA_LAG_MS: u64 = 10_000;
+
+/// `maxReplicaLag`: an integer of milliseconds (as the pool's durations), 100 to 86400000.
+fn max_replica_lag(s: &Section<'_>) -> Result<u64, ConfigError> {
+    const KEY: &str = "maxReplicaLag";
+    let form =
+        "an integer of milliseconds between 100 and 86400000 (0.1 s to 1 day), e.g. 10000 for 10 s (the \
+                default)";
+    let Some(value) = s.get(KEY) else { return Ok(DEFAULT_REPLICA_LAG_MS) };
+    let Some(ms) = value.as_u64() else {
+        let mut msg = format!("expected {form}, found {}", reader::describe(value, false));
+        if value
+            .as_str()
+            .is_some_and(|t| !t.trim().is_empty() && t.trim().chars().all(|c| c.is_ascii_digit()))
+        {
+            msg.push_str(" (write it without quotes)");
+        }
+        return Err(s.error(KEY, msg));
+    };
+    if !(MIN_REPLICA_LAG_MS..=MAX_REPLICA_LAG_MS).contains(&ms) {
+        return Err(
+            s.error(KEY, format!("must be between 100 and 86400000 milliseconds, found {ms}; write {form}"))
+        );
+    }
+    Ok(ms)
+}
+
+/// `host:port` as written in messages (`[::1]:5432` for an IPv6 address).
+fn show(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The hosts of a URL's authority (`user@h1:5432,h2/db` → `[(h1, 5432), (h2, 5432)]`); empty when the URL
+/// names no host there (a socket directory or `host=` parameter instead); `None` when the authority cannot be
+/// read safely (an `@` after it or a port that is not a number: a user info with a raw `/`, `?` or `#`), so
+/// nothing that may belong to the user info is ever quoted.
+fn url_hosts(url: &str) -> Option<Vec<(String, u16)>> {
+    let rest = url.strip_prefix("postgresql://").or_else(|| url.strip_prefix("postgres://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if rest[authority.len()..].contains('@') {
+        return None;
+    }
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if hosts.is_empty() {
+        return Some(Vec::new());
+    }
+    hosts
+        .split(',')
+        .map(|h| {
+            let (host, port) = match h.strip_prefix('[').and_then(|h| h.split_once(']')) {
+                Some((v6, rest)) => (v6, rest.strip_prefix(':')),
+                None => match h.rsplit_once(':') {
+                    Some((host, port)) => (host, Some(port)),
+                    None => (h, None),
+                },
+            };
+            let port = match port {
+                None | Some("") => DEFAULT_PORT,
+                Some(p) => p.parse().ok()?,
+            };
+            Some((host.to_string(), port))
+        })
+        .collect()
+}
+
+/// Whether the query string of a URL sets a host (then its authority does not say where the server is).
+fn url_query_names_host(url: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    query.split('&').any(|pair| matches!(pair.split('=').next(), Some("host" | "hostaddr" | "port")))
+}
+
+/// `primary` may replace the top-level `host`/`port` or a single-host url's authority. Both set and naming
+/// different servers is an error naming both; the same server is fine. A url listing several hosts cannot
+/// be combined with `primary` or `replicas` (which of them is the primary would be a guess). Returns the
+/// primary with its port filled in (5432 when not written).
+fn check_primary(
+    s: &Section<'_>,
+    url: Option<&super::Secret>,
+    host: Option<&str>,
+    top_port: Option<u16>,
+    primary: Option<HostPort>,
+    replicas: &[HostPort],
+) -> Result<Option<HostPort>, ConfigError> {
+    let at = s.key_path("primary");
+    if let Some(url) = url {
+        let Some(hosts) = url_hosts(url.expose()) else {
+            if primary.is_none() && replicas.is_empty() {
+                return Ok(None);
+            }
+            let msg =
+                "the url's host:port cannot be read to compare it with primary/replicas (value hidden); \
+                       percent-encode '/', '?', '#' and '@' in its user name and password";
+            return Err(ConfigError::new(s.key_path("url"), msg));
+        };
+        if hosts.len() > 1 && (primary.is_some() || !replicas.is_empty()) {
+            let listed: Vec<String> = hosts.iter().map(|(h, p)| show(h, *p)).collect();
+            let with = if primary.is_some() { "primary" } else { "replicas" };
+            let msg = format!(
+                "the url lists several hosts ({}) and {with} is set: which of them is the primary would be a \
+                 guess; write one host in the url (or set primary and drop the hosts from the url) and list the \
+                 standbys under replicas",
+                listed.join(",")
+            );
+            return Err(ConfigError::new(if primary.is_some() { at } else { s.key_path("replicas") }, msg));
+        }
+        let Some(p) = primary else { return Ok(None) };
+        let pport = p.port.unwrap_or(DEFAULT_PORT);
+        match hosts.first() {
+            Some((uh, up)) if !(uh.eq_ignore_ascii_case(&p.host) && *up == pport) => {
+                let msg = format!(
+                    "both url (server {}) and primary ({}) are set and name different servers; set one of \
+                     them: primary replaces the url's host:port (or drop primary and keep the url)",
+                    show(uh, *up),
+                    show(&p.host, pport)
+                );
+                return Err(ConfigError::new(at, msg));
+            }
+            None if url_query_names_host(url.expose()) => {
+                let msg = format!(
+                    "the url sets the server in its parameters (host=/hostaddr=/port=) and primary ({}) is set \
+                     too; set the server in one place: postgresql://user@host:port/db with primary, or drop \
+                     primary",
+                    show(&p.host, pport)
+                );
+                return Err(ConfigError::new(at, msg));
+            }
+            _ => {}
+        }
+        return Ok(Some(HostPort { host: p.host, port: Some(pport) }));
+    }
+    let Some(p) = primary else { return Ok(None) };
+    let pport = p.port.unwrap_or(DEFAULT_PORT);
+    if host.is_some() || top_port.is_some() {
+        let (th, tp) = (host.unwrap_or(&p.host), top_port.unwrap_or(DEFAULT_PORT));
+        if !(th.eq_ignore_ascii_case(&p.host) && tp == pport) {
+            let top = match host {
+                Some(h) => format!("host/port ({})", show(h, tp)),
+                None => format!("port ({tp})"),
+            };
+            let msg = format!(
+                "both {top} and primary ({}) are set and differ; set one of them (primary replaces \
+                 host/port)",
+                show(&p.host, pport)
+            );
+            return Err(ConfigError::new(at, msg));
+        }
+    }
+    Ok(Some(HostPort { host: p.host, port: Some(pport) }))
 }
 
 fn pool(s: &Section<'_>) -> Result<PoolConfig, ConfigError> {

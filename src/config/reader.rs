@@ -21,6 +21,7 @@ pub(super) const POSTGRES_KEYS: &[&str] = &[
     "primary",
     "replicas",
     "readPreference",
+    "maxReplicaLag",
     "partitionMonthsAhead",
 ];
 pub(super) const POOL_KEYS: &[&str] =

@@ -86,9 +86,142 @@ fn seed_examples_parse() {
     }}));
     let pg = c.postgresql.as_ref().unwrap();
     assert_eq!(pg.replicas[1], HostPort { host: "r2".into(), port: Some(6432) });
-    let w = c.warnings();
-    assert_eq!(w.len(), 3, "{w:?}");
-    assert!(w.iter().any(|s| s.starts_with("storage.postgresql.readPreference ")));
+    // Enforced now: no "not enforced" warning, and replicas with readPreference replica draw none.
+    assert_eq!(c.warnings(), Vec::<String>::new());
+}
+
+#[test]
+fn max_replica_lag_default_range_and_form() {
+    let pg = |v: serde_json::Value| ok(json!({"postgresql": v})).postgresql.unwrap();
+    assert_eq!(pg(json!({})).max_replica_lag_ms, 10_000);
+    assert_eq!(pg(json!({"maxReplicaLag": null})).max_replica_lag_ms, 10_000);
+    assert_eq!(pg(json!({"maxReplicaLag": 100})).max_replica_lag_ms, 100);
+    assert_eq!(pg(json!({"maxReplicaLag": 86_400_000})).max_replica_lag_ms, 86_400_000);
+    assert_eq!(pg(json!({"maxReplicaLag": 2500})).max_replica_lag_ms, 2500);
+    for (bad, found) in [
+        (json!(99), "found 99"),
+        (json!(0), "found 0"),
+        (json!(86_400_001), "found 86400001"),
+        (json!("10s"), "found string \"10s\""),
+        (json!(1.5), "found number 1.5"),
+        (json!(-5), "found number -5"),
+        (json!(true), "found boolean true"),
+    ] {
+        let e = err(json!({"postgresql": {"maxReplicaLag": bad}}));
+        assert_eq!(e.path, "storage.postgresql.maxReplicaLag", "{e}");
+        assert!(e.message.contains(found), "{found}: {e}");
+        assert!(e.message.contains("integer of milliseconds between 100 and 86400000"), "{e}");
+    }
+    let e = err(json!({"postgresql": {"maxReplicaLag": "5000"}}));
+    assert!(e.message.ends_with("(write it without quotes)"), "{e}");
+    // A misspelling is suggested; the key is known.
+    let e = err(json!({"postgresql": {"maxReplicaLagMs": 5000}}));
+    assert!(e.message.contains("`maxReplicaLag`"), "{e}");
+}
+
+#[test]
+fn primary_replaces_host_and_conflicts_name_both_values() {
+    let pg_sel = |v: serde_json::Value| {
+        let mut v = v;
+        v["database"] = json!("d");
+        v["username"] = json!("u");
+        json!({"type": "postgresql", "postgresql": v})
+    };
+    // primary alone satisfies "host required"; database and username are still required.
+    let c = ok(pg_sel(json!({"primary": {"host": "db1"}})));
+    let p = c.postgresql.unwrap();
+    assert_eq!(p.primary, Some(HostPort { host: "db1".into(), port: Some(5432) }));
+    assert_eq!(p.host, None);
+    let e = err(json!({"type": "postgresql", "postgresql": {"primary": {"host": "db1"}, "database": "d"}}));
+    assert_eq!(e.path, "storage.postgresql.username");
+    assert!(e.message.contains("host or primary is set"), "{e}");
+    let e = err(json!({"type": "postgresql", "postgresql": {"database": "d", "username": "u"}}));
+    assert!(e.message.contains("neither url nor host (nor primary)"), "{e}");
+
+    // Both set and equal: accepted (the port defaults to 5432 on both sides; names compare without case).
+    ok(pg_sel(json!({"host": "db1", "primary": {"host": "db1"}})));
+    ok(pg_sel(json!({"host": "DB1", "port": 5432, "primary": {"host": "db1", "port": 5432}})));
+    ok(pg_sel(json!({"port": 6432, "primary": {"host": "db1", "port": 6432}})));
+    // Both set and different: an error at primary naming both values and the fix.
+    let e = err(pg_sel(json!({"host": "db1", "primary": {"host": "db2"}})));
+    assert_eq!(
+        e.to_string(),
+        "storage.postgresql.primary: both host/port (db1:5432) and primary (db2:5432) are set and differ; set \
+         one of them (primary replaces host/port)"
+    );
+    let e = err(pg_sel(json!({"host": "db1", "port": 6432, "primary": {"host": "db1"}})));
+    assert!(e.message.contains("(db1:6432)") && e.message.contains("primary (db1:5432)"), "{e}");
+    let e = err(pg_sel(json!({"port": 6432, "primary": {"host": "db1"}})));
+    assert!(e.message.starts_with("both port (6432) and primary (db1:5432)"), "{e}");
+    let e = err(pg_sel(json!({"host": "::1", "primary": {"host": "::2", "port": 7000}})));
+    assert!(e.message.contains("([::1]:5432)") && e.message.contains("([::2]:7000)"), "{e}");
+
+    // A single-host url and primary: the url's authority is compared, never its user info.
+    let url = |u: &str, extra: serde_json::Value| {
+        let mut pg = json!({"url": u});
+        for (k, v) in extra.as_object().unwrap() {
+            pg[k] = v.clone();
+        }
+        json!({"type": "postgresql", "postgresql": pg})
+    };
+    let c = ok(url("postgresql://u:pw@db1/d", json!({"primary": {"host": "db1", "port": 5432}})));
+    assert_eq!(c.postgresql.unwrap().primary.unwrap().port, Some(5432));
+    ok(url("postgres://u@[::1]:6432/d", json!({"primary": {"host": "::1", "port": 6432}})));
+    // No host in the url: primary supplies it.
+    ok(url("postgresql://u:pw@/d", json!({"primary": {"host": "db1"}})));
+    let e = err(url("postgresql://u:s3cret@db1:5433/d", json!({"primary": {"host": "db1"}})));
+    assert_eq!(e.path, "storage.postgresql.primary");
+    assert!(e.message.contains("url (server db1:5433) and primary (db1:5432)"), "{e}");
+    assert!(e.message.contains("primary replaces the url's host:port"), "{e}");
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+    let e = err(url("postgresql://u:s3cret@/d?host=db9", json!({"primary": {"host": "db1"}})));
+    assert!(e.message.contains("host=") && !e.to_string().contains("s3cret"), "{e}");
+    // A user info that hides the authority is never quoted.
+    let e = err(url("postgresql://u:12/345@db1/d", json!({"primary": {"host": "db1"}})));
+    assert_eq!(e.path, "storage.postgresql.url");
+    assert!(!e.to_string().contains("12") && !e.to_string().contains("345"), "{e}");
+    // A multi-host url with replicas (or primary): which host is the primary would be a guess.
+    let e = err(url("postgresql://u:pw@h1:5432,h2:5433/d", json!({"replicas": [{"host": "r1"}]})));
+    assert_eq!(e.path, "storage.postgresql.replicas");
+    assert!(e.message.contains("several hosts (h1:5432,h2:5433)") && !e.message.contains("pw"), "{e}");
+    let e = err(url("postgresql://u@h1,h2/d", json!({"primary": {"host": "h1"}})));
+    assert_eq!(e.path, "storage.postgresql.primary");
+    // Alone, a multi-host url is still accepted (tokio-postgres tries the hosts in order).
+    ok(url("postgresql://u@h1,h2/d", json!({})));
+
+    // Replica ports default to 5432.
+    let c = ok(pg_sel(json!({"host": "db1", "replicas": [{"host": "r1"}, {"host": "r2", "port": 6432}],
+                             "readPreference": "any"})));
+    let p = c.postgresql.unwrap();
+    assert_eq!(p.replicas[0], HostPort { host: "r1".into(), port: Some(5432) });
+    assert_eq!(p.read_preference, ReadPreference::Any);
+}
+
+#[test]
+fn replica_settings_without_effect_draw_warnings() {
+    let w = |v: serde_json::Value| ok(json!({"postgresql": v})).warnings();
+    for pref in ["replica", "any"] {
+        let list = w(json!({"host": "h", "readPreference": pref}));
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(
+            list[0].starts_with(&format!("storage.postgresql.readPreference is {pref} but has no effect"))
+        );
+        assert!(list[0].contains("no replicas configured"), "{list:?}");
+    }
+    let list = w(json!({"host": "h", "replicas": [{"host": "r1"}, {"host": "r2"}]}));
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].contains("lists 2 replicas") && list[0].contains("receive no reads"), "{list:?}");
+    let list = w(json!({"host": "h", "replicas": [{"host": "r1"}], "readPreference": "primary"}));
+    assert!(list[0].contains("lists 1 replica but"), "{list:?}");
+    assert_eq!(
+        w(json!({"host": "h", "replicas": [{"host": "r1"}], "readPreference": "any"})),
+        Vec::<String>::new()
+    );
+    assert_eq!(w(json!({"host": "h"})), Vec::<String>::new());
+    // Nothing is "configured but not enforced" any more.
+    let all = w(json!({"primary": {"host": "h"}, "replicas": [{"host": "r"}], "readPreference": "replica",
+                       "maxReplicaLag": 500}));
+    assert!(all.iter().all(|s| !s.contains("not enforced")), "{all:?}");
 }
 
 #[test]
@@ -268,6 +401,7 @@ fn effective_json_fills_defaults_and_hides_secrets() {
     assert_eq!(v["postgresql"]["pool"]["maxIdleTime"], 300_000);
     assert_eq!(v["postgresql"]["ssl"]["mode"], "prefer");
     assert_eq!(v["postgresql"]["readPreference"], "primary");
+    assert_eq!(v["postgresql"]["maxReplicaLag"], 10_000);
     assert_eq!(v["sqlite"]["busyTimeout"], 5000);
     assert_eq!(v["sqlite"]["synchronous"], "full");
     assert_eq!(v["migrations"]["autoRun"], true);
@@ -557,4 +691,24 @@ fn metrics_effective_json_fills_defaults_and_parses_back() {
     let again = parse(&v.to_string()).unwrap();
     assert_eq!(again.metrics, c.metrics);
     assert_eq!(again.effective_json(), v);
+}
+
+#[test]
+fn replica_effective_json_parses_back() {
+    let c = ok(json!({"type": "postgresql", "postgresql": {
+        "primary": {"host": "db1", "port": 6432}, "database": "d", "username": "u",
+        "replicas": [{"host": "r1"}, {"host": "r2", "port": 6433}],
+        "readPreference": "replica", "maxReplicaLag": 2500,
+    }}));
+    let v = c.effective_json();
+    let pg = &v["postgresql"];
+    assert_eq!(pg["primary"], json!({"host": "db1", "port": 6432}));
+    assert_eq!(pg["replicas"], json!([{"host": "r1", "port": 5432}, {"host": "r2", "port": 6433}]));
+    assert_eq!(pg["readPreference"], "replica");
+    assert_eq!(pg["maxReplicaLag"], 2500);
+    // primary carries the port: the top-level one is not shown (it would conflict with 6432 on the way back).
+    assert_eq!(pg["port"], serde_json::Value::Null);
+    let mut round = v.clone();
+    round["postgresql"].as_object_mut().unwrap().retain(|_, v| !v.is_null());
+    assert_eq!(parse(&round.to_string()).unwrap().effective_json(), v);
 }

@@ -50,8 +50,11 @@ pub struct HostReport {
     /// The same in bytes of WAL (primary's insert position minus the replica's replay position).
     pub replay_lag_bytes: Option<u64>,
     /// The router's state of this host: `up`, `lagging`, `down`, `not-standby` or `unknown` (not probed yet).
+    /// While the router has no state of its own for it (its first health check has not run, or it routes no
+    /// reads: `readPreference: primary`), what the probe just now found.
     pub state: String,
-    /// Whether plain reads may go to this host now (by `readPreference` and its state).
+    /// Whether plain reads may go to this host now (by `readPreference` and the router's state: `false` for a
+    /// replica until the router's first health check found it up).
     pub receives_reads: bool,
     /// Reads this storage object has sent to this host since it was opened.
     pub reads: u64,

@@ -3,7 +3,8 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use parallax_storage_abi::{
-    archive as archive_ops, maintenance, metrics as metrics_ops, retention as ops, StorageBox,
+    archive as archive_ops, hosts as hosts_ops, maintenance, metrics as metrics_ops, retention as ops,
+    StorageBox,
 };
 
 use crate::{
@@ -312,6 +313,14 @@ impl Storage {
     /// [`Storage::metrics`], only the exposition text.
     pub async fn metrics_text(&self) -> R<String> {
         Ok(self.metrics().await?.text)
+    }
+
+    /// Every database host this storage object talks to, probed now (the `hosts` maintenance op): the
+    /// PostgreSQL primary and each read replica with its role, reachability, latency, replay lag, routing state
+    /// and reads served; SQLite and the file store answer one `local` row. A plugin built before read replicas
+    /// answers `Unsupported` (check [`Error::kind`]), so a caller can fall back to [`Storage::health`].
+    pub async fn hosts(&self) -> R<hosts_ops::HostsReport> {
+        self.op(hosts_ops::HOSTS, 1, &hosts_ops::HostsParams::default()).await
     }
 
     /// Waits for queued writes, closes pools and stops the plugin's runtime for this instance; later calls fail

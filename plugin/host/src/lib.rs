@@ -100,3 +100,8 @@ pub mod archive {
 pub mod metrics {
     pub use parallax_storage_abi::metrics::{MetricsParams, MetricsText, PROMETHEUS_TEXT_CONTENT_TYPE};
 }
+
+/// The document of the `hosts` maintenance op, used by [`Storage::hosts`].
+pub mod hosts {
+    pub use parallax_storage_abi::hosts::{HostReport, HostsParams, HostsReport, HOSTS};
+}

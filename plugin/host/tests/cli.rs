@@ -1325,3 +1325,205 @@ fn metrics_from_a_plugin_older_than_the_op_names_both_versions() {
         assert!(msg.contains(&format!("storage ABI {abi}")), "{msg}");
     }
 }
+
+#[test]
+fn test_connection_lists_the_one_local_host_on_sqlite() {
+    let env = Env::new();
+    let text = env.ok(&["storage", "test-connection"]);
+    assert!(text.contains("status:") && text.contains("reachable"), "{text}");
+    let table: Vec<&str> = text.lines().skip_while(|l| *l != "hosts:").collect();
+    assert!(table.len() >= 3, "no host table: {text}");
+    for column in
+        ["ROLE", "ADDRESS", "REACHABLE", "SERVER ROLE", "LATENCY", "REPLAY LAG", "STATE", "RECEIVES READS"]
+    {
+        assert!(table[1].contains(column), "{column}: {text}");
+    }
+    let row: Vec<&str> = table[2].split_whitespace().collect();
+    assert_eq!(row[0], "local", "{text}");
+    assert!(row[1].ends_with("parallax.db"), "{text}");
+    assert_eq!(&row[2..4], ["yes", "-"], "{text}");
+    assert_eq!(&row[row.len() - 3..], ["-", "up", "yes"], "{text}");
+    // One host: no replica line.
+    assert!(!text.contains("readPreference"), "{text}");
+
+    let doc = env.json(&["storage", "test-connection"]);
+    assert_eq!(doc["backend"], "sqlite", "{doc}");
+    assert_eq!(doc["read_preference"], "primary", "{doc}");
+    assert_eq!(doc["max_replica_lag_ms"], Value::Null, "{doc}");
+    let hosts = doc["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 1, "{doc}");
+    let h = &hosts[0];
+    assert_eq!((h["role"].as_str(), h["state"].as_str()), (Some("local"), Some("up")), "{doc}");
+    assert_eq!((h["reachable"].as_bool(), h["receives_reads"].as_bool()), (Some(true), Some(true)), "{doc}");
+    assert!(h["address"].as_str().unwrap().ends_with("parallax.db"), "{doc}");
+    assert!(h["latency_us"].as_i64().unwrap() >= 0, "{doc}");
+    assert_eq!(
+        (&h["server_role"], &h["replay_lag_ms"], &h["error"]),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
+}
+
+#[test]
+fn test_connection_with_a_plugin_older_than_the_hosts_op_prints_todays_output() {
+    let env = Env::with_config("storage: {}\n");
+    let old = old_plugin();
+    let text = env.ok(&["--plugin", old.to_str().unwrap(), "storage", "test-connection"]);
+    assert!(text.contains("status:") && text.contains("latency:"), "{text}");
+    assert!(!text.contains("hosts") && !text.contains("ROLE"), "{text}");
+    let doc = env.json(&["--plugin", old.to_str().unwrap(), "storage", "test-connection"]);
+    assert!(doc.get("hosts").is_none() && doc.get("hosts_error").is_none(), "{doc}");
+    assert!(doc["latency_us"].is_i64(), "{doc}");
+}
+
+/// A port where nothing listens (connections are refused at once).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn storage_info_shows_the_routing_without_connecting() {
+    let port = closed_port();
+    let pg = |extra: &str| {
+        format!(
+            "storage:\n  type: postgresql\n  postgresql:\n    database: db\n    username: u\n    password: \
+             Info5pw\n    pool:\n      acquireTimeout: 1000\n{extra}"
+        )
+    };
+    let replicas = format!(
+        "    primary:\n      host: 127.0.0.1\n      port: {port}\n    replicas:\n      - host: r1.example\n      \
+         - host: \"::1\"\n        port: 6432\n"
+    );
+    let env = Env::with_config(&pg(&format!("{replicas}    readPreference: replica\n")));
+    let text = env.ok(&["storage", "info"]);
+    let line = format!(
+        "routing: writes → primary 127.0.0.1:{port}; reads → replica (2 replicas, maxReplicaLag 10000 ms, falls \
+         back to the primary)"
+    );
+    assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    assert!(text.contains("maxReplicaLag: 10000"), "the effective config shows the default: {text}");
+    assert!(text.contains("warnings: none"), "{text}");
+    assert!(!text.contains("Info5pw"), "{text}");
+    let doc = env.json(&["storage", "info"]);
+    let r = &doc["routing"];
+    assert_eq!(r["writes"], format!("127.0.0.1:{port}"), "{doc}");
+    assert_eq!((r["reads"].as_str(), r["read_preference"].as_str()), (Some("replica"), Some("replica")));
+    assert_eq!(r["replicas"], serde_json::json!(["r1.example:5432", "[::1]:6432"]), "{doc}");
+    assert_eq!((r["max_replica_lag_ms"].as_u64(), r["fallback"].as_str()), (Some(10_000), Some("primary")));
+    assert_eq!(r["text"], line.trim_start_matches("routing: "), "{doc}");
+    assert_eq!(doc["config"]["effective"]["postgresql"]["maxReplicaLag"], 10_000, "{doc}");
+
+    let env = Env::with_config(&pg(&format!("{replicas}    readPreference: any\n    maxReplicaLag: 2500\n")));
+    let text = env.ok(&["storage", "info"]);
+    assert!(
+        text.contains(&format!(
+            "routing: writes → primary 127.0.0.1:{port}; reads → any healthy host: the primary and 2 replicas, \
+             maxReplicaLag 2500 ms; a lagging or down replica gets none"
+        )),
+        "{text}"
+    );
+    // Replicas that receive no reads, and a preference without replicas: said in the routing and the warnings.
+    let env = Env::with_config(&pg(&replicas));
+    let text = env.ok(&["storage", "info"]);
+    assert!(
+        text.contains("reads → primary (2 replicas configured but unused: readPreference primary)"),
+        "{text}"
+    );
+    assert!(text.contains("receive no reads"), "{text}");
+    let env =
+        Env::with_config(&pg(&format!("    host: 127.0.0.1\n    port: {port}\n    readPreference: any\n")));
+    let text = env.ok(&["storage", "info"]);
+    assert!(
+        text.contains(&format!(
+            "routing: writes → primary 127.0.0.1:{port}; reads → primary (readPreference any has no effect: no \
+             replicas configured)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("no replicas configured"), "{text}");
+    // SQLite: no routing line.
+    let env = Env::new();
+    assert!(!env.ok(&["storage", "info"]).contains("routing:"));
+    assert!(env.json(&["storage", "info"]).get("routing").is_none());
+    // primary and host naming different servers: refused by name.
+    let env = Env::with_config(&pg(&format!("    host: 127.0.0.2\n{replicas}")));
+    let msg = env.fails(&["storage", "info"], 2);
+    assert!(msg.contains("storage.postgresql.primary") && msg.contains("127.0.0.2:5432"), "{msg}");
+}
+
+/// The PostgreSQL harness (a throwaway server and its streaming replica), as the workspace's tests use it.
+#[allow(dead_code)]
+#[path = "../../../tests/common/pg.rs"]
+mod pg;
+
+/// `test-connection` against a real primary and its streaming standby: two hosts, the replica's server role
+/// `standby`; with the standby stopped it is shown down and the command still succeeds.
+#[test]
+fn test_connection_shows_the_primary_and_its_streaming_replica() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let replica = pg::replica();
+    let _turn = rt.block_on(replica.shared());
+    let primary = pg::server();
+    let db = rt.block_on(primary.fresh_database());
+    rt.block_on(replica.wait_caught_up(std::time::Duration::from_secs(60)));
+    let standby = replica.server();
+    let password = primary.password.as_ref().map_or(String::new(), |p| format!("    password: \"{p}\"\n"));
+    let env = Env::with_config(&format!(
+        "storage:\n  type: postgresql\n  postgresql:\n    primary:\n      host: {}\n      port: {}\n    \
+         database: {db}\n    username: {}\n{password}    replicas:\n      - host: {}\n        port: {}\n    \
+         readPreference: replica\n    maxReplicaLag: 5000\n    pool:\n      acquireTimeout: 5000\n",
+        primary.host, primary.port, primary.user, standby.host, standby.port
+    ));
+    let (paddr, raddr) =
+        (format!("{}:{}", primary.host, primary.port), format!("{}:{}", standby.host, standby.port));
+
+    let doc = env.json(&["storage", "test-connection"]);
+    assert_eq!(doc["read_preference"], "replica", "{doc}");
+    assert_eq!(doc["max_replica_lag_ms"], 5000, "{doc}");
+    let hosts = doc["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 2, "{doc}");
+    let (p, r) = (&hosts[0], &hosts[1]);
+    assert_eq!((p["role"].as_str(), p["server_role"].as_str()), (Some("primary"), Some("primary")), "{doc}");
+    assert_eq!((r["role"].as_str(), r["server_role"].as_str()), (Some("replica"), Some("standby")), "{doc}");
+    assert!(p["address"].as_str().unwrap().contains(&paddr), "{doc}");
+    assert!(r["address"].as_str().unwrap().contains(&raddr), "{doc}");
+    for h in hosts {
+        assert_eq!(h["reachable"], true, "{doc}");
+        assert!(h["latency_us"].as_i64().is_some_and(|us| us >= 0), "{doc}");
+    }
+    // Probed now: the caught-up standby is up, with a replay lag well under maxReplicaLag. Whether it receives
+    // reads yet is the router's call (its first health check may not have run in a process this short).
+    assert!(r["replay_lag_ms"].as_u64().is_some_and(|ms| ms < 5000), "{doc}");
+    assert!(r["replay_lag_bytes"].is_u64(), "{doc}");
+    assert_eq!(r["state"], "up", "{doc}");
+    assert!(r["receives_reads"].is_boolean(), "{doc}");
+    assert_eq!(p["state"], "up", "{doc}");
+    if let Some(pw) = &primary.password {
+        assert!(!doc.to_string().contains(pw.as_str()), "{doc}");
+    }
+
+    let text = env.ok(&["storage", "test-connection"]);
+    let rows: Vec<&str> = text.lines().skip_while(|l| *l != "hosts:").skip(2).take(2).collect();
+    assert!(rows[0].starts_with("primary ") && rows[0].contains(&paddr), "{text}");
+    assert!(
+        rows[1].starts_with("replica ") && rows[1].contains(&raddr) && rows[1].contains(" standby "),
+        "{text}"
+    );
+    assert!(text.contains("reads: readPreference replica, maxReplicaLag 5000 ms"), "{text}");
+    drop(_turn);
+
+    // The standby down: shown as such (with why), and the command still succeeds (the primary answers).
+    let turn = rt.block_on(replica.exclusive());
+    replica.stop_immediate();
+    let run = env.run(&["--output", "json", "storage", "test-connection"]);
+    rt.block_on(replica.start());
+    drop(turn);
+    assert_eq!(run.code, 0, "a replica down is no failure: {}{}", run.stdout, run.stderr);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    let r = &doc["hosts"][1];
+    assert_eq!((r["reachable"].as_bool(), r["state"].as_str()), (Some(false), Some("down")), "{doc}");
+    assert_eq!((r["receives_reads"].as_bool(), &r["server_role"]), (Some(false), &Value::Null), "{doc}");
+    assert!(r["error"].is_string(), "{doc}");
+    assert_eq!(doc["hosts"][0]["reachable"], true, "{doc}");
+    rt.block_on(primary.drop_database(&db));
+}

@@ -73,15 +73,20 @@ pub enum StorageCmd {
     /// Show the plugin, its backends, the effective configuration and the last retention run
     #[command(long_about = "Show the plugin version and ABI version, the backends this build offers with \
         their embedded migrations, which config file was read, and the effective storage config (secrets \
-        redacted) with keys that are configured but not enforced. Then it opens the storage (without \
+        redacted) with warnings about keys that have no effect as configured, and for PostgreSQL how \
+        writes and reads are routed (primary, replicas, readPreference, maxReplicaLag). Then it opens the \
+        storage (without \
         running migrations) to show the retention schedule and the last recorded retention run; when the \
         storage cannot be opened it says why and still succeeds.\n\n\
         Example: parallax storage info --config /etc/parallax/parallax.config.yaml")]
     Info,
     /// Connect to the configured backend and report its version, latency and schema state
     #[command(long_about = "Connect to the configured backend and report the server version, location, \
-        round-trip latency, schema version and pending migrations. Works while migrations are pending. \
-        Exits 0 when the backend is reachable.\n\nExample: parallax storage test-connection")]
+        round-trip latency, schema version and pending migrations, then every host: for PostgreSQL the \
+        primary and each read replica with its role, whether it is reachable, what the server says it is \
+        (primary or standby), latency, replay lag, routing state and whether it receives reads now. Works \
+        while migrations are pending. Exits 0 when the backend (the primary) is reachable, even with a \
+        replica down.\n\nExample: parallax storage test-connection")]
     TestConnection,
     /// Show, apply or roll back schema migrations
     #[command(subcommand)]

@@ -4,8 +4,8 @@
 use serde_json::{json, Map, Value as Json};
 
 use crate::{
-    AuditEntry, ConfigReport, Execution, ExecutionEvent, Health, MigrationInfo, MigrationReport, Pattern,
-    PluginInfo, Timestamp,
+    hosts::HostsReport, AuditEntry, ConfigReport, Execution, ExecutionEvent, Health, MigrationInfo,
+    MigrationReport, Pattern, PluginInfo, Timestamp,
 };
 
 use super::{
@@ -136,6 +136,77 @@ pub fn health(h: &Health) -> Record {
         ("pending_migrations", json!(h.pending_migrations)),
         ("warnings", strings(h.warnings.iter())),
     ])
+}
+
+/// The `hosts` op's report as JSON (snake_case, like every CLI document).
+pub fn hosts(r: &HostsReport) -> Json {
+    let hosts: Vec<Json> = r
+        .hosts
+        .iter()
+        .map(|h| {
+            json!({
+                "role": h.role,
+                "address": h.address,
+                "reachable": h.reachable,
+                "server_role": h.server_role,
+                "latency_us": h.latency_us,
+                "replay_lag_ms": h.replay_lag_ms,
+                "replay_lag_bytes": h.replay_lag_bytes,
+                "state": h.state,
+                "receives_reads": h.receives_reads,
+                "reads": h.reads,
+                "error": h.error,
+            })
+        })
+        .collect();
+    json!({
+        "read_preference": r.read_preference,
+        "max_replica_lag_ms": r.max_replica_lag_ms,
+        "hosts": hosts,
+    })
+}
+
+/// The `hosts` op's report as a table: one row per host, then why each unreachable or refused host is so.
+pub fn hosts_table(r: &HostsReport) -> String {
+    let mut out = String::from("hosts:\n");
+    let mut t = Table::new(&[
+        "ROLE",
+        "ADDRESS",
+        "REACHABLE",
+        "SERVER ROLE",
+        "LATENCY",
+        "REPLAY LAG",
+        "STATE",
+        "RECEIVES READS",
+    ]);
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    for h in &r.hosts {
+        let lag = match (h.replay_lag_ms, h.replay_lag_bytes) {
+            (Some(ms), Some(b)) => format!("{ms} ms ({})", format_bytes(b)),
+            (Some(ms), None) => format!("{ms} ms"),
+            (None, Some(b)) => format_bytes(b),
+            (None, None) => "-".to_string(),
+        };
+        t.row(vec![
+            h.role.clone(),
+            h.address.clone(),
+            yes_no(h.reachable),
+            h.server_role.clone().unwrap_or_else(|| "-".into()),
+            h.latency_us.map_or("-".into(), format_latency),
+            lag,
+            h.state.clone(),
+            yes_no(h.receives_reads),
+        ]);
+    }
+    out.push_str(&t.render());
+    for h in r.hosts.iter().filter(|h| h.error.is_some()) {
+        out.push_str(&format!("  {} {}: {}\n", h.role, h.address, h.error.as_deref().unwrap_or("")));
+    }
+    if r.hosts.iter().any(|h| h.role == "replica") {
+        let lag = r.max_replica_lag_ms.map_or(String::new(), |ms| format!(", maxReplicaLag {ms} ms"));
+        out.push_str(&format!("reads: readPreference {}{lag}\n", r.read_preference));
+    }
+    out
 }
 
 pub fn plugin_info(info: &PluginInfo) -> Json {

@@ -1,6 +1,6 @@
 //! `parallax storage info | test-connection | migrate …`.
 
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use super::{
     args::{MigrateCmd, StorageCmd},
@@ -44,6 +44,10 @@ pub fn info(plugin: &Plugin, cfg: &ResolvedConfig) -> Result<Output, CliError> {
             out.push_str(&key_values(&[("backend", report.backend.to_string())]));
             out.push_str("effective config:\n");
             out.push_str(&yaml_block(&r["effective"], 2));
+            if let Some(routing) = routing(&r["effective"]) {
+                out.push_str(&key_values(&[("routing", routing["text"].as_str().unwrap_or("").to_string())]));
+                doc["routing"] = routing;
+            }
             out.push_str(&warnings(&r["warnings"]));
             doc["config"] = r;
         }
@@ -108,12 +112,83 @@ pub fn append_last_run(plugin: &Plugin, cfg: &ResolvedConfig, out: &mut Output) 
     }
 }
 
+/// `host:port`, with brackets around an IPv6 address.
+fn host_port(host: &str, port: Option<u64>) -> String {
+    let port = port.unwrap_or(5432);
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// How a PostgreSQL storage routes writes and reads, computed from the effective configuration alone (nothing
+/// is opened): `None` for the other backends. The JSON has the parts and the one-line `text`.
+pub fn routing(effective: &Json) -> Option<Json> {
+    if effective["type"] != "postgresql" {
+        return None;
+    }
+    let pg = &effective["postgresql"];
+    let port = |v: &Json| v["port"].as_u64();
+    let primary = match (pg["primary"]["host"].as_str(), pg["host"].as_str()) {
+        (Some(h), _) => Some(host_port(h, port(&pg["primary"]))),
+        (None, Some(h)) => Some(host_port(h, port(pg))),
+        (None, None) => None,
+    };
+    let replicas: Vec<String> = pg["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["host"].as_str().map(|h| host_port(h, port(r))))
+        .collect();
+    let preference = pg["readPreference"].as_str().unwrap_or("primary");
+    let lag = pg["maxReplicaLag"].as_u64();
+    let writes = match &primary {
+        Some(p) => format!("primary {p}"),
+        None => "primary (the url's host)".to_string(),
+    };
+    let n = plural(replicas.len(), "replica");
+    let lag_text = lag.map_or(String::new(), |ms| format!(", maxReplicaLag {ms} ms"));
+    let (reads_to, reads) = match (preference, replicas.is_empty()) {
+        ("primary", true) => ("primary", "primary".to_string()),
+        ("primary", false) => {
+            ("primary", format!("primary ({n} configured but unused: readPreference primary)"))
+        }
+        (pref, true) => {
+            ("primary", format!("primary (readPreference {pref} has no effect: no replicas configured)"))
+        }
+        ("any", false) => (
+            "any",
+            format!("any healthy host: the primary and {n}{lag_text}; a lagging or down replica gets none"),
+        ),
+        (_, false) => ("replica", format!("replica ({n}{lag_text}, falls back to the primary)")),
+    };
+    let text = format!("writes → {writes}; reads → {reads}");
+    Some(json!({
+        "writes": primary,
+        "reads": reads_to,
+        "read_preference": preference,
+        "replicas": replicas,
+        "max_replica_lag_ms": if replicas.is_empty() { Json::Null } else { json!(lag) },
+        "fallback": if reads_to == "primary" { Json::Null } else { json!("primary") },
+        "text": text,
+    }))
+}
+
 fn warnings(list: &serde_json::Value) -> String {
     let items: Vec<&str> = list.as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
     if items.is_empty() {
         return "warnings: none\n".to_string();
     }
-    let mut s = "warnings (configured but not enforced):\n".to_string();
+    let mut s = "warnings:\n".to_string();
     for w in items {
         s.push_str(&format!("  - {w}\n"));
     }
@@ -146,7 +221,24 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
                      storage.migrations.enabled and autoRun, the default, the next data command applies them)\n",
                 );
             }
-            Ok(Output::new(r.json(), out))
+            let mut doc = r.json();
+            // The primary (or only host) answered: from here on a host that is down is shown, not an error.
+            match store.hosts().await {
+                Ok(report) => {
+                    out.push_str(&render::hosts_table(&report));
+                    let hosts = render::hosts(&report);
+                    doc["read_preference"] = hosts["read_preference"].clone();
+                    doc["max_replica_lag_ms"] = hosts["max_replica_lag_ms"].clone();
+                    doc["hosts"] = hosts["hosts"].clone();
+                }
+                // A plugin built before read replicas: today's output.
+                Err(e) if e.kind() == crate::ErrorKind::Unsupported => {}
+                Err(e) => {
+                    out.push_str(&key_values(&[("hosts", format!("unknown ({})", e.message()))]));
+                    doc["hosts_error"] = json!(e.message());
+                }
+            }
+            Ok(Output::new(doc, out))
         }
         StorageCmd::Migrate(cmd) => migrate(store, cmd).await,
         StorageCmd::Cleanup(cmd) => super::retention::cleanup(store, cmd).await,
