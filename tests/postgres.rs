@@ -1889,6 +1889,26 @@ impl Hosts {
     }
 }
 
+/// Resumes the standby's replay when dropped, also when the test panics while replay is paused (the next
+/// holder of the replica would resume it too, see `Replica::exclusive`; this does not leave it to chance).
+struct ResumeReplayOnDrop(&'static pg::Replica);
+
+impl Drop for ResumeReplayOnDrop {
+    fn drop(&mut self) {
+        let replica = self.0;
+        // Off the test's runtime: a thread of its own with a runtime of its own; a failure here is not raised
+        // again (the test's own failure, if any, is the one to see).
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(replica.resume_replay());
+                })
+                .join();
+        });
+    }
+}
+
 /// What a seeding storage object wrote before the readers look.
 struct Seeded {
     pattern: Pattern,
@@ -2054,7 +2074,7 @@ async fn paused_replay_never_shows_a_caller_its_own_write_missing() {
     hosts.until_up(&s1).await;
     hosts.until_up(&s2).await;
 
-    // If this test fails halfway, the next holder of the replica resumes replay (`Replica::exclusive`).
+    let _resume = ResumeReplayOnDrop(replica);
     replica.pause_replay().await;
     let e0 = seeded.execution.id;
     let before = hosts.routed(&s1).await;
@@ -2155,6 +2175,7 @@ async fn a_lagging_replica_stops_receiving_reads() {
     let id = seeded.execution.id;
     hosts.until_replica_serves(&s, SECS_10, || s.get_execution(id)).await;
 
+    let _resume = ResumeReplayOnDrop(replica);
     replica.pause_replay().await;
     // Another object writes: the primary moves on, the standby does not follow.
     writer.create_execution(new_execution("moving-on", "1.0.0")).await.unwrap();
