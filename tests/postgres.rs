@@ -2264,10 +2264,8 @@ async fn a_stopped_replica_falls_back_to_the_primary_and_returns() {
 
     replica.start().await;
     let restarted = hosts.routed(&s).await;
-    let back = until("reads return to the restarted replica", Duration::from_secs(15), &|r| {
-        r.replica > restarted.replica
-    })
-    .await;
+    let back =
+        until("reads return to the restarted replica", SECS_10, &|r| r.replica > restarted.replica).await;
     eprintln!("fell back {fell_back:?} after the stop; back on the replica {back:?} after the restart");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
