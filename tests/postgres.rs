@@ -6,6 +6,14 @@ mod contract;
 
 contract_suite!(common::postgres);
 
+/// The contract suite again with plain reads on the streaming replica (`readPreference: replica`):
+/// `cargo test --test postgres on_replica` runs only it.
+mod on_replica {
+    // Not `use crate::contract_suite`: that name is also the module the suite above generated.
+    use crate::contract_tests;
+    crate::contract_suite!(crate::common::postgres_replica);
+}
+
 use std::time::{Duration, Instant};
 
 use common::{pg, *};
@@ -1745,5 +1753,717 @@ async fn the_harness_replica_left_paused_and_stopped_by_a_failed_test_works_for_
     let r = replica.server().client(&db).await;
     assert_eq!(ids(&r).await, [1, 2]);
     drop(r);
+    pg::server().drop_database(&db).await;
+}
+
+// ------------------------------------------------------------------ read replicas (issue 15)
+//
+// Storage objects with a streaming standby configured as a read replica. Which host served a read comes from
+// the object's own `parallax_storage_reads_total{host,role}` counters (deltas around the reads), fallbacks from
+// `parallax_storage_replica_fallbacks_total{reason}`. Tests that pause or stop the shared standby hold its
+// exclusive turn; the harness undoes a pause or stop left behind by a test that failed halfway.
+
+const READS: &str = "parallax_storage_reads_total";
+const FALLBACKS: &str = "parallax_storage_replica_fallbacks_total";
+const REPLICA_UP: &str = "parallax_storage_replica_up";
+const REPLICA_LAG: &str = "parallax_storage_replica_lag_seconds";
+const REPLICA_MAX_LAG: &str = "parallax_storage_replica_max_lag_seconds";
+
+/// `host:port`, as the metrics' `host` label and the hosts report name a server.
+fn address(s: &pg::Server) -> String {
+    format!("{}:{}", s.host, s.port)
+}
+
+/// The config of database `db` on `primary` with `replica` as its read replica, `readPreference` `preference`
+/// and `extra` merged in (e.g. `maxReplicaLag`).
+fn replica_config(
+    primary: &pg::Server,
+    replica: &pg::Server,
+    db: &str,
+    preference: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut config = primary.storage_config(db);
+    merge(
+        &mut config,
+        json!({ "postgresql": {
+            "replicas": [{ "host": replica.host, "port": replica.port }],
+            "readPreference": preference,
+        } }),
+    );
+    merge(&mut config, extra);
+    config
+}
+
+/// One storage object's routing counters at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Routed {
+    /// Reads served by the primary.
+    primary: f64,
+    /// Reads served by the replica.
+    replica: f64,
+    /// Reads sent to the primary because no replica was up.
+    unavailable: f64,
+    /// Reads sent to the primary because no replica had replayed the object's own last write.
+    own_write: f64,
+    /// Reads that failed on a replica and were retried on the primary.
+    error: f64,
+}
+
+impl std::ops::Sub for Routed {
+    type Output = Routed;
+    fn sub(self, b: Routed) -> Routed {
+        Routed {
+            primary: self.primary - b.primary,
+            replica: self.replica - b.replica,
+            unavailable: self.unavailable - b.unavailable,
+            own_write: self.own_write - b.own_write,
+            error: self.error - b.error,
+        }
+    }
+}
+
+/// The primary and the replica of a storage object, to read its routing counters by host.
+struct Hosts {
+    primary: pg::Server,
+    replica: pg::Server,
+}
+
+impl Hosts {
+    fn shared() -> Hosts {
+        Hosts { primary: pg::server().clone(), replica: pg::replica().server().clone() }
+    }
+
+    async fn routed(&self, storage: &Storage) -> Routed {
+        let text = storage.metrics_text().await.unwrap_or_else(|e| panic!("metrics: {e}"));
+        self.routed_in(&text)
+    }
+
+    fn routed_in(&self, text: &str) -> Routed {
+        let reads = |s: &pg::Server, role: &str| {
+            sample(text, READS, &[("host", &address(s)), ("role", role)]).unwrap_or(0.0)
+        };
+        let fallbacks = |reason: &str| sample(text, FALLBACKS, &[("reason", reason)]).unwrap_or(0.0);
+        Routed {
+            primary: reads(&self.primary, "primary"),
+            replica: reads(&self.replica, "replica"),
+            unavailable: fallbacks("unavailable"),
+            own_write: fallbacks("own_write"),
+            error: fallbacks("error"),
+        }
+    }
+
+    /// `parallax_storage_replica_up` of the replica in exposition `text`.
+    fn up_in(&self, text: &str) -> Option<f64> {
+        sample(text, REPLICA_UP, &[("host", &address(&self.replica))])
+    }
+
+    /// Waits (at most 15 s) until `storage`'s health check has found the replica up.
+    async fn until_up(&self, storage: &Storage) {
+        metrics_until(storage, "the replica is up", Duration::from_secs(15), |t| self.up_in(t) == Some(1.0))
+            .await;
+    }
+
+    /// Repeats `read` until the replica serves one (at most `within`); returns how long that took.
+    async fn until_replica_serves<F, Fut, T>(&self, storage: &Storage, within: Duration, read: F) -> Duration
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let started = Instant::now();
+        loop {
+            let before = self.routed(storage).await;
+            read().await.unwrap_or_else(|e| panic!("a read failed while waiting for the replica: {e}"));
+            let d = self.routed(storage).await - before;
+            if d.replica > 0.0 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "no read served by the replica {} within {within:?} (last: {d:?}); metrics:\n{}",
+                address(&self.replica),
+                storage.metrics_text().await.unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Resumes the standby's replay when dropped, also when the test panics while replay is paused (the next
+/// holder of the replica would resume it too, see `Replica::exclusive`; this does not leave it to chance).
+struct ResumeReplayOnDrop(&'static pg::Replica);
+
+impl Drop for ResumeReplayOnDrop {
+    fn drop(&mut self) {
+        let replica = self.0;
+        // Off the test's runtime: a thread of its own with a runtime of its own; a failure here is not raised
+        // again (the test's own failure, if any, is the one to see).
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(replica.resume_replay());
+                })
+                .join();
+        });
+    }
+}
+
+/// What a seeding storage object wrote before the readers look.
+struct Seeded {
+    pattern: Pattern,
+    execution: Execution,
+    audit: Vec<Uuid>,
+}
+
+/// Writes a pattern, an execution (pattern `seeded`, input word `zeppelin`) with one event, and one audit
+/// entry by actor `seeder`.
+async fn seed_for_readers(s: &Storage) -> Seeded {
+    let pattern = s.put_pattern(new_pattern("seeded", "1.0.0")).await.unwrap();
+    let mut e = new_execution("seeded", "1.0.0");
+    e.input = Some(doc(r#"{"q": "zeppelin"}"#));
+    let execution = s.create_execution(e).await.unwrap();
+    s.append_event(execution.id, NewEvent::new(EventKind::StepResult, json!({ "step": 1 }))).await.unwrap();
+    let audit = s.append_audit(vec![audit("seeded.put", "seeder")]).await.unwrap();
+    Seeded { pattern, execution, audit }
+}
+
+/// An execution's metadata as a JSON value (`null` when it has none).
+fn metadata(e: &Execution) -> serde_json::Value {
+    e.metadata.as_ref().map_or(serde_json::Value::Null, |m| serde_json::from_str(m.as_str()).unwrap())
+}
+
+/// The ten plain reads (each one storage call), by name.
+const PLAIN_READS: [&str; 10] = [
+    "get_pattern",
+    "list_pattern_versions",
+    "list_patterns",
+    "get_execution",
+    "list_executions",
+    "count_executions",
+    "list_events",
+    "query_audit",
+    "search_executions",
+    "search_patterns",
+];
+
+/// Runs plain read `kind` through `s` and checks its answer against the seed.
+async fn plain_read(s: &Storage, seeded: &Seeded, kind: &str) {
+    let id = seeded.execution.id;
+    let seeded_only = || ExecutionFilter::default().pattern("seeded");
+    let ok = match kind {
+        "get_pattern" => s.get_pattern("seeded", "1.0.0").await.unwrap().id == seeded.pattern.id,
+        "list_pattern_versions" => s.list_pattern_versions("seeded").await.unwrap().len() == 1,
+        "list_patterns" => s.list_patterns(page(10, None)).await.unwrap().items.len() == 1,
+        "get_execution" => s.get_execution(id).await.unwrap().id == id,
+        "list_executions" => s.list_executions(seeded_only(), page(10, None)).await.unwrap().items.len() == 1,
+        "count_executions" => s.count_executions(seeded_only()).await.unwrap() == 1,
+        "list_events" => s.list_events(id).await.unwrap().len() == 1,
+        "query_audit" => {
+            let q = AuditQuery { actor: Some("seeder".into()), ..AuditQuery::default() };
+            s.query_audit(q, page(10, None))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|a| a.id)
+                .eq(seeded.audit.clone())
+        }
+        "search_executions" => s
+            .search_executions("zeppelin", page(10, None))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|h| h.execution.id == id),
+        "search_patterns" => s
+            .search_patterns("seeded", page(10, None))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|h| h.pattern.name == "seeded"),
+        other => panic!("no plain read {other}"),
+    };
+    assert!(ok, "{kind} did not return the seeded data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_follow_read_preference() {
+    let replica = pg::replica();
+    let _turn = replica.shared().await;
+    let hosts = Hosts::shared();
+    let db = pg::server().fresh_database().await;
+    // Written by an object of its own, so the readers below have no write of theirs to wait for.
+    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
+    let seeded = seed_for_readers(&writer).await;
+    replica.wait_caught_up(SECS_10).await;
+    let open = |preference: &str| {
+        let config = replica_config(&hosts.primary, &hosts.replica, &db, preference, json!({}));
+        plugin().open(&config).unwrap_or_else(|e| panic!("open with readPreference {preference}: {e}"))
+    };
+
+    // primary: every read on the primary, none on the replica.
+    let s = open("primary");
+    let before = hosts.routed(&s).await;
+    for kind in PLAIN_READS {
+        plain_read(&s, &seeded, kind).await;
+    }
+    let d = hosts.routed(&s).await - before;
+    assert_eq!((d.primary, d.replica), (PLAIN_READS.len() as f64, 0.0), "readPreference primary: {d:?}");
+    s.shutdown().await.unwrap();
+
+    // replica: each of the ten plain reads on the replica. A read on the primary only with a fallback counted
+    // for it (a health probe that failed under load), never for an own write (this object wrote nothing).
+    let s = open("replica");
+    hosts.until_up(&s).await;
+    let mut on_replica = 0;
+    for kind in PLAIN_READS {
+        let before = hosts.routed(&s).await;
+        plain_read(&s, &seeded, kind).await;
+        let d = hosts.routed(&s).await - before;
+        assert_eq!(d.primary + d.replica, 1.0, "{kind}: one read, served by one host: {d:?}");
+        assert_eq!(d.own_write, 0.0, "{kind}: an object that wrote nothing has no write to wait for: {d:?}");
+        assert_eq!(d.primary, d.unavailable + d.error, "{kind}: on the primary without a fallback: {d:?}");
+        on_replica += d.replica as usize;
+    }
+    assert!(
+        on_replica >= PLAIN_READS.len() - 2,
+        "only {on_replica} of {} reads on the caught-up replica",
+        PLAIN_READS.len()
+    );
+    s.shutdown().await.unwrap();
+
+    // any: spread over both hosts.
+    let s = open("any");
+    hosts.until_up(&s).await;
+    let before = hosts.routed(&s).await;
+    const ANY_READS: usize = 40;
+    for i in 0..ANY_READS {
+        plain_read(&s, &seeded, PLAIN_READS[i % PLAIN_READS.len()]).await;
+    }
+    let d = hosts.routed(&s).await - before;
+    assert_eq!(d.primary + d.replica, ANY_READS as f64, "{d:?}");
+    assert!(d.primary >= 1.0 && d.replica >= 1.0, "readPreference any used one host only: {d:?}");
+    assert_eq!(d.own_write, 0.0, "{d:?}");
+    s.shutdown().await.unwrap();
+
+    writer.shutdown().await.unwrap();
+    pg::server().drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_replay_never_shows_a_caller_its_own_write_missing() {
+    let replica = pg::replica();
+    let _turn = replica.exclusive().await;
+    let hosts = Hosts::shared();
+    let db = pg::server().fresh_database().await;
+    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
+    let seeded = seed_for_readers(&writer).await;
+    replica.wait_caught_up(SECS_10).await;
+    // Lag never disqualifies the paused standby here: only the own-write rule keeps reads off it.
+    let config = replica_config(
+        &hosts.primary,
+        &hosts.replica,
+        &db,
+        "replica",
+        json!({ "postgresql": {
+        "maxReplicaLag": 600000 } }),
+    );
+    let (s1, s2) = (plugin().open(&config).unwrap(), plugin().open(&config).unwrap());
+    hosts.until_up(&s1).await;
+    hosts.until_up(&s2).await;
+
+    let _resume = ResumeReplayOnDrop(replica);
+    replica.pause_replay().await;
+    let e0 = seeded.execution.id;
+    let before = hosts.routed(&s1).await;
+    let mut reads = 0.0;
+    // create-then-get
+    let e1 = s1.create_execution(new_execution("after-pause", "1.0.0")).await.unwrap();
+    assert_eq!(s1.get_execution(e1.id).await.unwrap().id, e1.id, "create-then-get");
+    // append-then-list, on a new execution and on one the standby has with one event
+    s1.append_event(e1.id, NewEvent::new(EventKind::StepResult, json!({ "step": 1 }))).await.unwrap();
+    assert_eq!(s1.list_events(e1.id).await.unwrap().len(), 1, "append-then-list_events");
+    s1.append_event(e0, NewEvent::new(EventKind::StepResult, json!({ "step": 2 }))).await.unwrap();
+    assert_eq!(s1.list_events(e0).await.unwrap().len(), 2, "append-then-list_events (existing execution)");
+    reads += 3.0;
+    // update-then-list: the standby holds the old version of e0
+    let update = ExecutionUpdate { metadata: Some(doc(r#"{"v": 2}"#)), ..ExecutionUpdate::default() };
+    s1.update_execution(e0, update).await.unwrap();
+    let listed =
+        s1.list_executions(ExecutionFilter::default().pattern("seeded"), page(10, None)).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(metadata(&listed.items[0]), json!({ "v": 2 }), "update-then-list");
+    assert_eq!(metadata(&s1.get_execution(e0).await.unwrap()), json!({ "v": 2 }), "update-then-get");
+    reads += 2.0;
+    // complete-then-count
+    s1.complete_execution(e0, ExecutionCompletion::new(ExecutionStatus::Completed)).await.unwrap();
+    let completed = ExecutionFilter::default().pattern("seeded").status(ExecutionStatus::Completed);
+    assert_eq!(s1.count_executions(completed).await.unwrap(), 1, "complete-then-count");
+    reads += 1.0;
+    // append_audit-then-query_audit
+    let ids = s1.append_audit(vec![audit("after.pause", "s1")]).await.unwrap();
+    let q = AuditQuery { actor: Some("s1".into()), ..AuditQuery::default() };
+    let found: Vec<Uuid> =
+        s1.query_audit(q, page(10, None)).await.unwrap().items.iter().map(|a| a.id).collect();
+    assert_eq!(found, ids, "append_audit-then-query_audit");
+    reads += 1.0;
+    // put_pattern-then-get_pattern
+    s1.put_pattern(new_pattern("seeded", "1.1.0")).await.unwrap();
+    assert_eq!(
+        s1.get_pattern("seeded", "1.1.0").await.unwrap().version,
+        "1.1.0",
+        "put_pattern-then-get_pattern"
+    );
+    assert_eq!(s1.list_pattern_versions("seeded").await.unwrap().len(), 2, "put_pattern-then-versions");
+    reads += 2.0;
+
+    // The writes reached the standby, which has not applied them: the reads above were current because
+    // they went to the primary, each counted as an own-write fallback.
+    let mark = replica.primary_mark().await;
+    replica.wait_received(mark, SECS_10).await;
+    let replayed = replica.replay_lsn().await;
+    assert!(replayed < mark, "replayed {replayed} while paused, past {mark}");
+    let d = hosts.routed(&s1).await - before;
+    assert_eq!(
+        (d.replica, d.primary, d.own_write),
+        (0.0, reads, reads),
+        "s1's reads after its writes: {d:?}"
+    );
+
+    // A second object that wrote nothing reads what existed before the pause from the replica, as it was
+    // then: read-your-writes is per storage object (s1's writes are not visible to it yet).
+    let before = hosts.routed(&s2).await;
+    let old = s2.get_execution(e0).await.unwrap();
+    assert_eq!((old.status, old.metadata), (ExecutionStatus::Running, None), "s2 reads the standby's e0");
+    assert_eq!(s2.list_events(e0).await.unwrap().len(), 1);
+    assert_eq!(s2.get_pattern("seeded", "1.0.0").await.unwrap().id, seeded.pattern.id);
+    let q = AuditQuery { actor: Some("seeder".into()), ..AuditQuery::default() };
+    assert_eq!(s2.query_audit(q, page(10, None)).await.unwrap().items.len(), 1);
+    assert_kind(s2.get_execution(e1.id).await, ErrorKind::NotFound, "not found");
+    let d = hosts.routed(&s2).await - before;
+    assert_eq!((d.replica, d.primary), (5.0, 0.0), "s2's reads are served by the paused replica: {d:?}");
+
+    replica.resume_replay().await;
+    replica.wait_caught_up(SECS_10).await;
+    hosts.until_replica_serves(&s2, Duration::from_secs(10), || s2.get_execution(e1.id)).await;
+    for s in [s1, s2, writer] {
+        s.shutdown().await.unwrap();
+    }
+    pg::server().drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_stops_receiving_reads() {
+    let replica = pg::replica();
+    let _turn = replica.exclusive().await;
+    let hosts = Hosts::shared();
+    let db = pg::server().fresh_database().await;
+    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
+    let seeded = seed_for_readers(&writer).await;
+    replica.wait_caught_up(SECS_10).await;
+    let config = replica_config(
+        &hosts.primary,
+        &hosts.replica,
+        &db,
+        "replica",
+        json!({ "postgresql": { "maxReplicaLag": 500 } }),
+    );
+    let s = plugin().open(&config).unwrap();
+    hosts.until_up(&s).await;
+    let id = seeded.execution.id;
+    hosts.until_replica_serves(&s, SECS_10, || s.get_execution(id)).await;
+
+    let _resume = ResumeReplayOnDrop(replica);
+    replica.pause_replay().await;
+    // Another object writes: the primary moves on, the standby does not follow.
+    writer.create_execution(new_execution("moving-on", "1.0.0")).await.unwrap();
+    let r = address(&hosts.replica);
+    let text = metrics_until(&s, "the replica is seen lagging or down", Duration::from_secs(15), |t| {
+        let lag = sample(t, REPLICA_LAG, &[("host", &r)]);
+        let max = sample(t, REPLICA_MAX_LAG, &[("host", &r)]);
+        hosts.up_in(t) == Some(0.0) || matches!((lag, max), (Some(l), Some(m)) if l > m)
+    })
+    .await;
+    assert_eq!(sample(&text, REPLICA_MAX_LAG, &[("host", &r)]), Some(0.5), "maxReplicaLag 500 ms:\n{text}");
+
+    const N: f64 = 10.0;
+    let before = hosts.routed(&s).await;
+    for _ in 0..N as usize {
+        assert_eq!(s.get_execution(id).await.unwrap().id, id);
+    }
+    let d = hosts.routed(&s).await - before;
+    assert_eq!((d.primary, d.replica, d.unavailable), (N, 0.0, N), "reads while the replica lags: {d:?}");
+
+    replica.resume_replay().await;
+    let back = hosts.until_replica_serves(&s, Duration::from_secs(15), || s.get_execution(id)).await;
+    eprintln!("reads returned to the replica {back:?} after replay resumed");
+    s.shutdown().await.unwrap();
+    writer.shutdown().await.unwrap();
+    pg::server().drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_falls_back_to_the_primary_and_returns() {
+    let replica = pg::replica();
+    let _turn = replica.exclusive().await;
+    let hosts = Hosts::shared();
+    let db = pg::server().fresh_database().await;
+    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
+    let seeded = seed_for_readers(&writer).await;
+    replica.wait_caught_up(SECS_10).await;
+    let s =
+        plugin().open(&replica_config(&hosts.primary, &hosts.replica, &db, "replica", json!({}))).unwrap();
+    hosts.until_up(&s).await;
+
+    // A read workload of four tasks, collecting every error a caller sees.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let id = seeded.execution.id;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, stop) = (s.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut errors) = (0usize, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match s.get_execution(id).await {
+                        Ok(e) if e.id == id => ok += 1,
+                        Ok(e) => errors.push(format!("wrong execution {}", e.id)),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    let until = async |what: &str, within: Duration, ok: &dyn Fn(Routed) -> bool| -> Duration {
+        let started = Instant::now();
+        loop {
+            let r = hosts.routed(&s).await;
+            if ok(r) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < within, "{what}: not within {within:?}; routing {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let start = hosts.routed(&s).await;
+    until("the workload reads from the replica", SECS_10, &|r| r.replica > start.replica).await;
+
+    let before_stop = hosts.routed(&s).await;
+    tokio::task::block_in_place(|| replica.stop_immediate());
+    let fell_back = until("reads fall back to the primary", SECS_10, &|r| {
+        let d = r - before_stop;
+        d.unavailable + d.error > 0.0 && d.primary > 0.0
+    })
+    .await;
+    // Reads keep going on the primary while the standby is down.
+    let down = hosts.routed(&s).await;
+    until("reads continue on the primary", SECS_10, &|r| r.primary > down.primary + 8.0).await;
+
+    replica.start().await;
+    let restarted = hosts.routed(&s).await;
+    let back =
+        until("reads return to the restarted replica", SECS_10, &|r| r.replica > restarted.replica).await;
+    eprintln!("fell back {fell_back:?} after the stop; back on the replica {back:?} after the restart");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let (ok, errors) = t.await.unwrap();
+        assert!(errors.is_empty(), "a caller saw {} errors, e.g. {:?}", errors.len(), errors.first());
+        assert!(ok > 0, "a task read nothing");
+    }
+    s.shutdown().await.unwrap();
+    writer.shutdown().await.unwrap();
+    pg::server().drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_primary_fails_writes_and_keeps_replica_reads() {
+    // A private primary and standby: this test stops the primary.
+    let (cluster, standby) = tokio::task::block_in_place(|| {
+        let cluster = pg::Cluster::start(pg::ClusterOptions::default());
+        let standby = pg::Replica::standby_of(&cluster);
+        (cluster, standby)
+    });
+    let hosts = Hosts { primary: cluster.server.clone(), replica: standby.server().clone() };
+    let db = cluster.server.fresh_database().await;
+    const ACQUIRE_MS: u64 = 2000;
+    let open = |preference: &str| {
+        let extra = json!({ "postgresql": { "pool": { "acquireTimeout": ACQUIRE_MS } } });
+        plugin().open(&replica_config(&hosts.primary, &hosts.replica, &db, preference, extra)).unwrap()
+    };
+    let writer = open("replica");
+    let written = writer.create_execution(new_execution("before-stop", "1.0.0")).await.unwrap();
+    standby.wait_caught_up(SECS_10).await;
+    let (on_replica, on_any) = (open("replica"), open("any"));
+    hosts.until_up(&on_replica).await;
+    hosts.until_up(&on_any).await;
+    hosts.until_replica_serves(&on_replica, SECS_10, || on_replica.get_execution(written.id)).await;
+
+    tokio::task::block_in_place(|| cluster.stop_server());
+
+    // Writes fail, as unavailable (or a timeout waiting for a connection), within acquireTimeout.
+    for i in 0..3 {
+        let started = Instant::now();
+        let err = writer.create_execution(new_execution("after-stop", "1.0.0")).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err.kind, ErrorKind::Unavailable | ErrorKind::Timeout), "write {i}: {err}");
+        assert!(
+            took < Duration::from_millis(ACQUIRE_MS + 3000),
+            "write {i} failed only after {took:?}: {err}"
+        );
+    }
+
+    // `replica` reads keep working from the standby, every one of them.
+    let before = hosts.routed(&on_replica).await;
+    for _ in 0..5 {
+        let e = on_replica.get_execution(written.id).await.unwrap_or_else(|e| panic!("replica read: {e}"));
+        assert_eq!(e.id, written.id);
+    }
+    assert_eq!(on_replica.count_executions(ExecutionFilter::default()).await.unwrap(), 1);
+    let d = hosts.routed(&on_replica).await - before;
+    assert_eq!(d.replica, 6.0, "{d:?}");
+
+    // `any` reads too, once its health check has seen the primary go (a read already on its way to the
+    // primary may fail within that second).
+    let started = Instant::now();
+    while let Err(e) = on_any.get_execution(written.id).await {
+        assert!(
+            started.elapsed() < SECS_10,
+            "readPreference any still fails 10 s after the primary stopped: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = hosts.routed(&on_any).await;
+    for _ in 0..10 {
+        let e = on_any.get_execution(written.id).await.unwrap_or_else(|e| panic!("any read: {e}"));
+        assert_eq!(e.id, written.id);
+    }
+    let d = hosts.routed(&on_any).await - before;
+    assert_eq!(d.replica, 10.0, "with the primary down, any reads only the replica: {d:?}");
+
+    for s in [writer, on_replica, on_any] {
+        s.shutdown().await.unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        drop(standby);
+        drop(cluster);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_config_errors_name_the_values() {
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let base = server.storage_config(&db);
+    let with = |extra: serde_json::Value| {
+        let mut c = base.clone();
+        merge(&mut c, extra);
+        c
+    };
+    let refused = |config: serde_json::Value, needles: &[&str]| {
+        let err = match plugin().open(&config) {
+            Ok(_) => panic!("opened with {config}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind, ErrorKind::InvalidInput, "{config}: {err}");
+        for n in needles {
+            assert!(err.message.contains(n), "{config}: {err:?} does not name {n:?}");
+        }
+    };
+    let port = server.port.to_string();
+
+    // primary next to a different host/port: both named.
+    refused(
+        with(json!({ "postgresql": { "primary": { "host": "db-primary.invalid", "port": 6543 } } })),
+        &["primary", "db-primary.invalid", "6543", &server.host, &port],
+    );
+    refused(
+        with(json!({ "postgresql": { "primary": { "host": server.host, "port": 6543 } } })),
+        &["6543", &port],
+    );
+    // The same with a url.
+    let url = json!({ "type": "postgresql", "postgresql": {
+        "url": server.url(&db), "primary": { "host": "db-primary.invalid", "port": 6543 } } });
+    refused(url, &["primary", "db-primary.invalid", "6543"]);
+    // Equal: fine. And primary alone replaces host/port.
+    let same = with(json!({ "postgresql": { "primary": { "host": server.host, "port": server.port } } }));
+    plugin().open(&same).unwrap_or_else(|e| panic!("{same}: {e}")).shutdown().await.unwrap();
+    let mut alone = base.clone();
+    let pg = alone["postgresql"].as_object_mut().unwrap();
+    pg.remove("host");
+    pg.remove("port");
+    pg.insert("primary".into(), json!({ "host": server.host, "port": server.port }));
+    let s = plugin().open(&alone).unwrap_or_else(|e| panic!("{alone}: {e}"));
+    s.put_pattern(new_pattern("via-primary", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+
+    // maxReplicaLag: integer milliseconds within 100..=86400000, refused by name and value otherwise.
+    for bad in [json!(0), json!(99), json!(86_400_001_u64)] {
+        let config = with(json!({ "postgresql": { "maxReplicaLag": bad.clone() } }));
+        refused(config, &["maxReplicaLag", &bad.to_string()]);
+    }
+    refused(with(json!({ "postgresql": { "maxReplicaLag": "10s" } })), &["maxReplicaLag", "10s"]);
+    for good in [100, 86_400_000_u64] {
+        let config = with(json!({ "postgresql": { "maxReplicaLag": good } }));
+        plugin()
+            .open(&config)
+            .unwrap_or_else(|e| panic!("maxReplicaLag {good}: {e}"))
+            .shutdown()
+            .await
+            .unwrap();
+    }
+    server.drop_database(&db).await;
+}
+
+/// The `hosts` maintenance op (what `parallax storage test-connection` prints).
+async fn hosts_report(s: &Storage) -> parallax_storage_abi::hosts::HostsReport {
+    let request = MaintenanceRequest::new(parallax_storage_abi::hosts::HOSTS, 1, json!({}));
+    let response = s.maintenance(&request).await.unwrap_or_else(|e| panic!("hosts: {e}"));
+    serde_json::from_value(response.result.clone())
+        .unwrap_or_else(|e| panic!("the hosts result {} is not a HostsReport: {e}", response.result))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connection_lists_the_primary_and_the_replica() {
+    let replica = pg::replica();
+    let _turn = replica.shared().await;
+    let hosts = Hosts::shared();
+    let db = pg::server().fresh_database().await;
+    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
+    let seeded = seed_for_readers(&writer).await;
+    replica.wait_caught_up(SECS_10).await;
+    let s =
+        plugin().open(&replica_config(&hosts.primary, &hosts.replica, &db, "replica", json!({}))).unwrap();
+    hosts.until_up(&s).await;
+    let id = seeded.execution.id;
+    hosts.until_replica_serves(&s, SECS_10, || s.get_execution(id)).await;
+
+    let report = hosts_report(&s).await;
+    assert_eq!(report.read_preference, "replica", "{report:?}");
+    assert_eq!(report.max_replica_lag_ms, Some(10_000), "the default maxReplicaLag: {report:?}");
+    assert_eq!(report.hosts.len(), 2, "{report:?}");
+    let (p, r) = (&report.hosts[0], &report.hosts[1]);
+    assert_eq!(p.role, "primary", "{p:?}");
+    assert!(p.address.contains(&address(&hosts.primary)), "{p:?}");
+    assert!(p.reachable && p.server_role.as_deref() == Some("primary"), "{p:?}");
+    assert!(p.latency_us.is_some_and(|l| l >= 0), "{p:?}");
+    assert_eq!(r.role, "replica", "{r:?}");
+    assert!(r.address.contains(&address(&hosts.replica)), "{r:?}");
+    assert!(r.reachable && r.server_role.as_deref() == Some("standby"), "{r:?}");
+    assert_eq!((r.state.as_str(), r.receives_reads), ("up", true), "{r:?}");
+    assert!(r.latency_us.is_some() && r.replay_lag_ms.is_some(), "{r:?}");
+    assert!(r.reads >= 1, "the read above went to the replica: {r:?}");
+    assert!(r.error.is_none(), "{r:?}");
+    s.shutdown().await.unwrap();
+
+    // Without replicas: the primary alone.
+    let report = hosts_report(&writer).await;
+    assert_eq!(report.hosts.len(), 1, "{report:?}");
+    assert_eq!((report.hosts[0].role.as_str(), report.read_preference.as_str()), ("primary", "primary"));
+    assert!(report.hosts[0].address.contains(&address(&hosts.primary)), "{report:?}");
+    writer.shutdown().await.unwrap();
     pg::server().drop_database(&db).await;
 }

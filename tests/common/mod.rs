@@ -90,11 +90,33 @@ pub struct Harness {
     /// Migrations are the SQL schema history (several steps, including the seed's 20240115 tags step). False
     /// for the file store, whose "migrations" are versions of its own format: one version so far.
     pub schema_migrations: bool,
+    /// The harness's shared turn on [`pg::replica`] when its storage reads from the streaming replica
+    /// ([`postgres_replica`]): no test pauses or stops the standby while this harness lives.
+    pub replica_turn: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Harness {
     pub fn new(storage: Storage, config: serde_json::Value, dir: TempDir) -> Harness {
-        Harness { storage, config, dir, pg_db: None, concurrent_instances: true, schema_migrations: true }
+        Harness {
+            storage,
+            config,
+            dir,
+            pg_db: None,
+            concurrent_instances: true,
+            schema_migrations: true,
+            replica_turn: None,
+        }
+    }
+
+    /// Lets another storage object see what this one (or any other) wrote: a no-op except where reads may
+    /// come from a streaming replica ([`postgres_replica`]), which then waits until the standby has replayed
+    /// everything the primary committed so far. Read-your-writes holds per storage object only, so a test
+    /// that reads through a second object what the first wrote calls this in between, as an application
+    /// must wait (or read from the primary) when it hands work from one storage object to another.
+    pub async fn settle(&self) {
+        if self.replica_turn.is_some() {
+            pg::replica().wait_caught_up(std::time::Duration::from_secs(10)).await;
+        }
     }
 
     /// Shuts the storage down and drops what the test created.
@@ -165,6 +187,35 @@ pub async fn postgres() -> Harness {
     let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open postgresql: {e}"));
     let mut h = Harness::new(storage, config, tempfile::tempdir().expect("tempdir"));
     h.pg_db = Some(db);
+    h
+}
+
+/// The `storage.postgresql` settings that send plain reads to the shared streaming replica ([`pg::replica`])
+/// with `readPreference` `preference` (`primary`, `replica` or `any`).
+pub fn replica_settings(preference: &str) -> serde_json::Value {
+    let r = pg::replica().server();
+    json!({ "postgresql": {
+        "replicas": [{ "host": r.host, "port": r.port }],
+        "readPreference": preference,
+    } })
+}
+
+/// [`postgres`] with plain reads going to the shared streaming replica (`readPreference: replica`): the
+/// contract suite runs on it unchanged (read-your-writes per storage object; tests that read through a second
+/// object call [`Harness::settle`] first). Holds a shared turn on the replica for the harness's life.
+pub async fn postgres_replica() -> Harness {
+    let replica = pg::replica();
+    let turn = replica.shared().await;
+    let server = pg::server();
+    let db = server.fresh_database().await;
+    let mut config = server.storage_config(&db);
+    merge_json(&mut config, replica_settings("replica"));
+    let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open postgresql with a replica: {e}"));
+    // The schema reaches the standby before the test's first read there.
+    replica.wait_caught_up(std::time::Duration::from_secs(10)).await;
+    let mut h = Harness::new(storage, config, tempfile::tempdir().expect("tempdir"));
+    h.pg_db = Some(db);
+    h.replica_turn = Some(turn);
     h
 }
 

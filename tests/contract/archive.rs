@@ -978,6 +978,7 @@ pub async fn retention_archives_first_with_an_archive_destination(h: &Harness) {
     if !h.concurrent_instances {
         h.storage.shutdown().await.unwrap();
     }
+    h.settle().await;
     let mut config = h.config.clone();
     config["retention"] = json!({
         "executions": { "maxAge": "30d" },

@@ -226,7 +226,8 @@ pub async fn shutdown_makes_calls_unavailable(h: &Harness) {
     other.shutdown().await.unwrap();
     other.shutdown().await.unwrap();
     assert_kind(other.get_pattern("before", "1.0.0").await, ErrorKind::Unavailable, "shut down");
-    // The first instance is unaffected and sees the write.
+    // The first instance is unaffected and sees the write (another object's: once it has reached every host).
+    h.settle().await;
     h.storage.get_pattern("before", "1.0.0").await.unwrap();
 }
 

@@ -590,6 +590,7 @@ pub async fn retention_run_follows_the_configured_rules(h: &Harness) {
     let all = [&old, &stuck, &young, &newest];
 
     // A disabled rule is no rule.
+    h.settle().await;
     let off = open_with_retention(h, json!({ "executions": { "enabled": false, "maxAge": "1d" } })).await;
     let r = off.retention_run(&RetentionRunParams::default()).await.unwrap();
     assert!(!r.ran && r.skipped.as_deref().unwrap_or("").contains("no retention rule"), "{r:?}");
@@ -816,6 +817,7 @@ pub async fn retention_runs_outlive_the_instance(h: &Harness) {
     if !h.concurrent_instances {
         h.storage.shutdown().await.unwrap();
     }
+    h.settle().await;
     let other = h.reopen();
     assert_eq!(other.retention_status().await.unwrap().runs, runs, "the records as written");
     assert_eq!(kept(&other, &[&old, &young]).await, ids(&[&young]));

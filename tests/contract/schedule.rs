@@ -64,6 +64,7 @@ pub async fn schedule_missed_tick_runs_once_at_start(h: &Harness) {
     // Nothing runs the schedule yet: the harness's instance has no policy.
     assert!(h.storage.retention_status().await.unwrap().runs.is_empty());
     h.storage.shutdown().await.unwrap();
+    h.settle().await;
 
     let config = with_policy(h, "0 2 * * *", None);
     let a = plugin().open(&config).unwrap_or_else(|e| panic!("open with a schedule: {e}"));
@@ -91,6 +92,7 @@ pub async fn schedule_missed_tick_runs_once_at_start(h: &Harness) {
 pub async fn schedule_not_run_when_run_schedule_is_false(h: &Harness) {
     let (old, _) = seed(&h.storage).await;
     h.storage.shutdown().await.unwrap();
+    h.settle().await;
     let config = with_policy(h, "* * * * *", Some(false));
     let s = plugin().open(&config).unwrap_or_else(|e| panic!("open: {e}"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
