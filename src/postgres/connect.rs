@@ -175,8 +175,9 @@ fn location(pg: &tokio_postgres::Config) -> String {
     format!("{user}{}/{}", hosts.join(","), pg.get_dbname().unwrap_or(""))
 }
 
-/// The connection facts of `cfg`'s primary; `metrics` is the storage's registry, where the budget counts waits
+/// The connection facts of `cfg`'s primary (tests); `metrics` is the storage's registry, where the budget counts waits
 /// and acquire timeouts.
+#[cfg(test)]
 pub fn spec(cfg: &PostgresConfig, metrics: Arc<crate::metrics::Metrics>) -> Result<ConnectSpec> {
     Ok(specs(cfg, metrics)?.0)
 }

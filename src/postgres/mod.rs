@@ -42,11 +42,11 @@ use std::{
 use diesel_async::AsyncPgConnection;
 use parallax_storage_abi::OpenOptions;
 
+pub use self::statements::lifecycle_sql;
 use self::{
     connect::{ConnectSpec, Pool},
     replicas::{Freshness, Replica, Replicas, Target},
 };
-pub use self::statements::lifecycle_sql;
 use crate::{
     config::{PostgresConfig, StorageConfig},
     error::{Error, Result},
@@ -106,10 +106,15 @@ impl PostgresBackend {
                 Replica::new(s, pool)
             })
             .collect();
-        let replicas =
-            Arc::new(Replicas::new(list, pg.read_preference, pg.max_replica_lag_ms, replicas::host_port(&spec.pg)));
+        let replicas = Arc::new(Replicas::new(
+            list,
+            pg.read_preference,
+            pg.max_replica_lag_ms,
+            replicas::host_port(&spec.pg),
+        ));
         let fresh = Arc::new(Freshness::default());
-        let copy = copy::CopyPool::new(spec.clone(), pool.clone(), replicas.tracking().then(|| fresh.clone()));
+        let copy =
+            copy::CopyPool::new(spec.clone(), pool.clone(), replicas.tracking().then(|| fresh.clone()));
         let backend = PostgresBackend {
             cfg,
             pg,

@@ -134,7 +134,8 @@ fn audit_query<'a>(
         b = b.filter(audit_logs::timestamp.lt(to_pg(v)));
     }
     if let Some((ts, id)) = after {
-        b = b.filter(audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))));
+        b = b
+            .filter(audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))));
     }
     b
 }
@@ -350,7 +351,9 @@ impl Contract for PostgresBackend {
             let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
             if let Some((ts, id)) = after {
                 q = q.filter(
-                    executions::started_at.lt(ts).or(executions::started_at.eq(ts).and(executions::id.lt(id))),
+                    executions::started_at
+                        .lt(ts)
+                        .or(executions::started_at.eq(ts).and(executions::id.lt(id))),
                 );
             }
             let query = q.order((executions::started_at.desc(), executions::id.desc()));
@@ -535,6 +538,10 @@ impl Contract for PostgresBackend {
             pending_migrations: migrate::pending(&status).len() as u32,
             warnings: self.cfg.warnings().into_iter().map(Into::into).collect(),
         })
+    }
+
+    async fn hosts_report(&self) -> Result<hosts::HostsReport> {
+        self.hosts_now().await
     }
 
     async fn shutdown(&self) -> Result<()> {

@@ -154,16 +154,13 @@ impl HostHealth {
         self.replay_lsn.load(Ordering::Acquire)
     }
 
+    /// Reads this host served.
+    pub fn read_count(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     pub fn lag_ms(&self) -> Option<u64> {
         opt(self.lag_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn lag_bytes(&self) -> Option<u64> {
-        opt(self.lag_bytes.load(Ordering::Relaxed))
-    }
-
-    pub fn latency_us(&self) -> Option<u64> {
-        opt(self.latency_us.load(Ordering::Relaxed))
     }
 
     pub fn error(&self) -> Option<String> {
@@ -331,6 +328,11 @@ impl Replicas {
         self.fallbacks[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Reads the primary served.
+    pub fn primary_read_count(&self) -> u64 {
+        self.primary_reads.load(Ordering::Relaxed)
+    }
+
     pub fn primary_up(&self) -> bool {
         self.primary_up.load(Ordering::Relaxed)
     }
@@ -451,7 +453,7 @@ pub fn probe_timeout(acquire_timeout_ms: u64) -> Duration {
 }
 
 /// The outcome of one probe of one host.
-enum Outcome<T> {
+pub enum Outcome<T> {
     Answered(T, Duration),
     /// The pool had every connection busy: says nothing about the host.
     Busy,
@@ -459,7 +461,7 @@ enum Outcome<T> {
 }
 
 /// Runs `f` on a pooled connection of `pool`, within `within`.
-async fn on_pool<T>(
+pub async fn on_pool<T>(
     spec: &ConnectSpec,
     pool: &Pool,
     within: Duration,
@@ -490,12 +492,7 @@ async fn on_pool<T>(
 }
 
 /// One round of the health task: the primary's position, then each replica's state.
-pub async fn check(
-    replicas: &Replicas,
-    fresh: &Freshness,
-    primary: (&ConnectSpec, &Pool),
-    within: Duration,
-) {
+pub async fn check(replicas: &Replicas, fresh: &Freshness, primary: (&ConnectSpec, &Pool), within: Duration) {
     let seen = fresh.seen();
     let primary_probe = on_pool(primary.0, primary.1, within, async |c| insert_lsn(c).await);
     let replica_probes = futures_util::future::join_all(replicas.list.iter().map(|r| async move {
@@ -598,13 +595,161 @@ pub fn spawn(
     })
 }
 
+/// What the primary says of itself for the hosts report: in recovery?, and its insert position (as `replay`).
+const PRIMARY_PROBE_SQL: &str = "SELECT pg_is_in_recovery() AS standby, \
+     CASE WHEN pg_is_in_recovery() THEN NULL \
+          ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END AS replay, \
+     NULL::float8 AS replay_age";
+
+impl super::PostgresBackend {
+    /// The `hosts` op: every host probed now (each bounded by `acquireTimeout`, at most 2 s, concurrently), with
+    /// the router's state and counters.
+    pub(super) async fn hosts_now(&self) -> Result<parallax_storage_abi::hosts::HostsReport> {
+        use parallax_storage_abi::hosts::{HostReport, HostsReport};
+        let r = &self.replicas;
+        let within = probe_timeout(self.pg.pool.acquire_timeout_ms);
+        let primary = on_pool(&self.spec, &self.pool, within, async |c| {
+            use diesel_async::RunQueryDsl;
+            Ok(sql_query(PRIMARY_PROBE_SQL).get_result::<Probe>(c).await?)
+        });
+        let others = futures_util::future::join_all(r.list.iter().map(|x| async move {
+            match &x.pool {
+                Some(pool) => on_pool(&x.spec, pool, within, async |c| probe(c).await).await,
+                None => one_off(&x.spec, within).await,
+            }
+        }));
+        let (primary, others) = tokio::join!(primary, others);
+        let tracking = r.tracking();
+        let any_up = r.list.iter().any(|x| x.health.state() == State::Up);
+        let server_role = |p: &Probe| Some(if p.standby { "standby" } else { "primary" }.to_string());
+        let micros = |d: Duration| Some(d.as_micros() as i64);
+        let mut primary_lsn = None;
+        let mut hosts = vec![match primary {
+            Outcome::Answered(p, took) => {
+                primary_lsn = p.replay.map(|l| l.max(0) as u64);
+                HostReport {
+                    role: "primary".into(),
+                    address: self.spec.location.clone(),
+                    reachable: true,
+                    server_role: server_role(&p),
+                    latency_us: micros(took),
+                    state: "up".into(),
+                    ..Default::default()
+                }
+            }
+            Outcome::Busy => HostReport {
+                role: "primary".into(),
+                address: self.spec.location.clone(),
+                reachable: true,
+                state: "up".into(),
+                error: Some("every pooled connection is busy; not probed".into()),
+                ..Default::default()
+            },
+            Outcome::Failed(e) => HostReport {
+                role: "primary".into(),
+                address: self.spec.location.clone(),
+                state: "down".into(),
+                error: Some(e),
+                ..Default::default()
+            },
+        }];
+        hosts[0].reads = r.primary_read_count();
+        hosts[0].receives_reads = match r.pref {
+            ReadPreference::Primary => true,
+            ReadPreference::Replica => !any_up || r.list.is_empty(),
+            ReadPreference::Any => true,
+        };
+        for (x, outcome) in r.list.iter().zip(others) {
+            let routed = x.health.state();
+            let mut row = HostReport {
+                role: "replica".into(),
+                address: x.spec.location.clone(),
+                reads: x.health.read_count(),
+                receives_reads: tracking && routed == State::Up,
+                ..Default::default()
+            };
+            let probed = match outcome {
+                Outcome::Answered(p, took) => {
+                    row.reachable = true;
+                    row.server_role = server_role(&p);
+                    row.latency_us = micros(took);
+                    match (p.standby, p.replay) {
+                        (true, Some(replay)) => {
+                            let replay = replay.max(0) as u64;
+                            let bytes = primary_lsn.map(|l| l.saturating_sub(replay));
+                            row.replay_lag_bytes = bytes;
+                            // The router's measure while it tracks lag; else 0 when caught up, or the age of
+                            // the last transaction replayed.
+                            let age = p
+                                .replay_age
+                                .filter(|a| a.is_finite() && *a >= 0.0)
+                                .map(|a| (a * 1000.0) as u64);
+                            row.replay_lag_ms = match (tracking, x.health.lag_ms(), bytes) {
+                                (true, Some(ms), _) => Some(ms),
+                                (_, _, Some(0)) => Some(0),
+                                _ => age,
+                            };
+                            let lagging =
+                                row.replay_lag_ms.is_some_and(|ms| ms > r.max_lag.as_millis() as u64);
+                            if lagging {
+                                State::Lagging
+                            } else {
+                                State::Up
+                            }
+                        }
+                        _ => {
+                            row.error =
+                                Some("not in recovery (pg_is_in_recovery() is false): not a standby".into());
+                            State::NotStandby
+                        }
+                    }
+                }
+                Outcome::Busy if x.pool.is_some() => routed,
+                Outcome::Busy => State::Unknown,
+                Outcome::Failed(e) => {
+                    row.error = Some(e);
+                    State::Down
+                }
+            };
+            // The router's state while it routes (it decides the reads); what the probe found otherwise.
+            let state = if tracking && routed != State::Unknown { routed } else { probed };
+            row.state = state.as_str().into();
+            if row.error.is_none() && state == State::Down {
+                row.error = x.health.error();
+            }
+            hosts.push(row);
+        }
+        Ok(HostsReport {
+            read_preference: r.pref.as_str().into(),
+            max_replica_lag_ms: (!r.list.is_empty()).then_some(r.max_lag.as_millis() as u64),
+            hosts,
+        })
+    }
+}
+
+/// A probe on a one-off connection (a replica without a pool: `readPreference: primary`).
+async fn one_off(spec: &ConnectSpec, within: Duration) -> Outcome<Probe> {
+    let started = Instant::now();
+    let work = async {
+        let slot = spec.budget.for_new(None).await?;
+        let client = super::connect::connect_raw(spec, slot).await?;
+        probe_raw(&client).await.map_err(|e| Error::unavailable(spec.redact(&e.to_string())))
+    };
+    match tokio::time::timeout(within, work).await {
+        Ok(Ok(p)) => Outcome::Answered(p, started.elapsed()),
+        Ok(Err(e)) => Outcome::Failed(e.0.message.to_string()),
+        Err(_) => Outcome::Failed(format!("no answer within {} ms", within.as_millis())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn replicas(states: &[(State, u64)], pref: ReadPreference) -> Replicas {
         let cfg = crate::config::parse(
-            &serde_json::json!({"type": "postgresql", "postgresql": {"url": "postgresql://u@db/x"}}).to_string(),
+            &serde_json::json!({"type": "postgresql", "postgresql": {"url": "postgresql://u@db/x"}})
+                .to_string(),
         )
         .unwrap()
         .postgresql
@@ -657,14 +802,7 @@ mod tests {
             (&[(Down, 100)], 0, Replica, false, &["primary"; 4], Some(Unavailable)),
             (&[(Lagging, 100)], 0, Replica, false, &["primary"; 4], Some(Unavailable)),
             (&[(NotStandby, 100)], 0, Replica, false, &["primary"; 4], Some(Unavailable)),
-            (
-                &[(Up, 100), (Up, 100)],
-                0,
-                Replica,
-                false,
-                &["r0:5432", "r1:5432", "r0:5432", "r1:5432"],
-                None,
-            ),
+            (&[(Up, 100), (Up, 100)], 0, Replica, false, &["r0:5432", "r1:5432", "r0:5432", "r1:5432"], None),
             (&[(Up, 10), (Up, 100)], 50, Replica, false, &["r1:5432"; 4], None),
             (&[(Down, 100), (Up, 100)], 50, Replica, false, &["r1:5432"; 4], None),
             (&[(Up, 100)], 0, Any, false, &["r0:5432", "primary", "r0:5432", "primary"], None),
