@@ -85,12 +85,22 @@ impl PostgresBackend {
         // slot of the budget like every other connection (nothing else is open yet).
         let slot = spec.budget.for_new(None).await?;
         let conn = connect::connect(&spec, slot).await?;
+        // Whether this open changed the schema (then reads wait for a replica that has it, below).
+        let mut changed_schema = false;
         let schema_ready = if options.maintenance {
             false
         } else {
             let auto_run = cfg.migrations.enabled && cfg.migrations.auto_run;
-            migrations::with_wrapper(conn, move |w| {
-                crate::migrate::check(w, &migrations::MIGRATIONS, auto_run)
+            let tracking =
+                !pg.replicas.is_empty() && pg.read_preference != crate::config::ReadPreference::Primary;
+            changed_schema = migrations::with_wrapper(conn, move |w| {
+                let pending = if tracking {
+                    crate::migrate::pending(&crate::migrate::status(w, &migrations::MIGRATIONS)?).len()
+                } else {
+                    0
+                };
+                crate::migrate::check(w, &migrations::MIGRATIONS, auto_run)?;
+                Ok(pending > 0)
             })
             .await?;
             true
@@ -127,27 +137,31 @@ impl PostgresBackend {
             fresh,
             health: Mutex::new(None),
         };
-        if backend.replicas.tracking() {
-            // The schema (and this database) as of now must be on a replica before it serves this object.
-            backend.mark_now().await;
-            *backend.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(replicas::spawn(
-                backend.replicas.clone(),
-                backend.fresh.clone(),
-                backend.spec.clone(),
-                backend.pool.clone(),
-                backend.pg.pool.acquire_timeout_ms,
-            ));
-        }
         if schema_ready {
             let made =
                 partitions::ensure(&backend.pool, &backend.spec, backend.pg.partition_months_ahead).await?;
             if made > 0 {
+                changed_schema = true;
                 tracing::info!(created = made, "created executions partitions ahead of time");
             }
             *backend.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(partitions::keep_ahead(
                 backend.pool.clone(),
                 backend.spec.clone(),
                 backend.pg.partition_months_ahead,
+            ));
+        }
+        // Replicas start unknown (no reads) and the task probes them at once: open never waits for a standby.
+        if backend.replicas.tracking() {
+            if changed_schema {
+                // The schema as this open left it must be on a replica before it serves this object.
+                backend.mark_now().await;
+            }
+            *backend.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(replicas::spawn(
+                backend.replicas.clone(),
+                backend.fresh.clone(),
+                backend.spec.clone(),
+                backend.pool.clone(),
+                backend.pg.pool.acquire_timeout_ms,
             ));
         }
         tracing::info!(location = %backend.spec.location, "PostgreSQL storage opened");
