@@ -97,16 +97,21 @@ async fn own_writes_are_never_stale_while_replay_is_paused() {
 
     for i in 0..5 {
         let e = s.create_execution(new_execution("p", "1")).await.unwrap();
-        assert_eq!(s.get_execution(e.id).await.unwrap().status, ExecutionStatus::Pending, "round {i}");
-        let upd = ExecutionUpdate { status: Some(ExecutionStatus::Running), ..Default::default() };
+        assert_eq!(s.get_execution(e.id).await.unwrap().id, e.id, "round {i}: created execution missing");
+        let upd =
+            ExecutionUpdate { metadata: Some(doc(&format!("{{\"round\":{i}}}"))), ..Default::default() };
         s.update_execution(e.id, upd).await.unwrap();
-        let running =
-            s.list_executions(ExecutionFilter::default().status(ExecutionStatus::Running), page(100, None));
-        assert!(running.await.unwrap().items.iter().any(|x| x.id == e.id), "round {i}: update missing");
+        let listed = s.list_executions(ExecutionFilter::default(), page(100, None)).await.unwrap().items;
+        let mine = listed.iter().find(|x| x.id == e.id).expect("listed");
+        assert_eq!(
+            mine.metadata.as_ref().map(|m| m.as_str()),
+            Some(format!("{{\"round\":{i}}}").as_str()),
+            "round {i}: update missing"
+        );
         s.append_event(e.id, NewEvent::new(EventKind::StepResult, json!({"i": i}))).await.unwrap();
         assert_eq!(s.list_events(e.id).await.unwrap().len(), 1, "round {i}: event missing");
-        let p = s.put_pattern(new_pattern(&format!("pat{i}"), "1")).await.unwrap();
-        assert_eq!(s.get_pattern(&p.name, "1").await.unwrap().id, p.id, "round {i}");
+        let p = s.put_pattern(new_pattern(&format!("pat{i}"), "1.0.0")).await.unwrap();
+        assert_eq!(s.get_pattern(&p.name, "1.0.0").await.unwrap().id, p.id, "round {i}");
         s.append_audit(vec![audit(&format!("act{i}"), "me")]).await.unwrap();
         let found = s.query_audit(
             AuditQuery { action: Some(format!("act{i}")), ..Default::default() },
@@ -120,7 +125,8 @@ async fn own_writes_are_never_stale_while_replay_is_paused() {
     for _ in 0..10 {
         assert_eq!(reader.get_execution(old.id).await.unwrap().id, old.id);
     }
-    assert_eq!(reads(&reader).await.1 - before, 10, "reads without own writes stay on the replica");
+    let after = reads(&reader).await.1;
+    assert_eq!(after - before, 10, "reads without own writes stay on the replica: {}", hosts(&reader).await);
     let metrics = s.metrics_text().await.unwrap_or_default();
     r.resume_replay().await;
     s.shutdown().await.unwrap();

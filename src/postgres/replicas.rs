@@ -268,6 +268,14 @@ impl Freshness {
         }
     }
 
+    /// A primary position read by a probe that started at `seen`: settles an unknown state that was already set
+    /// then (and becomes the mark); changes nothing otherwise (a probe is not a write of this object).
+    pub fn settle(&self, seen: u64, lsn: u64) {
+        if seen != 0 {
+            self.advance(seen, lsn);
+        }
+    }
+
     /// A write failed after it was sent (it may have committed) or its mark could not be read.
     pub fn set_unknown(&self) {
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
@@ -506,7 +514,7 @@ pub async fn check(replicas: &Replicas, fresh: &Freshness, primary: (&ConnectSpe
     let primary_answered = match p {
         Outcome::Answered(lsn, _) => {
             replicas.add_sample(now, lsn);
-            fresh.advance(seen, lsn);
+            fresh.settle(seen, lsn);
             if !replicas.primary_up.swap(true, Ordering::Relaxed) {
                 tracing::info!(primary = %replicas.primary_host, "primary answers health probes again");
             }
@@ -860,6 +868,13 @@ mod tests {
         f.advance(f.seen(), 25);
         assert!(!f.is_unknown());
         assert_eq!(f.mark(), 30, "the mark never goes back");
+        // A probe while nothing is unknown is not a write: the mark stays.
+        f.settle(f.seen(), 99);
+        assert_eq!(f.mark(), 30);
+        f.set_unknown();
+        f.settle(f.seen(), 40);
+        assert!(!f.is_unknown());
+        assert_eq!(f.mark(), 40);
     }
 
     #[test]
