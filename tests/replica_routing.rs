@@ -199,3 +199,45 @@ async fn read_preference_primary_uses_no_replica() {
     s.shutdown().await.unwrap();
     pg::server().drop_database(&db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_shows_its_lag_and_catches_up() {
+    let r = pg::replica();
+    let _turn = r.exclusive().await;
+    let (s, config, db) = open_on_replica(json!({})).await;
+    let e = s.create_execution(new_execution("p", "1")).await.unwrap();
+    r.wait_caught_up(Duration::from_secs(10)).await;
+    until_replica_serves(&s, async || drop(s.get_execution(e.id).await.unwrap())).await;
+    r.pause_replay().await;
+    // Writes through another object: this one's own mark stays where the replica is.
+    let writer = plugin().open(&config).unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3500) {
+        writer.create_execution(new_execution("p", "1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h = hosts(&s).await;
+    let lag = h["hosts"][1]["replayLagMs"].as_u64().unwrap_or_else(|| panic!("{h}"));
+    // 3.5 s of unreplayed writes, measured by 1 s probes (the lag counts from the first probe that saw WAL
+    // beyond the replay position, as of the last probe).
+    assert!((1000..10_000).contains(&lag), "about 1.5 to 3.5 s behind: {h}");
+    assert!(h["hosts"][1]["replayLagBytes"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(h["hosts"][1]["state"], "up", "within the default maxReplicaLag of 10 s: {h}");
+    // Reads of what this object wrote (before the pause) still go to the replica.
+    let (_, before) = reads(&s).await;
+    s.get_execution(e.id).await.unwrap();
+    assert_eq!(reads(&s).await.1, before + 1, "{}", hosts(&s).await);
+    r.resume_replay().await;
+    let started = Instant::now();
+    loop {
+        let h = hosts(&s).await;
+        if h["hosts"][1]["replayLagMs"] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no lag once replay resumed: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writer.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
+    pg::server().drop_database(&db).await;
+}
