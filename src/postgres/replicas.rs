@@ -420,17 +420,11 @@ pub fn lag(samples: &VecDeque<(Instant, u64)>, replay: u64, now: Instant) -> Opt
     Some((now.saturating_duration_since(first), newest - replay))
 }
 
-#[derive(QueryableByName)]
-struct Lsn {
-    #[diesel(sql_type = BigInt)]
-    lsn: i64,
-}
-
 /// The primary's insert position (see [`INSERT_LSN_SQL`]) on `conn`.
 pub async fn insert_lsn(conn: &mut AsyncPgConnection) -> Result<u64> {
     use diesel_async::RunQueryDsl;
-    let row: Lsn = sql_query(format!("{INSERT_LSN_SQL} AS lsn")).get_result(conn).await?;
-    Ok(row.lsn.max(0) as u64)
+    let lsn: i64 = super::statements::CommitLsn.get_result(conn).await?;
+    Ok(lsn.max(0) as u64)
 }
 
 /// What a replica said about itself.
