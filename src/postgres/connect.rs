@@ -683,6 +683,46 @@ mod tests {
     }
 
     #[test]
+    fn every_host_gets_a_spec_of_its_own_with_the_shared_settings() {
+        let mut cfg = crate::config::parse(
+            &serde_json::json!({
+                "type": "postgresql",
+                "postgresql": {
+                    "url": "postgresql://u:Pw9secret@db:5432/x?sslmode=require&application_name=a",
+                    "replicas": [{"host": "r1"}, {"host": "r2", "port": 6432}],
+                    "readPreference": "replica",
+                    "pool": {"maxConnections": 3}
+                }
+            })
+            .to_string(),
+        )
+        .unwrap()
+        .postgresql
+        .unwrap();
+        cfg.url = Some(Secret::new("postgresql://u:Pw9secret@db:5432/x?sslmode=require&application_name=a"));
+        let (primary, replicas) = specs(&cfg, metrics()).unwrap();
+        assert_eq!(primary.location, "u@db:5432/x");
+        let locations: Vec<&str> = replicas.iter().map(|r| r.location.as_str()).collect();
+        assert_eq!(locations, ["u@r1:5432/x", "u@r2:6432/x"]);
+        for s in std::iter::once(&primary).chain(&replicas) {
+            assert_eq!(s.pg.get_hosts().len(), 1, "{}: one host each", s.location);
+            assert_eq!(s.pg.get_password(), Some("Pw9secret".as_bytes()));
+            assert_eq!(s.pg.get_dbname(), Some("x"));
+            assert_eq!(s.pg.get_application_name(), Some("parallax-storage"));
+            assert_eq!(s.pg.get_ssl_mode(), PgSslMode::Require);
+            assert!(s.tls.is_some());
+            assert_eq!(s.budget.max(), 3, "each host has maxConnections of its own");
+            assert_eq!(s.redact("x Pw9secret"), "x ***");
+        }
+        assert!(!Arc::ptr_eq(&replicas[0].budget, &replicas[1].budget));
+        // `primary` replaces the URL's host.
+        cfg.primary = Some(crate::config::HostPort { host: "p".into(), port: Some(5433) });
+        let (primary, _) = specs(&cfg, metrics()).unwrap();
+        assert_eq!(primary.location, "u@p:5433/x");
+        assert_eq!(primary.pg.get_hosts().len(), 1);
+    }
+
+    #[test]
     fn the_ssl_mode_is_the_configs_effective_mode() {
         let s = spec_of("postgresql://u@db/x");
         assert_eq!(s.pg.get_ssl_mode(), PgSslMode::Disable, "ssl.enabled is false by default");

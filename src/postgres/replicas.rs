@@ -114,8 +114,6 @@ pub struct HostHealth {
     replay_lsn: AtomicU64,
     /// [`NO_VALUE`] while unknown.
     lag_ms: AtomicU64,
-    lag_bytes: AtomicU64,
-    latency_us: AtomicU64,
     /// Reads this host served.
     pub reads: AtomicU64,
     /// Why it is down or refused (redacted).
@@ -128,8 +126,6 @@ impl Default for HostHealth {
             state: AtomicU8::new(State::Unknown as u8),
             replay_lsn: AtomicU64::new(0),
             lag_ms: AtomicU64::new(NO_VALUE),
-            lag_bytes: AtomicU64::new(NO_VALUE),
-            latency_us: AtomicU64::new(NO_VALUE),
             reads: AtomicU64::new(0),
             error: Mutex::new(None),
         }
@@ -173,7 +169,6 @@ impl HostHealth {
 
     fn forget_lag(&self) {
         self.lag_ms.store(NO_VALUE, Ordering::Relaxed);
-        self.lag_bytes.store(NO_VALUE, Ordering::Relaxed);
     }
 }
 
@@ -533,12 +528,10 @@ fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary_answ
         Outcome::Busy => {}
         Outcome::Failed(e) => {
             h.forget_lag();
-            h.latency_us.store(NO_VALUE, Ordering::Relaxed);
             r.set_state(State::Down, Some(&e));
             h.set_error(Some(e));
         }
-        Outcome::Answered(p, took) => {
-            h.latency_us.store(took.as_micros() as u64, Ordering::Relaxed);
+        Outcome::Answered(p, _) => {
             let replay = match (p.standby, p.replay) {
                 (true, Some(replay)) => replay.max(0) as u64,
                 _ => {
@@ -552,9 +545,8 @@ fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary_answ
             h.set_error(None);
             let measured = if primary_answered { replicas.lag_now(replay, now) } else { None };
             match measured {
-                Some((lag, bytes)) => {
+                Some((lag, _)) => {
                     h.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
-                    h.lag_bytes.store(bytes, Ordering::Relaxed);
                     r.set_state(if lag > replicas.max_lag { State::Lagging } else { State::Up }, None);
                 }
                 None => {
@@ -562,7 +554,6 @@ fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary_answ
                     // has; its lag is the age of the last transaction it replayed.
                     let age = p.replay_age.filter(|a| a.is_finite() && *a >= 0.0);
                     h.lag_ms.store(age.map_or(NO_VALUE, |a| (a * 1000.0) as u64), Ordering::Relaxed);
-                    h.lag_bytes.store(NO_VALUE, Ordering::Relaxed);
                     r.set_state(State::Up, None);
                 }
             }
