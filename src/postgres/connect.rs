@@ -175,9 +175,90 @@ fn location(pg: &tokio_postgres::Config) -> String {
     format!("{user}{}/{}", hosts.join(","), pg.get_dbname().unwrap_or(""))
 }
 
-/// The connection facts of `cfg`; `metrics` is the storage's registry, where the budget counts waits and acquire
-/// timeouts.
+/// The connection facts of `cfg`'s primary (tests); `metrics` is the storage's registry, where the budget counts waits
+/// and acquire timeouts.
+#[cfg(test)]
 pub fn spec(cfg: &PostgresConfig, metrics: Arc<crate::metrics::Metrics>) -> Result<ConnectSpec> {
+    Ok(specs(cfg, metrics)?.0)
+}
+
+/// One [`ConnectSpec`] per host, each with a budget of its own (`pool.maxConnections` per host): the primary
+/// (`primary`, else the top-level `host`/`port` or `url`) and each of `replicas` in configuration order. The
+/// replicas share the primary's user, password, database, TLS mode and CA; `verify-full` checks each host's
+/// certificate against that host's own name (tokio-postgres passes the name it connects to).
+pub fn specs(
+    cfg: &PostgresConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<(ConnectSpec, Vec<ConnectSpec>)> {
+    let base = base(cfg)?;
+    let make = |pg: tokio_postgres::Config| ConnectSpec {
+        location: redact(&location(&pg), &base.secrets),
+        pg,
+        tls: base.tls.clone(),
+        secrets: base.secrets.clone(),
+        budget: Arc::new(Budget::new(&cfg.pool, metrics.clone())),
+    };
+    let primary = match &cfg.primary {
+        Some(hp) => {
+            let mut pg = on_host(&base.pg, &hp.host, hp.port.unwrap_or(5432));
+            pg.target_session_attrs(base.pg.get_target_session_attrs());
+            pg
+        }
+        None => base.pg.clone(),
+    };
+    let replicas = cfg.replicas.iter().map(|hp| make(on_host(&base.pg, &hp.host, hp.port.unwrap_or(5432))));
+    let replicas = replicas.collect();
+    Ok((make(primary), replicas))
+}
+
+/// A new config for `host:port` with `base`'s settings (never a clone of `base` with the host changed:
+/// `Config::host` appends to the host list). `target_session_attrs` is not copied: a replica is read-only.
+fn on_host(base: &tokio_postgres::Config, host: &str, port: u16) -> tokio_postgres::Config {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(host).port(port);
+    if let Some(v) = base.get_user() {
+        pg.user(v);
+    }
+    if let Some(v) = base.get_password() {
+        pg.password(v);
+    }
+    if let Some(v) = base.get_dbname() {
+        pg.dbname(v);
+    }
+    if let Some(v) = base.get_options() {
+        pg.options(v);
+    }
+    if let Some(v) = base.get_application_name() {
+        pg.application_name(v);
+    }
+    if let Some(v) = base.get_connect_timeout() {
+        pg.connect_timeout(*v);
+    }
+    if let Some(v) = base.get_tcp_user_timeout() {
+        pg.tcp_user_timeout(*v);
+    }
+    if let Some(v) = base.get_keepalives_interval() {
+        pg.keepalives_interval(v);
+    }
+    if let Some(v) = base.get_keepalives_retries() {
+        pg.keepalives_retries(v);
+    }
+    pg.ssl_mode(base.get_ssl_mode())
+        .ssl_negotiation(base.get_ssl_negotiation())
+        .keepalives(base.get_keepalives())
+        .keepalives_idle(base.get_keepalives_idle())
+        .channel_binding(base.get_channel_binding());
+    pg
+}
+
+/// What every host's [`ConnectSpec`] shares: the settings (with the first host's address), TLS and secrets.
+struct Base {
+    pg: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    secrets: Vec<String>,
+}
+
+fn base(cfg: &PostgresConfig) -> Result<Base> {
     let mut ssl = cfg.ssl.clone();
     let mut secrets = Vec::new();
     let mut pg = match &cfg.url {
@@ -231,7 +312,6 @@ pub fn spec(cfg: &PostgresConfig, metrics: Arc<crate::metrics::Metrics>) -> Resu
     // Longest first, so a password is never half-replaced by a shorter spelling of itself.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
-    let location = redact(&location(&pg), &secrets);
     pg.application_name("parallax-storage")
         .connect_timeout(Duration::from_millis(cfg.pool.acquire_timeout_ms.max(1)))
         .options("-c TimeZone=UTC");
@@ -260,8 +340,7 @@ pub fn spec(cfg: &PostgresConfig, metrics: Arc<crate::metrics::Metrics>) -> Resu
             Some(client_config(verifier)?)
         }
     };
-    let budget = Arc::new(Budget::new(&cfg.pool, metrics));
-    Ok(ConnectSpec { pg, tls: tls.map(MakeRustlsConnect::new), location, secrets, budget })
+    Ok(Base { pg, tls: tls.map(MakeRustlsConnect::new), secrets })
 }
 
 fn provider() -> rustls::crypto::CryptoProvider {
@@ -467,6 +546,17 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
+    builder(cfg).build_unchecked(super::driven::Manager { spec })
+}
+
+/// A read replica's pool: the configured pool settings, except that a refused connect fails the checkout at
+/// once (the read goes to the primary instead of waiting out `acquireTimeout`) and no idle connections are
+/// kept open ahead of use (no reconnect storm against a standby that is down).
+pub fn replica_pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
+    builder(cfg).retry_connection(false).min_idle(Some(0)).build_unchecked(super::driven::Manager { spec })
+}
+
+fn builder(cfg: &PostgresConfig) -> bb8::Builder<super::driven::Manager> {
     let p = &cfg.pool;
     bb8::Pool::builder()
         .max_size(p.max_connections)
@@ -475,7 +565,6 @@ pub fn pool(spec: Arc<ConnectSpec>, cfg: &PostgresConfig) -> Pool {
         .max_lifetime(Some(Duration::from_millis(p.max_idle_time_ms.max(1))))
         // acquireTimeout + the budget's grace for a closed connection's permit (`budget.rs`).
         .connection_timeout(super::budget::wait(p))
-        .build_unchecked(super::driven::Manager { spec })
 }
 
 #[cfg(test)]
@@ -591,6 +680,46 @@ mod tests {
         server.join().unwrap();
         tokio::time::sleep(super::super::budget::SERVER_GRACE + Duration::from_millis(100)).await;
         assert!(!s.budget.exhausted());
+    }
+
+    #[test]
+    fn every_host_gets_a_spec_of_its_own_with_the_shared_settings() {
+        let mut cfg = crate::config::parse(
+            &serde_json::json!({
+                "type": "postgresql",
+                "postgresql": {
+                    "url": "postgresql://u:Pw9secret@db:5432/x?sslmode=require&application_name=a",
+                    "replicas": [{"host": "r1"}, {"host": "r2", "port": 6432}],
+                    "readPreference": "replica",
+                    "pool": {"maxConnections": 3}
+                }
+            })
+            .to_string(),
+        )
+        .unwrap()
+        .postgresql
+        .unwrap();
+        cfg.url = Some(Secret::new("postgresql://u:Pw9secret@db:5432/x?sslmode=require&application_name=a"));
+        let (primary, replicas) = specs(&cfg, metrics()).unwrap();
+        assert_eq!(primary.location, "u@db:5432/x");
+        let locations: Vec<&str> = replicas.iter().map(|r| r.location.as_str()).collect();
+        assert_eq!(locations, ["u@r1:5432/x", "u@r2:6432/x"]);
+        for s in std::iter::once(&primary).chain(&replicas) {
+            assert_eq!(s.pg.get_hosts().len(), 1, "{}: one host each", s.location);
+            assert_eq!(s.pg.get_password(), Some("Pw9secret".as_bytes()));
+            assert_eq!(s.pg.get_dbname(), Some("x"));
+            assert_eq!(s.pg.get_application_name(), Some("parallax-storage"));
+            assert_eq!(s.pg.get_ssl_mode(), PgSslMode::Require);
+            assert!(s.tls.is_some());
+            assert_eq!(s.budget.max(), 3, "each host has maxConnections of its own");
+            assert_eq!(s.redact("x Pw9secret"), "x ***");
+        }
+        assert!(!Arc::ptr_eq(&replicas[0].budget, &replicas[1].budget));
+        // `primary` replaces the URL's host.
+        cfg.primary = Some(crate::config::HostPort { host: "p".into(), port: Some(5433) });
+        let (primary, _) = specs(&cfg, metrics()).unwrap();
+        assert_eq!(primary.location, "u@p:5433/x");
+        assert_eq!(primary.pg.get_hosts().len(), 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::{
     budget::Raw,
     connect::{ConnectSpec, Pool},
     models::AuditRow,
+    replicas::Freshness,
 };
 use crate::{
     error::{Error, Result},
@@ -36,11 +37,14 @@ pub struct CopyPool {
     spec: Arc<ConnectSpec>,
     /// The diesel pool, whose idle connections a batch may close to make room.
     pool: Pool,
+    /// The storage object's read-your-writes mark, while reads may go to replicas: a batch records the
+    /// primary's insert position after its `COPY` committed.
+    fresh: Option<Arc<Freshness>>,
 }
 
 impl CopyPool {
-    pub fn new(spec: Arc<ConnectSpec>, pool: Pool) -> Self {
-        CopyPool { spec, pool }
+    pub fn new(spec: Arc<ConnectSpec>, pool: Pool, fresh: Option<Arc<Freshness>>) -> Self {
+        CopyPool { spec, pool, fresh }
     }
 
     async fn client(&self) -> Result<Client> {
@@ -53,14 +57,37 @@ impl CopyPool {
     /// Appends `rows` in one `COPY … FROM STDIN (FORMAT binary)`: all rows or none.
     pub async fn audit(&self, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
         let client = self.client().await?;
+        let seen = self.fresh.as_ref().map_or(0, |f| f.seen());
         let result = match copy_audit(&client, rows, details).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(fresh) = &self.fresh {
+                    match insert_lsn(&client).await {
+                        Some(lsn) => fresh.advance(seen, lsn),
+                        None => fresh.set_unknown(),
+                    }
+                }
+                Ok(())
+            }
             Err(e) if is_unique_violation(&client, &e) => Err(explain_conflict(&client, rows).await),
-            Err(e) => Err(copy_error(&client, &e)),
+            Err(e) => {
+                if let (Some(fresh), true) = (&self.fresh, client.is_closed() || e.is_closed()) {
+                    fresh.set_unknown(); // it may have committed
+                }
+                Err(copy_error(&client, &e))
+            }
         };
         self.spec.budget.put_back_copy(client);
         result
     }
+}
+
+/// The primary's WAL insert position after the `COPY` (one simple-protocol round trip).
+async fn insert_lsn(client: &Client) -> Option<u64> {
+    let messages = client.simple_query(super::replicas::INSERT_LSN_SQL).await.ok()?;
+    messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
+        _ => None,
+    })
 }
 
 /// The id key refused a row (the id is `audit_logs`' only unique key); the connection is still usable.

@@ -19,7 +19,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use super::PostgresBackend;
 use crate::{
     error::{Error, Result},
-    metrics::{Metrics, PoolState, Source, TableStat, TABLES},
+    metrics::{HostMetrics, Metrics, PoolState, RoutingMetrics, Source, TableStat, TABLES},
 };
 
 /// Rows and bytes of each named table: a partitioned table's leaf partitions summed (`pg_partition_tree`), a
@@ -71,16 +71,55 @@ impl Source for PostgresBackend {
         &self.metrics
     }
 
-    /// The query pool (audit `COPY` clients and cleanup sessions are not in it, though they share its
-    /// `maxConnections`); `waiting` also counts connects of those kinds waiting for a slot.
+    /// The query pools (audit `COPY` clients and cleanup sessions are not in them, though they share the
+    /// primary's `maxConnections`), summed over the primary and every read replica's pool; `waiting` also counts
+    /// connects of those kinds waiting for a slot.
     fn pool_state(&self) -> PoolState {
-        let state = self.pool.state();
-        let idle = u64::from(state.idle_connections);
-        PoolState {
-            active: u64::from(state.connections).saturating_sub(idle),
-            idle,
-            waiting: self.spec.budget.waiting(),
+        let mut out = PoolState { waiting: self.spec.budget.waiting(), ..PoolState::default() };
+        let replicas = self.replicas.list.iter().filter_map(|r| r.pool.as_ref().map(|p| (p, &r.spec)));
+        for (pool, spec) in std::iter::once((&self.pool, &self.spec)).chain(replicas) {
+            let state = pool.state();
+            let idle = u64::from(state.idle_connections);
+            out.active += u64::from(state.connections).saturating_sub(idle);
+            out.idle += idle;
+            if !std::ptr::eq(spec, &self.spec) {
+                out.waiting += spec.budget.waiting();
+            }
         }
+        out
+    }
+
+    /// The router's counters and each replica's last probed state: no query. `None` without replicas.
+    fn routing(&self) -> Option<RoutingMetrics> {
+        use super::replicas::State;
+        let r = &self.replicas;
+        if r.list.is_empty() {
+            return None;
+        }
+        let max_lag = Some(r.max_lag.as_secs_f64());
+        let mut hosts = vec![HostMetrics {
+            host: r.primary_host.clone(),
+            role: "primary",
+            reads: r.primary_read_count(),
+            up: None,
+            lag_seconds: None,
+            max_lag_seconds: None,
+        }];
+        for x in &r.list {
+            let state = x.health.state();
+            // Reachable and a standby (lagging included: its lag has a gauge and an alert of its own). Not
+            // probed at all with readPreference primary.
+            let reachable = matches!(state, State::Up | State::Lagging);
+            hosts.push(HostMetrics {
+                host: x.host.clone(),
+                role: "replica",
+                reads: x.health.read_count(),
+                up: r.tracking().then_some(reachable),
+                lag_seconds: if reachable { x.health.lag_ms().map(|ms| ms as f64 / 1000.0) } else { None },
+                max_lag_seconds: max_lag,
+            });
+        }
+        Some(RoutingMetrics { hosts, fallbacks: r.fallbacks() })
     }
 
     async fn table_stats(&self) -> Result<Vec<TableStat>> {

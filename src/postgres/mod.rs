@@ -21,6 +21,7 @@ mod migrations;
 mod models;
 mod partitions;
 mod queries;
+mod replicas;
 mod retention;
 mod statements;
 #[rustfmt::skip]
@@ -41,8 +42,11 @@ use std::{
 use diesel_async::AsyncPgConnection;
 use parallax_storage_abi::OpenOptions;
 
-use self::connect::{ConnectSpec, Pool};
 pub use self::statements::lifecycle_sql;
+use self::{
+    connect::{ConnectSpec, Pool},
+    replicas::{Freshness, Replica, Replicas, Target},
+};
 use crate::{
     config::{PostgresConfig, StorageConfig},
     error::{Error, Result},
@@ -61,6 +65,12 @@ pub struct PostgresBackend {
     maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// This storage's registry, shared with the connection budget (which counts waits and acquire timeouts).
     metrics: Arc<crate::metrics::Metrics>,
+    /// The read replicas and the router's state (empty without `storage.postgresql.replicas`).
+    replicas: Arc<Replicas>,
+    /// This storage object's read-your-writes mark ([`replicas::Freshness`]).
+    fresh: Arc<Freshness>,
+    /// The replicas' health task (only while reads may go to replicas); aborted at shutdown.
+    health: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PostgresBackend {
@@ -69,34 +79,89 @@ impl PostgresBackend {
             Error::invalid("config: storage.type is postgresql but storage.postgresql is not set")
         })?;
         let metrics = Arc::new(crate::metrics::Metrics::new(&cfg.metrics, "postgresql"));
-        let spec = Arc::new(connect::spec(&pg, metrics.clone())?);
+        let (spec, replica_specs) = connect::specs(&pg, metrics.clone())?;
+        let spec = Arc::new(spec);
         // One direct connection first: a clear error if the server is unreachable or refuses us. It takes a
         // slot of the budget like every other connection (nothing else is open yet).
         let slot = spec.budget.for_new(None).await?;
         let conn = connect::connect(&spec, slot).await?;
+        // Whether this open changed the schema (then reads wait for a replica that has it, below).
+        let mut changed_schema = false;
         let schema_ready = if options.maintenance {
             false
         } else {
             let auto_run = cfg.migrations.enabled && cfg.migrations.auto_run;
-            migrations::with_wrapper(conn, move |w| {
-                crate::migrate::check(w, &migrations::MIGRATIONS, auto_run)
+            let tracking =
+                !pg.replicas.is_empty() && pg.read_preference != crate::config::ReadPreference::Primary;
+            changed_schema = migrations::with_wrapper(conn, move |w| {
+                let pending = if tracking {
+                    crate::migrate::pending(&crate::migrate::status(w, &migrations::MIGRATIONS)?).len()
+                } else {
+                    0
+                };
+                crate::migrate::check(w, &migrations::MIGRATIONS, auto_run)?;
+                Ok(pending > 0)
             })
             .await?;
             true
         };
         let pool = connect::pool(spec.clone(), &pg);
-        let copy = copy::CopyPool::new(spec.clone(), pool.clone());
-        let backend = PostgresBackend { cfg, pg, spec, pool, copy, maintenance: Mutex::new(None), metrics };
+        let reads_on_replicas = pg.read_preference != crate::config::ReadPreference::Primary;
+        let list = replica_specs
+            .into_iter()
+            .map(|s| {
+                let s = Arc::new(s);
+                // No pool (and no connection) for a replica that receives no reads.
+                let pool = reads_on_replicas.then(|| connect::replica_pool(s.clone(), &pg));
+                Replica::new(s, pool)
+            })
+            .collect();
+        let replicas = Arc::new(Replicas::new(
+            list,
+            pg.read_preference,
+            pg.max_replica_lag_ms,
+            replicas::host_port(&spec.pg),
+        ));
+        let fresh = Arc::new(Freshness::default());
+        let copy =
+            copy::CopyPool::new(spec.clone(), pool.clone(), replicas.tracking().then(|| fresh.clone()));
+        let backend = PostgresBackend {
+            cfg,
+            pg,
+            spec,
+            pool,
+            copy,
+            maintenance: Mutex::new(None),
+            metrics,
+            replicas,
+            fresh,
+            health: Mutex::new(None),
+        };
         if schema_ready {
             let made =
                 partitions::ensure(&backend.pool, &backend.spec, backend.pg.partition_months_ahead).await?;
             if made > 0 {
+                changed_schema = true;
                 tracing::info!(created = made, "created executions partitions ahead of time");
             }
             *backend.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(partitions::keep_ahead(
                 backend.pool.clone(),
                 backend.spec.clone(),
                 backend.pg.partition_months_ahead,
+            ));
+        }
+        // Replicas start unknown (no reads) and the task probes them at once: open never waits for a standby.
+        if backend.replicas.tracking() {
+            if changed_schema {
+                // The schema as this open left it must be on a replica before it serves this object.
+                backend.mark_now().await;
+            }
+            *backend.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(replicas::spawn(
+                backend.replicas.clone(),
+                backend.fresh.clone(),
+                backend.spec.clone(),
+                backend.pool.clone(),
+                backend.pg.pool.acquire_timeout_ms,
             ));
         }
         tracing::info!(location = %backend.spec.location, "PostgreSQL storage opened");
@@ -107,19 +172,28 @@ impl PostgresBackend {
     /// configured acquireTimeout. Counted as a waiting request while it waits, and as an acquire timeout when it
     /// gives up ([`budget::Budget::pooled`]).
     async fn conn(&self) -> Result<bb8::PooledConnection<'_, driven::Manager>> {
-        match self.spec.budget.pooled(&self.pool).await {
+        self.conn_on(&self.spec, &self.pool).await
+    }
+
+    /// [`PostgresBackend::conn`] on any host's pool.
+    async fn conn_on<'p>(
+        &self,
+        spec: &ConnectSpec,
+        pool: &'p Pool,
+    ) -> Result<bb8::PooledConnection<'p, driven::Manager>> {
+        match spec.budget.pooled(pool).await {
             Ok(c) => Ok(c),
-            Err(bb8::RunError::User(e)) => Err(self.spec.cannot_connect(e)),
+            Err(bb8::RunError::User(e)) => Err(spec.cannot_connect(e)),
             Err(bb8::RunError::TimedOut) => {
-                let state = self.pool.state();
+                let state = pool.state();
                 let ms = self.pg.pool.acquire_timeout_ms;
-                if state.connections >= self.pg.pool.max_connections || self.spec.budget.exhausted() {
+                if state.connections >= self.pg.pool.max_connections || spec.budget.exhausted() {
                     Err(Error::new(
                         parallax_storage_abi::ErrorKind::Timeout,
                         format!(
                             "no PostgreSQL connection free within {ms} ms: all {} connections are busy ({} \
                              pooled, the rest audit COPY or migrations; storage.postgresql.pool.maxConnections)",
-                            self.spec.budget.max(),
+                            spec.budget.max(),
                             state.connections
                         ),
                     ))
@@ -127,7 +201,7 @@ impl PostgresBackend {
                     Err(Error::unavailable(format!(
                         "PostgreSQL at {} did not accept a connection within {ms} ms (server down or \
                          unreachable?)",
-                        self.spec.location
+                        spec.location
                     )))
                 }
             }
@@ -140,11 +214,117 @@ impl PostgresBackend {
     /// pending (diesel-async keeps no SQLSTATE, so the database is asked).
     async fn with_conn<T>(&self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn().await?;
-        match conn.run(f).await {
-            Err(e) if conn.lost() => Err(Error::connection_lost(format!(
-                "(PostgreSQL at {}): {}",
-                self.spec.location, e.0.message
-            ))),
+        let out = conn.run(f).await;
+        self.classify(&self.spec, &mut conn, out).await
+    }
+
+    /// [`PostgresBackend::with_conn`] for a write: while reads may go to replicas, the primary's WAL insert
+    /// position is read on the same connection after the write committed and becomes this object's mark
+    /// (read-your-writes); a write that failed after it was sent may have committed, so the mark is then unknown
+    /// until a later position settles it. Without replicas, exactly `with_conn`.
+    async fn with_write<T>(&self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
+        if !self.replicas.tracking() {
+            return self.with_conn(f).await;
+        }
+        let seen = self.fresh.seen();
+        let mut conn = self.conn().await?;
+        let out = conn.run(f).await;
+        match &out {
+            Ok(_) => match conn.run(async |c| replicas::insert_lsn(c).await).await {
+                Ok(lsn) => self.fresh.advance(seen, lsn),
+                Err(_) => self.fresh.set_unknown(),
+            },
+            Err(e) if conn.lost() || e.kind() == parallax_storage_abi::ErrorKind::Unavailable => {
+                self.fresh.set_unknown()
+            }
+            Err(_) => {}
+        }
+        self.classify(&self.spec, &mut conn, out).await
+    }
+
+    /// Reads the primary's WAL insert position now and makes it this object's mark, after work that committed
+    /// on other connections (migrations, cleanup, archive); unknown if it cannot be read. Only while tracking.
+    async fn mark_now(&self) {
+        if !self.replicas.tracking() {
+            return;
+        }
+        let seen = self.fresh.seen();
+        match self.with_conn(async |c| replicas::insert_lsn(c).await).await {
+            Ok(lsn) => self.fresh.advance(seen, lsn),
+            Err(_) => self.fresh.set_unknown(),
+        }
+    }
+
+    /// A plain read (the ten routed contract reads): on the host [`Replicas::pick`] chooses. A read that fails on
+    /// a replica for a reason other than its answer (connection, timeout, a server error such as a conflict with
+    /// recovery) is retried once on the primary: a replica never makes a read fail while the primary answers.
+    /// The replica's checkout waits at most `acquireTimeout`, and never more than a second.
+    async fn with_read<T>(&self, f: impl AsyncFn(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
+        let target = self.replicas.pick(&self.fresh).0;
+        if let Target::Replica(r) = target {
+            if let Some(pool) = &r.pool {
+                match self.read_on(r, pool, &f).await {
+                    Ok(answer) => {
+                        r.health.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return answer;
+                    }
+                    Err(e) => {
+                        tracing::debug!(replica = %r.host, error = %e, "read failed on a replica; retrying on the primary");
+                        self.replicas.count_fallback(replicas::Fallback::Error);
+                    }
+                }
+            }
+        }
+        self.replicas.primary_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.with_conn(async |c| f(c).await).await
+    }
+
+    /// `f` on replica `r`: `Ok` with its answer (which may be an error such as not found), or `Err` when the
+    /// replica could not answer and the primary should be asked.
+    async fn read_on<T>(
+        &self,
+        r: &Replica,
+        pool: &Pool,
+        f: &impl AsyncFn(&mut AsyncPgConnection) -> Result<T>,
+    ) -> std::result::Result<Result<T>, Error> {
+        use parallax_storage_abi::ErrorKind as K;
+        let within = Duration::from_millis(self.pg.pool.acquire_timeout_ms.max(1)).min(REPLICA_CHECKOUT);
+        let mut conn = match tokio::time::timeout(within, self.conn_on(&r.spec, pool)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                replicas::read_failed(r, &e, e.kind() == K::Unavailable);
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    K::Timeout,
+                    format!("no connection to replica {} within {} ms", r.host, within.as_millis()),
+                ))
+            }
+        };
+        let out = conn.run(async |c| f(c).await).await;
+        let lost = out.is_err() && conn.lost();
+        let out = self.classify(&r.spec, &mut conn, out).await;
+        match out {
+            Err(e) if !matches!(e.kind(), K::NotFound | K::InvalidInput | K::Conflict | K::Unsupported) => {
+                replicas::read_failed(r, &e, lost);
+                Err(e)
+            }
+            answer => Ok(answer),
+        }
+    }
+
+    /// The error kind of `out` from `conn`'s state (see [`PostgresBackend::with_conn`]).
+    async fn classify<T>(
+        &self,
+        spec: &ConnectSpec,
+        conn: &mut bb8::PooledConnection<'_, driven::Manager>,
+        out: Result<T>,
+    ) -> Result<T> {
+        match out {
+            Err(e) if conn.lost() => {
+                Err(Error::connection_lost(format!("(PostgreSQL at {}): {}", spec.location, e.0.message)))
+            }
             Err(e) if e.kind() == parallax_storage_abi::ErrorKind::Internal => {
                 let pending = conn.run(async |c| migrations::pending(c).await).await;
                 match pending {
@@ -153,7 +333,7 @@ impl PostgresBackend {
                     }
                     _ if conn.lost() => Err(Error::connection_lost(format!(
                         "(PostgreSQL at {}): {}",
-                        self.spec.location, e.0.message
+                        spec.location, e.0.message
                     ))),
                     _ => Err(e),
                 }
@@ -175,8 +355,10 @@ impl PostgresBackend {
     }
 
     fn stop_maintenance(&self) {
-        if let Some(task) = self.maintenance.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
+        for task in [&self.maintenance, &self.health] {
+            if let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
         }
     }
 }
@@ -186,6 +368,9 @@ impl Drop for PostgresBackend {
         self.stop_maintenance();
     }
 }
+
+/// The longest a read waits for a replica's connection before it goes to the primary.
+const REPLICA_CHECKOUT: Duration = Duration::from_secs(1);
 
 /// How often the partition task checks that enough months exist ahead.
 const KEEP_AHEAD_EVERY: Duration = Duration::from_secs(6 * 3600);

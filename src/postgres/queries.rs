@@ -109,6 +109,37 @@ fn apply_filter<'a, ST: 'a>(
     q
 }
 
+/// The audit page query of `q`, after the `(timestamp, id)` cursor `after`.
+fn audit_query<'a>(
+    q: &AuditQuery,
+    after: Option<(PgTimestamp, Uuid)>,
+) -> audit_logs::BoxedQuery<'a, Pg, diesel::dsl::SqlTypeOf<diesel::dsl::AsSelect<AuditRow, Pg>>> {
+    let mut b = audit_logs::table.select(AuditRow::as_select()).into_boxed();
+    if let RSome(v) = &q.actor {
+        b = b.filter(audit_logs::actor.eq(v.to_string()));
+    }
+    if let RSome(v) = &q.action {
+        b = b.filter(audit_logs::action.eq(v.to_string()));
+    }
+    if let RSome(v) = &q.resource_type {
+        b = b.filter(audit_logs::resource_type.eq(v.to_string()));
+    }
+    if let RSome(v) = &q.resource_id {
+        b = b.filter(audit_logs::resource_id.eq(v.to_string()));
+    }
+    if let RSome(v) = q.from {
+        b = b.filter(audit_logs::timestamp.ge(to_pg(v)));
+    }
+    if let RSome(v) = q.until {
+        b = b.filter(audit_logs::timestamp.lt(to_pg(v)));
+    }
+    if let Some((ts, id)) = after {
+        b = b
+            .filter(audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))));
+    }
+    b
+}
+
 /// A tsquery requiring every term: `a & b` (terms are letters and digits only).
 fn ts_query(terms: &[String]) -> String {
     terms.join(" & ")
@@ -135,7 +166,11 @@ impl PostgresBackend {
         F: FnOnce(&mut migrations::Wrapper) -> Result<T> + Send + 'static,
     {
         let conn = self.migration_conn().await?;
-        migrations::with_wrapper(conn, f).await
+        let out = migrations::with_wrapper(conn, f).await;
+        // A migrated schema must be on a replica before it serves this object (also after a failed step: the
+        // steps before it committed).
+        self.mark_now().await;
+        out
     }
 }
 
@@ -143,7 +178,7 @@ impl Contract for PostgresBackend {
     async fn put_pattern(&self, p: NewPattern, _id_from_client: bool) -> Result<Pattern> {
         let pattern = rules::stored_pattern(p, now_micros());
         let row = PatternRow::from_pattern(&pattern)?;
-        self.with_conn(async move |conn| {
+        self.with_write(async move |conn| {
             diesel::insert_into(patterns::table).values(&row).execute(conn).await.map_err(|e| {
                 // `patterns_name_version_key` or `patterns_pkey` (the id).
                 let on_name_version = violated_constraint(&e).is_some_and(|c| c.contains("name"));
@@ -157,7 +192,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn get_pattern(&self, name: String, version: String) -> Result<Pattern> {
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             patterns::table
                 .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
                 .select(PatternRow::as_select())
@@ -171,7 +206,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn pattern_versions(&self, name: String) -> Result<Vec<Pattern>> {
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             let rows = patterns::table
                 .filter(patterns::name.eq(&name))
                 .select(PatternRow::as_select())
@@ -183,7 +218,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn patterns_after(&self, page: Page<String>) -> Result<Vec<Pattern>> {
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             let mut names =
                 patterns::table.select(patterns::name).distinct().order(patterns::name).into_boxed();
             if let Some(after) = &page.after {
@@ -202,7 +237,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn delete_pattern(&self, name: String, version: String) -> Result<()> {
-        self.with_conn(async move |conn| {
+        self.with_write(async move |conn| {
             let n = diesel::delete(
                 patterns::table.filter(patterns::name.eq(&name).and(patterns::version.eq(&version))),
             )
@@ -220,7 +255,7 @@ impl Contract for PostgresBackend {
         let id = uuid(e.id.as_ref().into_option().map(|s| s.as_str()).unwrap_or_default())?;
         let tags = Value::from(e.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>());
         let started_at = e.started_at.unwrap_or_default();
-        self.with_conn(async move |conn| {
+        self.with_write(async move |conn| {
             // One prepared statement, one round trip; the documents go as the adapter's validated text.
             let stmt = InsertExecution {
                 id,
@@ -253,7 +288,7 @@ impl Contract for PostgresBackend {
         let status = u.status.map(|s| s.as_str().to_string()).into_option();
         let (output, error, metadata) = (raw(&u.output), raw(&u.error), raw(&u.metadata));
         let u = &u;
-        self.with_conn(async move |conn| {
+        self.with_write(async move |conn| {
             for (lo, hi) in id_ranges(&id) {
                 let stmt = UpdateExecution { id, status: status.as_deref(), output, error, metadata, lo, hi };
                 let rows: Vec<ExecutionRow> = stmt.load(conn).await?;
@@ -275,7 +310,7 @@ impl Contract for PostgresBackend {
         let completed_at = c.completed_at;
         let (output, error) = (raw(&c.output), raw(&c.error));
         let c = &c;
-        self.with_conn(async move |conn| {
+        self.with_write(async move |conn| {
             for (lo, hi) in id_ranges(&id) {
                 let stmt = CompleteExecution {
                     id,
@@ -303,18 +338,24 @@ impl Contract for PostgresBackend {
 
     async fn get_execution(&self, id: String) -> Result<Execution> {
         let id = uuid(&id)?;
-        self.with_conn(async move |conn| Execution::try_from(find_execution(conn, &id, false).await?)).await
+        self.with_read(async move |conn| Execution::try_from(find_execution(conn, &id, false).await?)).await
     }
 
     async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
-        let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
-        if let Some((ts, id)) = page.after {
-            let (ts, id) = (to_pg(ts), uuid(&id)?);
-            q = q.filter(
-                executions::started_at.lt(ts).or(executions::started_at.eq(ts).and(executions::id.lt(id))),
-            );
-        }
-        self.with_conn(async move |conn| {
+        let after = match page.after {
+            Some((ts, id)) => Some((to_pg(ts), uuid(&id)?)),
+            None => None,
+        };
+        // Built per attempt: a read that failed on a replica runs again on the primary.
+        self.with_read(async move |conn| {
+            let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
+            if let Some((ts, id)) = after {
+                q = q.filter(
+                    executions::started_at
+                        .lt(ts)
+                        .or(executions::started_at.eq(ts).and(executions::id.lt(id))),
+                );
+            }
             let query = q.order((executions::started_at.desc(), executions::id.desc()));
             let rows: Vec<ExecutionRow> =
                 LiteralLimit { query, limit: page.limit as i64 + 1 }.load(conn).await?;
@@ -324,7 +365,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn count_executions(&self, f: ExecutionFilter) -> Result<u64> {
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             let n: i64 =
                 apply_filter(executions::table.select(count_star()).into_boxed(), &f).first(conn).await?;
             Ok(n as u64)
@@ -340,7 +381,7 @@ impl Contract for PostgresBackend {
     ) -> Result<ExecutionEvent> {
         let (eid, id) = (uuid(&execution_id)?, uuid(&event_id)?);
         let payload = json(&e.payload)?;
-        self.with_conn(async move |conn| {
+        self.with_write(async move |conn| {
             let row = conn
                 .transaction::<_, Error, _>(async |conn| {
                     // Locking the execution row serialises appends (seq numbering) and completion.
@@ -372,7 +413,7 @@ impl Contract for PostgresBackend {
 
     async fn list_events(&self, execution_id: String) -> Result<Vec<ExecutionEvent>> {
         let eid = uuid(&execution_id)?;
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             // The execution first (one partition for a UUIDv7 id): its started_at is the events' partition key.
             let exec = find_execution(conn, &eid, false).await?;
             let rows = execution_events::table
@@ -396,33 +437,13 @@ impl Contract for PostgresBackend {
     }
 
     async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
-        let mut b = audit_logs::table.select(AuditRow::as_select()).into_boxed();
-        if let RSome(v) = &q.actor {
-            b = b.filter(audit_logs::actor.eq(v.to_string()));
-        }
-        if let RSome(v) = &q.action {
-            b = b.filter(audit_logs::action.eq(v.to_string()));
-        }
-        if let RSome(v) = &q.resource_type {
-            b = b.filter(audit_logs::resource_type.eq(v.to_string()));
-        }
-        if let RSome(v) = &q.resource_id {
-            b = b.filter(audit_logs::resource_id.eq(v.to_string()));
-        }
-        if let RSome(v) = q.from {
-            b = b.filter(audit_logs::timestamp.ge(to_pg(v)));
-        }
-        if let RSome(v) = q.until {
-            b = b.filter(audit_logs::timestamp.lt(to_pg(v)));
-        }
-        if let Some((ts, id)) = page.after {
-            let (ts, id): (PgTimestamp, Uuid) = (to_pg(ts), uuid(&id)?);
-            b = b.filter(
-                audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))),
-            );
-        }
-        self.with_conn(async move |conn| {
-            let query = b.order((audit_logs::timestamp.desc(), audit_logs::id.desc()));
+        let after = match page.after {
+            Some((ts, id)) => Some((to_pg(ts), uuid(&id)?)),
+            None => None,
+        };
+        // Built per attempt: a read that failed on a replica runs again on the primary.
+        self.with_read(async move |conn| {
+            let query = audit_query(&q, after).order((audit_logs::timestamp.desc(), audit_logs::id.desc()));
             let rows: Vec<AuditRow> = LiteralLimit { query, limit: page.limit as i64 + 1 }.load(conn).await?;
             Ok(rows.into_iter().map(AuditEntry::from).collect())
         })
@@ -458,7 +479,7 @@ impl Contract for PostgresBackend {
         terms: Vec<String>,
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             let hits: Vec<ExecutionHitRow> = sql_query(
                 "SELECT e.id, e.pattern_name, e.pattern_version, e.status, e.input, e.output, e.error, e.started_at, \
                  e.completed_at, e.duration_ms, e.metadata, e.tags, ts_rank(e.search_vector, q)::float8 AS rank \
@@ -476,7 +497,7 @@ impl Contract for PostgresBackend {
     }
 
     async fn search_patterns(&self, terms: Vec<String>, page: Page<usize>) -> Result<Vec<(Pattern, f64)>> {
-        self.with_conn(async move |conn| {
+        self.with_read(async move |conn| {
             let hits: Vec<PatternHitRow> = sql_query(
                 "SELECT p.id, p.name, p.version, p.description, p.definition, p.created_at, p.created_by, \
                  ts_rank(p.search_vector, q)::float8 AS rank \
@@ -517,6 +538,10 @@ impl Contract for PostgresBackend {
             pending_migrations: migrate::pending(&status).len() as u32,
             warnings: self.cfg.warnings().into_iter().map(Into::into).collect(),
         })
+    }
+
+    async fn hosts_report(&self) -> Result<hosts::HostsReport> {
+        self.hosts_now().await
     }
 
     async fn shutdown(&self) -> Result<()> {

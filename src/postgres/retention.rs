@@ -1077,10 +1077,14 @@ impl Store for PostgresBackend {
     }
 
     async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
-        match sel.target {
+        let out = match sel.target {
             CleanupTarget::Executions => self.cleanup_executions(&sel, &tally).await,
             CleanupTarget::AuditLogs => self.cleanup_audit(&sel, &tally).await,
-        }
+        };
+        // Reads through this object must not see the removed rows on a replica (also after a failure: the
+        // batches before it committed).
+        self.mark_now().await;
+        out
     }
 
     async fn lock_runner(&self) -> Result<Option<RunnerLock>> {
@@ -1145,6 +1149,9 @@ impl Store for PostgresBackend {
                 ],
             )
             .await;
+        if result.is_ok() {
+            self.mark_now().await;
+        }
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Error::conflict(format!(

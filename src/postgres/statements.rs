@@ -181,6 +181,27 @@ impl QueryFragment<Pg> for CompleteExecution<'_> {
 
 statement!(InsertExecution, GuardedInsert, UpdateExecution, CompleteExecution);
 
+/// The primary's WAL insert position in bytes ([`super::replicas::INSERT_LSN_SQL`]), read after a write commits
+/// while reads may go to replicas: prepared once per connection like the write statements, so the mark costs
+/// one round trip and no parse.
+pub struct CommitLsn;
+
+impl QueryId for CommitLsn {
+    type QueryId = CommitLsn;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for CommitLsn {
+    type SqlType = BigInt;
+}
+
+impl QueryFragment<Pg> for CommitLsn {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(super::replicas::INSERT_LSN_SQL);
+        Ok(())
+    }
+}
+
 /// `<query> LIMIT <n>` with the limit written into the SQL instead of bound. With `LIMIT $n` PostgreSQL cannot
 /// cost a generic plan (it assumes a tenth of the rows), so it plans a page query on the partitioned table anew
 /// at every call (~650 µs over 7 partitions, measured) where a literal limit lets it reuse one plan. Cached
