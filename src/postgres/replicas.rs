@@ -466,7 +466,9 @@ pub async fn on_pool<T>(
 ) -> Outcome<T> {
     let started = Instant::now();
     let work = async {
-        let mut conn = match spec.budget.pooled(pool).await {
+        // Straight from the pool: a probe is background work, not a caller waiting for a connection (the
+        // pool's waiting gauge and acquire-timeout counter are about callers).
+        let mut conn = match pool.get().await {
             Ok(c) => c,
             Err(bb8::RunError::User(e)) => return Err(Some(spec.redact(&e.to_string()))),
             Err(bb8::RunError::TimedOut) => return Err(None),
