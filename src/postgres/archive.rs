@@ -540,7 +540,7 @@ impl Store for PostgresBackend {
             }
         }
         .await;
-        self.mark_now().await;
+        self.mark_now();
         out
     }
 
@@ -561,7 +561,7 @@ impl Store for PostgresBackend {
             Ok(Deleted { rows, events: 0 })
         }
         .await;
-        self.mark_now().await;
+        self.mark_now();
         out
     }
 
@@ -729,7 +729,7 @@ impl Store for PostgresBackend {
             Ok(Imported { inserted, skipped: records.len() as u64 - inserted, events_inserted })
         }
         .await;
-        self.mark_now().await;
+        self.mark_now();
         out
     }
 
@@ -809,7 +809,7 @@ impl Store for PostgresBackend {
             Ok(Imported { inserted, skipped: entries.len() as u64 - inserted, events_inserted: 0 })
         }
         .await;
-        self.mark_now().await;
+        self.mark_now();
         out
     }
 }

@@ -57,21 +57,17 @@ impl CopyPool {
     /// Appends `rows` in one `COPY … FROM STDIN (FORMAT binary)`: all rows or none.
     pub async fn audit(&self, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
         let client = self.client().await?;
-        let seen = self.fresh.as_ref().map_or(0, |f| f.seen());
         let result = match copy_audit(&client, rows, details).await {
             Ok(()) => {
                 if let Some(fresh) = &self.fresh {
-                    match insert_lsn(&client).await {
-                        Some(lsn) => fresh.advance(seen, lsn),
-                        None => fresh.set_unknown(),
-                    }
+                    fresh.wrote();
                 }
                 Ok(())
             }
             Err(e) if is_unique_violation(&client, &e) => Err(explain_conflict(&client, rows).await),
             Err(e) => {
                 if let (Some(fresh), true) = (&self.fresh, client.is_closed() || e.is_closed()) {
-                    fresh.set_unknown(); // it may have committed
+                    fresh.wrote(); // it may have committed
                 }
                 Err(copy_error(&client, &e))
             }
@@ -79,15 +75,6 @@ impl CopyPool {
         self.spec.budget.put_back_copy(client);
         result
     }
-}
-
-/// The primary's WAL insert position after the `COPY` (one simple-protocol round trip).
-async fn insert_lsn(client: &Client) -> Option<u64> {
-    let messages = client.simple_query(super::replicas::INSERT_LSN_SQL).await.ok()?;
-    messages.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
-        _ => None,
-    })
 }
 
 /// The id key refused a row (the id is `audit_logs`' only unique key); the connection is still usable.

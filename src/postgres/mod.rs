@@ -122,7 +122,11 @@ impl PostgresBackend {
             pg.max_replica_lag_ms,
             replicas::host_port(&spec.pg),
         ));
-        let fresh = Arc::new(Freshness::default());
+        let fresh = Arc::new(Freshness::new(
+            spec.clone(),
+            pool.clone(),
+            replicas::probe_timeout(pg.pool.acquire_timeout_ms),
+        ));
         let copy =
             copy::CopyPool::new(spec.clone(), pool.clone(), replicas.tracking().then(|| fresh.clone()));
         let backend = PostgresBackend {
@@ -154,7 +158,7 @@ impl PostgresBackend {
         if backend.replicas.tracking() {
             if changed_schema {
                 // The schema as this open left it must be on a replica before it serves this object.
-                backend.mark_now().await;
+                backend.mark_now();
             }
             *backend.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(replicas::spawn(
                 backend.replicas.clone(),
@@ -218,40 +222,32 @@ impl PostgresBackend {
         self.classify(&self.spec, &mut conn, out).await
     }
 
-    /// [`PostgresBackend::with_conn`] for a write: while reads may go to replicas, the primary's WAL insert
-    /// position is read on the same connection after the write committed and becomes this object's mark
-    /// (read-your-writes); a write that failed after it was sent may have committed, so the mark is then unknown
-    /// until a later position settles it. Without replicas, exactly `with_conn`.
+    /// [`PostgresBackend::with_conn`] for a write: while reads may go to replicas, a write that finished
+    /// (committed, or failed after it was sent: it may have committed) is counted for this object's
+    /// read-your-writes mark ([`Freshness::wrote`]), which a coalescing marker then takes off the write's path.
+    /// Refusals (not found, conflict, invalid input) changed nothing and are not counted. Without replicas,
+    /// exactly `with_conn`.
     async fn with_write<T>(&self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
         if !self.replicas.tracking() {
             return self.with_conn(f).await;
         }
-        let seen = self.fresh.seen();
         let mut conn = self.conn().await?;
         let out = conn.run(f).await;
-        match &out {
-            Ok(_) => match conn.run(async |c| replicas::insert_lsn(c).await).await {
-                Ok(lsn) => self.fresh.advance(seen, lsn),
-                Err(_) => self.fresh.set_unknown(),
-            },
-            Err(e) if conn.lost() || e.kind() == parallax_storage_abi::ErrorKind::Unavailable => {
-                self.fresh.set_unknown()
-            }
-            Err(_) => {}
+        let maybe_committed = match &out {
+            Ok(_) => true,
+            Err(e) => conn.lost() || e.kind() == parallax_storage_abi::ErrorKind::Unavailable,
+        };
+        if maybe_committed {
+            self.fresh.wrote();
         }
         self.classify(&self.spec, &mut conn, out).await
     }
 
-    /// Reads the primary's WAL insert position now and makes it this object's mark, after work that committed
-    /// on other connections (migrations, cleanup, archive); unknown if it cannot be read. Only while tracking.
-    async fn mark_now(&self) {
-        if !self.replicas.tracking() {
-            return;
-        }
-        let seen = self.fresh.seen();
-        match self.with_conn(async |c| replicas::insert_lsn(c).await).await {
-            Ok(lsn) => self.fresh.advance(seen, lsn),
-            Err(_) => self.fresh.set_unknown(),
+    /// Counts work that committed on other connections (migrations, cleanup, archive) as a write of this object
+    /// (see [`PostgresBackend::with_write`]). Only while tracking.
+    fn mark_now(&self) {
+        if self.replicas.tracking() {
+            self.fresh.wrote();
         }
     }
 

@@ -169,7 +169,7 @@ impl PostgresBackend {
         let out = migrations::with_wrapper(conn, f).await;
         // A migrated schema must be on a replica before it serves this object (also after a failed step: the
         // steps before it committed).
-        self.mark_now().await;
+        self.mark_now();
         out
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! - Only the ten plain-read contract calls are routed ([`super::PostgresBackend::with_read`]); everything else
 //!   stays on the primary.
-//! - Read-your-writes ([`Freshness`]): after each committed write the storage object records the primary's WAL
-//!   insert position (`pg_current_wal_insert_lsn()`, taken after the commit, so at or past the commit record);
-//!   a replica serves a read only while its last probed replay position is at or past that mark. A write that
-//!   failed after it was sent (connection lost) may have committed: reads then go to the primary until a later
-//!   write or a primary sample taken after the failure gives a mark again.
+//! - Read-your-writes ([`Freshness`]): each finished write counts itself, and a coalescing marker then reads the
+//!   primary's WAL insert position (`pg_current_wal_insert_lsn()`, read after the writes finished, so at or past
+//!   their commit records) off the write's path; a replica serves a read only while every counted write is
+//!   covered and its last probed replay position is at or past that mark. A write that failed after it was sent
+//!   (connection lost) may have committed and counts too.
 //! - Health ([`spawn`]): one task per storage object probes the primary (its insert position, kept as time-stamped
 //!   samples) and each replica (`pg_is_in_recovery()`, replay position) every [`CHECK_EVERY`], concurrently and
 //!   each bounded. A replica's lag is how long ago the primary had WAL the replica has still not replayed
@@ -230,51 +230,104 @@ pub fn host_port(pg: &tokio_postgres::Config) -> String {
     format!("{host}:{}", pg.get_ports().first().copied().unwrap_or(5432))
 }
 
-/// The read-your-writes mark of one storage object.
-#[derive(Debug, Default)]
+/// The read-your-writes mark of one storage object, kept by a coalescing marker.
+///
+/// A write that finished (committed, or failed after it was sent, so it may have committed) counts itself
+/// ([`Freshness::wrote`]); that costs the write two atomic operations. If no marker is running, the write starts
+/// one: a task that reads the primary's insert position on a pooled connection and records it as the mark,
+/// covering every write counted *before* the position was read (a position read after a commit is at or past its
+/// commit record). While writes keep finishing, the marker reads again; under load one read covers many writes.
+/// A replica serves this object's reads only while every counted write is covered ([`Freshness::is_current`])
+/// and its replay position is at or past the mark; until then reads go to the primary. A marker that cannot
+/// reach the primary stops; the next write or the health task's next primary sample ([`Freshness::settle`])
+/// covers what is left.
+#[derive(Default)]
 pub struct Freshness {
-    /// The primary's insert position after this object's last committed write, in bytes.
+    /// The primary's insert position read after the covered writes finished, in bytes.
     mark: AtomicU64,
-    /// Nonzero while a write that may have committed has no mark: the number of that failure.
-    unknown: AtomicU64,
-    failures: AtomicU64,
+    /// Writes finished through this object.
+    written: AtomicU64,
+    /// How many of them [`Freshness::mark`] covers.
+    covered: AtomicU64,
+    /// A marker task is running.
+    marking: AtomicBool,
+    /// Where the marker reads the position: the primary's spec and pool (and how long a read may take). `None`
+    /// in unit tests, which advance the mark by hand.
+    primary: Option<(Arc<ConnectSpec>, Pool, Duration)>,
+}
+
+impl std::fmt::Debug for Freshness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Freshness")
+            .field("mark", &self.mark())
+            .field("written", &self.written.load(Ordering::Relaxed))
+            .field("covered", &self.covered.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Freshness {
+    /// The marker reads positions through `pool` (the primary's), each read bounded by `within`.
+    pub fn new(spec: Arc<ConnectSpec>, pool: Pool, within: Duration) -> Freshness {
+        Freshness { primary: Some((spec, pool, within)), ..Freshness::default() }
+    }
+
     pub fn mark(&self) -> u64 {
         self.mark.load(Ordering::Acquire)
     }
 
-    pub fn is_unknown(&self) -> bool {
-        self.unknown.load(Ordering::Acquire) != 0
+    /// Whether every finished write of this object is covered by the mark.
+    pub fn is_current(&self) -> bool {
+        self.covered.load(Ordering::Acquire) >= self.written.load(Ordering::Acquire)
     }
 
-    /// Taken before a write or a primary sample starts; given back to [`Freshness::advance`].
+    /// Taken right before a primary position is read; given back to [`Freshness::advance`] with it.
     pub fn seen(&self) -> u64 {
-        self.unknown.load(Ordering::Acquire)
+        self.written.load(Ordering::Acquire)
     }
 
-    /// Records `lsn`, read from the primary after a write committed (or by a probe); it also settles an unknown
-    /// state that was already set when the write or probe started (`seen`), as `lsn` is then past it.
+    /// Records `lsn`, read from the primary after the first `seen` writes had finished.
     pub fn advance(&self, seen: u64, lsn: u64) {
         self.mark.fetch_max(lsn, Ordering::AcqRel);
-        if seen != 0 {
-            let _ = self.unknown.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire);
-        }
+        self.covered.fetch_max(seen, Ordering::AcqRel);
     }
 
-    /// A primary position read by a probe that started at `seen`: settles an unknown state that was already set
-    /// then (and becomes the mark); changes nothing otherwise (a probe is not a write of this object).
+    /// A primary position read by a health probe that started at `seen`: covers writes not covered yet (the
+    /// marker could not reach the primary); changes nothing when everything is covered (a probe is not a write
+    /// of this object, so it must not raise the mark).
     pub fn settle(&self, seen: u64, lsn: u64) {
-        if seen != 0 {
+        if seen > self.covered.load(Ordering::Acquire) {
             self.advance(seen, lsn);
         }
     }
 
-    /// A write failed after it was sent (it may have committed) or its mark could not be read.
-    pub fn set_unknown(&self) {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        self.unknown.fetch_max(n, Ordering::AcqRel);
+    /// Counts a finished write and starts the marker unless one is running.
+    pub fn wrote(self: &Arc<Self>) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+        if self.primary.is_some() && !self.marking.swap(true, Ordering::SeqCst) {
+            tokio::spawn(self.clone().marker());
+        }
+    }
+
+    /// Reads positions until every counted write is covered, or until the primary does not answer.
+    async fn marker(self: Arc<Self>) {
+        let Some((spec, pool, within)) = &self.primary else { return };
+        loop {
+            let seen = self.seen();
+            match on_pool(spec, pool, *within, async |c| insert_lsn(c).await).await {
+                Outcome::Answered(lsn, _) => self.advance(seen, lsn),
+                Outcome::Busy | Outcome::Failed(_) => {
+                    self.marking.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+            self.marking.store(false, Ordering::SeqCst);
+            // A write that finished after `seen` and saw the marker still running did not start one.
+            let current = self.covered.load(Ordering::SeqCst) >= self.written.load(Ordering::SeqCst);
+            if current || self.marking.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 }
 
@@ -342,7 +395,7 @@ impl Replicas {
 
     /// Whether `r` may serve a read of a storage object whose freshness is `fresh` now.
     fn eligible(r: &Replica, fresh: &Freshness, mark: u64) -> bool {
-        r.health.state() == State::Up && !fresh.is_unknown() && r.health.replay_lsn() >= mark
+        r.health.state() == State::Up && fresh.is_current() && r.health.replay_lsn() >= mark
     }
 
     /// Where the next plain read goes, and why it was not a replica when one was wanted (the fallback is counted
@@ -767,8 +820,8 @@ mod tests {
         Replicas::new(list, pref, 10_000, "db:5432".into())
     }
 
-    fn fresh(mark: u64) -> Freshness {
-        let f = Freshness::default();
+    fn fresh(mark: u64) -> Arc<Freshness> {
+        let f = Arc::new(Freshness::default());
         f.advance(0, mark);
         f
     }
@@ -785,7 +838,7 @@ mod tests {
         use Fallback::*;
         use ReadPreference::*;
         use State::*;
-        // (replicas as (state, replay), mark, preference, unknown) → hosts over 4 picks, fallback of the first.
+        // (replicas as (state, replay), mark, preference, an uncovered write) → hosts over 4 picks, fallback of the first.
         #[allow(clippy::type_complexity)]
         let cases: &[(&[(State, u64)], u64, ReadPreference, bool, &[&str], Option<Fallback>)] = &[
             (&[(Up, 100)], 50, Primary, false, &["primary"; 4], None),
@@ -808,7 +861,7 @@ mod tests {
             let r = replicas(states, *pref);
             let f = fresh(*mark);
             if *unknown {
-                f.set_unknown();
+                f.wrote(); // a write the marker has not covered yet
             }
             let mut got = Vec::new();
             let mut first = None;
@@ -840,27 +893,29 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_write_is_settled_only_by_a_position_read_after_it() {
+    fn a_write_is_covered_only_by_a_position_read_after_it() {
         let f = fresh(10);
+        assert!(f.is_current());
         let before = f.seen();
-        f.set_unknown();
-        assert!(f.is_unknown());
-        f.advance(before, 20); // a write or probe that started before the failure
-        assert!(f.is_unknown());
+        f.wrote();
+        assert!(!f.is_current(), "a finished write without a mark sends reads to the primary");
+        f.advance(before, 20); // a position read before the write finished
+        assert!(!f.is_current());
         assert_eq!(f.mark(), 20);
         let after = f.seen();
-        f.set_unknown(); // a second failure while that one runs
+        f.wrote(); // a second write while that read runs
         f.advance(after, 30);
-        assert!(f.is_unknown(), "the second failure is not settled by a read that started before it");
+        assert!(!f.is_current(), "the second write is not covered by a read that started before it finished");
         f.advance(f.seen(), 25);
-        assert!(!f.is_unknown());
+        assert!(f.is_current());
         assert_eq!(f.mark(), 30, "the mark never goes back");
-        // A probe while nothing is unknown is not a write: the mark stays.
+        // A probe while everything is covered is not a write: the mark stays.
         f.settle(f.seen(), 99);
         assert_eq!(f.mark(), 30);
-        f.set_unknown();
+        // A probe covers a write the marker could not (the primary was unreachable).
+        f.wrote();
         f.settle(f.seen(), 40);
-        assert!(!f.is_unknown());
+        assert!(f.is_current());
         assert_eq!(f.mark(), 40);
     }
 

@@ -1083,7 +1083,7 @@ impl Store for PostgresBackend {
         };
         // Reads through this object must not see the removed rows on a replica (also after a failure: the
         // batches before it committed).
-        self.mark_now().await;
+        self.mark_now();
         out
     }
 
@@ -1150,7 +1150,7 @@ impl Store for PostgresBackend {
             )
             .await;
         if result.is_ok() {
-            self.mark_now().await;
+            self.mark_now();
         }
         match result {
             Ok(_) => Ok(()),
