@@ -354,7 +354,7 @@ pub async fn lifecycle_replicas(opts: &Opts) {
         (!up).then_some("the router never reported the replica up: no read routing, so no mark, was measured"),
         &format!(
             "{ops} create+complete per side, {CALLERS} callers, pool {CALLERS}; ours = replica {address} with \
-             readPreference replica (commit position recorded after each write), baseline = no replicas, same \
+             readPreference replica (each write counted for read-your-writes), baseline = no replicas, same \
              database, ABBA x{rounds}; {extra_us:.0}us more per write at {CALLERS} callers"
         ),
     );

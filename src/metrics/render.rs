@@ -184,6 +184,9 @@ fn routing(out: &mut String, r: &RoutingMetrics) {
         sample(out, name, &[("reason", reason)], count as f64);
     }
     let name = "parallax_storage_replica_up";
+    // No sample for a replica nobody checks (readPreference primary): a 0 there would raise StorageReplicaDown
+    // for a configuration that only draws a warning.
+    let replicas: Vec<_> = replicas.into_iter().filter(|h| h.up.is_some()).collect();
     if !replicas.is_empty() {
         header(
             out,

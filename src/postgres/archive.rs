@@ -496,321 +496,305 @@ impl Store for PostgresBackend {
     }
 
     async fn delete_executions(&self, ids: Vec<String>) -> Result<Deleted> {
-        // Reads through this object must not miss the change on a replica (also after a failure: what
-        // committed before it stays).
-        let out: Result<Deleted> = async {
-            let ids = ids_of("execution", &ids)?;
-            if ids.is_empty() {
-                return Ok(Deleted::default());
-            }
-            let finals = final_list();
-            let lock = format!(
-                "SELECT id, started_at FROM executions WHERE id = ANY($1) AND status IN ({finals}) FOR UPDATE"
-            );
-            let del_events = "DELETE FROM execution_events WHERE execution_id = ANY($1) \
-                 AND execution_started_at >= $2 AND execution_started_at <= $3";
-            let del_execs = format!(
-                "DELETE FROM executions WHERE id = ANY($1) AND started_at >= $2 AND started_at <= $3 \
-                 AND status IN ({finals})"
-            );
-            let s = self.session().await?;
-            let mut retry = Retry::new("deleting archived executions");
-            loop {
-                let step = s
-                    .transaction(&Retry::setup(""), retry.what, async |c| {
-                        let rows = c.query(&lock, &[&ids]).await?;
-                        let mut locked = Vec::with_capacity(rows.len());
-                        let (mut lo, mut hi) = (At(i64::MAX), At(i64::MIN));
-                        for r in &rows {
-                            let at: At = r.try_get(1)?;
-                            (lo, hi) = (lo.min(at), hi.max(at));
-                            locked.push(r.try_get::<_, Uuid>(0)?);
-                        }
-                        if locked.is_empty() {
-                            return Ok(Step::Done(Deleted::default()));
-                        }
-                        let events = c.execute(del_events, &[&locked, &lo, &hi]).await?;
-                        let rows = c.execute(&del_execs, &[&locked, &lo, &hi]).await?;
-                        Ok(Step::Done(Deleted { rows, events }))
-                    })
-                    .await?;
-                if let Some(d) = retry.next(step).await? {
-                    return Ok(d);
-                }
+        // Reads through this object must not miss the change on a replica (also after a failure or when the call
+        // is dropped: what committed before stays).
+        let _counted = self.counts_as_write();
+        let ids = ids_of("execution", &ids)?;
+        if ids.is_empty() {
+            return Ok(Deleted::default());
+        }
+        let finals = final_list();
+        let lock = format!(
+            "SELECT id, started_at FROM executions WHERE id = ANY($1) AND status IN ({finals}) FOR UPDATE"
+        );
+        let del_events = "DELETE FROM execution_events WHERE execution_id = ANY($1) \
+             AND execution_started_at >= $2 AND execution_started_at <= $3";
+        let del_execs = format!(
+            "DELETE FROM executions WHERE id = ANY($1) AND started_at >= $2 AND started_at <= $3 \
+             AND status IN ({finals})"
+        );
+        let s = self.session().await?;
+        let mut retry = Retry::new("deleting archived executions");
+        loop {
+            let step = s
+                .transaction(&Retry::setup(""), retry.what, async |c| {
+                    let rows = c.query(&lock, &[&ids]).await?;
+                    let mut locked = Vec::with_capacity(rows.len());
+                    let (mut lo, mut hi) = (At(i64::MAX), At(i64::MIN));
+                    for r in &rows {
+                        let at: At = r.try_get(1)?;
+                        (lo, hi) = (lo.min(at), hi.max(at));
+                        locked.push(r.try_get::<_, Uuid>(0)?);
+                    }
+                    if locked.is_empty() {
+                        return Ok(Step::Done(Deleted::default()));
+                    }
+                    let events = c.execute(del_events, &[&locked, &lo, &hi]).await?;
+                    let rows = c.execute(&del_execs, &[&locked, &lo, &hi]).await?;
+                    Ok(Step::Done(Deleted { rows, events }))
+                })
+                .await?;
+            if let Some(d) = retry.next(step).await? {
+                return Ok(d);
             }
         }
-        .await;
-        self.mark_now();
-        out
     }
 
     async fn delete_audit(&self, ids: Vec<String>) -> Result<Deleted> {
-        // Reads through this object must not miss the change on a replica (also after a failure: what
-        // committed before it stays).
-        let out: Result<Deleted> = async {
-            let ids = ids_of("audit entry", &ids)?;
-            if ids.is_empty() {
-                return Ok(Deleted::default());
-            }
-            let s = self.session().await?;
-            let rows = s
-                .client()
-                .execute("DELETE FROM audit_logs WHERE id = ANY($1)", &[&ids])
-                .await
-                .map_err(|e| s.fail(e, "deleting archived audit entries"))?;
-            Ok(Deleted { rows, events: 0 })
+        // Reads through this object must not miss the change on a replica (also after a failure or when the call
+        // is dropped: what committed before stays).
+        let _counted = self.counts_as_write();
+        let ids = ids_of("audit entry", &ids)?;
+        if ids.is_empty() {
+            return Ok(Deleted::default());
         }
-        .await;
-        self.mark_now();
-        out
+        let s = self.session().await?;
+        let rows = s
+            .client()
+            .execute("DELETE FROM audit_logs WHERE id = ANY($1)", &[&ids])
+            .await
+            .map_err(|e| s.fail(e, "deleting archived audit entries"))?;
+        Ok(Deleted { rows, events: 0 })
     }
 
     async fn import_executions(&self, records: Vec<ExecutionRecord>) -> Result<Imported> {
-        // Reads through this object must not miss the change on a replica (also after a failure: what
-        // committed before it stays).
-        let out: Result<Imported> = async {
-            // Everything checked before anything is written; a record twice in the batch is imported once.
-            let mut seen = HashSet::with_capacity(records.len());
-            let mut execs = Vec::with_capacity(records.len());
-            let mut events = Vec::new();
-            for r in &records {
-                let e = &r.execution;
-                let id = uuid_of("execution", &e.id)?;
-                if !seen.insert(id) {
-                    continue;
-                }
-                let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
-                let tags = serde_json::to_string(&tags).expect("strings serialize");
-                execs.push(ExecRow { id, e, status: e.status.as_str(), tags });
-                for v in &r.events {
-                    events.push(EventRow {
-                        id: uuid_of("event", &v.id)?,
-                        execution_id: id,
-                        e: v,
-                        kind: v.kind.as_str(),
-                        execution_started_at: At(e.started_at),
-                    });
-                }
+        // Reads through this object must not miss the change on a replica (also after a failure or when the call
+        // is dropped: what committed before stays).
+        let _counted = self.counts_as_write();
+        // Everything checked before anything is written; a record twice in the batch is imported once.
+        let mut seen = HashSet::with_capacity(records.len());
+        let mut execs = Vec::with_capacity(records.len());
+        let mut events = Vec::new();
+        for r in &records {
+            let e = &r.execution;
+            let id = uuid_of("execution", &e.id)?;
+            if !seen.insert(id) {
+                continue;
             }
-            if execs.is_empty() {
-                return Ok(Imported::default());
+            let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
+            let tags = serde_json::to_string(&tags).expect("strings serialize");
+            execs.push(ExecRow { id, e, status: e.status.as_str(), tags });
+            for v in &r.events {
+                events.push(EventRow {
+                    id: uuid_of("event", &v.id)?,
+                    execution_id: id,
+                    e: v,
+                    kind: v.kind.as_str(),
+                    execution_started_at: At(e.started_at),
+                });
             }
-            let s = self.session().await?;
-            let times: Vec<i64> = execs.iter().map(|x| x.e.started_at).collect();
-            self.ensure_months(&s, &times).await?;
+        }
+        if execs.is_empty() {
+            return Ok(Imported::default());
+        }
+        let s = self.session().await?;
+        let times: Vec<i64> = execs.iter().map(|x| x.e.started_at).collect();
+        self.ensure_months(&s, &times).await?;
 
-            let setup =
-                "CREATE TEMP TABLE IF NOT EXISTS parallax_import_executions (id uuid, pattern_name text, \
-                 pattern_version text, status text, input text, output text, error text, started_at timestamptz, \
-                 completed_at timestamptz, duration_ms int8, metadata text, tags text) ON COMMIT DELETE ROWS; \
-                 CREATE TEMP TABLE IF NOT EXISTS parallax_import_events (id uuid, execution_id uuid, seq int8, \
-                 kind text, payload text, recorded_at timestamptz, execution_started_at timestamptz) \
-                 ON COMMIT DELETE ROWS";
-            let insert = format!(
-                "WITH x AS (INSERT INTO executions ({EXECUTION_COLUMNS}) \
-                 SELECT t.id, t.pattern_name, t.pattern_version, t.status, t.input::jsonb, t.output::jsonb, \
-                 t.error::jsonb, t.started_at, t.completed_at, t.duration_ms, t.metadata::jsonb, t.tags::jsonb \
-                 FROM parallax_import_executions t WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = t.id) \
-                 ON CONFLICT DO NOTHING RETURNING id, started_at), \
-                 v AS (INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, \
-                 execution_started_at) SELECT v.id, v.execution_id, v.seq, v.kind, v.payload::jsonb, v.recorded_at, \
-                 x.started_at FROM parallax_import_events v JOIN x ON x.id = v.execution_id \
-                 AND x.started_at = v.execution_started_at ORDER BY v.execution_id, v.seq \
-                 ON CONFLICT DO NOTHING RETURNING 1) \
-                 SELECT (SELECT count(*) FROM x), (SELECT count(*) FROM v)"
-            );
-            let exec_types = [
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-            ];
-            let event_types = [
-                Type::UUID,
-                Type::UUID,
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-            ];
-            // Owned parameter values the COPY rows borrow.
-            struct ExecParams<'a> {
-                pattern_name: &'a str,
-                pattern_version: &'a str,
-                input: Option<&'a str>,
-                output: Option<&'a str>,
-                error: Option<&'a str>,
-                started_at: At,
-                completed_at: Option<At>,
-                duration_ms: Option<i64>,
-                metadata: Option<&'a str>,
-            }
-            let params: Vec<ExecParams> = execs
-                .iter()
-                .map(|x| ExecParams {
-                    pattern_name: x.e.pattern_name.as_str(),
-                    pattern_version: x.e.pattern_version.as_str(),
-                    input: x.e.input.as_ref().map(|s| s.as_str()).into_option(),
-                    output: x.e.output.as_ref().map(|s| s.as_str()).into_option(),
-                    error: x.e.error.as_ref().map(|s| s.as_str()).into_option(),
-                    started_at: At(x.e.started_at),
-                    completed_at: x.e.completed_at.map(At).into_option(),
-                    duration_ms: x.e.duration_ms.into_option(),
-                    metadata: x.e.metadata.as_ref().map(|s| s.as_str()).into_option(),
-                })
-                .collect();
-            let event_params: Vec<(At, &str)> =
-                events.iter().map(|v| (At(v.e.recorded_at), v.e.payload.as_str())).collect();
-            let mut retry = Retry::new("restoring executions");
-            let (inserted, events_inserted) = loop {
-                let step = s
-                    .transaction(&Retry::setup(setup), retry.what, async |c| {
-                        c.query_one("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK]).await?;
+        let setup =
+            "CREATE TEMP TABLE IF NOT EXISTS parallax_import_executions (id uuid, pattern_name text, \
+             pattern_version text, status text, input text, output text, error text, started_at timestamptz, \
+             completed_at timestamptz, duration_ms int8, metadata text, tags text) ON COMMIT DELETE ROWS; \
+             CREATE TEMP TABLE IF NOT EXISTS parallax_import_events (id uuid, execution_id uuid, seq int8, \
+             kind text, payload text, recorded_at timestamptz, execution_started_at timestamptz) \
+             ON COMMIT DELETE ROWS";
+        let insert = format!(
+            "WITH x AS (INSERT INTO executions ({EXECUTION_COLUMNS}) \
+             SELECT t.id, t.pattern_name, t.pattern_version, t.status, t.input::jsonb, t.output::jsonb, \
+             t.error::jsonb, t.started_at, t.completed_at, t.duration_ms, t.metadata::jsonb, t.tags::jsonb \
+             FROM parallax_import_executions t WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = t.id) \
+             ON CONFLICT DO NOTHING RETURNING id, started_at), \
+             v AS (INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, \
+             execution_started_at) SELECT v.id, v.execution_id, v.seq, v.kind, v.payload::jsonb, v.recorded_at, \
+             x.started_at FROM parallax_import_events v JOIN x ON x.id = v.execution_id \
+             AND x.started_at = v.execution_started_at ORDER BY v.execution_id, v.seq \
+             ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT (SELECT count(*) FROM x), (SELECT count(*) FROM v)"
+        );
+        let exec_types = [
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+        ];
+        let event_types = [
+            Type::UUID,
+            Type::UUID,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+        ];
+        // Owned parameter values the COPY rows borrow.
+        struct ExecParams<'a> {
+            pattern_name: &'a str,
+            pattern_version: &'a str,
+            input: Option<&'a str>,
+            output: Option<&'a str>,
+            error: Option<&'a str>,
+            started_at: At,
+            completed_at: Option<At>,
+            duration_ms: Option<i64>,
+            metadata: Option<&'a str>,
+        }
+        let params: Vec<ExecParams> = execs
+            .iter()
+            .map(|x| ExecParams {
+                pattern_name: x.e.pattern_name.as_str(),
+                pattern_version: x.e.pattern_version.as_str(),
+                input: x.e.input.as_ref().map(|s| s.as_str()).into_option(),
+                output: x.e.output.as_ref().map(|s| s.as_str()).into_option(),
+                error: x.e.error.as_ref().map(|s| s.as_str()).into_option(),
+                started_at: At(x.e.started_at),
+                completed_at: x.e.completed_at.map(At).into_option(),
+                duration_ms: x.e.duration_ms.into_option(),
+                metadata: x.e.metadata.as_ref().map(|s| s.as_str()).into_option(),
+            })
+            .collect();
+        let event_params: Vec<(At, &str)> =
+            events.iter().map(|v| (At(v.e.recorded_at), v.e.payload.as_str())).collect();
+        let mut retry = Retry::new("restoring executions");
+        let (inserted, events_inserted) = loop {
+            let step = s
+                .transaction(&Retry::setup(setup), retry.what, async |c| {
+                    c.query_one("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK]).await?;
+                    copy_rows(
+                        c,
+                        "parallax_import_executions",
+                        &exec_types,
+                        execs.iter().zip(&params).map(|(x, p)| -> Vec<&(dyn ToSql + Sync)> {
+                            vec![
+                                &x.id,
+                                &p.pattern_name,
+                                &p.pattern_version,
+                                &x.status,
+                                &p.input,
+                                &p.output,
+                                &p.error,
+                                &p.started_at,
+                                &p.completed_at,
+                                &p.duration_ms,
+                                &p.metadata,
+                                &x.tags,
+                            ]
+                        }),
+                    )
+                    .await?;
+                    if !events.is_empty() {
                         copy_rows(
                             c,
-                            "parallax_import_executions",
-                            &exec_types,
-                            execs.iter().zip(&params).map(|(x, p)| -> Vec<&(dyn ToSql + Sync)> {
-                                vec![
-                                    &x.id,
-                                    &p.pattern_name,
-                                    &p.pattern_version,
-                                    &x.status,
-                                    &p.input,
-                                    &p.output,
-                                    &p.error,
-                                    &p.started_at,
-                                    &p.completed_at,
-                                    &p.duration_ms,
-                                    &p.metadata,
-                                    &x.tags,
-                                ]
-                            }),
+                            "parallax_import_events",
+                            &event_types,
+                            events.iter().zip(&event_params).map(
+                                |(v, (at, payload))| -> Vec<&(dyn ToSql + Sync)> {
+                                    vec![
+                                        &v.id,
+                                        &v.execution_id,
+                                        &v.e.seq,
+                                        &v.kind,
+                                        payload,
+                                        at,
+                                        &v.execution_started_at,
+                                    ]
+                                },
+                            ),
                         )
                         .await?;
-                        if !events.is_empty() {
-                            copy_rows(
-                                c,
-                                "parallax_import_events",
-                                &event_types,
-                                events.iter().zip(&event_params).map(
-                                    |(v, (at, payload))| -> Vec<&(dyn ToSql + Sync)> {
-                                        vec![
-                                            &v.id,
-                                            &v.execution_id,
-                                            &v.e.seq,
-                                            &v.kind,
-                                            payload,
-                                            at,
-                                            &v.execution_started_at,
-                                        ]
-                                    },
-                                ),
-                            )
-                            .await?;
-                        }
-                        let r = c.query_one(&insert, &[]).await?;
-                        Ok(Step::Done((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
-                    })
-                    .await?;
-                if let Some(v) = retry.next(step).await? {
-                    break v;
-                }
-            };
-            Ok(Imported { inserted, skipped: records.len() as u64 - inserted, events_inserted })
-        }
-        .await;
-        self.mark_now();
-        out
+                    }
+                    let r = c.query_one(&insert, &[]).await?;
+                    Ok(Step::Done((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
+                })
+                .await?;
+            if let Some(v) = retry.next(step).await? {
+                break v;
+            }
+        };
+        Ok(Imported { inserted, skipped: records.len() as u64 - inserted, events_inserted })
     }
 
     async fn import_audit(&self, entries: Vec<AuditEntry>) -> Result<Imported> {
-        // Reads through this object must not miss the change on a replica (also after a failure: what
-        // committed before it stays).
-        let out: Result<Imported> = async {
-            let mut seen = HashSet::with_capacity(entries.len());
-            let mut rows = Vec::with_capacity(entries.len());
-            for a in &entries {
-                let id = uuid_of("audit entry", &a.id)?;
-                if seen.insert(id) {
-                    rows.push((id, a, At(a.timestamp)));
-                }
+        // Reads through this object must not miss the change on a replica (also after a failure or when the call
+        // is dropped: what committed before stays).
+        let _counted = self.counts_as_write();
+        let mut seen = HashSet::with_capacity(entries.len());
+        let mut rows = Vec::with_capacity(entries.len());
+        for a in &entries {
+            let id = uuid_of("audit entry", &a.id)?;
+            if seen.insert(id) {
+                rows.push((id, a, At(a.timestamp)));
             }
-            if rows.is_empty() {
-                return Ok(Imported::default());
-            }
-            let setup = "CREATE TEMP TABLE IF NOT EXISTS parallax_import_audit (id uuid, timestamp timestamptz, \
-                 action text, actor text, resource_type text, resource_id text, details text, ip_address text, \
-                 user_agent text) ON COMMIT DELETE ROWS";
-            let insert = format!(
-                "WITH x AS (INSERT INTO audit_logs ({AUDIT_COLUMNS}) SELECT t.id, t.timestamp, t.action, t.actor, \
-                 t.resource_type, t.resource_id, t.details::jsonb, t.ip_address::inet, t.user_agent \
-                 FROM parallax_import_audit t ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM x"
-            );
-            let types = [
-                Type::UUID,
-                Type::TIMESTAMPTZ,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-            ];
-            let opts: Vec<[Option<&str>; 7]> = rows
-                .iter()
-                .map(|(_, a, _)| {
-                    fn o(v: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> Option<&str> {
-                        v.as_ref().map(|s| s.as_str()).into_option()
-                    }
-                    [
-                        Some(a.action.as_str()),
-                        o(&a.actor),
-                        o(&a.resource_type),
-                        o(&a.resource_id),
-                        o(&a.details),
-                        o(&a.ip_address),
-                        o(&a.user_agent),
-                    ]
-                })
-                .collect();
-            let s = self.session().await?;
-            let mut retry = Retry::new("restoring audit entries");
-            let inserted = loop {
-                let step = s
-                    .transaction(&Retry::setup(setup), retry.what, async |c| {
-                        copy_rows(
-                            c,
-                            "parallax_import_audit",
-                            &types,
-                            rows.iter().zip(&opts).map(|((id, _, at), o)| -> Vec<&(dyn ToSql + Sync)> {
-                                vec![id, at, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]]
-                            }),
-                        )
-                        .await?;
-                        let r = c.query_one(&insert, &[]).await?;
-                        Ok(Step::Done(r.get::<_, i64>(0) as u64))
-                    })
-                    .await?;
-                if let Some(v) = retry.next(step).await? {
-                    break v;
-                }
-            };
-            Ok(Imported { inserted, skipped: entries.len() as u64 - inserted, events_inserted: 0 })
         }
-        .await;
-        self.mark_now();
-        out
+        if rows.is_empty() {
+            return Ok(Imported::default());
+        }
+        let setup = "CREATE TEMP TABLE IF NOT EXISTS parallax_import_audit (id uuid, timestamp timestamptz, \
+             action text, actor text, resource_type text, resource_id text, details text, ip_address text, \
+             user_agent text) ON COMMIT DELETE ROWS";
+        let insert = format!(
+            "WITH x AS (INSERT INTO audit_logs ({AUDIT_COLUMNS}) SELECT t.id, t.timestamp, t.action, t.actor, \
+             t.resource_type, t.resource_id, t.details::jsonb, t.ip_address::inet, t.user_agent \
+             FROM parallax_import_audit t ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM x"
+        );
+        let types = [
+            Type::UUID,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+        ];
+        let opts: Vec<[Option<&str>; 7]> = rows
+            .iter()
+            .map(|(_, a, _)| {
+                fn o(v: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> Option<&str> {
+                    v.as_ref().map(|s| s.as_str()).into_option()
+                }
+                [
+                    Some(a.action.as_str()),
+                    o(&a.actor),
+                    o(&a.resource_type),
+                    o(&a.resource_id),
+                    o(&a.details),
+                    o(&a.ip_address),
+                    o(&a.user_agent),
+                ]
+            })
+            .collect();
+        let s = self.session().await?;
+        let mut retry = Retry::new("restoring audit entries");
+        let inserted = loop {
+            let step = s
+                .transaction(&Retry::setup(setup), retry.what, async |c| {
+                    copy_rows(
+                        c,
+                        "parallax_import_audit",
+                        &types,
+                        rows.iter().zip(&opts).map(|((id, _, at), o)| -> Vec<&(dyn ToSql + Sync)> {
+                            vec![id, at, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]]
+                        }),
+                    )
+                    .await?;
+                    let r = c.query_one(&insert, &[]).await?;
+                    Ok(Step::Done(r.get::<_, i64>(0) as u64))
+                })
+                .await?;
+            if let Some(v) = retry.next(step).await? {
+                break v;
+            }
+        };
+        Ok(Imported { inserted, skipped: entries.len() as u64 - inserted, events_inserted: 0 })
     }
 }
 

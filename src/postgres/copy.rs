@@ -37,8 +37,8 @@ pub struct CopyPool {
     spec: Arc<ConnectSpec>,
     /// The diesel pool, whose idle connections a batch may close to make room.
     pool: Pool,
-    /// The storage object's read-your-writes mark, while reads may go to replicas: a batch records the
-    /// primary's insert position after its `COPY` committed.
+    /// The storage object's read-your-writes mark, while reads may go to replicas: a batch that committed (or
+    /// may have) counts as a write ([`Freshness::wrote`]).
     fresh: Option<Arc<Freshness>>,
 }
 

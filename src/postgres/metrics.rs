@@ -107,14 +107,14 @@ impl Source for PostgresBackend {
         }];
         for x in &r.list {
             let state = x.health.state();
-            // Reachable and a standby (lagging included: its lag has a gauge and an alert of its own). Not
-            // probed at all with readPreference primary.
+            // Up = receives reads (a lagging replica is 0 and keeps its lag gauge). Not probed at all with
+            // readPreference primary: no sample then.
             let reachable = matches!(state, State::Up | State::Lagging);
             hosts.push(HostMetrics {
                 host: x.host.clone(),
                 role: "replica",
                 reads: x.health.read_count(),
-                up: r.tracking().then_some(reachable),
+                up: r.tracking().then_some(state == State::Up),
                 lag_seconds: if reachable { x.health.lag_ms().map(|ms| ms as f64 / 1000.0) } else { None },
                 max_lag_seconds: max_lag,
             });

@@ -224,7 +224,8 @@ impl PostgresBackend {
 
     /// [`PostgresBackend::with_conn`] for a write: while reads may go to replicas, a write that finished
     /// (committed, or failed after it was sent: it may have committed) is counted for this object's
-    /// read-your-writes mark ([`Freshness::wrote`]), which a coalescing marker then takes off the write's path.
+    /// read-your-writes mark ([`Freshness::wrote`]), which a coalescing marker then takes off the write's path
+    /// when a read needs it.
     /// Refusals (not found, conflict, invalid input) changed nothing and are not counted. Without replicas,
     /// exactly `with_conn`.
     async fn with_write<T>(&self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
@@ -251,11 +252,20 @@ impl PostgresBackend {
         }
     }
 
+    /// [`PostgresBackend::mark_now`] when the returned guard drops: at the end of work that commits in steps on
+    /// other connections (archive deletes and imports), also when it fails or its future is dropped half-way.
+    fn counts_as_write(&self) -> CountsAsWrite<'_> {
+        CountsAsWrite(self)
+    }
+
     /// A plain read (the ten routed contract reads): on the host [`Replicas::pick`] chooses. A read that fails on
     /// a replica for a reason other than its answer (connection, timeout, a server error such as a conflict with
     /// recovery) is retried once on the primary: a replica never makes a read fail while the primary answers.
     /// The replica's checkout waits at most `acquireTimeout`, and never more than a second.
     async fn with_read<T>(&self, f: impl AsyncFn(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
+        if self.replicas.tracking() {
+            self.fresh.cover();
+        }
         let target = self.replicas.pick(&self.fresh).0;
         if let Target::Replica(r) = target {
             if let Some(pool) = &r.pool {
@@ -271,7 +281,9 @@ impl PostgresBackend {
                 }
             }
         }
-        self.replicas.primary_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.replicas.list.is_empty() {
+            self.replicas.primary_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.with_conn(async |c| f(c).await).await
     }
 
@@ -302,7 +314,9 @@ impl PostgresBackend {
         let lost = out.is_err() && conn.lost();
         let out = self.classify(&r.spec, &mut conn, out).await;
         match out {
-            Err(e) if !matches!(e.kind(), K::NotFound | K::InvalidInput | K::Conflict | K::Unsupported) => {
+            // A conflict on a standby is a recovery conflict (SQLSTATE 40001, "canceling statement due to
+            // conflict with recovery"; plain reads raise no unique violation): the primary is asked.
+            Err(e) if !matches!(e.kind(), K::NotFound | K::InvalidInput | K::Unsupported) => {
                 replicas::read_failed(r, &e, lost);
                 Err(e)
             }
@@ -370,3 +384,12 @@ const REPLICA_CHECKOUT: Duration = Duration::from_secs(1);
 
 /// How often the partition task checks that enough months exist ahead.
 const KEEP_AHEAD_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// See [`PostgresBackend::counts_as_write`].
+struct CountsAsWrite<'a>(&'a PostgresBackend);
+
+impl Drop for CountsAsWrite<'_> {
+    fn drop(&mut self) {
+        self.0.mark_now();
+    }
+}

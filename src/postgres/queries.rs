@@ -165,12 +165,11 @@ impl PostgresBackend {
         T: Send + 'static,
         F: FnOnce(&mut migrations::Wrapper) -> Result<T> + Send + 'static,
     {
+        // A migrated schema must be on a replica before it serves this object (also after a failed step or a
+        // dropped call: the steps before it committed).
+        let _counted = self.counts_as_write();
         let conn = self.migration_conn().await?;
-        let out = migrations::with_wrapper(conn, f).await;
-        // A migrated schema must be on a replica before it serves this object (also after a failed step: the
-        // steps before it committed).
-        self.mark_now();
-        out
+        migrations::with_wrapper(conn, f).await
     }
 }
 

@@ -233,14 +233,15 @@ pub fn host_port(pg: &tokio_postgres::Config) -> String {
 /// The read-your-writes mark of one storage object, kept by a coalescing marker.
 ///
 /// A write that finished (committed, or failed after it was sent, so it may have committed) counts itself
-/// ([`Freshness::wrote`]); that costs the write two atomic operations. If no marker is running, the write starts
-/// one: a task that reads the primary's insert position on a pooled connection and records it as the mark,
-/// covering every write counted *before* the position was read (a position read after a commit is at or past its
-/// commit record). While writes keep finishing, the marker reads again; under load one read covers many writes.
-/// A replica serves this object's reads only while every counted write is covered ([`Freshness::is_current`])
-/// and its replay position is at or past the mark; until then reads go to the primary. A marker that cannot
-/// reach the primary stops; the next write or the health task's next primary sample ([`Freshness::settle`])
-/// covers what is left.
+/// ([`Freshness::wrote`]); that is all a write pays. A read that finds writes not covered yet goes to the primary
+/// and starts the marker unless one is running ([`Freshness::cover`]): a task that reads the primary's insert
+/// position on a pooled connection and records it as the mark, covering every write counted *before* the
+/// position was read (a position read after a commit is at or past its commit record). While writes keep
+/// finishing, the marker reads again; under load one read covers many writes. The health task's primary sample
+/// (every second) covers uncovered writes too ([`Freshness::settle`]). A replica serves this object's reads only
+/// while every counted write is covered ([`Freshness::is_current`]) and its replay position is at or past the
+/// mark; until then reads go to the primary. A marker that cannot reach the primary stops; the next read or
+/// health round tries again.
 #[derive(Default)]
 pub struct Freshness {
     /// The primary's insert position read after the covered writes finished, in bytes.
@@ -281,6 +282,12 @@ impl Freshness {
         self.covered.load(Ordering::Acquire) >= self.written.load(Ordering::Acquire)
     }
 
+    /// The mark, if every finished write is covered by it. The coverage is read first: the marker raises the
+    /// mark before the coverage, so a mark read after a coverage is at least the one that coverage came with.
+    pub fn mark_if_current(&self) -> Option<u64> {
+        self.is_current().then(|| self.mark())
+    }
+
     /// Taken right before a primary position is read; given back to [`Freshness::advance`] with it.
     pub fn seen(&self) -> u64 {
         self.written.load(Ordering::Acquire)
@@ -301,11 +308,23 @@ impl Freshness {
         }
     }
 
-    /// Counts a finished write and starts the marker unless one is running.
-    pub fn wrote(self: &Arc<Self>) {
+    /// Counts a finished write: two atomic operations, nothing else on the write's path.
+    pub fn wrote(&self) {
         self.written.fetch_add(1, Ordering::SeqCst);
-        if self.primary.is_some() && !self.marking.swap(true, Ordering::SeqCst) {
-            tokio::spawn(self.clone().marker());
+    }
+
+    /// Called by a read that wants a replica: starts the marker unless every write is covered or a marker is
+    /// running (the read itself goes to the primary meanwhile). So a storage object that only writes reads no
+    /// position at all (the health task's once-a-second primary sample covers its writes), and one that reads
+    /// and writes reads at most one position at a time.
+    pub fn cover(self: &Arc<Self>) {
+        if self.primary.is_some() && !self.is_current() && !self.marking.swap(true, Ordering::SeqCst) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(self.clone().marker())),
+                // Outside the plugin runtime (a guard dropped elsewhere): the health task's next primary sample
+                // covers the write instead.
+                Err(_) => self.marking.store(false, Ordering::SeqCst),
+            }
         }
     }
 
@@ -394,8 +413,9 @@ impl Replicas {
     }
 
     /// Whether `r` may serve a read of a storage object whose freshness is `fresh` now.
-    fn eligible(r: &Replica, fresh: &Freshness, mark: u64) -> bool {
-        r.health.state() == State::Up && fresh.is_current() && r.health.replay_lsn() >= mark
+    /// `mark` is `None` while a write of this object is not covered yet ([`Freshness::mark_if_current`]).
+    fn eligible(r: &Replica, mark: Option<u64>) -> bool {
+        mark.is_some_and(|mark| r.health.state() == State::Up && r.health.replay_lsn() >= mark)
     }
 
     /// Where the next plain read goes, and why it was not a replica when one was wanted (the fallback is counted
@@ -405,8 +425,8 @@ impl Replicas {
         if !self.tracking() {
             return (Target::Primary, None);
         }
-        let mark = fresh.mark();
-        let n = self.list.iter().filter(|r| Self::eligible(r, fresh, mark)).count();
+        let mark = fresh.mark_if_current();
+        let n = self.list.iter().filter(|r| Self::eligible(r, mark)).count();
         if n == 0 {
             let why = if self.list.iter().any(|r| r.health.state() == State::Up) {
                 Fallback::OwnWrite
@@ -428,7 +448,7 @@ impl Replicas {
         }
         let slots = n + usize::from(self.pref == ReadPreference::Any && self.primary_up());
         let i = self.next.fetch_add(1, Ordering::Relaxed) % slots;
-        match self.list.iter().filter(|r| Self::eligible(r, fresh, mark)).nth(i) {
+        match self.list.iter().filter(|r| Self::eligible(r, mark)).nth(i) {
             Some(r) => (Target::Replica(r), None),
             // The primary's turn, or a replica left the eligible set meanwhile.
             None => (Target::Primary, None),
@@ -447,8 +467,8 @@ impl Replicas {
         }
     }
 
-    fn lag_now(&self, replay: u64, now: Instant) -> Option<(Duration, u64)> {
-        lag(&self.samples.lock().unwrap_or_else(|p| p.into_inner()), replay, now)
+    fn lag_now(&self, replay: u64, now: Instant, replay_age: Option<Duration>) -> Option<(Duration, u64)> {
+        lag(&self.samples.lock().unwrap_or_else(|p| p.into_inner()), replay, now, replay_age)
     }
 }
 
@@ -459,10 +479,23 @@ impl Replicas {
 ///
 /// Unlike `now() - pg_last_xact_replay_timestamp()`, this does not grow while the primary is idle, and it sees
 /// a standby cut off from its primary (received = replayed, but behind).
-pub fn lag(samples: &VecDeque<(Instant, u64)>, replay: u64, now: Instant) -> Option<(Duration, u64)> {
+pub fn lag(
+    samples: &VecDeque<(Instant, u64)>,
+    replay: u64,
+    now: Instant,
+    replay_age: Option<Duration>,
+) -> Option<(Duration, u64)> {
     let &(_, newest) = samples.back()?;
     if replay >= newest {
         return Some((Duration::ZERO, 0));
+    }
+    let &(oldest_at, oldest) = samples.front()?;
+    if replay < oldest {
+        // Behind every sample (for example at the first health round after open): the primary passed the replay
+        // position before the history starts, so the lag is at least the history's span; the age of the last
+        // replayed transaction is the better estimate then (a replica hours behind must not look caught up).
+        let span = now.saturating_duration_since(oldest_at);
+        return Some((span.max(replay_age.unwrap_or_default()), newest - replay));
     }
     let first = samples.iter().find(|(_, l)| *l > replay).map_or(now, |(t, _)| *t);
     Some((now.saturating_duration_since(first), newest - replay))
@@ -471,7 +504,7 @@ pub fn lag(samples: &VecDeque<(Instant, u64)>, replay: u64, now: Instant) -> Opt
 /// The primary's insert position (see [`INSERT_LSN_SQL`]) on `conn`.
 pub async fn insert_lsn(conn: &mut AsyncPgConnection) -> Result<u64> {
     use diesel_async::RunQueryDsl;
-    let lsn: i64 = super::statements::CommitLsn.get_result(conn).await?;
+    let lsn: i64 = super::statements::InsertLsn.get_result(conn).await?;
     Ok(lsn.max(0) as u64)
 }
 
@@ -555,29 +588,38 @@ pub async fn check(replicas: &Replicas, fresh: &Freshness, primary: (&ConnectSpe
     }));
     let (p, rs) = tokio::join!(primary_probe, replica_probes);
     let now = Instant::now();
-    let primary_answered = match p {
+    let primary = match p {
         Outcome::Answered(lsn, _) => {
             replicas.add_sample(now, lsn);
             fresh.settle(seen, lsn);
             if !replicas.primary_up.swap(true, Ordering::Relaxed) {
                 tracing::info!(primary = %replicas.primary_host, "primary answers health probes again");
             }
-            true
+            Primary::Answered
         }
-        Outcome::Busy => false,
+        Outcome::Busy => Primary::Busy,
         Outcome::Failed(e) => {
             if replicas.primary_up.swap(false, Ordering::Relaxed) {
                 tracing::warn!(primary = %replicas.primary_host, error = %e, "primary does not answer health probes");
             }
-            false
+            Primary::Down
         }
     };
     for (r, outcome) in replicas.list.iter().zip(rs) {
-        apply(replicas, r, outcome, primary_answered, now);
+        apply(replicas, r, outcome, primary, now);
     }
 }
 
-fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary_answered: bool, now: Instant) {
+/// What the primary's probe of a health round gave.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Primary {
+    Answered,
+    /// Its pool had every connection busy: nothing new is known about the lag.
+    Busy,
+    Down,
+}
+
+fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary: Primary, now: Instant) {
     let h = &r.health;
     match outcome {
         Outcome::Busy => {}
@@ -589,7 +631,14 @@ fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary_answ
         Outcome::Answered(p, _) => {
             let replay = match (p.standby, p.replay) {
                 (true, Some(replay)) => replay.max(0) as u64,
-                _ => {
+                (true, None) => {
+                    // A standby that has not replayed anything yet (still starting up): no reads until it has.
+                    h.forget_lag();
+                    h.set_error(Some("a standby with no replay position yet (still starting?)".into()));
+                    r.set_state(State::Down, None);
+                    return;
+                }
+                (false, _) => {
                     h.forget_lag();
                     h.set_error(Some("not in recovery (pg_is_in_recovery() is false)".into()));
                     r.set_state(State::NotStandby, None);
@@ -598,17 +647,18 @@ fn apply(replicas: &Replicas, r: &Replica, outcome: Outcome<Probe>, primary_answ
             };
             h.replay_lsn.store(replay, Ordering::Release);
             h.set_error(None);
-            let measured = if primary_answered { replicas.lag_now(replay, now) } else { None };
-            match measured {
-                Some((lag, _)) => {
+            let age = p.replay_age.filter(|a| a.is_finite() && *a >= 0.0).map(Duration::from_secs_f64);
+            match (primary, replicas.lag_now(replay, now, age)) {
+                (Primary::Answered, Some((lag, _))) => {
                     h.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
                     r.set_state(if lag > replicas.max_lag { State::Lagging } else { State::Up }, None);
                 }
-                None => {
-                    // No fresh primary position (the primary is down or busy): the standby keeps serving what it
-                    // has; its lag is the age of the last transaction it replayed.
-                    let age = p.replay_age.filter(|a| a.is_finite() && *a >= 0.0);
-                    h.lag_ms.store(age.map_or(NO_VALUE, |a| (a * 1000.0) as u64), Ordering::Relaxed);
+                // The primary's pool is busy: nothing new about the lag; the state stays as it was.
+                (Primary::Busy, _) => {}
+                _ => {
+                    // The primary does not answer: the standby keeps serving what it has (reads must not fail
+                    // with the primary); its lag is unknown (absent from the metrics) until the primary answers.
+                    h.forget_lag();
                     r.set_state(State::Up, None);
                 }
             }
@@ -924,14 +974,24 @@ mod tests {
         let now = Instant::now();
         let s = |ago_ms: u64| now - Duration::from_millis(ago_ms);
         let samples: VecDeque<(Instant, u64)> = [(s(5000), 100), (s(3000), 200), (s(1000), 300)].into();
-        assert_eq!(lag(&VecDeque::new(), 0, now), None);
-        assert_eq!(lag(&samples, 300, now), Some((Duration::ZERO, 0)));
-        assert_eq!(lag(&samples, 400, now), Some((Duration::ZERO, 0)));
-        assert_eq!(lag(&samples, 250, now), Some((Duration::from_millis(1000), 50)));
-        assert_eq!(lag(&samples, 200, now), Some((Duration::from_millis(1000), 100)));
-        assert_eq!(lag(&samples, 150, now), Some((Duration::from_millis(3000), 150)));
+        assert_eq!(lag(&VecDeque::new(), 0, now, None), None);
+        assert_eq!(lag(&samples, 300, now, None), Some((Duration::ZERO, 0)));
+        assert_eq!(lag(&samples, 400, now, None), Some((Duration::ZERO, 0)));
+        assert_eq!(lag(&samples, 250, now, None), Some((Duration::from_millis(1000), 50)));
+        assert_eq!(lag(&samples, 200, now, None), Some((Duration::from_millis(1000), 100)));
+        assert_eq!(lag(&samples, 150, now, None), Some((Duration::from_millis(3000), 150)));
         // Behind even the oldest sample: at least the history's span.
-        assert_eq!(lag(&samples, 50, now), Some((Duration::from_millis(5000), 250)));
+        assert_eq!(lag(&samples, 50, now, None), Some((Duration::from_millis(5000), 250)));
+        // ... or the age of its last replayed transaction when that is more: a replica hours behind at the first
+        // health round after open (one sample, taken just now) does not look caught up.
+        let first: VecDeque<(Instant, u64)> = [(now, 300)].into();
+        let hours = Duration::from_secs(7200);
+        assert_eq!(lag(&first, 50, now, Some(hours)), Some((hours, 250)));
+        assert_eq!(
+            lag(&first, 300, now, Some(hours)),
+            Some((Duration::ZERO, 0)),
+            "caught up on an idle primary"
+        );
     }
 
     #[test]
@@ -940,7 +1000,7 @@ mod tests {
         let t0 = Instant::now();
         r.add_sample(t0, 100);
         r.add_sample(t0 + Duration::from_secs(1), 100); // idle primary: the first time it had 100 counts
-        assert_eq!(r.lag_now(50, t0 + Duration::from_secs(5)).unwrap().0, Duration::from_secs(5));
+        assert_eq!(r.lag_now(50, t0 + Duration::from_secs(5), None).unwrap().0, Duration::from_secs(5));
         r.add_sample(t0 + Duration::from_secs(25), 200);
         r.add_sample(t0 + Duration::from_secs(30), 300);
         // 10 s max lag: samples older than 20 s go, the newest always stays.

@@ -1077,14 +1077,13 @@ impl Store for PostgresBackend {
     }
 
     async fn cleanup(&self, sel: Selection, tally: Tally) -> Result<Vec<TableReport>> {
-        let out = match sel.target {
+        // Reads through this object must not see the removed rows on a replica (also after a failure or a dropped
+        // call: the batches before it committed).
+        let _counted = self.counts_as_write();
+        match sel.target {
             CleanupTarget::Executions => self.cleanup_executions(&sel, &tally).await,
             CleanupTarget::AuditLogs => self.cleanup_audit(&sel, &tally).await,
-        };
-        // Reads through this object must not see the removed rows on a replica (also after a failure: the
-        // batches before it committed).
-        self.mark_now();
-        out
+        }
     }
 
     async fn lock_runner(&self) -> Result<Option<RunnerLock>> {
@@ -1149,9 +1148,6 @@ impl Store for PostgresBackend {
                 ],
             )
             .await;
-        if result.is_ok() {
-            self.mark_now();
-        }
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Error::conflict(format!(

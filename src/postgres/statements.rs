@@ -181,21 +181,20 @@ impl QueryFragment<Pg> for CompleteExecution<'_> {
 
 statement!(InsertExecution, GuardedInsert, UpdateExecution, CompleteExecution);
 
-/// The primary's WAL insert position in bytes ([`super::replicas::INSERT_LSN_SQL`]), read after a write commits
-/// while reads may go to replicas: prepared once per connection like the write statements, so the mark costs
-/// one round trip and no parse.
-pub struct CommitLsn;
+/// The primary's WAL insert position in bytes ([`super::replicas::INSERT_LSN_SQL`]), read by the read-your-writes
+/// marker and the health task: prepared once per connection like the write statements (no parse per read).
+pub struct InsertLsn;
 
-impl QueryId for CommitLsn {
-    type QueryId = CommitLsn;
+impl QueryId for InsertLsn {
+    type QueryId = InsertLsn;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for CommitLsn {
+impl Query for InsertLsn {
     type SqlType = BigInt;
 }
 
-impl QueryFragment<Pg> for CommitLsn {
+impl QueryFragment<Pg> for InsertLsn {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(super::replicas::INSERT_LSN_SQL);
         Ok(())

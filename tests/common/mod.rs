@@ -211,8 +211,21 @@ pub async fn postgres_replica() -> Harness {
     let mut config = server.storage_config(&db);
     merge_json(&mut config, replica_settings("replica"));
     let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open postgresql with a replica: {e}"));
-    // The schema reaches the standby before the test's first read there.
+    // The schema reaches the standby before the test's first read there, and the storage object's health check
+    // has found the replica up, so the suite's reads that follow no write of their own are served by it.
     replica.wait_caught_up(std::time::Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let text = storage.metrics_text().await.expect("metrics");
+        if text.lines().any(|l| l.starts_with("parallax_storage_replica_up{") && l.ends_with(" 1")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never came up for the contract suite:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let mut h = Harness::new(storage, config, tempfile::tempdir().expect("tempdir"));
     h.pg_db = Some(db);
     h.replica_turn = Some(turn);
