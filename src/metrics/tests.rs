@@ -726,6 +726,17 @@ async fn routing_families_with_nothing_to_show_are_left_out_and_the_text_stays_v
     assert!(text.contains(r#"host="we\\ird\"host:5432""#), "{text}");
     promtool_check(&text);
 
+    // A replica nobody checks (readPreference primary: `up` unknown) has no `up` sample, so StorageReplicaDown
+    // never fires for it.
+    fake.routing = Some(RoutingMetrics {
+        hosts: vec![host("p:5432", "primary", 1, None, None), host("r:5432", "replica", 0, None, None)],
+        fallbacks: [0, 0, 0],
+    });
+    let text = render(&fake).await.unwrap();
+    let e = Exposition::parse(&text);
+    assert_eq!(e.of("parallax_storage_replica_up").count(), 0, "{text}");
+    promtool_check(&text);
+
     // No hosts at all (a router reporting nothing yet): only the fallbacks, all three reasons.
     fake.routing = Some(RoutingMetrics::default());
     let text = render(&fake).await.unwrap();
