@@ -219,10 +219,11 @@ impl Replica {
     }
 }
 
-/// `host:port` of a one-host config.
+/// `host:port` of a one-host config (an IPv6 address in brackets, `[::1]:5432`, as in a URL).
 pub fn host_port(pg: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
     let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(p)) => p.display().to_string(),
         None => String::new(),
@@ -940,6 +941,16 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(name(&r.pick(&f).0), "r0:5432");
         }
+    }
+
+    #[test]
+    fn host_port_brackets_ipv6() {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("::1").port(5434);
+        assert_eq!(host_port(&pg), "[::1]:5434");
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("db.internal");
+        assert_eq!(host_port(&pg), "db.internal:5432");
     }
 
     #[test]
