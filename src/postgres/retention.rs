@@ -957,6 +957,27 @@ static RELEASING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// How long `lock_runner` waits for this process's own releases in progress.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
+/// When this process's last release ended, in milliseconds since [`release_clock`]'s start (0: none yet). A
+/// release whose unlock failed ends by closing its session, which the server notices a moment later: a run
+/// that finds the lock held this soon after a release of its own retries for [`RELEASE_GRACE`].
+static LAST_RELEASE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`LAST_RELEASE_MS`].
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+
+fn release_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Whether one of this process's runner locks is being released, or was released less than [`RELEASE_GRACE`]
+/// ago.
+fn own_release_in_progress() -> bool {
+    let last = LAST_RELEASE_MS.load(Ordering::SeqCst);
+    RELEASING.load(Ordering::SeqCst) > 0
+        || (last != 0 && release_clock().saturating_sub(last) < RELEASE_GRACE.as_millis() as u64)
+}
+
 /// Counts one release in [`RELEASING`] while it lives: moved into the unlock task, it is dropped when the
 /// task ends — or when the runtime drops the task without running it (shutdown), so the count never sticks.
 struct Releasing;
@@ -970,6 +991,7 @@ impl Releasing {
 
 impl Drop for Releasing {
     fn drop(&mut self) {
+        LAST_RELEASE_MS.store(release_clock(), Ordering::SeqCst);
         RELEASING.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -1105,9 +1127,9 @@ impl Store for PostgresBackend {
                     )))
                 }
             };
-            // Held by another instance: skip. Held by this process's previous run, still being released:
-            // wait for that (a few milliseconds).
-            if got || RELEASING.load(Ordering::SeqCst) == 0 || waited.elapsed() > RELEASE_WAIT {
+            // Held by another instance: skip. Held by this process's previous run, still being released (or
+            // its session still closing): wait for that (a few milliseconds).
+            if got || !own_release_in_progress() || waited.elapsed() > RELEASE_WAIT {
                 break got;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
