@@ -25,17 +25,6 @@ async fn inspect(h: &Harness) -> tokio_postgres::Client {
     pg::server().client(h.pg_db.as_ref().unwrap()).await
 }
 
-fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-    match (a, b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_are_made_ahead_and_route_rows() {
     let h = postgres().await;
@@ -153,7 +142,7 @@ async fn a_pooled_connection_the_server_closed_is_replaced_at_checkout() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(&mut cfg, json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1 } } }));
+    merge_json(&mut cfg, json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1 } } }));
     let storage = plugin().open(&cfg).unwrap();
     storage.put_pattern(new_pattern("kept", "1.0.0")).await.unwrap();
     let admin = server.client(&db).await;
@@ -181,7 +170,7 @@ async fn calls_in_flight_at_shutdown_end_unavailable() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(
+    merge_json(
         &mut cfg,
         json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1, "acquireTimeout": 30000 } } }),
     );
@@ -221,7 +210,7 @@ async fn an_exhausted_pool_times_out_instead_of_hanging() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(
+    merge_json(
         &mut cfg,
         json!({ "postgresql": { "pool": { "minConnections": 0, "maxConnections": 1, "acquireTimeout": 300 } } }),
     );
@@ -259,7 +248,7 @@ async fn the_same_storage_recovers_after_a_server_restart() {
     let server = &cluster.server;
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(&mut cfg, json!({ "postgresql": { "pool": { "acquireTimeout": 1000 } } }));
+    merge_json(&mut cfg, json!({ "postgresql": { "pool": { "acquireTimeout": 1000 } } }));
     let storage = plugin().open(&cfg).unwrap();
     storage.put_pattern(new_pattern("before", "1.0.0")).await.unwrap();
 
@@ -324,7 +313,7 @@ async fn pending_or_unknown_migrations_refuse_to_open() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(&mut cfg, json!({ "migrations": { "autoRun": false } }));
+    merge_json(&mut cfg, json!({ "migrations": { "autoRun": false } }));
     let err = plugin().open(&cfg).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Schema, "{err}");
     assert!(err.message.contains("migrate up"), "{err}");
@@ -702,7 +691,7 @@ async fn concurrent_audit_batches_stay_within_max_connections() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(
+    merge_json(
         &mut cfg,
         json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 4, "acquireTimeout": 60000 } } }),
     );
@@ -750,7 +739,7 @@ async fn health_and_migration_status_open_no_new_connection() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(&mut cfg, json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1 } } }));
+    merge_json(&mut cfg, json!({ "postgresql": { "pool": { "minConnections": 1, "maxConnections": 1 } } }));
     let storage = plugin().open(&cfg).unwrap();
     storage.health().await.unwrap();
     let admin = server.client(&db).await;
@@ -1163,7 +1152,7 @@ async fn writers_keep_going_during_a_cleanup() {
 
 fn retention_config(db: &str) -> serde_json::Value {
     let mut cfg = pg::server().storage_config(db);
-    merge(
+    merge_json(
         &mut cfg,
         json!({ "retention": { "executions": { "enabled": true, "maxAge": "30d" }, "cleanupSchedule": "0 3 * * *",
                            "runSchedule": false } }),
@@ -1480,7 +1469,7 @@ async fn metrics_show_a_held_pool_and_its_waiting_callers() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(
+    merge_json(
         &mut cfg,
         json!({ "postgresql": { "pool": { "minConnections": 0, "maxConnections": 2, "acquireTimeout": 10_000 } } }),
     );
@@ -1535,7 +1524,7 @@ async fn metrics_count_a_pool_acquire_that_timed_out() {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut cfg = server.storage_config(&db);
-    merge(
+    merge_json(
         &mut cfg,
         json!({ "postgresql": { "pool": { "minConnections": 0, "maxConnections": 1, "acquireTimeout": 300 } } }),
     );
@@ -1784,14 +1773,8 @@ fn replica_config(
     extra: serde_json::Value,
 ) -> serde_json::Value {
     let mut config = primary.storage_config(db);
-    merge(
-        &mut config,
-        json!({ "postgresql": {
-            "replicas": [{ "host": replica.host, "port": replica.port }],
-            "readPreference": preference,
-        } }),
-    );
-    merge(&mut config, extra);
+    merge_json(&mut config, replica.as_replica(preference));
+    merge_json(&mut config, extra);
     config
 }
 
@@ -2386,7 +2369,7 @@ async fn replica_config_errors_name_the_values() {
     let base = server.storage_config(&db);
     let with = |extra: serde_json::Value| {
         let mut c = base.clone();
-        merge(&mut c, extra);
+        merge_json(&mut c, extra);
         c
     };
     let refused = |config: serde_json::Value, needles: &[&str]| {

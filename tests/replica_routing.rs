@@ -15,13 +15,7 @@ async fn open_on_replica(extra: Value) -> (Storage, Value, String) {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut config = server.storage_config(&db);
-    merge_json(
-        &mut config,
-        json!({"postgresql": {
-            "replicas": [{"host": r.server().host, "port": r.server().port}],
-            "readPreference": "replica",
-        }}),
-    );
+    merge_json(&mut config, r.server().as_replica("replica"));
     merge_json(&mut config, extra);
     let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open {config}: {e}"));
     (storage, config, db)

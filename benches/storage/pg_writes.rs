@@ -56,9 +56,10 @@ pub async fn replica() -> &'static pg::Replica {
 /// `config` with the harness's replica as its one `storage.postgresql.replicas` entry and `readPreference:
 /// replica`.
 pub fn with_replica(mut config: serde_json::Value, replica: &pg::Replica) -> serde_json::Value {
-    let r = replica.server();
-    config["postgresql"]["replicas"] = json!([{ "host": r.host, "port": r.port }]);
-    config["postgresql"]["readPreference"] = json!("replica");
+    let settings = replica.server().as_replica("replica");
+    for key in ["replicas", "readPreference"] {
+        config["postgresql"][key] = settings["postgresql"][key].clone();
+    }
     config
 }
 

@@ -190,16 +190,6 @@ pub async fn postgres() -> Harness {
     h
 }
 
-/// The `storage.postgresql` settings that send plain reads to the shared streaming replica ([`pg::replica`])
-/// with `readPreference` `preference` (`primary`, `replica` or `any`).
-pub fn replica_settings(preference: &str) -> serde_json::Value {
-    let r = pg::replica().server();
-    json!({ "postgresql": {
-        "replicas": [{ "host": r.host, "port": r.port }],
-        "readPreference": preference,
-    } })
-}
-
 /// [`postgres`] with plain reads going to the shared streaming replica (`readPreference: replica`): the
 /// contract suite runs on it unchanged (read-your-writes per storage object; tests that read through a second
 /// object call [`Harness::settle`] first). Holds a shared turn on the replica for the harness's life.
@@ -209,7 +199,7 @@ pub async fn postgres_replica() -> Harness {
     let server = pg::server();
     let db = server.fresh_database().await;
     let mut config = server.storage_config(&db);
-    merge_json(&mut config, replica_settings("replica"));
+    merge_json(&mut config, replica.server().as_replica("replica"));
     let storage = plugin().open(&config).unwrap_or_else(|e| panic!("open postgresql with a replica: {e}"));
     // The schema reaches the standby before the test's first read there, and the storage object's health check
     // has found the replica up, so the suite's reads that follow no write of their own are served by it.

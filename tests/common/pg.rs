@@ -49,6 +49,15 @@ impl Server {
         json!({ "type": "postgresql", "postgresql": pg })
     }
 
+    /// `storage` settings with this server as the one read replica and `readPreference` set, to merge into
+    /// another server's [`Server::storage_config`].
+    pub fn as_replica(&self, read_preference: &str) -> serde_json::Value {
+        json!({ "postgresql": {
+            "replicas": [{ "host": self.host, "port": self.port }],
+            "readPreference": read_preference,
+        } })
+    }
+
     pub async fn admin(&self) -> tokio_postgres::Client {
         self.client(&self.admin_db).await
     }
