@@ -2163,6 +2163,59 @@ async fn paused_replay_never_shows_a_caller_its_own_write_missing() {
     pg::server().drop_database(&db).await;
 }
 
+/// A cleanup commits on connections of its own, not through a write call: it still counts as a write of the
+/// storage object that ran it, so that object's reads never show the removed rows from a standby that has not
+/// replayed the cleanup. (Migrations and archive deletes and imports count by the same guard.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_counts_as_a_write_for_read_your_writes() {
+    let replica = pg::replica();
+    let _turn = replica.exclusive().await;
+    let hosts = Hosts::shared();
+    let db = pg::server().fresh_database().await;
+    let config = replica_config(
+        &hosts.primary,
+        &hosts.replica,
+        &db,
+        "replica",
+        json!({ "postgresql": { "maxReplicaLag": 600000 } }),
+    );
+    let s = plugin().open(&config).unwrap();
+    let old = Timestamp::now().as_micros() - 40 * 86_400_000_000;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let e = s.create_execution(new_execution("cleaned", "1.0.0").started_at(at(old))).await.unwrap();
+        s.complete_execution(e.id, ExecutionCompletion::new(ExecutionStatus::Completed)).await.unwrap();
+        ids.push(e.id);
+    }
+    let all = || ExecutionFilter::default().pattern("cleaned");
+    replica.wait_caught_up(SECS_10).await;
+    hosts.until_up(&s).await;
+    // Once its writes are covered and replayed, this object's reads are served by the standby.
+    hosts.until_replica_serves(&s, SECS_10, || s.count_executions(all())).await;
+
+    let _resume = ResumeReplayOnDrop(replica);
+    replica.pause_replay().await;
+    let every = retention::CleanupParams { confirm_all: true, ..cleanup_params("30d") };
+    let report = s.cleanup(&every).await.unwrap();
+    assert!(!report.dry_run, "{report:?}");
+    let before = hosts.routed(&s).await;
+    assert_eq!(s.count_executions(all()).await.unwrap(), 0, "cleanup-then-count");
+    assert_kind(s.get_execution(ids[0]).await, ErrorKind::NotFound, "not found");
+    let d = hosts.routed(&s).await - before;
+    assert_eq!((d.replica, d.primary), (0.0, 2.0), "read from the primary, not the paused standby: {d:?}");
+    // The standby still has the rows: only the storage object's own mark kept it from serving them.
+    let standby = replica.server().client(&db).await;
+    let left: i64 = standby
+        .query_one("SELECT count(*) FROM executions WHERE pattern_name = 'cleaned'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 3, "the paused standby has not replayed the cleanup");
+    s.shutdown().await.unwrap();
+    drop(_resume);
+    pg::server().drop_database(&db).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_stops_receiving_reads() {
     let replica = pg::replica();
