@@ -1899,6 +1899,16 @@ struct Seeded {
     audit: Vec<Uuid>,
 }
 
+/// A fresh database seeded by a storage object of its own without replicas ([`seed_for_readers`]), so the
+/// readers a test opens have no write of theirs to wait for; returned once `replica` has replayed it.
+async fn seeded_database(replica: &pg::Replica) -> (String, Storage, Seeded) {
+    let db = pg::server().fresh_database().await;
+    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
+    let seeded = seed_for_readers(&writer).await;
+    replica.wait_caught_up(SECS_10).await;
+    (db, writer, seeded)
+}
+
 /// Writes a pattern, an execution (pattern `seeded`, input word `zeppelin`) with one event, and one audit
 /// entry by actor `seeder`.
 async fn seed_for_readers(s: &Storage) -> Seeded {
@@ -1976,11 +1986,7 @@ async fn reads_follow_read_preference() {
     let replica = pg::replica();
     let _turn = replica.shared().await;
     let hosts = Hosts::shared();
-    let db = pg::server().fresh_database().await;
-    // Written by an object of its own, so the readers below have no write of theirs to wait for.
-    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
-    let seeded = seed_for_readers(&writer).await;
-    replica.wait_caught_up(SECS_10).await;
+    let (db, writer, seeded) = seeded_database(replica).await;
     let open = |preference: &str| {
         let config = replica_config(&hosts.primary, &hosts.replica, &db, preference, json!({}));
         plugin().open(&config).unwrap_or_else(|e| panic!("open with readPreference {preference}: {e}"))
@@ -2040,10 +2046,7 @@ async fn paused_replay_never_shows_a_caller_its_own_write_missing() {
     let replica = pg::replica();
     let _turn = replica.exclusive().await;
     let hosts = Hosts::shared();
-    let db = pg::server().fresh_database().await;
-    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
-    let seeded = seed_for_readers(&writer).await;
-    replica.wait_caught_up(SECS_10).await;
+    let (db, writer, seeded) = seeded_database(replica).await;
     // Lag never disqualifies the paused standby here: only the own-write rule keeps reads off it.
     let config = replica_config(
         &hosts.primary,
@@ -2221,10 +2224,7 @@ async fn a_lagging_replica_stops_receiving_reads() {
     let replica = pg::replica();
     let _turn = replica.exclusive().await;
     let hosts = Hosts::shared();
-    let db = pg::server().fresh_database().await;
-    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
-    let seeded = seed_for_readers(&writer).await;
-    replica.wait_caught_up(SECS_10).await;
+    let (db, writer, seeded) = seeded_database(replica).await;
     let config = replica_config(
         &hosts.primary,
         &hosts.replica,
@@ -2271,10 +2271,7 @@ async fn a_stopped_replica_falls_back_to_the_primary_and_returns() {
     let replica = pg::replica();
     let _turn = replica.exclusive().await;
     let hosts = Hosts::shared();
-    let db = pg::server().fresh_database().await;
-    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
-    let seeded = seed_for_readers(&writer).await;
-    replica.wait_caught_up(SECS_10).await;
+    let (db, writer, seeded) = seeded_database(replica).await;
     let s =
         plugin().open(&replica_config(&hosts.primary, &hosts.replica, &db, "replica", json!({}))).unwrap();
     hosts.until_up(&s).await;
@@ -2493,10 +2490,7 @@ async fn test_connection_lists_the_primary_and_the_replica() {
     let replica = pg::replica();
     let _turn = replica.shared().await;
     let hosts = Hosts::shared();
-    let db = pg::server().fresh_database().await;
-    let writer = plugin().open(&pg::server().storage_config(&db)).unwrap();
-    let seeded = seed_for_readers(&writer).await;
-    replica.wait_caught_up(SECS_10).await;
+    let (db, writer, seeded) = seeded_database(replica).await;
     let s =
         plugin().open(&replica_config(&hosts.primary, &hosts.replica, &db, "replica", json!({}))).unwrap();
     hosts.until_up(&s).await;
