@@ -18,7 +18,7 @@ use crate::{error::Result, rules::Completion, validate::Page};
 
 /// Cleanup and retention ([`crate::retention::Store`]), archive ([`crate::archive::Store`]) and metrics
 /// ([`crate::metrics::Source`]) are part of every backend's contract.
-pub trait Contract: crate::archive::Store + crate::metrics::Source + Send + Sync + 'static {
+pub trait Contract: crate::transfer::Store + crate::metrics::Source + Send + Sync + 'static {
     /// `id_from_client`: the caller chose the id (it may be taken); otherwise the adapter generated a UUIDv7.
     /// Build the stored version with [`crate::rules::stored_pattern`].
     fn put_pattern(

@@ -31,6 +31,7 @@ mod ops;
 mod plan;
 mod retention;
 mod search;
+mod transfer;
 mod writer;
 
 use std::{

@@ -24,6 +24,7 @@ mod queries;
 mod replicas;
 mod retention;
 mod statements;
+mod transfer;
 #[rustfmt::skip]
 pub mod schema;
 

@@ -8,6 +8,7 @@ pub mod migrations;
 mod models;
 mod queries;
 mod retention;
+mod transfer;
 #[rustfmt::skip]
 pub mod schema;
 pub mod search;

@@ -1,0 +1,102 @@
+//! Moving the whole history between backends (`copy`, `export`, `import`) and consistent backups (`backup`):
+//! written once for every backend.
+//!
+//! - The rules live here: the snapshot cut, resume and catch-up ([`state`]), the canonical per-row checksum
+//!   ([`checksum`]), landing a page in a target with conflict detection and read-back (`land`), the copy
+//!   driver (`copy`), the export writer (`export`, the archive's format plus patterns) and the import walk
+//!   (`import`).
+//! - A backend only persists: it implements [`Store`] (insert patterns as given, fetch rows by id, replace an
+//!   unfinished execution the copy itself wrote, keep a transfer state, back itself up) on top of the archive
+//!   primitives ([`crate::archive::Store`]: scan in key order, insert-if-absent).
+//!
+//! The maintenance ops `copy`, `export`, `import` and `backup` (`parallax_storage_abi::transfer`) call into
+//! this module.
+
+pub mod checksum;
+pub mod state;
+
+use std::{future::Future, path::PathBuf};
+
+use parallax_storage_abi::{transfer::BackupReport, AuditEntry, Pattern};
+
+use crate::{
+    archive::{ExecutionRecord, Imported},
+    error::{Error, Result},
+};
+
+/// The error of a primitive a backend does not implement (yet).
+pub fn unsupported(what: &str) -> Error {
+    Error::unsupported(format!("this backend does not support {what}"))
+}
+
+/// What a backend does for transfers; every rule is decided by the caller (this module).
+pub trait Store: crate::archive::Store {
+    /// Inserts the pattern versions whose id is absent and whose `(name, version)` is free, exactly as given
+    /// (id, name, version, description, definition, `created_at`, `created_by`), with their search entries,
+    /// in one transaction; any other is skipped and left as it is (`Imported.skipped`).
+    fn import_patterns(&self, patterns: Vec<Pattern>) -> impl Future<Output = Result<Imported>> + Send {
+        let _ = patterns;
+        async { Err(unsupported("importing patterns")) }
+    }
+
+    /// The executions with these ids that are present, each with all its events in `seq` order, in any order.
+    /// `within`: the smallest and largest `started_at` of the wanted rows, when the caller knows them (lets
+    /// PostgreSQL prune partitions); rows outside it may be missed.
+    fn fetch_executions(
+        &self,
+        ids: Vec<String>,
+        within: Option<(i64, i64)>,
+    ) -> impl Future<Output = Result<Vec<ExecutionRecord>>> + Send {
+        let _ = (ids, within);
+        async { Err(unsupported("fetching executions by id")) }
+    }
+
+    /// The audit entries with these ids that are present, in any order.
+    fn fetch_audit(&self, ids: Vec<String>) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send {
+        let _ = ids;
+        async { Err(unsupported("fetching audit entries by id")) }
+    }
+
+    /// The pattern versions with these ids that are present, in any order.
+    fn fetch_patterns(&self, ids: Vec<String>) -> impl Future<Output = Result<Vec<Pattern>>> + Send {
+        let _ = ids;
+        async { Err(unsupported("fetching patterns by id")) }
+    }
+
+    /// For each record: if an execution with its id is present **and pending or running**, replaces it (row,
+    /// events, search entries) by the record, in one transaction. Returns how many were replaced. A final
+    /// execution is never touched. Used by a catch-up copy to refresh the unfinished rows it copied itself.
+    fn replace_unfinished(&self, records: Vec<ExecutionRecord>) -> impl Future<Output = Result<u64>> + Send {
+        let _ = records;
+        async { Err(unsupported("replacing unfinished executions")) }
+    }
+
+    /// After a bulk load: refresh planner statistics (PostgreSQL `ANALYZE`, SQLite `PRAGMA optimize`).
+    fn after_bulk_load(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// A consistent copy of the whole store at `destination` (absolute, not existing yet), taken while the
+    /// plugin keeps writing. PostgreSQL refuses (`Unsupported`, naming `pg_dump`).
+    fn backup(&self, destination: PathBuf) -> impl Future<Output = Result<BackupReport>> + Send {
+        let _ = destination;
+        async { Err(unsupported("backup")) }
+    }
+
+    /// Saves (inserts or replaces) the transfer state `id`: `source` names where its rows come from (never a
+    /// secret), `state` is the JSON text of [`state::TransferState`]. Durable when it returns.
+    fn save_transfer_state(
+        &self,
+        id: String,
+        source: String,
+        state: String,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (id, source, state);
+        async { Err(unsupported("keeping a transfer state")) }
+    }
+
+    /// Every saved transfer state as `(id, source, state JSON)`, newest first.
+    fn transfer_states(&self) -> impl Future<Output = Result<Vec<(String, String, String)>>> + Send {
+        async { Err(unsupported("keeping a transfer state")) }
+    }
+}

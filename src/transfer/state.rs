@@ -1,0 +1,99 @@
+//! How far a transfer (`copy` or `import`) got, kept in the **target** ([`super::Store::save_transfer_state`])
+//! after every committed page, so that a run killed half-way and started again resumes from its cursor with
+//! its running checksums, and so that a target half filled by this source is told apart from a target that
+//! held rows before (refused without `merge`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::checksum::Tally;
+
+/// `copy` or `import`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Kind {
+    Copy,
+    Import,
+}
+
+/// The steps of a transfer, in order.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    Patterns,
+    Executions,
+    Audit,
+    /// Re-reading the unfinished executions copied, to report those that changed after the snapshot.
+    Refresh,
+    Verify,
+    Done,
+}
+
+/// Where a table's scan got: the key of the last row landed (`(time, id)`; patterns by name).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub at: i64,
+    pub id: String,
+}
+
+/// One table's running figures.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TableState {
+    /// Rows of the snapshot read from the source, and their checksum.
+    pub source: Tally,
+    /// The same rows read back from the target.
+    pub target: Tally,
+    /// Inserted by this run (and the runs it resumed).
+    pub copied: u64,
+    /// Present with equal content.
+    pub present: u64,
+    /// Present with different content.
+    pub conflicts: u64,
+}
+
+/// A transfer's saved state (JSON text in the target).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferState {
+    /// The run id (a UUIDv7).
+    pub id: String,
+    pub kind: Kind,
+    /// Where rows come from, never a secret: `sqlite /path`, `postgresql user@host:5432/db`, `file /dir`,
+    /// `export <run-id> at <url>`. A later run of the same source resumes or catches up.
+    pub source: String,
+    /// The snapshot cut (µs, UTC).
+    pub snapshot: i64,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub merge: bool,
+    /// The target held no row of any table when the first run of this source started.
+    pub target_was_empty: bool,
+    pub phase: Phase,
+    /// Per table ([`parallax_storage_abi::transfer::TABLES`]): the last key landed.
+    #[serde(default)]
+    pub cursors: BTreeMap<String, Cursor>,
+    /// Per table: the running figures.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableState>,
+    /// Ids of executions copied while pending or running (checked again at the end; refreshed by a
+    /// catch-up run).
+    #[serde(default)]
+    pub unfinished: Vec<String>,
+    /// The first conflicts found (the report lists at most 100).
+    #[serde(default)]
+    pub conflicts: Vec<parallax_storage_abi::transfer::Conflict>,
+}
+
+impl TransferState {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a transfer state serializes")
+    }
+
+    /// Reads back [`TransferState::to_json`]; a damaged value reads as `None`.
+    pub fn from_json(text: &str) -> Option<TransferState> {
+        serde_json::from_str(text).ok()
+    }
+}
