@@ -13,6 +13,10 @@
 //! this module.
 
 pub mod checksum;
+pub mod copy;
+pub mod export;
+pub mod import;
+pub mod land;
 pub mod state;
 
 use std::{future::Future, path::PathBuf};

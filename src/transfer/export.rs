@@ -1,0 +1,1 @@
+//! The `export` op: everything in the archive's format (plus patterns) under a destination, `export.json` last.
