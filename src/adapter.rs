@@ -161,6 +161,9 @@ impl<B: Contract> Drop for Adapter<B> {
     fn drop(&mut self) {
         let backend = self.backend.take();
         contain_panic("stopping the plugin runtime", || self.stop_runtime());
+        if let Some(b) = &backend {
+            contain_panic("closing the storage backend", || b.close_on_drop());
+        }
         contain_panic("dropping the storage backend", move || drop(backend));
     }
 }

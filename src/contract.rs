@@ -125,4 +125,10 @@ pub trait Contract: crate::transfer::Store + crate::metrics::Source + Send + Syn
     }
     /// Stops background work and closes connections. Called once.
     fn shutdown(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Called (synchronously) when the storage object is dropped without `shutdown()`, after its runtime was
+    /// told to stop: release what a reopen needs (the single writer's connection or lock) if that can be done
+    /// without waiting for queued writes. The backend itself may be dropped a moment later, when the runtime's
+    /// workers drop the tasks that still hold it.
+    fn close_on_drop(&self) {}
 }

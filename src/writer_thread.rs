@@ -304,18 +304,29 @@ impl<G, S> WriterThread<G, S> {
 }
 
 /// Dropping without [`WriterThread::stop`] (the last storage object dropped without `shutdown()`, perhaps in
-/// an async task) must not block the caller while queued writes drain: the queue is closed, and the thread
-/// commits everything already queued, then drops its state (closing the SQLite connection, releasing the file
-/// store's lock) and ends on its own. An idle writer (no job queued or in flight, see [`Answer`]) is always
-/// waited for: with the queue closed its thread ends at once, so the store is fully closed when the drop
-/// returns and can be reopened, however loaded the machine. A busy one is left to finish in the background.
-/// Every write acknowledged before the drop was durable before its answer; queued ones are committed by the
-/// detached thread as long as the process lives (`shutdown()` waits for them).
+/// an async task) must not block the caller while queued writes drain: see [`WriterThread::close`].
 impl<G, S> Drop for WriterThread<G, S> {
     fn drop(&mut self) {
-        self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(thread) = self.thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() else { return };
-        // No job can be added now (`send` borrows `self`), so this only goes down.
+        self.close();
+    }
+}
+
+impl<G, S> WriterThread<G, S> {
+    /// Closes the queue without blocking on queued writes: the thread commits everything already queued, then
+    /// drops its state (closing the SQLite connection, releasing the file store's lock) and ends on its own.
+    /// An idle writer (no job queued or in flight, see [`Answer`]) is always waited for: with the queue closed
+    /// its thread ends at once, so the store is fully closed when this returns and can be reopened, however
+    /// loaded the machine. A busy one is left to finish in the background. Every write acknowledged before was
+    /// durable before its answer; queued ones are committed by the detached thread as long as the process lives
+    /// (`shutdown()` waits for them).
+    ///
+    /// Called when the storage object is dropped (`Contract::close_on_drop`) as well as by this type's `Drop`:
+    /// the backend itself may outlive the storage object for a moment (a finished call's task still holds it
+    /// until the runtime's worker drops that task), and the store must not stay locked for that moment.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        // No job can be added now (the queue is closed), so this only goes down.
         let busy = self.busy.load(Ordering::Acquire);
         if busy == 0 {
             let _ = thread.join();

@@ -338,4 +338,8 @@ impl Contract for FileBackend {
         tokio::task::block_in_place(|| self.writer.stop());
         Ok(())
     }
+
+    fn close_on_drop(&self) {
+        self.writer.close();
+    }
 }

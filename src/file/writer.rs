@@ -175,6 +175,11 @@ impl Writer {
     pub fn stop(&self) {
         self.thread.stop();
     }
+
+    /// Closes the queue; waits only if idle (the lock is released when this returns), see `WriterThread::close`.
+    pub fn close(&self) {
+        self.thread.close();
+    }
 }
 
 /// Plans the group against the index, commits its files, then updates the index and answers every job.

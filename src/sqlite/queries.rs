@@ -470,6 +470,10 @@ impl Contract for SqliteBackend {
         tracing::info!(path = %self.cfg.sqlite.path.display(), "SQLite storage closed");
         Ok(())
     }
+
+    fn close_on_drop(&self) {
+        self.writer.close();
+    }
 }
 
 #[cfg(test)]

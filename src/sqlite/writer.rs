@@ -128,6 +128,11 @@ impl Writer {
     pub fn stop(&self) {
         self.thread.stop();
     }
+
+    /// Closes the queue; waits only if idle (the connection is closed when this returns), see `WriterThread::close`.
+    pub fn close(&self) {
+        self.thread.close();
+    }
 }
 
 fn commit_group(state: &mut State, group: &mut Vec<GroupJob>) {
