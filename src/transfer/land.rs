@@ -35,6 +35,8 @@ use crate::{
 pub const MAX_UNFINISHED: usize = 200_000;
 /// At most this many conflicts are kept in the state and reported.
 pub const MAX_CONFLICTS: usize = 100;
+/// Ids per read of the target by id.
+const FETCH_CHUNK: usize = 1000;
 /// At most this many ids of executions changed after the snapshot are reported.
 pub const MAX_CHANGED_REPORTED: usize = 20;
 
@@ -93,6 +95,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                 let st = TransferState {
                     id: uuid::Uuid::now_v7().to_string(),
                     snapshot,
+                    previous_snapshot: Some(old.snapshot),
                     started_at: now,
                     updated_at: now,
                     merge: old.merge || merge,
@@ -119,6 +122,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                     kind,
                     source,
                     snapshot,
+                    previous_snapshot: None,
                     started_at: now,
                     updated_at: now,
                     merge,
@@ -399,72 +403,74 @@ impl<'a, T: Contract> Landing<'a, T> {
         let current = by_id(current);
         let ids: Vec<String> =
             self.state.unfinished.iter().filter(|id| !self.changed.contains(*id)).cloned().collect();
-        let landed = by_id(self.target.fetch_executions(ids.clone(), None).await?);
-        for id in ids {
-            let Some(t) = landed.get(&id) else { continue };
-            let same = current.get(&id).is_some_and(|c| record_hashes(c) == record_hashes(t));
-            if !same {
-                self.uncount(t);
-                self.mark_changed(&id);
+        for chunk in ids.chunks(FETCH_CHUNK) {
+            let landed = by_id(self.target.fetch_executions(chunk.to_vec(), None).await?);
+            for id in chunk {
+                let Some(t) = landed.get(id) else { continue };
+                let same = current.get(id).is_some_and(|c| record_hashes(c) == record_hashes(t));
+                if !same {
+                    self.uncount(t);
+                    self.mark_changed(id);
+                }
             }
         }
         Ok(())
     }
 
     /// A catch-up run: replaces the target's copies of the unfinished executions (`state().unfinished`) that
-    /// are still pending or running there by `current` (their rows read from the source now), adjusting both
-    /// checksums; a copy that became final in the target meanwhile is left alone and reported as a conflict.
-    /// Afterwards `unfinished` holds the ids still pending or running. Nothing is written on a dry run.
+    /// are still pending or running there by `current` (their rows read from the source now, one call with
+    /// all of them), adjusting both checksums; a copy that became final in the target meanwhile is left alone
+    /// and reported as a conflict. Afterwards `unfinished` holds the ids still pending or running in the
+    /// source. Nothing is written on a dry run.
     pub async fn catch_up_unfinished(&mut self, current: Vec<ExecutionRecord>) -> Result<()> {
         if self.state.unfinished.is_empty() || self.dry_run {
             return Ok(());
         }
-        let ids = self.state.unfinished.clone();
         let current: Vec<ExecutionRecord> =
             current.into_iter().filter(|r| self.unfinished.contains(r.execution.id.as_str())).collect();
-        let before = by_id(self.target.fetch_executions(ids.clone(), None).await?);
-        let fresh: Vec<ExecutionRecord> = current
-            .iter()
-            .filter(|r| {
-                before.get(r.execution.id.as_str()).is_some_and(|t| record_hashes(t) != record_hashes(r))
-            })
-            .cloned()
-            .collect();
-        if !fresh.is_empty() {
-            self.target.replace_unfinished(fresh.clone()).await?;
-        }
-        let fresh_ids: Vec<String> = fresh.iter().map(|r| r.execution.id.to_string()).collect();
-        let after = by_id(self.target.fetch_executions(fresh_ids, None).await?);
-        for r in &fresh {
-            let id = r.execution.id.as_str();
-            let Some(old) = before.get(id) else { continue };
-            if !self.changed.contains(id) {
-                self.uncount(old);
+        for chunk in current.chunks(FETCH_CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(|r| r.execution.id.to_string()).collect();
+            let before = by_id(self.target.fetch_executions(ids, None).await?);
+            let fresh: Vec<ExecutionRecord> = chunk
+                .iter()
+                .filter(|r| {
+                    before.get(r.execution.id.as_str()).is_some_and(|t| record_hashes(t) != record_hashes(r))
+                })
+                .cloned()
+                .collect();
+            if !fresh.is_empty() {
+                self.target.replace_unfinished(fresh.clone()).await?;
             }
-            let (h, eh) = record_hashes(r);
-            match after.get(id) {
-                Some(t) if record_hashes(t) == (h, eh.clone()) => {
-                    self.equal(EXECUTIONS, h, h);
-                    for e in &eh {
-                        self.equal(EVENTS, *e, *e);
+            let fresh_ids: Vec<String> = fresh.iter().map(|r| r.execution.id.to_string()).collect();
+            let after = if fresh_ids.is_empty() {
+                HashMap::new()
+            } else {
+                by_id(self.target.fetch_executions(fresh_ids, None).await?)
+            };
+            for r in chunk {
+                let id = r.execution.id.as_str();
+                let Some(old) = before.get(id) else { continue };
+                let was_counted = !self.changed.contains(id);
+                if !after.contains_key(id) {
+                    // Unchanged since it was copied: counted already, or counted again now that it is equal.
+                    if !was_counted {
+                        self.count_equal(old);
                     }
+                    continue;
                 }
-                Some(t) => {
+                if was_counted {
+                    self.uncount(old);
+                }
+                let t = &after[id];
+                if record_hashes(t) == record_hashes(r) {
+                    self.count_equal(t);
+                } else {
                     let reason = execution_difference(r, t);
+                    let (h, eh) = record_hashes(r);
                     self.conflict(EXECUTIONS, id, reason, h);
-                }
-                None => return Err(missing(EXECUTIONS, id)),
-            }
-        }
-        // Rows marked changed by the previous run that are equal again (or unchanged) count once more.
-        for r in &current {
-            let id = r.execution.id.as_str();
-            if self.changed.contains(id) && !fresh.iter().any(|f| f.execution.id == r.execution.id) {
-                if let Some(t) = before.get(id) {
-                    let (h, eh) = record_hashes(t);
-                    self.equal(EXECUTIONS, h, h);
+                    let ex = self.state.excluded.entry(EVENTS.to_string()).or_default();
                     for e in &eh {
-                        self.equal(EVENTS, *e, *e);
+                        ex.add(*e);
                     }
                 }
             }
@@ -479,6 +485,15 @@ impl<'a, T: Contract> Landing<'a, T> {
         self.unfinished = still.iter().cloned().collect();
         self.state.unfinished = still;
         Ok(())
+    }
+
+    /// Counts an execution equal on both sides into both checksums.
+    fn count_equal(&mut self, t: &ExecutionRecord) {
+        let (h, eh) = record_hashes(t);
+        self.equal(EXECUTIONS, h, h);
+        for e in eh {
+            self.equal(EVENTS, e, e);
+        }
     }
 
     /// Records rows newer than the snapshot for `table` (not copied; reported).

@@ -66,6 +66,9 @@ pub struct TransferState {
     pub source: String,
     /// The snapshot cut (µs, UTC).
     pub snapshot: i64,
+    /// A catch-up run: the snapshot of the finished run it continues (rows up to it were landed then).
+    #[serde(default)]
+    pub previous_snapshot: Option<i64>,
     pub started_at: i64,
     pub updated_at: i64,
     pub merge: bool,
