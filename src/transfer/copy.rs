@@ -245,7 +245,8 @@ async fn copy_into<S: Contract, T: Contract>(
     );
     let mut progress = Progress { last: Instant::now() };
 
-    if landing.mode() == "catch-up" && !params.dry_run {
+    if landing.state().previous_snapshot.is_some() && !landing.state().unfinished_refreshed && !params.dry_run
+    {
         let ids = landing.state().unfinished.clone();
         let current = fetch_all(source, ids).await?;
         landing.catch_up_unfinished(current).await?;
@@ -810,5 +811,40 @@ mod tests {
         assert_eq!(next_limit(64, PAGE_BYTES + 1), 32);
         assert_eq!(next_limit(MIN_PAGE, PAGE_BYTES * 4), MIN_PAGE);
         assert_eq!(next_limit(100, PAGE_BYTES * 3 / 4), 100);
+    }
+
+    /// A catch-up killed after it replaced the target's unfinished copies but before it saved its state does
+    /// that step again when resumed, with the same checksums (what the old rows added is kept in the state).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catch_up_killed_while_refreshing_unfinished_rows_resumes_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target_path = dir.path().join("target.db");
+        let first = run(&source, target_params(&target_path)).await.unwrap();
+        assert!(first.verified);
+        complete(&source, 3, ExecutionStatus::Completed).await;
+
+        let h = source.health().await.unwrap();
+        let label = format!("{} {}", h.backend, h.location);
+        let target = sqlite(&target_path).await;
+        let mut landing =
+            Landing::begin(&target, Kind::Copy, label.clone(), crate::time::now_micros(), false, false)
+                .await
+                .unwrap();
+        assert_eq!(landing.mode(), "catch-up");
+        assert!(!landing.state().unfinished_refreshed);
+        let current = source.fetch_executions(vec![id(3)], None).await.unwrap();
+        landing.catch_up_unfinished(current).await.unwrap();
+        drop(landing); // killed before the state was saved
+        assert_eq!(target.get_execution(id(3)).await.unwrap().status, ExecutionStatus::Completed);
+        target.shutdown().await.unwrap();
+
+        let r = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!(r.mode, "resumed");
+        assert!(r.verified, "{r:#?}");
+        let t = table(&r, "executions");
+        assert_eq!((t.source_rows, t.target_rows, t.conflicts), (5, 5, 0), "{t:?}");
+        assert_eq!(r.changed_after_snapshot_count, 0);
+        source.shutdown().await.unwrap();
     }
 }

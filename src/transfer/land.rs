@@ -100,6 +100,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                     updated_at: now,
                     merge: old.merge || merge,
                     phase: Phase::Patterns,
+                    unfinished_refreshed: false,
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
                     ..old
@@ -133,6 +134,8 @@ impl<'a, T: Contract> Landing<'a, T> {
                     unfinished: Vec::new(),
                     conflicts: Vec::new(),
                     changed: Vec::new(),
+                    unfinished_counted: BTreeMap::new(),
+                    unfinished_refreshed: true,
                     excluded: BTreeMap::new(),
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
@@ -285,6 +288,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                         }
                         if unfinished {
                             self.remember_unfinished(id)?;
+                            self.count_unfinished(h, &eh);
                         }
                     } else if self.state.target_was_empty
                         && !self.state.merge
@@ -384,10 +388,12 @@ impl<'a, T: Contract> Landing<'a, T> {
         let s = self.table(EXECUTIONS);
         s.source.remove(h);
         s.target.remove(h);
+        self.state.unfinished_counted.entry(EXECUTIONS.to_string()).or_default().remove(h);
         for e in eh {
             let s = self.table(EVENTS);
             s.source.remove(e);
             s.target.remove(e);
+            self.state.unfinished_counted.entry(EVENTS.to_string()).or_default().remove(e);
         }
     }
 
@@ -417,61 +423,48 @@ impl<'a, T: Contract> Landing<'a, T> {
         Ok(())
     }
 
-    /// A catch-up run: replaces the target's copies of the unfinished executions (`state().unfinished`) that
-    /// are still pending or running there by `current` (their rows read from the source now, one call with
-    /// all of them), adjusting both checksums; a copy that became final in the target meanwhile is left alone
-    /// and reported as a conflict. Afterwards `unfinished` holds the ids still pending or running in the
-    /// source. Nothing is written on a dry run.
+    /// A catch-up run: the target's copies of the unfinished executions (`state().unfinished`) that are still
+    /// pending or running there are replaced by `current` (their rows read from the source now, one call with
+    /// all of them). What those rows added to both checksums when they were copied (kept in the state) is taken
+    /// out, and the rows read back now are counted instead, so a run killed half-way through this step does it
+    /// again with the same result. A copy that became final in the target meanwhile is left alone (a conflict
+    /// when it differs). Afterwards `unfinished` holds the ids still pending or running in the source.
+    /// Nothing is written on a dry run.
     pub async fn catch_up_unfinished(&mut self, current: Vec<ExecutionRecord>) -> Result<()> {
-        if self.state.unfinished.is_empty() || self.dry_run {
+        if self.dry_run {
             return Ok(());
+        }
+        for (table, counted) in std::mem::take(&mut self.state.unfinished_counted) {
+            let t = self.table(&table);
+            for tally in [&mut t.source, &mut t.target] {
+                tally.rows = tally.rows.saturating_sub(counted.rows);
+                tally.sum = tally.sum.wrapping_sub(counted.sum);
+            }
         }
         let current: Vec<ExecutionRecord> =
             current.into_iter().filter(|r| self.unfinished.contains(r.execution.id.as_str())).collect();
         for chunk in current.chunks(FETCH_CHUNK) {
+            self.target.replace_unfinished(chunk.to_vec()).await?;
             let ids: Vec<String> = chunk.iter().map(|r| r.execution.id.to_string()).collect();
-            let before = by_id(self.target.fetch_executions(ids, None).await?);
-            let fresh: Vec<ExecutionRecord> = chunk
-                .iter()
-                .filter(|r| {
-                    before.get(r.execution.id.as_str()).is_some_and(|t| record_hashes(t) != record_hashes(r))
-                })
-                .cloned()
-                .collect();
-            if !fresh.is_empty() {
-                self.target.replace_unfinished(fresh.clone()).await?;
-            }
-            let fresh_ids: Vec<String> = fresh.iter().map(|r| r.execution.id.to_string()).collect();
-            let after = if fresh_ids.is_empty() {
-                HashMap::new()
-            } else {
-                by_id(self.target.fetch_executions(fresh_ids, None).await?)
-            };
+            let after = by_id(self.target.fetch_executions(ids, None).await?);
             for r in chunk {
                 let id = r.execution.id.as_str();
-                let Some(old) = before.get(id) else { continue };
-                let was_counted = !self.changed.contains(id);
-                if !after.contains_key(id) {
-                    // Unchanged since it was copied: counted already, or counted again now that it is equal.
-                    if !was_counted {
-                        self.count_equal(old);
+                let (h, eh) = record_hashes(r);
+                let reason = match after.get(id) {
+                    Some(t) if record_hashes(t) == (h, eh.clone()) => {
+                        self.count_equal(t);
+                        if !t.execution.status.is_final() {
+                            self.count_unfinished(h, &eh);
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                if was_counted {
-                    self.uncount(old);
-                }
-                let t = &after[id];
-                if record_hashes(t) == record_hashes(r) {
-                    self.count_equal(t);
-                } else {
-                    let reason = execution_difference(r, t);
-                    let (h, eh) = record_hashes(r);
-                    self.conflict(EXECUTIONS, id, reason, h);
-                    let ex = self.state.excluded.entry(EVENTS.to_string()).or_default();
-                    for e in &eh {
-                        ex.add(*e);
-                    }
+                    Some(t) => execution_difference(r, t),
+                    None => "missing from the target (removed there after it was copied)".to_string(),
+                };
+                self.conflict(EXECUTIONS, id, reason, h);
+                let ex = self.state.excluded.entry(EVENTS.to_string()).or_default();
+                for e in &eh {
+                    ex.add(*e);
                 }
             }
         }
@@ -484,7 +477,17 @@ impl<'a, T: Contract> Landing<'a, T> {
             .collect();
         self.unfinished = still.iter().cloned().collect();
         self.state.unfinished = still;
+        self.state.unfinished_refreshed = true;
         Ok(())
+    }
+
+    /// Remembers what an unfinished execution added to both checksums (taken out again by a catch-up).
+    fn count_unfinished(&mut self, h: u128, events: &[u128]) {
+        self.state.unfinished_counted.entry(EXECUTIONS.to_string()).or_default().add(h);
+        let ev = self.state.unfinished_counted.entry(EVENTS.to_string()).or_default();
+        for e in events {
+            ev.add(*e);
+        }
     }
 
     /// Counts an execution equal on both sides into both checksums.

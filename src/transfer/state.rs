@@ -92,6 +92,13 @@ pub struct TransferState {
     /// checksums; refreshed by a catch-up run).
     #[serde(default)]
     pub changed: Vec<String>,
+    /// Per table (`executions`, `execution_events`): what the executions in `unfinished` added to both
+    /// checksums, so that a catch-up can take it out again and count their refreshed rows instead.
+    #[serde(default)]
+    pub unfinished_counted: BTreeMap<String, Tally>,
+    /// A catch-up run refreshed the unfinished executions of the run it continues (set once it is done).
+    #[serde(default)]
+    pub unfinished_refreshed: bool,
     /// Per table: the source rows left out of both checksums (conflicts), so that a total known in advance
     /// (an export's `export.json`) can still be checked.
     #[serde(default)]
