@@ -468,6 +468,12 @@ async fn recount<S: Contract, T: Contract>(source: &S, landing: &mut Landing<'_,
     Ok(())
 }
 
+// The PostgreSQL test server (`crate::postgres`'s own copy of this module is private to it).
+#[cfg(test)]
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../../tests/common/pg.rs"]
+mod test_pg;
+
 #[cfg(test)]
 mod tests {
     use abi_stable::std_types::{RNone, RSome, RVec};
@@ -845,6 +851,39 @@ mod tests {
         let t = table(&r, "executions");
         assert_eq!((t.source_rows, t.target_rows, t.conflicts), (5, 5, 0), "{t:?}");
         assert_eq!(r.changed_after_snapshot_count, 0);
+        source.shutdown().await.unwrap();
+    }
+
+    /// SQLite → PostgreSQL → SQLite: both copies verified, the rows equal at the end (PostgreSQL's JSONB
+    /// rewrites documents: the canonical checksum does not mind), and a copy of a PostgreSQL database into
+    /// itself is refused (its saved state shows up in the source).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_to_postgresql_and_back_is_verified_and_the_same_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let server = super::test_pg::server();
+        let db = server.fresh_database().await;
+        let pg_params = CopyParams {
+            target: server.storage_config(&db).to_string(),
+            target_label: Some("pg.yaml".into()),
+            ..CopyParams::default()
+        };
+        let r = run(&source, pg_params.clone()).await.unwrap();
+        assert!(r.verified, "{r:#?}");
+        assert!(r.target.starts_with("pg.yaml (postgresql "), "{}", r.target);
+        assert_eq!(table(&r, "execution_events").copied, 10);
+
+        let pg_cfg = crate::config::parse(&pg_params.target).unwrap();
+        let pg = crate::postgres::PostgresBackend::open(pg_cfg, OpenOptions::default()).await.unwrap();
+        let back_path = dir.path().join("back.db");
+        let back = run(&pg, target_params(&back_path)).await.unwrap();
+        assert!(back.verified, "{back:#?}");
+        for name in TABLES_IN_ORDER {
+            assert_eq!(table(&back, name).source_checksum, table(&r, name).source_checksum, "{name}");
+        }
+        let e = run(&pg, CopyParams { merge: true, ..pg_params }).await.unwrap_err();
+        assert!(e.0.message.contains("is the storage this copy reads from"), "{e}");
+        pg.shutdown().await.unwrap();
         source.shutdown().await.unwrap();
     }
 }
