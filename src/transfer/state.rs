@@ -10,17 +10,19 @@ use serde::{Deserialize, Serialize};
 use super::checksum::Tally;
 
 /// `copy` or `import`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Kind {
+    #[default]
     Copy,
     Import,
 }
 
 /// The steps of a transfer, in order.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
+    #[default]
     Patterns,
     Executions,
     Audit,
@@ -54,8 +56,8 @@ pub struct TableState {
     pub conflicts: u64,
 }
 
-/// A transfer's saved state (JSON text in the target).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// A transfer's saved state (JSON text in the target). `Default` is for tests (`..Default::default()`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferState {
     /// The run id (a UUIDv7).
