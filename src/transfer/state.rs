@@ -10,17 +10,19 @@ use serde::{Deserialize, Serialize};
 use super::checksum::Tally;
 
 /// `copy` or `import`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Kind {
+    #[default]
     Copy,
     Import,
 }
 
 /// The steps of a transfer, in order.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
+    #[default]
     Patterns,
     Executions,
     Audit,
@@ -54,8 +56,8 @@ pub struct TableState {
     pub conflicts: u64,
 }
 
-/// A transfer's saved state (JSON text in the target).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// A transfer's saved state (JSON text in the target). `Default` is for tests (`..Default::default()`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferState {
     /// The run id (a UUIDv7).
@@ -66,6 +68,9 @@ pub struct TransferState {
     pub source: String,
     /// The snapshot cut (µs, UTC).
     pub snapshot: i64,
+    /// A catch-up run: the snapshot of the finished run it continues (rows up to it were landed then).
+    #[serde(default)]
+    pub previous_snapshot: Option<i64>,
     pub started_at: i64,
     pub updated_at: i64,
     pub merge: bool,
@@ -85,6 +90,27 @@ pub struct TransferState {
     /// The first conflicts found (the report lists at most 100).
     #[serde(default)]
     pub conflicts: Vec<parallax_storage_abi::transfer::Conflict>,
+    /// Ids of unfinished executions that changed in the source after they were copied (excluded from both
+    /// checksums; refreshed by a catch-up run).
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// Per table (`executions`, `execution_events`): what the executions in `unfinished` added to both
+    /// checksums, so that a catch-up can take it out again and count their refreshed rows instead.
+    #[serde(default)]
+    pub unfinished_counted: BTreeMap<String, Tally>,
+    /// A catch-up run refreshed the unfinished executions of the run it continues (set once it is done).
+    #[serde(default)]
+    pub unfinished_refreshed: bool,
+    /// Per table: the source rows left out of both checksums (conflicts), so that a total known in advance
+    /// (an export's `export.json`) can still be checked.
+    #[serde(default)]
+    pub excluded: BTreeMap<String, Tally>,
+    /// Per table: rows newer than the snapshot (counted by the copy driver, not copied).
+    #[serde(default)]
+    pub after_snapshot: BTreeMap<String, u64>,
+    /// Why verification failed besides the per-table checksums (a source recount that differs).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 impl TransferState {
