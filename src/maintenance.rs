@@ -9,6 +9,7 @@ use parallax_storage_abi::{
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
     metrics::{MetricsParams, MetricsText, METRICS, PROMETHEUS_TEXT_CONTENT_TYPE},
     retention::{CleanupParams, RetentionRunParams, CLEANUP, RETENTION_RUN, RETENTION_STATUS},
+    transfer::{BackupParams, CopyParams, BACKUP, COPY},
     ABI_VERSION,
 };
 
@@ -29,6 +30,8 @@ pub const SUPPORTED: &[(&str, &[u32])] = &[
     (RESTORE, &[1]),
     (METRICS, &[1]),
     (HOSTS, &[1]),
+    (COPY, &[1]),
+    (BACKUP, &[1]),
 ];
 
 pub fn supported() -> Vec<OpVersions> {
@@ -106,6 +109,16 @@ pub async fn run<S: crate::contract::Contract>(req: MaintenanceRequest, store: &
             let report = store.hosts_report().await?;
             Ok(MaintenanceResponse::new(&req, &report).to_json())
         }
+        (COPY, 1) => {
+            let params: CopyParams = req.params().map_err(Error)?;
+            let report = crate::transfer::copy::run(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (BACKUP, 1) => {
+            let params: BackupParams = req.params().map_err(Error)?;
+            let report = crate::transfer::backup(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
         (DESCRIBE, 1) => describe(&req),
         _ => Err(Error(unsupported_op(&req, &supported()))),
     }
@@ -140,9 +153,9 @@ mod tests {
 
     #[test]
     fn unknown_ops_versions_and_params_are_refused_by_name() {
-        let e = prepare(r#"{"op":"export","version":1}"#).unwrap_err();
+        let e = prepare(r#"{"op":"teleport","version":1}"#).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.0.message.contains("\"export\""), "{e}");
+        assert!(e.0.message.contains("\"teleport\""), "{e}");
         let e = prepare(r#"{"op":"describe","version":2}"#).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.0.message.contains("version 2"), "{e}");

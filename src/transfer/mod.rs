@@ -21,12 +21,81 @@ pub mod state;
 
 use std::{future::Future, path::PathBuf};
 
-use parallax_storage_abi::{transfer::BackupReport, AuditEntry, Pattern};
+use parallax_storage_abi::{
+    transfer::{BackupParams, BackupReport},
+    AuditEntry, Pattern,
+};
 
 use crate::{
     archive::{ExecutionRecord, Imported},
     error::{Error, Result},
 };
+
+/// The environment variable that pauses a `copy` or `import` at a named step, for the tests that kill the
+/// process at each step (`PARALLAX_TRANSFER_PAUSE_AT=mid-executions`): the run prints `transfer paused at
+/// <step>` on stderr and sleeps until killed. Steps: `after-patterns` (patterns landed and saved),
+/// `mid-executions` (the first executions page landed and its state saved), `before-save` (a page landed, its
+/// state not saved), `mid-audit` (the first audit page landed and saved), `before-verify` (everything landed,
+/// nothing verified). Unset in production: one `getenv` per step.
+pub const PAUSE_ENV: &str = "PARALLAX_TRANSFER_PAUSE_AT";
+
+/// Pauses here if [`PAUSE_ENV`] names `step`.
+pub async fn pause_point(step: &str) {
+    if std::env::var(PAUSE_ENV).is_ok_and(|v| v == step) {
+        eprintln!("transfer paused at {step}");
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    }
+}
+
+/// The `backup` op: checks the destination (an absolute path that does not exist yet, in a directory that
+/// does), then lets the backend write its consistent copy there.
+pub async fn backup<S: crate::contract::Contract>(store: &S, params: BackupParams) -> Result<BackupReport> {
+    let destination = backup_destination(&params.destination)?;
+    let mut report = store.backup(destination).await?;
+    report.destination = params.destination;
+    Ok(report)
+}
+
+/// The checked destination of a backup.
+fn backup_destination(text: &str) -> Result<PathBuf> {
+    if text.trim().is_empty() {
+        return Err(Error::invalid(
+            "backup destination is empty; pass an absolute path that does not exist yet, such as \
+             /var/backups/parallax-2026-12-02.db",
+        ));
+    }
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(Error::invalid(format!(
+            "backup destination {text:?} is not an absolute path; pass one such as /var/backups/{}",
+            path.file_name().map_or("parallax.db".into(), |n| n.to_string_lossy().into_owned())
+        )));
+    }
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => {
+            return Err(Error::invalid(format!(
+                "backup destination {text:?} already exists; a backup never overwrites: pass a new path or \
+                 remove it first"
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::invalid(format!("backup destination {text:?} cannot be checked: {e}"))),
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if dir.is_dir() => Ok(path),
+        Some(dir) => Err(Error::invalid(format!(
+            "backup destination {text:?}: its directory {} does not exist; create it first (mkdir -p {})",
+            dir.display(),
+            dir.display()
+        ))),
+        None => Err(Error::invalid(format!(
+            "backup destination {text:?} has no parent directory; pass a path below one"
+        ))),
+    }
+}
 
 /// The error of a primitive a backend does not implement (yet).
 pub fn unsupported(what: &str) -> Error {
@@ -102,5 +171,31 @@ pub trait Store: crate::archive::Store {
     /// Every saved transfer state as `(id, source, state JSON)`, newest first.
     fn transfer_states(&self) -> impl Future<Output = Result<Vec<(String, String, String)>>> + Send {
         async { Err(unsupported("keeping a transfer state")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_destination_must_be_absolute_new_and_in_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("copy.db");
+        assert_eq!(backup_destination(fresh.to_str().unwrap()).unwrap(), fresh);
+
+        let e = backup_destination("relative/copy.db").unwrap_err();
+        assert!(e.0.message.contains("\"relative/copy.db\" is not an absolute path"), "{e}");
+        let e = backup_destination("").unwrap_err();
+        assert!(e.0.message.contains("empty"), "{e}");
+
+        std::fs::write(&fresh, b"x").unwrap();
+        let e = backup_destination(fresh.to_str().unwrap()).unwrap_err();
+        assert!(e.0.message.contains("already exists"), "{e}");
+
+        let deep = dir.path().join("missing/copy.db");
+        let e = backup_destination(deep.to_str().unwrap()).unwrap_err();
+        assert!(e.0.message.contains("does not exist; create it first"), "{e}");
+        assert_eq!(e.kind(), parallax_storage_abi::ErrorKind::InvalidInput);
     }
 }

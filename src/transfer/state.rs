@@ -66,6 +66,9 @@ pub struct TransferState {
     pub source: String,
     /// The snapshot cut (µs, UTC).
     pub snapshot: i64,
+    /// A catch-up run: the snapshot of the finished run it continues (rows up to it were landed then).
+    #[serde(default)]
+    pub previous_snapshot: Option<i64>,
     pub started_at: i64,
     pub updated_at: i64,
     pub merge: bool,
@@ -85,6 +88,20 @@ pub struct TransferState {
     /// The first conflicts found (the report lists at most 100).
     #[serde(default)]
     pub conflicts: Vec<parallax_storage_abi::transfer::Conflict>,
+    /// Ids of unfinished executions that changed in the source after they were copied (excluded from both
+    /// checksums; refreshed by a catch-up run).
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// Per table: the source rows left out of both checksums (conflicts), so that a total known in advance
+    /// (an export's `export.json`) can still be checked.
+    #[serde(default)]
+    pub excluded: BTreeMap<String, Tally>,
+    /// Per table: rows newer than the snapshot (counted by the copy driver, not copied).
+    #[serde(default)]
+    pub after_snapshot: BTreeMap<String, u64>,
+    /// Why verification failed besides the per-table checksums (a source recount that differs).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 impl TransferState {
