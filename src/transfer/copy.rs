@@ -469,7 +469,304 @@ async fn recount<S: Contract, T: Contract>(source: &S, landing: &mut Landing<'_,
 
 #[cfg(test)]
 mod tests {
+    use abi_stable::std_types::{RNone, RSome, RVec};
+    use parallax_storage_abi::{
+        transfer::Conflict, EventKind, ExecutionStatus, NewAuditEntry, NewEvent, NewExecution, NewPattern,
+    };
+
     use super::*;
+    use crate::{
+        archive::Store as _,
+        config::SqliteConfig,
+        rules::Completion,
+        transfer::{checksum, land::Landing, Store as _},
+    };
+
+    const T0: i64 = 1_705_314_615_123_456; // 2024-01-15T10:30:15.123456Z
+
+    fn sqlite_cfg(path: &Path) -> StorageConfig {
+        StorageConfig {
+            sqlite: SqliteConfig { path: path.to_path_buf(), ..SqliteConfig::default() },
+            ..StorageConfig::default()
+        }
+    }
+
+    async fn sqlite(path: &Path) -> crate::sqlite::SqliteBackend {
+        crate::sqlite::SqliteBackend::open(sqlite_cfg(path), OpenOptions::default()).await.unwrap()
+    }
+
+    fn target_params(path: &Path) -> CopyParams {
+        CopyParams {
+            target: serde_json::json!({"type": "sqlite", "sqlite": {"path": path}}).to_string(),
+            target_label: Some("target.yaml".into()),
+            ..CopyParams::default()
+        }
+    }
+
+    fn id(n: u32) -> String {
+        format!("0190b3f2-7c1e-7a00-8000-{n:012}")
+    }
+
+    /// Execution `n` started at `T0 + n` seconds with two events, finished with `status` (or left running).
+    async fn execution<B: Contract>(b: &B, n: u32, status: Option<ExecutionStatus>) {
+        let e = NewExecution {
+            id: RSome(id(n).into()),
+            pattern_name: "summarize".into(),
+            pattern_version: "1.0.0".into(),
+            status: ExecutionStatus::Running,
+            input: RSome(format!(r#"{{"text": "needle{n}", "n": {n}}}"#).into()),
+            metadata: RSome(r#"{"team": "a"}"#.into()),
+            tags: RVec::from(vec!["x".into()]),
+            started_at: RSome(T0 + i64::from(n) * 1_000_000),
+        };
+        b.create_execution(e, true).await.unwrap();
+        for k in 1..=2u32 {
+            let ev = NewEvent {
+                kind: EventKind::StepResult,
+                payload: format!(r#"{{"step": {k}}}"#).into(),
+                recorded_at: RSome(T0 + i64::from(n) * 1_000_000 + i64::from(k)),
+            };
+            b.append_event(id(n), id(1000 + n * 10 + k), ev).await.unwrap();
+        }
+        if let Some(status) = status {
+            complete(b, n, status).await;
+        }
+    }
+
+    async fn complete<B: Contract>(b: &B, n: u32, status: ExecutionStatus) {
+        let c = Completion {
+            status,
+            output: RSome(r#"{"summary": "done"}"#.into()),
+            error: RNone,
+            completed_at: T0 + i64::from(n) * 1_000_000 + 500_123,
+        };
+        b.complete_execution(id(n), c).await.unwrap();
+    }
+
+    async fn pattern<B: Contract>(b: &B, n: u32, version: &str) {
+        let p = NewPattern {
+            id: RSome(id(5000 + n).into()),
+            name: format!("p{}", n % 3).into(),
+            version: version.into(),
+            description: RSome("d".into()),
+            definition: format!(r#"{{"steps": [{n}]}}"#).into(),
+            created_by: RNone,
+        };
+        b.put_pattern(p, true).await.unwrap();
+    }
+
+    async fn audit<B: Contract>(b: &B, n: u32) {
+        let a = NewAuditEntry {
+            id: RSome(id(9000 + n).into()),
+            timestamp: RSome(T0 + i64::from(n)),
+            action: "execution.create".into(),
+            actor: RSome("alice".into()),
+            ip_address: RSome("10.0.0.1".into()),
+            ..NewAuditEntry::default()
+        };
+        b.append_audit(vec![a]).await.unwrap();
+    }
+
+    /// Two pattern names (three versions), five executions (one running), four audit entries.
+    async fn seeded(path: &Path) -> crate::sqlite::SqliteBackend {
+        let b = sqlite(path).await;
+        for (n, v) in [(1, "1.0.0"), (2, "1.0.0"), (4, "2.0.0")] {
+            pattern(&b, n, v).await;
+        }
+        for n in 1..=5 {
+            let status = if n == 3 { None } else { Some(ExecutionStatus::Completed) };
+            execution(&b, n, status).await;
+        }
+        for n in 1..=4 {
+            audit(&b, n).await;
+        }
+        b
+    }
+
+    fn table<'r>(r: &'r TransferReport, name: &str) -> &'r parallax_storage_abi::transfer::TableTransfer {
+        r.tables.iter().find(|t| t.table == name).unwrap()
+    }
+
+    /// A fresh copy lands every row of every table (the running execution too), verifies both checksums,
+    /// and a second run catches up with what the source got since, copying only that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fresh_copy_is_verified_and_a_second_run_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target_path = dir.path().join("target.db");
+
+        let r = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!(r.mode, "fresh");
+        assert!(r.verified, "{r:#?}");
+        assert_eq!(r.tables.iter().map(|t| t.table.as_str()).collect::<Vec<_>>(), TABLES_IN_ORDER);
+        for (name, rows) in [("patterns", 3), ("executions", 5), ("execution_events", 10), ("audit_logs", 4)]
+        {
+            let t = table(&r, name);
+            assert_eq!(
+                (t.source_rows, t.copied, t.present, t.conflicts, t.target_rows),
+                (rows, rows, 0, 0, rows),
+                "{t:?}"
+            );
+            assert_eq!(t.source_checksum, t.target_checksum);
+            assert!(t.ok);
+        }
+        assert_eq!(r.conflict_count, 0);
+        assert_eq!(r.changed_after_snapshot_count, 0);
+        assert!(r.source.starts_with("sqlite "), "{}", r.source);
+        assert!(r.target.starts_with("target.yaml (sqlite "), "{}", r.target);
+
+        // The target holds equal rows (the running one still running).
+        let target = sqlite(&target_path).await;
+        let back = target.fetch_executions((1..=5).map(id).collect(), None).await.unwrap();
+        let original = source.fetch_executions((1..=5).map(id).collect(), None).await.unwrap();
+        let sum = |rows: &[ExecutionRecord]| {
+            rows.iter().map(|r| checksum::execution(&r.execution)).fold(0u128, u128::wrapping_add)
+        };
+        assert_eq!(sum(&back), sum(&original));
+        target.shutdown().await.unwrap();
+
+        // The running execution completes and a new one starts: the catch-up refreshes the first and copies
+        // the second.
+        complete(&source, 3, ExecutionStatus::Failed).await;
+        execution(&source, 6, Some(ExecutionStatus::Completed)).await;
+        let r = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!(r.mode, "catch-up");
+        assert!(r.verified, "{r:#?}");
+        let t = table(&r, "executions");
+        assert_eq!((t.source_rows, t.copied, t.target_rows), (6, 6, 6), "{t:?}");
+        let target = sqlite(&target_path).await;
+        let three = target.get_execution(id(3)).await.unwrap();
+        assert_eq!(three.status, ExecutionStatus::Failed);
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    const TABLES_IN_ORDER: [&str; 4] = ["patterns", "executions", "execution_events", "audit_logs"];
+
+    /// A target that holds rows is refused without `merge`; with it, equal rows are present, a row with other
+    /// content is a conflict named by its first differing field and left as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_non_empty_target_needs_merge_and_conflicts_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target_path = dir.path().join("target.db");
+        let target = sqlite(&target_path).await;
+        execution(&target, 1, Some(ExecutionStatus::Completed)).await; // equal
+        execution(&target, 2, Some(ExecutionStatus::Cancelled)).await; // differs
+        target.shutdown().await.unwrap();
+
+        let e = run(&source, target_params(&target_path)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(
+            e.0.message.contains("is not empty (0 pattern versions, 2 executions, 0 audit entries)"),
+            "{e}"
+        );
+        assert!(e.0.message.contains("--merge"), "{e}");
+
+        let dry = run(&source, CopyParams { merge: true, dry_run: true, ..target_params(&target_path) })
+            .await
+            .unwrap();
+        assert!(dry.dry_run);
+        let t = table(&dry, "executions");
+        assert_eq!((t.copied, t.present, t.conflicts), (3, 1, 1), "{t:?}");
+
+        let r = run(&source, CopyParams { merge: true, ..target_params(&target_path) }).await.unwrap();
+        assert_eq!(r.mode, "merge");
+        let t = table(&r, "executions");
+        assert_eq!((t.source_rows, t.copied, t.present, t.conflicts), (5, 3, 1, 1), "{t:?}");
+        assert!(t.ok, "conflicts are left out of both checksums: {t:?}");
+        assert_eq!(
+            r.conflicts,
+            vec![Conflict {
+                table: "executions".into(),
+                id: id(2),
+                reason: "status: source completed, target cancelled".into()
+            }]
+        );
+        assert_eq!(r.conflict_count, 1);
+        assert!(r.verified);
+        let target = sqlite(&target_path).await;
+        assert_eq!(target.get_execution(id(2)).await.unwrap().status, ExecutionStatus::Cancelled);
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// A dry run writes nothing (not even a state), and a copy into the store it reads from is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dry_run_writes_nothing_and_the_same_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source_path = dir.path().join("source.db");
+        let source = seeded(&source_path).await;
+        let target_path = dir.path().join("target.db");
+        sqlite(&target_path).await.shutdown().await.unwrap();
+
+        let r = run(&source, CopyParams { dry_run: true, ..target_params(&target_path) }).await.unwrap();
+        assert_eq!((r.mode.as_str(), r.dry_run), ("fresh", true));
+        assert_eq!(table(&r, "executions").copied, 5);
+        let target = sqlite(&target_path).await;
+        assert_eq!(target.count_executions(Default::default()).await.unwrap(), 0);
+        assert!(target.transfer_states().await.unwrap().is_empty());
+        target.shutdown().await.unwrap();
+
+        let e = run(&source, target_params(&source_path)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.0.message.contains("is the storage this copy reads from"), "{e}");
+        source.shutdown().await.unwrap();
+    }
+
+    /// A run stopped after a landed page resumes from its saved state (same run id, tallies kept); a running
+    /// execution that changed in the source after it was copied is reported and left out of both checksums.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_run_resumes_and_a_changed_running_execution_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target = sqlite(&dir.path().join("target.db")).await;
+        let label = "sqlite source".to_string();
+        let snapshot = crate::time::now_micros();
+        let sel = snapshot_selection(CleanupTarget::Executions, snapshot);
+
+        let mut first =
+            Landing::begin(&target, Kind::Copy, label.clone(), snapshot, false, false).await.unwrap();
+        assert_eq!(first.mode(), "fresh");
+        let page = source.scan_executions(sel.clone(), None, 3).await.unwrap();
+        let last = page.last().map(|r| (r.execution.started_at, r.execution.id.to_string())).unwrap();
+        first.executions(page).await.unwrap();
+        first.state_mut().phase = Phase::Executions;
+        first.state_mut().cursors.insert("executions".into(), Cursor { at: last.0, id: last.1.clone() });
+        first.save().await.unwrap();
+        let run_id = first.state().id.clone();
+        drop(first); // killed
+
+        let mut again =
+            Landing::begin(&target, Kind::Copy, label.clone(), snapshot + 99, false, false).await.unwrap();
+        assert_eq!(
+            (again.mode(), again.state().id.as_str(), again.state().snapshot),
+            ("resumed", run_id.as_str(), snapshot)
+        );
+        assert_eq!(again.state().unfinished, vec![id(3)]);
+        let rest = source.scan_executions(sel, Some(last), 10).await.unwrap();
+        assert_eq!(rest.len(), 2);
+        again.executions(rest).await.unwrap();
+        complete(&source, 3, ExecutionStatus::Completed).await;
+        let current = source.fetch_executions(vec![id(3)], None).await.unwrap();
+        again.refresh(current).await.unwrap();
+        let r = again.finish(label, "t".into(), None).await.unwrap();
+        assert_eq!(r.mode, "resumed");
+        assert_eq!((r.changed_after_snapshot.clone(), r.changed_after_snapshot_count), (vec![id(3)], 1));
+        let t = table(&r, "executions");
+        assert_eq!((t.copied, t.target_rows), (5, 4), "{t:?}");
+        assert!(r.verified, "{r:#?}");
+
+        // Finished: the next begin of the same source is a catch-up with a new run id.
+        let next = Landing::begin(&target, Kind::Copy, "sqlite source".into(), snapshot + 5, false, true)
+            .await
+            .unwrap();
+        assert_eq!(next.mode(), "catch-up");
+        assert_ne!(next.state().id, run_id);
+        assert_eq!(next.state().previous_snapshot, Some(snapshot));
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
 
     #[test]
     fn a_target_config_error_never_echoes_a_secret() {
