@@ -345,3 +345,325 @@ async fn land<T: Contract>(
     }
     Ok(())
 }
+
+/// Export → import over SQLite (needs the SQLite transfer primitives): every table, every status, checked
+/// row by row; the export is a valid archive; re-runs, refusals and damage.
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use abi_stable::std_types::{RNone, RSome, RVec};
+    use parallax_storage_abi::{
+        archive::VerifyParams,
+        transfer::{ExportParams, TransferReport},
+        ErrorKind, EventKind, ExecutionStatus, NewAuditEntry, NewEvent, NewExecution, NewPattern,
+        OpenOptions,
+    };
+
+    use super::*;
+    use crate::{
+        archive::run::verify,
+        config::{SqliteConfig, StorageConfig},
+        rules::Completion,
+        transfer::{
+            export::{self, all_patterns, snapshot_selection, EXPORT_JSON, IN_PROGRESS},
+            Store as _,
+        },
+    };
+
+    const T0: i64 = 1_705_314_615_123_456; // 2024-01-15T10:30:15.123456Z
+    const MONTH: i64 = 31 * 86_400_000_000;
+
+    async fn sqlite(path: &Path) -> crate::sqlite::SqliteBackend {
+        let cfg = StorageConfig {
+            sqlite: SqliteConfig { path: path.to_path_buf(), ..SqliteConfig::default() },
+            ..StorageConfig::default()
+        };
+        crate::sqlite::SqliteBackend::open(cfg, OpenOptions::default()).await.unwrap()
+    }
+
+    fn id(n: u32) -> String {
+        format!("0190b3f2-7c1e-7a00-8000-{n:012}")
+    }
+
+    /// Three pattern names with versions (unicode, no description/author, a large definition), executions
+    /// of every status over three months with events (one with a 1 MiB input), audit entries.
+    async fn seeded(path: &Path) -> crate::sqlite::SqliteBackend {
+        let b = sqlite(path).await;
+        for (n, name, version) in
+            [(1, "naïve ✓", "1.0.0"), (2, "naïve ✓", "1.1.0"), (3, "b", "0.1.0"), (4, "c", "2.0.0")]
+        {
+            let p = NewPattern {
+                id: RSome(id(5000 + n).into()),
+                name: name.into(),
+                version: version.into(),
+                description: if n == 3 { RNone } else { RSome("日本 description".into()) },
+                definition: if n == 4 {
+                    format!(r#"{{"steps": ["{}"], "n": 1e2}}"#, "y".repeat(300_000)).into()
+                } else {
+                    format!(r#"{{"steps": [{n}], "z": 2.50}}"#).into()
+                },
+                created_by: if n == 3 { RNone } else { RSome("ünïcode".into()) },
+            };
+            b.put_pattern(p, true).await.unwrap();
+        }
+        let statuses = [
+            None,
+            Some(ExecutionStatus::Completed),
+            Some(ExecutionStatus::Failed),
+            Some(ExecutionStatus::Cancelled),
+            Some(ExecutionStatus::Completed),
+            None,
+        ];
+        for (i, status) in statuses.into_iter().enumerate() {
+            let n = i as u32 + 1;
+            let at = T0 + i64::from(n % 3) * MONTH + i64::from(n) * 1_000_000;
+            let input = if n == 2 {
+                format!(r#"{{"big": "{}"}}"#, "x".repeat(1 << 20))
+            } else {
+                format!(r#"{{"text": "needle{n} 🚀"}}"#)
+            };
+            let e = NewExecution {
+                id: RSome(id(n).into()),
+                pattern_name: "naïve ✓".into(),
+                pattern_version: "1.0.0".into(),
+                status: if n == 6 { ExecutionStatus::Pending } else { ExecutionStatus::Running },
+                input: RSome(input.into()),
+                metadata: RSome(r#"{"team": "a", "k": [1, 2.0]}"#.into()),
+                tags: RVec::from(vec!["x".into(), "y z".into()]),
+                started_at: RSome(at),
+            };
+            b.create_execution(e, true).await.unwrap();
+            for k in 1..=3u32 {
+                let ev = NewEvent {
+                    kind: EventKind::StepResult,
+                    payload: format!(r#"{{"step": {k}}}"#).into(),
+                    recorded_at: RSome(at + i64::from(k)),
+                };
+                b.append_event(id(n), id(1000 + n * 10 + k), ev).await.unwrap();
+            }
+            if let Some(status) = status {
+                let c = Completion {
+                    status,
+                    output: RSome(r#"{"summary": "done"}"#.into()),
+                    error: if status == ExecutionStatus::Failed {
+                        RSome(r#"{"message": "boom"}"#.into())
+                    } else {
+                        RNone
+                    },
+                    completed_at: at + 500_123,
+                };
+                b.complete_execution(id(n), c).await.unwrap();
+            }
+        }
+        for n in 1..=5u32 {
+            let a = NewAuditEntry {
+                id: RSome(id(9000 + n).into()),
+                timestamp: RSome(T0 + i64::from(n) * MONTH / 2),
+                action: "execution.create".into(),
+                actor: if n == 2 { RNone } else { RSome("alice ✓".into()) },
+                ip_address: if n == 3 { RSome("2001:db8::1".into()) } else { RSome("10.0.0.1".into()) },
+                details: RSome(r#"{"b": 1, "a": [true]}"#.into()),
+                ..NewAuditEntry::default()
+            };
+            b.append_audit(vec![a]).await.unwrap();
+        }
+        b
+    }
+
+    /// Everything a store holds, as comparable text (patterns, executions with events, audit entries).
+    async fn everything<B: Contract>(b: &B) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let mut patterns: Vec<String> =
+            all_patterns(b).await.unwrap().iter().map(|p| format::encode_pattern(p).unwrap()).collect();
+        patterns.sort();
+        let now = time::now_micros();
+        let sel = snapshot_selection(parallax_storage_abi::retention::CleanupTarget::Executions, now);
+        let executions = b
+            .scan_executions(sel, None, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| format::encode_execution(r).unwrap())
+            .collect();
+        let sel = snapshot_selection(parallax_storage_abi::retention::CleanupTarget::AuditLogs, now);
+        let audit = b
+            .scan_audit(sel, None, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| format::encode_audit(a).unwrap())
+            .collect();
+        (patterns, executions, audit)
+    }
+
+    fn table<'r>(r: &'r TransferReport, name: &str) -> &'r parallax_storage_abi::transfer::TableTransfer {
+        r.tables.iter().find(|t| t.table == name).unwrap()
+    }
+
+    fn import_params(dir: &Path) -> ImportParams {
+        ImportParams { source: dir.display().to_string(), ..ImportParams::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_imports_exactly_and_is_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let out = dir.path().join("export");
+        let dest = out.display().to_string();
+
+        let dry =
+            export::run(&source, ExportParams { destination: dest.clone(), dry_run: true }).await.unwrap();
+        assert!(!out.exists(), "a dry run creates nothing");
+        let rows: Vec<u64> = dry.tables.iter().map(|t| t.source_rows).collect();
+        assert_eq!(rows, [4, 6, 18, 5], "{dry:#?}");
+
+        let e =
+            export::run(&source, ExportParams { destination: dest.clone(), dry_run: false }).await.unwrap();
+        let rows: Vec<u64> = e.tables.iter().map(|t| t.source_rows).collect();
+        assert_eq!(rows, [4, 6, 18, 5], "{e:#?}");
+        assert_eq!(e.manifests.last().map(String::as_str), Some(EXPORT_JSON));
+        assert_eq!(e.manifests.len(), 4);
+        assert!(out.join(EXPORT_JSON).exists() && !out.join(IN_PROGRESS).exists());
+        assert!(e.objects >= 5, "objects split by month: {}", e.objects);
+        let v = verify(&crate::config::ArchiveConfig::default(), VerifyParams { source: dest.clone() })
+            .await
+            .unwrap();
+        assert!(v.ok && v.orphans.is_empty() && v.manifests.len() == 3, "{v:#?}");
+
+        // A second export to the same destination is refused, naming export.json.
+        let again = export::run(&source, ExportParams { destination: dest.clone(), dry_run: false }).await;
+        let err = again.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(err.to_string().contains("already holds a finished export (export.json: run"), "{err}");
+
+        // Import into an empty store: verified against export.json, equal row by row.
+        let target = sqlite(&dir.path().join("target.db")).await;
+        let dry = run(&target, ImportParams { dry_run: true, ..import_params(&out) }).await.unwrap();
+        assert!(dry.dry_run && table(&dry, "executions").copied == 6, "{dry:#?}");
+        assert!(everything(&target).await.0.is_empty(), "a dry run writes nothing");
+        let r = run(&target, import_params(&out)).await.unwrap();
+        assert!(r.verified, "{r:#?}");
+        assert_eq!(r.mode, "fresh");
+        assert_eq!(r.source, format!("export {} at {dest}", e.run_id));
+        for (t, n) in [("patterns", 4), ("executions", 6), ("execution_events", 18), ("audit_logs", 5)] {
+            let got = table(&r, t);
+            assert_eq!((got.source_rows, got.copied, got.target_rows, got.conflicts), (n, n, n, 0), "{t}");
+            let want = e.tables.iter().find(|x| x.table == t).unwrap();
+            assert_eq!(got.source_checksum, want.source_checksum, "{t}");
+            assert_eq!(got.target_checksum, want.source_checksum, "{t}");
+        }
+        assert_eq!(everything(&target).await, everything(&source).await);
+
+        // The same import again: nothing to do, still verified.
+        let r = run(&target, import_params(&out)).await.unwrap();
+        assert!(r.verified && r.mode == "catch-up", "{r:#?}");
+        assert_eq!(table(&r, "executions").source_rows, 6);
+
+        // Another export's import into the now non-empty store is refused without merge; with merge the
+        // equal rows are present and a changed one is a conflict, not overwritten.
+        let third = sqlite(&dir.path().join("third.db")).await;
+        let r = run(&third, import_params(&out)).await.unwrap();
+        assert!(r.verified);
+        let err = run(
+            &third,
+            ImportParams {
+                source: format!("{dest}/executions/manifests/{}.json", e.run_id),
+                ..ImportParams::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.to_string().contains("is not empty"), "{err}");
+        let merged = run(
+            &third,
+            ImportParams {
+                source: format!("{dest}/executions/manifests/{}.json", e.run_id),
+                merge: true,
+                ..ImportParams::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(merged.verified, "{merged:#?}");
+        assert_eq!(merged.mode, "merge");
+        assert_eq!(table(&merged, "executions").present, 6);
+        assert!(merged.source.starts_with("archive at "), "{}", merged.source);
+        let _ = source.shutdown().await;
+        let _ = target.shutdown().await;
+        let _ = third.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damage_is_refused_before_writing_and_unfinished_exports_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let out = dir.path().join("export");
+        let dest = out.display().to_string();
+        let e =
+            export::run(&source, ExportParams { destination: dest.clone(), dry_run: false }).await.unwrap();
+
+        // A damaged object: refused, nothing written.
+        let obj = std::fs::read_dir(out.join("audit_logs/2024/02")).unwrap().next().unwrap().unwrap().path();
+        let good = std::fs::read(&obj).unwrap();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        std::fs::write(&obj, &bad).unwrap();
+        let target = sqlite(&dir.path().join("target.db")).await;
+        let err = run(&target, import_params(&out)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("refused, nothing was written")
+                && err.to_string().contains("audit_logs/2024/02"),
+            "{err}"
+        );
+        assert!(target.transfer_states().await.unwrap().is_empty(), "no state saved");
+        assert_eq!(everything(&target).await, (vec![], vec![], vec![]));
+        std::fs::write(&obj, &good).unwrap();
+
+        // export.json whose figures do not match its manifests: refused.
+        let ej = out.join(EXPORT_JSON);
+        let text = std::fs::read_to_string(&ej).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["tables"]["audit_logs"]["rows"] = 4.into();
+        std::fs::write(&ej, v.to_string()).unwrap();
+        let err = run(&target, import_params(&out)).await.unwrap_err();
+        assert!(err.to_string().contains("export.json says 4 and 0"), "{err}");
+        // A checksum that does not match what the rows add up to: imported, not verified.
+        v["tables"]["audit_logs"]["rows"] = 5.into();
+        v["tables"]["audit_logs"]["sum"] = format!("{:032x}", 1).into();
+        std::fs::write(&ej, v.to_string()).unwrap();
+        let r = run(&target, import_params(&out)).await.unwrap();
+        assert!(!r.verified && !table(&r, "audit_logs").ok && table(&r, "executions").ok, "{r:#?}");
+        std::fs::write(&ej, &text).unwrap();
+
+        // An export killed before export.json: its objects go, the next export succeeds.
+        std::fs::remove_file(&ej).unwrap();
+        std::fs::write(out.join(IN_PROGRESS), format!(r#"{{"runId":"{}","snapshot":"x"}}"#, e.run_id))
+            .unwrap();
+        let e2 =
+            export::run(&source, ExportParams { destination: dest.clone(), dry_run: false }).await.unwrap();
+        assert_ne!(e2.run_id, e.run_id);
+        let v = verify(&crate::config::ArchiveConfig::default(), VerifyParams { source: dest.clone() })
+            .await
+            .unwrap();
+        assert!(v.ok && v.orphans.is_empty() && v.manifests.iter().all(|m| m.run_id == e2.run_id), "{v:#?}");
+
+        // Content an export did not write is refused.
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(other.join("executions/manifests")).unwrap();
+        std::fs::write(other.join("executions/manifests/x.json"), "{}").unwrap();
+        let err =
+            export::run(&source, ExportParams { destination: other.display().to_string(), dry_run: false })
+                .await
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(
+            err.to_string()
+                .contains("holds no unfinished export (1 files, e.g. executions/manifests/x.json)"),
+            "{err}"
+        );
+        let _ = source.shutdown().await;
+        let _ = target.shutdown().await;
+    }
+}
