@@ -346,35 +346,28 @@ async fn land<T: Contract>(
     Ok(())
 }
 
-/// Export → import over SQLite (needs the SQLite transfer primitives): every table, every status, checked
-/// row by row; the export is a valid archive; re-runs, refusals and damage.
+/// Helpers of the tests below (SQLite stores; they need the SQLite transfer primitives).
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use std::path::Path;
 
     use abi_stable::std_types::{RNone, RSome, RVec};
     use parallax_storage_abi::{
-        archive::VerifyParams,
-        transfer::{ExportParams, TransferReport},
-        ErrorKind, EventKind, ExecutionStatus, NewAuditEntry, NewEvent, NewExecution, NewPattern,
-        OpenOptions,
+        transfer::TransferReport, EventKind, ExecutionStatus, NewAuditEntry, NewEvent, NewExecution,
+        NewPattern, OpenOptions,
     };
 
     use super::*;
     use crate::{
-        archive::run::verify,
         config::{SqliteConfig, StorageConfig},
         rules::Completion,
-        transfer::{
-            export::{self, all_patterns, snapshot_selection, EXPORT_JSON, IN_PROGRESS},
-            Store as _,
-        },
+        transfer::export::{all_patterns, snapshot_selection},
     };
 
     const T0: i64 = 1_705_314_615_123_456; // 2024-01-15T10:30:15.123456Z
     const MONTH: i64 = 31 * 86_400_000_000;
 
-    async fn sqlite(path: &Path) -> crate::sqlite::SqliteBackend {
+    pub(super) async fn sqlite(path: &Path) -> crate::sqlite::SqliteBackend {
         let cfg = StorageConfig {
             sqlite: SqliteConfig { path: path.to_path_buf(), ..SqliteConfig::default() },
             ..StorageConfig::default()
@@ -382,13 +375,13 @@ mod tests {
         crate::sqlite::SqliteBackend::open(cfg, OpenOptions::default()).await.unwrap()
     }
 
-    fn id(n: u32) -> String {
+    pub(super) fn id(n: u32) -> String {
         format!("0190b3f2-7c1e-7a00-8000-{n:012}")
     }
 
     /// Three pattern names with versions (unicode, no description/author, a large definition), executions
     /// of every status over three months with events (one with a 1 MiB input), audit entries.
-    async fn seeded(path: &Path) -> crate::sqlite::SqliteBackend {
+    pub(super) async fn seeded(path: &Path) -> crate::sqlite::SqliteBackend {
         let b = sqlite(path).await;
         for (n, name, version) in
             [(1, "naïve ✓", "1.0.0"), (2, "naïve ✓", "1.1.0"), (3, "b", "0.1.0"), (4, "c", "2.0.0")]
@@ -472,7 +465,7 @@ mod tests {
     }
 
     /// Everything a store holds, as comparable text (patterns, executions with events, audit entries).
-    async fn everything<B: Contract>(b: &B) -> (Vec<String>, Vec<String>, Vec<String>) {
+    pub(super) async fn everything<B: Contract>(b: &B) -> (Vec<String>, Vec<String>, Vec<String>) {
         let mut patterns: Vec<String> =
             all_patterns(b).await.unwrap().iter().map(|p| format::encode_pattern(p).unwrap()).collect();
         patterns.sort();
@@ -496,13 +489,32 @@ mod tests {
         (patterns, executions, audit)
     }
 
-    fn table<'r>(r: &'r TransferReport, name: &str) -> &'r parallax_storage_abi::transfer::TableTransfer {
+    pub(super) fn table<'r>(
+        r: &'r TransferReport,
+        name: &str,
+    ) -> &'r parallax_storage_abi::transfer::TableTransfer {
         r.tables.iter().find(|t| t.table == name).unwrap()
     }
 
-    fn import_params(dir: &Path) -> ImportParams {
+    pub(super) fn import_params(dir: &Path) -> ImportParams {
         ImportParams { source: dir.display().to_string(), ..ImportParams::default() }
     }
+}
+
+/// Export → import over SQLite: every table, every status, checked row by row; the export is a valid
+/// archive; re-runs, refusals and damage.
+#[cfg(test)]
+mod tests {
+    use parallax_storage_abi::{archive::VerifyParams, transfer::ExportParams, ErrorKind};
+
+    use super::{tests_support::*, *};
+    use crate::{
+        archive::run::verify,
+        transfer::{
+            export::{self, EXPORT_JSON, IN_PROGRESS},
+            Store as _,
+        },
+    };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_export_imports_exactly_and_is_an_archive() {
@@ -665,5 +677,67 @@ mod tests {
         );
         let _ = source.shutdown().await;
         let _ = target.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use parallax_storage_abi::transfer::ExportParams;
+
+    use super::{tests_support::*, *};
+    use crate::transfer::export;
+
+    /// A run stopped after its patterns and the first execution (state saved) resumes from its cursors: the
+    /// rest lands once, the totals match export.json (a record counted twice would not).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_import_resumes_from_its_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let out = dir.path().join("export");
+        let e = export::run(&source, ExportParams { destination: out.display().to_string(), dry_run: false })
+            .await
+            .unwrap();
+        let target = sqlite(&dir.path().join("target.db")).await;
+
+        let src =
+            open_source(&crate::config::ArchiveConfig::default(), &out.display().to_string()).await.unwrap();
+        let ej = read_export_json(&src.dest).await.unwrap().unwrap();
+        let plan = verified_plan(&src, "x", Some(&ej)).await.unwrap();
+        let label = format!("export {} at {}", e.run_id, out.display());
+        let mut landing =
+            Landing::begin(&target, Kind::Import, label, ej.snapshot_micros(), false, false).await.unwrap();
+        let mut walk = Walk { progress: Instant::now(), first_batch: false, first_of_table: false };
+        land_manifest(&src, "", &plan[0].1, &mut landing, &mut walk).await.unwrap();
+        let m = &plan[1].1;
+        assert_eq!(m.table(), Some(Table::Executions));
+        let mut reader =
+            ObjectReader::open(&src.dest, &m.objects[0].key, Some(Table::Executions)).await.unwrap();
+        let first = reader.next_batch(1).await.unwrap().remove(0);
+        let mkey = format::manifest_key(Table::Executions, &m.run_id);
+        let batch = Batch { bytes: 0, records: vec![first.clone()] };
+        land(&mut landing, &mkey, 1, batch, &mut walk, Table::Executions).await.unwrap();
+        drop(landing);
+
+        let r = run(&target, import_params(&out)).await.unwrap();
+        assert_eq!(r.mode, "resumed");
+        assert!(r.verified, "{r:#?}");
+        let ex = table(&r, "executions");
+        assert_eq!((ex.source_rows, ex.copied, ex.target_rows), (6, 6, 6));
+        assert_eq!(table(&r, "patterns").copied, 4);
+        assert_eq!(everything(&target).await, everything(&source).await);
+
+        // A saved cursor that names another record than the source has there: the source changed.
+        let other = sqlite(&dir.path().join("other.db")).await;
+        let label = format!("export {} at {}", e.run_id, out.display());
+        let mut landing =
+            Landing::begin(&other, Kind::Import, label, ej.snapshot_micros(), false, false).await.unwrap();
+        landing.state_mut().cursors.insert(mkey.clone(), Cursor { at: 1, id: id(999) });
+        landing.save().await.unwrap();
+        drop(landing);
+        let err = run(&other, import_params(&out)).await.unwrap_err();
+        assert!(err.to_string().contains("the source changed since the interrupted import"), "{err}");
+        for s in [&source, &target, &other] {
+            let _ = s.shutdown().await;
+        }
     }
 }
