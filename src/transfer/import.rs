@@ -542,6 +542,22 @@ mod tests {
             .unwrap();
         assert!(v.ok && v.orphans.is_empty() && v.manifests.len() == 3, "{v:#?}");
 
+        // restore reads it too: every table, patterns included.
+        let restored = sqlite(&dir.path().join("restored.db")).await;
+        let rr = crate::archive::run::restore(
+            &restored,
+            parallax_storage_abi::archive::RestoreParams { source: dest.clone(), dry_run: false },
+        )
+        .await
+        .unwrap();
+        let want: BTreeMap<String, u64> =
+            [("patterns", 4), ("executions", 6), ("execution_events", 18), ("audit_logs", 5)]
+                .map(|(t, n)| (t.to_string(), n))
+                .into();
+        assert_eq!(rr.inserted, want, "{rr:#?}");
+        assert_eq!(everything(&restored).await, everything(&source).await);
+        let _ = restored.shutdown().await;
+
         // A second export to the same destination is refused, naming export.json.
         let again = export::run(&source, ExportParams { destination: dest.clone(), dry_run: false }).await;
         let err = again.unwrap_err();
