@@ -833,7 +833,7 @@ impl Store for PostgresBackend {
 use super::test_pg;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use abi_stable::std_types::{ROption, RString};
     use parallax_storage_abi::OpenOptions;
     use serde_json::json;
@@ -847,7 +847,7 @@ mod tests {
     };
 
     /// A backend on a fresh database, and a plain client on the same database.
-    async fn backend() -> (PostgresBackend, tokio_postgres::Client) {
+    pub(in crate::postgres) async fn backend() -> (PostgresBackend, tokio_postgres::Client) {
         let server = test_pg::server();
         let db = server.fresh_database().await;
         let cfg = crate::config::parse(&server.storage_config(&db).to_string()).unwrap();
@@ -855,16 +855,21 @@ mod tests {
         (b, server.client(&db).await)
     }
 
-    fn micros(text: &str) -> i64 {
+    pub(in crate::postgres) fn micros(text: &str) -> i64 {
         text.parse::<jiff::Timestamp>().unwrap().as_microsecond()
     }
 
-    fn some(v: serde_json::Value) -> ROption<RString> {
+    pub(in crate::postgres) fn some(v: serde_json::Value) -> ROption<RString> {
         ROption::RSome(v.to_string().into())
     }
 
     /// Execution `i` started at `at`, with `events` events; documents hold the word `word<i>` for search.
-    fn record(i: u128, at: i64, status: ExecutionStatus, events: i64) -> ExecutionRecord {
+    pub(in crate::postgres) fn record(
+        i: u128,
+        at: i64,
+        status: ExecutionStatus,
+        events: i64,
+    ) -> ExecutionRecord {
         let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i).to_string();
         let done = status.is_final();
         ExecutionRecord {
@@ -903,7 +908,7 @@ mod tests {
         Selection { target, before: (micros(before), MIN_ID.to_string()), include_unfinished: false }
     }
 
-    async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    pub(in crate::postgres) async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
         c.query_one(sql, &[]).await.unwrap().get(0)
     }
 

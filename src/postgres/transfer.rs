@@ -415,3 +415,402 @@ impl crate::transfer::Store for PostgresBackend {
         Ok(rows.iter().map(|r| (r.get::<_, Uuid>(0).hyphenated().to_string(), r.get(1), r.get(2))).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::{ROption, RString};
+    use parallax_storage_abi::{EventKind, ExecutionEvent};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        archive::Store as _,
+        contract::Contract,
+        postgres::archive::tests::{backend, count, micros, record, some},
+        transfer::Store as _,
+        validate::Page,
+    };
+
+    fn pattern(i: u128, name: &str, version: &str, definition: &str, at: &str) -> Pattern {
+        Pattern {
+            id: Uuid::from_u128(0x0190_0000_0000_7000_b000_0000_0000_0000 + i).to_string().into(),
+            name: name.into(),
+            version: version.into(),
+            description: if i % 2 == 0 {
+                ROption::RSome(format!("zebra pattern {i}").into())
+            } else {
+                ROption::RNone
+            },
+            definition: definition.into(),
+            created_at: micros(at),
+            created_by: if i % 2 == 1 { ROption::RSome("ada@example.com".into()) } else { ROption::RNone },
+        }
+    }
+
+    fn parsed(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// `p` as read back: the definition compared as parsed JSON (PostgreSQL's jsonb reorders keys).
+    fn same_pattern(got: &Pattern, want: &Pattern) {
+        assert_eq!(parsed(&got.definition), parsed(&want.definition), "{}", want.name);
+        let blank = |p: &Pattern| Pattern { definition: RString::new(), ..p.clone() };
+        assert_eq!(blank(got), blank(want));
+    }
+
+    fn sorted<T: Clone, K: Ord>(v: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+        let mut v = v.to_vec();
+        v.sort_by_key(key);
+        v
+    }
+
+    #[test]
+    fn nul_is_found_in_documents_and_only_there() {
+        for (text, nul) in [
+            (r#"{"a":"x\u0000y"}"#, true),
+            (r#"{"a":"\\\u0000"}"#, true),
+            (r#"{"a":"\\u0000"}"#, false),
+            (r#"{"a":"\\\\u0000"}"#, false),
+            (r#"{"a":"\u00001"}"#, true),
+            (r#"{"a":"\u0001","ü":"\\"}"#, false),
+            ("{\"a\":\"\0\"}", true),
+            (r#"{"a":"é\"\u0000"}"#, true),
+            ("\\", false),
+        ] {
+            assert_eq!(doc_has_nul(text), nul, "{text}");
+        }
+        assert_eq!(unfinished_list(), "'pending', 'running'");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patterns_import_as_given_skip_either_key_and_read_back() {
+        let (b, c) = backend().await;
+        let given = vec![
+            pattern(
+                1,
+                "alpha",
+                "1.0.0",
+                r#"{"steps":[{"n":2.50}],"big":123456789012345678901234567890}"#,
+                "2019-01-02T03:04:05.678901Z",
+            ),
+            pattern(2, "alpha", "2.0.0", r#"{"b":1,"a":{"ü":"ß"}}"#, "2020-01-01T00:00:00Z"),
+            pattern(3, "beta", "1.0.0", r#"{"k":null}"#, "2018-06-30T23:59:59.999999Z"),
+        ];
+        let mut twice = given.clone();
+        twice.push(given[0].clone());
+        assert_eq!(
+            b.import_patterns(twice).await.unwrap(),
+            Imported { inserted: 3, skipped: 1, events_inserted: 0 }
+        );
+        // Present id, or present name@version under another id: skipped, the row left as it is.
+        let taken = pattern(9, "alpha", "1.0.0", r#"{"other":true}"#, "2021-01-01T00:00:00Z");
+        let mut again = given.clone();
+        again.push(taken.clone());
+        assert_eq!(
+            b.import_patterns(again).await.unwrap(),
+            Imported { inserted: 0, skipped: 4, events_inserted: 0 }
+        );
+        assert_eq!(count(&c, "SELECT count(*) FROM patterns").await, 3);
+
+        let mut ids: Vec<String> = given.iter().map(|p| p.id.to_string()).collect();
+        ids.push(taken.id.to_string());
+        let got = sorted(&b.fetch_patterns(ids).await.unwrap(), |p| p.id.to_string());
+        assert_eq!(got.len(), 3);
+        for (g, w) in got.iter().zip(&given) {
+            same_pattern(g, w);
+        }
+        // The number is stored as spelled (cast by the server, not through a float).
+        let big: String = c
+            .query_one(
+                "SELECT definition->>'big' FROM patterns WHERE name = 'alpha' AND version = '1.0.0'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(big, "123456789012345678901234567890");
+        // The ordinary reads and search see them.
+        same_pattern(&b.get_pattern("alpha".into(), "2.0.0".into()).await.unwrap(), &given[1]);
+        let hits = b.search_patterns(vec!["zebra".into()], Page { limit: 10, after: None }).await.unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.0.id.to_string()).collect::<Vec<_>>(),
+            vec![given[1].id.to_string()]
+        );
+        assert!(b.fetch_patterns(Vec::new()).await.unwrap().is_empty());
+        let bad = b.fetch_patterns(vec!["nope".into()]).await.unwrap_err();
+        assert!(bad.to_string().contains("pattern id \"nope\" is not a UUID"), "{bad}");
+
+        // A failing row is named (here a name longer than the column).
+        let long = pattern(10, &"x".repeat(300), "1.0.0", "{}", "2020-01-01T00:00:00Z");
+        let err = b
+            .import_patterns(vec![pattern(11, "gamma", "1.0.0", "{}", "2020-01-01T00:00:00Z"), long.clone()])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&format!("@1.0.0 (id {})", long.id)), "{err}");
+        assert!(err.to_string().contains("too long"), "{err}");
+        assert_eq!(count(&c, "SELECT count(*) FROM patterns").await, 3, "one transaction: nothing written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn executions_fetch_by_id_with_their_events_from_old_months() {
+        let (b, c) = backend().await;
+        let records: Vec<ExecutionRecord> = (0..6)
+            .map(|i| {
+                let at = match i {
+                    0..=2 => micros("2017-02-10T12:00:00Z") + i as i64,
+                    3 | 4 => micros("2017-11-30T23:59:59.999999Z"),
+                    _ => micros("2018-01-01T00:00:00Z"),
+                };
+                let status = if i == 4 { ExecutionStatus::Running } else { ExecutionStatus::Completed };
+                record(i, at, status, (i as i64 % 3) + 1)
+            })
+            .collect();
+        assert_eq!(b.import_executions(records.clone()).await.unwrap().inserted, 6);
+        // Old months land in their own partitions; nothing in the default ones.
+        assert_eq!(count(&c, "SELECT count(*) FROM executions_2017_02").await, 3);
+        assert_eq!(count(&c, "SELECT count(*) FROM execution_events_2017_11").await, 3);
+        assert_eq!(count(&c, "SELECT count(*) FROM executions_default").await, 0);
+        assert_eq!(count(&c, "SELECT count(*) FROM execution_events_default").await, 0);
+
+        let id = |i: usize| records[i].execution.id.to_string();
+        let absent = Uuid::from_u128(7).to_string();
+        let by_id = |v: &ExecutionRecord| v.execution.id.to_string();
+        let got = b.fetch_executions(vec![id(0), id(4), absent.clone(), id(5)], None).await.unwrap();
+        assert_eq!(
+            sorted(&got, by_id),
+            sorted(&[records[0].clone(), records[4].clone(), records[5].clone()], by_id)
+        );
+        for r in &got {
+            assert!(r.events.windows(2).all(|w| w[0].seq < w[1].seq), "events in seq order");
+        }
+        // Within a range: the rows in it (partitions pruned), the others missed.
+        let within = Some((micros("2017-11-01T00:00:00Z"), micros("2017-12-31T00:00:00Z")));
+        let got = b.fetch_executions((0..6).map(id).chain([absent]).collect(), within).await.unwrap();
+        assert_eq!(sorted(&got, by_id), sorted(&records[3..5], by_id));
+        assert!(b.fetch_executions(Vec::new(), None).await.unwrap().is_empty());
+        let bad = b.fetch_executions(vec!["x".into()], None).await.unwrap_err();
+        assert!(bad.to_string().contains("execution id \"x\" is not a UUID"), "{bad}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replace_unfinished_replaces_pending_and_running_rows_only() {
+        let (b, c) = backend().await;
+        let at = micros("2016-05-05T05:05:05Z");
+        let before = vec![
+            record(1, at, ExecutionStatus::Running, 2),
+            record(2, at + 1, ExecutionStatus::Pending, 0),
+            record(3, at + 2, ExecutionStatus::Completed, 2),
+            record(4, at + 3, ExecutionStatus::Failed, 1),
+        ];
+        b.import_executions(before.clone()).await.unwrap();
+        // The source's newer state of each, plus one the target does not hold.
+        let mut after = vec![
+            record(1, at, ExecutionStatus::Completed, 4),
+            record(2, at + 1, ExecutionStatus::Running, 1),
+            record(3, at + 2, ExecutionStatus::Cancelled, 3),
+            record(4, at + 3, ExecutionStatus::Running, 0),
+            record(5, at + 4, ExecutionStatus::Running, 1),
+        ];
+        after[0].execution.output = some(json!({"note": "heliotrope"}));
+        assert_eq!(b.replace_unfinished(after.clone()).await.unwrap(), 2);
+
+        let ids: Vec<String> = after.iter().map(|r| r.execution.id.to_string()).collect();
+        let by_id = |v: &ExecutionRecord| v.execution.id.to_string();
+        let got = sorted(&b.fetch_executions(ids.clone(), None).await.unwrap(), by_id);
+        // Unfinished rows replaced (row and events); final rows untouched; the absent id not inserted.
+        assert_eq!(got, vec![after[0].clone(), after[1].clone(), before[2].clone(), before[3].clone()]);
+        assert_eq!(count(&c, "SELECT count(*) FROM executions").await, 4);
+        assert_eq!(count(&c, "SELECT count(*) FROM execution_events").await, 4 + 1 + 2 + 1);
+        assert_eq!(count(&c, "SELECT count(*) FROM executions_default").await, 0);
+        // Still searchable, with the new content (the generated column).
+        let hits =
+            b.search_executions(vec!["heliotrope".into()], Page { limit: 10, after: None }).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.0.id.to_string()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+        assert_eq!(b.get_execution(ids[0].clone()).await.unwrap(), after[0].execution);
+        assert_eq!(b.list_events(ids[0].clone()).await.unwrap(), after[0].events);
+
+        // Again: the replaced rows are final now, nothing happens.
+        assert_eq!(b.replace_unfinished(after.clone()).await.unwrap(), 1, "only the still-running one");
+        assert_eq!(b.replace_unfinished(vec![after[2].clone(), after[4].clone()]).await.unwrap(), 0);
+        assert_eq!(b.replace_unfinished(Vec::new()).await.unwrap(), 0);
+        assert_eq!(count(&c, "SELECT count(*) FROM executions").await, 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_fetch_by_id() {
+        let (b, _c) = backend().await;
+        let entry = |i: u128, ip: Option<&str>| AuditEntry {
+            id: Uuid::from_u128(0x0190_0000_0000_7000_c000_0000_0000_0000 + i).to_string().into(),
+            timestamp: micros("2015-03-03T03:03:03.000003Z") + i as i64,
+            action: "execution.create".into(),
+            actor: ROption::RSome("ünïcode".into()),
+            resource_type: ROption::RNone,
+            resource_id: ROption::RSome(format!("r{i}").into()),
+            details: if i == 2 { ROption::RNone } else { some(json!({"i": i as u64})) },
+            ip_address: ip.map(RString::from).into(),
+            user_agent: ROption::RNone,
+        };
+        let entries = vec![entry(1, Some("10.0.0.1")), entry(2, Some("2001:db8::/32")), entry(3, None)];
+        b.import_audit(entries.clone()).await.unwrap();
+        let ids = vec![entries[0].id.to_string(), entries[2].id.to_string(), Uuid::from_u128(1).to_string()];
+        let got = sorted(&b.fetch_audit(ids).await.unwrap(), |a| a.id.to_string());
+        assert_eq!(got, vec![entries[0].clone(), entries[2].clone()]);
+        assert!(b.fetch_audit(Vec::new()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nul_is_refused_naming_the_row_and_nothing_is_written() {
+        let (b, c) = backend().await;
+        let at = micros("2019-01-01T00:00:00Z");
+        let mut bad = record(1, at, ExecutionStatus::Completed, 1);
+        bad.execution.output = ROption::RSome(r#"{"text":"a\u0000b"}"#.into());
+        let err = b
+            .import_executions(vec![record(2, at, ExecutionStatus::Completed, 1), bad.clone()])
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("execution {}: its output", bad.execution.id)), "{text}");
+        assert!(text.contains("\\u0000") && text.contains("run the command again"), "{text}");
+        assert_eq!(err.kind(), parallax_storage_abi::ErrorKind::InvalidInput);
+
+        let mut in_event = record(3, at, ExecutionStatus::Completed, 2);
+        in_event.events[1] = ExecutionEvent {
+            payload: r#"{"x":"\u0000"}"#.into(),
+            kind: EventKind::StepResult,
+            ..in_event.events[1].clone()
+        };
+        let err = b.replace_unfinished(vec![in_event.clone()]).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "execution {}: its event {} (seq 2) payload",
+                in_event.execution.id, in_event.events[1].id
+            )),
+            "{err}"
+        );
+
+        let mut tag = record(4, at, ExecutionStatus::Completed, 0);
+        tag.execution.tags = vec![RString::from("a\0b")].into();
+        assert!(b.import_executions(vec![tag]).await.unwrap_err().to_string().contains("its tags"));
+        // An escaped backslash before `u0000` is ordinary text.
+        let mut fine = record(5, at, ExecutionStatus::Completed, 0);
+        fine.execution.input = ROption::RSome(r#"{"path":"C:\\u0000"}"#.into());
+        assert_eq!(b.import_executions(vec![fine]).await.unwrap().inserted, 1);
+
+        let audit = AuditEntry {
+            id: Uuid::from_u128(0x0190_0000_0000_7000_d000_0000_0000_0001).to_string().into(),
+            timestamp: at,
+            action: "x".into(),
+            actor: ROption::RNone,
+            resource_type: ROption::RNone,
+            resource_id: ROption::RNone,
+            details: ROption::RSome(r#"{"a":["\u0000"]}"#.into()),
+            ip_address: ROption::RNone,
+            user_agent: ROption::RNone,
+        };
+        let err = b.import_audit(vec![audit.clone()]).await.unwrap_err().to_string();
+        assert!(err.contains(&format!("audit entry {}: its details", audit.id)), "{err}");
+        let p = pattern(1, "nul", "1.0.0", r#"{"a":"\u0000"}"#, "2019-01-01T00:00:00Z");
+        let err = b.import_patterns(vec![p.clone()]).await.unwrap_err().to_string();
+        assert!(err.contains(&format!("pattern nul@1.0.0 (id {}): its definition", p.id)), "{err}");
+
+        assert_eq!(count(&c, "SELECT count(*) FROM executions").await, 1);
+        assert_eq!(count(&c, "SELECT count(*) FROM audit_logs").await, 0);
+        assert_eq!(count(&c, "SELECT count(*) FROM patterns").await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transfer_states_upsert_and_list_newest_first() {
+        let (b, c) = backend().await;
+        assert!(b.transfer_states().await.unwrap().is_empty());
+        let (first, second) = (Uuid::from_u128(0x0190_1).to_string(), Uuid::from_u128(0x0190_2).to_string());
+        b.save_transfer_state(
+            first.clone(),
+            "sqlite /data/parallax.db".into(),
+            r#"{"phase":"executions","n":1}"#.into(),
+        )
+        .await
+        .unwrap();
+        b.save_transfer_state(second.clone(), "file /data/store".into(), r#"{"phase":"patterns"}"#.into())
+            .await
+            .unwrap();
+        b.save_transfer_state(
+            first.clone(),
+            "sqlite /data/parallax.db".into(),
+            r#"{"phase":"done","n":2}"#.into(),
+        )
+        .await
+        .unwrap();
+        let got = b.transfer_states().await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.as_str(), got[0].1.as_str()), (second.as_str(), "file /data/store"));
+        assert_eq!(parsed(&got[0].2), json!({"phase": "patterns"}));
+        assert_eq!((got[1].0.as_str(), got[1].1.as_str()), (first.as_str(), "sqlite /data/parallax.db"));
+        assert_eq!(parsed(&got[1].2), json!({"phase": "done", "n": 2}));
+        let stamps: (bool, bool) = c
+            .query_one(
+                &format!("SELECT updated_at > started_at, started_at < (SELECT started_at FROM transfer_runs WHERE id = '{second}') FROM transfer_runs WHERE id = '{first}'"),
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(stamps, (true, true), "the first save's start is kept, its update time moves");
+
+        let err = b.save_transfer_state("run-1".into(), "x".into(), "{}".into()).await.unwrap_err();
+        assert!(err.to_string().contains("transfer state id \"run-1\" is not a UUID"), "{err}");
+        let err = b.save_transfer_state(first.clone(), "x".into(), "[1]".into()).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("transfer state {first}: its state is not a JSON object")),
+            "{err}"
+        );
+        // A real state round-trips.
+        let state = crate::transfer::state::TransferState {
+            id: second.clone(),
+            kind: crate::transfer::state::Kind::Copy,
+            source: "sqlite /x.db".into(),
+            snapshot: 1_700_000_000_000_001,
+            started_at: 1,
+            updated_at: 2,
+            merge: false,
+            target_was_empty: true,
+            phase: crate::transfer::state::Phase::Audit,
+            cursors: [(
+                "executions".to_string(),
+                crate::transfer::state::Cursor { at: 5, id: first.clone() },
+            )]
+            .into(),
+            tables: Default::default(),
+            unfinished: vec![first.clone()],
+            conflicts: Vec::new(),
+        };
+        b.save_transfer_state(second.clone(), state.source.clone(), state.to_json()).await.unwrap();
+        let back = b.transfer_states().await.unwrap();
+        assert_eq!(crate::transfer::state::TransferState::from_json(&back[0].2), Some(state));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_bulk_load_analyzes_the_partitioned_tables_and_backup_names_pg_dump() {
+        let (b, c) = backend().await;
+        let at = micros("2019-07-07T00:00:00Z");
+        b.import_executions(
+            (0..20).map(|i| record(i, at + i as i64, ExecutionStatus::Completed, 2)).collect(),
+        )
+        .await
+        .unwrap();
+        let stats = "SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() AND tablename = ";
+        assert_eq!(
+            count(&c, &format!("{stats}'executions'")).await,
+            0,
+            "autovacuum never analyzes the parent"
+        );
+        b.after_bulk_load().await.unwrap();
+        assert!(count(&c, &format!("{stats}'executions'")).await > 0);
+        assert!(count(&c, &format!("{stats}'execution_events'")).await > 0);
+
+        let err = b.backup(PathBuf::from("/tmp/x.db")).await.unwrap_err();
+        assert_eq!(err.kind(), parallax_storage_abi::ErrorKind::Unsupported);
+        for word in ["pg_dump --format=custom", "pg_restore", "\"Backups\""] {
+            assert!(err.to_string().contains(word), "{err}");
+        }
+    }
+}
