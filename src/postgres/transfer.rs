@@ -722,7 +722,7 @@ mod tests {
     async fn transfer_states_upsert_and_list_newest_first() {
         let (b, c) = backend().await;
         assert!(b.transfer_states().await.unwrap().is_empty());
-        let (first, second) = (Uuid::from_u128(0x0190_1).to_string(), Uuid::from_u128(0x0190_2).to_string());
+        let (first, second) = (Uuid::from_u128(0x1901).to_string(), Uuid::from_u128(0x1902).to_string());
         b.save_transfer_state(
             first.clone(),
             "sqlite /data/parallax.db".into(),
