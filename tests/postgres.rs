@@ -2591,7 +2591,7 @@ async fn readme_pg_dump_backup_restores_everything() {
                 status,
                 output: Some(json!({ "ok": i }).into()),
                 error: None,
-                completed_at: None,
+                completed_at: Some(at(e.started_at.as_micros() + 1_000_000)),
             };
             s.complete_execution(e.id, done).await.unwrap();
         }
