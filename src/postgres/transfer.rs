@@ -239,7 +239,7 @@ impl crate::transfer::Store for PostgresBackend {
              VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) ON CONFLICT DO NOTHING RETURNING 1";
         let s = self.session().await?;
         // The row being written: an error names it.
-        let at = AtomicUsize::new(0);
+        let at = AtomicUsize::new(usize::MAX);
         let mut retry = Retry::new("importing patterns");
         let inserted = loop {
             let step = s
@@ -267,11 +267,9 @@ impl crate::transfer::Store for PostgresBackend {
                     Ok(Step::Done(inserted))
                 })
                 .await
-                .map_err(|e| {
-                    Error::new(
-                        e.kind(),
-                        format!("{}: {}", pattern_name(rows[at.load(Ordering::Relaxed)].1), e.0.message),
-                    )
+                .map_err(|e| match rows.get(at.load(Ordering::Relaxed)) {
+                    Some((_, p, _)) => Error::new(e.kind(), format!("{}: {}", pattern_name(p), e.0.message)),
+                    None => e,
                 })?;
             if let Some(v) = retry.next(step).await? {
                 break v;
