@@ -19,6 +19,8 @@
 mod abi;
 #[path = "storage/archive_pg.rs"]
 mod archive_pg;
+#[path = "storage/copy.rs"]
+mod copy;
 #[path = "storage/data.rs"]
 mod data;
 #[path = "storage/load.rs"]
@@ -77,6 +79,7 @@ async fn run(opts: &Opts) {
         retention_file::run(opts).await;
     }
     archive_pg::run(opts).await; // pg_archive, pg_restore, sqlite_archive, sqlite_restore
+    copy::run(opts).await; // copy_sqlite_pg
     if opts.wants("pg_lifecycle_metrics") {
         metrics::pg_lifecycle(opts).await;
     }

@@ -2523,3 +2523,132 @@ async fn test_connection_lists_the_primary_and_the_replica() {
     writer.shutdown().await.unwrap();
     pg::server().drop_database(&db).await;
 }
+
+/// The lines of README.md between `<!-- tested: NAME -->` and `<!-- /tested: NAME -->`, without the code fence.
+fn readme_block(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (open, close) = (format!("<!-- tested: {name} -->"), format!("<!-- /tested: {name} -->"));
+    let start = readme.find(&open).unwrap_or_else(|| panic!("README.md has no {open}")) + open.len();
+    let len = readme[start..].find(&close).unwrap_or_else(|| panic!("README.md has no {close}"));
+    let block: Vec<&str> = readme[start..start + len]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("```"))
+        .collect();
+    assert!(!block.is_empty(), "the README block {name} is empty");
+    block.join("\n")
+}
+
+/// Every pattern version, execution (with events) and audit entry the store holds.
+async fn everything(
+    s: &Storage,
+) -> (
+    Vec<Pattern>,
+    std::collections::BTreeMap<String, serde_json::Value>,
+    std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    let mut patterns = Vec::new();
+    for p in s.patterns(100).collect().await.unwrap() {
+        patterns.extend(s.list_pattern_versions(&p.name).await.unwrap());
+    }
+    patterns.sort_by_key(|p| p.id);
+    patterns.dedup_by_key(|p| p.id);
+    let (executions, audit) = common::archive::snapshot(s).await;
+    (patterns, executions, audit)
+}
+
+/// The README's PostgreSQL backup (`pg_dump` of the whole database, `createdb`, `pg_restore`), run as written:
+/// the restored database opens through the plugin with every row, the monthly partitions' rows included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_pg_dump_backup_restores_everything() {
+    let h = postgres().await;
+    let s = &h.storage;
+    for (name, versions) in [("backup-a", 3), ("backup-b", 1)] {
+        for v in 0..versions {
+            s.put_pattern(new_pattern(name, &format!("1.{v}.0"))).await.unwrap();
+        }
+    }
+    // Executions in two monthly partitions (this month and one ahead), every status, with events.
+    let now = jiff::Timestamp::now().as_microsecond();
+    for i in 0..12i64 {
+        let mut e = new_execution("backup-a", "1.0.0");
+        e.started_at = Some(at(if i % 2 == 0 { now - i } else { now + 40 * 86_400_000_000 + i }));
+        e.input = Some(json!({ "text": format!("word{i} ünïcode"), "n": i, "f": 2.5 }).into());
+        e.tags = vec!["backup".into()];
+        let e = s.create_execution(e).await.unwrap();
+        for k in 0..(i % 3) {
+            let ev = NewEvent {
+                kind: EventKind::StepResult,
+                payload: json!({ "step": k }).into(),
+                recorded_at: Some(at(now + k)),
+            };
+            s.append_event(e.id, ev).await.unwrap();
+        }
+        if i % 4 != 3 {
+            let status = [ExecutionStatus::Completed, ExecutionStatus::Failed, ExecutionStatus::Cancelled]
+                [(i % 3) as usize];
+            let done = ExecutionCompletion {
+                status,
+                output: Some(json!({ "ok": i }).into()),
+                error: None,
+                completed_at: Some(at(e.started_at.as_micros() + 1_000_000)),
+            };
+            s.complete_execution(e.id, done).await.unwrap();
+        }
+    }
+    s.append_audit((0..5).map(|i| audit("backup.test", &format!("actor{i}"))).collect()).await.unwrap();
+    let before = everything(s).await;
+    assert_eq!((before.0.len(), before.1.len(), before.2.len()), (4, 12, 5));
+    let db = inspect(&h).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM executions_default").await, 0);
+    let months = count(&db, "SELECT count(DISTINCT tableoid) FROM executions").await;
+    assert_eq!(months, 2, "rows in two monthly partitions");
+
+    let server = pg::server();
+    let restored = "parallax_restored";
+    server.drop_database(restored).await;
+    let path = format!("{}:{}", pg::server_bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", &readme_block("pg-dump")])
+        .current_dir(h.dir.path())
+        .env("PATH", path)
+        .env("DATABASE_URL", server.url(h.pg_db.as_ref().unwrap()))
+        .env("PGHOST", &server.host)
+        .env("PGPORT", server.port.to_string())
+        .env("PGUSER", &server.user)
+        .env_remove("PGDATABASE");
+    match &server.password {
+        Some(pw) => cmd.env("PGPASSWORD", pw),
+        None => cmd.env_remove("PGPASSWORD"),
+    };
+    let out = cmd.output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "the README's pg-dump block failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(h.dir.path().join("parallax.dump").is_file());
+
+    let copy = plugin()
+        .open(&server.storage_config(restored))
+        .unwrap_or_else(|e| panic!("open the restored database: {e}"));
+    let after = everything(&copy).await;
+    assert_eq!(after.0, before.0, "pattern versions");
+    assert_eq!(after.1, before.1, "executions with their events");
+    assert_eq!(after.2, before.2, "audit entries");
+    let rdb = server.client(restored).await;
+    assert_eq!(count(&rdb, "SELECT count(*) FROM executions_default").await, 0);
+    assert_eq!(count(&rdb, "SELECT count(*) FROM execution_events_default").await, 0);
+    assert_eq!(count(&rdb, "SELECT count(DISTINCT tableoid) FROM executions").await, 2);
+    // Still a working store: the partition function came along, search finds restored rows.
+    let hits = copy.search_executions("word4", page(10, None)).await.unwrap();
+    assert_eq!(hits.items.len(), 1);
+    let mut old = new_execution("backup-a", "1.0.0");
+    old.started_at = Some(at(1_000_000_000_000_000));
+    copy.create_execution(old).await.unwrap();
+    copy.shutdown().await.unwrap();
+    drop(rdb);
+    server.drop_database(restored).await;
+    h.finish().await;
+}

@@ -45,9 +45,9 @@ use crate::{
 mod s3;
 
 /// Events per execution.
-const EVENTS: i64 = 2;
+pub(crate) const EVENTS: i64 = 2;
 /// The history: `days` days ending 400 days ago, all archived by `--older-than 300d`.
-const DAYS: i64 = 90;
+pub(crate) const DAYS: i64 = 90;
 const AGE: &str = "300d";
 /// The plugin's gzip level and part size (src/archive/format.rs, storage.archive.partSize default), parts in
 /// flight (src/archive/writer.rs): the baseline uses the same.
@@ -97,7 +97,7 @@ fn event_kind(seq: i64) -> &'static str {
 // ---------------------------------------------------------------- the CLI child
 
 /// `target/release/parallax`, refused when missing or older than the host crate's sources.
-fn parallax_binary() -> PathBuf {
+pub(crate) fn parallax_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps").to_path_buf();
     let bin = dir.join("parallax");
@@ -195,7 +195,7 @@ fn cli(dir: &Path, storage: &Value, s3: &s3::S3Server, args: &[&str]) -> Child {
 }
 
 /// GNU time (Debian package `time`), for the child's own peak RSS.
-const TIME: &str = "/usr/bin/time";
+pub(crate) const TIME: &str = "/usr/bin/time";
 
 fn count(v: &Value, table: &str) -> u64 {
     v[table]["executions"].as_u64().unwrap_or(0)
@@ -513,7 +513,7 @@ async fn postgres(opts: &Opts, n: usize, s3: &s3::S3Server, store: &Arc<dyn Obje
 
 // ---------------------------------------------------------------- SQLite
 
-fn load_sqlite(path: &Path, n: usize) {
+pub(crate) fn load_sqlite(path: &Path, n: usize) {
     let t = Instant::now();
     let mut conn = rusqlite::Connection::open(path).expect("open sqlite");
     conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144; PRAGMA foreign_keys = OFF;")

@@ -60,16 +60,16 @@ use crate::{
 pub const IMPORT_LOCK: i64 = 0x706c_782d_696d_7074;
 
 /// The columns of an execution as scanned, in [`execution_of`]'s order.
-const EXECUTION_COLUMNS: &str =
+pub(super) const EXECUTION_COLUMNS: &str =
     "id, pattern_name, pattern_version, status, input, output, error, started_at, \
      completed_at, duration_ms, metadata, tags";
 
-const AUDIT_COLUMNS: &str =
+pub(super) const AUDIT_COLUMNS: &str =
     "id, timestamp, action, actor, resource_type, resource_id, details, ip_address, user_agent";
 
 /// A `timestamptz` as microseconds since 1970 (UTC), in the binary format: exact, no text conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct At(i64);
+pub(super) struct At(pub(super) i64);
 
 impl ToSql for At {
     fn to_sql(
@@ -143,15 +143,15 @@ impl<'a> FromSql<'a> for Inet {
     }
 }
 
-fn uuid_of(what: &str, text: &str) -> Result<Uuid> {
+pub(super) fn uuid_of(what: &str, text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::invalid(format!("{what} id {text:?} is not a UUID")))
 }
 
-fn ids_of(what: &str, ids: &[String]) -> Result<Vec<Uuid>> {
+pub(super) fn ids_of(what: &str, ids: &[String]) -> Result<Vec<Uuid>> {
     ids.iter().map(|i| uuid_of(what, i)).collect()
 }
 
-fn decoded(e: tokio_postgres::Error, what: &str) -> Error {
+pub(super) fn decoded(e: tokio_postgres::Error, what: &str) -> Error {
     let detail = e.source().map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
     Error::internal(format!("reading {what}: {detail}"))
 }
@@ -173,7 +173,7 @@ fn opt_text(
 }
 
 /// An execution from the columns of [`EXECUTION_COLUMNS`].
-fn execution_of(r: &Row) -> Result<Execution> {
+pub(super) fn execution_of(r: &Row) -> Result<Execution> {
     let read = || -> std::result::Result<Execution, tokio_postgres::Error> {
         let status: String = r.try_get(3)?;
         Ok(Execution {
@@ -227,7 +227,7 @@ fn event_of(r: &Row) -> Result<ExecutionEvent> {
 }
 
 /// An audit entry from the columns of [`AUDIT_COLUMNS`].
-fn audit_of(r: &Row) -> Result<AuditEntry> {
+pub(super) fn audit_of(r: &Row) -> Result<AuditEntry> {
     let read = || -> std::result::Result<AuditEntry, tokio_postgres::Error> {
         Ok(AuditEntry {
             id: r.try_get::<_, Uuid>(0)?.hyphenated().to_string().into(),
@@ -242,6 +242,36 @@ fn audit_of(r: &Row) -> Result<AuditEntry> {
         })
     };
     read().map_err(|e| decoded(e, "an audit entry to archive"))
+}
+
+/// The events of the executions `$1` (ids) whose `started_at` lies in `[$2, $3]` (only those partitions are
+/// read), in `seq` order, in the columns [`records_of`] takes.
+pub(super) const EVENTS_OF: &str =
+    "SELECT execution_id, id, seq, kind, payload, recorded_at, execution_started_at \
+     FROM execution_events WHERE execution_id = ANY($1) AND execution_started_at >= $2 \
+     AND execution_started_at <= $3 ORDER BY execution_id, seq";
+
+/// Records from executions read in [`EXECUTION_COLUMNS`] and their events read with [`EVENTS_OF`]: each
+/// execution gets the events of its id in its month, in the order read.
+pub(super) fn records_of(rows: &[Row], ev: &[Row]) -> Result<Vec<ExecutionRecord>> {
+    let mut records = Vec::with_capacity(rows.len());
+    let mut at: HashMap<Uuid, (usize, i64)> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let execution = execution_of(r)?;
+        at.insert(r.get(0), (records.len(), execution.started_at));
+        records.push(ExecutionRecord { execution, events: Vec::new() });
+    }
+    for r in ev {
+        let execution_id: Uuid = r.get(0);
+        let started: At = r.try_get(6).map_err(|e| decoded(e, "an event to archive"))?;
+        // Only the events of the execution read (its id in its month).
+        if let Some(&(i, t)) = at.get(&execution_id) {
+            if t == started.0 {
+                records[i].events.push(event_of(r)?);
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// The limit key of a selection: `(time, id)`.
@@ -265,23 +295,23 @@ fn timed_out(what: &str) -> Error {
 
 /// The retries of a transaction whose lock wait timed out, as a cleanup batch does them: the same
 /// `lock_timeout` ([`BATCH_LOCK_TIMEOUT`]), attempts ([`BATCH_ATTEMPTS`]) and backoff.
-struct Retry {
+pub(super) struct Retry {
     attempt: u32,
     what: &'static str,
 }
 
 impl Retry {
-    fn new(what: &'static str) -> Retry {
+    pub(super) fn new(what: &'static str) -> Retry {
         Retry { attempt: 0, what }
     }
 
     /// The transaction's setup: the lock timeout, then `setup`.
-    fn setup(setup: &str) -> String {
+    pub(super) fn setup(setup: &str) -> String {
         format!("SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'; {setup}")
     }
 
     /// `Some` when done; `None` after waiting to try again; the error once the attempts are spent.
-    async fn next<T>(&mut self, step: Step<T>) -> Result<Option<T>> {
+    pub(super) async fn next<T>(&mut self, step: Step<T>) -> Result<Option<T>> {
         match step {
             Step::Done(v) => Ok(Some(v)),
             Step::LockTimeout if self.attempt + 1 < BATCH_ATTEMPTS => {
@@ -382,6 +412,185 @@ impl PostgresBackend {
         }
         Ok(())
     }
+
+    /// [`Store::import_executions`], or with `replace` the import of `crate::transfer::Store::replace_unfinished`:
+    /// in the same transaction, after the import lock, the present executions with these ids that are pending
+    /// or running are locked and deleted with their events, and only those are inserted again from the records
+    /// (a final execution, or an absent id, is left alone). `inserted` counts the rows written.
+    pub(super) async fn import_records(
+        &self,
+        records: Vec<ExecutionRecord>,
+        replace: bool,
+    ) -> Result<Imported> {
+        // Reads through this object must not miss the change on a replica (also after a failure or when the call
+        // is dropped: what committed before stays).
+        let _counted = self.counts_as_write();
+        // Everything checked before anything is written; a record twice in the batch is imported once.
+        let mut seen = HashSet::with_capacity(records.len());
+        let mut execs = Vec::with_capacity(records.len());
+        let mut events = Vec::new();
+        for r in &records {
+            let e = &r.execution;
+            let id = uuid_of("execution", &e.id)?;
+            if !seen.insert(id) {
+                continue;
+            }
+            let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
+            let tags = serde_json::to_string(&tags).expect("strings serialize");
+            execs.push(ExecRow { id, e, status: e.status.as_str(), tags });
+            for v in &r.events {
+                events.push(EventRow {
+                    id: uuid_of("event", &v.id)?,
+                    execution_id: id,
+                    e: v,
+                    kind: v.kind.as_str(),
+                    execution_started_at: At(e.started_at),
+                });
+            }
+        }
+        if execs.is_empty() {
+            return Ok(Imported::default());
+        }
+        // PostgreSQL cannot store a NUL: refused here naming the row, not by the batch's statement.
+        super::transfer::check_storable(&records)?;
+        let s = self.session().await?;
+        let times: Vec<i64> = execs.iter().map(|x| x.e.started_at).collect();
+        self.ensure_months(&s, &times).await?;
+
+        let setup =
+            "CREATE TEMP TABLE IF NOT EXISTS parallax_import_executions (id uuid, pattern_name text, \
+             pattern_version text, status text, input text, output text, error text, started_at timestamptz, \
+             completed_at timestamptz, duration_ms int8, metadata text, tags text) ON COMMIT DELETE ROWS; \
+             CREATE TEMP TABLE IF NOT EXISTS parallax_import_events (id uuid, execution_id uuid, seq int8, \
+             kind text, payload text, recorded_at timestamptz, execution_started_at timestamptz) \
+             ON COMMIT DELETE ROWS";
+        let insert = format!(
+            "WITH x AS (INSERT INTO executions ({EXECUTION_COLUMNS}) \
+             SELECT t.id, t.pattern_name, t.pattern_version, t.status, t.input::jsonb, t.output::jsonb, \
+             t.error::jsonb, t.started_at, t.completed_at, t.duration_ms, t.metadata::jsonb, t.tags::jsonb \
+             FROM parallax_import_executions t WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = t.id) \
+             ON CONFLICT DO NOTHING RETURNING id, started_at), \
+             v AS (INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, \
+             execution_started_at) SELECT v.id, v.execution_id, v.seq, v.kind, v.payload::jsonb, v.recorded_at, \
+             x.started_at FROM parallax_import_events v JOIN x ON x.id = v.execution_id \
+             AND x.started_at = v.execution_started_at ORDER BY v.execution_id, v.seq \
+             ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT (SELECT count(*) FROM x), (SELECT count(*) FROM v)"
+        );
+        let exec_types = [
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+        ];
+        let event_types = [
+            Type::UUID,
+            Type::UUID,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+        ];
+        // Owned parameter values the COPY rows borrow.
+        struct ExecParams<'a> {
+            pattern_name: &'a str,
+            pattern_version: &'a str,
+            input: Option<&'a str>,
+            output: Option<&'a str>,
+            error: Option<&'a str>,
+            started_at: At,
+            completed_at: Option<At>,
+            duration_ms: Option<i64>,
+            metadata: Option<&'a str>,
+        }
+        let params: Vec<ExecParams> = execs
+            .iter()
+            .map(|x| ExecParams {
+                pattern_name: x.e.pattern_name.as_str(),
+                pattern_version: x.e.pattern_version.as_str(),
+                input: x.e.input.as_ref().map(|s| s.as_str()).into_option(),
+                output: x.e.output.as_ref().map(|s| s.as_str()).into_option(),
+                error: x.e.error.as_ref().map(|s| s.as_str()).into_option(),
+                started_at: At(x.e.started_at),
+                completed_at: x.e.completed_at.map(At).into_option(),
+                duration_ms: x.e.duration_ms.into_option(),
+                metadata: x.e.metadata.as_ref().map(|s| s.as_str()).into_option(),
+            })
+            .collect();
+        let event_params: Vec<(At, &str)> =
+            events.iter().map(|v| (At(v.e.recorded_at), v.e.payload.as_str())).collect();
+        let ids: Vec<Uuid> = execs.iter().map(|x| x.id).collect();
+        let mut retry =
+            Retry::new(if replace { "replacing unfinished executions" } else { "restoring executions" });
+        let (inserted, events_inserted) = loop {
+            let step = s
+                .transaction(&Retry::setup(setup), retry.what, async |c| {
+                    c.query_one("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK]).await?;
+                    copy_rows(
+                        c,
+                        "parallax_import_executions",
+                        &exec_types,
+                        execs.iter().zip(&params).map(|(x, p)| -> Vec<&(dyn ToSql + Sync)> {
+                            vec![
+                                &x.id,
+                                &p.pattern_name,
+                                &p.pattern_version,
+                                &x.status,
+                                &p.input,
+                                &p.output,
+                                &p.error,
+                                &p.started_at,
+                                &p.completed_at,
+                                &p.duration_ms,
+                                &p.metadata,
+                                &x.tags,
+                            ]
+                        }),
+                    )
+                    .await?;
+                    if !events.is_empty() {
+                        copy_rows(
+                            c,
+                            "parallax_import_events",
+                            &event_types,
+                            events.iter().zip(&event_params).map(
+                                |(v, (at, payload))| -> Vec<&(dyn ToSql + Sync)> {
+                                    vec![
+                                        &v.id,
+                                        &v.execution_id,
+                                        &v.e.seq,
+                                        &v.kind,
+                                        payload,
+                                        at,
+                                        &v.execution_started_at,
+                                    ]
+                                },
+                            ),
+                        )
+                        .await?;
+                    }
+                    if replace && !super::transfer::clear_unfinished(c, &ids).await? {
+                        return Ok(Step::Done((0, 0)));
+                    }
+                    let r = c.query_one(&insert, &[]).await?;
+                    Ok(Step::Done((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
+                })
+                .await?;
+            if let Some(v) = retry.next(step).await? {
+                break v;
+            }
+        };
+        Ok(Imported { inserted, skipped: records.len() as u64 - inserted, events_inserted })
+    }
 }
 
 impl Store for PostgresBackend {
@@ -410,9 +619,7 @@ impl Store for PostgresBackend {
                  {statuses} AND started_at >= $4 AND (started_at, id) > ($4, $5) ORDER BY started_at, id LIMIT $3"
             ),
         };
-        let events = "SELECT execution_id, id, seq, kind, payload, recorded_at, execution_started_at \
-             FROM execution_events WHERE execution_id = ANY($1) AND execution_started_at >= $2 \
-             AND execution_started_at <= $3 ORDER BY execution_id, seq";
+        let events = EVENTS_OF;
         let s = self.session().await?;
         let step = s
             .transaction(
@@ -440,24 +647,7 @@ impl Store for PostgresBackend {
                 "reading executions to archive: the statement was cancelled (statement_timeout?)",
             ));
         };
-        let mut records = Vec::with_capacity(rows.len());
-        let mut at: HashMap<Uuid, (usize, i64)> = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let execution = execution_of(r)?;
-            at.insert(r.get(0), (records.len(), execution.started_at));
-            records.push(ExecutionRecord { execution, events: Vec::new() });
-        }
-        for r in &ev {
-            let execution_id: Uuid = r.get(0);
-            let started: At = r.try_get(6).map_err(|e| decoded(e, "an event to archive"))?;
-            // Only the events of the execution read (its id in its month).
-            if let Some(&(i, t)) = at.get(&execution_id) {
-                if t == started.0 {
-                    records[i].events.push(event_of(r)?);
-                }
-            }
-        }
-        Ok(records)
+        records_of(&rows, &ev)
     }
 
     async fn scan_audit(&self, sel: Selection, after: Option<Key>, limit: usize) -> Result<Vec<AuditEntry>> {
@@ -558,167 +748,7 @@ impl Store for PostgresBackend {
     }
 
     async fn import_executions(&self, records: Vec<ExecutionRecord>) -> Result<Imported> {
-        // Reads through this object must not miss the change on a replica (also after a failure or when the call
-        // is dropped: what committed before stays).
-        let _counted = self.counts_as_write();
-        // Everything checked before anything is written; a record twice in the batch is imported once.
-        let mut seen = HashSet::with_capacity(records.len());
-        let mut execs = Vec::with_capacity(records.len());
-        let mut events = Vec::new();
-        for r in &records {
-            let e = &r.execution;
-            let id = uuid_of("execution", &e.id)?;
-            if !seen.insert(id) {
-                continue;
-            }
-            let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
-            let tags = serde_json::to_string(&tags).expect("strings serialize");
-            execs.push(ExecRow { id, e, status: e.status.as_str(), tags });
-            for v in &r.events {
-                events.push(EventRow {
-                    id: uuid_of("event", &v.id)?,
-                    execution_id: id,
-                    e: v,
-                    kind: v.kind.as_str(),
-                    execution_started_at: At(e.started_at),
-                });
-            }
-        }
-        if execs.is_empty() {
-            return Ok(Imported::default());
-        }
-        let s = self.session().await?;
-        let times: Vec<i64> = execs.iter().map(|x| x.e.started_at).collect();
-        self.ensure_months(&s, &times).await?;
-
-        let setup =
-            "CREATE TEMP TABLE IF NOT EXISTS parallax_import_executions (id uuid, pattern_name text, \
-             pattern_version text, status text, input text, output text, error text, started_at timestamptz, \
-             completed_at timestamptz, duration_ms int8, metadata text, tags text) ON COMMIT DELETE ROWS; \
-             CREATE TEMP TABLE IF NOT EXISTS parallax_import_events (id uuid, execution_id uuid, seq int8, \
-             kind text, payload text, recorded_at timestamptz, execution_started_at timestamptz) \
-             ON COMMIT DELETE ROWS";
-        let insert = format!(
-            "WITH x AS (INSERT INTO executions ({EXECUTION_COLUMNS}) \
-             SELECT t.id, t.pattern_name, t.pattern_version, t.status, t.input::jsonb, t.output::jsonb, \
-             t.error::jsonb, t.started_at, t.completed_at, t.duration_ms, t.metadata::jsonb, t.tags::jsonb \
-             FROM parallax_import_executions t WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = t.id) \
-             ON CONFLICT DO NOTHING RETURNING id, started_at), \
-             v AS (INSERT INTO execution_events (id, execution_id, seq, kind, payload, recorded_at, \
-             execution_started_at) SELECT v.id, v.execution_id, v.seq, v.kind, v.payload::jsonb, v.recorded_at, \
-             x.started_at FROM parallax_import_events v JOIN x ON x.id = v.execution_id \
-             AND x.started_at = v.execution_started_at ORDER BY v.execution_id, v.seq \
-             ON CONFLICT DO NOTHING RETURNING 1) \
-             SELECT (SELECT count(*) FROM x), (SELECT count(*) FROM v)"
-        );
-        let exec_types = [
-            Type::UUID,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-        ];
-        let event_types = [
-            Type::UUID,
-            Type::UUID,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-        ];
-        // Owned parameter values the COPY rows borrow.
-        struct ExecParams<'a> {
-            pattern_name: &'a str,
-            pattern_version: &'a str,
-            input: Option<&'a str>,
-            output: Option<&'a str>,
-            error: Option<&'a str>,
-            started_at: At,
-            completed_at: Option<At>,
-            duration_ms: Option<i64>,
-            metadata: Option<&'a str>,
-        }
-        let params: Vec<ExecParams> = execs
-            .iter()
-            .map(|x| ExecParams {
-                pattern_name: x.e.pattern_name.as_str(),
-                pattern_version: x.e.pattern_version.as_str(),
-                input: x.e.input.as_ref().map(|s| s.as_str()).into_option(),
-                output: x.e.output.as_ref().map(|s| s.as_str()).into_option(),
-                error: x.e.error.as_ref().map(|s| s.as_str()).into_option(),
-                started_at: At(x.e.started_at),
-                completed_at: x.e.completed_at.map(At).into_option(),
-                duration_ms: x.e.duration_ms.into_option(),
-                metadata: x.e.metadata.as_ref().map(|s| s.as_str()).into_option(),
-            })
-            .collect();
-        let event_params: Vec<(At, &str)> =
-            events.iter().map(|v| (At(v.e.recorded_at), v.e.payload.as_str())).collect();
-        let mut retry = Retry::new("restoring executions");
-        let (inserted, events_inserted) = loop {
-            let step = s
-                .transaction(&Retry::setup(setup), retry.what, async |c| {
-                    c.query_one("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK]).await?;
-                    copy_rows(
-                        c,
-                        "parallax_import_executions",
-                        &exec_types,
-                        execs.iter().zip(&params).map(|(x, p)| -> Vec<&(dyn ToSql + Sync)> {
-                            vec![
-                                &x.id,
-                                &p.pattern_name,
-                                &p.pattern_version,
-                                &x.status,
-                                &p.input,
-                                &p.output,
-                                &p.error,
-                                &p.started_at,
-                                &p.completed_at,
-                                &p.duration_ms,
-                                &p.metadata,
-                                &x.tags,
-                            ]
-                        }),
-                    )
-                    .await?;
-                    if !events.is_empty() {
-                        copy_rows(
-                            c,
-                            "parallax_import_events",
-                            &event_types,
-                            events.iter().zip(&event_params).map(
-                                |(v, (at, payload))| -> Vec<&(dyn ToSql + Sync)> {
-                                    vec![
-                                        &v.id,
-                                        &v.execution_id,
-                                        &v.e.seq,
-                                        &v.kind,
-                                        payload,
-                                        at,
-                                        &v.execution_started_at,
-                                    ]
-                                },
-                            ),
-                        )
-                        .await?;
-                    }
-                    let r = c.query_one(&insert, &[]).await?;
-                    Ok(Step::Done((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
-                })
-                .await?;
-            if let Some(v) = retry.next(step).await? {
-                break v;
-            }
-        };
-        Ok(Imported { inserted, skipped: records.len() as u64 - inserted, events_inserted })
+        self.import_records(records, false).await
     }
 
     async fn import_audit(&self, entries: Vec<AuditEntry>) -> Result<Imported> {
@@ -736,6 +766,7 @@ impl Store for PostgresBackend {
         if rows.is_empty() {
             return Ok(Imported::default());
         }
+        super::transfer::check_storable_audit(&entries)?;
         let setup = "CREATE TEMP TABLE IF NOT EXISTS parallax_import_audit (id uuid, timestamp timestamptz, \
              action text, actor text, resource_type text, resource_id text, details text, ip_address text, \
              user_agent text) ON COMMIT DELETE ROWS";
@@ -802,7 +833,7 @@ impl Store for PostgresBackend {
 use super::test_pg;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use abi_stable::std_types::{ROption, RString};
     use parallax_storage_abi::OpenOptions;
     use serde_json::json;
@@ -816,7 +847,7 @@ mod tests {
     };
 
     /// A backend on a fresh database, and a plain client on the same database.
-    async fn backend() -> (PostgresBackend, tokio_postgres::Client) {
+    pub(in crate::postgres) async fn backend() -> (PostgresBackend, tokio_postgres::Client) {
         let server = test_pg::server();
         let db = server.fresh_database().await;
         let cfg = crate::config::parse(&server.storage_config(&db).to_string()).unwrap();
@@ -824,16 +855,21 @@ mod tests {
         (b, server.client(&db).await)
     }
 
-    fn micros(text: &str) -> i64 {
+    pub(in crate::postgres) fn micros(text: &str) -> i64 {
         text.parse::<jiff::Timestamp>().unwrap().as_microsecond()
     }
 
-    fn some(v: serde_json::Value) -> ROption<RString> {
+    pub(in crate::postgres) fn some(v: serde_json::Value) -> ROption<RString> {
         ROption::RSome(v.to_string().into())
     }
 
     /// Execution `i` started at `at`, with `events` events; documents hold the word `word<i>` for search.
-    fn record(i: u128, at: i64, status: ExecutionStatus, events: i64) -> ExecutionRecord {
+    pub(in crate::postgres) fn record(
+        i: u128,
+        at: i64,
+        status: ExecutionStatus,
+        events: i64,
+    ) -> ExecutionRecord {
         let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i).to_string();
         let done = status.is_final();
         ExecutionRecord {
@@ -872,7 +908,7 @@ mod tests {
         Selection { target, before: (micros(before), MIN_ID.to_string()), include_unfinished: false }
     }
 
-    async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    pub(in crate::postgres) async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
         c.query_one(sql, &[]).await.unwrap().get(0)
     }
 

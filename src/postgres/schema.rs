@@ -94,10 +94,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    transfer_runs (id) {
+        id -> Uuid,
+        source -> Text,
+        started_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        state -> Jsonb,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     audit_logs,
     execution_events,
     executions,
     patterns,
     retention_runs,
+    transfer_runs,
 );

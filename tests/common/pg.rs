@@ -157,7 +157,7 @@ const INSTALL_HINT: &str = "PostgreSQL tests need a server: install the server b
     `apt-get install postgresql`; .ci/run does this) or set PARALLAX_TEST_POSTGRES_URL to a superuser URL \
     such as postgresql://postgres:secret@127.0.0.1:5432/postgres";
 
-fn server_bin_dir() -> PathBuf {
+pub fn server_bin_dir() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
             d.filter_map(|e| e.ok())
