@@ -20,7 +20,7 @@
 mod archive;
 mod codec;
 mod docs;
-mod durable;
+pub(crate) mod durable;
 mod index;
 mod layout;
 mod load;
