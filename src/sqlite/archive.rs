@@ -111,7 +111,10 @@ fn scan_executions(
 }
 
 /// The executions of `rows`, in their order, each with all its events in `seq` order (one more query).
-pub(super) fn with_events(conn: &mut SqliteConnection, rows: Vec<ExecutionRow>) -> Result<Vec<ExecutionRecord>> {
+pub(super) fn with_events(
+    conn: &mut SqliteConnection,
+    rows: Vec<ExecutionRow>,
+) -> Result<Vec<ExecutionRecord>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -192,7 +195,10 @@ fn restoring(what: &str, id: &str, e: Error) -> Error {
     Error::new(e.kind(), format!("restoring {what} {id}: {}", e.0.message))
 }
 
-pub(super) fn import_executions(conn: &mut SqliteConnection, records: &[ExecutionRecord]) -> Result<Imported> {
+pub(super) fn import_executions(
+    conn: &mut SqliteConnection,
+    records: &[ExecutionRecord],
+) -> Result<Imported> {
     let mut done = Imported::default();
     for r in records {
         let id = r.execution.id.as_str();

@@ -60,22 +60,6 @@ pub(super) fn check_destination(db: &Path, dest: &Path) -> Result<PathBuf> {
             dest.display()
         )));
     }
-    if fs::symlink_metadata(dest).is_ok() {
-        return Err(Error::invalid(format!(
-            "backup destination {} exists already; a backup never overwrites a file: choose a new path or remove it",
-            dest.display()
-        )));
-    }
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| {
-        Error::invalid(format!("backup destination {} has no directory", dest.display()))
-    })?;
-    if !dir.is_dir() {
-        return Err(Error::invalid(format!(
-            "backup destination {}: directory {} does not exist; create it first",
-            dest.display(),
-            dir.display()
-        )));
-    }
     let target = resolved(dest);
     let db = resolved(db);
     for suffix in ["", "-wal", "-shm", "-journal"] {
@@ -88,12 +72,30 @@ pub(super) fn check_destination(db: &Path, dest: &Path) -> Result<PathBuf> {
             )));
         }
     }
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::invalid(format!(
+            "backup destination {} exists already; a backup never overwrites a file: choose a new path or remove it",
+            dest.display()
+        )));
+    }
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| Error::invalid(format!("backup destination {} has no directory", dest.display())))?;
+    if !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "backup destination {}: directory {} does not exist; create it first",
+            dest.display(),
+            dir.display()
+        )));
+    }
     Ok(dir.to_path_buf())
 }
 
 /// Counts the rows of every table of [`TABLES`] and runs `PRAGMA integrity_check` on the copy at `path`.
 fn check_copy(path: &Path) -> Result<(BTreeMap<String, u64>, String)> {
-    let url = path.to_str().ok_or_else(|| Error::invalid(format!("{} is not valid UTF-8", path.display())))?;
+    let url =
+        path.to_str().ok_or_else(|| Error::invalid(format!("{} is not valid UTF-8", path.display())))?;
     let mut conn = SqliteConnection::establish(url)
         .map_err(|e| Error::unavailable(format!("cannot open the backup {}: {e}", path.display())))?;
     conn.batch_execute("PRAGMA query_only = ON;").map_err(sqlite_error)?;
