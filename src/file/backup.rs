@@ -68,7 +68,7 @@ fn check_destination(base: &Path, dest: &Path) -> Result<PathBuf> {
 }
 
 /// How step 1 puts a file into the partial tree.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Link,
     Copy,
@@ -139,6 +139,11 @@ fn dirs_of(root: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 
 impl FileBackend {
     pub(super) async fn backup_impl(&self, destination: PathBuf) -> Result<BackupReport> {
+        self.backup_with(destination, Mode::Link).await
+    }
+
+    /// [`Self::backup_impl`] starting with `first` (tests force the copy a cross-device backup falls back to).
+    async fn backup_with(&self, destination: PathBuf, first: Mode) -> Result<BackupReport> {
         let started = Instant::now();
         self.read().map(drop)?;
         let base = self.layout.base.clone();
@@ -162,9 +167,9 @@ impl FileBackend {
             .solo("backing up the file store", move |_| {
                 let rows = index.read().unwrap_or_else(|p| p.into_inner()).rows();
                 let mut files = Vec::new();
-                let mode = match mirror(&from, &to, Mode::Link, true, &mut files) {
-                    Ok(()) => Mode::Link,
-                    Err(e) if is_cross_device(&e) => {
+                let mode = match mirror(&from, &to, first, true, &mut files) {
+                    Ok(()) => first,
+                    Err(e) if first == Mode::Link && is_cross_device(&e) => {
                         let _ = fs::remove_dir_all(&to);
                         files.clear();
                         mirror(&from, &to, Mode::Copy, true, &mut files).map(|_| Mode::Copy).map_err(|e| {
@@ -175,7 +180,7 @@ impl FileBackend {
                     Err(e) => {
                         let _ = fs::remove_dir_all(&to);
                         return Err(Error::unavailable(format!(
-                            "linking the store into {} failed: {e}",
+                            "placing the store's files into {} failed: {e}",
                             to.display()
                         )));
                     }
@@ -239,5 +244,65 @@ impl FileBackend {
             integrity: None,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use parallax_storage_abi::{NewAuditEntry, OpenOptions};
+
+    use super::*;
+    use crate::contract::Contract;
+
+    async fn open(base: &Path) -> FileBackend {
+        let json = serde_json::json!({ "type": "file", "file": { "basePath": base, "format": "json" } });
+        FileBackend::open(crate::config::parse(&json.to_string()).unwrap(), OpenOptions::default())
+            .await
+            .unwrap()
+    }
+
+    /// The copy a cross-device backup falls back to (no hard links) gives the same store, with its own files.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_by_copy_gives_the_same_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(&dir.path().join("store")).await;
+        let entries: Vec<NewAuditEntry> = (1..=4)
+            .map(|n| NewAuditEntry {
+                id: abi_stable::std_types::RSome(format!("0190b3f2-7c1e-7a00-8000-{n:012}").into()),
+                timestamp: abi_stable::std_types::RSome(1_705_314_615_123_456 + n),
+                action: "login".into(),
+                ..NewAuditEntry::default()
+            })
+            .collect();
+        b.append_audit(entries).await.unwrap();
+        let dest = dir.path().join("copied");
+        let report = b.backup_with(dest.clone(), Mode::Copy).await.unwrap();
+        assert_eq!(report.rows["audit_logs"], 4);
+        assert_eq!(report.backend, "file");
+        let mut todo = vec![dest.clone()];
+        let mut files = 0;
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(e.path());
+                } else {
+                    files += 1;
+                    assert_eq!(e.metadata().unwrap().nlink(), 1);
+                    assert_ne!(e.file_name().to_string_lossy(), LOCK);
+                }
+            }
+        }
+        assert_eq!(report.files, files);
+        let copy = open(&dest).await;
+        let q = parallax_storage_abi::AuditQuery::default();
+        let page = crate::validate::Page { limit: 10, after: None };
+        assert_eq!(
+            copy.query_audit(q.clone(), page.clone()).await.unwrap(),
+            b.query_audit(q, page).await.unwrap()
+        );
+        copy.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
     }
 }
