@@ -142,6 +142,7 @@ APT_NEEDS=(
   "postgresql       ! uses postgres || have_pg_server"             # tests start throwaway clusters from it
   "python3          command -v python3"                            # scripts/check-down-migrations.py, S3 client
   "python3-pip      have_s3_clients || python3 -m pip --version"   # installs boto3 and awscli below
+  "sqlite3          command -v sqlite3"                            # the backup tests check copies with it
 )
 missing_apt() {
   local line pkg check

@@ -121,7 +121,9 @@ fn delete_audit(pl: &mut Plan<'_>, files: &[Arc<Path>], ids: &HashSet<String>) -
 }
 
 /// A record as the store would read it back from its files, or why it cannot be stored.
-fn stored_record(r: &ExecutionRecord) -> std::result::Result<(Execution, Vec<ExecutionEvent>), String> {
+pub(super) fn stored_record(
+    r: &ExecutionRecord,
+) -> std::result::Result<(Execution, Vec<ExecutionEvent>), String> {
     let execution = ExecutionDoc::new(&r.execution)?.into_execution()?;
     let mut seqs = HashSet::new();
     let events = r

@@ -18,6 +18,8 @@ pub const AUDIT: &str = "audit";
 /// `retention/runs.json`: the record of cleanup and retention runs (see `README.txt`).
 pub const RETENTION: &str = "retention";
 pub const RUNS_FILE: &str = "runs.json";
+/// `transfers/<id>.json`: the state of each copy or import into this store (see `super::transfer`).
+pub const TRANSFERS: &str = "transfers";
 pub const EVENTS_SUFFIX: &str = ".events";
 /// Temporary files are `.~<final name>.<pid>.<n>.tmp` in the final file's directory.
 pub const TEMP_PREFIX: &str = ".~";

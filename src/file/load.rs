@@ -17,7 +17,7 @@ use super::{
     index::{Found, Index, Manifest, PatternEntry},
     layout::{
         self, escape, id_of_stem, is_temp, unescape, Layout, AUDIT, EVENTS_SUFFIX, EXECUTIONS, PATTERNS,
-        RETENTION,
+        RETENTION, TRANSFERS,
     },
     search,
 };
@@ -130,8 +130,13 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
     let mut candidates = Vec::new();
     for path in files {
         let top_level = path.parent() == Some(layout.base.as_path());
-        if top_level || path.parent() == Some(layout.base.join(RETENTION).as_path()) {
-            continue; // manifest, README, .lock; the run records (read by `retention`)
+        let parent = path.parent();
+        if top_level
+            || parent == Some(layout.base.join(RETENTION).as_path())
+            || parent == Some(layout.base.join(TRANSFERS).as_path())
+        {
+            // manifest, README, .lock; the run records (read by `retention`); the transfer states (`transfer`)
+            continue;
         }
         match classify(layout, path.clone()) {
             Some(c) => candidates.push(c),

@@ -13,7 +13,9 @@ use super::{
     docs::{ManifestDoc, STORE_KIND},
     durable::{ensure_dir, sync_dir, write_atomic},
     index::{Index, Manifest},
-    layout::{self, format_ts, is_temp, Layout, AUDIT, EXECUTIONS, LOCK, PATTERNS, README, RETENTION},
+    layout::{
+        self, format_ts, is_temp, Layout, AUDIT, EXECUTIONS, LOCK, PATTERNS, README, RETENTION, TRANSFERS,
+    },
     writer::Ctx,
 };
 use crate::{
@@ -71,8 +73,8 @@ pub fn check_fresh(base: &Path) -> Result<()> {
     let Ok(entries) = fs::read_dir(base) else { return Ok(()) };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours =
-            [LOCK, README, PATTERNS, EXECUTIONS, AUDIT, RETENTION].contains(&name.as_str()) || is_temp(&name);
+        let ours = [LOCK, README, PATTERNS, EXECUTIONS, AUDIT, RETENTION, TRANSFERS].contains(&name.as_str())
+            || is_temp(&name);
         if !ours {
             return Err(Error::invalid(format!(
                 "{} is not empty ({name:?}) and has no manifest, so it is not a Parallax file store; point \

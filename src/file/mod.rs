@@ -18,9 +18,10 @@
 //! that every reader must detect and repair; a new file is either fully there or not at all.
 
 mod archive;
+mod backup;
 mod codec;
 mod docs;
-mod durable;
+pub(crate) mod durable;
 mod index;
 mod layout;
 mod load;

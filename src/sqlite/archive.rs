@@ -70,12 +70,12 @@ struct IdRow {
 }
 
 /// `ids` as one JSON array, bound once and read with `json_each` (no limit on the number of ids).
-fn json_ids<S: AsRef<str>>(ids: &[S]) -> Result<String> {
+pub(super) fn json_ids<S: AsRef<str>>(ids: &[S]) -> Result<String> {
     serde_json::to_string(&ids.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
         .map_err(|e| Error::internal(format!("encoding ids: {e}")))
 }
 
-const IDS: &str = "(SELECT value FROM json_each(?1))";
+pub(super) const IDS: &str = "(SELECT value FROM json_each(?1))";
 
 /// The page's SQL: the selection below `?1, ?2`, after `?3, ?4`, oldest first, on the time index.
 fn page_sql(sel: &Selection, limit: usize) -> String {
@@ -107,6 +107,14 @@ fn scan_executions(
     limit: usize,
 ) -> Result<Vec<ExecutionRecord>> {
     let rows: Vec<ExecutionRow> = page_query!(sel, after, limit).load(conn).map_err(sqlite_error)?;
+    with_events(conn, rows)
+}
+
+/// The executions of `rows`, in their order, each with all its events in `seq` order (one more query).
+pub(super) fn with_events(
+    conn: &mut SqliteConnection,
+    rows: Vec<ExecutionRow>,
+) -> Result<Vec<ExecutionRecord>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -187,7 +195,10 @@ fn restoring(what: &str, id: &str, e: Error) -> Error {
     Error::new(e.kind(), format!("restoring {what} {id}: {}", e.0.message))
 }
 
-fn import_executions(conn: &mut SqliteConnection, records: &[ExecutionRecord]) -> Result<Imported> {
+pub(super) fn import_executions(
+    conn: &mut SqliteConnection,
+    records: &[ExecutionRecord],
+) -> Result<Imported> {
     let mut done = Imported::default();
     for r in records {
         let id = r.execution.id.as_str();

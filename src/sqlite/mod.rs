@@ -2,6 +2,7 @@
 //! connections, and the embedded migrations.
 
 mod archive;
+mod backup;
 mod connection;
 mod metrics;
 pub mod migrations;

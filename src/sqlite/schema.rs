@@ -88,6 +88,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    transfer_runs (id) {
+        id -> Text,
+        source -> Text,
+        started_at -> BigInt,
+        updated_at -> BigInt,
+        state -> Text,
+    }
+}
+
 diesel::joinable!(execution_events -> executions (execution_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -99,4 +109,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     pattern_search,
     patterns,
     retention_runs,
+    transfer_runs,
 );
