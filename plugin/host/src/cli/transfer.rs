@@ -197,8 +197,9 @@ pub fn transfer_failure(r: &TransferReport, what: &str) -> Option<CliError> {
         return Some(CliError::new(
             EXIT_CONFLICT,
             format!(
-                "{} conflicts: rows present in the target with different content were not overwritten{}",
+                "{} conflict{}: rows present in the target with different content were not overwritten{}",
                 r.conflict_count,
+                if r.conflict_count == 1 { "" } else { "s" },
                 first.unwrap_or_default()
             ),
         ));
