@@ -1527,3 +1527,508 @@ fn test_connection_shows_the_primary_and_its_streaming_replica() {
     assert_eq!(doc["hosts"][0]["reachable"], true, "{doc}");
     rt.block_on(primary.drop_database(&db));
 }
+
+// ------------------------------------------------------------------ copy, export, import, backup (issue 16)
+
+/// The tables of a transfer report, in order (`parallax_storage_abi::transfer::TABLES`).
+const TRANSFER_TABLES: [&str; 4] = ["patterns", "executions", "execution_events", "audit_logs"];
+
+/// A second SQLite storage in the same directory, as a config file the tests pass to `--to-config`.
+fn sqlite_target(env: &Env, file: &str, db: &str) {
+    env.write(file, &format!("storage:\n  type: sqlite\n  sqlite:\n    path: ./{db}\n"));
+}
+
+/// Migrates the storage and fills it with something of everything: two versions of a pattern (one with
+/// `created_by`, one with a unicode description), executions in every status with events, tags, metadata,
+/// output and error documents, and audit entries with and without an IP. Returns the rows per table.
+fn populate(env: &Env) -> std::collections::BTreeMap<&'static str, u64> {
+    env.ok(&["storage", "migrate", "up"]);
+    env.write("review.yaml", PATTERN_YAML);
+    env.ok(&["patterns", "put", "review.yaml", "--created-by", "alice"]);
+    env.ok(&["patterns", "put", "review.yaml", "--version", "1.1.0", "--description", "Revue — ünïcode ✓"]);
+    let start = |status: &str, input: &str| -> String {
+        env.json(&[
+            "executions",
+            "start",
+            "--pattern",
+            "code-review",
+            "--pattern-version",
+            "1.1.0",
+            "--input",
+            input,
+            "--metadata",
+            r#"{"node": 3, "nested": {"b": [1, 2], "a": null}}"#,
+            "--tag",
+            "ci",
+            "--tag",
+            "é-tag",
+            "--status",
+            status,
+        ])["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut events = 0;
+    for (n, end) in ["completed", "failed", "cancelled"].into_iter().enumerate() {
+        let id = start("running", &format!(r#"{{"pr": {n}, "text": "quokka número {n}"}}"#));
+        env.ok(&["executions", "event", &id, "--kind", "agent-assignment", "--payload", r#""agent-7""#]);
+        env.ok(&[
+            "executions",
+            "event",
+            &id,
+            "--kind",
+            "step-result",
+            "--payload",
+            r#"{"step": 1, "ok": true}"#,
+        ]);
+        events += 2;
+        let mut args = vec!["executions", "finish", &id, "--status", end, "--result", r#"{"ok": true}"#];
+        if end == "failed" {
+            args.extend(["--error", r#"{"message": "quota exhausted"}"#]);
+        }
+        env.ok(&args);
+    }
+    start("pending", r#"{"waiting": "yes"}"#);
+    let running = start("running", r#"{"long": "still going"}"#);
+    env.ok(&["executions", "event", &running, "--kind", "step-result", "--payload", r#"{"step": 1}"#]);
+    events += 1;
+    env.ok(&["audit", "append", "--action", "login", "--actor", "alice", "--details", r#"{"k": [1, 2]}"#]);
+    env.ok(&["audit", "append", "--action", "logout", "--actor", "bøb", "--ip", "10.0.0.1"]);
+    env.ok(&["audit", "append", "--action", "pattern.update", "--ip", "2001:db8::1", "--resource-id", "x"]);
+    [("patterns", 2), ("executions", 5), ("execution_events", events), ("audit_logs", 3)]
+        .into_iter()
+        .collect()
+}
+
+/// Everything a storage holds, read through the CLI with `--config config`: every execution with its events
+/// (by id), every audit entry (by id), every version of every pattern.
+fn everything(env: &Env, config: &str) -> Value {
+    let read = |args: &[&str]| -> Value {
+        let mut all = vec!["--config", config];
+        all.extend_from_slice(args);
+        env.json(&all)
+    };
+    let list = read(&["executions", "list", "--limit", "1000"]);
+    let mut executions: Vec<Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| read(&["executions", "get", e["id"].as_str().unwrap(), "--events"]))
+        .collect();
+    executions.sort_by_key(|e| e["id"].as_str().unwrap().to_string());
+    let mut audit: Vec<Value> =
+        read(&["audit", "list", "--limit", "1000"])["items"].as_array().unwrap().clone();
+    audit.sort_by_key(|e| e["id"].as_str().unwrap().to_string());
+    let names: Vec<String> = read(&["patterns", "list", "--all"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    let patterns: Vec<Value> = names.iter().map(|n| read(&["patterns", "versions", n])).collect();
+    serde_json::json!({ "executions": executions, "audit": audit, "patterns": patterns })
+}
+
+/// Rows per table in a SQLite file, with the `sqlite3` tool (test.sh installs it).
+fn sqlite_count(db: &std::path::Path, table: &str) -> u64 {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(format!("SELECT count(*) FROM {table}"))
+        .output()
+        .expect("run sqlite3 (test.sh installs it)");
+    assert!(out.status.success(), "sqlite3 {}: {}", db.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Checks a copy or import report against the rows per table: every table verified, in order, with full
+/// equal checksums; `copied` is what this run inserted.
+fn check_report(doc: &Value, counts: &std::collections::BTreeMap<&str, u64>, copied: bool) {
+    assert_eq!(doc["verified"], true, "{doc}");
+    assert_eq!(doc["checksumVersion"], 1, "{doc}");
+    assert_eq!(doc["conflictCount"], 0, "{doc}");
+    let tables = doc["tables"].as_array().unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t["table"].as_str().unwrap()).collect();
+    assert_eq!(names, TRANSFER_TABLES, "{doc}");
+    for t in tables {
+        let n = counts[t["table"].as_str().unwrap()];
+        assert_eq!((t["sourceRows"].as_u64(), t["targetRows"].as_u64()), (Some(n), Some(n)), "{t}");
+        if copied {
+            assert_eq!(t["copied"].as_u64(), Some(n), "{t}");
+        }
+        let (s, d) = (t["sourceChecksum"].as_str().unwrap(), t["targetChecksum"].as_str().unwrap());
+        assert_eq!(s.len(), 32, "{t}");
+        assert!(s.chars().all(|c| c.is_ascii_hexdigit()), "{t}");
+        assert_eq!((s, t["ok"].as_bool()), (d, Some(true)), "{t}");
+    }
+}
+
+#[test]
+fn copy_sqlite_to_sqlite_is_verified_in_text_and_json() {
+    let env = Env::new();
+    let counts = populate(&env);
+    let source = everything(&env, "parallax.config.yaml");
+    sqlite_target(&env, "prod.yaml", "prod.db");
+    env.ok(&["--config", "prod.yaml", "storage", "migrate", "up"]);
+
+    // A dry run counts and writes nothing on either side.
+    let dry = env.json(&["storage", "copy", "--to-config", "prod.yaml", "--dry-run"]);
+    assert_eq!(dry["dryRun"], true, "{dry}");
+    let execs = dry["tables"].as_array().unwrap().iter().find(|t| t["table"] == "executions").unwrap();
+    assert_eq!(execs["sourceRows"].as_u64(), Some(counts["executions"]), "{dry}");
+    let text = env.ok(&["storage", "copy", "--to-config", "prod.yaml", "--dry-run"]);
+    assert!(text.contains("dry run: nothing was written"), "{text}");
+    let prod = env.dir.path().join("prod.db");
+    for table in ["executions", "execution_events", "patterns", "audit_logs", "transfer_runs"] {
+        assert_eq!(sqlite_count(&prod, table), 0, "a dry run wrote to {table}");
+    }
+
+    // The copy: one row per table, the snapshot lines, the verification line.
+    let text = env.ok(&["storage", "copy", "--to-config", "prod.yaml"]);
+    assert!(text.starts_with("copy from sqlite "), "{text}");
+    assert!(text.contains("prod.yaml"), "the target is named by its config file: {text}");
+    assert!(text.contains("SOURCE ROWS") && text.contains("TARGET CHECKSUM"), "{text}");
+    for (table, n) in &counts {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(table)).unwrap_or_else(|| {
+            panic!("no {table} row in {text}");
+        });
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[1], n.to_string(), "{line}");
+        assert_eq!(cells[2], n.to_string(), "{line}");
+        assert_eq!(cells[5], n.to_string(), "{line}");
+        assert_eq!(cells[6], cells[7], "{line}");
+    }
+    assert!(text.contains("after the snapshot (newer than "), "{text}");
+    assert!(text.contains("changed after the snapshot: none"), "{text}");
+    assert!(text.contains("verified: counts and checksums equal"), "{text}");
+    assert_eq!(everything(&env, "prod.yaml"), source);
+    assert_eq!(sqlite_count(&prod, "transfer_runs"), 1);
+
+    // --output json on a second, fresh target: the report document.
+    sqlite_target(&env, "prod2.yaml", "prod2.db");
+    env.ok(&["--config", "prod2.yaml", "storage", "migrate", "up"]);
+    let doc = env.json(&["storage", "copy", "--to-config", "prod2.yaml"]);
+    check_report(&doc, &counts, true);
+    assert_eq!((doc["mode"].as_str(), doc["dryRun"].as_bool()), (Some("fresh"), Some(false)), "{doc}");
+    assert!(doc["target"].as_str().unwrap().contains("prod2.yaml"), "{doc}");
+    assert!(doc["snapshot"].as_str().unwrap().ends_with('Z'), "{doc}");
+    assert_eq!(everything(&env, "prod2.yaml"), source);
+
+    // Run again: a catch-up with nothing new; nothing is duplicated.
+    let again = env.json(&["storage", "copy", "--to-config", "prod2.yaml"]);
+    check_report(&again, &counts, false);
+    assert_eq!(again["mode"], "catch-up", "{again}");
+    assert_eq!(everything(&env, "prod2.yaml"), source);
+}
+
+#[test]
+fn copy_into_a_non_empty_target_needs_merge_and_never_overwrites_a_conflict() {
+    let env = Env::new();
+    let mut counts = populate(&env);
+    sqlite_target(&env, "prod.yaml", "prod.db");
+    env.ok(&["--config", "prod.yaml", "storage", "migrate", "up"]);
+    // One execution id on both sides, with different outcomes.
+    const ID: &str = "0190d5e2-0000-7000-8000-00000000c0f1";
+    for (config, status) in [("parallax.config.yaml", "completed"), ("prod.yaml", "failed")] {
+        let start =
+            ["--config", config, "executions", "start", "--pattern", "p", "--pattern-version", "1.0.0"];
+        let mut args = start.to_vec();
+        args.extend(["--id", ID]);
+        env.ok(&args);
+        env.ok(&["--config", config, "executions", "finish", ID, "--status", status]);
+    }
+    *counts.get_mut("executions").unwrap() += 1;
+
+    let msg = env.fails(&["storage", "copy", "--to-config", "prod.yaml"], 4);
+    assert!(msg.contains("--merge"), "{msg}");
+    let target_before = everything(&env, "prod.yaml");
+    assert_eq!(target_before["executions"].as_array().unwrap().len(), 1);
+
+    let r = env.run(&["--output", "json", "storage", "copy", "--to-config", "prod.yaml", "--merge"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((doc["mode"].as_str(), doc["merge"].as_bool()), (Some("merge"), Some(true)), "{doc}");
+    assert_eq!(doc["conflictCount"], 1, "{doc}");
+    assert_eq!(
+        (doc["conflicts"][0]["table"].as_str(), doc["conflicts"][0]["id"].as_str()),
+        (Some("executions"), Some(ID))
+    );
+    assert!(r.stderr.starts_with("error: 1 conflict:") && r.stderr.contains(ID), "{}", r.stderr);
+    let execs = doc["tables"].as_array().unwrap().iter().find(|t| t["table"] == "executions").unwrap();
+    assert_eq!((execs["conflicts"].as_u64(), execs["copied"].as_u64()), (Some(1), Some(5)), "{doc}");
+    // Not overwritten.
+    let kept = env.json(&["--config", "prod.yaml", "executions", "get", ID]);
+    assert_eq!(kept["status"], "failed", "{kept}");
+
+    // The text lists the conflict and ends with exit 4.
+    let r = env.run(&["storage", "copy", "--to-config", "prod.yaml", "--merge"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("conflicts: 1") && r.stdout.contains(&format!("executions {ID}:")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(env.json(&["--config", "prod.yaml", "executions", "list", "--count"])["count"], 6);
+}
+
+#[test]
+fn copy_refuses_a_bad_target_config_by_name_before_opening_anything() {
+    let env = Env::new();
+    env.write("bad.yaml", "storage: [unclosed\n");
+    env.write("wrong.yaml", "storage:\n  type: mongodb\n");
+    env.write(
+        "unset.yaml",
+        "storage:\n  type: postgresql\n  postgresql:\n    password: ${PROD_PW_NEVER_SET_16}\n",
+    );
+    for (file, says) in [
+        ("missing.yaml", "does not exist"),
+        ("bad.yaml", "invalid YAML"),
+        ("wrong.yaml", "mongodb"),
+        ("unset.yaml", "${PROD_PW_NEVER_SET_16}"),
+    ] {
+        let msg = env.fails(&["storage", "copy", "--to-config", file], 2);
+        assert!(msg.contains(file) && msg.contains(says), "{file}: {msg}");
+    }
+    let msg = env.fails(&["storage", "copy"], 2);
+    assert!(msg.contains("--to-config"), "{msg}");
+    assert!(!env.dir.path().join("parallax.db").exists(), "a refused copy opened the source");
+}
+
+/// A PostgreSQL target that cannot be reached, with its password in every form the configuration takes:
+/// whatever the copy prints (text, json, -vvv logs, dry run or not), the password is not in it.
+#[test]
+fn copy_never_prints_the_target_password() {
+    const PW: &str = "Copy16pw-Zx81";
+    let env = Env::new();
+    populate(&env);
+    let port = closed_port();
+    let base = "storage:\n  type: postgresql\n  postgresql:\n    pool:\n      acquireTimeout: 1000\n";
+    let files = [
+        format!("{base}    host: 127.0.0.1\n    port: {port}\n    database: db\n    username: u\n    password: {PW}\n"),
+        format!("{base}    url: \"postgresql://u:{PW}@127.0.0.1:{port}/db\"\n"),
+        format!("{base}    url: \"postgresql://u@127.0.0.1:{port}/db?password={PW}\"\n"),
+    ];
+    for (n, yaml) in files.iter().enumerate() {
+        let file = format!("prod{n}.yaml");
+        env.write(&file, yaml);
+        for extra in [&[][..], &["--dry-run"], &["-vvv"], &["--output", "json"]] {
+            let mut args = vec!["storage", "copy", "--to-config", &file];
+            args.extend_from_slice(extra);
+            let r = env.run(&args);
+            assert_ne!(r.code, 0, "{file} {extra:?}: nothing listens, yet: {}", r.stdout);
+            assert!(
+                !r.stdout.contains(PW) && !r.stderr.contains(PW),
+                "{file} {extra:?} leaked: {}{}",
+                r.stdout,
+                r.stderr
+            );
+            assert!(r.stderr.contains("error: "), "{}", r.stderr);
+        }
+    }
+}
+
+/// The README's path: SQLite → PostgreSQL. `PARALLAX_DATABASE_*` set in the environment (for the source)
+/// point nowhere: the target is what prod.yaml says, and the copy verifies.
+#[test]
+fn copy_sqlite_to_postgresql_ignores_the_parallax_database_overrides() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let server = pg::server();
+    let db = rt.block_on(server.fresh_database());
+    let env = Env::new();
+    let counts = populate(&env);
+    let source = everything(&env, "parallax.config.yaml");
+    let password = server.password.as_ref().map_or(String::new(), |p| format!("    password: \"{p}\"\n"));
+    env.write(
+        "prod.yaml",
+        &format!(
+            "storage:\n  type: postgresql\n  postgresql:\n    host: {}\n    port: {}\n    database: {db}\n    \
+             username: {}\n{password}",
+            server.host, server.port, server.user
+        ),
+    );
+    env.ok(&["--config", "prod.yaml", "storage", "migrate", "up"]);
+    let port = closed_port();
+    // (The source's config must stay valid with them: a url, and the password beside it.)
+    let overrides = [
+        ("PARALLAX_DATABASE_URL", format!("postgresql://nobody@127.0.0.1:{port}/nowhere")),
+        ("PARALLAX_DATABASE_PASSWORD", "nopw".to_string()),
+    ];
+    let mut cmd = env.command(&["--output", "json", "storage", "copy", "--to-config", "prod.yaml"]);
+    cmd.envs(overrides.iter().map(|(k, v)| (k, v)));
+    let r = env.run_cmd(cmd, None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    check_report(&doc, &counts, true);
+    let target = doc["target"].as_str().unwrap();
+    assert!(target.contains("postgresql") && target.contains(&format!(":{}/{db}", server.port)), "{doc}");
+    assert!(!target.contains(&port.to_string()), "{doc}");
+    if let Some(pw) = &server.password {
+        assert!(!r.stdout.contains(pw.as_str()) && !r.stderr.contains(pw.as_str()));
+    }
+    assert_eq!(everything(&env, "prod.yaml"), source);
+    rt.block_on(server.drop_database(&db));
+}
+
+#[test]
+fn export_then_import_round_trip_through_a_directory() {
+    let env = Env::new();
+    let counts = populate(&env);
+    let source = everything(&env, "parallax.config.yaml");
+
+    let dry = env.json(&["storage", "export", "--destination", "exp", "--dry-run"]);
+    assert_eq!(dry["dryRun"], true, "{dry}");
+    let exp = env.dir.path().join("exp");
+    assert!(!exp.exists() || std::fs::read_dir(&exp).unwrap().next().is_none(), "a dry run wrote");
+
+    let doc = env.json(&["storage", "export", "--destination", "exp"]);
+    let tables = doc["tables"].as_array().unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t["table"].as_str().unwrap()).collect();
+    assert_eq!(names, TRANSFER_TABLES, "{doc}");
+    for t in tables {
+        assert_eq!(t["sourceRows"].as_u64(), Some(counts[t["table"].as_str().unwrap()]), "{t}");
+    }
+    assert!(exp.join("export.json").is_file(), "export.json is written last");
+    assert_eq!(doc["manifests"].as_array().unwrap().last().unwrap(), "export.json", "{doc}");
+    // A finished export is never overwritten.
+    let r = env.run(&["storage", "export", "--destination", "exp"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+
+    sqlite_target(&env, "prod.yaml", "prod.db");
+    env.ok(&["--config", "prod.yaml", "storage", "migrate", "up"]);
+    let dry = env.json(&["--config", "prod.yaml", "storage", "import", "--source", "exp", "--dry-run"]);
+    assert_eq!(dry["dryRun"], true, "{dry}");
+    assert_eq!(env.json(&["--config", "prod.yaml", "executions", "list", "--count"])["count"], 0);
+
+    let text = env.ok(&["--config", "prod.yaml", "storage", "import", "--source", "exp"]);
+    assert!(text.starts_with("import from "), "{text}");
+    assert!(text.contains("verified: counts and checksums equal"), "{text}");
+    assert_eq!(everything(&env, "prod.yaml"), source);
+
+    // Into a storage that holds rows: refused without --merge.
+    sqlite_target(&env, "other.yaml", "other.db");
+    env.ok(&["--config", "other.yaml", "audit", "append", "--action", "already-here"]);
+    let msg = env.fails(&["--config", "other.yaml", "storage", "import", "--source", "exp"], 4);
+    assert!(msg.contains("--merge"), "{msg}");
+    let doc = env.json(&["--config", "other.yaml", "storage", "import", "--source", "exp", "--merge"]);
+    assert_eq!((doc["verified"].as_bool(), doc["conflictCount"].as_u64()), (Some(true), Some(0)), "{doc}");
+    assert_eq!(env.json(&["--config", "other.yaml", "executions", "list", "--count"])["count"], 5);
+}
+
+#[test]
+fn backup_of_sqlite_passes_integrity_check_and_opens() {
+    let env = Env::new();
+    let counts = populate(&env);
+    let source = everything(&env, "parallax.config.yaml");
+    std::fs::create_dir(env.dir.path().join("backups")).unwrap();
+
+    let doc = env.json(&["storage", "backup", "--destination", "backups/copy.db"]);
+    let dest = env.dir.path().join("backups/copy.db");
+    assert_eq!(doc["backend"], "sqlite", "{doc}");
+    assert_eq!(doc["destination"].as_str(), Some(dest.to_str().unwrap()), "relative paths are made absolute");
+    assert_eq!(doc["integrity"], "ok", "{doc}");
+    assert_eq!(doc["files"], 1, "{doc}");
+    for table in TRANSFER_TABLES {
+        assert_eq!(doc["rows"][table].as_u64(), Some(counts[table]), "{doc}");
+    }
+    let out = Command::new("sqlite3").arg(&dest).arg("PRAGMA integrity_check").output().expect("run sqlite3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    sqlite_target(&env, "restored.yaml", "backups/copy.db");
+    assert_eq!(everything(&env, "restored.yaml"), source);
+
+    // Text output; an existing destination is refused before the storage is opened.
+    let text = env.ok(&["storage", "backup", "--destination", "backups/copy2.db"]);
+    assert!(
+        text.starts_with("backup of the sqlite storage to ") && text.contains("integrity check"),
+        "{text}"
+    );
+    assert!(text.contains("ok"), "{text}");
+    let msg = env.fails(&["storage", "backup", "--destination", "backups/copy.db"], 2);
+    assert!(msg.contains("copy.db") && msg.contains("already exists"), "{msg}");
+    let msg = env.fails(&["storage", "backup", "--destination", "nodir/x.db"], 2);
+    assert!(msg.contains("nodir") && msg.contains("does not exist"), "{msg}");
+}
+
+#[test]
+fn backup_of_postgresql_points_to_pg_dump_without_connecting() {
+    let env = Env::with_config(&format!(
+        "storage:\n  type: postgresql\n  postgresql:\n    host: 127.0.0.1\n    port: {}\n    database: db\n    \
+         username: u\n    password: Backup16pw\n",
+        closed_port()
+    ));
+    let msg = env.fails(&["storage", "backup", "--destination", "/tmp/never-written-16.dump"], 1);
+    assert!(msg.contains("pg_dump") && msg.contains("pg_restore"), "{msg}");
+    assert!(!msg.contains("Backup16pw"), "{msg}");
+    assert!(!std::path::Path::new("/tmp/never-written-16.dump").exists());
+}
+
+#[test]
+fn transfer_commands_explain_themselves() {
+    let env = Env::new();
+    let storage = env.ok(&["storage", "--help"]);
+    for word in ["copy", "export", "import", "backup"] {
+        assert!(storage.contains(word), "storage --help lacks {word}: {storage}");
+    }
+    let joined = |args: &[&str]| env.ok(args).split_whitespace().collect::<Vec<_>>().join(" ");
+    let copy = joined(&["storage", "copy", "--help"]);
+    for word in [
+        "--to-config",
+        "--dry-run",
+        "--merge",
+        "The snapshot cut: the copying process's clock when the run started",
+        "createdAt <= cut",
+        "startedAt <= cut",
+        "timestamp <= cut",
+        "\"after the snapshot\"",
+        "\"changed after the snapshot\"",
+        "PARALLAX_* environment overrides",
+        "NOT applied",
+        "Resumable",
+        "running the same command again",
+        "Exit codes: 0",
+        "1 verification mismatch",
+        "2 bad input",
+        "4 the target is not empty",
+        "verified: counts and checksums equal",
+        "storage migrate up",
+    ] {
+        assert!(copy.contains(word), "copy --help lacks {word:?}: {copy}");
+    }
+    let export = joined(&["storage", "export", "--help"]);
+    for word in ["--destination", "export.json", "patterns", "s3://bucket/prefix/", "storage import"] {
+        assert!(export.contains(word), "export --help lacks {word:?}: {export}");
+    }
+    let import = joined(&["storage", "import", "--help"]);
+    for word in ["--source", "--merge", "--dry-run", "export.json", "Exit codes"] {
+        assert!(import.contains(word), "import --help lacks {word:?}: {import}");
+    }
+    let backup = joined(&["storage", "backup", "--help"]);
+    for word in ["--destination", "VACUUM INTO", "integrity_check", "pg_dump", "file store"] {
+        assert!(backup.contains(word), "backup --help lacks {word:?}: {backup}");
+    }
+}
+
+/// A copy's dry run, an export, an import's dry run and a backup open the configured storage without running
+/// its migrations (whatever they answer on an unmigrated database).
+#[test]
+fn transfer_commands_that_change_nothing_never_migrate() {
+    let env = Env::new();
+    sqlite_target(&env, "prod.yaml", "prod.db");
+    std::fs::create_dir(env.dir.path().join("exp")).unwrap();
+    let pending = |config: &str| {
+        env.json(&["--config", config, "storage", "migrate", "status"])["pending"].as_u64().unwrap()
+    };
+    let (before, target_before) = (pending("parallax.config.yaml"), pending("prod.yaml"));
+    assert!(before > 0);
+    for args in [
+        &["storage", "copy", "--to-config", "prod.yaml", "--dry-run"][..],
+        &["storage", "export", "--destination", "exp2", "--dry-run"],
+        &["storage", "export", "--destination", "exp3"],
+        &["storage", "import", "--source", "exp", "--dry-run"],
+        &["storage", "backup", "--destination", "b.db"],
+    ] {
+        env.run(args);
+        assert_eq!(pending("parallax.config.yaml"), before, "{args:?} ran migrations");
+        assert_eq!(pending("prod.yaml"), target_before, "{args:?} ran the target's migrations");
+    }
+}
