@@ -8,6 +8,7 @@ pub mod file;
 pub mod pg;
 pub mod raw;
 pub mod s3;
+pub mod transfer;
 
 use std::{path::PathBuf, sync::OnceLock};
 
