@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod cli;
 pub mod compat;
 pub mod exposition;
 pub mod file;
