@@ -360,6 +360,24 @@ pub fn uuid_n(n: u32) -> Uuid {
     super::id_of(&format!("0190a000-0000-7000-8000-{n:012x}"))
 }
 
+/// The merge fixture: in the source, executions 1 (equal in the target), 2 (different in the target) and 3 (only
+/// in the source), audit entries 11 (equal) and 12 (only in the source), one pattern; in the target also
+/// execution 4 of its own.
+pub async fn merge_fixture(source: &Storage, target: &Storage) -> i64 {
+    let t0 = month_start(2) + 3 * DAY;
+    source.put_pattern(super::new_pattern("merge-source", "1.0.0")).await.unwrap();
+    twin_execution(source, uuid_n(1), t0, "zeppelin same").await;
+    twin_execution(target, uuid_n(1), t0, "zeppelin same").await;
+    twin_execution(source, uuid_n(2), t0 + 1, "zeppelin source").await;
+    twin_execution(target, uuid_n(2), t0 + 1, "zeppelin target").await;
+    twin_execution(source, uuid_n(3), t0 + 2, "zeppelin only").await;
+    twin_execution(target, uuid_n(4), t0 + 3, "zeppelin own").await;
+    twin_audit(source, uuid_n(11), t0, "same").await;
+    twin_audit(target, uuid_n(11), t0, "same").await;
+    twin_audit(source, uuid_n(12), t0 + 1, "only").await;
+    t0
+}
+
 // ------------------------------------------------------------------ the whole store as documents
 
 /// A JSON value with every number in one spelling: integers (and floats with an integral value up to 2^53) as
