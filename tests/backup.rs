@@ -63,7 +63,7 @@ impl Writers {
                 let mut round = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let id = writer_id(w, round);
-                    for step in 0..STEPS.len() {
+                    for (step, name) in STEPS.iter().enumerate() {
                         record.attempted.lock().unwrap().push((id, step));
                         match step {
                             0 => {
@@ -84,7 +84,7 @@ impl Writers {
                                 .await
                                 .map(drop),
                         }
-                        .unwrap_or_else(|e| panic!("writer {w}: {} of {id}: {e}", STEPS[step]));
+                        .unwrap_or_else(|e| panic!("writer {w}: {name} of {id}: {e}"));
                         record.acked.fetch_add(1, Ordering::SeqCst);
                     }
                     round += 1;
