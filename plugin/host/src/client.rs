@@ -4,14 +4,14 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use parallax_storage_abi::{
     archive as archive_ops, hosts as hosts_ops, maintenance, metrics as metrics_ops, retention as ops,
-    StorageBox,
+    transfer as transfer_ops, StorageBox,
 };
 
 use crate::{
     archive,
     convert::{self, answer, id_ffi, rs, ToFfi},
     error::{Error, ErrorKind},
-    retention,
+    retention, transfer,
     types::*,
 };
 
@@ -301,6 +301,38 @@ impl Storage {
     /// present (`restore`). A damaged object is refused by name before anything is written.
     pub async fn restore(&self, params: &archive::RestoreParams) -> R<archive::RestoreReport> {
         self.op(archive_ops::RESTORE, 1, params).await
+    }
+
+    /// Copies everything this storage holds (every pattern version, every execution in any status with its
+    /// events, every audit entry; ids and times kept) into the storage described by `params.target` (a
+    /// resolved `storage` section as JSON text, opened by the plugin itself), then verifies counts and a
+    /// content checksum per table on both sides (the `copy` maintenance op, version 1). A non-empty target is
+    /// refused unless `merge`; a row present with different content is a conflict, never overwritten. Rows
+    /// newer than the snapshot cut are counted, not copied. Resumable: the same call again finishes a killed
+    /// run, or catches up with what was written since a finished one. `dry_run` writes nothing.
+    pub async fn copy(&self, params: &transfer::CopyParams) -> R<transfer::TransferReport> {
+        self.op(transfer_ops::COPY, 1, params).await
+    }
+
+    /// Writes everything this storage holds, in the archive's format plus a `patterns` table, under a
+    /// destination (`s3://…`, `file:///…` or an absolute path), with `export.json` written last as the
+    /// completion marker (the `export` maintenance op, version 1). Changes nothing in the storage.
+    pub async fn export(&self, params: &transfer::ExportParams) -> R<transfer::ExportReport> {
+        self.op(transfer_ops::EXPORT, 1, params).await
+    }
+
+    /// Imports an export (or a plain archive) into this storage, verified first, with the same refusal of a
+    /// non-empty storage (unless `merge`), conflicts, resume and verification as [`Storage::copy`] (the
+    /// `import` maintenance op, version 1).
+    pub async fn import(&self, params: &transfer::ImportParams) -> R<transfer::TransferReport> {
+        self.op(transfer_ops::IMPORT, 1, params).await
+    }
+
+    /// A consistent copy of this storage taken while it is written: a SQLite file (online, checked with
+    /// `PRAGMA integrity_check`) or a file store's tree (the `backup` maintenance op, version 1). PostgreSQL
+    /// answers `Unsupported` naming `pg_dump`. The destination is an absolute path that does not exist yet.
+    pub async fn backup(&self, params: &transfer::BackupParams) -> R<transfer::BackupReport> {
+        self.op(transfer_ops::BACKUP, 1, params).await
     }
 
     /// The plugin's metrics in the Prometheus text exposition format (the `metrics` maintenance op), with the

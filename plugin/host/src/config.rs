@@ -4,6 +4,10 @@
 //! parse the YAML, take `storage` (other top-level sections belong to the rest of Parallax and are ignored),
 //! interpolate `${VAR}` / `${VAR:-default}` / `$${` in every string scalar, convert to JSON and apply the
 //! `PARALLAX_*` environment overrides. Validation of keys and values is the plugin's job.
+//!
+//! A second config file (the target of `parallax storage copy --to-config FILE`) is read by
+//! [`resolve_target`]: the same interpolation, but no `PARALLAX_*` overrides, which describe the storage of
+//! this process (the copy's source) and would otherwise point the target at the same database.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -64,6 +68,33 @@ pub fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ResolvedConfig, ConfigError> {
     resolve_in(Path::new(""), explicit, env)
+}
+
+/// Resolves a second config file, the target of a copy, with the process environment (see [`resolve_target`]).
+pub fn resolve_target_from_env(path: &Path) -> Result<ResolvedConfig, ConfigError> {
+    resolve_target(path, &|name| std::env::var(name).ok())
+}
+
+/// Resolves a second config file (the target of `parallax storage copy --to-config FILE`): its `storage`
+/// section with `${VAR}` interpolation as [`resolve`] does, but WITHOUT the `PARALLAX_*` environment
+/// overrides (and without `PARALLAX_CONFIG`): those describe the storage of this process, the copy's source,
+/// and applied to the target they would silently point it at the same database. The file must exist.
+pub fn resolve_target(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedConfig, ConfigError> {
+    if !path.is_file() {
+        let msg = format!(
+            "config file {} (given with --to-config) does not exist; pass the target's config file, e.g. \
+             --to-config prod.yaml",
+            path.display()
+        );
+        return Err(ConfigError::new(None, None, msg));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(Some(path), None, format!("cannot read the file: {e}")))?;
+    let storage = Resolver { file: path, env }.storage_from_yaml(&text)?;
+    Ok(ResolvedConfig { storage: Json::Object(storage), source: Some(path.to_path_buf()) })
 }
 
 /// As [`resolve`], looking for the default file in `dir` (tests use a temporary directory).
@@ -450,6 +481,46 @@ mod tests {
         fails("storage:\n  type: ${A:-${B}}\n", &[], "nested");
         let yaml = "storage:\n  postgresql:\n    replicas: [{host: '${RH}'}]\n";
         fails(yaml, &[], "storage.postgresql.replicas[0].host references ${RH}");
+    }
+
+    #[test]
+    fn a_target_config_is_interpolated_but_never_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prod.yaml");
+        let yaml =
+            "storage:\n  type: postgresql\n  postgresql:\n    host: ${PGHOST:-db}\n    port: 5432\n    \
+                    database: prod\n    password: ${PROD_PW}\n";
+        std::fs::write(&file, yaml).unwrap();
+        // Everything the source's environment could say about "the" database.
+        let env = env_of(&[
+            ("PROD_PW", "pw"),
+            ("PARALLAX_CONFIG", "/elsewhere.yaml"),
+            ("PARALLAX_STORAGE_TYPE", "sqlite"),
+            ("PARALLAX_DATABASE_URL", "postgres://u:p@source/src"),
+            ("PARALLAX_DATABASE_HOST", "source"),
+            ("PARALLAX_DATABASE_PORT", "6000"),
+            ("PARALLAX_DATABASE_NAME", "src"),
+            ("PARALLAX_DATABASE_USER", "me"),
+            ("PARALLAX_DATABASE_PASSWORD", "srcpw"),
+        ]);
+        let got = resolve_target(&file, &env).unwrap();
+        let expected = json!({"type": "postgresql", "postgresql": {"host": "db", "port": 5432,
+                              "database": "prod", "password": "pw"}});
+        assert_eq!((got.storage, got.source), (expected, Some(file.clone())));
+        // The same file as the source's config does get the overrides: the difference is the point.
+        let as_source = resolve_in(dir.path(), Some(&file), &env).unwrap();
+        assert_eq!(as_source.storage["postgresql"]["url"], json!("postgres://u:p@source/src"));
+        assert_eq!(as_source.storage["type"], json!("sqlite"));
+
+        // Errors name the file; a missing variable is named, its value never shown.
+        let e = resolve_target(&file, &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("prod.yaml: storage.postgresql.password references ${PROD_PW}"), "{e}");
+        let missing = dir.path().join("nope.yaml");
+        let e = resolve_target(&missing, &env).unwrap_err().to_string();
+        assert!(e.contains("nope.yaml (given with --to-config) does not exist"), "{e}");
+        std::fs::write(&file, "storage: [1]\n").unwrap();
+        let e = resolve_target(&file, &env).unwrap_err().to_string();
+        assert!(e.contains("prod.yaml: storage must be a mapping"), "{e}");
     }
 
     #[test]

@@ -96,6 +96,17 @@ pub mod archive {
     };
 }
 
+/// The documents of the transfer maintenance ops (`copy`, `export`, `import`, `backup`): plain serde types
+/// shared with the plugin, used by [`Storage::copy`], [`Storage::export`], [`Storage::import`] and
+/// [`Storage::backup`]. The module documentation of `parallax_storage_abi::transfer` defines the snapshot cut
+/// and the checksum.
+pub mod transfer {
+    pub use parallax_storage_abi::transfer::{
+        BackupParams, BackupReport, Conflict, CopyParams, ExportParams, ExportReport, ImportParams,
+        TableTransfer, TransferReport, BACKUP, CHECKSUM_VERSION, COPY, EXPORT, IMPORT, TABLES,
+    };
+}
+
 /// The document of the `metrics` maintenance op, used by [`Storage::metrics`] and [`Storage::metrics_text`].
 pub mod metrics {
     pub use parallax_storage_abi::metrics::{MetricsParams, MetricsText, PROMETHEUS_TEXT_CONTENT_TYPE};

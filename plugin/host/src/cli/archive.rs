@@ -77,7 +77,7 @@ pub fn changes_nothing(cmd: &StorageCmd) -> bool {
 }
 
 /// A destination or source as the plugin takes it: `s3://bucket/…`, `file:///abs/…` or an absolute path.
-fn location(flag: &str, text: &str) -> Result<String, CliError> {
+pub(super) fn location(flag: &str, text: &str) -> Result<String, CliError> {
     let t = text.trim();
     if t.is_empty() {
         return Err(CliError::usage(format!("{flag} is empty; expected {FORMS}")));
@@ -152,7 +152,7 @@ pub async fn restore(store: &Storage, args: RestoreArgs) -> Result<Output, CliEr
 /// While `work` runs, on a terminal: the elapsed time on the last line of stderr, and above it each progress
 /// line the plugin logs. With `-v` (or a RUST_LOG that shows the plugin's info) the log lines are the
 /// progress, and no ticker line is drawn between them. Nothing when stderr is not a terminal.
-async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
     let tty = std::io::stderr().is_terminal()
         && !tracing::enabled!(target: "parallax_storage", tracing::Level::INFO);
     let started = Instant::now();
@@ -188,10 +188,10 @@ async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>
     out
 }
 
-/// A plugin log event as a progress line, if it is one: info from the archive or retention modules (the
-/// archive run, and the delete step it shares with cleanup).
+/// A plugin log event as a progress line, if it is one: info from the archive, retention or transfer modules
+/// (the archive run, the delete step it shares with cleanup, and copy, export, import and backup).
 pub fn progress_line(log: &PluginLog) -> Option<String> {
-    let ours = ["parallax_storage::archive", "parallax_storage::retention"]
+    let ours = ["parallax_storage::archive", "parallax_storage::retention", "parallax_storage::transfer"]
         .iter()
         .any(|t| log.target == *t || log.target.starts_with(&format!("{t}::")));
     if log.level != LogLevel::Info || !ours {
@@ -497,6 +497,9 @@ mod tests {
         );
         assert!(progress_line(&log(LogLevel::Info, "parallax_storage::archive::run")).is_some());
         assert!(progress_line(&log(LogLevel::Info, "parallax_storage::retention")).is_some());
+        assert!(progress_line(&log(LogLevel::Info, "parallax_storage::transfer")).is_some());
+        assert!(progress_line(&log(LogLevel::Info, "parallax_storage::transfer::copy")).is_some());
+        assert!(progress_line(&log(LogLevel::Info, "parallax_storage::transferx")).is_none());
         assert!(progress_line(&log(LogLevel::Debug, "parallax_storage::archive")).is_none());
         assert!(progress_line(&log(LogLevel::Info, "parallax_storage::sqlite")).is_none());
         assert!(progress_line(&log(LogLevel::Info, "parallax_storage::archiver")).is_none());

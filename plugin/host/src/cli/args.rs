@@ -103,9 +103,67 @@ pub enum StorageCmd {
     /// Re-import an archive into the configured storage (verified first; rows already present are skipped)
     #[command(long_about = RESTORE_LONG)]
     Restore(RestoreArgs),
+    /// Copy everything (patterns, executions with events, audit log) into the storage of another config file
+    #[command(long_about = COPY_LONG)]
+    Copy(CopyArgs),
+    /// Write everything (patterns, executions with events, audit log) to a directory or bucket, to import elsewhere
+    #[command(long_about = EXPORT_LONG)]
+    Export(ExportArgs),
+    /// Import an export (or an archive) into the configured storage, verified, refusing a non-empty one
+    #[command(long_about = IMPORT_LONG)]
+    Import(ImportArgs),
+    /// Take a consistent copy of the SQLite file or the file store's tree while Parallax writes
+    #[command(long_about = BACKUP_LONG)]
+    Backup(BackupArgs),
     /// Print the storage metrics in the Prometheus text format, or serve them over HTTP (--listen)
     #[command(long_about = METRICS_LONG)]
     Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The target's config file (its storage section; ${VAR} interpolated, PARALLAX_* overrides not applied)
+    #[arg(long, value_name = "FILE")]
+    pub to_config: PathBuf,
+    /// Write nothing on either side: count what would be copied and what the target already holds
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow a target that already holds rows: equal rows are skipped, different ones reported as conflicts
+    #[arg(long)]
+    pub merge: bool,
+    /// The op's parameters, with the resolved target, filled in by the CLI once the plugin is loaded.
+    #[arg(skip)]
+    pub params: Option<crate::transfer::CopyParams>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where to write: s3://bucket/prefix/, file:///abs/path/ or a directory path
+    #[arg(long, value_name = "URL")]
+    pub destination: String,
+    /// Count what would be exported and check the destination; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export (or archive) to import: s3://bucket/prefix/, file:///abs/path/ or a directory path
+    #[arg(long, value_name = "URL")]
+    pub source: String,
+    /// Allow a storage that already holds rows: equal rows are skipped, different ones reported as conflicts
+    #[arg(long)]
+    pub merge: bool,
+    /// Verify the source and count what would be imported; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new SQLite file or file store directory (must not exist yet)
+    #[arg(long, value_name = "PATH")]
+    pub destination: PathBuf,
 }
 
 const METRICS_LONG: &str = "Print the plugin's metrics (latency per operation and table, errors, pool, \
@@ -247,6 +305,135 @@ Examples:
   parallax storage restore --source s3://backups/parallax/ --dry-run
   parallax storage restore --source s3://backups/parallax/executions/manifests/<run-id>.json"
 );
+
+/// What copy and import share in their help: what moves, merge, verification, resume, exit codes.
+macro_rules! transfer_help {
+    () => {
+        "Everything moves: every pattern version with its created_at and created_by, every execution in any \
+status (pending and running too) with its input, output, error, metadata, tags, timings and all its events in \
+order, every audit entry; ids are kept. Search works on the target afterwards (its search entries are built \
+as rows land); on PostgreSQL rows land in their month's partition.
+
+A target that already holds rows is refused (exit 4) unless --merge: then rows already present by id with \
+equal content are counted as present, and a row present with different content is a conflict, listed and \
+never overwritten.
+
+At the end, per table, the rows and a content checksum are computed on both sides (the target's by reading \
+back every row it was given) and printed: `verified: counts and checksums equal`, or the mismatch. \
+Conflicts and executions changed after the snapshot are left out of both checksums.
+
+Resumable: the run's state is kept in the target. A run that was interrupted (killed, a lost connection) is \
+finished by running the same command again, without duplicates.
+
+Exit codes: 0 done (or, with --dry-run, counted); 1 verification mismatch (printed first) or another \
+failure; 2 bad input (a bad config file, a bad location); 4 the target is not empty and --merge was not \
+given, or conflicts were found (printed first); 5 a schema behind (run `storage migrate up` on that side).
+
+Progress: on a terminal, the elapsed time and the plugin's progress lines are shown on stderr; elsewhere \
+nothing is unless -v. --output json prints the report document (per table counts and full checksums)."
+    };
+}
+
+const COPY_LONG: &str = concat!(
+    "Copy everything this storage holds (the source: --config) into the storage described by another \
+config file (the target: --to-config FILE), then verify it. The plugin opens the target itself; the \
+target's schema must be current (run `parallax --config FILE storage migrate up` first, or set \
+migrations.autoRun in FILE).
+
+The target file is read like --config (its storage section, ${VAR} and ${VAR:-default} interpolated), \
+but the PARALLAX_* environment overrides (PARALLAX_DATABASE_URL, PARALLAX_DATABASE_PASSWORD, ...) are NOT \
+applied to it: they describe this process's storage, the source. A copy into the very storage it reads \
+from is refused. Passwords never appear in output, logs or errors.
+
+The snapshot cut: the copying process's clock when the run started. The copy holds every pattern version \
+with createdAt <= cut, every execution with startedAt <= cut (with its events as read) and every audit entry \
+with timestamp <= cut. Newer rows are \"after the snapshot\": counted and reported, not copied (a second \
+copy run catches up with them). An execution that was pending or running when copied and changed before the \
+end of the run is reported as \"changed after the snapshot\". The source keeps working during the copy: it \
+is read in pages and no long lock is held, so Parallax may keep running; stop it and run the copy again for \
+an exact final copy.
+
+Running the copy again after it finished catches up: a new snapshot, and only what is not in the target \
+yet is copied (the rows written since); executions that were pending or running are refreshed.
+
+",
+    transfer_help!(),
+    "
+
+--dry-run writes nothing on either side (neither storage is migrated): it opens both, counts what would be \
+copied and what the target already holds.
+
+A file store admits one process at a time: to copy from (or into) one, stop the Parallax process that \
+has it open first.
+
+Examples:
+  parallax storage copy --to-config prod.yaml --dry-run
+  parallax storage copy --to-config prod.yaml
+  parallax --output json storage copy --to-config prod.yaml --merge"
+);
+
+const EXPORT_LONG: &str = concat!(
+    "Write everything this storage holds under a destination, in the archive's format (gzip'd JSON \
+lines, see `parallax storage archive --help`) plus a patterns table: patterns/, executions/ (events \
+embedded) and audit_logs/, each with its manifest, then export.json last (the snapshot, per table rows \
+and checksum): an export without export.json is unfinished, and the next export to that destination \
+removes its objects. A destination that holds a finished export is refused. Nothing is deleted or \
+changed in the storage (it is opened without running migrations).
+
+The snapshot cut is the process's clock when the export started: pattern versions created, executions \
+started and audit entries written at or before it are exported (executions in any status), newer ones \
+are counted as \"after the snapshot\". Import it with `parallax storage import --source ...` into any \
+backend. --dry-run counts what would be exported and checks the destination; it writes nothing.
+
+",
+    archive_help!(),
+    "
+
+Examples:
+  parallax storage export --destination /var/backups/parallax-export/ --dry-run
+  parallax storage export --destination s3://backups/parallax/export-2026-12/"
+);
+
+const IMPORT_LONG: &str = concat!(
+    "Import an export (`parallax storage export`) or a plain archive into the configured storage (the \
+target): patterns, then executions with their events, then audit entries, keeping ids and times. The \
+whole source is verified first (sizes, SHA-256, gzip, records): a damaged object is refused by name and \
+nothing is written. With export.json the per table checksums are compared with it; a plain archive is \
+checked by counts. --dry-run verifies and counts, writes nothing, and does not migrate the storage.
+
+",
+    transfer_help!(),
+    "
+
+",
+    archive_help!(),
+    "
+
+Examples:
+  parallax --config prod.yaml storage import --source /var/backups/parallax-export/ --dry-run
+  parallax --config prod.yaml storage import --source s3://backups/parallax/export-2026-12/"
+);
+
+const BACKUP_LONG: &str = "Take a consistent copy of the configured storage while Parallax keeps \
+writing, to PATH (an absolute path, or relative to the current directory, that does not exist yet; \
+nothing is ever overwritten).
+
+SQLite: SQLite's online copy (VACUUM INTO) into a new file, synced to disk, then checked with PRAGMA \
+integrity_check (printed). The copy is an ordinary database file: open it with sqlite3, or point \
+sqlite.path at it to restore. Works while Parallax writes (WAL: the copy never blocks the writer for long).
+
+File store: a consistent copy of the whole tree taken under the store's lock, as a new directory that \
+opens as a file store. The file store admits one process at a time, so run it when the Parallax process \
+that has the store open is stopped (or call the backup op from that process).
+
+PostgreSQL: refused; use pg_dump --format=custom and pg_restore (the README's Backups section has a \
+tested example).
+
+The storage is opened without running migrations. --output json prints the report document.
+
+Examples:
+  parallax storage backup --destination /var/backups/parallax-2026-12-02.db
+  parallax --config files.yaml storage backup --destination /var/backups/parallax-files-2026-12-02";
 
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCmd {

@@ -14,6 +14,7 @@ mod render;
 mod retention;
 mod storage;
 mod table;
+mod transfer;
 
 use std::io::{IsTerminal, Write};
 
@@ -169,10 +170,17 @@ fn init_tracing(verbose: u8) {
 
 fn run(mut cli: Cli) -> Result<Output, CliError> {
     archive::precheck(&mut cli.command)?;
+    transfer::precheck(&mut cli.command)?;
     let cfg = config::resolve_from_env(cli.global.config.as_deref())?;
     let path = loader::locate(cli.global.plugin.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
     let plugin = Plugin::load(&path).map_err(|e| CliError::new(EXIT_OTHER, e.to_string()))?;
     tracing::debug!(plugin = %path.display(), config = ?cfg.source, "plugin loaded");
+    // `copy`: a bad target config fails before the source is opened, naming the file.
+    match &mut cli.command {
+        Command::Storage(StorageCmd::Copy(args)) => transfer::prepare_copy(&plugin, args)?,
+        Command::Storage(StorageCmd::Backup(_)) => transfer::refuse_postgres_backup(&plugin, &cfg.storage)?,
+        _ => {}
+    }
 
     if let Command::Storage(StorageCmd::Info) = &cli.command {
         let mut out = storage::info(&plugin, &cfg)?;
@@ -195,9 +203,9 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
     if !serve {
         without_schedule(&mut cfg.storage);
     }
-    // Schema maintenance, and whatever must change nothing (dry runs, status, metrics), opens in maintenance
-    // mode: no migration is auto-run, SQLite is not converted to incremental vacuum. A real cleanup or
-    // retention run opens normally.
+    // Schema maintenance, and whatever must change nothing in this storage (dry runs, status, metrics, export,
+    // backup), opens in maintenance mode: no migration is auto-run, SQLite is not converted to incremental
+    // vacuum. A real cleanup, retention run, copy or import opens normally.
     let maintenance = match &cli.command {
         Command::Storage(
             StorageCmd::TestConnection | StorageCmd::Migrate(_) | StorageCmd::Info | StorageCmd::Metrics(_),
@@ -210,6 +218,12 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
         Command::Storage(cmd @ (StorageCmd::Archive(_) | StorageCmd::Restore(_))) => {
             archive::changes_nothing(cmd)
         }
+        Command::Storage(
+            cmd @ (StorageCmd::Copy(_)
+            | StorageCmd::Export(_)
+            | StorageCmd::Import(_)
+            | StorageCmd::Backup(_)),
+        ) => transfer::changes_nothing(cmd),
         _ => false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -245,6 +245,10 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
         StorageCmd::Retention(cmd) => super::retention::run(store, cmd).await,
         StorageCmd::Archive(cmd) => super::archive::run(store, cmd).await,
         StorageCmd::Restore(args) => super::archive::restore(store, args).await,
+        StorageCmd::Copy(args) => super::transfer::copy(store, args).await,
+        StorageCmd::Export(args) => super::transfer::export(store, args).await,
+        StorageCmd::Import(args) => super::transfer::import(store, args).await,
+        StorageCmd::Backup(args) => super::transfer::backup(store, args).await,
         StorageCmd::Metrics(_) => Err(CliError::new(
             1,
             "internal: `storage metrics` is answered by cli::metrics, with the plugin's version",
