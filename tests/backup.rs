@@ -18,12 +18,8 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    cli,
-    transfer::{self as tr, *},
-    *,
-};
-use parallax_storage_abi::transfer::{BackupParams, BackupReport};
+use common::{cli, transfer::*, *};
+use parallax_storage_host::transfer::{BackupParams, BackupReport};
 use parallax_storage_host::*;
 use serde_json::json;
 
@@ -222,7 +218,7 @@ async fn sqlite_backup_through_the_client_while_16_writers_write() {
         &h,
         || async {
             // The integrity check runs on the file as the backup left it, before the plugin opens it.
-            let r = tr::backup(&h.storage, &params).await.expect("backup");
+            let r = h.storage.backup(&params).await.expect("backup");
             assert_eq!(integrity_check(&dest2), "ok", "PRAGMA integrity_check on the backup");
             r
         },
@@ -237,7 +233,7 @@ async fn sqlite_backup_through_the_client_while_16_writers_write() {
 
     // A destination that exists is refused by name and left alone.
     let before = std::fs::read(&dest).unwrap();
-    let e = tr::backup(&h.storage, &params).await.expect_err("a backup over an existing file");
+    let e = h.storage.backup(&params).await.expect_err("a backup over an existing file");
     assert!(e.message.contains(&dest.display().to_string()), "the error names the destination: {e}");
     assert_eq!(std::fs::read(&dest).unwrap(), before, "the existing file is untouched");
     h.finish().await;
@@ -283,8 +279,7 @@ async fn file_store_backup_while_16_writers_write() {
     let params = BackupParams { destination: dest.display().to_string() };
     let open = json!({ "type": "file", "file": { "basePath": dest, "format": "yaml", "compress": true } });
     let report =
-        backup_while_writing(&h, || async { tr::backup(&h.storage, &params).await.expect("backup") }, open)
-            .await;
+        backup_while_writing(&h, || async { h.storage.backup(&params).await.expect("backup") }, open).await;
     assert_eq!(report.backend, "file", "{report:?}");
     assert!(report.files > 1 && report.bytes > 0, "{report:?}");
     h.finish().await;
@@ -294,7 +289,7 @@ async fn file_store_backup_while_16_writers_write() {
 async fn postgresql_backup_is_refused_naming_pg_dump() {
     let h = common::postgres().await;
     let dest = h.dir.path().join("backup");
-    let r = tr::backup(&h.storage, &BackupParams { destination: dest.display().to_string() }).await;
+    let r = h.storage.backup(&BackupParams { destination: dest.display().to_string() }).await;
     assert_kind(r, ErrorKind::Unsupported, "pg_dump");
     assert!(!dest.exists(), "nothing written");
     h.finish().await;

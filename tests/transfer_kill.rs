@@ -19,7 +19,7 @@ use common::{
     transfer::*,
     *,
 };
-use parallax_storage_abi::transfer::{TransferReport, TABLES};
+use parallax_storage_host::transfer::{TransferReport, TABLES};
 use parallax_storage_host::*;
 use serde_json::{json, Value};
 

@@ -17,9 +17,9 @@ use std::{
     time::Duration,
 };
 
-use common::transfer::{self as tr, *};
+use common::transfer::*;
 use common::*;
-use parallax_storage_abi::transfer::TABLES;
+use parallax_storage_host::transfer::TABLES;
 use parallax_storage_host::*;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ async fn copy_case(from: Harness, to: Harness) {
     release(&to).await;
     let when = format!("copy {} → {}", from.backend(), to.backend());
 
-    let r = tr::copy(&from.storage, &copy_to(&to.config)).await.unwrap_or_else(|e| panic!("{when}: {e}"));
+    let r = from.storage.copy(&copy_to(&to.config)).await.unwrap_or_else(|e| panic!("{when}: {e}"));
     assert_verified(&r, &when);
     assert_eq!(r.mode, "fresh", "{when}: {r:?}");
     assert!(!r.dry_run && !r.merge, "{when}: {r:?}");
@@ -58,7 +58,7 @@ async fn copy_case(from: Harness, to: Harness) {
     if !to.concurrent_instances {
         target.shutdown().await.unwrap();
     }
-    let r2 = tr::copy(&from.storage, &copy_to(&to.config)).await.unwrap_or_else(|e| panic!("{again}: {e}"));
+    let r2 = from.storage.copy(&copy_to(&to.config)).await.unwrap_or_else(|e| panic!("{again}: {e}"));
     assert_verified(&r2, &again);
     assert_eq!(r2.mode, "catch-up", "{again}: {r2:?}");
     assert_ne!(r2.run_id, "", "{again}");
@@ -104,7 +104,7 @@ async fn a_copy_into_its_own_source_is_refused() {
     let h = common::sqlite().await;
     populate_everything(&h.storage).await;
     let before = full_snapshot(&h.storage).await;
-    let e = tr::copy(&h.storage, &copy_to(&h.config)).await.expect_err("a copy into itself");
+    let e = h.storage.copy(&copy_to(&h.config)).await.expect_err("a copy into itself");
     assert!(
         matches!(e.kind, ErrorKind::InvalidInput | ErrorKind::Conflict),
         "a copy into itself is bad input: {e}"
@@ -124,10 +124,10 @@ async fn a_non_empty_target_needs_merge_and_conflicts_are_not_overwritten() {
     merge_fixture(&from.storage, &to.storage).await;
     let target_before = full_snapshot(&to.storage).await;
 
-    assert_kind(tr::copy(&from.storage, &copy_to(&to.config)).await, ErrorKind::Conflict, "--merge");
+    assert_kind(from.storage.copy(&copy_to(&to.config)).await, ErrorKind::Conflict, "--merge");
     assert_same(&target_before, &full_snapshot(&to.storage).await, "after the refused copy");
 
-    let r = tr::copy(&from.storage, &merged(copy_to(&to.config))).await.expect("copy with merge");
+    let r = from.storage.copy(&merged(copy_to(&to.config))).await.expect("copy with merge");
     assert_eq!(r.mode, "merge", "{r:?}");
     assert!(r.merge, "{r:?}");
     assert_eq!(r.conflict_count, 1, "{r:?}");
@@ -206,7 +206,7 @@ async fn a_live_copy_reports_what_came_after_the_snapshot_and_a_second_copy_catc
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = tr::copy(&from.storage, &copy_to(&to.config)).await.expect("copy while writers write");
+    let r = from.storage.copy(&copy_to(&to.config)).await.expect("copy while writers write");
     // Let the writers write a little after the copy, then stop them.
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
@@ -221,7 +221,7 @@ async fn a_live_copy_reports_what_came_after_the_snapshot_and_a_second_copy_catc
     assert!(r.after_snapshot.get("executions").copied().unwrap_or(0) > 0, "{r:?}");
     assert!(table(&r, "executions").source_rows >= counts.executions, "{r:?}");
 
-    let r2 = tr::copy(&from.storage, &copy_to(&to.config)).await.expect("the catch-up copy");
+    let r2 = from.storage.copy(&copy_to(&to.config)).await.expect("the catch-up copy");
     assert_verified(&r2, "the catch-up copy");
     assert_eq!(r2.mode, "catch-up", "{r2:?}");
     assert_eq!(after_snapshot(&r2), 0, "no writer left: {r2:?}");

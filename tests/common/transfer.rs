@@ -1,14 +1,12 @@
 //! Moving the whole history between backends (`copy`, `export`, `import`, `backup`): a data set with
 //! everything a store can hold ([`populate_everything`]), the whole store as parsed JSON documents
 //! ([`full_snapshot`]: every pattern version, every execution with its events, every audit entry; times in
-//! microseconds, numbers compared by value because PostgreSQL's jsonb prints `1e2` as `100`), and the four
-//! ops called through the loaded cdylib's `maintenance` method with the ABI crate's documents.
+//! microseconds, numbers compared by value because PostgreSQL's jsonb prints `1e2` as `100`), the params of the
+//! four ops (`Storage::copy`, `export`, `import`, `backup`) and checks of their reports.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use parallax_storage_abi::transfer::{
-    BackupParams, BackupReport, CopyParams, ExportParams, ExportReport, ImportParams, TransferReport, TABLES,
-};
+use parallax_storage_host::transfer::{CopyParams, ExportParams, ImportParams, TransferReport, TABLES};
 use parallax_storage_host::*;
 use serde_json::{json, Value};
 
@@ -41,34 +39,6 @@ pub fn partition_of(micros: i64) -> String {
 }
 
 // ------------------------------------------------------------------ the ops
-
-/// Runs maintenance op `op` v1 with a typed document and result.
-pub async fn op<P: serde::Serialize, T: serde::de::DeserializeOwned>(
-    s: &Storage,
-    op: &str,
-    params: &P,
-) -> Result<T, Error> {
-    let params = serde_json::to_value(params).expect("the params encode");
-    let response = s.maintenance(&MaintenanceRequest::new(op, 1, params)).await?;
-    Ok(serde_json::from_value(response.result.clone())
-        .unwrap_or_else(|e| panic!("the {op} result is not its document ({e}): {}", response.result)))
-}
-
-pub async fn copy(s: &Storage, params: &CopyParams) -> Result<TransferReport, Error> {
-    op(s, "copy", params).await
-}
-
-pub async fn export(s: &Storage, params: &ExportParams) -> Result<ExportReport, Error> {
-    op(s, "export", params).await
-}
-
-pub async fn import(s: &Storage, params: &ImportParams) -> Result<TransferReport, Error> {
-    op(s, "import", params).await
-}
-
-pub async fn backup(s: &Storage, params: &BackupParams) -> Result<BackupReport, Error> {
-    op(s, "backup", params).await
-}
 
 /// `copy` into the store described by `target` (a storage config as the factories build it).
 pub fn copy_to(target: &Value) -> CopyParams {
@@ -532,7 +502,7 @@ pub async fn search_answers(s: &Storage) -> BTreeMap<String, BTreeSet<String>> {
 
 /// The report's entry for `table`.
 #[track_caller]
-pub fn table<'a>(r: &'a TransferReport, table: &str) -> &'a parallax_storage_abi::transfer::TableTransfer {
+pub fn table<'a>(r: &'a TransferReport, table: &str) -> &'a parallax_storage_host::transfer::TableTransfer {
     r.tables.iter().find(|t| t.table == table).unwrap_or_else(|| panic!("no {table} in the report: {r:?}"))
 }
 
@@ -550,7 +520,7 @@ pub fn assert_verified(r: &TransferReport, when: &str) {
         assert_eq!(t.source_checksum.len(), 32, "{when}: a checksum is 32 hex digits: {t:?}");
     }
     assert!(r.verified, "{when}: not verified: {r:?}");
-    assert_eq!(r.checksum_version, parallax_storage_abi::transfer::CHECKSUM_VERSION, "{when}");
+    assert_eq!(r.checksum_version, parallax_storage_host::transfer::CHECKSUM_VERSION, "{when}");
 }
 
 /// Rows after the snapshot, all tables.

@@ -4,15 +4,11 @@
 //! export is an archive `archive_verify` accepts; a non-empty store refuses an import unless `merge`, and with
 //! `merge` a row present with other content is a conflict, never overwritten.
 
-use parallax_storage_abi::transfer::TABLES;
+use parallax_storage_host::transfer::TABLES;
 use parallax_storage_host::{archive::VerifyParams, *};
 use serde_json::json;
 
-use crate::common::{
-    archive as ar,
-    transfer::{self as tr, *},
-    *,
-};
+use crate::common::{archive as ar, transfer::*, *};
 
 pub async fn transfer_export_then_import_equals_the_original(h: &Harness) {
     let counts = populate_everything(&h.storage).await;
@@ -21,7 +17,7 @@ pub async fn transfer_export_then_import_equals_the_original(h: &Harness) {
     let searches = search_answers(&h.storage).await;
     let (root, dest) = ar::destination(h, "export");
 
-    let x = tr::export(&h.storage, &export_to(&dest)).await.expect("export");
+    let x = h.storage.export(&export_to(&dest)).await.expect("export");
     assert!(!x.dry_run && !x.run_id.is_empty() && !x.snapshot.is_empty(), "{x:?}");
     let names: Vec<&str> = x.tables.iter().map(|t| t.table.as_str()).collect();
     assert_eq!(names, TABLES, "{x:?}");
@@ -50,7 +46,7 @@ pub async fn transfer_export_then_import_equals_the_original(h: &Harness) {
     assert!(v.orphans.is_empty(), "{v:?}");
 
     let to = ar::fresh_like(h).await;
-    let r = tr::import(&to.storage, &import_from(&dest, false)).await.expect("import into a fresh store");
+    let r = to.storage.import(&import_from(&dest, false)).await.expect("import into a fresh store");
     assert_verified(&r, "import");
     assert_eq!(r.mode, "fresh", "{r:?}");
     for t in TABLES {
@@ -73,13 +69,13 @@ pub async fn transfer_import_needs_merge_and_reports_conflicts(h: &Harness) {
     let to = ar::fresh_like(h).await;
     merge_fixture(&h.storage, &to.storage).await;
     let (_, dest) = ar::destination(h, "export");
-    tr::export(&h.storage, &export_to(&dest)).await.expect("export");
+    h.storage.export(&export_to(&dest)).await.expect("export");
     let before = full_snapshot(&to.storage).await;
 
-    assert_kind(tr::import(&to.storage, &import_from(&dest, false)).await, ErrorKind::Conflict, "--merge");
+    assert_kind(to.storage.import(&import_from(&dest, false)).await, ErrorKind::Conflict, "--merge");
     assert_same(&before, &full_snapshot(&to.storage).await, "after the refused import");
 
-    let r = tr::import(&to.storage, &import_from(&dest, true)).await.expect("import with merge");
+    let r = to.storage.import(&import_from(&dest, true)).await.expect("import with merge");
     assert!(r.merge, "{r:?}");
     assert_eq!(r.mode, "merge", "{r:?}");
     let conflicted = uuid_n(2).to_string();
