@@ -292,16 +292,18 @@ async fn populate_small_patterns(s: &Storage) -> Counts {
 
 // ------------------------------------------------------------------ rows written identically into two stores
 
-/// An execution with a client-chosen id and every time given, completed: writing it with the same arguments into
-/// two stores makes equal rows (same checksum); another `word` makes a row with the same id and other content.
-pub async fn twin_execution(s: &Storage, id: Uuid, started: i64, word: &str) -> Execution {
+/// An execution with a client-chosen id and every time given, with `events` events, completed: writing it without
+/// events with the same arguments into two stores makes equal rows (same checksum; events get ids of their own,
+/// so an execution with events is never equal in two stores); another `word` makes a row with the same id and
+/// other content.
+pub async fn twin_execution(s: &Storage, id: Uuid, started: i64, word: &str, events: i64) -> Execution {
     let mut e = new_execution("twin", "1.0.0");
     e.id = Some(id);
     e.started_at = Some(at(started));
     e.input = Some(json!({ "text": word, "n": 3 }).into());
     e.tags = vec!["twin".into()];
     let e = s.create_execution(e).await.unwrap_or_else(|e| panic!("create twin {id}: {e}"));
-    for k in 0..2i64 {
+    for k in 0..events {
         let ev = NewEvent {
             kind: EventKind::StepResult,
             payload: json!({ "k": k, "word": word }).into(),
@@ -333,17 +335,17 @@ pub fn uuid_n(n: u32) -> Uuid {
 }
 
 /// The merge fixture: in the source, executions 1 (equal in the target), 2 (different in the target) and 3 (only
-/// in the source), audit entries 11 (equal) and 12 (only in the source), one pattern; in the target also
-/// execution 4 of its own.
+/// in the source, with 2 events), audit entries 11 (equal) and 12 (only in the source), one pattern; in the
+/// target also execution 4 of its own.
 pub async fn merge_fixture(source: &Storage, target: &Storage) -> i64 {
     let t0 = month_start(2) + 3 * DAY;
     source.put_pattern(super::new_pattern("merge-source", "1.0.0")).await.unwrap();
-    twin_execution(source, uuid_n(1), t0, "zeppelin same").await;
-    twin_execution(target, uuid_n(1), t0, "zeppelin same").await;
-    twin_execution(source, uuid_n(2), t0 + 1, "zeppelin source").await;
-    twin_execution(target, uuid_n(2), t0 + 1, "zeppelin target").await;
-    twin_execution(source, uuid_n(3), t0 + 2, "zeppelin only").await;
-    twin_execution(target, uuid_n(4), t0 + 3, "zeppelin own").await;
+    twin_execution(source, uuid_n(1), t0, "zeppelin same", 0).await;
+    twin_execution(target, uuid_n(1), t0, "zeppelin same", 0).await;
+    twin_execution(source, uuid_n(2), t0 + 1, "zeppelin source", 0).await;
+    twin_execution(target, uuid_n(2), t0 + 1, "zeppelin target", 0).await;
+    twin_execution(source, uuid_n(3), t0 + 2, "zeppelin only", 2).await;
+    twin_execution(target, uuid_n(4), t0 + 3, "zeppelin own", 1).await;
     twin_audit(source, uuid_n(11), t0, "same").await;
     twin_audit(target, uuid_n(11), t0, "same").await;
     twin_audit(source, uuid_n(12), t0 + 1, "only").await;
