@@ -9,14 +9,12 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{archive as ar, *};
+use common::{archive as ar, cli::Running, *};
 use parallax_storage_host::{
     archive::{ArchiveReport, VerifyParams},
     *,
@@ -164,29 +162,11 @@ impl Setup {
 
     /// The same to another destination.
     fn archive_cmd_to(&self, dest: &str, pause: Option<&str>) -> Command {
-        let cli = target_dir().join(format!("parallax{}", std::env::consts::EXE_SUFFIX));
-        assert!(cli.is_file(), "{} is missing: run `cargo build --workspace`", cli.display());
-        let mut c = Command::new(cli);
-        c.args([
-            "--output",
-            "json",
-            "storage",
-            "archive",
-            "executions",
-            "--older-than",
-            "30d",
-            "--destination",
-        ])
-        .arg(dest)
-        .arg("--config")
-        .arg(&self.config_file)
-        .arg("--plugin")
-        .arg(fresh_plugin_library())
-        .current_dir(self.dir.path());
-        for var in ["PARALLAX_CONFIG", "PARALLAX_STORAGE_PLUGIN", "PARALLAX_STORAGE_TYPE", "RUST_LOG"] {
-            c.env_remove(var);
-        }
-        c.env_remove(PAUSE_ENV);
+        let mut c = common::cli::parallax(
+            &["storage", "archive", "executions", "--older-than", "30d", "--destination", dest],
+            &self.config_file,
+            self.dir.path(),
+        );
         if let Some(step) = pause {
             c.env(PAUSE_ENV, step);
         }
@@ -323,70 +303,6 @@ impl State {
             "{when}: an archive run is not done: {:?}",
             self.runs
         );
-    }
-}
-
-/// A spawned CLI whose stderr lines arrive on a channel; SIGKILLed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn parallax");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines, seen: Vec::new() }
-    }
-
-    /// Waits for a stderr line containing `needle`; panics with everything the child said if it exits first.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    let hit = line.contains(needle);
-                    self.seen.push(line);
-                    if hit {
-                        return;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    panic!(
-                        "the archive exited ({status}) before printing {needle:?}; stderr:\n{}",
-                        self.seen.join("\n")
-                    );
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {timeout:?}; stderr so far:\n{}",
-                self.seen.join("\n")
-            );
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

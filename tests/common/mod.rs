@@ -2,12 +2,14 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod cli;
 pub mod compat;
 pub mod exposition;
 pub mod file;
 pub mod pg;
 pub mod raw;
 pub mod s3;
+pub mod transfer;
 
 use std::{path::PathBuf, sync::OnceLock};
 

@@ -13,6 +13,7 @@ pub mod retention;
 pub mod rules;
 pub mod schedule;
 pub mod search;
+pub mod transfer;
 
 /// Calls `$callback!` with the full list of contract test functions.
 #[macro_export]
@@ -99,6 +100,8 @@ macro_rules! for_each_contract {
             metrics::metrics_disabled_answers_invalid_input_naming_the_key,
             metrics::metrics_latency_buckets_make_a_histogram,
             metrics::metrics_exposition_passes_promtool,
+            transfer::transfer_export_then_import_equals_the_original,
+            transfer::transfer_import_needs_merge_and_reports_conflicts,
         }
     };
 }
