@@ -780,6 +780,7 @@ mod tests {
             tables: Default::default(),
             unfinished: vec![first.clone()],
             conflicts: Vec::new(),
+            ..Default::default()
         };
         b.save_transfer_state(second.clone(), state.source.clone(), state.to_json()).await.unwrap();
         let back = b.transfer_states().await.unwrap();
