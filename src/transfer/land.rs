@@ -171,10 +171,6 @@ impl<'a, T: Contract> Landing<'a, T> {
         self.mode
     }
 
-    pub fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-
     fn table(&mut self, table: &str) -> &mut super::state::TableState {
         self.state.tables.entry(table.to_string()).or_default()
     }
