@@ -254,6 +254,12 @@ async fn copy_into<S: Contract, T: Contract>(
         landing.save().await?;
     }
 
+    if landing.state().recount_base.is_none() {
+        let base = ["executions", "audit_logs"].map(|t| (t.to_string(), landing.rows_read(t))).into();
+        landing.state_mut().recount_base = Some(base);
+        landing.save().await?;
+    }
+
     if landing.state().phase <= Phase::Patterns {
         landing.state_mut().phase = Phase::Patterns;
         copy_patterns(source, &mut landing, &mut progress).await?;
@@ -444,24 +450,36 @@ async fn copy_audit<S: Contract, T: Contract>(
     Ok(())
 }
 
-/// Counts the source over the snapshot again: rows newer than the snapshot are reported; a count that differs
-/// from the rows the copy read (rows written or removed behind its cursor) fails the verification.
+/// Counts the source over the snapshot again (a catch-up: the rows between the previous snapshot and this
+/// one): rows newer than the snapshot are reported; a count that differs from the rows this run read (rows
+/// written or removed behind its cursor) fails the verification.
 async fn recount<S: Contract, T: Contract>(source: &S, landing: &mut Landing<'_, T>) -> Result<()> {
     let snapshot = landing.state().snapshot;
+    let previous = landing.state().previous_snapshot;
     for (target, table) in
         [(CleanupTarget::Executions, "executions"), (CleanupTarget::AuditLogs, "audit_logs")]
     {
         let plan = source.plan_cleanup(snapshot_selection(target, snapshot)).await?;
-        let held = plan.tables.first().map_or(0, |t| t.rows);
-        landing.after_snapshot(table, plan.total_rows.saturating_sub(held));
-        let t = landing.state().tables.get(table).cloned().unwrap_or_default();
-        let changed = if table == "executions" { landing.state().changed.len() as u64 } else { 0 };
-        let read = t.source.rows + t.conflicts + changed;
+        let upto = plan.tables.first().map_or(0, |t| t.rows);
+        landing.after_snapshot(table, plan.total_rows.saturating_sub(upto));
+        let before = match previous {
+            Some(p) => {
+                source.plan_cleanup(snapshot_selection(target, p)).await?.tables.first().map_or(0, |t| t.rows)
+            }
+            None => 0,
+        };
+        let held = upto.saturating_sub(before);
+        let base = landing.state().recount_base.as_ref().and_then(|b| b.get(table).copied()).unwrap_or(0);
+        let read = landing.rows_read(table).saturating_sub(base);
         if held != read {
+            let span = match previous {
+                Some(p) => format!("after {} and up to the snapshot", crate::time::rfc3339(p)),
+                None => "up to the snapshot".to_string(),
+            };
             landing.problem(format!(
-                "{table}: the source holds {held} rows up to the snapshot but the copy read {read}: rows were \
-                 written or removed in the source behind the copy's cursor while it ran; the target keeps what was \
-                 copied, compare the two stores before relying on it"
+                "{table}: the source holds {held} rows {span} but the copy read {read}: rows were written or \
+                 removed in the source behind the copy's cursor while it ran; the target keeps what was copied, \
+                 compare the two stores before relying on it"
             ));
         }
     }

@@ -101,6 +101,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                     merge: old.merge || merge,
                     phase: Phase::Patterns,
                     unfinished_refreshed: false,
+                    recount_base: None,
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
                     ..old
@@ -136,6 +137,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                     changed: Vec::new(),
                     unfinished_counted: BTreeMap::new(),
                     unfinished_refreshed: true,
+                    recount_base: None,
                     excluded: BTreeMap::new(),
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
@@ -495,6 +497,14 @@ impl<'a, T: Contract> Landing<'a, T> {
         }
     }
 
+    /// Rows of `table` read from the source so far: counted in the checksums, conflicts, and (executions)
+    /// changed after the snapshot.
+    pub fn rows_read(&self, table: &str) -> u64 {
+        let t = self.state.tables.get(table).cloned().unwrap_or_default();
+        let changed = if table == EXECUTIONS { self.state.changed.len() as u64 } else { 0 };
+        t.source.rows + t.conflicts + changed
+    }
+
     /// Records rows newer than the snapshot for `table` (not copied; reported).
     pub fn after_snapshot(&mut self, table: &str, rows: u64) {
         *self.state.after_snapshot.entry(table.to_string()).or_default() += rows;
@@ -549,7 +559,11 @@ impl<'a, T: Contract> Landing<'a, T> {
             }
             tables.push(TableTransfer {
                 table: name.to_string(),
-                source_rows: t.source.rows + t.conflicts,
+                source_rows: if name == EXECUTIONS {
+                    self.rows_read(name)
+                } else {
+                    t.source.rows + t.conflicts
+                },
                 copied: t.copied,
                 present: t.present,
                 conflicts: t.conflicts,

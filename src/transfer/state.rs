@@ -108,6 +108,10 @@ pub struct TransferState {
     /// Per table: rows newer than the snapshot (counted by the copy driver, not copied).
     #[serde(default)]
     pub after_snapshot: BTreeMap<String, u64>,
+    /// Per table (`executions`, `audit_logs`): the rows read when this run started copying (after a catch-up
+    /// refreshed the unfinished rows), so that the source's recount checks only the rows of this snapshot.
+    #[serde(default)]
+    pub recount_base: Option<BTreeMap<String, u64>>,
     /// Why verification failed besides the per-table checksums (a source recount that differs).
     #[serde(default)]
     pub problems: Vec<String>,
