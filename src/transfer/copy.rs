@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::{
     land::Landing,
     pause_point,
-    state::{Cursor, Kind, Phase},
+    state::{Cursor, Kind, Phase, RecountBase},
 };
 use crate::{
     archive::ExecutionRecord,
@@ -255,7 +255,12 @@ async fn copy_into<S: Contract, T: Contract>(
     }
 
     if landing.state().recount_base.is_none() {
-        let base = ["executions", "audit_logs"].map(|t| (t.to_string(), landing.rows_read(t))).into();
+        let base = ["executions", "audit_logs"]
+            .map(|t| {
+                let after = landing.state().cursors.get(t).cloned();
+                (t.to_string(), RecountBase { rows: landing.rows_read(t), after })
+            })
+            .into();
         landing.state_mut().recount_base = Some(base);
         landing.save().await?;
     }
@@ -450,36 +455,40 @@ async fn copy_audit<S: Contract, T: Contract>(
     Ok(())
 }
 
-/// Counts the source over the snapshot again (a catch-up: the rows between the previous snapshot and this
-/// one): rows newer than the snapshot are reported; a count that differs from the rows this run read (rows
-/// written or removed behind its cursor) fails the verification.
+/// Counts the source again over the keys this run read (after its starting cursor, up to the snapshot): rows
+/// newer than the snapshot are reported; a count that differs from the rows this run read (rows written or
+/// removed behind its cursor while it ran) fails the verification.
 async fn recount<S: Contract, T: Contract>(source: &S, landing: &mut Landing<'_, T>) -> Result<()> {
     let snapshot = landing.state().snapshot;
-    let previous = landing.state().previous_snapshot;
     for (target, table) in
         [(CleanupTarget::Executions, "executions"), (CleanupTarget::AuditLogs, "audit_logs")]
     {
         let plan = source.plan_cleanup(snapshot_selection(target, snapshot)).await?;
         let upto = plan.tables.first().map_or(0, |t| t.rows);
         landing.after_snapshot(table, plan.total_rows.saturating_sub(upto));
-        let before = match previous {
-            Some(p) => {
-                source.plan_cleanup(snapshot_selection(target, p)).await?.tables.first().map_or(0, |t| t.rows)
-            }
+        let base =
+            landing.state().recount_base.as_ref().and_then(|b| b.get(table).cloned()).unwrap_or_default();
+        let below = match &base.after {
             None => 0,
+            Some(c) => {
+                let sel = Selection { target, before: (c.at, c.id.clone()), include_unfinished: true };
+                let under = source.plan_cleanup(sel).await?.tables.first().map_or(0, |t| t.rows);
+                let at = match target {
+                    CleanupTarget::Executions => {
+                        source.fetch_executions(vec![c.id.clone()], Some((c.at, c.at))).await?.len()
+                    }
+                    CleanupTarget::AuditLogs => source.fetch_audit(vec![c.id.clone()]).await?.len(),
+                };
+                under + at as u64
+            }
         };
-        let held = upto.saturating_sub(before);
-        let base = landing.state().recount_base.as_ref().and_then(|b| b.get(table).copied()).unwrap_or(0);
-        let read = landing.rows_read(table).saturating_sub(base);
+        let held = upto.saturating_sub(below);
+        let read = landing.rows_read(table).saturating_sub(base.rows);
         if held != read {
-            let span = match previous {
-                Some(p) => format!("after {} and up to the snapshot", crate::time::rfc3339(p)),
-                None => "up to the snapshot".to_string(),
-            };
             landing.problem(format!(
-                "{table}: the source holds {held} rows {span} but the copy read {read}: rows were written or \
-                 removed in the source behind the copy's cursor while it ran; the target keeps what was copied, \
-                 compare the two stores before relying on it"
+                "{table}: the source holds {held} rows in the span this run copied but it read {read}: rows were \
+                 written or removed in the source behind the copy's cursor while it ran; the target keeps what \
+                 was copied, compare the two stores before relying on it"
             ));
         }
     }
