@@ -913,4 +913,29 @@ mod tests {
         pg.shutdown().await.unwrap();
         source.shutdown().await.unwrap();
     }
+
+    /// A row written in the source behind the copy's cursor while it ran (an execution with an old start
+    /// time) is not copied: the source's recount sees it and the run is not verified.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_written_behind_the_cursor_fails_the_recount() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target = sqlite(&dir.path().join("target.db")).await;
+        let snapshot = crate::time::now_micros();
+        let mut landing =
+            Landing::begin(&target, Kind::Copy, "s".into(), snapshot, false, false).await.unwrap();
+        landing.state_mut().recount_base = Some(Default::default());
+        let sel = snapshot_selection(CleanupTarget::Executions, snapshot);
+        landing.executions(source.scan_executions(sel, None, 100).await.unwrap()).await.unwrap();
+        let audit_sel = snapshot_selection(CleanupTarget::AuditLogs, snapshot);
+        landing.audit(source.scan_audit(audit_sel, None, 100).await.unwrap()).await.unwrap();
+        execution(&source, 0, Some(ExecutionStatus::Completed)).await; // started before every copied row
+        recount(&source, &mut landing).await.unwrap();
+        let r = landing.finish("s".into(), "t".into(), None).await.unwrap();
+        assert!(!r.verified, "{r:#?}");
+        assert!(!table(&r, "executions").ok);
+        assert!(table(&r, "audit_logs").ok);
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
 }
