@@ -5,14 +5,16 @@
 //!   (`{"recordSchema":1,"id","patternName","patternVersion","status","input","output","error","startedAt",
 //!   "completedAt","durationMs","metadata","tags":[…],"events":[{"id","seq","kind","payload","recordedAt"}]}`)
 //!   or an audit entry (`{"recordSchema":1,"id","timestamp","action","actor","resourceType","resourceId",
-//!   "details","ipAddress","userAgent"}`). Every field is written, absent values as `null`. Times are RFC 3339
+//!   "details","ipAddress","userAgent"}`) or a pattern version (`{"recordSchema":1,"id","name","version",
+//!   "description","definition","createdAt","createdBy"}`, written by `export`). Every field is written, absent values as `null`. Times are RFC 3339
 //!   UTC with six fractional digits, so they round-trip to the microsecond. JSON documents (input, output,
 //!   error, metadata, event payload, audit details) are embedded as JSON values exactly as stored (key order
 //!   and number spelling kept), not as strings; a line break between tokens is written as a space so a record
-//!   stays on one line. A document that is JSON `null` is written as `null`, and reads back as absent.
+//!   stays on one line. A document that is JSON `null` is written as `null`, and reads back as absent (a
+//!   pattern's definition is always present).
 //! - **Objects**: gzip (one member) of newline-delimited records, keys relative to the archive's root:
-//!   `executions/YYYY/MM/<run-id>-NNNN.ndjson.gz` (month of `startedAt` / `timestamp`, `NNNN` counting from
-//!   0001 across the run).
+//!   `executions/YYYY/MM/<run-id>-NNNN.ndjson.gz` (month of `startedAt` / `timestamp` / `createdAt`, `NNNN`
+//!   counting from 0001 across the run; tables `executions`, `audit_logs` and, in an export, `patterns`).
 //! - **Manifest** ([`Manifest`], version [`FORMAT_VERSION`]): `<table>/manifests/<run-id>.json`, written after
 //!   every object is stored and verified; it lists each object's size and SHA-256.
 //!
@@ -21,7 +23,7 @@
 
 use parallax_storage_abi::{
     archive::ObjectEntry, retention::CleanupTarget, AuditEntry, EventKind, Execution, ExecutionEvent,
-    ExecutionStatus,
+    ExecutionStatus, Pattern,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -44,9 +46,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// the CPU for 10-25 % smaller objects. Anyone may recompress; the manifest's checksum is of the stored bytes.
 pub const GZIP_LEVEL: u32 = 1;
 
-/// The two tables an archive holds, with their directory names.
+/// The tables an archive holds, with their directory names, in the order an export writes and an import
+/// reads them (`patterns` only in an export: archive runs never select patterns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
+    Patterns,
     Executions,
     AuditLogs,
 }
@@ -59,16 +63,20 @@ impl Table {
         }
     }
 
-    /// The directory and table name: `executions` or `audit_logs`.
+    /// The directory and table name: `patterns`, `executions` or `audit_logs`.
     pub fn dir(self) -> &'static str {
         match self {
+            Table::Patterns => "patterns",
             Table::Executions => "executions",
             Table::AuditLogs => "audit_logs",
         }
     }
 
+    /// Every table, in order.
+    pub const ALL: [Table; 3] = [Table::Patterns, Table::Executions, Table::AuditLogs];
+
     pub fn parse(dir: &str) -> Option<Table> {
-        [Table::Executions, Table::AuditLogs].into_iter().find(|t| t.dir() == dir)
+        Table::ALL.into_iter().find(|t| t.dir() == dir)
     }
 }
 
@@ -97,11 +105,12 @@ pub fn month(at: i64) -> (i16, i8) {
     (d.year(), d.month())
 }
 
-/// A record of either table.
+/// A record of any table.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     Execution(ExecutionRecord),
     Audit(AuditEntry),
+    Pattern(Pattern),
 }
 
 impl Record {
@@ -109,21 +118,52 @@ impl Record {
         match self {
             Record::Execution(r) => r.execution.id.as_str(),
             Record::Audit(a) => a.id.as_str(),
+            Record::Pattern(p) => p.id.as_str(),
         }
     }
 
-    /// `startedAt` or `timestamp`.
+    /// `startedAt`, `timestamp` or `createdAt`.
     pub fn at(&self) -> i64 {
         match self {
             Record::Execution(r) => r.execution.started_at,
             Record::Audit(a) => a.timestamp,
+            Record::Pattern(p) => p.created_at,
         }
     }
 
     pub fn events(&self) -> u64 {
         match self {
             Record::Execution(r) => r.events.len() as u64,
-            Record::Audit(_) => 0,
+            Record::Audit(_) | Record::Pattern(_) => 0,
+        }
+    }
+
+    /// The table it belongs to.
+    pub fn table(&self) -> Table {
+        match self {
+            Record::Execution(_) => Table::Executions,
+            Record::Audit(_) => Table::AuditLogs,
+            Record::Pattern(_) => Table::Patterns,
+        }
+    }
+
+    /// About how many bytes of documents and text it holds (for batches bounded by size).
+    pub fn weight(&self) -> usize {
+        let o = |v: &abi_stable::std_types::ROption<abi_stable::std_types::RString>| {
+            v.as_ref().map_or(0, |s| s.len())
+        };
+        match self {
+            Record::Execution(r) => {
+                let e = &r.execution;
+                256 + o(&e.input)
+                    + o(&e.output)
+                    + o(&e.error)
+                    + o(&e.metadata)
+                    + e.tags.iter().map(|t| t.len()).sum::<usize>()
+                    + r.events.iter().map(|v| 128 + v.payload.len()).sum::<usize>()
+            }
+            Record::Audit(a) => 256 + o(&a.details) + o(&a.user_agent) + o(&a.actor),
+            Record::Pattern(p) => 256 + p.definition.len() + o(&p.description),
         }
     }
 
@@ -132,6 +172,7 @@ impl Record {
         match self {
             Record::Execution(r) => encode_execution(r),
             Record::Audit(a) => encode_audit(a),
+            Record::Pattern(p) => encode_pattern(p),
         }
     }
 }
@@ -197,6 +238,19 @@ struct AuditLine {
     user_agent: Option<String>,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatternLine {
+    record_schema: u32,
+    id: String,
+    name: String,
+    version: String,
+    description: Option<String>,
+    definition: Box<RawValue>,
+    created_at: String,
+    created_by: Option<String>,
+}
+
 fn known<'a>(what: &str, id: &str, name: &'a str, is_known: bool) -> Result<&'a str> {
     if !is_known {
         return Err(Error::internal(format!("cannot archive {id}: its {what} is not one this plugin knows")));
@@ -254,6 +308,22 @@ pub fn encode_audit(a: &AuditEntry) -> Result<String> {
         details: opt_doc("details", id, a.details.as_ref().map(|s| s.as_str()).into())?,
         ip_address: s(&a.ip_address),
         user_agent: s(&a.user_agent),
+    };
+    Ok(serde_json::to_string(&line).expect("a record serializes"))
+}
+
+/// A pattern version as one line (no newline).
+pub fn encode_pattern(p: &Pattern) -> Result<String> {
+    let id = p.id.as_str();
+    let line = PatternLine {
+        record_schema: RECORD_SCHEMA_VERSION,
+        id: id.to_string(),
+        name: p.name.to_string(),
+        version: p.version.to_string(),
+        description: p.description.as_ref().map(|s| s.to_string()).into_option(),
+        definition: doc("definition", id, p.definition.as_str())?,
+        created_at: time::rfc3339(p.created_at),
+        created_by: p.created_by.as_ref().map(|s| s.to_string()).into_option(),
     };
     Ok(serde_json::to_string(&line).expect("a record serializes"))
 }
@@ -355,9 +425,32 @@ pub fn decode_audit(line: &str, at: LineAt<'_>) -> Result<AuditEntry> {
     })
 }
 
+/// Reads one line of a `patterns` object. The definition must be a JSON value (`null` is refused: a pattern
+/// always has one).
+pub fn decode_pattern(line: &str, at: LineAt<'_>) -> Result<Pattern> {
+    let l: PatternLine = serde_json::from_str(line).map_err(|e| at.bad(e))?;
+    check_schema(at, l.record_schema)?;
+    if l.name.is_empty() || l.version.is_empty() {
+        return Err(at.bad("name and version must not be empty"));
+    }
+    if l.definition.get() == "null" {
+        return Err(at.bad("definition is null (a pattern version always has a definition)"));
+    }
+    Ok(Pattern {
+        id: uuid(at, "id", &l.id)?.into(),
+        name: l.name.into(),
+        version: l.version.into(),
+        description: l.description.map(Into::into).into(),
+        definition: l.definition.get().into(),
+        created_at: instant(at, "createdAt", &l.created_at)?,
+        created_by: l.created_by.map(Into::into).into(),
+    })
+}
+
 /// Reads one line of an object of `table`.
 pub fn decode(table: Table, line: &str, at: LineAt<'_>) -> Result<Record> {
     match table {
+        Table::Patterns => decode_pattern(line, at).map(Record::Pattern),
         Table::Executions => decode_execution(line, at).map(Record::Execution),
         Table::AuditLogs => decode_audit(line, at).map(Record::Audit),
     }
@@ -390,7 +483,7 @@ pub struct Manifest {
     pub record_schema_version: u32,
     /// The plugin that wrote it.
     pub plugin_version: String,
-    /// `executions` or `audit_logs`.
+    /// `patterns`, `executions` or `audit_logs`.
     pub table: String,
     pub run_id: String,
     pub created_at: String,
@@ -437,7 +530,7 @@ impl Manifest {
             )));
         }
         if m.table().is_none() {
-            return Err(bad(format!("table {:?} (expected executions or audit_logs)", m.table)));
+            return Err(bad(format!("table {:?} (expected patterns, executions or audit_logs)", m.table)));
         }
         let (rows, events) = m.objects.iter().fold((0, 0), |(r, e), o| (r + o.rows, e + o.events));
         if rows != m.rows || events != m.events {
@@ -604,6 +697,95 @@ mod tests {
         assert!(decode_execution(&extra, at()).unwrap() == decode_execution(&good, at()).unwrap());
     }
 
+    fn pattern() -> Pattern {
+        Pattern {
+            id: "0190b3f2-7c1e-7a00-8000-0000000002aa".into(),
+            name: "naïve — pattern ✓ 日本".into(),
+            version: "2.0.0-rc.1".into(),
+            description: ROption::RSome("säubern\nzwei Zeilen 👍".into()),
+            definition: format!(
+                "{{\n  \"steps\": [{}],\n  \"n\": 1e2, \"z\": 2.50, \"s\": \"a\\nb\"\n}}",
+                (0..20_000)
+                    .map(|i| format!("{{\"id\":{i},\"text\":\"é{i}\"}}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+            .into(),
+            created_at: T,
+            created_by: ROption::RSome("ünïcode admin".into()),
+        }
+    }
+
+    #[test]
+    fn pattern_records_round_trip() {
+        let p = pattern();
+        assert!(p.definition.len() > 500_000, "a large definition");
+        let line = encode_pattern(&p).unwrap();
+        assert!(!line.contains('\n'), "one line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["recordSchema"], 1);
+        assert_eq!(v["createdAt"], "2024-01-15T10:30:15.123456Z");
+        assert!(v["definition"].is_object(), "the definition is a JSON value, not a string");
+        assert_eq!(v["definition"]["n"], serde_json::json!(100.0));
+        let back = decode_pattern(&line, at()).unwrap();
+        // The definition keeps its text except the line breaks between tokens; numbers keep their spelling.
+        assert_eq!(back.definition.as_str(), p.definition.replace('\n', " "));
+        assert!(back.definition.contains("\"z\": 2.50"));
+        assert_eq!(Pattern { definition: p.definition.clone(), ..back.clone() }, p);
+        let rec = decode(Table::Patterns, &line, at()).unwrap();
+        assert_eq!((rec.id(), rec.at(), rec.events(), rec.table()), (p.id.as_str(), T, 0, Table::Patterns));
+        assert_eq!(rec.encode().unwrap(), line, "encoding what was read gives the same line");
+
+        // Absent description and author read back as absent; written as null.
+        let bare = Pattern {
+            description: ROption::RNone,
+            created_by: ROption::RNone,
+            definition: "{}".into(),
+            ..pattern()
+        };
+        let line = encode_pattern(&bare).unwrap();
+        assert!(line.contains("\"description\":null") && line.contains("\"createdBy\":null"), "{line}");
+        assert_eq!(decode_pattern(&line, at()).unwrap(), bare);
+    }
+
+    #[test]
+    fn bad_pattern_lines_are_refused_naming_object_and_line() {
+        let good = encode_pattern(&Pattern { definition: "{\"a\":1}".into(), ..pattern() }).unwrap();
+        let cases = [
+            ("", "EOF"),
+            (&good.replace("\"recordSchema\":1", "\"recordSchema\":3"), "recordSchema 3"),
+            (&good.replace("\"recordSchema\":1", "\"recordSchema\":0"), "recordSchema 0"),
+            (&good.replace("2024-01-15T10:30:15.123456Z", "2024-01-15"), "createdAt \"2024-01-15\""),
+            (&good.replace("0190b3f2-7c1e-7a00-8000-0000000002aa", "p-1"), "id \"p-1\""),
+            (&good.replace("{\"a\":1}", "null"), "definition is null"),
+            (&good.replace(",\"definition\"", ",\"definitionX\""), "definition"),
+            (&good.replace("\"version\":\"2.0.0-rc.1\"", "\"version\":\"\""), "must not be empty"),
+            (&good.replace("\"version\":\"2.0.0-rc.1\"", "\"version\":2"), "invalid type"),
+        ];
+        for (line, needle) in cases {
+            let e = decode_pattern(line, at()).unwrap_err();
+            let m = e.to_string();
+            assert!(
+                m.contains("object executions/2024/01/r-0001.ndjson.gz line 7") && m.contains(needle),
+                "{needle}: {m}"
+            );
+        }
+        // Lines of other tables are not patterns, and a pattern is not an execution or audit entry.
+        assert!(decode_pattern(&encode_audit(&audit()).unwrap(), at()).is_err());
+        assert!(decode_pattern(&encode_execution(&record(1)).unwrap(), at()).is_err());
+        assert!(decode_execution(&good, at()).is_err());
+        assert!(decode_audit(&good, at()).is_err());
+        // An invalid stored definition is refused when writing, naming the row.
+        let e = encode_pattern(&Pattern { definition: "{oops".into(), ..pattern() }).unwrap_err();
+        assert!(
+            e.to_string().contains("0190b3f2-7c1e-7a00-8000-0000000002aa: its definition is not valid"),
+            "{e}"
+        );
+        // Added fields are read (a later schema 1 writer).
+        let extra = good.replacen('{', "{\"addedLater\":{\"x\":1},", 1);
+        assert_eq!(decode_pattern(&extra, at()).unwrap(), decode_pattern(&good, at()).unwrap());
+    }
+
     #[test]
     fn invalid_stored_json_is_refused_when_writing() {
         let mut r = record(1);
@@ -623,6 +805,19 @@ mod tests {
         assert!(!is_object_of("executions/manifests/r1.json", Table::Executions, "r1"));
         assert_eq!(month(T - 15 * 86_400_000_000), (2023, 12));
         assert_eq!(hex(&[0, 15, 255]), "000fff");
+    }
+
+    #[test]
+    fn table_names_and_pattern_keys() {
+        assert_eq!(Table::ALL.map(Table::dir), ["patterns", "executions", "audit_logs"]);
+        for t in Table::ALL {
+            assert_eq!(Table::parse(t.dir()), Some(t));
+        }
+        assert_eq!(Table::parse("widgets"), None);
+        assert_eq!(object_key(Table::Patterns, T, "r1", 2), "patterns/2024/01/r1-0002.ndjson.gz");
+        assert_eq!(manifest_key(Table::Patterns, "r1"), "patterns/manifests/r1.json");
+        assert!(is_object_of("patterns/2024/01/r1-0002.ndjson.gz", Table::Patterns, "r1"));
+        assert!(!is_object_of("patterns/2024/01/r1-0002.ndjson.gz", Table::Executions, "r1"));
     }
 
     #[test]
@@ -650,12 +845,16 @@ mod tests {
             }],
         };
         assert_eq!(Manifest::parse("k", m.to_json().as_bytes()).unwrap(), m);
+        // A patterns manifest (an export's), also without any object (an export of a store without patterns).
+        let p = Manifest { table: "patterns".into(), rows: 0, events: 0, objects: vec![], ..m.clone() };
+        let back = Manifest::parse("k", p.to_json().as_bytes()).unwrap();
+        assert_eq!((back.table(), back.rows), (Some(Table::Patterns), 0));
         let e = Manifest::parse("k", br#"{"formatVersion":1}"#).unwrap_err();
         assert!(e.to_string().contains("manifest k is not valid"), "{e}");
         for (bad, needle) in [
             (Manifest { format_version: 2, ..m.clone() }, "formatVersion 2"),
             (Manifest { rows: 3, ..m.clone() }, "promises 3 rows"),
-            (Manifest { table: "patterns".into(), ..m.clone() }, "\"patterns\""),
+            (Manifest { table: "widgets".into(), ..m.clone() }, "\"widgets\""),
             (
                 Manifest {
                     objects: vec![ObjectEntry {

@@ -154,7 +154,11 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
 /// Opens a destination and makes one harmless request, so that bad credentials, a missing bucket or an
 /// unreachable endpoint fail before anything happens. A dry run creates nothing: for a local directory that
 /// does not exist yet (the run would create it) it answers `None`.
-async fn open_destination<S: Store>(store: &S, text: &str, dry_run: bool) -> Result<Option<Destination>> {
+pub(crate) async fn open_destination<S: Store>(
+    store: &S,
+    text: &str,
+    dry_run: bool,
+) -> Result<Option<Destination>> {
     let dest = match Destination::open(text, &store.storage_config().archive, !dry_run) {
         Ok(d) => d,
         Err(e) if dry_run && e.kind() == ErrorKind::NotFound && !text.trim().starts_with("s3://") => {
@@ -345,6 +349,11 @@ async fn write_all<S: Store>(
                 .into_iter()
                 .map(Record::Audit)
                 .collect(),
+            Table::Patterns => {
+                return Err(Error::internal(
+                    "an archive run never selects patterns (only export writes them)",
+                ))
+            }
         };
         let Some(last) = page.last() else { break };
         after = Some((last.at(), last.id().to_string()));
@@ -362,10 +371,16 @@ async fn write_all<S: Store>(
 
 /// Stores the manifest (never over an existing one), reads it back and compares.
 async fn write_manifest(dest: &Destination, key: &str, manifest: &Manifest) -> Result<()> {
-    let text = manifest.to_json();
+    write_created(dest, key, "manifest", &manifest.to_json()).await
+}
+
+/// Stores `text` at `key` (never over an existing object), reads it back and compares; `what` names it in
+/// messages (`manifest`, `export.json`).
+pub(crate) async fn write_created(dest: &Destination, key: &str, what: &str, text: &str) -> Result<()> {
+    let name = if key.rsplit('/').next() == Some(what) { key.to_string() } else { format!("{what} {key}") };
     let path = dest.path(key);
     let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-    let payload = PutPayload::from(text.clone().into_bytes());
+    let payload = PutPayload::from(text.to_string().into_bytes());
     match dest.store().put_opts(&path, payload.clone(), opts).await {
         Ok(_) => {}
         // A store without conditional puts: the key holds a fresh run id, so a plain put overwrites nothing.
@@ -373,21 +388,21 @@ async fn write_manifest(dest: &Destination, key: &str, manifest: &Manifest) -> R
             dest.store()
                 .put(&path, payload)
                 .await
-                .map_err(|e| dest.error(&format!("cannot store manifest {key}"), e))?;
+                .map_err(|e| dest.error(&format!("cannot store {name}"), e))?;
         }
-        Err(e) => return Err(dest.error(&format!("cannot store manifest {key}"), e)),
+        Err(e) => return Err(dest.error(&format!("cannot store {name}"), e)),
     }
     let back = read_manifest_bytes(dest, key).await?;
     if back != text.as_bytes() {
         return Err(Error::unavailable(format!(
-            "manifest {key} at {} read back different from what was written; nothing was deleted",
+            "{name} at {} read back different from what was written; nothing was deleted",
             dest.text()
         )));
     }
     Ok(())
 }
 
-async fn read_manifest_bytes(dest: &Destination, key: &str) -> Result<Vec<u8>> {
+pub(crate) async fn read_manifest_bytes(dest: &Destination, key: &str) -> Result<Vec<u8>> {
     let got = dest
         .store()
         .get(&dest.path(key))
@@ -397,7 +412,7 @@ async fn read_manifest_bytes(dest: &Destination, key: &str) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-async fn load_manifest(dest: &Destination, key: &str) -> Result<Manifest> {
+pub(crate) async fn load_manifest(dest: &Destination, key: &str) -> Result<Manifest> {
     Manifest::parse(key, &read_manifest_bytes(dest, key).await?)
 }
 
@@ -454,6 +469,13 @@ async fn delete_archived<S: Store>(
             let d = match table {
                 Table::Executions => store.delete_executions(ids).await?,
                 Table::AuditLogs => store.delete_audit(ids).await?,
+                Table::Patterns => {
+                    return Err(Error::invalid(format!(
+                        "manifest of run {} at {} lists patterns; an archive run never deletes patterns",
+                        manifest.run_id,
+                        dest.text()
+                    )))
+                }
             };
             tally.add(main, d.rows);
             if table == Table::Executions {
@@ -588,7 +610,7 @@ fn same_destination(a: &str, b: &str) -> bool {
 
 /// Removes what a run that died before its manifest stored: its manifest if it got that far (it died
 /// before recording it), then its objects. Listing is paginated by the store.
-async fn clear(dest: &Destination, table: Table, run_id: &str) -> Result<u64> {
+pub(crate) async fn clear(dest: &Destination, table: Table, run_id: &str) -> Result<u64> {
     let manifest = format::manifest_key(table, run_id);
     match dest.store().delete(&dest.path(&manifest)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -607,7 +629,7 @@ async fn clear(dest: &Destination, table: Table, run_id: &str) -> Result<u64> {
 }
 
 /// Every key under `prefix` (relative to the destination's root); a prefix that does not exist is empty.
-async fn list(dest: &Destination, prefix: &str) -> Result<Vec<String>> {
+pub(crate) async fn list(dest: &Destination, prefix: &str) -> Result<Vec<String>> {
     // Under the destination's root (an S3 prefix), never the whole bucket.
     let path = dest.path(prefix);
     let mut stream = dest.store().list(if path.as_ref().is_empty() { None } else { Some(&path) });
@@ -636,16 +658,16 @@ async fn list(dest: &Destination, prefix: &str) -> Result<Vec<String>> {
 // ------------------------------------------------------------------ verify
 
 /// A source: a prefix with manifests under it, or one manifest.
-struct Source {
-    dest: Destination,
+pub(crate) struct Source {
+    pub(crate) dest: Destination,
     /// `(root, manifest key)`, both relative to the opened destination; object keys of a manifest are
     /// relative to its root.
-    manifests: Vec<(String, String)>,
+    pub(crate) manifests: Vec<(String, String)>,
     /// Every `*.ndjson.gz` key under the source (prefix form only), for orphans.
-    objects: Vec<String>,
+    pub(crate) objects: Vec<String>,
 }
 
-fn join(root: &str, key: &str) -> String {
+pub(crate) fn join(root: &str, key: &str) -> String {
     if root.is_empty() {
         key.to_string()
     } else {
@@ -653,7 +675,7 @@ fn join(root: &str, key: &str) -> String {
     }
 }
 
-async fn open_source(config: &ArchiveConfig, text: &str) -> Result<Source> {
+pub(crate) async fn open_source(config: &ArchiveConfig, text: &str) -> Result<Source> {
     let trimmed = text.trim();
     if trimmed.ends_with(".json") {
         if let Some(at) = trimmed.rfind("/manifests/") {
@@ -666,8 +688,8 @@ async fn open_source(config: &ArchiveConfig, text: &str) -> Result<Source> {
             let table = &table_dir[cut + 1..];
             if Table::parse(table).is_none() {
                 return Err(Error::invalid(format!(
-                    "source {text:?}: a manifest is <root>/executions/manifests/<run-id>.json or \
-                     <root>/audit_logs/manifests/<run-id>.json"
+                    "source {text:?}: a manifest is <root>/executions/manifests/<run-id>.json, \
+                     <root>/audit_logs/manifests/<run-id>.json or <root>/patterns/manifests/<run-id>.json"
                 )));
             }
             let root = &trimmed[..=cut];
@@ -698,7 +720,11 @@ async fn open_source(config: &ArchiveConfig, text: &str) -> Result<Source> {
 
 /// Checks one manifest and every object it names (exists, size, SHA-256, gunzips, every line a record,
 /// counts); the parsed manifest when it could be read.
-async fn check_manifest(dest: &Destination, root: &str, key: &str) -> (ManifestCheck, Option<Manifest>) {
+pub(crate) async fn check_manifest(
+    dest: &Destination,
+    root: &str,
+    key: &str,
+) -> (ManifestCheck, Option<Manifest>) {
     let full = join(root, key);
     let mut check = ManifestCheck { key: full.clone(), ..ManifestCheck::default() };
     let manifest = match load_manifest(dest, &full).await {
@@ -765,7 +791,7 @@ pub async fn verify(config: &ArchiveConfig, params: VerifyParams) -> Result<Veri
     Ok(report)
 }
 
-fn no_manifest(source: &str) -> Error {
+pub(crate) fn no_manifest(source: &str) -> Error {
     Error::not_found(format!(
         "no archive manifest under {source} (expected <table>/manifests/<run-id>.json below it, e.g. \
          executions/manifests/…; give the archive's root or one manifest)"
@@ -774,8 +800,9 @@ fn no_manifest(source: &str) -> Error {
 
 // ------------------------------------------------------------------ restore
 
-/// The `restore` op: verify everything first, then import oldest run first.
-pub async fn restore<S: Store>(store: &S, params: RestoreParams) -> Result<RestoreReport> {
+/// The `restore` op: verify everything first, then import oldest run first (an export's three manifests:
+/// patterns, executions, audit entries).
+pub async fn restore<S: crate::transfer::Store>(store: &S, params: RestoreParams) -> Result<RestoreReport> {
     let started = Instant::now();
     let src = open_source(&store.storage_config().archive, &params.source).await?;
     if src.manifests.is_empty() {
@@ -806,7 +833,9 @@ pub async fn restore<S: Store>(store: &S, params: RestoreParams) -> Result<Resto
             problems.join("; ")
         )));
     }
-    plan.sort_by(|a, b| (&a.1.created_at, &a.1.run_id).cmp(&(&b.1.created_at, &b.1.run_id)));
+    plan.sort_by(|a, b| {
+        (&a.1.created_at, &a.1.run_id, a.1.table()).cmp(&(&b.1.created_at, &b.1.run_id, b.1.table()))
+    });
     let mut report =
         RestoreReport { source: params.source.clone(), dry_run: params.dry_run, ..Default::default() };
     let mut progress = Progress::new();
@@ -852,16 +881,23 @@ pub async fn restore<S: Store>(store: &S, params: RestoreParams) -> Result<Resto
     Ok(report)
 }
 
-async fn import<S: Store>(store: &S, batch: Vec<Record>) -> Result<super::Imported> {
+async fn import<S: crate::transfer::Store>(store: &S, batch: Vec<Record>) -> Result<super::Imported> {
     let mut executions = Vec::new();
     let mut audit = Vec::new();
+    let mut patterns = Vec::new();
     for r in batch {
         match r {
             Record::Execution(e) => executions.push(e),
             Record::Audit(a) => audit.push(a),
+            Record::Pattern(p) => patterns.push(p),
         }
     }
     let mut total = super::Imported::default();
+    if !patterns.is_empty() {
+        let i = store.import_patterns(patterns).await?;
+        total.inserted += i.inserted;
+        total.skipped += i.skipped;
+    }
     if !executions.is_empty() {
         let i = store.import_executions(executions).await?;
         total.inserted += i.inserted;
@@ -944,6 +980,9 @@ mod tests {
     fn id(n: u32) -> String {
         format!("0190b3f2-7c1e-7a00-8000-{n:012x}")
     }
+
+    /// Restore needs the transfer primitives (patterns); the fake has none (its defaults answer `Unsupported`).
+    impl crate::transfer::Store for Fake {}
 
     fn fake(cfg: ArchiveConfig) -> Fake {
         Fake { config: StorageConfig { archive: cfg, ..StorageConfig::default() }, ..Fake::default() }
