@@ -938,4 +938,32 @@ mod tests {
         target.shutdown().await.unwrap();
         source.shutdown().await.unwrap();
     }
+
+    /// SQLite → file store → SQLite: both copies verified with the same checksums.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_to_a_file_store_and_back_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let files = dir.path().join("files");
+        let file_target = serde_json::json!({"type": "file", "file": {"basePath": files}}).to_string();
+        let there =
+            run(&source, CopyParams { target: file_target.clone(), ..CopyParams::default() }).await.unwrap();
+        assert!(there.verified, "{there:#?}");
+        assert!(there.target.starts_with("file "), "{}", there.target);
+
+        let store = crate::file::FileBackend::open(
+            crate::config::parse(&file_target).unwrap(),
+            OpenOptions::default(),
+        )
+        .await
+        .unwrap();
+        let back = run(&store, target_params(&dir.path().join("back.db"))).await.unwrap();
+        assert!(back.verified, "{back:#?}");
+        for name in TABLES_IN_ORDER {
+            let (a, b) = (table(&there, name), table(&back, name));
+            assert_eq!((a.source_rows, &a.source_checksum), (b.source_rows, &b.source_checksum), "{name}");
+        }
+        store.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
 }
