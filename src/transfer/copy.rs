@@ -56,18 +56,53 @@ pub async fn run<S: Contract>(source: &S, params: CopyParams) -> Result<Transfer
         return Err(same_store(&label));
     }
     let options = OpenOptions { maintenance: params.dry_run };
+    // What a dry run's open creates (an empty database file, a store directory) is removed again.
+    let created = if params.dry_run { new_local_paths(&cfg) } else { Vec::new() };
+    let result = open_and_copy(source, cfg, options, &params).await;
+    for path in created.iter().filter(|p| p.exists()) {
+        let removed = if path.is_dir() { std::fs::remove_dir(path) } else { std::fs::remove_file(path) };
+        if let Err(e) = removed {
+            tracing::warn!(target: "parallax_storage::transfer", "dry run: cannot remove {}: {e}", path.display());
+        }
+    }
+    result
+}
+
+/// The local paths the target's open would create that do not exist yet.
+fn new_local_paths(cfg: &StorageConfig) -> Vec<PathBuf> {
+    let candidates: Vec<PathBuf> = match cfg.backend {
+        BackendType::Sqlite => ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .map(|suffix| {
+                let mut p = cfg.sqlite.path.clone().into_os_string();
+                p.push(suffix);
+                PathBuf::from(p)
+            })
+            .collect(),
+        BackendType::File => cfg.file.iter().map(|f| f.base_path.clone()).collect(),
+        BackendType::Postgresql => Vec::new(),
+    };
+    candidates.into_iter().filter(|p| std::fs::symlink_metadata(p).is_err()).collect()
+}
+
+async fn open_and_copy<S: Contract>(
+    source: &S,
+    cfg: StorageConfig,
+    options: OpenOptions,
+    params: &CopyParams,
+) -> Result<TransferReport> {
     match cfg.backend {
         BackendType::Sqlite => {
-            let target = opened(crate::sqlite::SqliteBackend::open(cfg, options).await, &params)?;
-            with_target(source, target, &params).await
+            let target = opened(crate::sqlite::SqliteBackend::open(cfg, options).await, params)?;
+            with_target(source, target, params).await
         }
         BackendType::Postgresql => {
-            let target = opened(crate::postgres::PostgresBackend::open(cfg, options).await, &params)?;
-            with_target(source, target, &params).await
+            let target = opened(crate::postgres::PostgresBackend::open(cfg, options).await, params)?;
+            with_target(source, target, params).await
         }
         BackendType::File => {
-            let target = opened(crate::file::FileBackend::open(cfg, options).await, &params)?;
-            with_target(source, target, &params).await
+            let target = opened(crate::file::FileBackend::open(cfg, options).await, params)?;
+            with_target(source, target, params).await
         }
     }
 }
@@ -964,6 +999,29 @@ mod tests {
             assert_eq!((a.source_rows, &a.source_checksum), (b.source_rows, &b.source_checksum), "{name}");
         }
         store.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// A dry run into a target that does not exist yet counts every row as to be copied and leaves nothing
+    /// behind (no database file, no store directory).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dry_run_into_a_target_not_created_yet_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let new_db = dir.path().join("new.db");
+        let r = run(&source, CopyParams { dry_run: true, ..target_params(&new_db) }).await.unwrap();
+        assert_eq!(
+            (r.mode.as_str(), table(&r, "executions").copied, table(&r, "patterns").copied),
+            ("fresh", 5, 3)
+        );
+        assert!(!new_db.exists());
+        let files = dir.path().join("files");
+        let file_target = serde_json::json!({"type": "file", "file": {"basePath": files}}).to_string();
+        let r = run(&source, CopyParams { target: file_target, dry_run: true, ..CopyParams::default() })
+            .await
+            .unwrap();
+        assert_eq!(table(&r, "audit_logs").copied, 4);
+        assert!(!files.exists());
         source.shutdown().await.unwrap();
     }
 }

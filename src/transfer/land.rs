@@ -50,6 +50,9 @@ pub struct Landing<'a, T: Contract> {
     target: &'a T,
     state: TransferState,
     dry_run: bool,
+    /// A dry run into a target whose schema is not created yet: nothing is read back (every row would be
+    /// copied).
+    blank: bool,
     /// `fresh`, `resumed`, `catch-up` or `merge`.
     mode: &'static str,
     started: std::time::Instant,
@@ -82,9 +85,14 @@ impl<'a, T: Contract> Landing<'a, T> {
         dry_run: bool,
     ) -> Result<Landing<'a, T>> {
         let now = crate::time::now_micros();
-        let previous = target
-            .transfer_states()
-            .await?
+        // A dry run opens the target without migrating it: a target not created yet holds nothing.
+        let states = match target.transfer_states().await {
+            Err(e) if dry_run && e.kind() == parallax_storage_abi::ErrorKind::Schema => None,
+            other => Some(other?),
+        };
+        let blank = states.is_none();
+        let previous = states
+            .unwrap_or_default()
             .into_iter()
             .filter(|(_, s, _)| *s == source)
             .filter_map(|(_, _, json)| TransferState::from_json(&json))
@@ -109,7 +117,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                 (st, "catch-up")
             }
             None => {
-                let held = holdings(target).await?;
+                let held = if blank { Holdings::default() } else { holdings(target).await? };
                 let empty = held.is_empty();
                 if !empty && !merge {
                     let location = target.health().await.map(|h| h.location.to_string()).unwrap_or_default();
@@ -151,6 +159,7 @@ impl<'a, T: Contract> Landing<'a, T> {
             changed: state.changed.iter().cloned().collect(),
             state,
             dry_run,
+            blank,
             mode,
             started: std::time::Instant::now(),
         };
@@ -212,8 +221,11 @@ impl<'a, T: Contract> Landing<'a, T> {
         let ids: Vec<String> = rows.iter().map(|p| p.id.to_string()).collect();
         let inserted =
             if self.dry_run { 0 } else { self.target.import_patterns(rows.clone()).await?.inserted };
-        let back: HashMap<String, Pattern> =
-            self.target.fetch_patterns(ids).await?.into_iter().map(|p| (p.id.to_string(), p)).collect();
+        let back: HashMap<String, Pattern> = if self.blank {
+            HashMap::new()
+        } else {
+            self.target.fetch_patterns(ids).await?.into_iter().map(|p| (p.id.to_string(), p)).collect()
+        };
         let mut equal = 0u64;
         let mut would_copy = 0u64;
         for p in &rows {
@@ -221,6 +233,7 @@ impl<'a, T: Contract> Landing<'a, T> {
             let outcome = match back.get(p.id.as_str()) {
                 Some(t) if checksum::pattern(t) == h => Outcome::Equal,
                 Some(t) => Outcome::Differs(pattern_difference(p, t)),
+                None if self.blank => Outcome::Absent,
                 None => match self.target.get_pattern(p.name.to_string(), p.version.to_string()).await {
                     Ok(other) => Outcome::Differs(format!(
                         "{}@{} exists with id {}",
@@ -267,7 +280,8 @@ impl<'a, T: Contract> Landing<'a, T> {
         } else {
             self.target.import_executions(rows.clone()).await?
         };
-        let back = by_id(self.target.fetch_executions(ids, within).await?);
+        let back =
+            if self.blank { HashMap::new() } else { by_id(self.target.fetch_executions(ids, within).await?) };
         let (mut equal, mut equal_events) = (0u64, 0u64);
         let (mut would_copy, mut would_copy_events) = (0u64, 0u64);
         for r in &rows {
@@ -330,8 +344,11 @@ impl<'a, T: Contract> Landing<'a, T> {
         }
         let ids: Vec<String> = rows.iter().map(|a| a.id.to_string()).collect();
         let inserted = if self.dry_run { 0 } else { self.target.import_audit(rows.clone()).await?.inserted };
-        let back: HashMap<String, AuditEntry> =
-            self.target.fetch_audit(ids).await?.into_iter().map(|a| (a.id.to_string(), a)).collect();
+        let back: HashMap<String, AuditEntry> = if self.blank {
+            HashMap::new()
+        } else {
+            self.target.fetch_audit(ids).await?.into_iter().map(|a| (a.id.to_string(), a)).collect()
+        };
         let mut equal = 0u64;
         let mut would_copy = 0u64;
         for a in &rows {
