@@ -238,24 +238,34 @@ async fn copy_into<S: Contract, T: Contract>(
     params: &CopyParams,
 ) -> Result<TransferReport> {
     let sh = source.health().await?;
-    let th = target.health().await?;
     let source_label = format!("{} {}", sh.backend, sh.location);
-    let target_location = format!("{} {}", th.backend, th.location);
+    // A dry run opens the target without creating it: a target not created yet answers `Schema`.
+    let not_created = |e: &Error| params.dry_run && e.kind() == ErrorKind::Schema;
+    let (target_backend, target_location) = match target.health().await {
+        Ok(th) => (th.backend.to_string(), format!("{} {}", th.backend, th.location)),
+        Err(e) if not_created(&e) => (String::new(), "a storage not created yet".to_string()),
+        Err(e) => return Err(e),
+    };
     let target_label = match &params.target_label {
         Some(l) => format!("{l} ({target_location})"),
         None => target_location.clone(),
     };
-    if sh.backend == th.backend && sh.location == th.location {
+    if target_location == source_label && sh.backend.as_str() == target_backend {
         return Err(same_store(&target_label));
     }
     let _source_lock = source.lock_runner().await?.ok_or_else(|| {
         Error::conflict("a cleanup or archive is running on the source; retry when it ends")
     })?;
-    let _target_lock = target.lock_runner().await?.ok_or_else(|| {
-        Error::conflict(format!(
-            "a cleanup, archive or copy is running on the target {target_label}; retry when it ends"
-        ))
-    })?;
+    let _target_lock = match target.lock_runner().await {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            return Err(Error::conflict(format!(
+                "a cleanup, archive or copy is running on the target {target_label}; retry when it ends"
+            )))
+        }
+        Err(e) if not_created(&e) => None,
+        Err(e) => return Err(e),
+    };
 
     let snapshot = crate::time::now_micros();
     let mut landing =
