@@ -60,7 +60,8 @@ pub async fn run<S: Contract>(source: &S, params: CopyParams) -> Result<Transfer
     let created = if params.dry_run { new_local_paths(&cfg) } else { Vec::new() };
     let result = open_and_copy(source, cfg, options, &params).await;
     for path in created.iter().filter(|p| p.exists()) {
-        let removed = if path.is_dir() { std::fs::remove_dir(path) } else { std::fs::remove_file(path) };
+        // It did not exist when this dry run started: what is in it is what the open put there.
+        let removed = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
         if let Err(e) = removed {
             tracing::warn!(target: "parallax_storage::transfer", "dry run: cannot remove {}: {e}", path.display());
         }
