@@ -819,3 +819,75 @@ fn pattern_difference(s: &Pattern, t: &Pattern) -> String {
         .or_else(|| scalar("createdBy", ropt(&s.created_by), ropt(&t.created_by)))
         .unwrap_or_else(|| "content differs".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::{RNone, RSome, RVec};
+    use parallax_storage_abi::{EventKind, ExecutionStatus};
+
+    use super::*;
+
+    fn record(events: i64) -> ExecutionRecord {
+        let id = "0190b3f2-7c1e-7a00-8000-000000000001";
+        ExecutionRecord {
+            execution: Execution {
+                id: id.into(),
+                pattern_name: "p".into(),
+                pattern_version: "1.0.0".into(),
+                status: ExecutionStatus::Completed,
+                input: RSome(r#"{"a": 1, "b": [1.0, "x"]}"#.into()),
+                output: RNone,
+                error: RNone,
+                started_at: 10,
+                completed_at: RSome(20),
+                duration_ms: RSome(0),
+                metadata: RNone,
+                tags: RVec::from(vec!["t".into()]),
+            },
+            events: (1..=events)
+                .map(|seq| ExecutionEvent {
+                    id: format!("0190b3f2-7c1e-7a00-8000-00000000010{seq}").into(),
+                    execution_id: id.into(),
+                    seq,
+                    kind: EventKind::StepResult,
+                    payload: format!(r#"{{"step": {seq}}}"#).into(),
+                    recorded_at: 10 + seq,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_conflict_names_the_first_field_that_differs() {
+        let s = record(4);
+        let mut t = s.clone();
+        // Key order and number spelling are not differences (as in the checksum).
+        t.execution.input = RSome(r#"{"b": [1, "x"], "a": 1.0}"#.into());
+        assert_eq!(execution_difference(&s, &t), "content differs");
+        assert_eq!(record_hashes(&s), record_hashes(&t));
+
+        t.execution.status = ExecutionStatus::Failed;
+        t.execution.output = RSome("{}".into());
+        assert_eq!(execution_difference(&s, &t), "status: source completed, target failed");
+        assert_eq!(execution_difference(&s, &record(3)), "events: source has 4, target 3");
+        let mut e = s.clone();
+        e.events[2].payload = r#"{"step": 99}"#.into();
+        assert_eq!(execution_difference(&s, &e), "event 3 payload: differs");
+
+        let a = AuditEntry {
+            id: "x".into(),
+            timestamp: 1,
+            action: "login".into(),
+            actor: RSome("alice".into()),
+            resource_type: RNone,
+            resource_id: RNone,
+            details: RNone,
+            ip_address: RSome("10.0.0.1/32".into()),
+            user_agent: RNone,
+        };
+        let b = AuditEntry { ip_address: RSome("10.0.0.1".into()), ..a.clone() };
+        assert_eq!(audit_difference(&a, &b), "content differs");
+        let c = AuditEntry { actor: RNone, ..a.clone() };
+        assert_eq!(audit_difference(&a, &c), "actor: source alice, target none");
+    }
+}
