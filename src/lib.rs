@@ -26,7 +26,6 @@ mod rules;
 mod schema_check;
 pub mod sqlite;
 mod time;
-#[allow(dead_code)] // TODO(issue 16): used as the transfer ops land
 mod transfer;
 mod validate;
 mod writer_thread;

@@ -9,7 +9,7 @@ use parallax_storage_abi::{
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
     metrics::{MetricsParams, MetricsText, METRICS, PROMETHEUS_TEXT_CONTENT_TYPE},
     retention::{CleanupParams, RetentionRunParams, CLEANUP, RETENTION_RUN, RETENTION_STATUS},
-    transfer::{BackupParams, CopyParams, BACKUP, COPY},
+    transfer::{BackupParams, CopyParams, ExportParams, ImportParams, BACKUP, COPY, EXPORT, IMPORT},
     ABI_VERSION,
 };
 
@@ -31,6 +31,8 @@ pub const SUPPORTED: &[(&str, &[u32])] = &[
     (METRICS, &[1]),
     (HOSTS, &[1]),
     (COPY, &[1]),
+    (EXPORT, &[1]),
+    (IMPORT, &[1]),
     (BACKUP, &[1]),
 ];
 
@@ -114,6 +116,16 @@ pub async fn run<S: crate::contract::Contract>(req: MaintenanceRequest, store: &
             let report = crate::transfer::copy::run(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &report).to_json())
         }
+        (EXPORT, 1) => {
+            let params: ExportParams = req.params().map_err(Error)?;
+            let report = crate::transfer::export::run(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (IMPORT, 1) => {
+            let params: ImportParams = req.params().map_err(Error)?;
+            let report = crate::transfer::import::run(store, params).await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
         (BACKUP, 1) => {
             let params: BackupParams = req.params().map_err(Error)?;
             let report = crate::transfer::backup(store, params).await?;
@@ -149,6 +161,9 @@ mod tests {
         assert_eq!(d.abi_version, ABI_VERSION);
         assert_eq!(d.ops[0], OpVersions { op: "describe".into(), versions: vec![1] });
         assert!(d.ops.iter().any(|o| o.op == "cleanup"), "{:?}", d.ops);
+        for op in ["copy", "export", "import", "backup"] {
+            assert!(d.ops.contains(&OpVersions { op: op.into(), versions: vec![1] }), "{op}: {:?}", d.ops);
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::{
     land::Landing,
     pause_point,
-    state::{Cursor, Kind, Phase},
+    state::{Cursor, Kind, Phase, RecountBase},
 };
 use crate::{
     archive::ExecutionRecord,
@@ -56,18 +56,54 @@ pub async fn run<S: Contract>(source: &S, params: CopyParams) -> Result<Transfer
         return Err(same_store(&label));
     }
     let options = OpenOptions { maintenance: params.dry_run };
+    // What a dry run's open creates (an empty database file, a store directory) is removed again.
+    let created = if params.dry_run { new_local_paths(&cfg) } else { Vec::new() };
+    let result = open_and_copy(source, cfg, options, &params).await;
+    for path in created.iter().filter(|p| p.exists()) {
+        // It did not exist when this dry run started: what is in it is what the open put there.
+        let removed = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        if let Err(e) = removed {
+            tracing::warn!(target: "parallax_storage::transfer", "dry run: cannot remove {}: {e}", path.display());
+        }
+    }
+    result
+}
+
+/// The local paths the target's open would create that do not exist yet.
+fn new_local_paths(cfg: &StorageConfig) -> Vec<PathBuf> {
+    let candidates: Vec<PathBuf> = match cfg.backend {
+        BackendType::Sqlite => ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .map(|suffix| {
+                let mut p = cfg.sqlite.path.clone().into_os_string();
+                p.push(suffix);
+                PathBuf::from(p)
+            })
+            .collect(),
+        BackendType::File => cfg.file.iter().map(|f| f.base_path.clone()).collect(),
+        BackendType::Postgresql => Vec::new(),
+    };
+    candidates.into_iter().filter(|p| std::fs::symlink_metadata(p).is_err()).collect()
+}
+
+async fn open_and_copy<S: Contract>(
+    source: &S,
+    cfg: StorageConfig,
+    options: OpenOptions,
+    params: &CopyParams,
+) -> Result<TransferReport> {
     match cfg.backend {
         BackendType::Sqlite => {
-            let target = opened(crate::sqlite::SqliteBackend::open(cfg, options).await, &params)?;
-            with_target(source, target, &params).await
+            let target = opened(crate::sqlite::SqliteBackend::open(cfg, options).await, params)?;
+            with_target(source, target, params).await
         }
         BackendType::Postgresql => {
-            let target = opened(crate::postgres::PostgresBackend::open(cfg, options).await, &params)?;
-            with_target(source, target, &params).await
+            let target = opened(crate::postgres::PostgresBackend::open(cfg, options).await, params)?;
+            with_target(source, target, params).await
         }
         BackendType::File => {
-            let target = opened(crate::file::FileBackend::open(cfg, options).await, &params)?;
-            with_target(source, target, &params).await
+            let target = opened(crate::file::FileBackend::open(cfg, options).await, params)?;
+            with_target(source, target, params).await
         }
     }
 }
@@ -203,24 +239,34 @@ async fn copy_into<S: Contract, T: Contract>(
     params: &CopyParams,
 ) -> Result<TransferReport> {
     let sh = source.health().await?;
-    let th = target.health().await?;
     let source_label = format!("{} {}", sh.backend, sh.location);
-    let target_location = format!("{} {}", th.backend, th.location);
+    // A dry run opens the target without creating it: a target not created yet answers `Schema`.
+    let not_created = |e: &Error| params.dry_run && e.kind() == ErrorKind::Schema;
+    let (target_backend, target_location) = match target.health().await {
+        Ok(th) => (th.backend.to_string(), format!("{} {}", th.backend, th.location)),
+        Err(e) if not_created(&e) => (String::new(), "a storage not created yet".to_string()),
+        Err(e) => return Err(e),
+    };
     let target_label = match &params.target_label {
         Some(l) => format!("{l} ({target_location})"),
         None => target_location.clone(),
     };
-    if sh.backend == th.backend && sh.location == th.location {
+    if target_location == source_label && sh.backend.as_str() == target_backend {
         return Err(same_store(&target_label));
     }
     let _source_lock = source.lock_runner().await?.ok_or_else(|| {
         Error::conflict("a cleanup or archive is running on the source; retry when it ends")
     })?;
-    let _target_lock = target.lock_runner().await?.ok_or_else(|| {
-        Error::conflict(format!(
-            "a cleanup, archive or copy is running on the target {target_label}; retry when it ends"
-        ))
-    })?;
+    let _target_lock = match target.lock_runner().await {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            return Err(Error::conflict(format!(
+                "a cleanup, archive or copy is running on the target {target_label}; retry when it ends"
+            )))
+        }
+        Err(e) if not_created(&e) => None,
+        Err(e) => return Err(e),
+    };
 
     let snapshot = crate::time::now_micros();
     let mut landing =
@@ -251,6 +297,17 @@ async fn copy_into<S: Contract, T: Contract>(
         let current = fetch_all(source, ids).await?;
         landing.catch_up_unfinished(current).await?;
         landing.state_mut().cursors.remove("patterns");
+        landing.save().await?;
+    }
+
+    if landing.state().recount_base.is_none() {
+        let base = ["executions", "audit_logs"]
+            .map(|t| {
+                let after = landing.state().cursors.get(t).cloned();
+                (t.to_string(), RecountBase { rows: landing.rows_read(t), after })
+            })
+            .into();
+        landing.state_mut().recount_base = Some(base);
         landing.save().await?;
     }
 
@@ -444,24 +501,40 @@ async fn copy_audit<S: Contract, T: Contract>(
     Ok(())
 }
 
-/// Counts the source over the snapshot again: rows newer than the snapshot are reported; a count that differs
-/// from the rows the copy read (rows written or removed behind its cursor) fails the verification.
+/// Counts the source again over the keys this run read (after its starting cursor, up to the snapshot): rows
+/// newer than the snapshot are reported; a count that differs from the rows this run read (rows written or
+/// removed behind its cursor while it ran) fails the verification.
 async fn recount<S: Contract, T: Contract>(source: &S, landing: &mut Landing<'_, T>) -> Result<()> {
     let snapshot = landing.state().snapshot;
     for (target, table) in
         [(CleanupTarget::Executions, "executions"), (CleanupTarget::AuditLogs, "audit_logs")]
     {
         let plan = source.plan_cleanup(snapshot_selection(target, snapshot)).await?;
-        let held = plan.tables.first().map_or(0, |t| t.rows);
-        landing.after_snapshot(table, plan.total_rows.saturating_sub(held));
-        let t = landing.state().tables.get(table).cloned().unwrap_or_default();
-        let changed = if table == "executions" { landing.state().changed.len() as u64 } else { 0 };
-        let read = t.source.rows + t.conflicts + changed;
+        let upto = plan.tables.first().map_or(0, |t| t.rows);
+        landing.after_snapshot(table, plan.total_rows.saturating_sub(upto));
+        let base =
+            landing.state().recount_base.as_ref().and_then(|b| b.get(table).cloned()).unwrap_or_default();
+        let below = match &base.after {
+            None => 0,
+            Some(c) => {
+                let sel = Selection { target, before: (c.at, c.id.clone()), include_unfinished: true };
+                let under = source.plan_cleanup(sel).await?.tables.first().map_or(0, |t| t.rows);
+                let at = match target {
+                    CleanupTarget::Executions => {
+                        source.fetch_executions(vec![c.id.clone()], Some((c.at, c.at))).await?.len()
+                    }
+                    CleanupTarget::AuditLogs => source.fetch_audit(vec![c.id.clone()]).await?.len(),
+                };
+                under + at as u64
+            }
+        };
+        let held = upto.saturating_sub(below);
+        let read = landing.rows_read(table).saturating_sub(base.rows);
         if held != read {
             landing.problem(format!(
-                "{table}: the source holds {held} rows up to the snapshot but the copy read {read}: rows were \
-                 written or removed in the source behind the copy's cursor while it ran; the target keeps what was \
-                 copied, compare the two stores before relying on it"
+                "{table}: the source holds {held} rows in the span this run copied but it read {read}: rows were \
+                 written or removed in the source behind the copy's cursor while it ran; the target keeps what \
+                 was copied, compare the two stores before relying on it"
             ));
         }
     }
@@ -884,6 +957,82 @@ mod tests {
         let e = run(&pg, CopyParams { merge: true, ..pg_params }).await.unwrap_err();
         assert!(e.0.message.contains("is the storage this copy reads from"), "{e}");
         pg.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// A row written in the source behind the copy's cursor while it ran (an execution with an old start
+    /// time) is not copied: the source's recount sees it and the run is not verified.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_written_behind_the_cursor_fails_the_recount() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target = sqlite(&dir.path().join("target.db")).await;
+        let snapshot = crate::time::now_micros();
+        let mut landing =
+            Landing::begin(&target, Kind::Copy, "s".into(), snapshot, false, false).await.unwrap();
+        landing.state_mut().recount_base = Some(Default::default());
+        let sel = snapshot_selection(CleanupTarget::Executions, snapshot);
+        landing.executions(source.scan_executions(sel, None, 100).await.unwrap()).await.unwrap();
+        let audit_sel = snapshot_selection(CleanupTarget::AuditLogs, snapshot);
+        landing.audit(source.scan_audit(audit_sel, None, 100).await.unwrap()).await.unwrap();
+        execution(&source, 0, Some(ExecutionStatus::Completed)).await; // started before every copied row
+        recount(&source, &mut landing).await.unwrap();
+        let r = landing.finish("s".into(), "t".into(), None).await.unwrap();
+        assert!(!r.verified, "{r:#?}");
+        assert!(!table(&r, "executions").ok);
+        assert!(table(&r, "audit_logs").ok);
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// SQLite → file store → SQLite: both copies verified with the same checksums.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_to_a_file_store_and_back_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let files = dir.path().join("files");
+        let file_target = serde_json::json!({"type": "file", "file": {"basePath": files}}).to_string();
+        let there =
+            run(&source, CopyParams { target: file_target.clone(), ..CopyParams::default() }).await.unwrap();
+        assert!(there.verified, "{there:#?}");
+        assert!(there.target.starts_with("file "), "{}", there.target);
+
+        let store = crate::file::FileBackend::open(
+            crate::config::parse(&file_target).unwrap(),
+            OpenOptions::default(),
+        )
+        .await
+        .unwrap();
+        let back = run(&store, target_params(&dir.path().join("back.db"))).await.unwrap();
+        assert!(back.verified, "{back:#?}");
+        for name in TABLES_IN_ORDER {
+            let (a, b) = (table(&there, name), table(&back, name));
+            assert_eq!((a.source_rows, &a.source_checksum), (b.source_rows, &b.source_checksum), "{name}");
+        }
+        store.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// A dry run into a target that does not exist yet counts every row as to be copied and leaves nothing
+    /// behind (no database file, no store directory).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dry_run_into_a_target_not_created_yet_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let new_db = dir.path().join("new.db");
+        let r = run(&source, CopyParams { dry_run: true, ..target_params(&new_db) }).await.unwrap();
+        assert_eq!(
+            (r.mode.as_str(), table(&r, "executions").copied, table(&r, "patterns").copied),
+            ("fresh", 5, 3)
+        );
+        assert!(!new_db.exists());
+        let files = dir.path().join("files");
+        let file_target = serde_json::json!({"type": "file", "file": {"basePath": files}}).to_string();
+        let r = run(&source, CopyParams { target: file_target, dry_run: true, ..CopyParams::default() })
+            .await
+            .unwrap();
+        assert_eq!(table(&r, "audit_logs").copied, 4);
+        assert!(!files.exists());
         source.shutdown().await.unwrap();
     }
 }

@@ -54,11 +54,16 @@ pub async fn run<S: Contract>(store: &S, params: ImportParams) -> Result<Transfe
     let export = if one_manifest { None } else { read_export_json(&src.dest).await? };
     let plan = verified_plan(&src, &text, export.as_ref()).await?;
 
+    // `dir/` and `dir` are one source: a re-run resumes whichever way it is spelled.
+    let shown = match text.trim_end_matches('/') {
+        "" => text.as_str(),
+        t => t,
+    };
     let (label, snapshot) = match &export {
-        Some(e) => (format!("export {} at {text}", e.run_id), e.snapshot_micros()),
+        Some(e) => (format!("export {} at {shown}", e.run_id), e.snapshot_micros()),
         None => {
             let newest = plan.iter().filter_map(|(_, m)| time::parse_rfc3339(&m.created_at)).max();
-            (format!("archive at {text}"), newest.unwrap_or_else(time::now_micros))
+            (format!("archive at {shown}"), newest.unwrap_or_else(time::now_micros))
         }
     };
     let health = store.health().await?;

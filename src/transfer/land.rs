@@ -50,6 +50,9 @@ pub struct Landing<'a, T: Contract> {
     target: &'a T,
     state: TransferState,
     dry_run: bool,
+    /// A dry run into a target whose schema is not created yet: nothing is read back (every row would be
+    /// copied).
+    blank: bool,
     /// `fresh`, `resumed`, `catch-up` or `merge`.
     mode: &'static str,
     started: std::time::Instant,
@@ -82,9 +85,14 @@ impl<'a, T: Contract> Landing<'a, T> {
         dry_run: bool,
     ) -> Result<Landing<'a, T>> {
         let now = crate::time::now_micros();
-        let previous = target
-            .transfer_states()
-            .await?
+        // A dry run opens the target without migrating it: a target not created yet holds nothing.
+        let states = match target.transfer_states().await {
+            Err(e) if dry_run && e.kind() == parallax_storage_abi::ErrorKind::Schema => None,
+            other => Some(other?),
+        };
+        let blank = states.is_none();
+        let previous = states
+            .unwrap_or_default()
             .into_iter()
             .filter(|(_, s, _)| *s == source)
             .filter_map(|(_, _, json)| TransferState::from_json(&json))
@@ -101,6 +109,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                     merge: old.merge || merge,
                     phase: Phase::Patterns,
                     unfinished_refreshed: false,
+                    recount_base: None,
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
                     ..old
@@ -108,7 +117,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                 (st, "catch-up")
             }
             None => {
-                let held = holdings(target).await?;
+                let held = if blank { Holdings::default() } else { holdings(target).await? };
                 let empty = held.is_empty();
                 if !empty && !merge {
                     let location = target.health().await.map(|h| h.location.to_string()).unwrap_or_default();
@@ -136,6 +145,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                     changed: Vec::new(),
                     unfinished_counted: BTreeMap::new(),
                     unfinished_refreshed: true,
+                    recount_base: None,
                     excluded: BTreeMap::new(),
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
@@ -149,6 +159,7 @@ impl<'a, T: Contract> Landing<'a, T> {
             changed: state.changed.iter().cloned().collect(),
             state,
             dry_run,
+            blank,
             mode,
             started: std::time::Instant::now(),
         };
@@ -169,10 +180,6 @@ impl<'a, T: Contract> Landing<'a, T> {
     /// `fresh`, `resumed`, `catch-up` or `merge`.
     pub fn mode(&self) -> &'static str {
         self.mode
-    }
-
-    pub fn dry_run(&self) -> bool {
-        self.dry_run
     }
 
     fn table(&mut self, table: &str) -> &mut super::state::TableState {
@@ -214,8 +221,11 @@ impl<'a, T: Contract> Landing<'a, T> {
         let ids: Vec<String> = rows.iter().map(|p| p.id.to_string()).collect();
         let inserted =
             if self.dry_run { 0 } else { self.target.import_patterns(rows.clone()).await?.inserted };
-        let back: HashMap<String, Pattern> =
-            self.target.fetch_patterns(ids).await?.into_iter().map(|p| (p.id.to_string(), p)).collect();
+        let back: HashMap<String, Pattern> = if self.blank {
+            HashMap::new()
+        } else {
+            self.target.fetch_patterns(ids).await?.into_iter().map(|p| (p.id.to_string(), p)).collect()
+        };
         let mut equal = 0u64;
         let mut would_copy = 0u64;
         for p in &rows {
@@ -223,6 +233,7 @@ impl<'a, T: Contract> Landing<'a, T> {
             let outcome = match back.get(p.id.as_str()) {
                 Some(t) if checksum::pattern(t) == h => Outcome::Equal,
                 Some(t) => Outcome::Differs(pattern_difference(p, t)),
+                None if self.blank => Outcome::Absent,
                 None => match self.target.get_pattern(p.name.to_string(), p.version.to_string()).await {
                     Ok(other) => Outcome::Differs(format!(
                         "{}@{} exists with id {}",
@@ -269,7 +280,8 @@ impl<'a, T: Contract> Landing<'a, T> {
         } else {
             self.target.import_executions(rows.clone()).await?
         };
-        let back = by_id(self.target.fetch_executions(ids, within).await?);
+        let back =
+            if self.blank { HashMap::new() } else { by_id(self.target.fetch_executions(ids, within).await?) };
         let (mut equal, mut equal_events) = (0u64, 0u64);
         let (mut would_copy, mut would_copy_events) = (0u64, 0u64);
         for r in &rows {
@@ -332,8 +344,11 @@ impl<'a, T: Contract> Landing<'a, T> {
         }
         let ids: Vec<String> = rows.iter().map(|a| a.id.to_string()).collect();
         let inserted = if self.dry_run { 0 } else { self.target.import_audit(rows.clone()).await?.inserted };
-        let back: HashMap<String, AuditEntry> =
-            self.target.fetch_audit(ids).await?.into_iter().map(|a| (a.id.to_string(), a)).collect();
+        let back: HashMap<String, AuditEntry> = if self.blank {
+            HashMap::new()
+        } else {
+            self.target.fetch_audit(ids).await?.into_iter().map(|a| (a.id.to_string(), a)).collect()
+        };
         let mut equal = 0u64;
         let mut would_copy = 0u64;
         for a in &rows {
@@ -499,13 +514,21 @@ impl<'a, T: Contract> Landing<'a, T> {
         }
     }
 
+    /// Rows of `table` read from the source so far: counted in the checksums, conflicts, and (executions)
+    /// changed after the snapshot.
+    pub fn rows_read(&self, table: &str) -> u64 {
+        let t = self.state.tables.get(table).cloned().unwrap_or_default();
+        let changed = if table == EXECUTIONS { self.state.changed.len() as u64 } else { 0 };
+        t.source.rows + t.conflicts + changed
+    }
+
     /// Records rows newer than the snapshot for `table` (not copied; reported).
     pub fn after_snapshot(&mut self, table: &str, rows: u64) {
         *self.state.after_snapshot.entry(table.to_string()).or_default() += rows;
     }
 
     /// Records a reason the run is not verified besides the per-table checksums (a source recount that
-    /// differs from the rows read).
+    /// differs from the rows read); `reason` starts with the table's name and a colon (that table is not ok).
     pub fn problem(&mut self, reason: String) {
         tracing::warn!(target: "parallax_storage::transfer", "{reason}");
         self.state.problems.push(reason);
@@ -536,8 +559,11 @@ impl<'a, T: Contract> Landing<'a, T> {
         let mut tables = Vec::with_capacity(TABLES.len());
         for name in TABLES {
             let t = self.state.tables.get(name).cloned().unwrap_or_default();
-            // A dry run reads back only the rows already present: nothing to compare.
-            let mut ok = self.dry_run || t.source == t.target;
+            // A dry run reads back only the rows already present: nothing to compare. A problem found on the
+            // way (a source recount that differs) names its table.
+            let prefix = format!("{name}:");
+            let mut ok = (self.dry_run || t.source == t.target)
+                && !self.state.problems.iter().any(|p| p.starts_with(&prefix));
             if let Some(exp) = expected.as_ref().and_then(|e| e.get(name)) {
                 let mut all = t.source;
                 if let Some(x) = self.state.excluded.get(name) {
@@ -553,7 +579,11 @@ impl<'a, T: Contract> Landing<'a, T> {
             }
             tables.push(TableTransfer {
                 table: name.to_string(),
-                source_rows: t.source.rows + t.conflicts,
+                source_rows: if name == EXECUTIONS {
+                    self.rows_read(name)
+                } else {
+                    t.source.rows + t.conflicts
+                },
                 copied: t.copied,
                 present: t.present,
                 conflicts: t.conflicts,
@@ -788,4 +818,76 @@ fn pattern_difference(s: &Pattern, t: &Pattern) -> String {
         .or_else(|| number("createdAt", Some(s.created_at), Some(t.created_at)))
         .or_else(|| scalar("createdBy", ropt(&s.created_by), ropt(&t.created_by)))
         .unwrap_or_else(|| "content differs".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::{RNone, RSome, RVec};
+    use parallax_storage_abi::{EventKind, ExecutionStatus};
+
+    use super::*;
+
+    fn record(events: i64) -> ExecutionRecord {
+        let id = "0190b3f2-7c1e-7a00-8000-000000000001";
+        ExecutionRecord {
+            execution: Execution {
+                id: id.into(),
+                pattern_name: "p".into(),
+                pattern_version: "1.0.0".into(),
+                status: ExecutionStatus::Completed,
+                input: RSome(r#"{"a": 1, "b": [1.0, "x"]}"#.into()),
+                output: RNone,
+                error: RNone,
+                started_at: 10,
+                completed_at: RSome(20),
+                duration_ms: RSome(0),
+                metadata: RNone,
+                tags: RVec::from(vec!["t".into()]),
+            },
+            events: (1..=events)
+                .map(|seq| ExecutionEvent {
+                    id: format!("0190b3f2-7c1e-7a00-8000-00000000010{seq}").into(),
+                    execution_id: id.into(),
+                    seq,
+                    kind: EventKind::StepResult,
+                    payload: format!(r#"{{"step": {seq}}}"#).into(),
+                    recorded_at: 10 + seq,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_conflict_names_the_first_field_that_differs() {
+        let s = record(4);
+        let mut t = s.clone();
+        // Key order and number spelling are not differences (as in the checksum).
+        t.execution.input = RSome(r#"{"b": [1, "x"], "a": 1.0}"#.into());
+        assert_eq!(execution_difference(&s, &t), "content differs");
+        assert_eq!(record_hashes(&s), record_hashes(&t));
+
+        t.execution.status = ExecutionStatus::Failed;
+        t.execution.output = RSome("{}".into());
+        assert_eq!(execution_difference(&s, &t), "status: source completed, target failed");
+        assert_eq!(execution_difference(&s, &record(3)), "events: source has 4, target 3");
+        let mut e = s.clone();
+        e.events[2].payload = r#"{"step": 99}"#.into();
+        assert_eq!(execution_difference(&s, &e), "event 3 payload: differs");
+
+        let a = AuditEntry {
+            id: "x".into(),
+            timestamp: 1,
+            action: "login".into(),
+            actor: RSome("alice".into()),
+            resource_type: RNone,
+            resource_id: RNone,
+            details: RNone,
+            ip_address: RSome("10.0.0.1/32".into()),
+            user_agent: RNone,
+        };
+        let b = AuditEntry { ip_address: RSome("10.0.0.1".into()), ..a.clone() };
+        assert_eq!(audit_difference(&a, &b), "content differs");
+        let c = AuditEntry { actor: RNone, ..a.clone() };
+        assert_eq!(audit_difference(&a, &c), "actor: source alice, target none");
+    }
 }

@@ -40,6 +40,17 @@ pub struct Cursor {
     pub id: String,
 }
 
+/// Where a run started reading a table (see [`TransferState::recount_base`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecountBase {
+    /// Rows read before.
+    pub rows: u64,
+    /// The cursor then (none: from the first row).
+    #[serde(default)]
+    pub after: Option<Cursor>,
+}
+
 /// One table's running figures.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -108,6 +119,11 @@ pub struct TransferState {
     /// Per table: rows newer than the snapshot (counted by the copy driver, not copied).
     #[serde(default)]
     pub after_snapshot: BTreeMap<String, u64>,
+    /// Per table (`executions`, `audit_logs`): the rows read and the cursor when this run started copying
+    /// (after a catch-up refreshed the unfinished rows), so that the source's recount covers the keys this
+    /// run read.
+    #[serde(default)]
+    pub recount_base: Option<BTreeMap<String, RecountBase>>,
     /// Why verification failed besides the per-table checksums (a source recount that differs).
     #[serde(default)]
     pub problems: Vec<String>,
