@@ -524,6 +524,13 @@ mod tests {
             let report = b.backup(dest.clone()).await.unwrap();
             let (check, [patterns, executions, events, audit, search]) = inspect(&dest);
             assert_eq!(check, "ok");
+            // The sqlite3 command-line shell (another SQLite build, as an operator would check) agrees.
+            let shell = std::process::Command::new("sqlite3")
+                .arg(&dest)
+                .arg("PRAGMA integrity_check")
+                .output()
+                .expect("the sqlite3 shell is missing: install Debian's sqlite3 package (./test.sh does)");
+            assert_eq!(String::from_utf8_lossy(&shell.stdout).trim(), "ok", "{shell:?}");
             assert_eq!(patterns, 1);
             assert!(executions >= 50, "{executions}");
             assert_eq!(events, 3 * executions, "every execution with all its events");
