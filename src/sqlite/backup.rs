@@ -3,7 +3,8 @@
 //! - `VACUUM INTO` runs as one read transaction: in WAL mode it sees one snapshot of the database while the
 //!   writer goes on committing (the C backup API's incremental steps restart at every commit of another
 //!   connection and would never finish under a steady write load). It runs on a dedicated connection: the read
-//!   pool's connections set `query_only`, under which SQLite refuses to write the copy.
+//!   pool's connections set `query_only`, under which SQLite refuses to write the copy. Without WAL
+//!   (`storage.sqlite.walMode: false`) the read transaction blocks writers until the copy is written.
 //! - The copy is written to `<destination>.partial-<pid>`; SQLite does not sync it, so it is synced, renamed to
 //!   the destination and the directory synced (a crash leaves no file at the destination, or the whole copy).
 //! - The copy is then opened on its own and must pass `PRAGMA integrity_check`; its rows per table are the
@@ -111,7 +112,7 @@ fn check_copy(path: &Path) -> Result<(BTreeMap<String, u64>, String)> {
     Ok((rows, integrity))
 }
 
-/// The blocking part of [`SqliteBackend::backup`].
+/// The blocking part of the backup ([`crate::transfer::Store::backup`]).
 fn backup_blocking(cfg: &crate::config::SqliteConfig, dest: &Path) -> Result<BackupReport> {
     let started = Instant::now();
     let dir = check_destination(&cfg.path, dest)?;

@@ -9,7 +9,13 @@
 
 use std::path::PathBuf;
 
-use diesel::{connection::SimpleConnection, prelude::*, sql_query, sql_types::Text};
+use diesel::{
+    connection::SimpleConnection,
+    dsl::sql,
+    prelude::*,
+    sql_query,
+    sql_types::{Bool, Text},
+};
 use parallax_storage_abi::{transfer::BackupReport, AuditEntry, Pattern};
 
 use super::{
@@ -79,8 +85,13 @@ fn replace_unfinished(conn: &mut SqliteConnection, records: &[ExecutionRecord]) 
         .bind::<Text, _>(&doomed)
         .execute(conn)
         .map_err(sqlite_error)? as u64;
-    let fresh: Vec<ExecutionRecord> =
-        records.iter().filter(|r| ids.contains(r.execution.id.as_str())).cloned().collect();
+    // Once per id (the first record given for it).
+    let mut taken = std::collections::HashSet::new();
+    let fresh: Vec<ExecutionRecord> = records
+        .iter()
+        .filter(|r| ids.contains(r.execution.id.as_str()) && taken.insert(r.execution.id.as_str()))
+        .cloned()
+        .collect();
     let inserted = import_executions(conn, &fresh)?;
     if inserted.inserted != deleted {
         return Err(Error::internal(format!(
@@ -90,6 +101,9 @@ fn replace_unfinished(conn: &mut SqliteConnection, records: &[ExecutionRecord]) 
     }
     Ok(deleted)
 }
+
+/// The start of `id IN` a JSON array of ids bound once (no limit on their number, unlike a parameter per id).
+const IN_IDS: &str = "id IN (SELECT value FROM json_each(";
 
 #[derive(QueryableByName)]
 struct StateRow {
@@ -133,7 +147,7 @@ impl crate::transfer::Store for SqliteBackend {
         }
         self.read(move |conn| {
             let rows: Vec<AuditRow> = audit_logs::table
-                .filter(audit_logs::id.eq_any(&ids))
+                .filter(sql::<Bool>(IN_IDS).bind::<Text, _>(json_ids(&ids)?).sql("))"))
                 .select(AuditRow::as_select())
                 .load(conn)
                 .map_err(sqlite_error)?;
@@ -148,7 +162,7 @@ impl crate::transfer::Store for SqliteBackend {
         }
         self.read(move |conn| {
             let rows: Vec<PatternRow> = patterns::table
-                .filter(patterns::id.eq_any(&ids))
+                .filter(sql::<Bool>(IN_IDS).bind::<Text, _>(json_ids(&ids)?).sql("))"))
                 .select(PatternRow::as_select())
                 .load(conn)
                 .map_err(sqlite_error)?;
@@ -373,7 +387,10 @@ mod tests {
             })
             .collect();
         b.append_audit(entries).await.unwrap();
-        let audit = b.fetch_audit(vec![id(503), id(501), id(599)]).await.unwrap();
+        // More ids than SQLite takes parameters (32766): they are bound as one JSON array.
+        let mut ids: Vec<String> = (0..40_000).map(|n| id(1_000_000 + n)).collect();
+        ids.extend([id(503), id(501), id(599)]);
+        let audit = b.fetch_audit(ids).await.unwrap();
         let mut got: Vec<(String, i64, Option<String>)> = audit
             .iter()
             .map(|a| (a.id.to_string(), a.timestamp, a.actor.as_ref().map(|s| s.to_string()).into_option()))
@@ -409,6 +426,8 @@ mod tests {
                 changed2,
                 record(3, ExecutionStatus::Running, 1),
                 record(4, ExecutionStatus::Pending, 0),
+                // The same id twice: replaced once, by the first.
+                record(1, ExecutionStatus::Failed, 0),
             ])
             .await
             .unwrap();
@@ -505,6 +524,13 @@ mod tests {
             let report = b.backup(dest.clone()).await.unwrap();
             let (check, [patterns, executions, events, audit, search]) = inspect(&dest);
             assert_eq!(check, "ok");
+            // The sqlite3 command-line shell (another SQLite build, as an operator would check) agrees.
+            let shell = std::process::Command::new("sqlite3")
+                .arg(&dest)
+                .arg("PRAGMA integrity_check")
+                .output()
+                .expect("the sqlite3 shell is missing: install Debian's sqlite3 package (./test.sh does)");
+            assert_eq!(String::from_utf8_lossy(&shell.stdout).trim(), "ok", "{shell:?}");
             assert_eq!(patterns, 1);
             assert!(executions >= 50, "{executions}");
             assert_eq!(events, 3 * executions, "every execution with all its events");
