@@ -257,16 +257,45 @@ async fn sqlite_to_postgresql_killed_at_random_moments() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) % n.max(1)
     };
+    let db = pg_database(&setup.target).unwrap();
+    let client = common::pg::server().client(&db).await;
     let mut landed = Vec::new();
     for trial in 0..5 {
-        let run = Running::spawn(setup.copy_cmd(None));
-        let wait = 50 + below(whole);
-        std::thread::sleep(Duration::from_millis(wait));
+        let mut run = Running::spawn(setup.copy_cmd(None));
+        let before = *landed.last().unwrap_or(&0);
+        let started = Instant::now();
+        let wait = if trial < 2 {
+            // The first two kills land while executions are being copied, for sure: once the target holds more
+            // than before (the second after a random pause of up to 150 ms).
+            loop {
+                let n: i64 = client.query_one("SELECT count(*) FROM executions", &[]).await.unwrap().get(0);
+                if n as u64 > before || run.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "trial {trial}: no execution landed in 120 s"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if trial == 1 {
+                tokio::time::sleep(Duration::from_millis(below(150))).await;
+            }
+            started.elapsed().as_millis() as u64
+        } else {
+            let wait = 50 + below(whole);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            wait
+        };
         run.kill();
         let n = setup.target_rows(&format!("random kill {trial} after {wait} of ~{whole} ms")).await;
         eprintln!("trial {trial}: killed after {wait} of ~{whole} ms; {n} executions in the target");
         landed.push(n);
     }
+    assert!(
+        landed.iter().any(|n| *n > 0 && *n < setup.counts.executions),
+        "no kill landed while executions were being copied: {landed:?}"
+    );
     let r = setup.finish();
     assert!(["resumed", "catch-up", "fresh"].contains(&r.mode.as_str()), "{r:?}");
     setup
