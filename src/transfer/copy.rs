@@ -528,13 +528,24 @@ async fn recount<S: Contract, T: Contract>(source: &S, landing: &mut Landing<'_,
                 under + at as u64
             }
         };
+        if base.after.is_some() && below > base.rows {
+            // A catch-up: rows appeared in the source behind the previous run's cursor (a restore into the
+            // source, a row written with an old time) that no catch-up reads. The next run rescans everything.
+            landing.problem(format!(
+                "{table}: the source holds {below} rows up to where the previous run stopped but that run read \
+                 {}: rows were added there with an older time since; run the copy again: after a run that is not \
+                 verified it reads the whole source again (no duplicates)",
+                base.rows
+            ));
+        }
         let held = upto.saturating_sub(below);
         let read = landing.rows_read(table).saturating_sub(base.rows);
         if held != read {
             landing.problem(format!(
                 "{table}: the source holds {held} rows in the span this run copied but it read {read}: rows were \
                  written or removed in the source behind the copy's cursor while it ran; the target keeps what \
-                 was copied, compare the two stores before relying on it"
+                 was copied; run the copy again: after a run that is not verified it reads the whole source again (no \
+                 duplicates)"
             ));
         }
     }
@@ -981,6 +992,58 @@ mod tests {
         assert!(!r.verified, "{r:#?}");
         assert!(!table(&r, "executions").ok);
         assert!(table(&r, "audit_logs").ok);
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// A row written behind a finished copy's cursor (an older `started_at`) is caught by the next catch-up's
+    /// recount, and the run after that reads the whole source again (mode `rescan`): verified, no duplicates.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_missed_behind_the_cursor_is_copied_by_the_next_run_s_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target_path = dir.path().join("target.db");
+        let first = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!((first.mode.as_str(), first.verified), ("fresh", true), "{first:#?}");
+        execution(&source, 0, Some(ExecutionStatus::Completed)).await; // before every copied row
+
+        let second = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!((second.mode.as_str(), second.verified), ("catch-up", false), "{second:#?}");
+        assert!(second.problems.iter().any(|p| p.starts_with("executions: ")), "{:?}", second.problems);
+
+        let third = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!((third.mode.as_str(), third.verified), ("rescan", true), "{third:#?}");
+        assert!(third.problems.is_empty(), "{:?}", third.problems);
+        let t = table(&third, "executions");
+        // The target was empty before the first run: every row in it is this transfer's copy.
+        assert_eq!((t.source_rows, t.target_rows, t.copied, t.present), (6, 6, 6, 0), "{t:?}");
+        let fourth = run(&source, target_params(&target_path)).await.unwrap();
+        assert_eq!((fourth.mode.as_str(), fourth.verified), ("catch-up", true), "{fourth:#?}");
+        let target = sqlite(&target_path).await;
+        assert_eq!(target.count_executions(Default::default()).await.unwrap(), 6);
+        assert_eq!(target.get_execution(id(0)).await.unwrap().status, ExecutionStatus::Completed);
+        target.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// A merge's catch-up refreshes only the unfinished rows this transfer copied: one the target held
+    /// before the first run is the target's own and keeps its content.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_catch_up_never_replaces_an_unfinished_row_the_target_held_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let target_path = dir.path().join("target.db");
+        let target = sqlite(&target_path).await;
+        execution(&target, 3, None).await; // equal to the source's running execution 3
+        target.shutdown().await.unwrap();
+
+        let first = run(&source, CopyParams { merge: true, ..target_params(&target_path) }).await.unwrap();
+        assert_eq!((first.mode.as_str(), first.verified), ("merge", true), "{first:#?}");
+        complete(&source, 3, ExecutionStatus::Failed).await;
+        let second = run(&source, CopyParams { merge: true, ..target_params(&target_path) }).await.unwrap();
+        assert_eq!(second.mode, "catch-up", "{second:#?}");
+        let target = sqlite(&target_path).await;
+        assert_eq!(target.get_execution(id(3)).await.unwrap().status, ExecutionStatus::Running);
         target.shutdown().await.unwrap();
         source.shutdown().await.unwrap();
     }

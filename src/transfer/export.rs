@@ -224,6 +224,13 @@ pub async fn run<S: Contract>(store: &S, params: ExportParams) -> Result<ExportR
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     };
+    // Scheduled cleanups and archives skip while this holds (they would delete rows ahead of the scan).
+    let _runner = store.lock_runner().await?.ok_or_else(|| {
+        Error::conflict(
+            "a cleanup or archive is running on this storage; run the export again when it ends (an export \
+             holds the retention runner lock so that no scheduled run deletes rows it has not read yet)",
+        )
+    })?;
     let marker = InProgress { run_id: run_id.clone(), snapshot: report.snapshot.clone() };
     dest.store()
         .put(&dest.path(IN_PROGRESS), PutPayload::from(serde_json::to_vec(&marker).expect("serializes")))
@@ -401,11 +408,23 @@ async fn export_all<S: Contract>(
         written.push(finish_table(dest, table, run_id, snapshot, &mut writer, pushed, objects).await?);
     }
 
-    // Counted at the end: what the snapshot left out.
-    for target in [CleanupTarget::Executions, CleanupTarget::AuditLogs] {
+    // Counted at the end: what the snapshot left out, and that the source still holds exactly the rows read
+    // up to the snapshot (a row written with an older time, or removed, while the scan ran would make the
+    // export not "everything": it is then not finished, and the next export to the destination starts over).
+    for (target, table) in
+        [(CleanupTarget::Executions, Table::Executions), (CleanupTarget::AuditLogs, Table::AuditLogs)]
+    {
         let plan = store.plan_cleanup(snapshot_selection(target, snapshot)).await?;
         let main = plan.tables.first().map_or(0, |t| t.rows);
         after.insert(target.as_str().to_string(), plan.total_rows.saturating_sub(main));
+        let read = tallies[table.dir()].rows;
+        if main != read {
+            return Err(Error::conflict(format!(
+                "{}: the source holds {main} rows up to the snapshot but the export read {read}: rows were \
+                 written with an older time or removed while it ran; run the export again",
+                table.dir()
+            )));
+        }
     }
 
     for w in &written {

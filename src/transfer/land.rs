@@ -87,7 +87,15 @@ impl<'a, T: Contract> Landing<'a, T> {
         let now = crate::time::now_micros();
         // A dry run opens the target without migrating it: a target not created yet holds nothing.
         let states = match target.transfer_states().await {
-            Err(e) if dry_run && e.kind() == parallax_storage_abi::ErrorKind::Schema => None,
+            // Blank only when no migration was ever applied; a schema that is merely behind is the open's
+            // Schema error (the copy names `migrate up`), as a run that writes would get.
+            Err(e) if dry_run && e.kind() == parallax_storage_abi::ErrorKind::Schema => {
+                let applied = target.migration_status().await.is_ok_and(|m| m.iter().any(|m| m.applied));
+                if applied {
+                    return Err(e);
+                }
+                None
+            }
             other => Some(other?),
         };
         let blank = states.is_none();
@@ -99,6 +107,26 @@ impl<'a, T: Contract> Landing<'a, T> {
             .find(|st| st.kind == kind && st.source == source);
         let (state, mode) = match previous {
             Some(st) if st.phase != Phase::Done => (st, "resumed"),
+            // The previous run was not verified (rows appeared or went behind its cursor): this one reads
+            // everything again from the start. Insert-if-absent keeps it free of duplicates; every row is read
+            // back and compared again; the figures start from zero.
+            Some(old) if !old.problems.is_empty() => {
+                let st = TransferState {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    kind,
+                    source,
+                    snapshot,
+                    started_at: now,
+                    updated_at: now,
+                    merge: old.merge || merge,
+                    target_was_empty: old.target_was_empty,
+                    phase: Phase::Patterns,
+                    tables: TABLES.iter().map(|t| (t.to_string(), Default::default())).collect(),
+                    unfinished_refreshed: true,
+                    ..TransferState::default()
+                };
+                (st, "rescan")
+            }
             Some(old) => {
                 let st = TransferState {
                     id: uuid::Uuid::now_v7().to_string(),
@@ -275,13 +303,34 @@ impl<'a, T: Contract> Landing<'a, T> {
         }
         let ids: Vec<String> = rows.iter().map(|r| r.execution.id.to_string()).collect();
         let within = started_range(&rows);
+        // Into a target that held rows before: which of these it holds already (an unfinished one of those is
+        // not this transfer's copy, so a catch-up must never replace it).
+        let held_before: HashSet<String> = if self.state.target_was_empty || self.blank {
+            HashSet::new()
+        } else {
+            self.target
+                .fetch_executions(ids.clone(), None)
+                .await?
+                .into_iter()
+                .map(|r| r.execution.id.to_string())
+                .collect()
+        };
         let imported = if self.dry_run {
             Default::default()
         } else {
             self.target.import_executions(rows.clone()).await?
         };
-        let back =
+        let mut back =
             if self.blank { HashMap::new() } else { by_id(self.target.fetch_executions(ids, within).await?) };
+        // A row present with the same id but another `started_at` (merge) is outside `within`: look again.
+        let outside: Vec<String> = rows
+            .iter()
+            .map(|r| r.execution.id.to_string())
+            .filter(|id| !back.contains_key(id.as_str()))
+            .collect();
+        if !self.blank && !outside.is_empty() && within.is_some() {
+            back.extend(by_id(self.target.fetch_executions(outside, None).await?));
+        }
         let (mut equal, mut equal_events) = (0u64, 0u64);
         let (mut would_copy, mut would_copy_events) = (0u64, 0u64);
         for r in &rows {
@@ -298,7 +347,7 @@ impl<'a, T: Contract> Landing<'a, T> {
                         for (s, t) in eh.iter().zip(&teh) {
                             self.equal(EVENTS, *s, *t);
                         }
-                        if unfinished {
+                        if unfinished && !held_before.contains(id) {
                             self.remember_unfinished(id)?;
                             self.count_unfinished(h, &eh);
                         }
@@ -616,6 +665,7 @@ impl<'a, T: Contract> Landing<'a, T> {
             conflicts: self.state.conflicts.clone(),
             conflict_count,
             verified,
+            problems: self.state.problems.clone(),
             duration_ms: self.started.elapsed().as_millis() as u64,
         })
     }

@@ -92,7 +92,8 @@ pub struct TransferReport {
     /// `merge` was set.
     pub merge: bool,
     /// `fresh` (empty target), `resumed` (an unfinished run of the same source finished), `catch-up` (a
-    /// finished run of the same source continued with a new snapshot), `merge` (a non-empty target).
+    /// finished run of the same source continued with a new snapshot), `rescan` (after a run that was not
+    /// verified: the whole source read again), `merge` (a non-empty target).
     pub mode: String,
     /// This run's id (kept in the target's transfer state).
     pub run_id: String,
@@ -114,8 +115,13 @@ pub struct TransferReport {
     pub conflicts: Vec<Conflict>,
     /// How many conflicts.
     pub conflict_count: u64,
-    /// Counts and checksums are equal on both sides for every table.
+    /// Counts and checksums are equal on both sides for every table, and nothing below went wrong.
     pub verified: bool,
+    /// Why the run is not verified besides a table's figures (a source recount that differs from the rows
+    /// read, an export's totals that differ), each starting with its table's name and a colon. Running the
+    /// command again after such a run reads the whole source again (mode `rescan`).
+    #[serde(default)]
+    pub problems: Vec<String>,
     /// Wall time of the call.
     pub duration_ms: u64,
 }

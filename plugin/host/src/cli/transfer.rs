@@ -184,11 +184,18 @@ pub fn transfer_failure(r: &TransferReport, what: &str) -> Option<CliError> {
                 )
             })
             .collect();
-        let detail = if bad.is_empty() { "see the report above".to_string() } else { bad.join("; ") };
+        let detail = if !r.problems.is_empty() {
+            r.problems.join("; ")
+        } else if bad.is_empty() {
+            "see the report above".to_string()
+        } else {
+            bad.join("; ")
+        };
         return Some(CliError::new(
             EXIT_OTHER,
             format!(
-                "the {what} did not verify: {detail}; run the same command again to resume and re-verify"
+                "the {what} did not verify: {detail}; run the same command again: it resumes, or after a run that \
+                 did not verify reads the whole source again, and verifies"
             ),
         ));
     }
@@ -327,6 +334,9 @@ pub fn transfer_text(r: &TransferReport, what: &str) -> String {
             "verified: NO, counts or checksums differ ({})\n",
             if bad.is_empty() { "see above".to_string() } else { bad.join(", ") }
         ));
+        for p in &r.problems {
+            out.push_str(&format!("  {p}\n"));
+        }
     }
     out.push_str(&key_values(&[("duration", format_ms(r.duration_ms as i64))]));
     out
