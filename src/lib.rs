@@ -8,6 +8,7 @@
 mod adapter;
 #[allow(dead_code)] // until the archive driver (issue 13) uses every part
 mod archive;
+mod audit_chain;
 mod config;
 mod contract;
 mod error;

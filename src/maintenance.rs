@@ -4,6 +4,7 @@
 //! [`run`]; nothing else crosses the boundary for it.
 
 use parallax_storage_abi::{
+    audit::{AuditVerifyParams, AUDIT_VERIFY},
     archive::{ArchiveParams, RestoreParams, VerifyParams, ARCHIVE, ARCHIVE_VERIFY, RESTORE},
     hosts::{HostsParams, HOSTS},
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
@@ -34,6 +35,7 @@ pub const SUPPORTED: &[(&str, &[u32])] = &[
     (EXPORT, &[1]),
     (IMPORT, &[1]),
     (BACKUP, &[1]),
+    (AUDIT_VERIFY, &[1]),
 ];
 
 pub fn supported() -> Vec<OpVersions> {
@@ -109,6 +111,12 @@ pub async fn run<S: crate::contract::Contract>(req: MaintenanceRequest, store: &
             let _: HostsParams =
                 if req.params.is_null() { HostsParams::default() } else { req.params().map_err(Error)? };
             let report = store.hosts_report().await?;
+            Ok(MaintenanceResponse::new(&req, &report).to_json())
+        }
+        (AUDIT_VERIFY, 1) => {
+            let params: AuditVerifyParams =
+                if req.params.is_null() { AuditVerifyParams::default() } else { req.params().map_err(Error)? };
+            let report = crate::audit_chain::verify(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &report).to_json())
         }
         (COPY, 1) => {

@@ -133,13 +133,16 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
     let _lock = store.lock_runner().await?.ok_or_else(cleanup::runner_locked)?;
     cleanup::mark_interrupted(store).await?;
     report.resumed = resume(store, &dest, spec.target).await?;
-    let sel = spec.resolve(store, now).await?;
+    let (sel, checkpoint) = spec.resolve_chained(store, now).await?;
     // As cleanup: a run that would delete every row of the table needs `confirmAll` (`--keep` deletes none).
     if let Some(sel) = sel.as_ref().filter(|_| !params.keep) {
         let check = store.precheck(sel.clone()).await?;
         if check.selects_any && !check.keeps_any && !params.confirm_all {
             return Err(crate::rules::confirm_removing_everything(spec.target));
         }
+    }
+    if !params.keep {
+        cleanup::record_checkpoint(store, checkpoint).await?;
     }
     let mut run = start_run(&dest, spec.target, Trigger::Manual, params.keep);
     store.save_run(run.clone()).await?;
@@ -936,7 +939,8 @@ pub(crate) async fn archive_rule<S: Store>(
         ..ArchiveReport::default()
     };
     report.resumed = resume(store, &dest, spec.target).await?;
-    let sel = spec.resolve(store, now).await?;
+    let (sel, checkpoint) = spec.resolve_chained(store, now).await?;
+    cleanup::record_checkpoint(store, checkpoint).await?;
     let mut run = start_run(&dest, spec.target, trigger, false);
     store.save_run(run.clone()).await?;
     let own = Tally::default();

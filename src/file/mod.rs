@@ -18,6 +18,7 @@
 //! that every reader must detect and repair; a new file is either fully there or not at all.
 
 mod archive;
+mod chain;
 mod backup;
 mod codec;
 mod docs;

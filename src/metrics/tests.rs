@@ -113,6 +113,8 @@ fn unused() -> Error {
     Error::internal("not used by the metrics")
 }
 
+impl crate::audit_chain::Store for Fake {}
+
 impl crate::retention::Store for Fake {
     fn storage_config(&self) -> &StorageConfig {
         &self.config

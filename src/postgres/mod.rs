@@ -12,6 +12,7 @@
 //! by the background refresher; no disk free space (the server's disk is not visible to a client).
 
 mod archive;
+mod chain;
 mod budget;
 mod connect;
 mod copy;

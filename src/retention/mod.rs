@@ -219,7 +219,7 @@ impl Run {
 
 /// What a backend does for cleanup and retention; every rule is decided by the caller ([`run`]). Its metrics
 /// ([`crate::metrics::Source`]) record each finished run.
-pub trait Store: crate::metrics::Source + Send + Sync + 'static {
+pub trait Store: crate::metrics::Source + crate::audit_chain::Store + Send + Sync + 'static {
     fn storage_config(&self) -> &StorageConfig;
 
     /// The key of the `n`-th newest execution (1 = newest; `(started_at, id)` descending, any status), or

@@ -81,15 +81,30 @@ impl Spec {
 
     /// The selection against the data as it is now; `None` selects nothing.
     pub(crate) async fn resolve<S: Store>(&self, store: &S, now: i64) -> Result<Option<Selection>> {
+        Ok(self.resolve_chained(store, now).await?.0)
+    }
+
+    /// [`Spec::resolve`], with the audit chain's checkpoint a run that deletes records first
+    /// ([`record_checkpoint`]): audit selections are narrowed to a prefix of the chain
+    /// ([`crate::audit_chain::narrow`]).
+    pub(crate) async fn resolve_chained<S: Store>(
+        &self,
+        store: &S,
+        now: i64,
+    ) -> Result<(Option<Selection>, Option<crate::audit_chain::Checkpoint>)> {
         let nth = match (self.target, self.max_count) {
             (CleanupTarget::Executions, Some(n)) => store.nth_newest_execution(n).await?,
             _ => None,
         };
-        Ok(rules::retention_limit(self.cutoff(now), nth).map(|before| Selection {
-            target: self.target,
-            before,
-            include_unfinished: self.include_unfinished,
-        }))
+        let Some(before) = rules::retention_limit(self.cutoff(now), nth) else { return Ok((None, None)) };
+        let sel = Selection { target: self.target, before, include_unfinished: self.include_unfinished };
+        match self.target {
+            CleanupTarget::AuditLogs => {
+                let (sel, cp) = crate::audit_chain::narrow(store, sel).await?;
+                Ok((Some(sel), cp))
+            }
+            CleanupTarget::Executions => Ok((Some(sel), None)),
+        }
     }
 
     pub(crate) fn report(&self, now: i64, dry_run: bool) -> CleanupReport {
@@ -100,6 +115,19 @@ impl Spec {
             max_count: self.max_count,
             ..CleanupReport::default()
         }
+    }
+}
+
+/// Records the audit chain's new checkpoint before a run deletes the entries up to it: interrupted at any
+/// point, what stays verifies from the checkpoint on (entries at or below it still present are "awaiting
+/// removal", and the next run removes them).
+pub(crate) async fn record_checkpoint<S: Store>(
+    store: &S,
+    checkpoint: Option<crate::audit_chain::Checkpoint>,
+) -> Result<()> {
+    match checkpoint {
+        Some(cp) => store.set_chain_checkpoint(cp).await,
+        None => Ok(()),
     }
 }
 
@@ -142,7 +170,7 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     let _lock =
         if params.dry_run { None } else { Some(store.lock_runner().await?.ok_or_else(runner_locked)?) };
     let now = time::now_micros();
-    let sel = spec.resolve(store, now).await?;
+    let (sel, checkpoint) = spec.resolve_chained(store, now).await?;
     let mut report = spec.report(now, params.dry_run);
     if params.dry_run {
         let planned = plan(store, &sel, &spec).await?;
@@ -166,7 +194,10 @@ pub async fn cleanup<S: Store>(store: &S, params: CleanupParams) -> Result<Clean
     store.save_run(run.clone()).await?;
     let tally = Tally::default();
     let outcome = match sel {
-        Some(sel) => store.cleanup(sel, tally.clone()).await,
+        Some(sel) => match record_checkpoint(store, checkpoint).await {
+            Ok(()) => store.cleanup(sel, tally.clone()).await,
+            Err(e) => Err(e),
+        },
         None => Ok(vec![TableReport { table: main_table(spec.target).into(), ..TableReport::default() }]),
     };
     finish(store, &mut run, &tally, outcome.as_ref().err()).await;
@@ -332,9 +363,10 @@ pub async fn run_policy<S: crate::archive::Store>(
                 archives.push(archived);
                 return Ok::<_, Error>(report);
             }
-            let sel = spec.resolve(store, now).await?;
+            let (sel, checkpoint) = spec.resolve_chained(store, now).await?;
             let mut report = spec.report(now, false);
             if let Some(sel) = sel {
+                record_checkpoint(store, checkpoint).await?;
                 report.tables = store.cleanup(sel, tally.clone()).await?;
             }
             report.run_id = Some(run.id.clone());
@@ -582,6 +614,8 @@ pub(crate) mod tests {
             }
         }
     }
+
+    impl crate::audit_chain::Store for Fake {}
 
     impl Store for Fake {
         fn storage_config(&self) -> &StorageConfig {

@@ -2,6 +2,7 @@
 //! connections, and the embedded migrations.
 
 mod archive;
+mod chain;
 mod backup;
 mod connection;
 mod metrics;

@@ -156,7 +156,18 @@ pub fn event(v: &ExecutionEvent) -> u128 {
 
 /// An audit row.
 pub fn audit(a: &AuditEntry) -> u128 {
-    let row = serde_json::json!({
+    hash("audit_logs", &audit_row(a))
+}
+
+/// An audit row's canonical form, as bytes: what the audit chain hashes ([`crate::audit_chain::link`]).
+pub fn audit_canonical(a: &AuditEntry) -> String {
+    let mut text = String::with_capacity(256);
+    write_canonical(&audit_row(a), &mut text);
+    text
+}
+
+fn audit_row(a: &AuditEntry) -> Value {
+    serde_json::json!({
         "id": a.id.as_str(),
         "timestamp": a.timestamp,
         "action": a.action.as_str(),
@@ -166,8 +177,7 @@ pub fn audit(a: &AuditEntry) -> u128 {
         "details": doc(opt(&a.details)),
         "ipAddress": text(opt(&a.ip_address).map(canonical_ip).as_deref()),
         "userAgent": text(opt(&a.user_agent)),
-    });
-    hash("audit_logs", &row)
+    })
 }
 
 /// A pattern version.

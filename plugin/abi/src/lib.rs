@@ -115,6 +115,7 @@
 mod open_enum;
 
 pub mod archive;
+pub mod audit;
 mod error;
 pub mod hosts;
 pub mod layouts;
