@@ -9,6 +9,10 @@ pub mod file;
 pub mod pg;
 pub mod raw;
 pub mod s3;
+pub mod tamper;
+pub mod tamper_file;
+pub mod tamper_pg;
+pub mod tamper_sqlite;
 pub mod transfer;
 
 use std::{path::PathBuf, sync::OnceLock};

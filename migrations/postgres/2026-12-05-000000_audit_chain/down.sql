@@ -1,0 +1,3 @@
+DROP TABLE audit_chain;
+DROP INDEX idx_audit_chain_seq;
+ALTER TABLE audit_logs DROP COLUMN chain_hash, DROP COLUMN chain_prev, DROP COLUMN chain_seq;
