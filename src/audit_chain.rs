@@ -102,6 +102,8 @@ pub struct Checkpoint {
 pub struct ChainState {
     pub head: Head,
     pub checkpoint: Option<Checkpoint>,
+    /// Entries written before the chain existed are not chained yet (the first open that may write does it).
+    pub legacy_pending: bool,
 }
 
 impl ChainState {
@@ -483,6 +485,13 @@ pub async fn verify<S: Store>(store: &S, params: AuditVerifyParams) -> Result<Au
     let state = store.chain_state().await?.ok_or_else(|| {
         Error::internal("this storage keeps no audit chain (a test double); nothing can be verified")
     })?;
+    if state.legacy_pending {
+        return Err(Error::schema(
+            "the audit entries written before this plugin version are not chained yet: the first open that may \
+             write chains them (any command that writes, e.g. `parallax storage migrate up` or `parallax audit \
+             append`), then verify again",
+        ));
+    }
     let (mut after, prev) = match params.since {
         Some(t) => match store.chain_seq_since(t).await? {
             Some(seq) => (seq.max(state.start().0 + 1) - 1, None),
