@@ -3,8 +3,8 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use parallax_storage_abi::{
-    archive as archive_ops, audit as audit_ops, hosts as hosts_ops, maintenance, metrics as metrics_ops, retention as ops,
-    transfer as transfer_ops, StorageBox,
+    archive as archive_ops, audit as audit_ops, hosts as hosts_ops, maintenance, metrics as metrics_ops,
+    retention as ops, transfer as transfer_ops, StorageBox,
 };
 
 use crate::{
@@ -338,7 +338,10 @@ impl Storage {
     /// Walks the tamper-evident audit chain (`audit-verify`): entries checked, the head and checkpoint, and
     /// every break found (altered, missing, inserted, reordered, head). A break is a finding in the report,
     /// not an error; a plugin built before the chain answers `Unsupported`.
-    pub async fn audit_verify(&self, params: &audit_ops::AuditVerifyParams) -> R<audit_ops::AuditVerifyReport> {
+    pub async fn audit_verify(
+        &self,
+        params: &audit_ops::AuditVerifyParams,
+    ) -> R<audit_ops::AuditVerifyReport> {
         self.op(audit_ops::AUDIT_VERIFY, 1, params).await
     }
 

@@ -120,7 +120,10 @@ fn verify_text(r: &AuditVerifyReport, head: &str) -> String {
             text.push_str(&format!("  {:<9} seq {at:<10} {}\n", b.kind, b.message));
         }
         if r.break_count > r.breaks.len() as u64 {
-            text.push_str(&format!("  … and {} more (--output json lists the same first ones)\n", r.break_count - r.breaks.len() as u64));
+            text.push_str(&format!(
+                "  … and {} more (--output json lists the same first ones)\n",
+                r.break_count - r.breaks.len() as u64
+            ));
         }
     }
     text
