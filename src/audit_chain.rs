@@ -568,6 +568,76 @@ pub async fn verify<S: Store>(store: &S, params: AuditVerifyParams) -> Result<Au
     Ok(report)
 }
 
+/// Checks an archived audit segment on its own as its records stream by, in the order written (chain order):
+/// each entry's hash from its content and `prev`, each link, and the ends against the manifest's positions.
+pub struct SegmentCheck {
+    after_seq: i64,
+    expected_seq: i64,
+    expected_prev: Option<Hash>,
+    pub checked: u64,
+    problem: Option<String>,
+}
+
+impl SegmentCheck {
+    /// A segment of the entries after `after_seq`, whose hash is `prev_hash` (hex).
+    pub fn new(after_seq: i64, prev_hash: &str) -> SegmentCheck {
+        let expected_prev = parse_hex(prev_hash);
+        let problem = expected_prev
+            .is_none()
+            .then(|| format!("its chain's prevHash {prev_hash:?} is not 64 hex digits"));
+        SegmentCheck { after_seq, expected_seq: after_seq + 1, expected_prev, checked: 0, problem }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.problem.is_none() {
+            self.problem = Some(why);
+        }
+    }
+
+    /// The next record: its entry and chain columns (`seq`, `prev`, `hash` as hex), if it has them.
+    pub fn push(&mut self, entry: &AuditEntry, columns: Option<(i64, &str, &str)>) {
+        let id = entry.id.as_str();
+        let Some((seq, prev, hash)) = columns else {
+            return self.fail(format!("audit entry {id} has no chain columns"));
+        };
+        let (Some(prev), Some(hash)) = (parse_hex(prev), parse_hex(hash)) else {
+            return self.fail(format!("audit entry {id} has chain hashes that are not 64 hex digits"));
+        };
+        if link(&prev, entry) != hash {
+            return self
+                .fail(format!("audit entry {id} (sequence number {seq}) does not give its hash: altered"));
+        }
+        if seq <= self.after_seq {
+            // Left by an interrupted earlier run: intact on its own, outside this segment's links.
+            return;
+        }
+        if seq != self.expected_seq || Some(prev) != self.expected_prev {
+            return self.fail(format!(
+                "audit entry {id} at sequence number {seq} does not follow sequence number {} of the segment: entries \
+                 are missing, inserted or reordered",
+                self.expected_seq - 1
+            ));
+        }
+        self.checked += 1;
+        self.expected_seq = seq + 1;
+        self.expected_prev = Some(hash);
+    }
+
+    /// The end: the segment must reach `last_seq` with `last_hash` (hex). `Err` names the first problem.
+    pub fn finish(mut self, last_seq: i64, last_hash: &str) -> std::result::Result<u64, String> {
+        if self.expected_seq - 1 != last_seq || self.expected_prev != parse_hex(last_hash) {
+            self.fail(format!(
+                "the segment ends at sequence number {} but its manifest says {last_seq}",
+                self.expected_seq - 1
+            ));
+        }
+        match self.problem {
+            None => Ok(self.checked),
+            Some(p) => Err(format!("audit chain segment: {p}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use abi_stable::std_types::{RNone, RSome};
@@ -666,6 +736,27 @@ mod tests {
         f.action = "forged".into();
         appended.push(Chained { seq: 7, prev: head.hash.to_vec(), hash: vec![1; 32], entry: f });
         assert_eq!(kinds(&walk(appended, &head))[0], ("inserted", Some(7)));
+    }
+
+    #[test]
+    fn an_archived_segment_checks_on_its_own() {
+        let (rows, _) = chain(5);
+        let seg = |rows: &[Chained]| {
+            let mut c = SegmentCheck::new(1, &hex(&rows[0].hash));
+            for r in &rows[1..] {
+                c.push(&r.entry, Some((r.seq, &hex(&r.prev), &hex(&r.hash))));
+            }
+            c.finish(5, &hex(&rows[4].hash))
+        };
+        assert_eq!(seg(&rows), Ok(4));
+        let mut altered = rows.clone();
+        altered[3].entry.action = "x".into();
+        assert!(seg(&altered).unwrap_err().contains("altered"));
+        let mut gone = rows.clone();
+        gone.remove(2);
+        assert!(seg(&gone).unwrap_err().contains("missing, inserted or reordered"));
+        let short = &rows[..4];
+        assert!(seg(short).is_err());
     }
 
     #[test]

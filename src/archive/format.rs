@@ -109,15 +109,36 @@ pub fn month(at: i64) -> (i16, i8) {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     Execution(ExecutionRecord),
-    Audit(AuditEntry),
+    /// An audit entry, with its place in the audit chain when it was archived from a chained store.
+    Audit(AuditEntry, Option<ChainLink>),
     Pattern(Pattern),
+}
+
+/// An archived audit entry's chain columns (hashes as 64 hex digits): with the manifest's
+/// [`ManifestChain`], an archived segment verifies on its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChainLink {
+    pub seq: i64,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// Where an archived audit segment sits in the chain: it holds the entries after `afterSeq` (whose hash is
+/// `prevHash`, the checkpoint before the run) up to `lastSeq` (hash `lastHash`, the checkpoint after it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestChain {
+    pub after_seq: i64,
+    pub prev_hash: String,
+    pub last_seq: i64,
+    pub last_hash: String,
 }
 
 impl Record {
     pub fn id(&self) -> &str {
         match self {
             Record::Execution(r) => r.execution.id.as_str(),
-            Record::Audit(a) => a.id.as_str(),
+            Record::Audit(a, _) => a.id.as_str(),
             Record::Pattern(p) => p.id.as_str(),
         }
     }
@@ -126,7 +147,7 @@ impl Record {
     pub fn at(&self) -> i64 {
         match self {
             Record::Execution(r) => r.execution.started_at,
-            Record::Audit(a) => a.timestamp,
+            Record::Audit(a, _) => a.timestamp,
             Record::Pattern(p) => p.created_at,
         }
     }
@@ -134,7 +155,7 @@ impl Record {
     pub fn events(&self) -> u64 {
         match self {
             Record::Execution(r) => r.events.len() as u64,
-            Record::Audit(_) | Record::Pattern(_) => 0,
+            Record::Audit(..) | Record::Pattern(_) => 0,
         }
     }
 
@@ -142,7 +163,7 @@ impl Record {
     pub fn table(&self) -> Table {
         match self {
             Record::Execution(_) => Table::Executions,
-            Record::Audit(_) => Table::AuditLogs,
+            Record::Audit(..) => Table::AuditLogs,
             Record::Pattern(_) => Table::Patterns,
         }
     }
@@ -162,7 +183,7 @@ impl Record {
                     + e.tags.iter().map(|t| t.len()).sum::<usize>()
                     + r.events.iter().map(|v| 128 + v.payload.len()).sum::<usize>()
             }
-            Record::Audit(a) => 256 + o(&a.details) + o(&a.user_agent) + o(&a.actor),
+            Record::Audit(a, _) => 256 + o(&a.details) + o(&a.user_agent) + o(&a.actor),
             Record::Pattern(p) => 256 + p.definition.len() + o(&p.description),
         }
     }
@@ -171,7 +192,7 @@ impl Record {
     pub fn encode(&self) -> Result<String> {
         match self {
             Record::Execution(r) => encode_execution(r),
-            Record::Audit(a) => encode_audit(a),
+            Record::Audit(a, link) => encode_audit(a, link.as_ref()),
             Record::Pattern(p) => encode_pattern(p),
         }
     }
@@ -236,6 +257,9 @@ struct AuditLine {
     details: Option<Box<RawValue>>,
     ip_address: Option<String>,
     user_agent: Option<String>,
+    /// The entry's chain columns (archives written from a chained store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<ChainLink>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -292,7 +316,7 @@ pub fn encode_execution(r: &ExecutionRecord) -> Result<String> {
 }
 
 /// An audit entry as one line (no newline).
-pub fn encode_audit(a: &AuditEntry) -> Result<String> {
+pub fn encode_audit(a: &AuditEntry, chain: Option<&ChainLink>) -> Result<String> {
     let id = a.id.as_str();
     let s = |v: &abi_stable::std_types::ROption<abi_stable::std_types::RString>| {
         v.as_ref().map(|s| s.to_string()).into_option()
@@ -308,6 +332,7 @@ pub fn encode_audit(a: &AuditEntry) -> Result<String> {
         details: opt_doc("details", id, a.details.as_ref().map(|s| s.as_str()).into())?,
         ip_address: s(&a.ip_address),
         user_agent: s(&a.user_agent),
+        chain: chain.cloned(),
     };
     Ok(serde_json::to_string(&line).expect("a record serializes"))
 }
@@ -408,11 +433,11 @@ pub fn decode_execution(line: &str, at: LineAt<'_>) -> Result<ExecutionRecord> {
 }
 
 /// Reads one line of an `audit_logs` object.
-pub fn decode_audit(line: &str, at: LineAt<'_>) -> Result<AuditEntry> {
+pub fn decode_audit(line: &str, at: LineAt<'_>) -> Result<(AuditEntry, Option<ChainLink>)> {
     let l: AuditLine = serde_json::from_str(line).map_err(|e| at.bad(e))?;
     check_schema(at, l.record_schema)?;
     let s = |v: Option<String>| v.map(Into::into).into();
-    Ok(AuditEntry {
+    let entry = AuditEntry {
         id: uuid(at, "id", &l.id)?.into(),
         timestamp: instant(at, "timestamp", &l.timestamp)?,
         action: l.action.into(),
@@ -422,7 +447,8 @@ pub fn decode_audit(line: &str, at: LineAt<'_>) -> Result<AuditEntry> {
         details: text(l.details),
         ip_address: s(l.ip_address),
         user_agent: s(l.user_agent),
-    })
+    };
+    Ok((entry, l.chain))
 }
 
 /// Reads one line of a `patterns` object. The definition must be a JSON value (`null` is refused: a pattern
@@ -452,7 +478,7 @@ pub fn decode(table: Table, line: &str, at: LineAt<'_>) -> Result<Record> {
     match table {
         Table::Patterns => decode_pattern(line, at).map(Record::Pattern),
         Table::Executions => decode_execution(line, at).map(Record::Execution),
-        Table::AuditLogs => decode_audit(line, at).map(Record::Audit),
+        Table::AuditLogs => decode_audit(line, at).map(|(a, link)| Record::Audit(a, link)),
     }
 }
 
@@ -502,6 +528,9 @@ pub struct Manifest {
     pub max_id: Option<String>,
     /// Every object, in the order written.
     pub objects: Vec<ObjectEntry>,
+    /// An audit segment's place in the audit chain (archives of a chained store's audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ManifestChain>,
 }
 
 impl Manifest {
@@ -656,12 +685,12 @@ mod tests {
     #[test]
     fn audit_records_round_trip() {
         let a = audit();
-        let line = encode_audit(&a).unwrap();
+        let line = encode_audit(&a, None).unwrap();
         assert!(
             line.contains("\"timestamp\":\"1970-01-01T00:00:00.000000Z\"")
                 && line.contains("\"userAgent\":null")
         );
-        assert_eq!(decode_audit(&line, at()).unwrap(), a);
+        assert_eq!(decode_audit(&line, at()).unwrap(), (a.clone(), None));
         let rec = decode(Table::AuditLogs, &line, at()).unwrap();
         assert_eq!((rec.id(), rec.at(), rec.events()), (a.id.as_str(), 0, 0));
     }
@@ -689,7 +718,7 @@ mod tests {
             );
         }
         // An audit line is not an execution and the other way round.
-        let audit_line = encode_audit(&audit()).unwrap();
+        let audit_line = encode_audit(&audit(), None).unwrap();
         assert!(decode_execution(&audit_line, at()).is_err());
         assert!(decode_audit(&good, at()).is_err());
         // Added fields are read (a later schema 1 writer).
@@ -771,7 +800,7 @@ mod tests {
             );
         }
         // Lines of other tables are not patterns, and a pattern is not an execution or audit entry.
-        assert!(decode_pattern(&encode_audit(&audit()).unwrap(), at()).is_err());
+        assert!(decode_pattern(&encode_audit(&audit(), None).unwrap(), at()).is_err());
         assert!(decode_pattern(&encode_execution(&record(1)).unwrap(), at()).is_err());
         assert!(decode_execution(&good, at()).is_err());
         assert!(decode_audit(&good, at()).is_err());
@@ -837,6 +866,7 @@ mod tests {
             events: 1,
             min_id: None,
             max_id: None,
+            chain: None,
             objects: vec![ObjectEntry {
                 key: "executions/2024/01/r-0001.ndjson.gz".into(),
                 rows: 2,

@@ -306,17 +306,20 @@ mod tests {
     }
 
     fn line(n: u8) -> String {
-        encode_audit(&parallax_storage_abi::AuditEntry {
-            id: format!("0190b3f2-7c1e-7a00-8000-0000000001{n:02x}").into(),
-            timestamp: n as i64,
-            action: "a".into(),
-            actor: None.into(),
-            resource_type: None.into(),
-            resource_id: None.into(),
-            details: None.into(),
-            ip_address: None.into(),
-            user_agent: None.into(),
-        })
+        encode_audit(
+            &parallax_storage_abi::AuditEntry {
+                id: format!("0190b3f2-7c1e-7a00-8000-0000000001{n:02x}").into(),
+                timestamp: n as i64,
+                action: "a".into(),
+                actor: None.into(),
+                resource_type: None.into(),
+                resource_id: None.into(),
+                details: None.into(),
+                ip_address: None.into(),
+                user_agent: None.into(),
+            },
+            None,
+        )
         .unwrap()
     }
 

@@ -34,13 +34,14 @@ use parallax_storage_abi::{
 
 use super::{
     destination::Destination,
-    format::{self, LimitKey, Manifest, Record, Table, TimeRange},
+    format::{self, ChainLink, LimitKey, Manifest, ManifestChain, Record, Table, TimeRange},
     pause_point,
     read::{self, ObjectReader},
     writer::ObjectWriter,
     ArchiveState, Phase, Store,
 };
 use crate::{
+    audit_chain,
     config::ArchiveConfig,
     error::{Error, Result},
     retention::{
@@ -134,6 +135,7 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
     cleanup::mark_interrupted(store).await?;
     report.resumed = resume(store, &dest, spec.target).await?;
     let (sel, checkpoint) = spec.resolve_chained(store, now).await?;
+    let segment = segment(store, checkpoint).await?;
     // As cleanup: a run that would delete every row of the table needs `confirmAll` (`--keep` deletes none).
     if let Some(sel) = sel.as_ref().filter(|_| !params.keep) {
         let check = store.precheck(sel.clone()).await?;
@@ -147,7 +149,8 @@ pub async fn archive<S: Store>(store: &S, params: ArchiveParams) -> Result<Archi
     let mut run = start_run(&dest, spec.target, Trigger::Manual, params.keep);
     store.save_run(run.clone()).await?;
     let tally = Tally::default();
-    let outcome = archive_run(store, &dest, &spec, sel, params.keep, &mut run, &tally, &mut report).await;
+    let outcome =
+        archive_run(store, &dest, &spec, sel, segment, params.keep, &mut run, &tally, &mut report).await;
     cleanup::finish(store, &mut run, &tally, outcome.as_ref().err()).await;
     outcome.map_err(|e| failed(&spec, &dest, &report, &tally, e))?;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -241,6 +244,35 @@ fn state(run: &mut Run) -> &mut ArchiveState {
     run.archive.as_mut().expect("an archive run has an archive state")
 }
 
+/// The part of the audit chain an archive run takes: the entries after `after` (the checkpoint before the
+/// run) up to `upto` (the checkpoint it records), as positions and hashes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    after: (i64, audit_chain::Hash),
+    upto: (i64, audit_chain::Hash),
+}
+
+impl Segment {
+    fn manifest(&self) -> ManifestChain {
+        ManifestChain {
+            after_seq: self.after.0,
+            prev_hash: audit_chain::hex(&self.after.1),
+            last_seq: self.upto.0,
+            last_hash: audit_chain::hex(&self.upto.1),
+        }
+    }
+}
+
+/// The segment of a run that moves the checkpoint to `checkpoint` (read before it is recorded).
+pub(crate) async fn segment<S: Store>(
+    store: &S,
+    checkpoint: Option<audit_chain::Checkpoint>,
+) -> Result<Option<Segment>> {
+    let Some(cp) = checkpoint else { return Ok(None) };
+    let Some(state) = store.chain_state().await? else { return Ok(None) };
+    Ok(Some(Segment { after: state.start(), upto: (cp.seq, cp.hash) }))
+}
+
 /// Phases 1-4 of one run whose record is saved (phase `writing`).
 #[allow(clippy::too_many_arguments)]
 async fn archive_run<S: Store>(
@@ -248,6 +280,7 @@ async fn archive_run<S: Store>(
     dest: &Destination,
     spec: &Spec,
     sel: Option<Selection>,
+    segment: Option<Segment>,
     keep: bool,
     run: &mut Run,
     tally: &Tally,
@@ -260,7 +293,10 @@ async fn archive_run<S: Store>(
     let mut progress = Progress::new();
     let mut rows = 0u64;
     if let Some(sel) = &sel {
-        let written = write_all(store, sel, table, &mut writer, &mut rows, &mut progress, tally).await;
+        let written = match segment.filter(|_| table == Table::AuditLogs) {
+            Some(seg) => write_segment(store, seg, &mut writer, &mut rows, &mut progress, tally).await,
+            None => write_all(store, sel, table, &mut writer, &mut rows, &mut progress, tally).await,
+        };
         if let Err(e) = written {
             writer.abort().await;
             report.objects = writer.done.clone();
@@ -297,6 +333,7 @@ async fn archive_run<S: Store>(
         min_id: objects.iter().filter_map(|o| o.min_id.clone()).min(),
         max_id: objects.iter().filter_map(|o| o.max_id.clone()).max(),
         objects,
+        chain: segment.filter(|_| table == Table::AuditLogs).map(|s| s.manifest()),
     };
     let key = format::manifest_key(table, &run.id);
     write_manifest(dest, &key, &manifest).await?;
@@ -350,7 +387,7 @@ async fn write_all<S: Store>(
                 .scan_audit(sel.clone(), after.clone(), PAGE)
                 .await?
                 .into_iter()
-                .map(Record::Audit)
+                .map(|a| Record::Audit(a, None))
                 .collect(),
             Table::Patterns => {
                 return Err(Error::internal(
@@ -366,6 +403,39 @@ async fn write_all<S: Store>(
         *rows += page.len() as u64;
         progress.tick("archive", *rows, writer.done.len(), tally);
         if page.len() < PAGE {
+            break;
+        }
+    }
+    writer.close().await
+}
+
+/// Writes an audit segment in chain order, each entry with its chain columns: every chained entry up to the
+/// segment's end (those at or below the previous checkpoint are what an interrupted run left). Entries without
+/// a position (written around the plugin) are not taken: `audit verify` keeps naming them.
+async fn write_segment<S: Store>(
+    store: &S,
+    seg: Segment,
+    writer: &mut ObjectWriter<'_>,
+    rows: &mut u64,
+    progress: &mut Progress,
+    tally: &Tally,
+) -> Result<()> {
+    let mut after = 0;
+    'pages: loop {
+        let page = store.chain_scan(after, PAGE).await?;
+        let full = page.len() == PAGE;
+        for c in page {
+            if c.seq > seg.upto.0 {
+                break 'pages;
+            }
+            after = c.seq;
+            let link =
+                ChainLink { seq: c.seq, prev: audit_chain::hex(&c.prev), hash: audit_chain::hex(&c.hash) };
+            writer.push(&Record::Audit(c.entry, Some(link))).await?;
+            *rows += 1;
+        }
+        progress.tick("archive", *rows, writer.done.len(), tally);
+        if !full {
             break;
         }
     }
@@ -742,9 +812,11 @@ pub(crate) async fn check_manifest(
     check.rows = manifest.rows;
     let table = manifest.table().expect("a parsed manifest names a known table");
     let mut ok = true;
+    let mut segment =
+        manifest.chain.as_ref().map(|c| audit_chain::SegmentCheck::new(c.after_seq, &c.prev_hash));
     for obj in &manifest.objects {
         let okey = join(root, &obj.key);
-        let problem = match check_object(dest, &okey, table).await {
+        let problem = match check_object(dest, &okey, table, segment.as_mut()).await {
             Ok(got) => {
                 check.rows_found += got.rows;
                 read::mismatch(obj, &got, true)
@@ -762,13 +834,36 @@ pub(crate) async fn check_manifest(
         ok &= problem.is_none();
         check.objects.push(ObjectCheck { key: obj.key.clone(), ok: problem.is_none(), problem });
     }
+    if let (Some(seg), Some(c)) = (segment, &manifest.chain) {
+        if let Err(why) = seg.finish(c.last_seq, &c.last_hash) {
+            ok = false;
+            check.problem.get_or_insert(why);
+        }
+    }
     check.ok = ok;
     (check, Some(manifest))
 }
 
-async fn check_object(dest: &Destination, key: &str, table: Table) -> Result<read::Read> {
+async fn check_object(
+    dest: &Destination,
+    key: &str,
+    table: Table,
+    mut segment: Option<&mut audit_chain::SegmentCheck>,
+) -> Result<read::Read> {
     let mut r = ObjectReader::open(dest, key, Some(table)).await?;
-    while !r.next_batch(PAGE * 4).await?.is_empty() {}
+    loop {
+        let batch = r.next_batch(PAGE * 4).await?;
+        if batch.is_empty() {
+            break;
+        }
+        if let Some(seg) = segment.as_deref_mut() {
+            for rec in &batch {
+                if let Record::Audit(a, link) = rec {
+                    seg.push(a, link.as_ref().map(|l| (l.seq, l.prev.as_str(), l.hash.as_str())));
+                }
+            }
+        }
+    }
     r.finish().await
 }
 
@@ -891,7 +986,7 @@ async fn import<S: crate::transfer::Store>(store: &S, batch: Vec<Record>) -> Res
     for r in batch {
         match r {
             Record::Execution(e) => executions.push(e),
-            Record::Audit(a) => audit.push(a),
+            Record::Audit(a, _) => audit.push(a),
             Record::Pattern(p) => patterns.push(p),
         }
     }
@@ -940,11 +1035,12 @@ pub(crate) async fn archive_rule<S: Store>(
     };
     report.resumed = resume(store, &dest, spec.target).await?;
     let (sel, checkpoint) = spec.resolve_chained(store, now).await?;
+    let segment = segment(store, checkpoint).await?;
     cleanup::record_checkpoint(store, checkpoint).await?;
     let mut run = start_run(&dest, spec.target, trigger, false);
     store.save_run(run.clone()).await?;
     let own = Tally::default();
-    let outcome = archive_run(store, &dest, spec, sel, false, &mut run, &own, &mut report).await;
+    let outcome = archive_run(store, &dest, spec, sel, segment, false, &mut run, &own, &mut report).await;
     // The retention run this rule belongs to counts the rows (they are added to its tally) and reports them.
     cleanup::finish_unreported(store, &mut run, &own, outcome.as_ref().err()).await;
     for (t, n) in own.snapshot() {

@@ -507,7 +507,7 @@ async fn scan_table<S: Contract>(
                 .scan_audit(sel.clone(), after.clone(), limit)
                 .await?
                 .into_iter()
-                .map(Record::Audit)
+                .map(|a| Record::Audit(a, None))
                 .collect(),
         };
         let Some(last) = page.last() else { break };
@@ -524,7 +524,9 @@ async fn scan_table<S: Contract>(
                         ev.add(checksum::event(v));
                     }
                 }
-                Record::Audit(a) => tallies.get_mut("audit_logs").expect("a table").add(checksum::audit(a)),
+                Record::Audit(a, _) => {
+                    tallies.get_mut("audit_logs").expect("a table").add(checksum::audit(a))
+                }
                 Record::Pattern(_) => {}
             }
             writer.push(rec).await?;
@@ -576,6 +578,7 @@ async fn finish_table(
         min_id: done.iter().filter_map(|o| o.min_id.clone()).min(),
         max_id: done.iter().filter_map(|o| o.max_id.clone()).max(),
         objects: done,
+        chain: None,
     };
     let key = format::manifest_key(table, run_id);
     write_created(dest, &key, "manifest", &manifest.to_json()).await?;

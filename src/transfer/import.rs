@@ -311,7 +311,7 @@ async fn land<T: Contract>(
         match r {
             Record::Pattern(p) => patterns.push(p),
             Record::Execution(e) => executions.push(e),
-            Record::Audit(a) => audit.push(a),
+            Record::Audit(a, _) => audit.push(a),
         }
     }
     landing.patterns(patterns).await?;
@@ -489,7 +489,7 @@ mod tests_support {
             .await
             .unwrap()
             .iter()
-            .map(|a| format::encode_audit(a).unwrap())
+            .map(|a| format::encode_audit(a, None).unwrap())
             .collect();
         (patterns, executions, audit)
     }

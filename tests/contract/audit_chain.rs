@@ -169,7 +169,6 @@ pub async fn audit_chain_survives_cleanup_and_archive(h: &Harness) {
         append_at(s, &[days_ago(400), days_ago(300), days_ago(200), days_ago(150), days_ago(10), now()])
             .await;
     let (root, dest) = crate::common::archive::destination(h, "chain");
-    let _ = root;
     let params = parallax_storage_host::archive::ArchiveParams {
         target: CleanupTarget::AuditLogs,
         older_than: Some("250d".into()),
@@ -181,6 +180,12 @@ pub async fn audit_chain_survives_cleanup_and_archive(h: &Harness) {
     };
     let a = s.archive(&params).await.unwrap();
     assert_eq!(a.rows.get("audit_logs").copied(), Some(2), "{a:?}");
+    // The archived segment verifies on its own: its entries carry their chain columns, its manifest the ends.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join(a.manifest.clone().unwrap())).unwrap()).unwrap();
+    assert_eq!((m["chain"]["afterSeq"].as_i64(), m["chain"]["lastSeq"].as_i64()), (Some(0), Some(2)), "{m}");
+    let check = parallax_storage_host::archive::VerifyParams { source: dest.clone() };
+    assert!(s.archive_verify(&check).await.unwrap().ok);
     h.settle().await;
     let r = verify(s).await;
     assert!(r.ok, "{r:#?}");
