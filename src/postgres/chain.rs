@@ -199,8 +199,8 @@ impl Store for PostgresBackend {
         let s = self.session().await?;
         let rows = s
             .rows(
-                "SELECT head_seq, head_hash, checkpoint_seq, checkpoint_hash, checkpoint_removed, checkpoint_at \
-                 FROM audit_chain WHERE id = 1",
+                "SELECT head_seq, head_hash, checkpoint_seq, checkpoint_hash, checkpoint_removed, checkpoint_at, \
+                 legacy_pending FROM audit_chain WHERE id = 1",
                 &[],
                 "reading the audit chain's head record",
             )
@@ -218,7 +218,7 @@ impl Store for PostgresBackend {
                     at: r.try_get::<_, Option<At>>(5)?.map_or(0, |a| a.0),
                 }),
             };
-            Ok(ChainState { head, checkpoint })
+            Ok(ChainState { head, checkpoint, legacy_pending: r.try_get(6)? })
         };
         read().map(Some).map_err(|e| super::archive::decoded(e, "the audit chain's head record"))
     }
@@ -411,7 +411,7 @@ mod tests {
     async fn appends_and_imports_make_one_chain() {
         let (b, c) = backend().await;
         let st = b.chain_state().await.unwrap().unwrap();
-        assert_eq!((st.head.seq, st.head.hash, st.checkpoint), (0, GENESIS, None));
+        assert_eq!((st.head.seq, st.head.hash, st.checkpoint, st.legacy_pending), (0, GENESIS, None, false));
         b.append_audit(vec![new_entry(1, Some("10.0.0.1")), new_entry(2, Some("2001:DB8::1"))])
             .await
             .unwrap();
@@ -535,6 +535,9 @@ mod tests {
         .unwrap();
         let ro = PostgresBackend::open(cfg(), OpenOptions { maintenance: true }).await.unwrap();
         assert_eq!(ro.unchained(10).await.unwrap().0, 3, "a maintenance open chains nothing");
+        assert!(ro.chain_state().await.unwrap().unwrap().legacy_pending);
+        let e = audit_chain::verify(&ro, AuditVerifyParams::default()).await.unwrap_err();
+        assert_eq!(e.kind(), parallax_storage_abi::ErrorKind::Schema, "{e}");
         drop(ro);
         let b = PostgresBackend::open(cfg(), OpenOptions::default()).await.unwrap();
         assert_eq!(b.unchained(10).await.unwrap().0, 0);
