@@ -767,13 +767,28 @@ impl Store for PostgresBackend {
             return Ok(Imported::default());
         }
         super::transfer::check_storable_audit(&entries)?;
-        let setup = "CREATE TEMP TABLE IF NOT EXISTS parallax_import_audit (id uuid, timestamp timestamptz, \
+        // The entries as they will read back (the INET column's text form), for their hashes.
+        let stored: Vec<AuditEntry> = rows
+            .iter()
+            .map(|(_, a, _)| {
+                let mut e = (*a).clone();
+                if let Some(n) = e.ip_address.as_ref().into_option().and_then(|t| t.parse::<IpNetwork>().ok())
+                {
+                    e.ip_address = abi_stable::std_types::RSome(super::models::ip_text(n).into());
+                }
+                e
+            })
+            .collect();
+        let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| *id).collect();
+        let setup =
+            "CREATE TEMP TABLE IF NOT EXISTS parallax_import_audit_chained (id uuid, timestamp timestamptz, \
              action text, actor text, resource_type text, resource_id text, details text, ip_address text, \
-             user_agent text) ON COMMIT DELETE ROWS";
+             user_agent text, chain_seq int8, chain_prev bytea, chain_hash bytea) ON COMMIT DELETE ROWS";
         let insert = format!(
-            "WITH x AS (INSERT INTO audit_logs ({AUDIT_COLUMNS}) SELECT t.id, t.timestamp, t.action, t.actor, \
-             t.resource_type, t.resource_id, t.details::jsonb, t.ip_address::inet, t.user_agent \
-             FROM parallax_import_audit t ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM x"
+            "WITH x AS (INSERT INTO audit_logs ({AUDIT_COLUMNS}, chain_seq, chain_prev, chain_hash) SELECT t.id, \
+             t.timestamp, t.action, t.actor, t.resource_type, t.resource_id, t.details::jsonb, t.ip_address::inet, \
+             t.user_agent, t.chain_seq, t.chain_prev, t.chain_hash FROM parallax_import_audit_chained t \
+             ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM x"
         );
         let types = [
             Type::UUID,
@@ -785,6 +800,9 @@ impl Store for PostgresBackend {
             Type::TEXT,
             Type::TEXT,
             Type::TEXT,
+            Type::INT8,
+            Type::BYTEA,
+            Type::BYTEA,
         ];
         let opts: Vec<[Option<&str>; 7]> = rows
             .iter()
@@ -808,17 +826,46 @@ impl Store for PostgresBackend {
         let inserted = loop {
             let step = s
                 .transaction(&Retry::setup(setup), retry.what, async |c| {
+                    // The head record locked first: appends and other imports wait, so the ids found absent
+                    // below stay absent, and the entries inserted are chained contiguously after the head.
+                    let Some((mut head, _)) = super::chain::lock_head(c).await? else {
+                        return Ok(Step::Skip(super::chain::NO_HEAD));
+                    };
+                    let present: HashSet<Uuid> = c
+                        .query("SELECT id FROM audit_logs WHERE id = ANY($1)", &[&ids])
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    let absent: Vec<usize> = (0..rows.len()).filter(|&i| !present.contains(&rows[i].0)).collect();
+                    if absent.is_empty() {
+                        return Ok(Step::Done(0));
+                    }
+                    let links = crate::audit_chain::extend(&mut head, absent.iter().map(|&i| &stored[i]));
+                    let chain: Vec<(i64, &[u8], &[u8])> =
+                        links.iter().map(|l| (l.seq, l.prev.as_slice(), l.hash.as_slice())).collect();
                     copy_rows(
                         c,
-                        "parallax_import_audit",
+                        "parallax_import_audit_chained",
                         &types,
-                        rows.iter().zip(&opts).map(|((id, _, at), o)| -> Vec<&(dyn ToSql + Sync)> {
-                            vec![id, at, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]]
+                        absent.iter().zip(&chain).map(|(&i, (seq, prev, hash))| -> Vec<&(dyn ToSql + Sync)> {
+                            let ((id, _, at), o) = (&rows[i], &opts[i]);
+                            vec![id, at, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], seq, prev, hash]
                         }),
                     )
                     .await?;
                     let r = c.query_one(&insert, &[]).await?;
-                    Ok(Step::Done(r.get::<_, i64>(0) as u64))
+                    let n = r.get::<_, i64>(0) as u64;
+                    if n != absent.len() as u64 {
+                        // Only a writer around the plugin (which takes no head lock) can get here: storing the
+                        // rest would leave a hole in the chain.
+                        return Ok(Step::Skip(
+                            "an entry of the batch was written meanwhile around the plugin (without the audit \
+                             chain's lock); nothing was stored: retry",
+                        ));
+                    }
+                    super::chain::set_head(c, &head).await?;
+                    Ok(Step::Done(n))
                 })
                 .await?;
             if let Some(v) = retry.next(step).await? {

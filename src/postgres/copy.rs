@@ -1,6 +1,10 @@
 //! Audit batches by binary `COPY`, the fastest way into PostgreSQL. diesel-async has no COPY and does not
 //! expose its client, so this keeps a few raw tokio-postgres clients, opened with the same `ConnectSpec` (TLS
 //! included) as the diesel pool and counted against the same `maxConnections` ([`super::budget`]).
+//!
+//! Each batch is chained ([`crate::audit_chain`]) in one transaction: the head record locked (`FOR UPDATE`, so
+//! batches of every process and host make one chain), the links computed here, the `COPY` with the three chain
+//! columns, the head moved, commit. Three round trips: `BEGIN` + the lock, the `COPY`, the head + `COMMIT`.
 
 use std::{
     collections::HashSet,
@@ -22,14 +26,17 @@ use uuid::Uuid;
 
 use super::{
     budget::Raw,
+    chain,
     connect::{ConnectSpec, Pool},
     models::AuditRow,
     replicas::Freshness,
 };
 use crate::{
+    audit_chain::{self, Link},
     error::{Error, Result},
     rules,
 };
+use parallax_storage_abi::AuditEntry;
 
 /// Raw clients for `COPY`, counted against `pool.maxConnections` with the pooled connections
 /// ([`super::budget`]): a batch reuses an idle client, opens one when a slot is free, or waits for either.
@@ -54,30 +61,72 @@ impl CopyPool {
         }
     }
 
-    /// Appends `rows` in one `COPY … FROM STDIN (FORMAT binary)`: all rows or none.
-    pub async fn audit(&self, rows: &[AuditRow], details: &[Option<&str>]) -> Result<()> {
+    /// Appends `rows` (`entries` as they are stored, for their hashes) in one `COPY … FROM STDIN (FORMAT
+    /// binary)`, chained after the head in one transaction: all rows or none.
+    pub async fn audit(
+        &self,
+        rows: &[AuditRow],
+        details: &[Option<&str>],
+        entries: &[AuditEntry],
+    ) -> Result<()> {
+        // Dropped half-way (the caller gave up), the client is closed, never given back inside the
+        // transaction: the server rolls it back and releases the head record.
         let client = self.client().await?;
-        let result = match copy_audit(&client, rows, details).await {
-            Ok(()) => {
+        let outcome = chained_copy(&client, rows, details, entries).await;
+        let alive =
+            |e: Option<&tokio_postgres::Error>| !client.is_closed() && !e.is_some_and(|e| e.is_closed());
+        // Rolled back before anything else is asked on this connection (the conflict's explanation); a
+        // client whose rollback failed is closed rather than reused.
+        let mut clean = true;
+        if !matches!(outcome, Ok(Ok(()))) && alive(outcome.as_ref().ok().and_then(|r| r.as_ref().err())) {
+            clean = client.batch_execute("ROLLBACK").await.is_ok();
+        }
+        let result = match outcome {
+            Ok(Ok(())) => {
                 if let Some(fresh) = &self.fresh {
                     fresh.wrote();
                 }
                 Ok(())
             }
-            Err(e) if is_unique_violation(&client, &e) => Err(explain_conflict(&client, rows).await),
-            Err(e) => {
+            Err(e) => Err(e),
+            Ok(Err(e)) if is_unique_violation(&client, &e) => Err(explain_conflict(&client, rows, &e).await),
+            Ok(Err(e)) => {
                 if let (Some(fresh), true) = (&self.fresh, client.is_closed() || e.is_closed()) {
                     fresh.wrote(); // it may have committed
                 }
                 Err(copy_error(&client, &e))
             }
         };
-        self.spec.budget.put_back_copy(client);
+        if clean {
+            self.spec.budget.put_back_copy(client);
+        }
         result
     }
 }
 
-/// The id key refused a row (the id is `audit_logs`' only unique key); the connection is still usable.
+/// `BEGIN`, the head record locked, the rows copied with their links, the head moved, `COMMIT`. The outer
+/// error: the head record is missing (rolled back by the caller).
+async fn chained_copy(
+    client: &Client,
+    rows: &[AuditRow],
+    details: &[Option<&str>],
+    entries: &[AuditEntry],
+) -> std::result::Result<std::result::Result<(), tokio_postgres::Error>, Error> {
+    let run = async {
+        let Some(mut head) = chain::begin_and_lock(client).await? else { return Ok(None) };
+        let links = audit_chain::extend(&mut head, entries);
+        copy_audit(client, rows, details, &links).await?;
+        chain::move_head_and_commit(client, &head).await?;
+        Ok(Some(()))
+    };
+    match run.await {
+        Ok(Some(())) => Ok(Ok(())),
+        Ok(None) => Err(chain::no_head()),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// A unique key refused a row (the id, or the chain's sequence number); the connection is still usable.
 fn is_unique_violation(client: &Client, e: &tokio_postgres::Error) -> bool {
     !client.is_closed()
         && !e.is_closed()
@@ -87,7 +136,18 @@ fn is_unique_violation(client: &Client, e: &tokio_postgres::Error) -> bool {
 /// Which entry the id key refused, by the same rule as every backend ([`rules::explain_audit_conflict`]),
 /// asked after the failed `COPY` (which stored nothing): the server's detail names a key in its own words,
 /// this names the same first clashing entry as SQLite and the file store.
-async fn explain_conflict(client: &Client, rows: &[AuditRow]) -> Error {
+///
+/// The sequence number's index refuses a row only when an entry holding the next position was written around
+/// the plugin (the head record is behind the chain).
+async fn explain_conflict(client: &Client, rows: &[AuditRow], e: &tokio_postgres::Error) -> Error {
+    if e.as_db_error().and_then(|d| d.constraint()) == Some(chain::SEQ_INDEX) {
+        let detail = e.as_db_error().map(|d| d.detail().unwrap_or_default().to_string()).unwrap_or_default();
+        return Error::internal(format!(
+            "the audit chain's next sequence number is already held by an entry its head record does not know \
+             ({detail}): an entry was written around the plugin; nothing of the batch was stored. Run `parallax \
+             storage audit verify`"
+        ));
+    }
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     match client.query("SELECT id FROM audit_logs WHERE id = ANY($1)", &[&ids]).await {
         Ok(found) => {
@@ -105,11 +165,12 @@ async fn copy_audit(
     client: &Client,
     rows: &[AuditRow],
     details: &[Option<&str>],
+    links: &[Link],
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let sink = client
         .copy_in(
             "COPY audit_logs (id, timestamp, action, actor, resource_type, resource_id, details, ip_address, \
-             user_agent) FROM STDIN (FORMAT binary)",
+             user_agent, chain_seq, chain_prev, chain_hash) FROM STDIN (FORMAT binary)",
         )
         .await?;
     let types = [
@@ -122,10 +183,13 @@ async fn copy_audit(
         Type::JSONB,
         Type::INET,
         Type::TEXT,
+        Type::INT8,
+        Type::BYTEA,
+        Type::BYTEA,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for (r, details) in rows.iter().zip(details) {
+    for ((r, details), l) in rows.iter().zip(details).zip(links) {
         let ts = UNIX_EPOCH + Duration::from_micros(super::models::from_pg(r.timestamp).max(0) as u64);
         let details = details.map(JsonbText);
         let ip = r.ip_address.map(Inet);
@@ -141,6 +205,9 @@ async fn copy_audit(
                 &details,
                 &ip,
                 &r.user_agent,
+                &l.seq,
+                &l.prev.as_slice(),
+                &l.hash.as_slice(),
             ])
             .await?;
     }

@@ -150,6 +150,9 @@ impl PostgresBackend {
                 changed_schema = true;
                 tracing::info!(created = made, "created executions partitions ahead of time");
             }
+            // Entries written before the audit chain existed are chained once, by the first open that may
+            // write (a maintenance open writes nothing).
+            backend.chain_legacy().await?;
             *backend.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(partitions::keep_ahead(
                 backend.pool.clone(),
                 backend.spec.clone(),

@@ -205,7 +205,7 @@ fn parse_ip(text: &str) -> Result<IpNetwork> {
 }
 
 /// INET text as written: a host address without its /32 or /128.
-fn ip_text(n: IpNetwork) -> String {
+pub(super) fn ip_text(n: IpNetwork) -> String {
     if n.prefix() == if n.is_ipv4() { 32 } else { 128 } {
         n.ip().to_string()
     } else {

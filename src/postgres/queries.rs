@@ -431,8 +431,18 @@ impl Contract for PostgresBackend {
         let rows = entries.iter().map(AuditRow::from_new).collect::<Result<Vec<_>>>()?;
         let details: Vec<Option<&str>> =
             entries.iter().map(|a| a.details.as_ref().map(|d| d.as_str()).into_option()).collect();
-        // Binary COPY: one statement, no per-row parameters; all rows or none.
-        self.copy.audit(&rows, &details).await
+        // Hashed as they will read back: the INET column's text form.
+        let stored: Vec<AuditEntry> = entries
+            .iter()
+            .zip(&rows)
+            .map(|(a, r)| {
+                let mut e = crate::audit_chain::entry_of(a);
+                e.ip_address = r.ip_address.map(|n| super::models::ip_text(n).into()).into();
+                e
+            })
+            .collect();
+        // Binary COPY: one statement, no per-row parameters; all rows or none, chained after the head.
+        self.copy.audit(&rows, &details, &stored).await
     }
 
     async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
@@ -557,6 +567,10 @@ impl PostgresBackend {
             super::partitions::ensure(&self.pool, &self.spec, self.pg.partition_months_ahead).await
         {
             tracing::debug!(error = %e, "partitions not ensured after migrating (schema incomplete?)");
+        }
+        // Migrated up to (or past) the audit chain: chain the entries written before it.
+        if let Err(e) = self.chain_legacy().await {
+            tracing::debug!(error = %e, "legacy audit entries not chained after migrating (schema incomplete?)");
         }
     }
 }

@@ -201,6 +201,31 @@ impl Session<'_> {
         outcome
     }
 
+    /// Runs `f` in a transaction (`BEGIN` + `setup`) whose failures are this crate's errors (statements run
+    /// through [`Session::rows`] and the like, on this session): committed on `Ok`, rolled back on `Err`.
+    pub(super) async fn transaction_of<T>(
+        &self,
+        setup: &str,
+        what: &str,
+        f: impl AsyncFnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.in_transaction.store(true, Ordering::SeqCst);
+        self.batch(&format!("BEGIN; {setup}"), what).await?;
+        match f().await {
+            Ok(v) => {
+                self.batch("COMMIT", what).await?;
+                self.in_transaction.store(false, Ordering::SeqCst);
+                Ok(v)
+            }
+            Err(e) => {
+                if !self.client().is_closed() && self.client().batch_execute("ROLLBACK").await.is_ok() {
+                    self.in_transaction.store(false, Ordering::SeqCst);
+                }
+                Err(e)
+            }
+        }
+    }
+
     async fn finish<T>(
         &self,
         result: std::result::Result<Step<T>, tokio_postgres::Error>,

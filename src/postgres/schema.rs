@@ -7,6 +7,19 @@ pub mod sql_types {
 }
 
 diesel::table! {
+    audit_chain (id) {
+        id -> Int2,
+        head_seq -> Int8,
+        head_hash -> Bytea,
+        checkpoint_seq -> Nullable<Int8>,
+        checkpoint_hash -> Nullable<Bytea>,
+        checkpoint_removed -> Int8,
+        checkpoint_at -> Nullable<Timestamptz>,
+        legacy_pending -> Bool,
+    }
+}
+
+diesel::table! {
     audit_logs (id) {
         id -> Uuid,
         timestamp -> Timestamptz,
@@ -21,6 +34,9 @@ diesel::table! {
         details -> Nullable<Jsonb>,
         ip_address -> Nullable<Inet>,
         user_agent -> Nullable<Text>,
+        chain_seq -> Nullable<Int8>,
+        chain_prev -> Nullable<Bytea>,
+        chain_hash -> Nullable<Bytea>,
     }
 }
 
@@ -105,6 +121,7 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_chain,
     audit_logs,
     execution_events,
     executions,
