@@ -374,3 +374,221 @@ impl Store for SqliteBackend {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::RSome;
+    use parallax_storage_abi::{audit::AuditVerifyParams, NewAuditEntry, OpenOptions};
+
+    use super::*;
+    use crate::{
+        archive::Store as _,
+        audit_chain::{verify, GENESIS},
+        config::{SqliteConfig, StorageConfig},
+        contract::Contract,
+        transfer::Store as _,
+    };
+
+    const T0: i64 = 1_705_314_615_123_456;
+
+    fn config(dir: &tempfile::TempDir) -> StorageConfig {
+        StorageConfig {
+            sqlite: SqliteConfig { path: dir.path().join("c.db"), ..SqliteConfig::default() },
+            ..StorageConfig::default()
+        }
+    }
+
+    async fn backend(dir: &tempfile::TempDir) -> SqliteBackend {
+        SqliteBackend::open(config(dir), OpenOptions::default()).await.unwrap()
+    }
+
+    fn id(n: u32) -> String {
+        format!("0190b3f2-7c1e-7a00-8000-{n:012}")
+    }
+
+    fn entry(n: u32, at: i64) -> NewAuditEntry {
+        NewAuditEntry {
+            id: RSome(id(n).into()),
+            timestamp: RSome(at),
+            action: "login".into(),
+            actor: RSome(format!("user{n}").into()),
+            details: RSome(r#"{"ok": true, "n": 1.0}"#.into()),
+            ip_address: RSome("10.0.0.1".into()),
+            ..NewAuditEntry::default()
+        }
+    }
+
+    async fn check(b: &SqliteBackend) -> parallax_storage_abi::audit::AuditVerifyReport {
+        let r = verify(b, AuditVerifyParams::default()).await.unwrap();
+        assert!(r.ok, "{r:?}");
+        r
+    }
+
+    fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.path().join("c.db")).unwrap()
+    }
+
+    /// `(seq, id)` of every entry in chain order.
+    async fn order(b: &SqliteBackend) -> Vec<(i64, String)> {
+        b.chain_scan(0, 1000).await.unwrap().into_iter().map(|c| (c.seq, c.entry.id.to_string())).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_and_imports_make_one_chain_and_a_refused_batch_leaves_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir).await;
+        assert_eq!(b.chain_state().await.unwrap(), Some(ChainState::default()));
+        b.append_audit((1..=3).map(|n| entry(n, T0 + i64::from(n))).collect()).await.unwrap();
+        b.append_audit(vec![entry(4, T0)]).await.unwrap();
+        let r = check(&b).await;
+        assert_eq!((r.checked, r.first_seq, r.last_seq, r.head.seq), (4, 1, 4, 4));
+        let scanned = b.chain_scan(0, 10).await.unwrap();
+        assert_eq!(scanned[0].prev, GENESIS.to_vec());
+        assert_eq!(scanned[1].prev, scanned[0].hash);
+        assert_eq!(b.chain_hash_at(4).await.unwrap(), Some(scanned[3].hash.clone()));
+        assert_eq!(b.chain_hash_at(5).await.unwrap(), None);
+
+        // A batch the id key refuses stores nothing and leaves the head where it was.
+        let err = b.append_audit(vec![entry(5, T0), entry(2, T0)]).await.unwrap_err();
+        assert_eq!(err, crate::rules::audit_entry_exists(&id(2)));
+        assert_eq!(b.chain_state().await.unwrap().unwrap().head.seq, 4);
+
+        // An import chains only the entries it inserts, contiguously.
+        let present = b.fetch_audit(vec![id(2)]).await.unwrap();
+        let mut fresh = entry(6, T0 + 10);
+        fresh.actor = RSome("restored".into());
+        let fresh = crate::audit_chain::entry_of(&fresh);
+        let mut again = crate::audit_chain::entry_of(&entry(7, T0 + 11));
+        again.action = "logout".into();
+        let imported = b.import_audit(vec![present[0].clone(), fresh, again]).await.unwrap();
+        assert_eq!((imported.inserted, imported.skipped), (2, 1));
+        b.append_audit(vec![entry(8, T0 + 12)]).await.unwrap();
+        let r = check(&b).await;
+        assert_eq!((r.checked, r.head.seq), (7, 7));
+        let ids: Vec<String> = order(&b).await.into_iter().map(|(_, i)| i).collect();
+        assert_eq!(ids, [id(1), id(2), id(3), id(4), id(6), id(7), id(8)]);
+        b.shutdown().await.unwrap();
+    }
+
+    /// Two opens of one file (as two processes would) appending at once still make one gap-free chain: each
+    /// reads the head inside its `BEGIN IMMEDIATE` transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_on_one_file_make_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = std::sync::Arc::new(backend(&dir).await);
+        let b = std::sync::Arc::new(backend(&dir).await);
+        let mut tasks = Vec::new();
+        for n in 0..40u32 {
+            let s = if n % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                s.append_audit(vec![entry(n * 3, T0), entry(n * 3 + 1, T0 + 1), entry(n * 3 + 2, T0 + 2)])
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let r = check(&a).await;
+        assert_eq!((r.checked, r.head.seq), (120, 120));
+        let seqs: Vec<i64> = order(&b).await.into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, (1..=120).collect::<Vec<i64>>());
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+    }
+
+    /// Entries written before the chain existed are chained by the first open that may write, in (timestamp,
+    /// id) order after the head; a maintenance open leaves them alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn legacy_entries_are_chained_once_by_the_first_writing_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir).await;
+        // Out of time order on purpose: the legacy chain follows (timestamp, id).
+        b.append_audit(vec![entry(3, T0 + 5), entry(1, T0 + 5), entry(2, T0 + 1)]).await.unwrap();
+        b.shutdown().await.unwrap();
+        drop(b);
+        raw(&dir)
+            .execute_batch(
+                "UPDATE audit_logs SET chain_seq = NULL, chain_prev = NULL, chain_hash = NULL;
+                 UPDATE audit_chain SET head_seq = 0, head_hash = zeroblob(32), legacy_pending = 1;",
+            )
+            .unwrap();
+
+        let m = SqliteBackend::open(config(&dir), OpenOptions { maintenance: true }).await.unwrap();
+        assert_eq!(m.unchained(10).await.unwrap(), (3, vec![id(2), id(1), id(3)]));
+        m.shutdown().await.unwrap();
+        drop(m);
+
+        let b = backend(&dir).await;
+        assert_eq!(b.unchained(10).await.unwrap(), (0, vec![]));
+        assert_eq!(order(&b).await, [(1, id(2)), (2, id(1)), (3, id(3))]);
+        b.append_audit(vec![entry(4, T0)]).await.unwrap();
+        let r = check(&b).await;
+        assert_eq!((r.checked, r.head.seq), (4, 4));
+        b.shutdown().await.unwrap();
+        drop(b);
+        let pending: bool =
+            raw(&dir).query_row("SELECT legacy_pending FROM audit_chain", [], |r| r.get(0)).unwrap();
+        assert!(!pending);
+
+        // After that, an entry without a sequence number is a forgery.
+        raw(&dir)
+            .execute("INSERT INTO audit_logs (id, timestamp, action) VALUES (?1, 0, 'forged')", [id(9)])
+            .unwrap();
+        let b = backend(&dir).await;
+        let r = verify(&b, AuditVerifyParams::default()).await.unwrap();
+        assert_eq!((r.ok, r.break_count, r.breaks[0].kind.as_str()), (false, 1, "inserted"), "{r:?}");
+        assert_eq!(b.unchained(10).await.unwrap(), (1, vec![id(9)]));
+        b.shutdown().await.unwrap();
+    }
+
+    /// The primitives retention and archive narrow with, and the checkpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn selection_primitives_and_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir).await;
+        // Chain order 1..=5; entry 4 is older than 2 and 3.
+        let at = [T0 + 1, T0 + 2, T0 + 3, T0, T0 + 4];
+        for (n, t) in (1..=5).zip(at) {
+            b.append_audit(vec![entry(n, t)]).await.unwrap();
+        }
+        assert_eq!(b.chain_seq_since(T0 + 2).await.unwrap(), Some(2));
+        assert_eq!(b.chain_seq_since(T0 + 9).await.unwrap(), None);
+        assert_eq!(b.chained_upto(3).await.unwrap(), 3);
+        let before = (T0 + 2, id(2));
+        assert_eq!(b.chain_below(before.clone(), 0).await.unwrap(), (2, Some(4)));
+        assert_eq!(b.chain_below(before.clone(), 1).await.unwrap(), (1, Some(4)));
+        assert_eq!(b.chain_below((T0, id(0)), 0).await.unwrap(), (0, None));
+        let keys = b.chain_keys((i64::MAX, String::new()), None, 3).await.unwrap();
+        assert_eq!(keys, [((T0, id(4)), Some(4)), ((T0 + 1, id(1)), Some(1)), ((T0 + 2, id(2)), Some(2))]);
+        let rest = b.chain_keys((T0 + 4, id(5)), Some(keys[2].0.clone()), 10).await.unwrap();
+        assert_eq!(rest, [((T0 + 3, id(3)), Some(3))]);
+
+        let hash = hash_of(&b.chain_hash_at(2).await.unwrap().unwrap()).unwrap();
+        let cp = Checkpoint { seq: 2, hash, removed: 2, at: T0 };
+        b.set_chain_checkpoint(cp).await.unwrap();
+        let state = b.chain_state().await.unwrap().unwrap();
+        assert_eq!((state.checkpoint, state.head.seq), (Some(cp), 5));
+        b.delete_audit(vec![id(1), id(2)]).await.unwrap();
+        let r = check(&b).await;
+        assert_eq!((r.checked, r.first_seq, r.awaiting_removal), (3, 3, 0));
+        b.shutdown().await.unwrap();
+    }
+
+    /// Rows written around the plugin past the head: an append names the cause instead of a bare conflict.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sequence_number_taken_around_the_plugin_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir).await;
+        b.append_audit(vec![entry(1, T0)]).await.unwrap();
+        raw(&dir)
+            .execute(
+                "INSERT INTO audit_logs (id, timestamp, action, chain_seq) VALUES (?1, 0, 'forged', 2)",
+                [id(9)],
+            )
+            .unwrap();
+        let err = b.append_audit(vec![entry(2, T0)]).await.unwrap_err();
+        assert!(err.to_string().contains("entries up to 2 are stored"), "{err}");
+        assert_eq!(b.chain_state().await.unwrap().unwrap().head.seq, 1);
+        b.shutdown().await.unwrap();
+    }
+}
