@@ -203,6 +203,9 @@ fn chain_legacy_locked(conn: &mut SqliteConnection) -> Result<u64> {
     Ok(chained)
 }
 
+/// An entry and its chain columns as stored (`chain_seq`, `chain_prev`, `chain_hash`).
+type ScanRow = (AuditRow, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 #[derive(QueryableByName)]
 struct Below {
     #[diesel(sql_type = BigInt)]
@@ -228,7 +231,7 @@ impl Store for SqliteBackend {
 
     async fn chain_scan(&self, after: i64, limit: usize) -> Result<Vec<Chained>> {
         self.read(move |conn| {
-            let rows: Vec<(AuditRow, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>)> = audit_logs::table
+            let rows: Vec<ScanRow> = audit_logs::table
                 .filter(audit_logs::chain_seq.gt(after))
                 .order((audit_logs::chain_seq, audit_logs::id))
                 .limit(limit as i64)
