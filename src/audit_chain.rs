@@ -102,6 +102,8 @@ pub struct Checkpoint {
 pub struct ChainState {
     pub head: Head,
     pub checkpoint: Option<Checkpoint>,
+    /// Entries written before the chain existed are not chained yet (the first open that may write does it).
+    pub legacy_pending: bool,
 }
 
 impl ChainState {
@@ -175,7 +177,11 @@ pub trait Store: Send + Sync {
 
     /// Entries with a sequence number above `after_seq` and a key `(timestamp, id)` below `before`: how
     /// many, and the largest sequence number among them.
-    fn chain_below(&self, before: Key, after_seq: i64) -> impl Future<Output = Result<(u64, Option<i64>)>> + Send {
+    fn chain_below(
+        &self,
+        before: Key,
+        after_seq: i64,
+    ) -> impl Future<Output = Result<(u64, Option<i64>)>> + Send {
         let _ = (before, after_seq);
         async { Ok((0, None)) }
     }
@@ -380,7 +386,11 @@ impl Walker {
         } else if self.expected_prev.is_some_and(|e| e.as_slice() != row.prev.as_slice()) {
             if row.seq > self.expected_seq {
                 let (from, to) = (self.expected_seq, row.seq - 1);
-                let what = if from == to { format!("entry {from} is") } else { format!("entries {from} to {to} are") };
+                let what = if from == to {
+                    format!("entry {from} is")
+                } else {
+                    format!("entries {from} to {to} are")
+                };
                 self.brk(
                     "missing",
                     Some(from),
@@ -483,6 +493,13 @@ pub async fn verify<S: Store>(store: &S, params: AuditVerifyParams) -> Result<Au
     let state = store.chain_state().await?.ok_or_else(|| {
         Error::internal("this storage keeps no audit chain (a test double); nothing can be verified")
     })?;
+    if state.legacy_pending {
+        return Err(Error::schema(
+            "the audit entries written before this plugin version are not chained yet: the first open that may \
+             write chains them (any command that writes, e.g. `parallax storage migrate up` or `parallax audit \
+             append`), then verify again",
+        ));
+    }
     let (mut after, prev) = match params.since {
         Some(t) => match store.chain_seq_since(t).await? {
             Some(seq) => (seq.max(state.start().0 + 1) - 1, None),

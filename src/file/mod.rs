@@ -18,8 +18,8 @@
 //! that every reader must detect and repair; a new file is either fully there or not at all.
 
 mod archive;
-mod chain;
 mod backup;
+mod chain;
 mod codec;
 mod docs;
 pub(crate) mod durable;

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod audit_chain;
 pub mod events;
 pub mod executions;
 pub mod metrics;
@@ -102,6 +103,9 @@ macro_rules! for_each_contract {
             metrics::metrics_exposition_passes_promtool,
             transfer::transfer_export_then_import_equals_the_original,
             transfer::transfer_import_needs_merge_and_reports_conflicts,
+            audit_chain::audit_chain_verifies_after_concurrent_appends,
+            audit_chain::audit_chain_names_each_tampering,
+            audit_chain::audit_chain_survives_cleanup_and_archive,
         }
     };
 }

@@ -491,18 +491,20 @@ pub async fn retention_bad_values_are_refused_by_name(h: &Harness) {
 
 pub async fn retention_audit_goes_by_age(h: &Harness) {
     let s = &h.storage;
-    let old = audit_at(s, &[days_ago(200), days_ago(91)]).await;
-    let mid = audit_at(s, &[days_ago(89), days_ago(30)]).await;
+    // Written in time order, as an application does (an entry written later with an older time stays until
+    // the entries chained before it go: `audit_chain::audit_chain_survives_cleanup_and_archive`).
+    let old = audit_at(s, &[days_ago(200), days_ago(95)]).await;
     // A batch spanning the cutoff: its old entry goes, its new one stays.
-    let span = audit_at(s, &[days_ago(95), days_ago(85)]).await;
+    let span = audit_at(s, &[days_ago(91), days_ago(85)]).await;
+    let mid = audit_at(s, &[days_ago(80), days_ago(30)]).await;
     let recent = audit_at(s, &[now()]).await;
     let r = s.cleanup(&audit_older_than("90d")).await.unwrap();
     let au = main_part(&r, "audit_logs");
     assert_eq!((au.rows, r.rows_left), (3, None), "{r:?}");
-    assert_eq!(au.sample_ids, [old[0].to_string(), span[0].to_string(), old[1].to_string()], "oldest first");
+    assert_eq!(au.sample_ids, [old[0].to_string(), old[1].to_string(), span[0].to_string()], "oldest first");
     let left: BTreeSet<Uuid> =
         s.audit_entries(AuditQuery::default(), 10).collect().await.unwrap().iter().map(|e| e.id).collect();
-    assert_eq!(left, BTreeSet::from([mid[0], mid[1], span[1], recent[0]]));
+    assert_eq!(left, BTreeSet::from([span[1], mid[0], mid[1], recent[0]]));
     // The remaining entries keep their contents.
     let q = AuditQuery { actor: Some("tester".into()), ..Default::default() };
     let pg = s.query_audit(q, page(10, None)).await.unwrap();

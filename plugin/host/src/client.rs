@@ -3,8 +3,8 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use parallax_storage_abi::{
-    archive as archive_ops, hosts as hosts_ops, maintenance, metrics as metrics_ops, retention as ops,
-    transfer as transfer_ops, StorageBox,
+    archive as archive_ops, audit as audit_ops, hosts as hosts_ops, maintenance, metrics as metrics_ops,
+    retention as ops, transfer as transfer_ops, StorageBox,
 };
 
 use crate::{
@@ -333,6 +333,16 @@ impl Storage {
     /// answers `Unsupported` naming `pg_dump`. The destination is an absolute path that does not exist yet.
     pub async fn backup(&self, params: &transfer::BackupParams) -> R<transfer::BackupReport> {
         self.op(transfer_ops::BACKUP, 1, params).await
+    }
+
+    /// Walks the tamper-evident audit chain (`audit-verify`): entries checked, the head and checkpoint, and
+    /// every break found (altered, missing, inserted, reordered, head). A break is a finding in the report,
+    /// not an error; a plugin built before the chain answers `Unsupported`.
+    pub async fn audit_verify(
+        &self,
+        params: &audit_ops::AuditVerifyParams,
+    ) -> R<audit_ops::AuditVerifyReport> {
+        self.op(audit_ops::AUDIT_VERIFY, 1, params).await
     }
 
     /// The plugin's metrics in the Prometheus text exposition format (the `metrics` maintenance op), with the

@@ -112,6 +112,15 @@ pub mod metrics {
     pub use parallax_storage_abi::metrics::{MetricsParams, MetricsText, PROMETHEUS_TEXT_CONTENT_TYPE};
 }
 
+/// The document of the `audit-verify` maintenance op, used by [`Storage::audit_verify`]. The module
+/// documentation of `parallax_storage_abi::audit` defines the chain (hash, canonical form, kinds of break).
+pub mod audit {
+    pub use parallax_storage_abi::audit::{
+        AuditBreak, AuditVerifyParams, AuditVerifyReport, ChainCheckpoint, ChainHead, AUDIT_VERIFY,
+        MAX_BREAKS,
+    };
+}
+
 /// The document of the `hosts` maintenance op, used by [`Storage::hosts`].
 pub mod hosts {
     pub use parallax_storage_abi::hosts::{HostReport, HostsParams, HostsReport, HOSTS};

@@ -118,6 +118,61 @@ pub enum StorageCmd {
     /// Print the storage metrics in the Prometheus text format, or serve them over HTTP (--listen)
     #[command(long_about = METRICS_LONG)]
     Metrics(MetricsArgs),
+    /// Prove that no audit entry was altered, removed or slipped in (walks the hash chain)
+    #[command(subcommand)]
+    Audit(StorageAuditCmd),
+}
+
+const AUDIT_VERIFY_LONG: &str = "Walk the audit log's hash chain and report: entries checked, the chain's head \
+(sequence number and hash), the checkpoint left by retention or archive runs, and every break, each with the \
+entry where it shows and its kind: altered (a field changed after the entry was written), missing (entries \
+removed, or the newest ones gone), inserted (an entry written around the plugin, or at a position the chain \
+does not hold), reordered (entries swapped or moved), head (the chain does not end where its head record, or \
+--expect-head, says). Exits 0 when the chain is intact, 1 on any break.
+
+Every entry's hash covers the hash before it, so changing, removing or adding an entry breaks the chain from \
+there; someone able to rewrite the whole table (and the head record) can forge a consistent chain: record the \
+head elsewhere now and then (--print-head), and check against it later (--expect-head SEQ:HASH), which detects a \
+truncation of the newest entries or a rewritten chain. The README's section \"Verifying the audit log\" \
+describes the hash (canonical form of an entry) so that anyone can verify it with their own tools.
+
+Examples:
+  parallax storage audit verify
+  parallax storage audit verify --since 7d --output json
+  parallax storage audit verify --print-head
+  parallax storage audit verify --expect-head 1204332:3f9c…(64 hex digits)";
+
+#[derive(Debug, Subcommand)]
+pub enum StorageAuditCmd {
+    /// Walk the audit chain and report every break (exits 1 on a break)
+    #[command(long_about = AUDIT_VERIFY_LONG)]
+    Verify {
+        /// Start at the first entry with a timestamp at or after T (RFC3339, or an age like 7d)
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        since: Option<Timestamp>,
+        /// Print only the chain's current head (SEQ:HASH) after verifying, to record it elsewhere
+        #[arg(long)]
+        print_head: bool,
+        /// A head recorded earlier (SEQ:HASH, as --print-head printed it): the chain must still hold it
+        #[arg(long, value_name = "SEQ:HASH", value_parser = parse_head)]
+        expect_head: Option<(i64, String)>,
+    },
+}
+
+/// `SEQ:HASH`, as `audit verify --print-head` prints it.
+fn parse_head(text: &str) -> Result<(i64, String), String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a chain head: give SEQ:HASH as `parallax storage audit verify --print-head` printed it \
+             (a sequence number, a colon, 64 hex digits)"
+        )
+    };
+    let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+    let seq: i64 = seq.parse().map_err(|_| bad())?;
+    if seq < 1 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
 }
 
 #[derive(Debug, Args)]

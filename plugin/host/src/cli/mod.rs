@@ -214,6 +214,8 @@ fn run(mut cli: Cli) -> Result<Output, CliError> {
             CleanupCmd::Executions { common, .. } | CleanupCmd::AuditLogs { common },
         )) => common.dry_run,
         Command::Storage(StorageCmd::Retention(RetentionCmd::Status)) => true,
+        // Verifying reads only; it must see the chain as it is (an older plugin's schema is refused by name).
+        Command::Storage(StorageCmd::Audit(_)) => true,
         Command::Storage(StorageCmd::Retention(RetentionCmd::Run { dry_run, .. })) => *dry_run,
         Command::Storage(cmd @ (StorageCmd::Archive(_) | StorageCmd::Restore(_))) => {
             archive::changes_nothing(cmd)

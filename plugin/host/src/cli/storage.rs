@@ -249,6 +249,7 @@ pub async fn run(store: &Storage, cmd: StorageCmd) -> Result<Output, CliError> {
         StorageCmd::Export(args) => super::transfer::export(store, args).await,
         StorageCmd::Import(args) => super::transfer::import(store, args).await,
         StorageCmd::Backup(args) => super::transfer::backup(store, args).await,
+        StorageCmd::Audit(cmd) => super::audit::verify(store, cmd).await,
         StorageCmd::Metrics(_) => Err(CliError::new(
             1,
             "internal: `storage metrics` is answered by cli::metrics, with the plugin's version",
