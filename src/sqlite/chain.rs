@@ -78,7 +78,7 @@ impl HeadRecord {
                 })
             }
         };
-        Ok(ChainState { head: self.head()?, checkpoint })
+        Ok(ChainState { head: self.head()?, checkpoint, legacy_pending: self.legacy_pending })
     }
 }
 
@@ -140,6 +140,19 @@ pub(super) fn seq_taken(head: i64, max: i64) -> Error {
 /// the head, once: when the head record says so (`legacy_pending`), in one `BEGIN IMMEDIATE` transaction
 /// (another process opening meanwhile waits, then finds nothing to do). Returns how many were chained.
 pub(super) fn chain_legacy(conn: &mut SqliteConnection) -> Result<u64> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    // A schema before the chain (`migrate to` an older version): nothing to chain.
+    let table: Count =
+        sql_query("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'audit_chain'")
+            .get_result(conn)
+            .map_err(sqlite_error)?;
+    if table.n == 0 {
+        return Ok(0);
+    }
     let pending: Option<bool> = audit_chain::table
         .find(1)
         .select(audit_chain::legacy_pending)
@@ -518,6 +531,9 @@ mod tests {
 
         let m = SqliteBackend::open(config(&dir), OpenOptions { maintenance: true }).await.unwrap();
         assert_eq!(m.unchained(10).await.unwrap(), (3, vec![id(2), id(1), id(3)]));
+        assert!(m.chain_state().await.unwrap().unwrap().legacy_pending);
+        let err = verify(&m, AuditVerifyParams::default()).await.unwrap_err();
+        assert_eq!(err.kind(), parallax_storage_abi::ErrorKind::Schema, "{err}");
         m.shutdown().await.unwrap();
         drop(m);
 
@@ -532,6 +548,20 @@ mod tests {
         let pending: bool =
             raw(&dir).query_row("SELECT legacy_pending FROM audit_chain", [], |r| r.get(0)).unwrap();
         assert!(!pending);
+
+        // `migrate up` (a maintenance open) chains them too.
+        raw(&dir)
+            .execute_batch(
+                "UPDATE audit_logs SET chain_seq = NULL, chain_prev = NULL, chain_hash = NULL;
+                 UPDATE audit_chain SET head_seq = 0, head_hash = zeroblob(32), legacy_pending = 1;",
+            )
+            .unwrap();
+        let m = SqliteBackend::open(config(&dir), OpenOptions { maintenance: true }).await.unwrap();
+        m.migrate_up().await.unwrap();
+        assert_eq!(order(&m).await, [(1, id(4)), (2, id(2)), (3, id(1)), (4, id(3))]);
+        assert_eq!(check(&m).await.checked, 4);
+        m.shutdown().await.unwrap();
+        drop(m);
 
         // After that, an entry without a sequence number is a forgery.
         raw(&dir)

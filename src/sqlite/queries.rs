@@ -412,7 +412,14 @@ impl Contract for SqliteBackend {
     }
 
     async fn migrate_up(&self) -> Result<MigrationReport> {
-        self.writer.solo("migrate_up", |c| migrate::up(c, &MIGRATIONS)).await
+        self.writer
+            .solo("migrate_up", |c| {
+                let report = migrate::up(c, &MIGRATIONS)?;
+                // The command that brings the chain chains the entries written before it.
+                chain::chain_legacy(c)?;
+                Ok(report)
+            })
+            .await
     }
 
     async fn migrate_down(&self) -> Result<MigrationReport> {
@@ -420,7 +427,13 @@ impl Contract for SqliteBackend {
     }
 
     async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
-        self.writer.solo("migrate_to", move |c| migrate::to(c, &MIGRATIONS, &version)).await
+        self.writer
+            .solo("migrate_to", move |c| {
+                let report = migrate::to(c, &MIGRATIONS, &version)?;
+                chain::chain_legacy(c)?;
+                Ok(report)
+            })
+            .await
     }
 
     async fn mark_migration_applied(&self, version: String) -> Result<MigrationReport> {
