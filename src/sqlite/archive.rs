@@ -21,13 +21,15 @@ use diesel::{
 use parallax_storage_abi::{retention::CleanupTarget, AuditEntry, Execution, ExecutionEvent};
 
 use super::{
-    models::{AuditRow, EventRow, ExecutionRow},
+    chain,
+    models::{AuditRow, ChainedAuditRow, EventRow, ExecutionRow},
     retention::{final_statuses, selected, target},
     schema::{audit_logs, execution_events, executions},
     SqliteBackend,
 };
 use crate::{
     archive::{Deleted, ExecutionRecord, Imported, Store},
+    audit_chain::extend,
     error::{sqlite_error, Error, Result, SqliteFailure},
     rules::{Key, Selection},
 };
@@ -235,25 +237,16 @@ pub(super) fn import_executions(
     Ok(done)
 }
 
+/// Inserts the entries whose id is absent, each chained after the head as it is inserted (so the inserted ones
+/// get contiguous sequence numbers, the skipped ones none); the writer's transaction holds the write lock.
 fn import_audit(conn: &mut SqliteConnection, entries: &[AuditEntry]) -> Result<Imported> {
     let mut done = Imported::default();
+    let mut head = chain::read_head(conn)?;
     for a in entries {
-        let opt = |o: &abi_stable::std_types::ROption<abi_stable::std_types::RString>| {
-            o.as_ref().map(|s| s.to_string()).into_option()
-        };
-        let row = AuditRow {
-            id: a.id.to_string(),
-            timestamp: a.timestamp,
-            action: a.action.to_string(),
-            actor: opt(&a.actor),
-            resource_type: opt(&a.resource_type),
-            resource_id: opt(&a.resource_id),
-            details: opt(&a.details),
-            ip_address: opt(&a.ip_address),
-            user_agent: opt(&a.user_agent),
-        };
+        let mut next = head;
+        let link = extend(&mut next, [a]).remove(0);
         let inserted = diesel::insert_into(audit_logs::table)
-            .values(&row)
+            .values(ChainedAuditRow::new(AuditRow::from(a), &link))
             .on_conflict(audit_logs::id)
             .do_nothing()
             .execute(conn)
@@ -262,7 +255,11 @@ fn import_audit(conn: &mut SqliteConnection, entries: &[AuditEntry]) -> Result<I
             done.skipped += 1;
         } else {
             done.inserted += 1;
+            head = next;
         }
+    }
+    if done.inserted > 0 {
+        chain::write_head(conn, &head)?;
     }
     Ok(done)
 }

@@ -64,6 +64,9 @@ impl SqliteBackend {
             // never in maintenance mode (migrate, info, dry runs), which must not rewrite the file.
             if !options.maintenance {
                 vacuum::convert_existing(&mut conn, &sqlite.path);
+                // The audit entries written before the chain existed, chained once by the first open that may
+                // write (a maintenance open writes nothing).
+                chain::chain_legacy(&mut conn)?;
             }
             Ok((conn, connection::read_pool(&sqlite, gauges)?))
         })

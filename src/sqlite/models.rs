@@ -2,9 +2,7 @@
 
 use abi_stable::std_types::{ROption, RString, RVec};
 use diesel::prelude::*;
-use parallax_storage_abi::{
-    AuditEntry, EventKind, Execution, ExecutionEvent, ExecutionStatus, NewAuditEntry, Pattern,
-};
+use parallax_storage_abi::{AuditEntry, EventKind, Execution, ExecutionEvent, ExecutionStatus, Pattern};
 
 use super::schema::{audit_logs, execution_events, executions, patterns};
 use crate::error::{Error, Result};
@@ -140,7 +138,7 @@ impl TryFrom<EventRow> for ExecutionEvent {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = audit_logs, check_for_backend(diesel::sqlite::Sqlite))]
 pub struct AuditRow {
     pub id: String,
@@ -152,23 +150,6 @@ pub struct AuditRow {
     pub details: Option<String>,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
-}
-
-impl From<&NewAuditEntry> for AuditRow {
-    /// `a` has been validated: its id and timestamp are set.
-    fn from(a: &NewAuditEntry) -> Self {
-        AuditRow {
-            id: opt(&a.id).unwrap_or_default(),
-            timestamp: a.timestamp.unwrap_or_default(),
-            action: a.action.to_string(),
-            actor: opt(&a.actor),
-            resource_type: opt(&a.resource_type),
-            resource_id: opt(&a.resource_id),
-            details: opt(&a.details),
-            ip_address: opt(&a.ip_address),
-            user_agent: opt(&a.user_agent),
-        }
-    }
 }
 
 impl From<AuditRow> for AuditEntry {
@@ -183,6 +164,44 @@ impl From<AuditRow> for AuditEntry {
             details: ropt(r.details),
             ip_address: ropt(r.ip_address),
             user_agent: ropt(r.user_agent),
+        }
+    }
+}
+
+/// An audit row as it is inserted: the entry and its place in the chain.
+#[derive(Insertable)]
+#[diesel(table_name = audit_logs, check_for_backend(diesel::sqlite::Sqlite))]
+pub struct ChainedAuditRow {
+    #[diesel(embed)]
+    pub row: AuditRow,
+    pub chain_seq: i64,
+    pub chain_prev: Vec<u8>,
+    pub chain_hash: Vec<u8>,
+}
+
+impl ChainedAuditRow {
+    pub fn new(row: AuditRow, link: &crate::audit_chain::Link) -> Self {
+        ChainedAuditRow {
+            row,
+            chain_seq: link.seq,
+            chain_prev: link.prev.to_vec(),
+            chain_hash: link.hash.to_vec(),
+        }
+    }
+}
+
+impl From<&AuditEntry> for AuditRow {
+    fn from(a: &AuditEntry) -> Self {
+        AuditRow {
+            id: a.id.to_string(),
+            timestamp: a.timestamp,
+            action: a.action.to_string(),
+            actor: opt(&a.actor),
+            resource_type: opt(&a.resource_type),
+            resource_id: opt(&a.resource_id),
+            details: opt(&a.details),
+            ip_address: opt(&a.ip_address),
+            user_agent: opt(&a.user_agent),
         }
     }
 }

@@ -11,6 +11,7 @@ use diesel::{
 use parallax_storage_abi::*;
 
 use super::{
+    chain,
     migrations::MIGRATIONS,
     models::{
         status_of, AuditRow, EventRow, ExecutionChanges, ExecutionHitRow, ExecutionRow, PatternHitRow,
@@ -20,6 +21,7 @@ use super::{
     search, SqliteBackend,
 };
 use crate::{
+    audit_chain,
     contract::Contract,
     error::{sqlite_error, Error, Result, SqliteFailure},
     migrate,
@@ -327,22 +329,24 @@ impl Contract for SqliteBackend {
     }
 
     async fn append_audit(&self, entries: Vec<NewAuditEntry>) -> Result<()> {
-        let rows: Vec<AuditRow> = entries.iter().map(AuditRow::from).collect();
+        let entries: Vec<AuditEntry> = entries.iter().map(audit_chain::entry_of).collect();
         self.writer
             .write("append_audit", move |conn| {
+                // Inside the writer's `BEGIN IMMEDIATE` transaction: no other process appends between reading
+                // the head and committing the rows chained after it.
+                let head = chain::read_head(conn)?;
                 // A savepoint of its own: when the id key refuses a row, the rows before it are undone before
                 // the store is asked which id clashed.
                 let inserted = conn.transaction(|conn| -> Result<(), SqliteFailure> {
-                    // 9 bound values a row: stay well under SQLite's variable limit.
-                    for chunk in rows.chunks(1000) {
-                        diesel::insert_into(audit_logs::table).values(chunk).execute(conn)?;
-                    }
-                    Ok(())
+                    let mut next = head;
+                    chain::insert(conn, &mut next, &entries).map_err(SqliteFailure)?;
+                    chain::write_head(conn, &next).map_err(SqliteFailure)
                 });
                 match inserted.map_err(Error::from) {
-                    // The id is the table's only unique key.
+                    // The id is the table's unique key; the sequence number is unique too, taken only by rows
+                    // written around the plugin.
                     Err(e) if e.kind() == ErrorKind::Conflict => {
-                        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                        let ids: Vec<&str> = entries.iter().map(|r| r.id.as_str()).collect();
                         let mut stored = std::collections::HashSet::new();
                         for chunk in ids.chunks(1000) {
                             let found: Vec<String> = audit_logs::table
@@ -351,6 +355,13 @@ impl Contract for SqliteBackend {
                                 .load(conn)
                                 .map_err(sqlite_error)?;
                             stored.extend(found);
+                        }
+                        if let Some(e) = rules::audit_conflict(ids.iter().copied(), |id| stored.contains(id))
+                        {
+                            return Err(e);
+                        }
+                        if let Some(max) = chain::past_head(conn, head.seq)? {
+                            return Err(chain::seq_taken(head.seq, max));
                         }
                         Err(rules::explain_audit_conflict(ids, |id| stored.contains(id)))
                     }
@@ -401,7 +412,14 @@ impl Contract for SqliteBackend {
     }
 
     async fn migrate_up(&self) -> Result<MigrationReport> {
-        self.writer.solo("migrate_up", |c| migrate::up(c, &MIGRATIONS)).await
+        self.writer
+            .solo("migrate_up", |c| {
+                let report = migrate::up(c, &MIGRATIONS)?;
+                // The command that brings the chain chains the entries written before it.
+                chain::chain_legacy(c)?;
+                Ok(report)
+            })
+            .await
     }
 
     async fn migrate_down(&self) -> Result<MigrationReport> {
@@ -409,7 +427,13 @@ impl Contract for SqliteBackend {
     }
 
     async fn migrate_to(&self, version: String) -> Result<MigrationReport> {
-        self.writer.solo("migrate_to", move |c| migrate::to(c, &MIGRATIONS, &version)).await
+        self.writer
+            .solo("migrate_to", move |c| {
+                let report = migrate::to(c, &MIGRATIONS, &version)?;
+                chain::chain_legacy(c)?;
+                Ok(report)
+            })
+            .await
     }
 
     async fn mark_migration_applied(&self, version: String) -> Result<MigrationReport> {

@@ -1,6 +1,19 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_chain (id) {
+        id -> Integer,
+        head_seq -> BigInt,
+        head_hash -> Binary,
+        checkpoint_seq -> Nullable<BigInt>,
+        checkpoint_hash -> Nullable<Binary>,
+        checkpoint_removed -> BigInt,
+        checkpoint_at -> Nullable<BigInt>,
+        legacy_pending -> Bool,
+    }
+}
+
+diesel::table! {
     audit_logs (id) {
         id -> Text,
         timestamp -> BigInt,
@@ -11,6 +24,9 @@ diesel::table! {
         details -> Nullable<Text>,
         ip_address -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+        chain_seq -> Nullable<BigInt>,
+        chain_prev -> Nullable<Binary>,
+        chain_hash -> Nullable<Binary>,
     }
 }
 
@@ -101,6 +117,7 @@ diesel::table! {
 diesel::joinable!(execution_events -> executions (execution_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_chain,
     audit_logs,
     execution_events,
     execution_search,
