@@ -175,7 +175,11 @@ pub trait Store: Send + Sync {
 
     /// Entries with a sequence number above `after_seq` and a key `(timestamp, id)` below `before`: how
     /// many, and the largest sequence number among them.
-    fn chain_below(&self, before: Key, after_seq: i64) -> impl Future<Output = Result<(u64, Option<i64>)>> + Send {
+    fn chain_below(
+        &self,
+        before: Key,
+        after_seq: i64,
+    ) -> impl Future<Output = Result<(u64, Option<i64>)>> + Send {
         let _ = (before, after_seq);
         async { Ok((0, None)) }
     }
@@ -380,7 +384,11 @@ impl Walker {
         } else if self.expected_prev.is_some_and(|e| e.as_slice() != row.prev.as_slice()) {
             if row.seq > self.expected_seq {
                 let (from, to) = (self.expected_seq, row.seq - 1);
-                let what = if from == to { format!("entry {from} is") } else { format!("entries {from} to {to} are") };
+                let what = if from == to {
+                    format!("entry {from} is")
+                } else {
+                    format!("entries {from} to {to} are")
+                };
                 self.brk(
                     "missing",
                     Some(from),

@@ -4,8 +4,8 @@
 //! [`run`]; nothing else crosses the boundary for it.
 
 use parallax_storage_abi::{
-    audit::{AuditVerifyParams, AUDIT_VERIFY},
     archive::{ArchiveParams, RestoreParams, VerifyParams, ARCHIVE, ARCHIVE_VERIFY, RESTORE},
+    audit::{AuditVerifyParams, AUDIT_VERIFY},
     hosts::{HostsParams, HOSTS},
     maintenance::{unsupported_op, Describe, MaintenanceRequest, MaintenanceResponse, OpVersions, DESCRIBE},
     metrics::{MetricsParams, MetricsText, METRICS, PROMETHEUS_TEXT_CONTENT_TYPE},
@@ -114,8 +114,11 @@ pub async fn run<S: crate::contract::Contract>(req: MaintenanceRequest, store: &
             Ok(MaintenanceResponse::new(&req, &report).to_json())
         }
         (AUDIT_VERIFY, 1) => {
-            let params: AuditVerifyParams =
-                if req.params.is_null() { AuditVerifyParams::default() } else { req.params().map_err(Error)? };
+            let params: AuditVerifyParams = if req.params.is_null() {
+                AuditVerifyParams::default()
+            } else {
+                req.params().map_err(Error)?
+            };
             let report = crate::audit_chain::verify(store, params).await?;
             Ok(MaintenanceResponse::new(&req, &report).to_json())
         }

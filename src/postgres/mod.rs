@@ -12,8 +12,8 @@
 //! by the background refresher; no disk free space (the server's disk is not visible to a client).
 
 mod archive;
-mod chain;
 mod budget;
+mod chain;
 mod connect;
 mod copy;
 mod driven;

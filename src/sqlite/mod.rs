@@ -2,8 +2,8 @@
 //! connections, and the embedded migrations.
 
 mod archive;
-mod chain;
 mod backup;
+mod chain;
 mod connection;
 mod metrics;
 pub mod migrations;
