@@ -83,12 +83,12 @@ async fn layout_is_documented_and_browsable() {
     assert_eq!(health.location, base.display().to_string());
     let v = health.server_version.as_str();
     assert!(
-        v.contains("format 1") && v.contains(" files") && v.contains(" free") && v.contains("yaml.gz"),
+        v.contains("format 2") && v.contains(" files") && v.contains(" free") && v.contains("yaml.gz"),
         "{v}"
     );
     let info = plugin().info();
     let file = info.backends.iter().find(|b| b.name == "file").unwrap();
-    assert!(file.available && file.migrations.iter().map(|m| m.as_str()).eq(["1"]));
+    assert!(file.available && file.migrations.iter().map(|m| m.as_str()).eq(["1", "2"]));
     h.finish().await;
 }
 
@@ -185,15 +185,22 @@ async fn format_version_one_is_applied_by_creating_the_store() {
     assert!(err.message.contains("does not exist yet") && err.message.contains("migrate up"), "{err}");
     let s = plugin().open_with(&cfg, OpenOptions { maintenance: true }).unwrap();
     let status = s.migration_status().await.unwrap();
-    assert!(status.len() == 1 && !status[0].applied, "{status:?}");
+    assert!(status.len() == 2 && status.iter().all(|m| !m.applied), "{status:?}");
     assert_kind(s.get_latest_pattern("x").await, ErrorKind::Schema, "migrate up");
     assert_kind(s.create_execution(new_execution("x", "1.0.0")).await, ErrorKind::Schema, "migrate up");
     let health = s.health().await.unwrap();
-    assert_eq!((health.pending_migrations, health.schema_version.is_none()), (1, true));
+    assert_eq!((health.pending_migrations, health.schema_version.is_none()), (2, true));
     assert_kind(s.migrate_down().await, ErrorKind::InvalidInput, "nothing to roll back");
     let up = s.migrate_to("1").await.unwrap();
     assert_eq!(up.applied.iter().map(|v| v.as_str()).collect::<Vec<_>>(), ["1"]);
     s.put_pattern(new_pattern("created", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+    // Format 2 (the audit chain) is pending: refused without autoRun, applied by `migrate up`.
+    let err = open_err(&cfg);
+    assert!(err.kind == ErrorKind::Schema && err.message.contains("format version 2 is pending"), "{err}");
+    let s = plugin().open_with(&cfg, OpenOptions { maintenance: true }).unwrap();
+    let up = s.migrate_up().await.unwrap();
+    assert_eq!(up.applied.iter().map(|v| v.as_str()).collect::<Vec<_>>(), ["2"]);
     s.shutdown().await.unwrap();
     let s = open_ok(&cfg);
     s.get_pattern("created", "1.0.0").await.unwrap();
@@ -201,7 +208,7 @@ async fn format_version_one_is_applied_by_creating_the_store() {
 
     // A manifest from a newer plugin is refused; a directory that is not a store is never taken over.
     let manifest = dir.path().join("store/manifest.yaml");
-    let text = std::fs::read_to_string(&manifest).unwrap().replace("format_version: 1", "format_version: 2");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("format_version: 2", "format_version: 3");
     std::fs::write(&manifest, text).unwrap();
     let err = open_err(&cfg);
     assert!(err.kind == ErrorKind::Schema && err.message.contains("newer"), "{err}");
