@@ -112,7 +112,7 @@ pub fn apply(h: &Harness, t: Tamper<'_>) {
             // Into the newest batch file (its name sorts by day and time), as a hand edit would: the fields of
             // an entry, none of the chain's.
             let mut b = batches(h).pop().expect("the store holds an audit batch file to add to");
-            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string();
             entries(&mut b)
                 .push(json!({ "id": id, "timestamp": now, "action": "forged", "actor": "mallory" }));
             write(&b);
