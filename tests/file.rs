@@ -83,12 +83,12 @@ async fn layout_is_documented_and_browsable() {
     assert_eq!(health.location, base.display().to_string());
     let v = health.server_version.as_str();
     assert!(
-        v.contains("format 1") && v.contains(" files") && v.contains(" free") && v.contains("yaml.gz"),
+        v.contains("format 2") && v.contains(" files") && v.contains(" free") && v.contains("yaml.gz"),
         "{v}"
     );
     let info = plugin().info();
     let file = info.backends.iter().find(|b| b.name == "file").unwrap();
-    assert!(file.available && file.migrations.iter().map(|m| m.as_str()).eq(["1"]));
+    assert!(file.available && file.migrations.iter().map(|m| m.as_str()).eq(["1", "2"]));
     h.finish().await;
 }
 
@@ -185,15 +185,22 @@ async fn format_version_one_is_applied_by_creating_the_store() {
     assert!(err.message.contains("does not exist yet") && err.message.contains("migrate up"), "{err}");
     let s = plugin().open_with(&cfg, OpenOptions { maintenance: true }).unwrap();
     let status = s.migration_status().await.unwrap();
-    assert!(status.len() == 1 && !status[0].applied, "{status:?}");
+    assert!(status.len() == 2 && status.iter().all(|m| !m.applied), "{status:?}");
     assert_kind(s.get_latest_pattern("x").await, ErrorKind::Schema, "migrate up");
     assert_kind(s.create_execution(new_execution("x", "1.0.0")).await, ErrorKind::Schema, "migrate up");
     let health = s.health().await.unwrap();
-    assert_eq!((health.pending_migrations, health.schema_version.is_none()), (1, true));
+    assert_eq!((health.pending_migrations, health.schema_version.is_none()), (2, true));
     assert_kind(s.migrate_down().await, ErrorKind::InvalidInput, "nothing to roll back");
     let up = s.migrate_to("1").await.unwrap();
     assert_eq!(up.applied.iter().map(|v| v.as_str()).collect::<Vec<_>>(), ["1"]);
     s.put_pattern(new_pattern("created", "1.0.0")).await.unwrap();
+    s.shutdown().await.unwrap();
+    // Format 2 (the audit chain) is pending: refused without autoRun, applied by `migrate up`.
+    let err = open_err(&cfg);
+    assert!(err.kind == ErrorKind::Schema && err.message.contains("format version 2 is pending"), "{err}");
+    let s = plugin().open_with(&cfg, OpenOptions { maintenance: true }).unwrap();
+    let up = s.migrate_up().await.unwrap();
+    assert_eq!(up.applied.iter().map(|v| v.as_str()).collect::<Vec<_>>(), ["2"]);
     s.shutdown().await.unwrap();
     let s = open_ok(&cfg);
     s.get_pattern("created", "1.0.0").await.unwrap();
@@ -201,7 +208,7 @@ async fn format_version_one_is_applied_by_creating_the_store() {
 
     // A manifest from a newer plugin is refused; a directory that is not a store is never taken over.
     let manifest = dir.path().join("store/manifest.yaml");
-    let text = std::fs::read_to_string(&manifest).unwrap().replace("format_version: 1", "format_version: 2");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("format_version: 2", "format_version: 3");
     std::fs::write(&manifest, text).unwrap();
     let err = open_err(&cfg);
     assert!(err.kind == ErrorKind::Schema && err.message.contains("newer"), "{err}");
@@ -612,15 +619,17 @@ async fn an_audit_batch_spanning_the_cutoff_is_rewritten_not_deleted() {
         a.timestamp = Some(at(t));
         a
     };
+    // Written oldest first: cleanup removes the oldest entries only as a prefix of the audit chain (the order
+    // they were written), so that what stays still verifies.
+    s.append_audit(vec![entry(now - 50 * DAY, "old"), entry(now - 45 * DAY, "old")]).await.unwrap();
     let spanning = s
         .append_audit(vec![
             entry(now - 40 * DAY, "old"),
-            entry(now - DAY, "new"),
             entry(now - 35 * DAY, "old"),
+            entry(now - DAY, "new"),
         ])
         .await
         .unwrap();
-    s.append_audit(vec![entry(now - 50 * DAY, "old"), entry(now - 45 * DAY, "old")]).await.unwrap();
     let audit_dir = base.join("audit");
     let all = files(&audit_dir);
     assert_eq!(all.len(), 2);
@@ -641,17 +650,17 @@ async fn an_audit_batch_spanning_the_cutoff_is_rewritten_not_deleted() {
     assert!(t.bytes_reclaimed.unwrap() > 0);
     // The rewritten file holds exactly the kept entry, and the store reads it back (also after a reopen).
     let text = gunzip(&span_file);
-    assert!(text.contains(&spanning[1].to_string()) && !text.contains(&spanning[0].to_string()), "{text}");
+    assert!(text.contains(&spanning[2].to_string()) && !text.contains(&spanning[0].to_string()), "{text}");
     assert!(files(&audit_dir).iter().all(|p| !p.to_string_lossy().contains(".~")), "no temporary file left");
     let q = AuditQuery { action: Some("retention.test".into()), ..Default::default() };
     let left = s.query_audit(q.clone(), page(10, None)).await.unwrap().items;
-    assert_eq!(left.iter().map(|a| a.id).collect::<Vec<_>>(), [spanning[1]]);
+    assert_eq!(left.iter().map(|a| a.id).collect::<Vec<_>>(), [spanning[2]]);
     h.storage.shutdown().await.unwrap();
     let s = open_ok(&h.config);
     let left = s.query_audit(q, page(10, None)).await.unwrap().items;
     assert_eq!(
         left.iter().map(|a| (a.id, a.actor.clone())).collect::<Vec<_>>(),
-        [(spanning[1], Some("new".into()))]
+        [(spanning[2], Some("new".into()))]
     );
     assert!(s.health().await.unwrap().warnings.is_empty());
     s.shutdown().await.unwrap();
@@ -1103,4 +1112,52 @@ async fn metrics_count_writes_queued_behind_the_writer() {
     })
     .await;
     s.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------------------------ the audit chain on disk
+
+async fn audit_verify(s: &Storage) -> parallax_storage_abi::audit::AuditVerifyReport {
+    let request = MaintenanceRequest::new(parallax_storage_abi::audit::AUDIT_VERIFY, 1, json!({}));
+    let response = s.maintenance(&request).await.unwrap_or_else(|e| panic!("audit-verify: {e}"));
+    serde_json::from_value(response.result).unwrap()
+}
+
+/// Hand edits of the audit batch files (as `tests/common/tamper_file.rs` makes them: the YAML or JSON edited,
+/// gzip undone and redone) load, and `audit verify` names each kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_of_audit_batch_files_load_and_audit_verify_names_them() {
+    for enc in ["yaml_gz", "json"] {
+        for (n, want) in [(0, "altered"), (1, "missing"), (2, "inserted"), (3, "reordered")] {
+            let h = if enc == "json" { json().await } else { yaml_gz().await };
+            let entries = (0..5).map(|i| audit(&format!("chained.{i}"), "alice")).collect();
+            let ids: Vec<String> =
+                h.storage.append_audit(entries).await.unwrap().iter().map(|u| u.to_string()).collect();
+            assert!(audit_verify(&h.storage).await.ok);
+            h.storage.shutdown().await.unwrap();
+            let forged = "0190b3f2-7c1e-7a00-8000-999999999999";
+            let t = match n {
+                0 => tamper::Tamper::Alter(&ids[2]),
+                1 => tamper::Tamper::Delete(&ids[2]),
+                2 => tamper::Tamper::Forge(forged),
+                _ => tamper::Tamper::Swap(&ids[1], &ids[3]),
+            };
+            tamper::tamper(&h, t);
+            let s = open_ok(&h.config);
+            let r = audit_verify(&s).await;
+            assert!(!r.ok && r.breaks[0].kind == want, "{enc} {t:?}: {r:?}");
+            let listed = s.query_audit(AuditQuery::default(), page(10, None)).await.unwrap().items.len();
+            assert_eq!(
+                listed,
+                if n == 1 {
+                    4
+                } else if n == 2 {
+                    6
+                } else {
+                    5
+                },
+                "{enc} {t:?}"
+            );
+            s.shutdown().await.unwrap();
+        }
+    }
 }

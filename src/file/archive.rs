@@ -29,7 +29,7 @@ use parallax_storage_abi::{AuditEntry, Execution, ExecutionEvent};
 
 use super::{
     codec::Encoding,
-    docs::{AuditBatchDoc, Doc, EventDoc, ExecutionDoc},
+    docs::{AuditBatchDoc, Doc, EventDoc, ExecutionDoc, StoredAudit},
     index::Found,
     layout::{self, AUDIT, EXECUTIONS},
     load,
@@ -87,7 +87,7 @@ fn delete_executions(pl: &mut Plan<'_>, ids: &[String]) -> Result<Deleted> {
 }
 
 /// The batch name and encoding of an audit batch file `<stamp>_<batch>.<ext>`.
-fn batch_of(file: &Path, fallback: Encoding) -> (String, Encoding) {
+pub(super) fn batch_of(file: &Path, fallback: Encoding) -> (String, Encoding) {
     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let (stem, enc) = Encoding::split(name).unwrap_or((name, fallback));
     (stem.rsplit_once('_').map_or(stem, |(_, b)| b).to_string(), enc)
@@ -112,7 +112,7 @@ fn delete_audit(pl: &mut Plan<'_>, files: &[Arc<Path>], ids: &HashSet<String>) -
             }
         } else {
             let (batch, enc) = batch_of(file, pl.enc);
-            let entries = kept.iter().filter_map(|k| pl.idx.audit.get(k).cloned()).collect();
+            let entries = kept.iter().filter_map(|k| pl.idx.stored_audit(k)).collect();
             pl.write(file.to_path_buf(), Doc::Audit { batch, entries }, enc);
         }
         pl.change(Change::TrimAudit { file: file.to_path_buf(), removed });
@@ -186,26 +186,32 @@ fn day_of(micros: i64) -> String {
     time::utc(micros).strftime("%Y-%m-%d").to_string()
 }
 
+/// The entries not present yet are chained, in the order given (contiguous sequence numbers after the head),
+/// then written in one batch file per day.
 fn import_audit(pl: &mut Plan<'_>, entries: Vec<AuditEntry>) -> Result<Imported> {
     pl.idx.ready(&pl.layout.base)?;
     let mut done = Imported::default();
     let mut seen = HashSet::new();
-    let mut days: BTreeMap<String, Vec<AuditEntry>> = BTreeMap::new();
+    let mut inserted = Vec::new();
     for a in entries {
-        let stored = AuditBatchDoc::new("restore", std::slice::from_ref(&a))
+        let stored = AuditBatchDoc::new("restore", &[StoredAudit::unchained(a.clone())])
             .and_then(AuditBatchDoc::into_entries)
             .map_err(|why| {
                 Error::invalid(format!("restoring audit entry {}: it cannot be stored: {why}", a.id))
             })?;
-        let a = stored.into_iter().next().expect("one entry in, one out");
+        let a = stored.into_iter().next().expect("one entry in, one out").entry;
         if pl.audit_id_taken(&a.id) || !seen.insert(a.id.to_string()) {
             done.skipped += 1;
             continue;
         }
-        days.entry(day_of(a.timestamp)).or_default().push(a);
+        inserted.push(a);
+    }
+    let mut days: BTreeMap<String, Vec<StoredAudit>> = BTreeMap::new();
+    for a in pl.chain_entries(&inserted) {
+        days.entry(day_of(a.entry.timestamp)).or_default().push(a);
     }
     for (_, entries) in days {
-        let Some(earliest) = entries.iter().map(|a| a.timestamp).min() else { continue };
+        let Some(earliest) = entries.iter().map(|a| a.entry.timestamp).min() else { continue };
         done.inserted += entries.len() as u64;
         let batch = uuid::Uuid::now_v7().hyphenated().to_string();
         let path = pl.layout.audit_file(earliest, &batch, pl.enc);

@@ -221,6 +221,34 @@ pub struct AuditBatchDoc {
     entries: Vec<AuditDoc>,
 }
 
+/// An audit entry's chain fields as stored (format 2): the hashes as their bytes, whatever their length (a
+/// damaged value is kept for `audit verify` to judge, not refused).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StoredLink {
+    pub seq: i64,
+    pub prev: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl From<crate::audit_chain::Link> for StoredLink {
+    fn from(l: crate::audit_chain::Link) -> Self {
+        StoredLink { seq: l.seq, prev: l.prev.to_vec(), hash: l.hash.to_vec() }
+    }
+}
+
+/// An audit entry with its chain fields (`None`: the entry has none, format 1 or written around the plugin).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredAudit {
+    pub entry: AuditEntry,
+    pub link: Option<StoredLink>,
+}
+
+impl StoredAudit {
+    pub fn unchained(entry: AuditEntry) -> Self {
+        StoredAudit { entry, link: None }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditDoc {
@@ -239,13 +267,47 @@ struct AuditDoc {
     ip_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
+    // The chain fields (format 2). Read as any value: a hand-edited or damaged one still loads, so that
+    // `audit verify` can name the entry instead of the whole batch being skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain_seq: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain_prev: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain_hash: Option<Value>,
+}
+
+/// A stored hash field as bytes: hex digits decoded (any even length), anything else as its text's bytes (it
+/// then matches no hash).
+fn hash_bytes(v: Option<Value>) -> Vec<u8> {
+    let text = match v {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    };
+    let hex = text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex {
+        return text.into_bytes();
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap_or(0)).collect()
+}
+
+/// The chain fields of a stored entry: `None` when it has no usable sequence number (absent, or not an
+/// integer: then the entry counts as unchained).
+fn link_of(seq: Option<Value>, prev: Option<Value>, hash: Option<Value>) -> Option<StoredLink> {
+    let seq = match seq? {
+        Value::Number(n) => n.as_i64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    Some(StoredLink { seq, prev: hash_bytes(prev), hash: hash_bytes(hash) })
 }
 
 impl AuditBatchDoc {
-    pub fn new(batch: &str, entries: &[AuditEntry]) -> Result<Self, String> {
+    pub fn new(batch: &str, entries: &[StoredAudit]) -> Result<Self, String> {
         let entries = entries
             .iter()
-            .map(|a| {
+            .map(|StoredAudit { entry: a, link }| {
                 Ok(AuditDoc {
                     id: a.id.to_string(),
                     timestamp: format_ts(a.timestamp),
@@ -256,19 +318,22 @@ impl AuditBatchDoc {
                     details: opt_doc(&a.details, "details")?,
                     ip_address: opt(&a.ip_address),
                     user_agent: opt(&a.user_agent),
+                    chain_seq: link.as_ref().map(|l| Value::from(l.seq)),
+                    chain_prev: link.as_ref().map(|l| Value::from(crate::audit_chain::hex(&l.prev))),
+                    chain_hash: link.as_ref().map(|l| Value::from(crate::audit_chain::hex(&l.hash))),
                 })
             })
             .collect::<Result<_, String>>()?;
         Ok(AuditBatchDoc { batch: batch.to_string(), entries })
     }
 
-    pub fn into_entries(self) -> Result<Vec<AuditEntry>, String> {
+    pub fn into_entries(self) -> Result<Vec<StoredAudit>, String> {
         self.entries
             .into_iter()
             .enumerate()
             .map(|(i, a)| {
                 let at = |e: String| format!("entry {i}: {e}");
-                Ok(AuditEntry {
+                let entry = AuditEntry {
                     id: rs(uuid(&a.id, "id").map_err(at)?),
                     timestamp: ts(&a.timestamp, "timestamp").map_err(at)?,
                     action: rs(a.action),
@@ -278,9 +343,70 @@ impl AuditBatchDoc {
                     details: json_text(a.details),
                     ip_address: ropt(a.ip_address),
                     user_agent: ropt(a.user_agent),
-                })
+                };
+                Ok(StoredAudit { entry, link: link_of(a.chain_seq, a.chain_prev, a.chain_hash) })
             })
             .collect()
+    }
+}
+
+/// The audit chain's head record (format 2), `audit-chain.json` at the top of the store: the newest entry's
+/// position, and the checkpoint of the oldest entries removed by cleanup or archive.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainDoc {
+    head_seq: i64,
+    head_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<CheckpointDoc>,
+    /// When format 2 was applied (the store created or migrated).
+    since: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointDoc {
+    seq: i64,
+    hash: String,
+    removed: u64,
+    at: String,
+}
+
+impl ChainDoc {
+    pub fn new(state: &crate::audit_chain::ChainState, since: i64) -> Self {
+        use crate::audit_chain::hex;
+        ChainDoc {
+            head_seq: state.head.seq,
+            head_hash: hex(&state.head.hash),
+            checkpoint: state.checkpoint.map(|c| CheckpointDoc {
+                seq: c.seq,
+                hash: hex(&c.hash),
+                removed: c.removed,
+                at: format_ts(c.at),
+            }),
+            since: format_ts(since),
+        }
+    }
+
+    /// The head record, and when format 2 was applied.
+    pub fn into_state(self) -> Result<(crate::audit_chain::ChainState, i64), String> {
+        use crate::audit_chain::{parse_hex, ChainState, Checkpoint, Head};
+        let hash =
+            |s: &str, what: &str| parse_hex(s).ok_or_else(|| format!("{what} {s:?} is not 64 hex digits"));
+        let head = Head { seq: self.head_seq, hash: hash(&self.head_hash, "head_hash")? };
+        let checkpoint = match self.checkpoint {
+            None => None,
+            Some(c) => Some(Checkpoint {
+                seq: c.seq,
+                hash: hash(&c.hash, "checkpoint hash")?,
+                removed: c.removed,
+                at: parse_ts(&c.at)
+                    .ok_or_else(|| format!("checkpoint at {:?} is not a UTC timestamp", c.at))?,
+            }),
+        };
+        let since =
+            parse_ts(&self.since).ok_or_else(|| format!("since {:?} is not a UTC timestamp", self.since))?;
+        Ok((ChainState { head, checkpoint }, since))
     }
 }
 
@@ -289,7 +415,12 @@ pub enum Doc {
     Pattern(Pattern),
     Execution(Execution),
     Event(ExecutionEvent),
-    Audit { batch: String, entries: Vec<AuditEntry> },
+    Audit {
+        batch: String,
+        entries: Vec<StoredAudit>,
+    },
+    /// The audit chain's head record (always JSON, never compressed).
+    Chain(ChainDoc),
 }
 
 impl Doc {
@@ -299,6 +430,7 @@ impl Doc {
             Doc::Execution(e) => enc.encode(&ExecutionDoc::new(e)?),
             Doc::Event(e) => enc.encode(&EventDoc::new(e)?),
             Doc::Audit { batch, entries } => enc.encode(&AuditBatchDoc::new(batch, entries)?),
+            Doc::Chain(c) => enc.encode(c),
         }
     }
 }

@@ -12,7 +12,11 @@ use std::{
 use abi_stable::std_types::{ROption::RSome, RString};
 use parallax_storage_abi::{AuditEntry, AuditQuery, Execution, ExecutionFilter, Pattern};
 
-use super::search::Terms;
+use super::{
+    docs::{StoredAudit, StoredLink},
+    search::Terms,
+};
+use crate::audit_chain::ChainState;
 use crate::{
     error::{Error, Result},
     rules,
@@ -55,6 +59,14 @@ pub struct Index {
     pub audit_file_of: HashMap<String, Arc<Path>>,
     /// Each audit batch file and the keys of its indexed entries (a file's path sorts by its day).
     pub audit_files: BTreeMap<Arc<Path>, Vec<(i64, String)>>,
+    /// The chain fields of each indexed audit entry that has them (by id).
+    pub audit_links: HashMap<String, StoredLink>,
+    /// The chained entries in chain order: `(seq, id)` → timestamp (with the id, the entry's key in `audit`).
+    pub audit_seqs: BTreeMap<(i64, String), i64>,
+    /// The audit chain's head record (`None` before format 2: the store keeps no chain).
+    pub chain: Option<ChainState>,
+    /// When format 2 was applied (from the head record).
+    pub chain_since: Option<i64>,
     /// Files that could not be read when the store was opened, and why.
     pub unreadable: BTreeMap<PathBuf, String>,
     /// Unreadable files whose record is known from the path alone.
@@ -269,11 +281,16 @@ impl Index {
     }
 
     /// Indexes an audit entry read from (or written to) `file`; `false` if its id is already indexed.
-    pub fn insert_audit(&mut self, file: &Arc<Path>, a: AuditEntry) -> bool {
+    pub fn insert_audit(&mut self, file: &Arc<Path>, stored: StoredAudit) -> bool {
+        let StoredAudit { entry: a, link } = stored;
         if !self.audit_ids.insert(a.id.to_string()) {
             return false;
         }
         let key = (a.timestamp, a.id.to_string());
+        if let Some(link) = link {
+            self.audit_seqs.insert((link.seq, a.id.to_string()), a.timestamp);
+            self.audit_links.insert(a.id.to_string(), link);
+        }
         self.audit_file_of.insert(a.id.to_string(), file.clone());
         self.audit_files.entry(file.clone()).or_default().push(key.clone());
         self.audit.insert(key, a);
@@ -286,6 +303,9 @@ impl Index {
             self.audit.remove(key);
             self.audit_ids.remove(&key.1);
             self.audit_file_of.remove(&key.1);
+            if let Some(link) = self.audit_links.remove(&key.1) {
+                self.audit_seqs.remove(&(link.seq, key.1.clone()));
+            }
         }
         if let Some(keys) = self.audit_files.get_mut(file) {
             let gone: HashSet<&(i64, String)> = removed.iter().collect();
@@ -294,6 +314,12 @@ impl Index {
                 self.audit_files.remove(file);
             }
         }
+    }
+
+    /// The indexed entry with key `key`, with its chain fields (for a rewrite of its batch file).
+    pub fn stored_audit(&self, key: &(i64, String)) -> Option<StoredAudit> {
+        let entry = self.audit.get(key)?.clone();
+        Some(StoredAudit { link: self.audit_links.get(&key.1).cloned(), entry })
     }
 
     /// Forgets an execution (cleanup removed its file and events); its search words go with its entry.

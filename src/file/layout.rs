@@ -20,6 +20,8 @@ pub const RETENTION: &str = "retention";
 pub const RUNS_FILE: &str = "runs.json";
 /// `transfers/<id>.json`: the state of each copy or import into this store (see `super::transfer`).
 pub const TRANSFERS: &str = "transfers";
+/// `audit-chain.json`: the audit chain's head record (format 2; see `README.txt`).
+pub const CHAIN_FILE: &str = "audit-chain.json";
 pub const EVENTS_SUFFIX: &str = ".events";
 /// Temporary files are `.~<final name>.<pid>.<n>.tmp` in the final file's directory.
 pub const TEMP_PREFIX: &str = ".~";
@@ -40,6 +42,10 @@ impl Layout {
 
     pub fn manifest(&self, enc: Encoding) -> PathBuf {
         self.base.join(format!("{MANIFEST_STEM}.{}", enc.ext()))
+    }
+
+    pub fn chain_file(&self) -> PathBuf {
+        self.base.join(CHAIN_FILE)
     }
 
     pub fn pattern_file(&self, name: &str, version: &str, enc: Encoding) -> PathBuf {

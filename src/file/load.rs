@@ -8,11 +8,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use parallax_storage_abi::{AuditEntry, Execution, ExecutionEvent, Pattern};
+use parallax_storage_abi::{Execution, ExecutionEvent, Pattern};
 
 use super::{
     codec::Encoding,
-    docs::{AuditBatchDoc, EventDoc, ExecutionDoc, PatternDoc},
+    docs::{AuditBatchDoc, ChainDoc, EventDoc, ExecutionDoc, PatternDoc, StoredAudit},
     durable::{parallel, FAN_OUT},
     index::{Found, Index, Manifest, PatternEntry},
     layout::{
@@ -58,7 +58,7 @@ enum Parsed {
     Pattern(Pattern),
     Execution(Execution),
     Event(ExecutionEvent),
-    Audit(Vec<AuditEntry>),
+    Audit(Vec<StoredAudit>),
 }
 
 /// Every file under `dir` (recursively), stray temporary files removed on the way.
@@ -149,6 +149,7 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
         let (r, size) = parse(&c);
         (c, r, size)
     });
+    let chained = manifest.as_ref().is_some_and(|m| m.format_version >= 2);
     let mut idx = Index { manifest, ..Index::default() };
     let mut events: BTreeMap<String, (PathBuf, i64)> = BTreeMap::new();
     let bad = |idx: &mut Index, path: &Path, why: String| {
@@ -226,7 +227,7 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
             (Kind::Audit, Ok(Parsed::Audit(entries))) => {
                 let file: std::sync::Arc<Path> = path.clone().into();
                 for a in entries {
-                    let id = a.id.to_string();
+                    let id = a.entry.id.to_string();
                     if !idx.insert_audit(&file, a) {
                         tracing::warn!(path = %path.display(), id = %id, "skipping a duplicate audit entry");
                     }
@@ -255,6 +256,9 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
                 bad(&mut idx, &path, why);
             }
         }
+    }
+    if chained {
+        read_chain(layout, &mut idx);
     }
     for (id, (path, last_seq)) in events {
         match idx.exec_start.get(&id).copied() {
@@ -292,6 +296,67 @@ pub fn load(layout: &Layout, manifest: Option<Manifest>) -> Index {
         "file store indexed"
     );
     idx
+}
+
+/// Reads the audit chain's head record (format 2), then rolls it forward over the entries written after it.
+/// A missing or damaged record is logged and read as an empty chain (the roll forward then takes every entry
+/// that links from the start), so the store opens and `audit verify` judges what is there.
+fn read_chain(layout: &Layout, idx: &mut Index) {
+    let path = layout.chain_file();
+    let read = fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+        Encoding::of_path(&path)
+            .ok_or_else(|| "unknown extension".to_string())?
+            .decode::<ChainDoc>(&bytes)?
+            .into_state()
+    });
+    let (state, since) = match read {
+        Ok(read) => read,
+        Err(why) => {
+            tracing::warn!(
+                path = %path.display(), error = %why,
+                "the audit chain's head record cannot be read; taking the chain as it links from its start"
+            );
+            idx.unreadable.insert(path.clone(), why);
+            (Default::default(), crate::time::now_micros())
+        }
+    };
+    idx.chain = Some(roll_forward(idx, state));
+    idx.chain_since = Some(since);
+}
+
+/// Recovery: an append writes its batch files before the head record, so a crash between the two leaves entries
+/// beyond the head. Each entry at the next sequence number that links from the head (its `prev` is the head's
+/// hash and its own hash is that of its content after it) moves the head forward; the first that does not (or
+/// a gap) stops it. The record is written again by the next append. An entry slipped in around the plugin
+/// cannot pass without its hash being computed the plugin's way, and then it is what the chain says.
+pub(super) fn roll_forward(
+    idx: &Index,
+    mut state: crate::audit_chain::ChainState,
+) -> crate::audit_chain::ChainState {
+    let from = state.head.seq;
+    loop {
+        let next = state.head.seq + 1;
+        let found = idx.audit_seqs.range((next, String::new())..(next + 1, String::new())).find_map(
+            |((_, id), &t)| {
+                let link = idx.audit_links.get(id)?;
+                let entry = idx.audit.get(&(t, id.clone()))?;
+                let fits = link.prev.as_slice() == state.head.hash.as_slice()
+                    && crate::audit_chain::link(&link.prev, entry).as_slice() == link.hash.as_slice();
+                fits.then(|| crate::audit_chain::hash_of(&link.hash)).flatten()
+            },
+        );
+        match found {
+            Some(hash) => state.head = crate::audit_chain::Head { seq: next, hash },
+            None => break,
+        }
+    }
+    if state.head.seq > from {
+        tracing::info!(
+            from, to = state.head.seq,
+            "the audit chain's head record was behind its entries (an append was interrupted); moved it forward"
+        );
+    }
+    state
 }
 
 /// The committed events (`seq <= last_seq`) of the execution stored at `execution_file`, in order.

@@ -122,8 +122,24 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
             )))
         }
     };
+    let pending = manifest.as_ref().is_some_and(|m| m.format_version < migrations::CURRENT);
+    let auto_run = cfg.migrations.enabled && cfg.migrations.auto_run;
+    if pending && !options.maintenance && !auto_run {
+        return Err(Error::schema(format!(
+            "the file store at {} has format version {}; format version {} is pending; run `parallax storage \
+             migrate up`, or set storage.migrations.enabled and storage.migrations.autoRun to true",
+            layout.base.display(),
+            manifest.as_ref().map_or(0, |m| m.format_version),
+            migrations::CURRENT
+        )));
+    }
     let index = Arc::new(RwLock::new(load::load(&layout, manifest)));
-    let writer = Writer::start(writer::Ctx::new(layout.clone(), enc, index.clone(), lock))?;
+    let mut ctx = writer::Ctx::new(layout.clone(), enc, index.clone(), lock);
+    if pending && !options.maintenance {
+        let report = migrations::up(&mut ctx)?;
+        tracing::info!(versions = ?report.applied, "applied pending file store format versions");
+    }
+    let writer = Writer::start(ctx)?;
     tracing::info!(path = %layout.base.display(), format = fc.format.as_str(), compress = fc.compress, "file storage opened");
     let metrics = crate::metrics::Metrics::new(&cfg.metrics, "file");
     let disk = DiskFree::new(layout.base.clone());

@@ -129,27 +129,17 @@ pub fn append_event(
 }
 
 /// The whole batch is one new file (under the day of its earliest entry), so it lands entirely or not at all.
+/// Its entries are chained in the order given, after the group's head record, which the group writes after
+/// the batch file ([`Plan::into_parts`]).
 pub fn append_audit(pl: &mut Plan<'_>, entries: Vec<NewAuditEntry>) -> Result<()> {
     ready(pl)?;
-    let entries: Vec<AuditEntry> = entries
-        .into_iter()
-        .map(|a| AuditEntry {
-            id: a.id.unwrap_or_default(),
-            timestamp: a.timestamp.unwrap_or_default(),
-            action: a.action,
-            actor: a.actor,
-            resource_type: a.resource_type,
-            resource_id: a.resource_id,
-            details: a.details,
-            ip_address: a.ip_address,
-            user_agent: a.user_agent,
-        })
-        .collect();
+    let entries: Vec<AuditEntry> = entries.iter().map(crate::audit_chain::entry_of).collect();
     if let Some(e) = rules::audit_conflict(entries.iter().map(|a| a.id.as_str()), |id| pl.audit_id_taken(id))
     {
         return Err(e);
     }
     let Some(earliest) = entries.iter().map(|a| a.timestamp).min() else { return Ok(()) };
+    let entries = pl.chain_entries(&entries);
     let batch = uuid::Uuid::now_v7().hyphenated().to_string();
     let path = pl.layout.audit_file(earliest, &batch, pl.enc);
     pl.write(path.clone(), Doc::Audit { batch, entries: entries.clone() }, pl.enc);

@@ -8,11 +8,11 @@ use std::{
     sync::Arc,
 };
 
-use parallax_storage_abi::{AuditEntry, Execution, Pattern};
+use parallax_storage_abi::{Execution, Pattern};
 
 use super::{
     codec::Encoding,
-    docs::Doc,
+    docs::{ChainDoc, Doc, StoredAudit},
     index::{Found, Index},
     layout::Layout,
     search::{self, Terms},
@@ -64,8 +64,13 @@ pub enum Change {
         seq: i64,
     },
     Audit {
-        entries: Vec<AuditEntry>,
+        entries: Vec<StoredAudit>,
         file: Arc<Path>,
+    },
+    /// The audit chain's new head record, and when format 2 was applied.
+    Chain {
+        state: crate::audit_chain::ChainState,
+        since: i64,
     },
     /// Cleanup removed an execution's file and events.
     RemoveExecution {
@@ -86,11 +91,29 @@ pub struct Plan<'a> {
     ops: Vec<FileOp>,
     changes: Vec<Change>,
     audit_ids: HashSet<String>,
+    /// The audit chain's head record as this group left it, when a write of the group moved it (written
+    /// after every other file of the group: see [`Plan::into_parts`]).
+    chain: Option<crate::audit_chain::ChainState>,
+}
+
+/// Where a plan was before a write, to undo it if the write fails ([`Plan::mark`]).
+pub struct Mark {
+    ops: usize,
+    changes: usize,
+    chain: Option<crate::audit_chain::ChainState>,
 }
 
 impl<'a> Plan<'a> {
     pub fn new(idx: &'a Index, layout: &'a Layout, enc: Encoding) -> Self {
-        Plan { idx, layout, enc, ops: Vec::new(), changes: Vec::new(), audit_ids: HashSet::new() }
+        Plan {
+            idx,
+            layout,
+            enc,
+            ops: Vec::new(),
+            changes: Vec::new(),
+            audit_ids: HashSet::new(),
+            chain: None,
+        }
     }
 
     pub fn write(&mut self, path: PathBuf, doc: Doc, enc: Encoding) {
@@ -107,29 +130,69 @@ impl<'a> Plan<'a> {
 
     pub fn change(&mut self, c: Change) {
         if let Change::Audit { entries, .. } = &c {
-            self.audit_ids.extend(entries.iter().map(|a| a.id.to_string()));
+            self.audit_ids.extend(entries.iter().map(|a| a.entry.id.to_string()));
         }
         self.changes.push(c);
     }
 
-    pub fn mark(&self) -> (usize, usize) {
-        (self.ops.len(), self.changes.len())
+    pub fn mark(&self) -> Mark {
+        Mark { ops: self.ops.len(), changes: self.changes.len(), chain: self.chain }
     }
 
     /// Undoes everything planned since `mark` (a write that failed).
-    pub fn rollback(&mut self, (ops, changes): (usize, usize)) {
-        self.ops.truncate(ops);
-        for c in self.changes.drain(changes..) {
+    pub fn rollback(&mut self, mark: Mark) {
+        self.ops.truncate(mark.ops);
+        self.chain = mark.chain;
+        for c in self.changes.drain(mark.changes..) {
             if let Change::Audit { entries, .. } = c {
                 for a in entries {
-                    self.audit_ids.remove(a.id.as_str());
+                    self.audit_ids.remove(a.entry.id.as_str());
                 }
             }
         }
     }
 
-    pub fn into_parts(self) -> (Vec<FileOp>, Vec<Change>) {
+    /// The group's files and index changes. When the group moved the audit chain's head record, it is written
+    /// last, after the audit batch files it covers: renamed into place after them, so that after a crash the
+    /// head never names entries that are not on disk (entries beyond it are picked up by the loader, see
+    /// `load::roll_forward`).
+    pub fn into_parts(mut self) -> (Vec<FileOp>, Vec<Change>) {
+        if let Some(state) = self.chain.take() {
+            let since = self.idx.chain_since.unwrap_or_else(crate::time::now_micros);
+            let json = Encoding { format: crate::config::FileFormat::Json, gzip: false };
+            self.ops.push(FileOp::Write {
+                path: self.layout.chain_file(),
+                doc: Box::new(Doc::Chain(ChainDoc::new(&state, since))),
+                enc: json,
+            });
+            self.changes.push(Change::Chain { state, since });
+        }
         (self.ops, self.changes)
+    }
+
+    /// The audit chain's head record, counting the earlier writes of this group; `None` while the store is in
+    /// format 1 (no chain is kept: entries are written without chain fields, and the step to format 2 chains
+    /// them).
+    pub fn chain_state(&self) -> Option<crate::audit_chain::ChainState> {
+        self.chain.or(self.idx.chain)
+    }
+
+    /// Moves the head record (written when the group commits).
+    pub fn set_chain_state(&mut self, state: crate::audit_chain::ChainState) {
+        self.chain = Some(state);
+    }
+
+    /// Chains `entries` (in this order) after the head record and moves it; `None` for each entry in format 1.
+    pub fn chain_entries(&mut self, entries: &[parallax_storage_abi::AuditEntry]) -> Vec<StoredAudit> {
+        let links: Vec<Option<super::docs::StoredLink>> = match self.chain_state() {
+            Some(mut state) => {
+                let links = crate::audit_chain::extend(&mut state.head, entries);
+                self.set_chain_state(state);
+                links.into_iter().map(|l| Some(l.into())).collect()
+            }
+            None => vec![None; entries.len()],
+        };
+        entries.iter().cloned().zip(links).map(|(entry, link)| StoredAudit { entry, link }).collect()
     }
 
     pub fn pattern(&self, name: &str, version: &str) -> Found<(Pattern, PathBuf)> {
@@ -231,6 +294,10 @@ impl Index {
                     for a in entries {
                         self.insert_audit(&file, a);
                     }
+                }
+                Change::Chain { state, since } => {
+                    self.chain = Some(state);
+                    self.chain_since = Some(since);
                 }
                 Change::RemoveExecution { id } => self.remove_execution(&id),
                 Change::TrimAudit { file, removed } => self.remove_audit(&file, &removed),

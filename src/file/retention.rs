@@ -321,7 +321,7 @@ fn audit_step(pl: &mut Plan<'_>, sel: &Selection, max: usize) -> Result<AuditSte
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let (stem, enc) = Encoding::split(name).unwrap_or((name, pl.enc));
             let batch = stem.rsplit_once('_').map_or(stem, |(_, b)| b).to_string();
-            let entries = kept.iter().filter_map(|k| idx.audit.get(k).cloned()).collect();
+            let entries = kept.iter().filter_map(|k| idx.stored_audit(k)).collect();
             let doc = Doc::Audit { batch, entries };
             let new = doc
                 .encode(enc)

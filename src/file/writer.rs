@@ -51,6 +51,23 @@ impl Ctx {
         Ctx { layout, enc, index, broken: None, lock: Some(lock), commit, apply: Index::apply }
     }
 
+    /// Commits file operations outside a group (a format step, run alone on the writer thread), keeping the
+    /// index's byte counts. A failure half-way leaves the files partly rewritten: the step is run again.
+    pub fn commit_files(&mut self, ops: Vec<FileOp>) -> Result<()> {
+        let sizes = Sizes::before(&self.layout, &ops);
+        let outcome = (self.commit)(ops);
+        self.index.write().unwrap_or_else(|p| p.into_inner()).add_bytes(&sizes.delta());
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Failed::Clean(e)) => Err(e),
+            Err(Failed::Dirty(why)) => Err(Error::unavailable(format!(
+                "the file store at {} hit an I/O error while rewriting files ({why}); fix the cause and run the \
+                 step again",
+                self.layout.base.display()
+            ))),
+        }
+    }
+
     /// After a panic while a group was being committed or indexed (see [`commit_group`]), or one that escaped
     /// a group or solo job: the index is rebuilt from the files, which are the truth, so reads and later writes
     /// see exactly what is on disk (stray temporary files are removed on the way). If even that fails, writes
