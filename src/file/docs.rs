@@ -406,7 +406,7 @@ impl ChainDoc {
         };
         let since =
             parse_ts(&self.since).ok_or_else(|| format!("since {:?} is not a UTC timestamp", self.since))?;
-        Ok((ChainState { head, checkpoint }, since))
+        Ok((ChainState { head, checkpoint, legacy_pending: false }, since))
     }
 }
 

@@ -258,7 +258,7 @@ fn upgrade_2(ctx: &mut Ctx, m: Manifest) -> Result<()> {
         (links, head)
     };
     rewrite_batches(ctx, Some(&links))?;
-    let state = ChainState { head, checkpoint: None };
+    let state = ChainState { head, checkpoint: None, legacy_pending: false };
     let since = now_micros();
     write_chain(&ctx.layout, &state, since)?;
     write_atomic(&ctx.layout.base.join(README), README_TEXT.as_bytes())
