@@ -4,7 +4,8 @@
 //!
 //! Each batch is chained ([`crate::audit_chain`]) in one transaction: the head record locked (`FOR UPDATE`, so
 //! batches of every process and host make one chain), the links computed here, the `COPY` with the three chain
-//! columns, the head moved, commit. Three round trips: `BEGIN` + the lock, the `COPY`, the head + `COMMIT`.
+//! columns, the head moved, commit. `BEGIN` travels with the lock and `COMMIT` with the head's update: two
+//! round trips more than a bare `COPY`.
 
 use std::{
     collections::HashSet,
@@ -73,14 +74,17 @@ impl CopyPool {
         // transaction: the server rolls it back and releases the head record.
         let client = self.client().await?;
         let outcome = chained_copy(&client, rows, details, entries).await;
-        let alive =
-            |e: Option<&tokio_postgres::Error>| !client.is_closed() && !e.is_some_and(|e| e.is_closed());
-        // Rolled back before anything else is asked on this connection (the conflict's explanation); a
-        // client whose rollback failed is closed rather than reused.
-        let mut clean = true;
-        if !matches!(outcome, Ok(Ok(()))) && alive(outcome.as_ref().ok().and_then(|r| r.as_ref().err())) {
-            clean = client.batch_execute("ROLLBACK").await.is_ok();
-        }
+        // A failure is rolled back before anything else is asked on this connection (the conflict's
+        // explanation); a client whose rollback failed is closed rather than reused.
+        let lost = match &outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.is_closed()),
+            Err(_) => Some(false),
+        };
+        let clean = match lost {
+            Some(lost) if !lost && !client.is_closed() => client.batch_execute("ROLLBACK").await.is_ok(),
+            _ => true,
+        };
         let result = match outcome {
             Ok(Ok(())) => {
                 if let Some(fresh) = &self.fresh {
