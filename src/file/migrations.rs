@@ -25,7 +25,7 @@ use parallax_storage_abi::{MigrationInfo, MigrationReport};
 use super::{
     archive::batch_of,
     codec::Encoding,
-    docs::{ChainDoc, Doc, ManifestDoc, StoredAudit, StoredLink, STORE_KIND},
+    docs::{AuditBatchDoc, ChainDoc, Doc, ManifestDoc, StoredAudit, StoredLink, STORE_KIND},
     durable::{ensure_dir, sync_dir, write_atomic},
     index::{Index, Manifest},
     layout::{
@@ -213,6 +213,8 @@ const FILES_PER_COMMIT: usize = 256;
 
 /// Rewrites every readable audit batch file with the chain fields `links` gives its entries (by id; `None`
 /// for all: without chain fields), keeping each file's name and encoding, in commits of a few hundred files.
+/// Each file is read again, so that everything in it stays (an entry the index skipped as a duplicate of
+/// another file's is kept, without chain fields).
 fn rewrite_batches(ctx: &mut Ctx, links: Option<&HashMap<String, StoredLink>>) -> Result<()> {
     let files: Vec<_> = {
         let idx = ctx.index.read().unwrap_or_else(|p| p.into_inner());
@@ -221,25 +223,36 @@ fn rewrite_batches(ctx: &mut Ctx, links: Option<&HashMap<String, StoredLink>>) -
     for chunk in files.chunks(FILES_PER_COMMIT) {
         let ops: Vec<FileOp> = {
             let idx = ctx.index.read().unwrap_or_else(|p| p.into_inner());
-            chunk
-                .iter()
-                .filter_map(|file| {
-                    let keys = idx.audit_files.get(file)?;
-                    let entries = keys
-                        .iter()
-                        .filter_map(|k| {
-                            let entry = idx.audit.get(k)?.clone();
-                            Some(StoredAudit { link: links.and_then(|l| l.get(&k.1).cloned()), entry })
-                        })
-                        .collect();
-                    let (batch, enc) = batch_of(file, ctx.enc);
-                    Some(FileOp::Write {
-                        path: file.to_path_buf(),
-                        doc: Box::new(Doc::Audit { batch, entries }),
-                        enc,
+            let mut ops = Vec::with_capacity(chunk.len());
+            for file in chunk {
+                let (batch, enc) = batch_of(file, ctx.enc);
+                let read = fs::read(file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| enc.decode::<AuditBatchDoc>(&bytes))
+                    .and_then(AuditBatchDoc::into_entries)
+                    .map_err(|why| {
+                        Error::unavailable(format!(
+                            "cannot read audit batch {} again to rewrite it ({why}); the format step stopped \
+                             before its end: repair or move the file, then run it again",
+                            file.display()
+                        ))
+                    })?;
+                let entries = read
+                    .into_iter()
+                    .map(|StoredAudit { entry, .. }| {
+                        let id = entry.id.as_str();
+                        let indexed_here = idx.audit_file_of.get(id).is_some_and(|f| f == file);
+                        let link = links.filter(|_| indexed_here).and_then(|l| l.get(id).cloned());
+                        StoredAudit { entry, link }
                     })
-                })
-                .collect()
+                    .collect();
+                ops.push(FileOp::Write {
+                    path: file.to_path_buf(),
+                    doc: Box::new(Doc::Audit { batch, entries }),
+                    enc,
+                });
+            }
+            ops
         };
         ctx.commit_files(ops)?;
     }
