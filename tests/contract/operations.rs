@@ -74,23 +74,29 @@ pub async fn mark_applied_records_without_running(h: &Harness) {
     s.migrate_up().await.unwrap();
 }
 
-/// A store whose "migrations" are versions of its own format (the file store) has one version so far: it is
-/// applied, `up` and `to` it change nothing, rolling it back is refused (it would delete the store), and
-/// unknown versions are refused as for the SQL backends.
+/// A store whose "migrations" are versions of its own format (the file store): every version is applied on
+/// open; `down` steps back one format and `up` applies it again; the first format cannot be rolled back (that
+/// would delete the store), and unknown versions are refused as for the SQL backends.
 async fn single_format_version(h: &Harness) {
     let s = &h.storage;
     let status = s.migration_status().await.unwrap();
-    assert_eq!(status.len(), 1, "{status:?}");
-    assert!(status[0].applied && status[0].applied_at.is_some(), "{status:?}");
-    let version = status[0].version.to_string();
+    let all: Vec<String> = status.iter().map(|m| m.version.to_string()).collect();
+    assert_eq!(applied(&status), all, "opening with autoRun applies every format");
+    assert!(status.iter().all(|m| m.applied_at.is_some()), "{status:?}");
     assert!(s.migrate_up().await.unwrap().applied.is_empty(), "up is idempotent");
-    let to = s.migrate_to(&version).await.unwrap();
+    let last = all.last().unwrap().clone();
+    let to = s.migrate_to(&last).await.unwrap();
     assert!(to.applied.is_empty() && to.reverted.is_empty(), "{to:?}");
-    assert_kind(s.migrate_down().await, ErrorKind::Unsupported, "first format");
     assert_kind(s.migrate_to("0").await, ErrorKind::Unsupported, "first format");
     assert_kind(s.migrate_to("1999").await, ErrorKind::InvalidInput, "known versions");
+    let first = s.migrate_to(&all[0]).await.unwrap();
+    assert_eq!(applied(&first.status), std::slice::from_ref(&all[0]));
+    assert_eq!(s.health().await.unwrap().pending_migrations as usize, all.len() - 1);
+    assert_kind(s.migrate_down().await, ErrorKind::Unsupported, "first format");
+    let up = s.migrate_up().await.unwrap();
+    assert_eq!(up.applied.iter().map(|v| v.to_string()).collect::<Vec<_>>(), all[1..]);
     assert_eq!(s.health().await.unwrap().pending_migrations, 0);
-    assert_eq!(s.migration_status().await.unwrap(), status, "nothing changed");
+    assert_eq!(applied(&s.migration_status().await.unwrap()), all);
     s.put_pattern(new_pattern("after", "1.0.0")).await.unwrap();
 }
 
