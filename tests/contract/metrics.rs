@@ -412,11 +412,13 @@ pub async fn metrics_latency_buckets_make_a_histogram(h: &Harness) {
 
 pub async fn metrics_exposition_passes_promtool(h: &Harness) {
     let s = &h.storage;
-    workload(s).await;
-    assert_kind(s.get_execution(id_of(MISSING)).await, ErrorKind::NotFound, "not found");
+    // The old entry first: audit cleanup removes a prefix of the chain (an old entry written after newer ones
+    // stays), and this cleanup must remove something.
     let mut old = audit("old.thing", "me");
     old.timestamp = Some(at(Timestamp::now().as_micros() - 100 * DAY));
     s.append_audit(vec![old]).await.unwrap();
+    workload(s).await;
+    assert_kind(s.get_execution(id_of(MISSING)).await, ErrorKind::NotFound, "not found");
     let params = CleanupParams {
         target: CleanupTarget::AuditLogs,
         older_than: Some("90d".into()),
