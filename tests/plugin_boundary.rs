@@ -309,8 +309,8 @@ async fn maintenance_documents_are_versioned_and_unknown_ones_refused_by_name() 
     assert_eq!(d.plugin_version, plugin().info().plugin_version.as_str());
     assert!(d.ops.contains(&OpVersions { op: "describe".into(), versions: vec![1] }), "{d:?}");
 
-    let unknown_op = MaintenanceRequest::new("export", 1, json!({ "to": "s3://bucket" }));
-    assert_kind(h.storage.maintenance(&unknown_op).await, ErrorKind::Unsupported, "\"export\"");
+    let unknown_op = MaintenanceRequest::new("replicate", 1, json!({ "to": "s3://bucket" }));
+    assert_kind(h.storage.maintenance(&unknown_op).await, ErrorKind::Unsupported, "\"replicate\"");
     let unknown_version = MaintenanceRequest::new("describe", 99, serde_json::Value::Null);
     assert_kind(h.storage.maintenance(&unknown_version).await, ErrorKind::Unsupported, "version 99");
     // An envelope the plain API cannot write (no version), from a host on the ABI alone.
