@@ -8,6 +8,7 @@
 //! cargo bench --bench storage -- --quick      # small counts: a smoke run
 //! cargo bench --bench storage -- sqlite_      # only scenarios whose name contains `sqlite_`
 //! cargo bench --bench storage -- replica      # the read replica scenarios (issue 15)
+//! cargo bench --bench storage -- audit_verify # `audit verify` over 1,000,000 entries (issue 17)
 //! ```
 //!
 //! PostgreSQL comes from the test harness (`tests/common/pg.rs`): `PARALLAX_TEST_POSTGRES_URL`, or a
@@ -19,6 +20,8 @@
 mod abi;
 #[path = "storage/archive_pg.rs"]
 mod archive_pg;
+#[path = "storage/audit_verify.rs"]
+mod audit_verify;
 #[path = "storage/copy.rs"]
 mod copy;
 #[path = "storage/data.rs"]
@@ -60,6 +63,7 @@ async fn run(opts: &Opts) {
     if opts.wants("pg_audit_batch") {
         pg_writes::audit_batches(opts).await;
     }
+    audit_verify::run(opts).await; // pg_audit_verify, sqlite_audit_verify
     if opts.wants("abi_ping") {
         abi::ping(opts).await;
     }

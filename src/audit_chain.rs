@@ -124,14 +124,15 @@ pub struct Link {
 /// Chains `entries`, in order, after `head`, and moves `head` to the last one. The caller holds the head
 /// record's lock from reading `head` until the entries and the new head are committed.
 pub fn extend<'a>(head: &mut Head, entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Link> {
-    entries
-        .into_iter()
-        .map(|e| {
-            let l = Link { seq: head.seq + 1, prev: head.hash, hash: link(&head.hash, e) };
-            *head = Head { seq: l.seq, hash: l.hash };
-            l
-        })
-        .collect()
+    entries.into_iter().map(|e| next_link(head, e)).collect()
+}
+
+/// Chains one entry after `head` and moves `head` to it ([`extend`] one at a time, for a writer that sends
+/// each row as soon as its link is known).
+pub fn next_link(head: &mut Head, entry: &AuditEntry) -> Link {
+    let l = Link { seq: head.seq + 1, prev: head.hash, hash: link(&head.hash, entry) };
+    *head = Head { seq: l.seq, hash: l.hash };
+    l
 }
 
 /// A stored entry with its chain columns, as read back (hash columns as stored, whatever their length).

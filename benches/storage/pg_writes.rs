@@ -364,9 +364,9 @@ pub async fn lifecycle_replicas(opts: &Opts) {
     server.drop_database(&db).await;
 }
 
-const BATCH: usize = 1000;
+pub const BATCH: usize = 1000;
 
-fn audit_batch(b: usize) -> Vec<NewAuditEntry> {
+pub fn audit_batch(b: usize) -> Vec<NewAuditEntry> {
     (0..BATCH)
         .map(|i| NewAuditEntry {
             action: "pattern.update".into(),

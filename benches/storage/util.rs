@@ -88,7 +88,17 @@ fn newest_under(dir: &Path, best: &mut Option<(SystemTime, PathBuf)>) {
 /// is both the cdylib and the rlib) into `target/release/deps/`; cargo copies it up to `target/release/` only
 /// for `cargo build --release`. Take the newer of the two, and refuse one older than the plugin's sources
 /// (unless `PARALLAX_BENCH_ALLOW_STALE` is set: profiling a build while others edit the sources).
+/// `PARALLAX_BENCH_PLUGIN=<path>` loads that library instead.
 pub fn plugin_library() -> PathBuf {
+    // Another build of the plugin (e.g. an older commit's, for a before/after comparison in one session):
+    // taken as given, no staleness check.
+    if let Some(p) = std::env::var_os("PARALLAX_BENCH_PLUGIN") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            fail(&format!("PARALLAX_BENCH_PLUGIN={}: no such file", p.display()));
+        }
+        return p;
+    }
     let name = format!("{}parallax_storage{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let dir = target_dir();
     let candidates = [dir.join(&name), dir.join("deps").join(&name)];

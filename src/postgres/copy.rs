@@ -33,7 +33,7 @@ use super::{
     replicas::Freshness,
 };
 use crate::{
-    audit_chain::{self, Link},
+    audit_chain::{self, Head},
     error::{Error, Result},
     rules,
 };
@@ -118,8 +118,7 @@ async fn chained_copy(
 ) -> std::result::Result<std::result::Result<(), tokio_postgres::Error>, Error> {
     let run = async {
         let Some(mut head) = chain::begin_and_lock(client).await? else { return Ok(None) };
-        let links = audit_chain::extend(&mut head, entries);
-        copy_audit(client, rows, details, &links).await?;
+        copy_audit(client, rows, details, entries, &mut head).await?;
         chain::move_head_and_commit(client, &head).await?;
         Ok(Some(()))
     };
@@ -165,11 +164,14 @@ async fn explain_conflict(client: &Client, rows: &[AuditRow], e: &tokio_postgres
     }
 }
 
+/// Each row's link is computed just before the row is written: the writer sends every few kilobytes, so the
+/// server inserts the first rows while the next ones are hashed.
 async fn copy_audit(
     client: &Client,
     rows: &[AuditRow],
     details: &[Option<&str>],
-    links: &[Link],
+    entries: &[AuditEntry],
+    head: &mut Head,
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let sink = client
         .copy_in(
@@ -193,7 +195,8 @@ async fn copy_audit(
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for ((r, details), l) in rows.iter().zip(details).zip(links) {
+    for ((r, details), e) in rows.iter().zip(details).zip(entries) {
+        let l = audit_chain::next_link(head, e);
         let ts = UNIX_EPOCH + Duration::from_micros(super::models::from_pg(r.timestamp).max(0) as u64);
         let details = details.map(JsonbText);
         let ip = r.ip_address.map(Inet);

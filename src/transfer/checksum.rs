@@ -83,6 +83,11 @@ impl<'de> Deserialize<'de> for Tally {
 fn hash(table: &str, row: &Value) -> u128 {
     let mut text = String::with_capacity(256);
     write_canonical(row, &mut text);
+    hash_text(table, &text)
+}
+
+/// [`hash`] of a row already in its canonical form.
+fn hash_text(table: &str, text: &str) -> u128 {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(table.as_bytes());
     ctx.update(&[0]);
@@ -156,16 +161,62 @@ pub fn event(v: &ExecutionEvent) -> u128 {
 
 /// An audit row.
 pub fn audit(a: &AuditEntry) -> u128 {
-    hash("audit_logs", &audit_row(a))
+    hash_text("audit_logs", &audit_canonical(a))
 }
 
 /// An audit row's canonical form, as bytes: what the audit chain hashes ([`crate::audit_chain::link`]).
+///
+/// The same bytes as `write_canonical(&audit_row(a))` (a unit test holds it to that), written directly: the
+/// chain hashes every appended entry, and building the row as a JSON value first cost more than the hash.
+/// The keys in their sorted order: action, actor, details, id, ipAddress, resourceId, resourceType,
+/// timestamp, userAgent.
 pub fn audit_canonical(a: &AuditEntry) -> String {
-    let mut text = String::with_capacity(256);
-    write_canonical(&audit_row(a), &mut text);
-    text
+    let mut out = String::with_capacity(256);
+    let opt_str = |out: &mut String, v: Option<&str>| match v {
+        Some(s) => push_json_str(out, s),
+        None => out.push_str("null"),
+    };
+    out.push_str("{\"action\":");
+    push_json_str(&mut out, a.action.as_str());
+    out.push_str(",\"actor\":");
+    opt_str(&mut out, opt(&a.actor));
+    out.push_str(",\"details\":");
+    write_canonical(&doc(opt(&a.details)), &mut out);
+    out.push_str(",\"id\":");
+    push_json_str(&mut out, a.id.as_str());
+    out.push_str(",\"ipAddress\":");
+    opt_str(&mut out, opt(&a.ip_address).map(canonical_ip).as_deref());
+    out.push_str(",\"resourceId\":");
+    opt_str(&mut out, opt(&a.resource_id));
+    out.push_str(",\"resourceType\":");
+    opt_str(&mut out, opt(&a.resource_type));
+    out.push_str(",\"timestamp\":");
+    push_int(&mut out, a.timestamp);
+    out.push_str(",\"userAgent\":");
+    opt_str(&mut out, opt(&a.user_agent));
+    out.push('}');
+    out
 }
 
+/// `s` as `serde_json` writes a string (quoted, escapes normalised), without an intermediate allocation for
+/// the common case of nothing to escape.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+    }
+}
+
+fn push_int(out: &mut String, i: impl fmt::Display) {
+    use fmt::Write;
+    write!(out, "{i}").expect("writing to a String");
+}
+
+/// The reference form of [`audit_canonical`]: the row as a JSON value, written canonically.
+#[cfg(test)]
 fn audit_row(a: &AuditEntry) -> Value {
     serde_json::json!({
         "id": a.id.as_str(),
@@ -201,20 +252,20 @@ fn write_canonical(v: &Value, out: &mut String) {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                out.push_str(&i.to_string());
+                push_int(out, i);
             } else if let Some(u) = n.as_u64() {
-                out.push_str(&u.to_string());
+                push_int(out, u);
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 if f == f.trunc() && f.abs() < 9.007_199_254_740_992e15 {
                     // 100.0 and 1e2 are the integer 100; -0.0 is 0.
-                    out.push_str(&(f as i64).to_string());
+                    push_int(out, f as i64);
                 } else {
                     out.push_str(&format!("{f:?}"));
                 }
             }
         }
-        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("a string serializes")),
+        Value::String(s) => push_json_str(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -233,7 +284,7 @@ fn write_canonical(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::to_string(k).expect("a string serializes"));
+                push_json_str(out, k);
                 out.push(':');
                 write_canonical(&map[k], out);
             }
@@ -269,6 +320,45 @@ mod tests {
         assert_eq!(canonical_ip("2001:db8::1/128"), "2001:db8::1");
         assert_eq!(canonical_ip("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
         assert_eq!(canonical_ip("not an ip"), "not an ip");
+    }
+
+    /// The audit chain's stored hashes depend on these bytes: the direct writer equals the reference form.
+    #[test]
+    fn audit_canonical_equals_the_row_written_canonically() {
+        use abi_stable::std_types::{RNone, RSome};
+        let base = AuditEntry {
+            id: "0190f0c2-7b7e-7a3c-9d5e-2b1f3c4d5e6f".into(),
+            timestamp: 1_717_000_000_123_456,
+            action: "pattern.update".into(),
+            actor: RSome("jürgen ✓ \"quoted\" \\ back\tslash\u{1}".into()),
+            resource_type: RSome("pattern".into()),
+            resource_id: RSome("p-7".into()),
+            details: RSome(r#"{"z":1e2,"a":[2.50,-0.0,"\u00e9"],"m":{"y":null,"x":true}}"#.into()),
+            ip_address: RSome("10.0.0.1/32".into()),
+            user_agent: RSome("curl/8".into()),
+        };
+        let mut cases = vec![base.clone()];
+        cases.push(AuditEntry {
+            actor: RNone,
+            resource_type: RNone,
+            resource_id: RNone,
+            details: RNone,
+            ip_address: RNone,
+            user_agent: RNone,
+            timestamp: -5,
+            ..base.clone()
+        });
+        for details in ["null", "not json", "\"s\"", "[]", "12345678901234567890", "1.5e300"] {
+            cases.push(AuditEntry { details: RSome(details.into()), ..base.clone() });
+        }
+        for ip in ["2001:DB8::1", "::ffff:1.2.3.4", "garbage"] {
+            cases.push(AuditEntry { ip_address: RSome(ip.into()), ..base.clone() });
+        }
+        for a in &cases {
+            let mut reference = String::new();
+            write_canonical(&audit_row(a), &mut reference);
+            assert_eq!(audit_canonical(a), reference, "{a:?}");
+        }
     }
 
     #[test]
