@@ -21,6 +21,7 @@ mod metrics;
 mod migrate;
 mod on_caller;
 pub mod postgres;
+mod private;
 mod retention;
 mod rules;
 #[cfg(test)]

@@ -174,9 +174,7 @@ pub fn check_syntax(text: &str, relative: bool) -> std::result::Result<(), Strin
 
 fn local(text: &str, dir: &std::path::Path, cfg: &ArchiveConfig, create: bool) -> Result<Destination> {
     if create {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::invalid(format!("destination {text:?}: cannot create directory {}: {e}", dir.display()))
-        })?;
+        owner_only_tree(text, dir)?;
     } else if !dir.is_dir() {
         return Err(Error::new(
             ErrorKind::NotFound,
@@ -196,6 +194,33 @@ fn local(text: &str, dir: &std::path::Path, cfg: &ArchiveConfig, create: bool) -
         part_size: cfg.part_size as usize,
         max_object_bytes: cfg.max_object_bytes,
     })
+}
+
+/// A local destination about to be written: created owner-only (`0700`) where missing, so that other local users
+/// cannot read what an archive or export puts there (object_store writes the files themselves with the process
+/// umask). Below an existing root that others may enter, the table directories are created owner-only before
+/// anything is written into them; an existing table directory that others may read is named in a warning.
+fn owner_only_tree(text: &str, dir: &std::path::Path) -> Result<()> {
+    let failed = |d: &std::path::Path, e: std::io::Error| {
+        Error::invalid(format!("destination {text:?}: cannot create directory {}: {e}", d.display()))
+    };
+    crate::private::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+    if crate::private::exposure(dir, "").is_none() {
+        return Ok(());
+    }
+    for table in super::format::Table::ALL {
+        let sub = dir.join(table.dir());
+        match crate::private::create_dir(&sub) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Some(w) = crate::private::exposure(&sub, "the archive directory") {
+                    tracing::warn!(target: "parallax_storage::access", "{w}");
+                }
+            }
+            Err(e) => return Err(failed(&sub, e)),
+        }
+    }
+    Ok(())
 }
 
 /// What an S3 error answer means, from its error code (`<Code>…</Code>`) or HTTP status in object_store's

@@ -81,7 +81,7 @@ fn is_cross_device(e: &io::Error) -> bool {
 /// Mirrors the tree `from` into `to` (which must not exist): directories created, files hard-linked or
 /// copied, `.lock` (top level) and temporary files left out. Returns the files placed.
 fn mirror(from: &Path, to: &Path, mode: Mode, top: bool, files: &mut Vec<PathBuf>) -> io::Result<()> {
-    fs::create_dir(to)?;
+    crate::private::create_dir(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();

@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{self, Write},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
@@ -23,7 +23,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 /// Creates `path` (which must not exist) and writes `bytes`, not yet synced.
 pub fn create_written(path: &Path, bytes: &[u8]) -> io::Result<File> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = crate::private::file_options().write(true).create_new(true).open(path)?;
     f.write_all(bytes)?;
     Ok(f)
 }
@@ -47,7 +47,7 @@ pub fn ensure_dir(dir: &Path, to_sync: &mut BTreeSet<PathBuf>) -> io::Result<()>
     if let Some(parent) = parent {
         ensure_dir(parent, to_sync)?;
     }
-    match fs::create_dir(dir) {
+    match crate::private::create_dir(dir) {
         Ok(()) => {
             if let Some(parent) = parent {
                 to_sync.insert(parent.to_path_buf());

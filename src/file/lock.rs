@@ -7,7 +7,7 @@
 //! on a clean shutdown.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, Read, Seek, Write},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -31,10 +31,13 @@ fn holder(file: &mut File) -> Option<u32> {
 impl StoreLock {
     pub fn acquire(base: &Path) -> Result<StoreLock> {
         let path = base.join(LOCK);
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(
-                |e| Error::unavailable(format!("cannot open the lock file {}: {e}", path.display())),
-            )?;
+        let mut file = crate::private::file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::unavailable(format!("cannot open the lock file {}: {e}", path.display())))?;
         // SAFETY: `file` is an open descriptor for the lifetime of this call.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = io::Error::last_os_error();

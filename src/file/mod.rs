@@ -69,6 +69,11 @@ pub struct FileBackend {
 }
 
 /// `basePath` itself may be created, but its parent must exist (a typo should not create a directory tree).
+/// Other local users' access to the store: its directory (whose mode guards every file in it).
+fn access_warnings(layout: &Layout) -> Vec<String> {
+    crate::private::exposures([(layout.base.as_path(), "the file store directory")])
+}
+
 fn prepare_base(base: &Path) -> Result<()> {
     if base.is_dir() {
         return Ok(());
@@ -101,6 +106,7 @@ fn open_blocking(cfg: StorageConfig, options: OpenOptions) -> Result<FileBackend
         migrations::check_fresh(&layout.base)?;
     }
     let lock = StoreLock::acquire(&layout.base)?;
+    crate::private::warn_at_open(&access_warnings(&layout));
     let manifest = match migrations::read_manifest(&layout)? {
         Some(m) if m.format_version > migrations::CURRENT && !options.maintenance => {
             return Err(Error::schema(format!(
@@ -191,6 +197,7 @@ impl FileBackend {
         .await
         .map_err(|e| Error::internal(format!("health check failed: {e}")))??;
         let mut warnings = self.cfg.warnings();
+        warnings.extend(access_warnings(&self.layout));
         if count > 0 {
             warnings.push(format!(
                 "{count} file(s) could not be read when the store was opened and are left out"

@@ -124,6 +124,8 @@ fn backup_blocking(cfg: &crate::config::SqliteConfig, dest: &Path) -> Result<Bac
         Error::unavailable(format!("backup to {}: {what} {} failed: {e}", dest.display(), p.display()))
     };
     let result = (|| -> Result<()> {
+        // Owner-only: VACUUM INTO writes into an empty file that exists and keeps its mode.
+        crate::private::precreate(&partial).map_err(|e| io("creating", &partial, e))?;
         let mut conn = connection::plain(cfg)?;
         let target = partial.to_str().ok_or_else(|| {
             Error::invalid(format!("backup destination {} is not valid UTF-8", dest.display()))

@@ -62,9 +62,27 @@ pub fn url(cfg: &SqliteConfig) -> Result<String> {
     Ok(text.to_string())
 }
 
+/// Other local users' access to the database file and its `-wal` and `-shm` files, one warning per file.
+pub fn access_warnings(cfg: &SqliteConfig) -> Vec<String> {
+    let with = |suffix: &str| {
+        let mut p = cfg.path.clone().into_os_string();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    let (wal, shm) = (with("-wal"), with("-shm"));
+    crate::private::exposures([
+        (cfg.path.as_path(), "the SQLite database"),
+        (wal.as_path(), "the SQLite WAL file"),
+        (shm.as_path(), "the SQLite shared-memory file"),
+    ])
+}
+
 /// The writer's connection: sets the journal mode too (persistent in the file) and reports what it got.
 pub fn writer(cfg: &SqliteConfig) -> Result<SqliteConnection> {
     let url = url(cfg)?;
+    // A new database file is created owner-only; SQLite gives its -wal and -shm files the database's mode. A
+    // failure here (a missing directory, no permission) is SQLite's to report next, in its words.
+    let _ = crate::private::precreate(&cfg.path);
     let mut conn = SqliteConnection::establish(&url)
         .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))?;
     conn.batch_execute(&common_pragmas(cfg)).map_err(sqlite_error)?;

@@ -73,6 +73,7 @@ impl SqliteBackend {
         .await
         .map_err(|e| Error::internal(format!("opening SQLite failed: {e}")))??;
         tracing::info!(path = %cfg.sqlite.path.display(), wal = cfg.sqlite.wal_mode, "SQLite storage opened");
+        crate::private::warn_at_open(&connection::access_warnings(&cfg.sqlite));
         let metrics = crate::metrics::Metrics::new(&cfg.metrics, "sqlite");
         let dir = cfg.sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
         let disk = crate::file::DiskFree::new(dir.to_path_buf());
@@ -125,7 +126,8 @@ struct Version {
 impl SqliteBackend {
     async fn health_impl(&self) -> Result<Health> {
         let location = self.cfg.sqlite.path.display().to_string();
-        let warnings = self.cfg.warnings();
+        let mut warnings = self.cfg.warnings();
+        warnings.extend(connection::access_warnings(&self.cfg.sqlite));
         self.read(move |conn| {
             let started = std::time::Instant::now();
             let v: Version =

@@ -2,6 +2,7 @@
 //! cdylib. `contract_suite!(factory)` generates one `#[tokio::test]` per function in `for_each_contract!`, so
 //! a new contract function cannot be forgotten by a backend.
 
+pub mod access;
 pub mod archive;
 pub mod audit;
 pub mod audit_chain;
@@ -106,6 +107,7 @@ macro_rules! for_each_contract {
             audit_chain::audit_chain_verifies_after_concurrent_appends,
             audit_chain::audit_chain_names_each_tampering,
             audit_chain::audit_chain_survives_cleanup_and_archive,
+            access::access_local_files_are_owner_only,
         }
     };
 }
