@@ -627,3 +627,151 @@ async fn sqlite_a_row_finished_during_the_delete_is_archived_not_lost() {
     setup.selected.insert(late.id.to_string());
     setup.state().await.assert_finished(&setup, "re-run after the late row finished");
 }
+
+// ------------------------------------------------------------------ audit entries and their chain (issue 17)
+
+/// `old` audit entries three months back (in time order, as the chain has them) and 20 recent ones; returns the
+/// old ids and every id.
+async fn audit_setup(
+    backend: Backend,
+    old: usize,
+) -> (tempfile::TempDir, Value, PathBuf, BTreeSet<String>, BTreeSet<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = match backend {
+        Backend::Sqlite => json!({ "type": "sqlite", "sqlite": { "path": dir.path().join("parallax.db") } }),
+        Backend::File => common::file::config(dir.path(), "json", false),
+        Backend::Postgres => {
+            let server = common::pg::server();
+            server.storage_config(&server.fresh_database().await)
+        }
+    };
+    let config_file = dir.path().join("parallax.config.yaml");
+    std::fs::write(&config_file, json!({ "storage": config }).to_string()).unwrap();
+    let s = plugin().open(&config).unwrap_or_else(|e| panic!("open {backend:?}: {e}"));
+    let base = month_start(3) + DAY;
+    let entry = |at: i64, n: usize| NewAuditEntry {
+        timestamp: Some(Timestamp::from_micros(at)),
+        details: Some(json!({ "n": n }).into()),
+        ..audit("pattern.update", "kill-test")
+    };
+    let mut selected = BTreeSet::new();
+    for chunk in (0..old).collect::<Vec<_>>().chunks(500) {
+        let ids =
+            s.append_audit(chunk.iter().map(|&n| entry(base + n as i64 * 1_000_000, n)).collect()).await;
+        selected.extend(ids.unwrap().into_iter().map(|u| u.to_string()));
+    }
+    let recent = s.append_audit((0..20).map(|n| entry(now() - DAY + n as i64, n)).collect()).await.unwrap();
+    let mut all = selected.clone();
+    all.extend(recent.into_iter().map(|u| u.to_string()));
+    s.shutdown().await.unwrap();
+    (dir, config, config_file, selected, all)
+}
+
+/// The audit ids in the store, and its chain's verify report.
+async fn audit_state(config: &Value) -> (BTreeSet<String>, parallax_storage_host::audit::AuditVerifyReport) {
+    let s = plugin().open(config).unwrap();
+    let ids = s
+        .audit_entries(AuditQuery::default(), 500)
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id.to_string())
+        .collect();
+    let report = s.audit_verify(&Default::default()).await.unwrap();
+    s.shutdown().await.unwrap();
+    (ids, report)
+}
+
+/// An audit archive killed after its manifest and mid-delete: the checkpoint is recorded before the first delete,
+/// so the chain of what remains verifies at every point (entries at or below the checkpoint still present are
+/// awaiting removal, not breaks); every entry is in the database or in the verified archive, whose audit segment
+/// verifies on its own; the re-run finishes the delete and the chain still verifies.
+async fn audit_kill_at(backend: Backend, step: &str) {
+    const OLD: usize = 2_500; // three delete batches of 1,000
+    let (dir, config, config_file, selected, all) = audit_setup(backend, OLD).await;
+    let root = dir.path().join("archive");
+    let dest = format!("{}/", root.display());
+    let cmd = |pause: Option<&str>| {
+        let mut c = common::cli::parallax(
+            &["storage", "archive", "audit-logs", "--older-than", "30d", "--destination", &dest],
+            &config_file,
+            dir.path(),
+        );
+        if let Some(step) = pause {
+            c.env(PAUSE_ENV, step);
+        }
+        c
+    };
+    let mut run = Running::spawn(cmd(Some(step)));
+    run.wait_for(&format!("archive paused at {step}"), Duration::from_secs(120));
+    run.kill();
+
+    let (in_db, report) = audit_state(&config).await;
+    let archived: BTreeSet<String> =
+        ar::manifests(&root).values().flat_map(|m| ar::manifest_ids(&root, m)).collect();
+    let lost: Vec<&String> =
+        all.iter().filter(|id| !in_db.contains(*id) && !archived.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{backend:?} {step}: {} entries lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    assert_eq!(archived, selected, "{backend:?} {step}: the manifest holds every old entry");
+    assert!(report.ok, "{backend:?} {step}: the chain verifies after the kill: {report:?}");
+    match step {
+        "after-manifest" => assert_eq!(in_db, all, "{backend:?} {step}: nothing deleted yet"),
+        "mid-delete" => {
+            let gone = all.len() - in_db.len();
+            assert!(gone > 0 && gone < OLD, "{backend:?} {step}: part deleted ({gone} of {OLD})");
+            let cp = report.checkpoint.as_ref().expect("the checkpoint is recorded before the first delete");
+            assert_eq!(cp.removed as usize, OLD, "{backend:?} {step}: {cp:?}");
+            assert_eq!(report.awaiting_removal as usize, OLD - gone, "{backend:?} {step}: {report:?}");
+            assert_eq!(report.checked, 20, "{backend:?} {step}: the kept chain is the recent entries");
+        }
+        other => panic!("unknown step {other}"),
+    }
+
+    let out = cmd(None).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{backend:?} {step}: the re-run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (in_db, report) = audit_state(&config).await;
+    let recent: BTreeSet<String> = all.difference(&selected).cloned().collect();
+    assert_eq!(in_db, recent, "{backend:?} {step}: the re-run finished the delete");
+    assert!(
+        report.ok && report.awaiting_removal == 0 && report.checked == 20,
+        "{backend:?} {step}: {report:?}"
+    );
+    assert_eq!(report.checkpoint.as_ref().map(|c| c.removed), Some(OLD as u64), "{backend:?} {step}");
+    let s = plugin().open(&config).unwrap();
+    let v = s.archive_verify(&VerifyParams { source: dest.clone() }).await.unwrap();
+    assert!(v.ok, "{backend:?} {step}: the archived audit segment verifies: {v:?}");
+    s.shutdown().await.unwrap();
+    if let Some(db) = config["postgresql"]["database"].as_str() {
+        common::pg::server().drop_database(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_archive_killed_mid_delete_keeps_the_chain_verifiable() {
+    audit_kill_at(Backend::Sqlite, "mid-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_audit_archive_killed_mid_delete_keeps_the_chain_verifiable() {
+    audit_kill_at(Backend::Postgres, "mid-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_audit_archive_killed_mid_delete_keeps_the_chain_verifiable() {
+    audit_kill_at(Backend::File, "mid-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_archive_killed_after_manifest_keeps_the_chain_verifiable() {
+    audit_kill_at(Backend::Sqlite, "after-manifest").await;
+}
