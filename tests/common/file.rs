@@ -175,51 +175,64 @@ pub fn wait_for(rx: &mpsc::Receiver<String>, prefix: &str, timeout: Duration) ->
     }
 }
 
-/// Writes in a loop from four tasks, printing each write once it is acknowledged.
-pub async fn child_writer(s: Storage) {
+/// Writes in a loop from `writers` tasks, printing each write once it is acknowledged (`ACK …` lines that
+/// [`Acked::record`] reads).
+pub async fn child_writer(s: Storage, writers: u32) {
     println!("READY {}", std::process::id());
-    let pid = std::process::id();
+    let tag = std::process::id().to_string();
     let mut tasks = Vec::new();
-    for t in 0..4u32 {
-        let s = s.clone();
+    for t in 0..writers {
+        let (s, tag) = (s.clone(), tag.clone());
         tasks.push(tokio::spawn(async move {
             for i in 1u64.. {
-                let mut e = new_execution("crash", "1.0.0");
-                e.input = Some(json!({ "task": t, "i": i, "text": "crash test" }).into());
-                let id = s.create_execution(e).await.unwrap().id;
-                println!("ACK exec {id}");
-                if i % 2 == 0 {
-                    let ev = s.append_event(id, event(json!({ "i": i }))).await.unwrap();
-                    println!("ACK event {id} {}", ev.seq);
-                }
-                if i % 3 == 0 {
-                    let c = ExecutionCompletion {
-                        status: ExecutionStatus::Completed,
-                        output: Some(json!({ "done": i }).into()),
-                        error: None,
-                        completed_at: None,
-                    };
-                    s.complete_execution(id, c).await.unwrap();
-                    println!("ACK done {id}");
-                }
-                if i % 4 == 0 {
-                    let batch: Vec<NewAuditEntry> =
-                        (0..(i % 7 + 1)).map(|_| audit("crash", "crasher")).collect();
-                    for a in s.append_audit(batch).await.unwrap().iter() {
-                        println!("ACK audit {a}");
-                    }
-                }
-                if i % 5 == 0 {
-                    let name = format!("crash-{pid}-{t}-{i}");
-                    s.put_pattern(new_pattern(&name, "1.0.0")).await.unwrap();
-                    println!("ACK pattern {name}");
-                }
+                write_round(&s, t, i, &tag, &mut |line| println!("{line}")).await.unwrap();
             }
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
+}
+
+/// Round `i` of writer `t`: an execution, and by turns an event, its completion, an audit batch and a pattern
+/// (named with `tag`); `ack` gets an `ACK …` line for each acknowledged write. Stops at the first error.
+pub async fn write_round(
+    s: &Storage,
+    t: u32,
+    i: u64,
+    tag: &str,
+    ack: &mut (dyn FnMut(String) + Send),
+) -> Result<(), Error> {
+    let mut e = new_execution("crash", "1.0.0");
+    e.input = Some(json!({ "task": t, "i": i, "text": "crash test" }).into());
+    let id = s.create_execution(e).await?.id;
+    ack(format!("ACK exec {id}"));
+    if i % 2 == 0 {
+        let ev = s.append_event(id, event(json!({ "i": i }))).await?;
+        ack(format!("ACK event {id} {}", ev.seq));
+    }
+    if i % 3 == 0 {
+        let c = ExecutionCompletion {
+            status: ExecutionStatus::Completed,
+            output: Some(json!({ "done": i }).into()),
+            error: None,
+            completed_at: None,
+        };
+        s.complete_execution(id, c).await?;
+        ack(format!("ACK done {id}"));
+    }
+    if i % 4 == 0 {
+        let batch: Vec<NewAuditEntry> = (0..(i % 7 + 1)).map(|_| audit("crash", "crasher")).collect();
+        for a in s.append_audit(batch).await?.iter() {
+            ack(format!("ACK audit {a}"));
+        }
+    }
+    if i % 5 == 0 {
+        let name = format!("crash-{tag}-{t}-{i}");
+        s.put_pattern(new_pattern(&name, "1.0.0")).await?;
+        ack(format!("ACK pattern {name}"));
+    }
+    Ok(())
 }
 
 /// A tiny xorshift generator: no dependency, reproducible from the printed seed.

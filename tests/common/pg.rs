@@ -142,6 +142,9 @@ pub struct ClusterOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Roles other than `postgres` must give their password over TCP (scram-sha-256), so a wrong one is refused.
     pub password_auth: bool,
+    /// Commits wait for their WAL to be written (`synchronous_commit = on`): an acknowledged commit survives a
+    /// server crash. The harness's other clusters run with it off (a crash may lose the last commits).
+    pub durable: bool,
 }
 
 /// A throwaway PostgreSQL cluster of this test process. Stopped on drop (and by a watchdog if the process dies).
@@ -232,6 +235,9 @@ impl Cluster {
              checkpoint_timeout = 30s\nmax_wal_size = 256MB\n",
             cluster.dir.display()
         );
+        if opts.durable {
+            conf.push_str("synchronous_commit = on\n");
+        }
         if let Some((cert, key)) = &opts.tls {
             let (c, k) = (cluster.dir.join("server.crt"), cluster.dir.join("server.key"));
             std::fs::copy(cert, &c).unwrap();
@@ -320,6 +326,60 @@ impl Cluster {
     pub fn stop_server(&self) {
         let data = self.data_dir();
         self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Crashes the server: `pg_ctl stop -m immediate` (every server process quits at once, no checkpoint; the
+    /// next start runs crash recovery).
+    pub fn crash(&self) {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// SIGKILL of the postmaster alone (its backends notice and exit); waits until the port refuses connections.
+    pub fn kill_postmaster(&self) {
+        let pid_file =
+            std::fs::read_to_string(self.data_dir().join("postmaster.pid")).expect("postmaster.pid");
+        let pid = pid_file.lines().next().unwrap().trim().to_string();
+        let ok = Command::new("kill").args(["-KILL", &pid]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "kill -KILL {pid} (the postmaster) failed");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.server.port)).is_ok() {
+            assert!(started.elapsed() < Duration::from_secs(10), "port {} still accepts", self.server.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server after [`Cluster::crash`] or [`Cluster::kill_postmaster`]: retried for a while, since
+    /// the killed postmaster's backends may still hold its shared memory for a moment.
+    pub fn start_server_after_crash(&self) {
+        let data = self.data_dir();
+        let log = self.dir.join("server.log");
+        let started = std::time::Instant::now();
+        loop {
+            let exe = self.bin.join("pg_ctl");
+            let mut cmd = if self.as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&exe);
+                c
+            } else {
+                Command::new(&exe)
+            };
+            let out = cmd
+                .args(["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"])
+                .current_dir(&self.dir)
+                .output()
+                .expect("pg_ctl");
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "pg_ctl start after a crash failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Stops the server when this process dies, even by a signal.
