@@ -306,7 +306,7 @@ async fn postgresql_server_crash_trials_lose_no_acknowledged_write() {
     // Every acknowledged write survived every crash.
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     acked.verify(&storage).await;
-    let o = outage.lock().unwrap();
+    let o = std::mem::take(&mut *outage.lock().unwrap());
     assert!(o.wrong.is_empty(), "calls during the outage: {:?}", o.wrong);
     assert!(o.before_crash.is_empty(), "calls failed before any crash: {:?}", o.before_crash);
     assert!(acked.executions.len() > 100, "too few writes to prove anything: {}", acked.total());
@@ -326,6 +326,5 @@ async fn postgresql_server_crash_trials_lose_no_acknowledged_write() {
         downtime,
         started.elapsed()
     );
-    drop(o);
     storage.shutdown().await.unwrap();
 }
