@@ -248,6 +248,11 @@ pub struct PostgresConfig {
     pub max_replica_lag_ms: u64,
     /// How many months of `executions` partitions to keep created ahead of now (ours; default 3).
     pub partition_months_ahead: u32,
+    /// `storage.postgresql.queryTimeout` (ours): the longest a call may wait for the server's answer on a
+    /// pooled connection, or for a batch `COPY`, in milliseconds (default 30000; 0: no limit). Past it the
+    /// call fails with `timeout` and the connection is closed: it bounds a server or network that accepts
+    /// and then answers nothing.
+    pub query_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

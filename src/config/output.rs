@@ -58,6 +58,7 @@ fn postgres(p: &PostgresConfig) -> Value {
         "readPreference": p.read_preference.as_str(),
         "maxReplicaLag": p.max_replica_lag_ms,
         "partitionMonthsAhead": p.partition_months_ahead,
+        "queryTimeout": p.query_timeout_ms,
     })
 }
 

@@ -194,6 +194,12 @@ fn postgres(s: &Section<'_>, selected: bool) -> Result<PostgresConfig, ConfigErr
         max_replica_lag_ms: max_replica_lag(s)?,
         partition_months_ahead: s.int("partitionMonthsAhead", "an integer 1-120 (months)", (1, 120), 3)?
             as u32,
+        query_timeout_ms: s.int(
+            "queryTimeout",
+            "a non-negative integer (milliseconds; 0: no limit)",
+            (0, u64::MAX),
+            30_000,
+        )?,
     })
 }
 

@@ -23,6 +23,7 @@ pub(super) const POSTGRES_KEYS: &[&str] = &[
     "readPreference",
     "maxReplicaLag",
     "partitionMonthsAhead",
+    "queryTimeout",
 ];
 pub(super) const POOL_KEYS: &[&str] =
     &["minConnections", "maxConnections", "idleTimeout", "maxIdleTime", "acquireTimeout"];

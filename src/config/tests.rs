@@ -712,3 +712,17 @@ fn replica_effective_json_parses_back() {
     round["postgresql"].as_object_mut().unwrap().retain(|_, v| !v.is_null());
     assert_eq!(parse(&round.to_string()).unwrap().effective_json(), v);
 }
+
+#[test]
+fn query_timeout_defaults_to_30s_and_refuses_bad_values_by_name() {
+    let pg = |v: serde_json::Value| json!({"type": "postgresql", "postgresql": v});
+    let c = ok(pg(json!({"host": "h", "database": "d", "username": "u"})));
+    assert_eq!(c.postgresql.unwrap().query_timeout_ms, 30_000);
+    let c = ok(pg(json!({"host": "h", "database": "d", "username": "u", "queryTimeout": 0})));
+    assert_eq!(c.postgresql.unwrap().query_timeout_ms, 0, "0: no limit");
+    for bad in [json!("banana"), json!(-5), json!(1.5)] {
+        let e =
+            err(pg(json!({"host": "h", "database": "d", "username": "u", "queryTimeout": bad}))).to_string();
+        assert!(e.contains("storage.postgresql.queryTimeout") && e.contains("milliseconds"), "{e}");
+    }
+}

@@ -73,7 +73,29 @@ impl CopyPool {
         // Dropped half-way (the caller gave up), the client is closed, never given back inside the
         // transaction: the server rolls it back and releases the head record.
         let client = self.client().await?;
-        let outcome = chained_copy(&client, rows, details, entries).await;
+        let copy = chained_copy(&client, rows, details, entries);
+        let outcome = match self.spec.query_timeout {
+            None => copy.await,
+            Some(limit) => match tokio::time::timeout(limit, copy).await {
+                Ok(outcome) => outcome,
+                // Dropped with the client: the server rolls the transaction back when the socket closes.
+                Err(_) => {
+                    if let Some(fresh) = &self.fresh {
+                        fresh.wrote(); // it may have committed
+                    }
+                    return Err(Error::new(
+                        parallax_storage_abi::ErrorKind::Timeout,
+                        format!(
+                            "PostgreSQL at {} did not finish the audit COPY within {} ms \
+                             (storage.postgresql.queryTimeout): the connection was closed; the batch may or \
+                             may not have been committed",
+                            self.spec.location,
+                            limit.as_millis()
+                        ),
+                    ));
+                }
+            },
+        };
         // A failure is rolled back before anything else is asked on this connection (the conflict's
         // explanation); a client whose rollback failed is closed rather than reused.
         let lost = match &outcome {

@@ -25,6 +25,8 @@ use diesel::ConnectionError;
 use diesel_async::{pooled_connection::PoolableConnection, AsyncPgConnection};
 
 use super::connect::{self, ConnectSpec};
+use crate::error::{Error, Result};
+use parallax_storage_abi::ErrorKind;
 
 /// How long a connection leaving the pool may take to say goodbye.
 const TERMINATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -39,13 +41,34 @@ pub struct PgConn {
     driver: Option<Driver>,
     /// Closed when given back, to free its slot of the connection budget ([`super::budget`]).
     retired: bool,
+    /// `queryTimeout`: how long [`PgConn::run`] waits for the server.
+    limit: Option<std::time::Duration>,
 }
 
 impl PgConn {
-    /// Runs `f` with the connection while polling the connection's I/O in the same future.
-    pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> T) -> T {
+    /// Runs `f` with the connection while polling the connection's I/O in the same future, for at most
+    /// `queryTimeout`: past it the work is dropped, the connection closed (its socket may hold half an answer,
+    /// or none will ever come) and the call fails with `timeout`.
+    pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>) -> Result<T> {
+        let limit = self.limit;
         let PgConn { conn, driver, .. } = self;
-        Driven { work: std::pin::pin!(f(conn)), driver }.await
+        let work = Driven { work: std::pin::pin!(f(conn)), driver };
+        let Some(limit) = limit else { return work.await };
+        match tokio::time::timeout(limit, work).await {
+            Ok(out) => out,
+            Err(_) => {
+                self.driver = None;
+                self.retired = true;
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "PostgreSQL did not answer within {} ms (storage.postgresql.queryTimeout): the connection \
+                         was closed; a write may or may not have been committed",
+                        limit.as_millis()
+                    ),
+                ))
+            }
+        }
     }
 
     /// Whether the connection's I/O has ended.
@@ -116,12 +139,17 @@ async fn open(spec: &ConnectSpec, slot: super::budget::Slot) -> Result<PgConn, C
     let (client, driver) = connect::connect_parts(spec, slot).await?;
     let mut driver = Some(driver);
     // Setting up the diesel connection runs statements: drive the socket meanwhile.
-    let conn =
-        Driven { work: std::pin::pin!(AsyncPgConnection::try_from(client)), driver: &mut driver }.await?;
+    let setup = Driven { work: std::pin::pin!(AsyncPgConnection::try_from(client)), driver: &mut driver };
+    let conn = tokio::time::timeout(spec.connect_timeout, setup).await.map_err(|_| {
+        ConnectionError::BadConnection(format!(
+            "the server did not complete the session setup within {} ms (storage.postgresql.pool.acquireTimeout)",
+            spec.connect_timeout.as_millis()
+        ))
+    })??;
     if driver.is_none() {
         return Err(ConnectionError::BadConnection("the connection closed while it was being set up".into()));
     }
-    Ok(PgConn { conn, driver, retired: false })
+    Ok(PgConn { conn, driver, retired: false, limit: spec.query_timeout })
 }
 
 /// The bb8 manager of [`PgConn`]s.

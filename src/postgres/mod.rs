@@ -337,6 +337,8 @@ impl PostgresBackend {
         out: Result<T>,
     ) -> Result<T> {
         match out {
+            // queryTimeout: the connection was closed on purpose; the kind stays `timeout`.
+            Err(e) if e.kind() == parallax_storage_abi::ErrorKind::Timeout => Err(e),
             Err(e) if conn.lost() => {
                 Err(Error::connection_lost(format!("(PostgreSQL at {}): {}", spec.location, e.0.message)))
             }

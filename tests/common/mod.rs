@@ -7,6 +7,7 @@ pub mod compat;
 pub mod exposition;
 pub mod file;
 pub mod pg;
+pub mod proxy;
 pub mod raw;
 pub mod s3;
 pub mod tamper;
