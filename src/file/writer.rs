@@ -209,6 +209,14 @@ impl Writer {
 fn commit_group(ctx: &mut Ctx, group: &mut Vec<Box<dyn Work>>) {
     let outcome = match &ctx.broken {
         Some(why) => Err(Error::unavailable(why.clone())),
+        // One stat per group: a store whose directory was removed (or replaced) under this process is not
+        // silently recreated as an empty one by the next write.
+        None if !ctx.layout.base.join(super::layout::LOCK).is_file() => Err(Error::unavailable(format!(
+            "the file store at {} is gone: its directory (or its lock file) was removed while this process \
+             had it open; nothing was written. Restore it from a backup, or restart Parallax to start a new \
+             store there",
+            ctx.layout.base.display()
+        ))),
         None => {
             let (ops, changes) = {
                 let idx = ctx.index.read().unwrap_or_else(|p| p.into_inner());

@@ -77,9 +77,10 @@ impl SqliteBackend {
         let metrics = crate::metrics::Metrics::new(&cfg.metrics, "sqlite");
         let dir = cfg.sqlite.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
         let disk = crate::file::DiskFree::new(dir.to_path_buf());
+        let writer = Writer::start(conn, &cfg.sqlite.path)?;
         Ok(SqliteBackend {
             cfg,
-            writer: Writer::start(conn)?,
+            writer,
             readers: pool,
             read_gauges,
             disk,

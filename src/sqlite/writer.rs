@@ -73,11 +73,15 @@ struct State {
 
 pub struct Writer {
     thread: WriterThread<GroupJob, SoloJob>,
+    /// The database file, for errors about its disk.
+    path: std::path::PathBuf,
 }
 
 impl Writer {
-    pub fn start(conn: SqliteConnection) -> Result<Self> {
-        Self::start_with(conn, search::index_queued)
+    pub fn start(conn: SqliteConnection, path: &std::path::Path) -> Result<Self> {
+        let mut w = Self::start_with(conn, search::index_queued)?;
+        w.path = path.to_path_buf();
+        Ok(w)
     }
 
     fn start_with(conn: SqliteConnection, index: fn(&mut SqliteConnection) -> Result<()>) -> Result<Self> {
@@ -94,6 +98,7 @@ impl Writer {
         let state = State { conn, index };
         Ok(Writer {
             thread: WriterThread::start("the SQLite writer", "parallax-sqlite-writer", state, handlers)?,
+            path: std::path::PathBuf::new(),
         })
     }
 
@@ -105,7 +110,7 @@ impl Writer {
     {
         let (done, result) = self.thread.reply::<T>();
         self.thread.send(Msg::Group(Box::new(Work { what, f: Some(f), outcome: None, done }))).await?;
-        self.thread.answer(result).await
+        self.thread.answer(result).await.map_err(|e| disk_full(e, &self.path))
     }
 
     /// Runs `f` alone on the writer connection, outside any transaction.
@@ -116,7 +121,7 @@ impl Writer {
     {
         let (done, result) = self.thread.reply::<T>();
         self.thread.send(Msg::Solo(Box::new(move |conn| run_solo(conn, what, f, done)))).await?;
-        self.thread.answer(result).await
+        self.thread.answer(result).await.map_err(|e| disk_full(e, &self.path))
     }
 
     /// Whether a group is running and how many writes wait for the writer (for the metrics).
@@ -165,6 +170,25 @@ fn commit_group(state: &mut State, group: &mut Vec<GroupJob>) {
     for job in group.drain(..) {
         job.finish(outcome.clone());
     }
+}
+
+/// SQLite's "database or disk is full" (`SQLITE_FULL`), said as what it is: the disk holding the database file
+/// (named, with its free space) has no room; nothing of the write was committed. Any other error as it is.
+fn disk_full(e: Error, path: &std::path::Path) -> Error {
+    // SAFETY: sqlite3_errstr returns a pointer to a static, NUL-terminated string for any code.
+    let full =
+        unsafe { std::ffi::CStr::from_ptr(libsqlite3_sys::sqlite3_errstr(libsqlite3_sys::SQLITE_FULL)) };
+    let full = full.to_str().unwrap_or("database or disk is full");
+    if !e.0.message.contains(full) {
+        return e;
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let free = crate::file::durable::free_space(dir).map_or("unknown".to_string(), |b| format!("{b} bytes"));
+    Error::unavailable(format!(
+        "the disk holding the SQLite database {} is full (SQLite: {full}; free now: {free}): the write was not \
+         committed, and what was acknowledged before is intact; free space on that filesystem, then write again",
+        path.display()
+    ))
 }
 
 /// After a panic (one that escaped a group from inside diesel itself, or a solo job's): rolls back whatever
