@@ -208,6 +208,13 @@ fn execution_filter(f: &ExecutionFilter) -> Result<()> {
     for s in f.statuses.iter() {
         validate::known_status(*s, "status filter")?;
     }
+    if f.tags.len() > validate::MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "the filter names {} tags; the maximum is {}",
+            f.tags.len(),
+            validate::MAX_TAGS
+        )));
+    }
     for t in f.tags.iter() {
         validate::label(t, "tag", 100)?;
     }
@@ -235,6 +242,13 @@ fn new_execution(mut e: NewExecution) -> Result<NewExecution> {
     rules::check_new_status(e.status)?;
     validate::opt_json(&mut e.input, "input")?;
     validate::opt_json(&mut e.metadata, "metadata")?;
+    if e.tags.len() > validate::MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "an execution has {} tags; the maximum is {}",
+            e.tags.len(),
+            validate::MAX_TAGS
+        )));
+    }
     let mut tags: Vec<RString> = Vec::with_capacity(e.tags.len());
     for t in e.tags.iter() {
         validate::label(t, "tag", 100)?;

@@ -12,6 +12,12 @@ pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 1000;
 /// The most audit entries one `append_audit` call accepts.
 pub const MAX_AUDIT_BATCH: usize = 10_000;
+/// The largest JSON document (input, output, error, metadata, event payload, audit details, pattern
+/// definition) one call accepts, in bytes of its text: checked before it is parsed, so a huge document is a
+/// clear error, never a parse that holds many times its size in memory.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// The most tags one execution may carry (each at most 100 characters).
+pub const MAX_TAGS: usize = 100;
 
 /// A validated page request: at most `limit` items after `after`.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,14 +152,28 @@ pub fn semver(v: &str) -> Result<semver::Version> {
     })
 }
 
+/// Refuses a document larger than [`MAX_DOCUMENT_BYTES`], before anything parses it.
+fn document_size(text: &str, what: &str) -> Result<()> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes; the maximum is {MAX_DOCUMENT_BYTES} bytes (16 MiB) per document: store large \
+             payloads elsewhere and keep a reference",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Parses JSON text and returns it in compact canonical form.
 pub fn json(text: &str, what: &str) -> Result<String> {
+    document_size(text, what)?;
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::invalid(format!("{what} is not valid JSON: {e}")))?;
     Ok(v.to_string())
 }
 
 pub fn json_object(text: &str, what: &str) -> Result<String> {
+    document_size(text, what)?;
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::invalid(format!("{what} is not valid JSON: {e}")))?;
     if !v.is_object() {

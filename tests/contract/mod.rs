@@ -62,6 +62,7 @@ macro_rules! for_each_contract {
             rules::rules_duplicate_audit_id_conflicts,
             rules::rules_duplicate_pattern_version_conflicts,
             rules::rules_missing_pattern_is_not_found,
+            rules::rules_large_inputs_get_a_size_error,
             search::search_executions_matches_words_in_documents,
             search::search_pages_are_exact,
             search::search_patterns_by_name_description_definition,

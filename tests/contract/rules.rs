@@ -205,3 +205,42 @@ pub async fn rules_duplicate_audit_id_conflicts(h: &Harness) {
     let q = AuditQuery { actor: Some("erin".into()), ..Default::default() };
     assert_eq!(s.query_audit(q, page(100, None)).await.unwrap().items.len(), 1);
 }
+
+/// Large inputs get a clear size error, not an out-of-memory or a crawl: a 64 MiB JSON document (the limit is
+/// 16 MiB per document), an execution with 10,000 tags (the limit is 100), a 1 MiB pattern name (255
+/// characters); nothing is written. Documents just under the limit are stored and read back whole.
+pub async fn rules_large_inputs_get_a_size_error(h: &Harness) {
+    let huge = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024 * 1024));
+    let mut e = new_execution("large", "1.0.0");
+    e.input = Some(Json::parse(huge).unwrap());
+    let err = h.storage.create_execution(e).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
+    assert!(err.message.contains("input is 67108") && err.message.contains("16 MiB"), "{err}");
+
+    let mut e = new_execution("large", "1.0.0");
+    e.tags = (0..10_000).map(|i| format!("t{i}")).collect();
+    let err = h.storage.create_execution(e).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
+    assert!(err.message.contains("10000 tags") && err.message.contains("maximum is 100"), "{err}");
+
+    let err = h.storage.put_pattern(new_pattern(&"n".repeat(1024 * 1024), "1.0.0")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
+    assert!(err.message.contains("maximum is 255"), "{err}");
+
+    let mut a = audit("large", "tester");
+    a.details = Some(Json::parse(format!(r#"{{"blob":"{}"}}"#, "y".repeat(17 * 1024 * 1024))).unwrap());
+    let err = h.storage.append_audit(vec![a]).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
+    assert!(err.message.contains("details") && err.message.contains("maximum"), "{err}");
+
+    // Nothing of it was stored; a document of 1 MiB is.
+    let listed = h.storage.executions(ExecutionFilter::default(), 100).collect().await.unwrap();
+    assert!(listed.is_empty(), "{} executions stored", listed.len());
+    let mut e = new_execution("large", "1.0.0");
+    let big = format!(r#"{{"blob":"{}"}}"#, "z".repeat(1024 * 1024));
+    e.input = Some(Json::parse(big.clone()).unwrap());
+    let x = h.storage.create_execution(e).await.unwrap();
+    h.settle().await;
+    let back = h.storage.get_execution(x.id).await.unwrap();
+    assert_eq!(back.input.unwrap().value(), serde_json::from_str::<serde_json::Value>(&big).unwrap());
+}
