@@ -9,7 +9,8 @@ usage() {
 Usage: ./test.sh [--no-install] [--quick] [--backend sqlite|postgres|file] [-- TEST-FILTER...]
 
 Installs what is missing, then runs every check CI runs, in this order:
-  1. install   Debian packages (apt-get), rustfmt and clippy (rustup), the Diesel CLI (cargo install), the
+  1. install   Debian packages (apt-get), rustfmt and clippy (rustup), cargo-fuzz 0.13.2 and the Diesel CLI
+               (cargo install), the
                s3s-fs S3 test server 0.14.1 (cargo install, built in its own target dir target/s3s-fs-install),
                boto3 and the AWS CLI (pip; the archive tests read what the plugin wrote with them), promtool
                (Debian's prometheus package, unpacked into target/prometheus-pkg with apt-get download and
@@ -24,6 +25,9 @@ Installs what is missing, then runs every check CI runs, in this order:
                down.sql restores the schema dump exactly: tables, functions, triggers, FTS tables)
   5. rules     promtool check rules and promtool test rules on deploy/prometheus/ (the alert rules and their
                unit tests: every alert fires and stays quiet where it should); cheap, so --quick runs it too
+     fuzz      cargo-fuzz (installed in step 1, libFuzzer without a sanitizer: stable Rust) builds fuzz/ and runs
+               each target for 10 s on its checked-in seeds (fuzz/seeds/<target>); a crash, hang or
+               out-of-memory fails the run. Not with --quick or --backend. RELIABILITY.md has the long runs
   6. tests     cargo build --workspace && cargo test --workspace --no-fail-fast (every test binary runs, even
                after a failure); the last line is `tests: N passed, N failed`
                (the PostgreSQL tests start their own throwaway cluster, or use PARALLAX_TEST_POSTGRES_URL; the
@@ -81,6 +85,10 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 have_pg_server() { [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; }
 have_diesel() { command -v diesel >/dev/null && diesel --version | grep -q ' 2\.3\.'; }
+fuzz_checks=$((1 - quick))
+[ "$backend" = all ] || fuzz_checks=0
+CARGO_FUZZ_INSTALL=(cargo install cargo-fuzz --version =0.13.2 --locked)
+have_cargo_fuzz() { cargo fuzz --version 2>/dev/null | grep -q ' 0\.13\.2'; }
 schema_checks=$((1 - quick))
 [ "$backend" != file ] || schema_checks=0
 diesel_to_build() { [ "$schema_checks" = 1 ] && ! have_diesel; }
@@ -175,6 +183,10 @@ if [ "$install" = 1 ]; then
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
   fi
+  if [ "$fuzz_checks" = 1 ] && ! have_cargo_fuzz; then
+    echo "installing: cargo-fuzz 0.13.2"
+    "${CARGO_FUZZ_INSTALL[@]}"
+  fi
   if diesel_to_build; then
     cargo install diesel_cli --version '~2.3' --no-default-features --features postgres,sqlite-bundled --locked
   fi
@@ -200,6 +212,7 @@ if [ "$install" = 1 ]; then
 else
   mapfile -t need < <(missing_apt)
   if diesel_to_build; then need+=("the Diesel CLI 2.3 (cargo install diesel_cli)"); fi
+  if [ "$fuzz_checks" = 1 ] && ! have_cargo_fuzz; then need+=("cargo-fuzz 0.13.2 (${CARGO_FUZZ_INSTALL[*]})"); fi
   if ! have_s3s_fs; then need+=("the s3s-fs 0.14.1 S3 test server (${S3S_FS_INSTALL[*]})"); fi
   if ! have_s3_clients; then need+=("boto3 and the AWS CLI (python3 -m pip install $(pip_flags) boto3 awscli)"); fi
   if ! have_promtool; then need+=("promtool at $PROMTOOL ($PROMTOOL_INSTALL)"); fi
@@ -274,6 +287,18 @@ fi
 step rules "promtool check rules / test rules on deploy/prometheus"
 "$PROMTOOL" check rules deploy/prometheus/parallax-storage.rules.yml
 "$PROMTOOL" test rules deploy/prometheus/parallax-storage.rules.test.yml
+
+# ---- 5b. fuzz -------------------------------------------------------------------------------------------------
+if [ "$fuzz_checks" = 1 ]; then
+  step fuzz "cargo fuzz run, each target 10 s on fuzz/seeds (no sanitizer: stable Rust)"
+  for t in config documents cursors_filters file_records durations; do
+    # New inputs go to a scratch corpus under target/, never into the checked-in seeds.
+    mkdir -p "target/fuzz-corpus/$t"
+    (cd fuzz && cargo fuzz run "$t" "../target/fuzz-corpus/$t" "seeds/$t" -s none -O -- \
+      -max_total_time=10 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
+      { grep -E '^(Done|SUMMARY|==[0-9]+== ERROR)|stat::number_of_executed_units|panicked|crash-|oom-|timeout-' || true; })
+  done
+fi
 
 # ---- 6. tests --------------------------------------------------------------------------------------------------
 # `cargo build` first: the integration tests load the built cdylib (target/debug/libparallax_storage.so) and the

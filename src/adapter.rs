@@ -202,6 +202,11 @@ fn contain_panic(what: &str, f: impl FnOnce()) {
     }
 }
 
+/// The filter rules, for the fuzz target ([`crate::fuzz_api`]).
+pub(crate) fn check_execution_filter(f: &ExecutionFilter) -> Result<()> {
+    execution_filter(f)
+}
+
 fn execution_filter(f: &ExecutionFilter) -> Result<()> {
     validate::opt_label(&f.pattern_name, "pattern_name", 255)?;
     validate::opt_label(&f.pattern_version, "pattern_version", 50)?;

@@ -13,6 +13,8 @@ mod config;
 mod contract;
 mod error;
 mod file;
+#[doc(hidden)]
+pub mod fuzz_api;
 #[cfg(test)]
 mod lock_check;
 mod logging;

@@ -74,6 +74,31 @@ fn access_warnings(layout: &Layout) -> Vec<String> {
     crate::private::exposures([(layout.base.as_path(), "the file store directory")])
 }
 
+/// The loader's decoding of one record file, every kind in every encoding (the fuzz target's entry,
+/// [`crate::fuzz_api::file_record`]).
+pub(crate) fn fuzz_decode(bytes: &[u8]) {
+    use crate::config::FileFormat;
+    for format in [FileFormat::Yaml, FileFormat::Json] {
+        for gzip in [false, true] {
+            let enc = codec::Encoding { format, gzip };
+            if let Ok(d) = enc.decode::<docs::PatternDoc>(bytes) {
+                let _ = d.into_pattern();
+            }
+            if let Ok(d) = enc.decode::<docs::ExecutionDoc>(bytes) {
+                let _ = d.into_execution();
+            }
+            if let Ok(d) = enc.decode::<docs::EventDoc>(bytes) {
+                let _ = d.into_event();
+            }
+            if let Ok(d) = enc.decode::<docs::AuditBatchDoc>(bytes) {
+                let _ = d.into_entries();
+            }
+            let _ = enc.decode::<docs::ChainDoc>(bytes);
+            let _ = enc.decode::<docs::ManifestDoc>(bytes);
+        }
+    }
+}
+
 fn prepare_base(base: &Path) -> Result<()> {
     if base.is_dir() {
         return Ok(());
