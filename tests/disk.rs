@@ -66,6 +66,9 @@ fn on_small_tmpfs(role: &str) -> Vec<String> {
 async fn disk_child() {
     let Ok(role) = std::env::var(ROLE) else { return };
     let dir = std::path::PathBuf::from(std::env::var(DIR).unwrap());
+    if role == "file-permissions" {
+        return permissions_child(&dir).await;
+    }
     let (config, store_path) = match role.as_str() {
         "sqlite" => {
             let db = dir.join("parallax.db");
@@ -162,6 +165,78 @@ fn sqlite_disk_full_is_a_clear_error_and_writing_resumes() {
 fn file_store_disk_full_is_a_clear_error_and_writing_resumes() {
     let lines = on_small_tmpfs("file");
     check_disk_full(&lines, "/store", "No space left on device");
+}
+
+/// The child of the permissions test (run as an unprivileged user): a file store made read-only under the
+/// running process (`chmod -R a-w`), then writable again.
+async fn permissions_child(dir: &Path) {
+    let cfg = config(dir, "json", false);
+    let base = dir.join("store");
+    let s = open_ok(&cfg);
+    let mut acked = Vec::new();
+    for _ in 0..5 {
+        acked.push(s.create_execution(new_execution("perm", "1.0.0")).await.unwrap().id);
+    }
+    let chmod = |mode: &str| {
+        let ok = Command::new("chmod").args(["-R", mode]).arg(&base).status().map(|s| s.success());
+        assert!(ok.unwrap_or(false), "chmod -R {mode} {}", base.display());
+    };
+    chmod("a-w");
+    let e = s.create_execution(new_execution("perm", "1.0.0")).await.unwrap_err();
+    println!("DISK DENIED {:?}: {}", e.kind, e.message);
+    for id in &acked {
+        s.get_execution(*id).await.unwrap_or_else(|e| panic!("read {id} while read-only: {e}"));
+    }
+    println!("DISK READS OK");
+    chmod("u+w");
+    acked.push(s.create_execution(new_execution("perm", "1.0.0")).await.unwrap().id);
+    println!("DISK RESUMED");
+    s.shutdown().await.unwrap();
+    let s = open_ok(&cfg);
+    for id in &acked {
+        s.get_execution(*id).await.unwrap_or_else(|e| panic!("acknowledged {id} after reopening: {e}"));
+    }
+    s.shutdown().await.unwrap();
+    println!("DISK VERIFIED {}", acked.len());
+}
+
+/// Write permission taken away under a running file store (an operator's `chmod -R a-w`): writes fail with
+/// `unavailable` naming the file and the cause, reads go on, nothing panics; given back, writing resumes and
+/// everything acknowledged is there. Root ignores file permissions (`CAP_DAC_OVERRIDE`), so when the tests run as
+/// root the child runs without capabilities (`setpriv --bounding-set=-all`): still root, still the owner of its
+/// files, but bound by their permission bits.
+#[test]
+fn file_store_made_read_only_under_a_running_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set=-all", "--inh-caps=-all", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let out = cmd
+        .args(["--exact", "disk_child", "--nocapture", "--test-threads", "1"])
+        .env(ROLE, "file-permissions")
+        .env(DIR, &dir)
+        .output()
+        .expect("run the child (setpriv, from util-linux, when root)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = stdout
+        .lines()
+        .map(|l| l.strip_prefix("test disk_child ... ").unwrap_or(l).to_string())
+        .filter(|l| l.starts_with("DISK "))
+        .collect();
+    let denied = lines.iter().find(|l| l.starts_with("DISK DENIED")).unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(denied.starts_with("DISK DENIED Unavailable"), "{denied}");
+    assert!(denied.contains("/store") && denied.contains("Permission denied"), "path and cause: {denied}");
+    for step in ["DISK READS OK", "DISK RESUMED", "DISK VERIFIED 6"] {
+        assert!(lines.iter().any(|l| l == step), "{step}: {lines:?}");
+    }
+    println!("{}", lines.join("\n"));
 }
 
 /// The file store's directory removed under a running process: writes and the health check fail with a clear
