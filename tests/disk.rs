@@ -20,20 +20,12 @@ use serde_json::json;
 const ROLE: &str = "PARALLAX_DISK_TEST_ROLE";
 const DIR: &str = "PARALLAX_DISK_TEST_DIR";
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Runs this binary's `disk_child` as `role` on a fresh 3 MiB tmpfs mounted at a new temporary directory, in a
 /// mount namespace of its own; returns its stdout lines.
 fn on_small_tmpfs(role: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let ns = if is_root() { "-m" } else { "-rm" };
+    let ns = if pg::is_root() { "-m" } else { "-rm" };
     let out = Command::new("unshare")
         .args([ns, "--propagation", "private", "--", "sh", "-c"])
         .arg("mount -t tmpfs -o size=3m parallax-disk-test \"$0\" && exec \"$@\"")
@@ -210,7 +202,7 @@ fn file_store_made_read_only_under_a_running_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let exe = std::env::current_exe().unwrap();
-    let mut cmd = if is_root() {
+    let mut cmd = if pg::is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--bounding-set=-all", "--inh-caps=-all", "--"]).arg(&exe);
         c

@@ -188,7 +188,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -282,16 +282,21 @@ impl Cluster {
         self.dir.join("data")
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// A server tool of the cluster's installation, run as the `postgres` user when this process is root.
+    fn tool(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
+        if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&exe);
             c
         } else {
             Command::new(&exe)
-        };
-        let out = cmd
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .tool(tool)
             .args(args)
             .current_dir(&self.dir)
             .output()
@@ -356,15 +361,8 @@ impl Cluster {
         let log = self.dir.join("server.log");
         let started = std::time::Instant::now();
         loop {
-            let exe = self.bin.join("pg_ctl");
-            let mut cmd = if self.as_postgres {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(&exe);
-                c
-            } else {
-                Command::new(&exe)
-            };
-            let out = cmd
+            let out = self
+                .tool("pg_ctl")
                 .args(["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"])
                 .current_dir(&self.dir)
                 .output()
