@@ -36,6 +36,8 @@ pub struct Destination {
     /// `storage.archive.partSize` and `maxObjectSize`.
     pub part_size: usize,
     pub max_object_bytes: u64,
+    /// A local destination's directory (its objects are files below it).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -48,7 +50,20 @@ impl std::fmt::Debug for Destination {
 /// The forms a destination may take, for messages.
 pub const FORMS: &str = "s3://bucket/prefix/, file:///absolute/path/ or a local directory path";
 
+use std::os::unix::fs::PermissionsExt;
+
 impl Destination {
+    /// Makes the object at `key` owner-only (`0600`) when the destination is a local directory: object_store
+    /// writes files with the process umask. A failure is logged, not fatal (the directories are `0700`).
+    pub fn owner_only(&self, key: &str) {
+        let Some(dir) = &self.local_dir else { return };
+        let file = dir.join(key);
+        let mode = std::fs::Permissions::from_mode(crate::private::FILE_MODE);
+        if let Err(e) = std::fs::set_permissions(&file, mode) {
+            tracing::warn!(target: "parallax_storage::access", path = %file.display(), error = %e, "cannot make an archive file owner-only");
+        }
+    }
+
     /// Parses `text` and builds its store; no request is made. `create`: a local directory that does not
     /// exist is created (an archive run); otherwise it must exist (verify, restore, a dry run).
     pub fn open(text: &str, cfg: &ArchiveConfig, create: bool) -> Result<Destination> {
@@ -193,6 +208,7 @@ fn local(text: &str, dir: &std::path::Path, cfg: &ArchiveConfig, create: bool) -
         kind: Kind::Local,
         part_size: cfg.part_size as usize,
         max_object_bytes: cfg.max_object_bytes,
+        local_dir: Some(dir.to_path_buf()),
     })
 }
 
@@ -354,6 +370,7 @@ fn s3(text: &str, rest: &str, cfg: &ArchiveConfig) -> Result<Destination> {
         kind: Kind::S3,
         part_size: cfg.part_size as usize,
         max_object_bytes: cfg.max_object_bytes,
+        local_dir: None,
     })
 }
 

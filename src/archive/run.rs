@@ -465,6 +465,7 @@ pub(crate) async fn write_created(dest: &Destination, key: &str, what: &str, tex
         }
         Err(e) => return Err(dest.error(&format!("cannot store {name}"), e)),
     }
+    dest.owner_only(key);
     let back = read_manifest_bytes(dest, key).await?;
     if back != text.as_bytes() {
         return Err(Error::unavailable(format!(

@@ -195,6 +195,7 @@ impl<'a> ObjectWriter<'a> {
                 up.finish().await.map_err(|e| dest.error(&format!("cannot upload object {}", o.key), e))?;
             }
         }
+        dest.owner_only(&o.key);
         let got = read::checksum(dest, &o.key).await?;
         if got.size != sink.bytes || got.sha256 != sha256 {
             return Err(Error::unavailable(format!(

@@ -1,6 +1,7 @@
 //! Who can read the data: whatever the process umask, everything the plugin creates on a local disk is
 //! owner-only (`0600` files, `0700` directories) — the SQLite database with its `-wal` and `-shm`, the file
-//! store's tree, a backup, a local export (its root, or its table directories below a root others may enter) —
+//! store's tree, a backup, a local export (its files, and its root or, below a root others may enter, its table
+//! directories) —
 //! and a store other local users can read is named, with the fix, in the health check's warnings (which
 //! `parallax storage test-connection` prints). PostgreSQL keeps no local files of ours: only the export part
 //! applies there, and its health names no such file.
@@ -76,6 +77,8 @@ pub async fn access_local_files_are_owner_only(h: &Harness) {
     let (root, dest) = ar::destination(h, "export");
     h.storage.export(&export_to(&dest)).await.expect("export");
     assert_eq!(mode(&root), 0o700, "the export's new root {}", root.display());
+    let files: Vec<PathBuf> = tree(&root).into_iter().filter(|p| p.is_file()).collect();
+    assert_owner_only(&files, "the export's objects and manifests");
     // Into an existing directory others may enter: the table directories are made 0700 first.
     let shared = h.dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
