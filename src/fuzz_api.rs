@@ -11,7 +11,6 @@ pub fn config(bytes: &[u8]) {
     let Ok(text) = std::str::from_utf8(bytes) else { return };
     let _ = crate::config::parse(text);
     if let Ok(v) = serde_yaml_ng::from_str::<serde_json::Value>(text) {
-        let _ = crate::config::parse(&v.to_string());
         if let Ok(cfg) = crate::config::parse(&v.to_string()) {
             let _ = cfg.effective_json();
             let _ = cfg.warnings();
