@@ -9,6 +9,7 @@
 //! cargo bench --bench storage -- sqlite_      # only scenarios whose name contains `sqlite_`
 //! cargo bench --bench storage -- replica      # the read replica scenarios (issue 15)
 //! cargo bench --bench storage -- audit_verify # `audit verify` over 1,000,000 entries (issue 17)
+//! cargo bench --bench storage -- mixed        # 16 callers, 90 % reads / 10 % writes (issue 20)
 //! ```
 //!
 //! PostgreSQL comes from the test harness (`tests/common/pg.rs`): `PARALLAX_TEST_POSTGRES_URL`, or a
@@ -30,6 +31,8 @@ mod data;
 mod load;
 #[path = "storage/metrics.rs"]
 mod metrics;
+#[path = "storage/mixed.rs"]
+mod mixed;
 /// The test harness's PostgreSQL: the same server setup as `cargo test`.
 #[allow(dead_code)]
 #[path = "../tests/common/pg.rs"]
@@ -72,6 +75,12 @@ async fn run(opts: &Opts) {
     }
     if opts.wants("sqlite_filtered_page") || opts.wants("sqlite_get_by_id") {
         reads::sqlite(opts).await;
+    }
+    if opts.wants("sqlite_mixed") {
+        mixed::sqlite(opts).await;
+    }
+    if opts.wants("pg_mixed") {
+        mixed::postgres(opts).await;
     }
     if opts.wants("pg_retention") {
         retention_pg::run(opts).await;

@@ -15,6 +15,7 @@ mod error;
 mod file;
 #[doc(hidden)]
 pub mod fuzz_api;
+mod literal_limit;
 #[cfg(test)]
 mod lock_check;
 mod logging;

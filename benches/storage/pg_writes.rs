@@ -160,7 +160,7 @@ const COMPLETE: &str = "UPDATE executions SET status = $2, output = $3, complete
     WHERE id = $1 AND started_at = $6 AND status IN ('pending', 'running')";
 
 /// The create half of a raw lifecycle: the same eight values for both raw loops.
-async fn raw_create(
+pub async fn raw_create(
     c: &tokio_postgres::Client,
     insert: &tokio_postgres::Statement,
     id: &PgUuid,

@@ -17,19 +17,19 @@ use crate::{
     util::{self, Latencies, Opts},
 };
 
-const PAGE: u32 = 50;
+pub const PAGE: u32 = 50;
 /// Interleave ours and baseline in chunks of this many operations, so drift hits both alike.
 const CHUNK: usize = 100;
 
-const COLUMNS: &str = "id, pattern_name, pattern_version, status, input, output, error, started_at, \
+pub const COLUMNS: &str = "id, pattern_name, pattern_version, status, input, output, error, started_at, \
     completed_at, duration_ms, metadata, tags";
 
 /// The k-th filter of the sequence both sides run: every pattern with every status.
-fn filter(k: usize) -> (&'static str, &'static str) {
+pub fn filter(k: usize) -> (&'static str, &'static str) {
     (PATTERNS[k % PATTERNS.len()], STATUSES[(k / PATTERNS.len()) % STATUSES.len()].0)
 }
 
-fn plugin_filter(pattern: &str, status: &str) -> ExecutionFilter {
+pub fn plugin_filter(pattern: &str, status: &str) -> ExecutionFilter {
     ExecutionFilter {
         pattern_name: Some(pattern.into()),
         statuses: vec![status.parse::<ExecutionStatus>().unwrap()],
@@ -37,7 +37,7 @@ fn plugin_filter(pattern: &str, status: &str) -> ExecutionFilter {
     }
 }
 
-fn page() -> Page {
+pub fn page() -> Page {
     Page { limit: PAGE, cursor: None }
 }
 
@@ -271,7 +271,7 @@ async fn replica_reads(
     primary.shutdown().await.expect("shutdown");
 }
 
-type SqliteRow = (
+pub type SqliteRow = (
     String,
     String,
     String,
@@ -286,7 +286,10 @@ type SqliteRow = (
     String,
 );
 
-fn sqlite_rows(stmt: &mut rusqlite::CachedStatement<'_>, params: impl rusqlite::Params) -> Vec<SqliteRow> {
+pub fn sqlite_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Vec<SqliteRow> {
     stmt.query_map(params, |r| {
         Ok((
             r.get(0)?,

@@ -13,8 +13,8 @@ use parallax_storage_host::Plugin;
 pub struct Opts {
     /// Small row and operation counts: a smoke run for development.
     pub quick: bool,
-    /// Run only the scenarios whose name contains this.
-    pub filter: Option<String>,
+    /// Run only the scenarios whose name contains one of these (none: every scenario).
+    pub filters: Vec<String>,
 }
 
 impl Opts {
@@ -27,8 +27,8 @@ impl Opts {
                 "--bench" => {}
                 "-h" | "--help" => {
                     println!(
-                        "usage: cargo bench --bench storage -- [--quick] [FILTER]\n  FILTER runs only scenarios \
-                         whose name contains it, e.g. pg_, sqlite_, abi, page, get_by_id"
+                        "usage: cargo bench --bench storage -- [--quick] [FILTER...]\n  FILTER runs only scenarios \
+                         whose name contains it (any of several), e.g. pg_, sqlite_, abi, page, get_by_id"
                     );
                     std::process::exit(0);
                 }
@@ -36,14 +36,14 @@ impl Opts {
                     eprintln!("unknown flag {a}; try --help");
                     std::process::exit(2);
                 }
-                a => opts.filter = Some(a.to_string()),
+                a => opts.filters.push(a.to_string()),
             }
         }
         opts
     }
 
     pub fn wants(&self, scenario: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| scenario.contains(f))
+        self.filters.is_empty() || self.filters.iter().any(|f| scenario.contains(f.as_str()))
     }
 
     /// `full` operations normally, `quick` with `--quick`.

@@ -44,7 +44,7 @@ use std::{
 use diesel_async::AsyncPgConnection;
 use parallax_storage_abi::OpenOptions;
 
-pub use self::statements::lifecycle_sql;
+pub use self::statements::{lifecycle_sql, search_executions_sql};
 use self::{
     connect::{ConnectSpec, Pool},
     replicas::{Freshness, Replica, Replicas, Target},

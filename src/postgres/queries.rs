@@ -21,12 +21,15 @@ use super::{
         PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
-    statements::{CompleteExecution, GuardedInsert, InsertExecution, LiteralLimit, RawJson, UpdateExecution},
+    statements::{
+        CompleteExecution, GuardedInsert, InsertExecution, RawJson, SearchExecutions, UpdateExecution,
+    },
     PostgresBackend,
 };
 use crate::{
     contract::Contract,
     error::{Error, Result},
+    literal_limit::LiteralLimit,
     migrate,
     rules::{self, Completion},
     time::now_micros,
@@ -489,15 +492,11 @@ impl Contract for PostgresBackend {
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
         self.with_read(async move |conn| {
-            let hits: Vec<ExecutionHitRow> = sql_query(
-                "SELECT e.id, e.pattern_name, e.pattern_version, e.status, e.input, e.output, e.error, e.started_at, \
-                 e.completed_at, e.duration_ms, e.metadata, e.tags, ts_rank(e.search_vector, q)::float8 AS rank \
-                 FROM executions e, to_tsquery('simple', $1) q WHERE e.search_vector @@ q \
-                 ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT $2 OFFSET $3",
-            )
-            .bind::<Text, _>(ts_query(&terms))
-            .bind::<BigInt, _>(page.limit as i64 + 1)
-            .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
+            let hits: Vec<ExecutionHitRow> = SearchExecutions {
+                ts_query: ts_query(&terms),
+                limit: page.limit as i64 + 1,
+                offset: page.after.unwrap_or(0) as i64,
+            }
             .load(conn)
             .await?;
             hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()

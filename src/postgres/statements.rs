@@ -201,30 +201,48 @@ impl QueryFragment<Pg> for InsertLsn {
     }
 }
 
-/// `<query> LIMIT <n>` with the limit written into the SQL instead of bound. With `LIMIT $n` PostgreSQL cannot
-/// cost a generic plan (it assumes a tenth of the rows), so it plans a page query on the partitioned table anew
-/// at every call (~650 µs over 7 partitions, measured) where a literal limit lets it reuse one plan. Cached
-/// once per distinct SQL text, i.e. per filter shape and page size.
-pub struct LiteralLimit<Q> {
-    pub query: Q,
+/// The execution search (terms as a `to_tsquery('simple', …)` text, page size + 1, offset): prepared once per
+/// connection (a `sql_query` is parsed and planned at every call). [`search_executions_sql`] gives its text.
+pub struct SearchExecutions {
+    pub ts_query: String,
     pub limit: i64,
+    pub offset: i64,
 }
 
-impl<Q> QueryId for LiteralLimit<Q> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl QueryId for SearchExecutions {
+    type QueryId = SearchExecutions;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<Q: Query> Query for LiteralLimit<Q> {
-    type SqlType = Q::SqlType;
+impl Query for SearchExecutions {
+    type SqlType = Untyped;
 }
 
-impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for LiteralLimit<Q> {
+impl QueryFragment<Pg> for SearchExecutions {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.query.walk_ast(out.reborrow())?;
-        out.push_sql(&format!(" LIMIT {}", self.limit));
+        out.push_sql(
+            "SELECT e.id, e.pattern_name, e.pattern_version, e.status, e.input, e.output, e.error, e.started_at, \
+             e.completed_at, e.duration_ms, e.metadata, e.tags, ts_rank(e.search_vector, q)::float8 AS rank \
+             FROM executions e, to_tsquery('simple', ",
+        );
+        out.push_bind_param::<Text, _>(&self.ts_query)?;
+        out.push_sql(
+            ") q WHERE e.search_vector @@ q ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(" OFFSET ");
+        out.push_bind_param::<BigInt, _>(&self.offset)?;
         Ok(())
     }
+}
+
+/// The SQL text of [`SearchExecutions`] (`$1` the tsquery text, `$2` limit, `$3` offset), for the benchmark's
+/// raw baseline, which must run the plugin's exact statement.
+pub fn search_executions_sql() -> QueryResult<String> {
+    use diesel::{pg::PgQueryBuilder, query_builder::QueryBuilder};
+    let mut b = PgQueryBuilder::new();
+    SearchExecutions { ts_query: String::new(), limit: 0, offset: 0 }.to_sql(&mut b, &Pg)?;
+    Ok(b.finish())
 }
 
 /// The SQL text of the two statements of an execution's lifecycle as the plugin sends them (create with a

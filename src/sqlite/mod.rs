@@ -89,6 +89,33 @@ impl SqliteBackend {
         })
     }
 
+    /// A short read (one row by key, or one page along an index): run at once on the caller's thread when a
+    /// pooled connection is free, otherwise as [`Self::read`]. Handing a 10-20 µs query to the blocking pool
+    /// costs two thread hand-offs, several times the query on a busy machine (BENCHMARKS.md, issue 20); the
+    /// price is that the caller's thread is held for the query, so only reads bounded by a key or a page go
+    /// here. Panics unwind into the call's own catch (`on_caller`), as a blocking-pool panic comes back.
+    async fn read_short<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut diesel::SqliteConnection) -> Result<T> + Send + 'static,
+    {
+        self.read_if(true, f).await
+    }
+
+    /// [`Self::read_short`] when `short`, else [`Self::read`].
+    async fn read_if<T, F>(&self, short: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut diesel::SqliteConnection) -> Result<T> + Send + 'static,
+    {
+        if short {
+            if let Some(mut conn) = self.readers.try_get() {
+                return f(&mut conn);
+            }
+        }
+        self.read(f).await
+    }
+
     /// Runs `f` on a read-only pooled connection, off the async worker threads. The wait for a connection is
     /// counted in the metrics (waiting requests; a timeout in `parallax_storage_pool_acquire_timeouts_total`).
     async fn read<T, F>(&self, f: F) -> Result<T>

@@ -2,7 +2,7 @@
 
 use abi_stable::std_types::ROption::RSome;
 use diesel::{
-    dsl::{count_star, max, sql},
+    dsl::{count_star, max},
     prelude::*,
     sql_query,
     sql_types::{BigInt, Bool, Text},
@@ -24,6 +24,7 @@ use crate::{
     audit_chain,
     contract::Contract,
     error::{sqlite_error, Error, Result, SqliteFailure},
+    literal_limit::LiteralLimit,
     migrate,
     rules::{self, Completion},
     time::now_micros,
@@ -52,13 +53,11 @@ fn changes_of(e: &Execution) -> ExecutionChanges {
 }
 
 fn load_execution(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRow> {
-    executions::table
-        .find(id)
-        .select(ExecutionRow::as_select())
-        .first(conn)
-        .optional()
-        .map_err(sqlite_error)?
-        .ok_or_else(|| rules::execution_not_found(id))
+    // Without `first()`'s bound `LIMIT ?` (the key is unique): SQLite prepares a statement again whenever a
+    // parameter its planner read is bound (see `literal_limit`), which the limit is.
+    let rows: Vec<ExecutionRow> =
+        executions::table.find(id).select(ExecutionRow::as_select()).load(conn).map_err(sqlite_error)?;
+    rows.into_iter().next().ok_or_else(|| rules::execution_not_found(id))
 }
 
 fn apply_filter<'a, ST: 'a>(
@@ -72,7 +71,7 @@ fn apply_filter<'a, ST: 'a>(
         q = q.filter(executions::pattern_version.eq(s(v)));
     }
     if !f.statuses.is_empty() {
-        q = q.filter(executions::status.eq_any(f.statuses.iter().map(|st| st.as_str()).collect::<Vec<_>>()));
+        q = q.filter(Cacheable::status_in(f.statuses.iter().map(|st| st.as_str().to_string()).collect()));
     }
     if let RSome(from) = f.started_from {
         q = q.filter(executions::started_at.ge(from));
@@ -81,13 +80,63 @@ fn apply_filter<'a, ST: 'a>(
         q = q.filter(executions::started_at.lt(until));
     }
     for tag in f.tags.iter() {
-        q = q.filter(
-            sql::<Bool>("EXISTS (SELECT 1 FROM json_each(executions.tags) WHERE json_each.value = ")
-                .bind::<Text, _>(s(tag))
-                .sql(")"),
-        );
+        q = q.filter(Cacheable::has_tag(s(tag)));
     }
     q
+}
+
+/// A filter condition whose SQL text depends only on the filter's shape. diesel marks `eq_any` lists and
+/// `sql` literals unsafe to cache, which made every filtered page a fresh `sqlite3_prepare` (the statement
+/// cache is keyed by the SQL text for boxed queries); these conditions write the same SQL for the same number
+/// of values, so each filter shape is prepared once per pooled connection.
+struct Cacheable {
+    /// The SQL before, between and after the values, each bound as text.
+    open: &'static str,
+    values: Vec<String>,
+    close: &'static str,
+}
+
+impl Cacheable {
+    fn status_in(statuses: Vec<String>) -> Self {
+        Cacheable { open: "executions.status IN (", values: statuses, close: ")" }
+    }
+
+    fn has_tag(tag: String) -> Self {
+        Cacheable {
+            open: "EXISTS (SELECT 1 FROM json_each(executions.tags) WHERE json_each.value = ",
+            values: vec![tag],
+            close: ")",
+        }
+    }
+}
+
+impl diesel::Expression for Cacheable {
+    type SqlType = Bool;
+}
+
+impl<QS> diesel::AppearsOnTable<QS> for Cacheable {}
+
+impl diesel::expression::ValidGrouping<()> for Cacheable {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl diesel::query_builder::QueryId for Cacheable {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::QueryFragment<Sqlite> for Cacheable {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(self.open);
+        for (i, v) in self.values.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, _>(v)?;
+        }
+        out.push_sql(self.close);
+        Ok(())
+    }
 }
 
 impl Contract for SqliteBackend {
@@ -120,13 +169,15 @@ impl Contract for SqliteBackend {
     }
 
     async fn get_pattern(&self, name: String, version: String) -> Result<Pattern> {
-        self.read(move |conn| {
-            patterns::table
+        self.read_short(move |conn| {
+            // (name, version) is unique: no `first()`, whose bound limit re-prepares (see `load_execution`).
+            let rows: Vec<PatternRow> = patterns::table
                 .filter(patterns::name.eq(&name).and(patterns::version.eq(&version)))
                 .select(PatternRow::as_select())
-                .first(conn)
-                .optional()
-                .map_err(sqlite_error)?
+                .load(conn)
+                .map_err(sqlite_error)?;
+            rows.into_iter()
+                .next()
                 .map(Pattern::from)
                 .ok_or_else(|| rules::pattern_not_found(&name, &version))
         })
@@ -239,11 +290,13 @@ impl Contract for SqliteBackend {
     }
 
     async fn get_execution(&self, id: String) -> Result<Execution> {
-        self.read(move |conn| Execution::try_from(load_execution(conn, &id)?)).await
+        self.read_short(move |conn| Execution::try_from(load_execution(conn, &id)?)).await
     }
 
     async fn list_executions(&self, f: ExecutionFilter, page: Page<(i64, String)>) -> Result<Vec<Execution>> {
-        self.read(move |conn| {
+        // A tag filter has no index (`json_each` over each row): it may scan the table, so it is not short.
+        let short = f.tags.is_empty();
+        self.read_if(short, move |conn| {
             let mut q = apply_filter(executions::table.select(ExecutionRow::as_select()).into_boxed(), &f);
             if let Some((ts, id)) = page.after {
                 q = q.filter(
@@ -252,11 +305,9 @@ impl Contract for SqliteBackend {
                         .or(executions::started_at.eq(ts).and(executions::id.lt(id))),
                 );
             }
-            let rows = q
-                .order((executions::started_at.desc(), executions::id.desc()))
-                .limit(page.limit as i64 + 1)
-                .load(conn)
-                .map_err(sqlite_error)?;
+            let query = q.order((executions::started_at.desc(), executions::id.desc()));
+            let rows: Vec<ExecutionRow> =
+                LiteralLimit { query, limit: page.limit as i64 + 1 }.load(conn).map_err(sqlite_error)?;
             rows.into_iter().map(Execution::try_from).collect()
         })
         .await
@@ -372,7 +423,7 @@ impl Contract for SqliteBackend {
     }
 
     async fn query_audit(&self, q: AuditQuery, page: Page<(i64, String)>) -> Result<Vec<AuditEntry>> {
-        self.read(move |conn| {
+        self.read_short(move |conn| {
             let mut b = audit_logs::table.select(AuditRow::as_select()).into_boxed();
             if let RSome(v) = &q.actor {
                 b = b.filter(audit_logs::actor.eq(s(v)));
@@ -397,11 +448,9 @@ impl Contract for SqliteBackend {
                     audit_logs::timestamp.lt(ts).or(audit_logs::timestamp.eq(ts).and(audit_logs::id.lt(id))),
                 );
             }
-            let rows = b
-                .order((audit_logs::timestamp.desc(), audit_logs::id.desc()))
-                .limit(page.limit as i64 + 1)
-                .load(conn)
-                .map_err(sqlite_error)?;
+            let query = b.order((audit_logs::timestamp.desc(), audit_logs::id.desc()));
+            let rows: Vec<AuditRow> =
+                LiteralLimit { query, limit: page.limit as i64 + 1 }.load(conn).map_err(sqlite_error)?;
             Ok(rows.into_iter().map(AuditEntry::from).collect())
         })
         .await
@@ -448,20 +497,17 @@ impl Contract for SqliteBackend {
         page: Page<usize>,
     ) -> Result<Vec<(Execution, f64)>> {
         // Our writes index in their own transaction; another program's may have left executions queued.
-        if self.read(search::any_queued).await? {
+        if self.read_short(search::any_queued).await? {
             self.writer.write("index_search", |_| Ok(())).await?;
         }
         self.read(move |conn| {
-            let hits: Vec<ExecutionHitRow> = sql_query(
-                "SELECT e.*, -bm25(executions_fts) AS rank FROM executions_fts \
-                 JOIN execution_search s ON s.doc_id = executions_fts.rowid \
-                 JOIN executions e ON e.id = s.execution_id \
-                 WHERE executions_fts MATCH ? ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT ? OFFSET ?",
-            )
-            .bind::<Text, _>(fts_query(&terms))
-            .bind::<BigInt, _>(page.limit as i64 + 1)
-            .bind::<BigInt, _>(page.after.unwrap_or(0) as i64)
-            .load(conn).map_err(sqlite_error)?;
+            let hits: Vec<ExecutionHitRow> = search::SearchExecutions {
+                fts_query: fts_query(&terms),
+                limit: page.limit as i64 + 1,
+                offset: page.after.unwrap_or(0) as i64,
+            }
+            .load(conn)
+            .map_err(sqlite_error)?;
             hits.into_iter().map(|h| Ok((Execution::try_from(h.record)?, h.rank))).collect()
         })
         .await

@@ -6,7 +6,7 @@
 
 use diesel::{
     query_builder::{AstPass, Query, QueryFragment, QueryId},
-    sql_types::Bool,
+    sql_types::{BigInt, Bool, Text, Untyped},
     sqlite::{Sqlite, SqliteConnection},
     QueryResult, RunQueryDsl,
 };
@@ -89,4 +89,49 @@ pub fn index_queued(conn: &mut SqliteConnection) -> Result<()> {
     IndexQueued.execute(conn).map_err(sqlite_error)?;
     ClearQueue.execute(conn).map_err(sqlite_error)?;
     Ok(())
+}
+
+/// The execution search: FTS5 terms, page size + 1 and offset bound. A statement with a static query id, so
+/// each pooled connection prepares it once (a `sql_query` is prepared anew at every call).
+pub struct SearchExecutions {
+    pub fts_query: String,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl QueryId for SearchExecutions {
+    type QueryId = SearchExecutions;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for SearchExecutions {
+    type SqlType = Untyped;
+}
+
+impl RunQueryDsl<SqliteConnection> for SearchExecutions {}
+
+impl QueryFragment<Sqlite> for SearchExecutions {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT e.*, -bm25(executions_fts) AS rank FROM executions_fts \
+             JOIN execution_search s ON s.doc_id = executions_fts.rowid \
+             JOIN executions e ON e.id = s.execution_id \
+             WHERE executions_fts MATCH ",
+        );
+        out.push_bind_param::<Text, _>(&self.fts_query)?;
+        out.push_sql(" ORDER BY rank DESC, e.started_at DESC, e.id DESC LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(" OFFSET ");
+        out.push_bind_param::<BigInt, _>(&self.offset)?;
+        Ok(())
+    }
+}
+
+/// The SQL text of [`SearchExecutions`] (binds: the FTS5 query, limit, offset), for the benchmark's raw
+/// baseline, which must run the plugin's exact statement.
+pub fn search_executions_sql() -> QueryResult<String> {
+    use diesel::{query_builder::QueryBuilder, sqlite::SqliteQueryBuilder};
+    let mut b = SqliteQueryBuilder::new();
+    SearchExecutions { fts_query: String::new(), limit: 0, offset: 0 }.to_sql(&mut b, &Sqlite)?;
+    Ok(b.finish())
 }
