@@ -125,14 +125,16 @@ fn config_map_name() -> String {
 /// The ConfigMap's parallax.config.yaml, parsed.
 #[track_caller]
 fn config_file(docs: &[Value]) -> Value {
-    let text = object(docs, "ConfigMap", &config_map_name())["data"]["parallax.config.yaml"].as_str().unwrap();
+    let text =
+        object(docs, "ConfigMap", &config_map_name())["data"]["parallax.config.yaml"].as_str().unwrap();
     serde_yaml_ng::from_str(text).unwrap()
 }
 
 /// The control plane's container in the test parent's Deployment.
 #[track_caller]
 fn control_plane(docs: &[Value]) -> &Value {
-    &object(docs, "Deployment", &format!("{RELEASE}-control-plane"))["spec"]["template"]["spec"]["containers"][0]
+    &object(docs, "Deployment", &format!("{RELEASE}-control-plane"))["spec"]["template"]["spec"]["containers"]
+        [0]
 }
 
 /// `name -> value` of a container's env, or `name -> "secret:NAME/KEY"` for one read from a Secret.
@@ -210,7 +212,11 @@ fn every_case_renders_and_passes_every_validator() {
     let request = json!({ "cases": cases, "kube_versions": ["1.30.0", "1.37.0"], "promtool": promtool });
     let r = helmcheck("validate", &request);
     let problems = r["problems"].as_array().unwrap();
-    assert!(problems.is_empty(), "{}", problems.iter().map(|p| p.as_str().unwrap()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{}",
+        problems.iter().map(|p| p.as_str().unwrap()).collect::<Vec<_>>().join("\n")
+    );
     let checked = &r["checked"];
     println!("checked: {checked}");
     assert!(checked["manifests"].as_u64().unwrap() >= 20, "{checked}");
@@ -315,7 +321,12 @@ fn the_connection_follows_the_values() {
         let pg = &storage["postgresql"];
         assert_eq!(storage["type"], "postgresql", "{}", x.case);
         assert_eq!((&pg["host"], &pg["port"]), (&json!(x.host), &json!(5432)), "{}", x.case);
-        assert_eq!((&pg["database"], &pg["username"]), (&json!("parallax"), &json!("parallax")), "{}", x.case);
+        assert_eq!(
+            (&pg["database"], &pg["username"]),
+            (&json!("parallax"), &json!("parallax")),
+            "{}",
+            x.case
+        );
         assert_eq!(pg["replicas"], x.replicas, "{}", x.case);
         assert_eq!(pg["readPreference"], json!(x.read_preference), "{}", x.case);
         let env = env_refs(control_plane(&docs));
@@ -371,7 +382,10 @@ fn env_names_are_the_ones_the_host_reads() {
     let env = env_refs(cp);
     assert_eq!(env.keys().cloned().collect::<Vec<_>>(), host);
     let mount = &cp["volumeMounts"][0];
-    assert_eq!(format!("{}/parallax.config.yaml", mount["mountPath"].as_str().unwrap()), env["PARALLAX_CONFIG"]);
+    assert_eq!(
+        format!("{}/parallax.config.yaml", mount["mountPath"].as_str().unwrap()),
+        env["PARALLAX_CONFIG"]
+    );
     let volumes = &object(&docs, "Deployment", "rel-control-plane")["spec"]["template"]["spec"]["volumes"];
     assert_eq!(volumes[0]["configMap"]["name"], json!(config_map_name()));
     assert_eq!(volumes[0]["name"], mount["name"]);
@@ -426,7 +440,8 @@ fn the_password_never_reaches_a_config_map() {
 }
 
 /// The PrometheusRule's groups are deploy/prometheus/parallax-storage.rules.yml's, read through the chart's
-/// files/ symlink (one source; Helm follows the link, `helm package` stores the content).
+/// files/ symlink (one source; Helm follows the link), also from the chart packaged as a .tgz (which stores the
+/// file's content).
 #[test]
 fn the_prometheus_rule_is_the_rules_file() {
     let link = helm_dir().join("parallax-persistence/files/parallax-storage.rules.yml");
@@ -436,11 +451,19 @@ fn the_prometheus_rule_is_the_rules_file() {
         std::fs::canonicalize(root().join("deploy/prometheus/parallax-storage.rules.yml")).unwrap()
     );
     let source = yaml_file(&root().join("deploy/prometheus/parallax-storage.rules.yml"));
-    let docs = render(&json!({ "metrics": { "rules": { "enabled": true, "labels": { "release": "kps" } } } }));
+    let docs =
+        render(&json!({ "metrics": { "rules": { "enabled": true, "labels": { "release": "kps" } } } }));
     let rule = object(&docs, "PrometheusRule", &config_map_name());
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(rule["metadata"]["labels"]["release"], "kps");
     assert_eq!(rule["spec"], json!({ "groups": source["groups"] }));
+    // Packaged (as `helm package` writes the .tgz: the link replaced by the file's content), then rendered.
+    let values = json!({ "metrics": { "rules": { "enabled": true } } });
+    let r = helmcheck("render", &json!({ "values": values, "release": RELEASE, "packaged": true }));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let packaged =
+        r["documents"].as_array().unwrap().iter().find(|d| d["object"]["kind"] == "PrometheusRule");
+    assert_eq!(packaged.unwrap()["object"]["spec"], json!({ "groups": source["groups"] }));
     assert!(render(&json!({})).iter().all(|d| d["kind"] != "PrometheusRule"), "rules are off by default");
 }
 
@@ -452,7 +475,10 @@ fn the_backup_cronjob_is_safe() {
     let spec = &cron["spec"];
     assert_eq!(spec["schedule"], "0 3 * * *");
     assert_eq!(spec["concurrencyPolicy"], "Forbid");
-    assert_eq!((&spec["successfulJobsHistoryLimit"], &spec["failedJobsHistoryLimit"]), (&json!(3), &json!(3)));
+    assert_eq!(
+        (&spec["successfulJobsHistoryLimit"], &spec["failedJobsHistoryLimit"]),
+        (&json!(3), &json!(3))
+    );
     let pod = &spec["jobTemplate"]["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     assert_eq!(c["command"][0], "/bin/bash", "dash (Debian's /bin/sh) has no pipefail");
@@ -470,7 +496,12 @@ const DAY: i64 = 86_400_000_000;
 
 /// `container`'s command with its environment resolved from `secrets`, plus `extra` (PATH, HOME, the test
 /// server's AWS settings), and nothing else of this process's environment.
-fn job_command(program: &Path, args: &[&str], env: &[(String, String)], extra: &[(String, String)]) -> Command {
+fn job_command(
+    program: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    extra: &[(String, String)],
+) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear().envs(extra.iter().cloned()).envs(env.iter().cloned());
     cmd
@@ -529,6 +560,11 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     let admin = server.admin().await;
     admin.batch_execute(&format!("CREATE ROLE parallax LOGIN CREATEDB PASSWORD '{password}'")).await.unwrap();
     admin.batch_execute("CREATE DATABASE parallax OWNER parallax").await.unwrap();
+    let aws = Command::new("aws").arg("--version").output();
+    assert!(
+        aws.is_ok_and(|o| o.status.success()),
+        "the AWS CLI (`aws`) is missing: ./test.sh installs it (python3 -m pip install awscli)"
+    );
     let s3 = S3Server::start();
     s3.bucket("backups");
     let values = json!({
@@ -549,8 +585,11 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     secrets.insert("parallax-db", [("password", password.clone())].into());
     secrets.insert(
         "backup-s3",
-        [("AWS_ACCESS_KEY_ID", s3.access_key().to_string()), ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string())]
-            .into(),
+        [
+            ("AWS_ACCESS_KEY_ID", s3.access_key().to_string()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
+        ]
+        .into(),
     );
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("parallax.config.yaml");
@@ -573,7 +612,8 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     let resolved = parallax_storage_host::config::resolve(None, &|k| cp_env.get(k).cloned())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resolved.storage["postgresql"]["password"], json!(password));
-    let s = plugin().open(&resolved.storage).unwrap_or_else(|e| panic!("open with the chart's settings: {e}"));
+    let s =
+        plugin().open(&resolved.storage).unwrap_or_else(|e| panic!("open with the chart's settings: {e}"));
     for (name, versions) in [("helm-a", 2), ("helm-b", 1)] {
         for v in 0..versions {
             s.put_pattern(new_pattern(name, &format!("1.{v}.0"))).await.unwrap();
@@ -624,6 +664,7 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     let key = &stored[0];
     assert!(key.starts_with("parallax/parallax-") && key.ends_with(".sql.gz"), "{key}");
     assert!(stdout.contains(&format!("backup: stored s3://backups/{key}")), "{stdout}");
+    println!("the backup job stored s3://backups/{key}");
 
     // Restore as the chart README says, into an empty database, and read it back through the plugin.
     let restore = chart_readme_block("restore");
@@ -650,7 +691,10 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     wrong.insert("parallax-db", [("password", "not-the-password".to_string())].into());
     let (ok, _, stderr) = job(&wrong, &path);
     assert!(!ok, "the backup job succeeded with a wrong password");
-    assert!(stderr.contains("password authentication failed") && stderr.contains("backup FAILED"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed") && stderr.contains("backup FAILED"),
+        "{stderr}"
+    );
     assert_eq!(backups(&s3), stored, "a failed backup left an object");
 
     // pg_dump losing its connection mid-dump (the real pg_dump's first 4 KiB, then exit 1).
@@ -684,9 +728,17 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     let out = s3.command("aws").args(["s3", "cp", &format!("s3://backups/{truncated}")]).arg(&local).output();
     assert!(out.unwrap().status.success());
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(&local).unwrap()), &mut text)
-        .expect("the truncated dump is a valid gzip file");
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&local).unwrap()),
+        &mut text,
+    )
+    .expect("the truncated dump is a valid gzip file");
     assert!(text.len() <= 4096 && !text.contains("PostgreSQL database dump complete"), "{}", text.len());
+    println!(
+        "the documentation's command with pg_dump failing mid-dump: exit 0, stored s3://backups/{truncated} \
+         ({} bytes of dump, no end-of-dump trailer); the chart's job: exit 1, no object",
+        text.len()
+    );
 
     // The maintenance CronJob: `parallax storage retention run` with the rendered config and env removes the
     // executions older than 30 days (the values' retention policy).

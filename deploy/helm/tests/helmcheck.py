@@ -9,7 +9,7 @@ defaults this chart reads and no templates. The parent chart of tests/parent-cha
 that includes the named templates) gets this chart as its charts/parallax-persistence the same way.
 
 Commands (JSON on stdin, JSON on stdout; exit status 0 unless a tool is missing or the input is bad):
-  render     {"values": {...}, "release": "rel", "parent": false}
+  render     {"values": {...}, "release": "rel", "parent": false, "packaged": false}
              -> {"ok": true, "manifest": "...", "documents": [{"source": "...", "object": {...}}]}
                 or {"ok": false, "error": "..."} (a failed render, e.g. a values error or a `fail`)
   validate   {"cases": {"name": {...values}}, "kube_versions": ["1.30.0", "1.37.0"], "promtool": "/path"}
@@ -79,7 +79,7 @@ def workspace():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def render(chart, parent, values, release="rel", via_parent=False):
+def render(chart, parent, values, release="rel", via_parent=False, packaged=False):
     import helm_python as helm
     import yaml
 
@@ -87,10 +87,15 @@ def render(chart, parent, values, release="rel", via_parent=False):
     if via_parent:
         values = {"parallax-persistence": values}
     try:
+        if packaged:  # as `helm package` stores it (symlinks replaced by their content), then from the .tgz
+            with helm.Chart.load(chart) as loaded:
+                target = loaded.save(os.path.dirname(chart))
         with helm.Config(storage_driver="memory", namespace="parallax") as cfg:
             release_info = cfg.install(target, release, values, dry_run="client")
     except helm.HelmError as e:
         return {"ok": False, "error": str(e)}
+    if packaged:
+        os.unlink(target)
     manifest = release_info.get("manifest", "")
     documents = []
     for text in manifest.split("\n---\n"):
@@ -117,6 +122,14 @@ def validate(chart, parent, request, out_dir):
     checked = {"manifests": 0, "kubernetes_validate": 0, "yamllint": 0, "promtool": 0, "lint": 0}
     versions = request.get("kube_versions", ["1.30.0", "1.37.0"])
     promtool = request["promtool"]
+    # The reason yamllint is here: a duplicate key, which YAML parsers (and so the other checks) silently resolve.
+    os.makedirs(out_dir)
+    duplicate = os.path.join(out_dir, "duplicate-key.yaml")
+    with open(duplicate, "w") as f:
+        f.write("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  name: y\n")
+    p = run([sys.executable, "-m", "yamllint", "--strict", "-c", YAMLLINT_CONFIG, duplicate])
+    if p.returncode == 0 or "key-duplicates" not in p.stdout:
+        problems.append(f"yamllint with {YAMLLINT_CONFIG} does not catch a duplicate key: {p.stdout}{p.stderr}")
     for name, values in sorted(request["cases"].items()):
         for via_parent in (False, True):
             label = f"{name} ({'through the parent chart' if via_parent else 'alone'})"
@@ -204,7 +217,7 @@ def main():
         with workspace() as (tmp, chart, parent):
             if command == "render":
                 result = render(chart, parent, request.get("values") or {}, request.get("release", "rel"),
-                                request.get("parent", False))
+                                request.get("parent", False), request.get("packaged", False))
                 for d in result.get("documents", []):
                     d.pop("text", None)
             else:

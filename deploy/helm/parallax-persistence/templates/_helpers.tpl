@@ -154,6 +154,10 @@ replicas:
 {{- fail "externalDatabase.existingSecret is required with an external database: the name of a Secret holding the password under externalDatabase.existingSecretPasswordKey (default \"password\"), e.g. kubectl create secret generic postgres-credentials --from-literal=password=... The chart never takes the password as a value." -}}
 {{- end -}}
 {{- end -}}
+{{- $global := dig "postgresql" (dict) (default (dict) .Values.global) -}}
+{{- if or (dig "fullnameOverride" "" $global) (dig "auth" "username" "" $global) (dig "auth" "database" "" $global) (dig "auth" "existingSecret" "" $global) (dig "service" "ports" "postgresql" "" $global) -}}
+{{- fail "global.postgresql.* (fullnameOverride, auth.username, auth.database, auth.existingSecret, service.ports.postgresql) would change Bitnami's chart without this chart knowing: set them under postgresql.* instead." -}}
+{{- end -}}
 {{- range $key := list "host" "port" "database" "username" "primary" "replicas" "readPreference" "url" "password" -}}
 {{- if hasKey $.Values.storage.postgresql $key -}}
 {{- if has $key (list "url" "password") -}}
