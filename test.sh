@@ -14,7 +14,9 @@ Installs what is missing, then runs every check CI runs, in this order:
                s3s-fs S3 test server 0.14.1 (cargo install, built in its own target dir target/s3s-fs-install),
                boto3 and the AWS CLI (pip; the archive tests read what the plugin wrote with them), promtool
                (Debian's prometheus package, unpacked into target/prometheus-pkg with apt-get download and
-               dpkg -x: nothing is installed, no service starts)
+               dpkg -x: nothing is installed, no service starts), the Helm chart checks' Python tools
+               (pip install --require-hashes -r deploy/helm/requirements.txt: helm-python-sdk 0.2.2,
+               kubernetes-validate, yamllint, check-jsonschema, every dependency pinned by hash)
   2. fmt       cargo fmt --all -- --check
   3. clippy    cargo clippy --workspace --all-targets --locked -- -D warnings
      docs      cargo doc --no-deps for the ABI and host crates with RUSTDOCFLAGS=-D warnings, and no FFI type in
@@ -31,7 +33,8 @@ Installs what is missing, then runs every check CI runs, in this order:
   6. tests     cargo build --workspace && cargo test --workspace --no-fail-fast (every test binary runs, even
                after a failure); the last line is `tests: N passed, N failed`
                (the PostgreSQL tests start their own throwaway cluster, or use PARALLAX_TEST_POSTGRES_URL; the
-               metrics tests run `promtool check metrics` on the plugin's exposition with $PROMTOOL)
+               metrics tests run `promtool check metrics` on the plugin's exposition with $PROMTOOL; tests/helm.rs
+               renders and validates deploy/helm/parallax-persistence and runs its backup job's script)
 
 Flags:
   --no-install       skip step 1 (fails with the name of what is missing instead)
@@ -101,6 +104,15 @@ have_s3s_fs() {
 # pip installs a non-root user's `aws` into ~/.local/bin.
 export PATH="$PATH:$HOME/.local/bin"
 have_s3_clients() { python3 -c 'import boto3' 2>/dev/null && aws --version >/dev/null 2>&1; }
+# The Helm chart checks (tests/helm.rs, deploy/helm/tests/helmcheck.py): every pin of the requirements file installed.
+HELM_REQUIREMENTS=deploy/helm/requirements.txt
+have_helm_tools() {
+  python3 - "$HELM_REQUIREMENTS" 2>/dev/null <<'PY'
+import importlib.metadata as m, re, sys
+pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", open(sys.argv[1]).read(), re.M)
+sys.exit(not pins or any(m.version(name) != version for name, version in pins))
+PY
+}
 # Debian 12's Python is "externally managed" (PEP 668): pip needs --break-system-packages to install into it.
 pip_flags() {
   python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' \
@@ -149,7 +161,7 @@ APT_NEEDS=(
   "libpq-dev        ! diesel_to_build || test -e /usr/include/postgresql/libpq-fe.h"  # the Diesel CLI links it
   "postgresql       ! uses postgres || have_pg_server"             # tests start throwaway clusters from it
   "python3          command -v python3"                            # scripts/check-down-migrations.py, S3 client
-  "python3-pip      have_s3_clients || python3 -m pip --version"   # installs boto3 and awscli below
+  "python3-pip      (have_s3_clients && have_helm_tools) || python3 -m pip --version"  # boto3, awscli, Helm checks
   "sqlite3          command -v sqlite3"                            # the backup tests check copies with it
 )
 missing_apt() {
@@ -166,7 +178,7 @@ command -v cargo >/dev/null || {
 }
 
 if [ "$install" = 1 ]; then
-  step install "system packages, rust components, Diesel CLI, s3s-fs, boto3, awscli and promtool"
+  step install "system packages, rust components, Diesel CLI, s3s-fs, boto3, awscli, promtool, Helm checks"
   mapfile -t need < <(missing_apt)
   sudo=()
   if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo=(sudo); fi
@@ -201,6 +213,11 @@ if [ "$install" = 1 ]; then
     # shellcheck disable=SC2046 # pip_flags prints nothing or one flag
     python3 -m pip install -q $(pip_flags) boto3 awscli
   fi
+  if ! have_helm_tools; then
+    echo "installing: the Helm chart checks' Python tools (pip, pinned by hash: $HELM_REQUIREMENTS)"
+    # shellcheck disable=SC2046 # pip_flags prints nothing or one flag
+    python3 -m pip install -q $(pip_flags) --require-hashes -r "$HELM_REQUIREMENTS"
+  fi
   if ! have_promtool && [ "$promtool_from_env" = 1 ]; then
     echo "error: PROMTOOL=$PROMTOOL does not run; fix it, or unset it and ./test.sh unpacks promtool" >&2
     exit 1
@@ -216,6 +233,9 @@ else
   if ! have_s3s_fs; then need+=("the s3s-fs 0.14.1 S3 test server (${S3S_FS_INSTALL[*]})"); fi
   if ! have_s3_clients; then need+=("boto3 and the AWS CLI (python3 -m pip install $(pip_flags) boto3 awscli)"); fi
   if ! have_promtool; then need+=("promtool at $PROMTOOL ($PROMTOOL_INSTALL)"); fi
+  if ! have_helm_tools; then
+    need+=("the Helm chart checks' Python tools (python3 -m pip install $(pip_flags) --require-hashes -r $HELM_REQUIREMENTS)")
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     echo "error: --no-install, but missing: ${need[*]}. Run ./test.sh once without --no-install." >&2
     exit 1
