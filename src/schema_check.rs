@@ -38,9 +38,6 @@ const NOT_SEARCHED: &[&str] = &[
     "tags",
 ];
 
-/// Where the PostgreSQL search statement lives (it is not public, so its source text is read).
-const SEARCH_SOURCE: (&str, &str) = ("src/postgres/queries.rs", include_str!("postgres/queries.rs"));
-
 /// Column names from diesel's SQL for `SELECT <all_columns> FROM <table>`.
 fn select_list(sql: &str) -> Vec<String> {
     let list = sql
@@ -110,38 +107,6 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = text.find(start)? + start.len();
     let len = text[from..].find(end)?;
     Some(&text[from..from + len])
-}
-
-/// The value of the Rust string literal in `source` that contains `needle` (continuation lines joined).
-fn string_literal(source: &str, needle: &str) -> Option<String> {
-    let at = source.find(needle)?;
-    let open = source[..at].rfind('"')? + 1;
-    let bytes = source.as_bytes();
-    let mut close = at;
-    while bytes[close] != b'"' || bytes[close - 1] == b'\\' {
-        close += 1;
-    }
-    let mut out = String::new();
-    let mut chars = source[open..close].chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('\\', Some('\n')) => {
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                    chars.next();
-                }
-            }
-            ('\\', Some(&n)) => {
-                chars.next();
-                out.push(match n {
-                    'n' => '\n',
-                    't' => '\t',
-                    other => other,
-                });
-            }
-            _ => out.push(c),
-        }
-    }
-    Some(out)
 }
 
 /// `(migration directory name, up.sql, down.sql)` of one backend, oldest first.
@@ -218,16 +183,12 @@ fn insert_writes_every_column_not_set_later() {
 
 #[test]
 fn search_select_returns_every_stored_column() {
-    let (file, source) = SEARCH_SOURCE;
-    let needle = "ts_rank(e.search_vector";
-    let sql = string_literal(source, needle).unwrap_or_else(|| {
-        panic!("the execution search SELECT (containing `{needle}`) is no longer in {file}: point SEARCH_SOURCE in src/schema_check.rs at the file that has it")
-    });
+    let sql = crate::postgres::search_executions_sql().unwrap();
     let select = between(&sql, "SELECT ", " FROM ").expect("a SELECT list");
     let columns: Vec<String> =
         select.split(',').filter_map(|c| c.trim().strip_prefix("e.")).map(str::to_string).collect();
     assert_same(
-        &format!("the execution search SELECT ({file}, search_executions)"),
+        "the execution search SELECT (src/postgres/statements.rs, SearchExecutions)",
         &columns,
         &stored(&pg_columns()),
         true,
