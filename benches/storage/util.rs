@@ -28,7 +28,7 @@ impl Opts {
                 "-h" | "--help" => {
                     println!(
                         "usage: cargo bench --bench storage -- [--quick] [FILTER...]\n  FILTER runs only scenarios \
-                         whose name contains it (any of several), e.g. pg_, sqlite_, abi, page, get_by_id"
+                         whose name contains it (any of several; =NAME: exactly NAME), e.g. pg_, sqlite_, abi, page, =pg_lifecycle"
                     );
                     std::process::exit(0);
                 }
@@ -43,7 +43,11 @@ impl Opts {
     }
 
     pub fn wants(&self, scenario: &str) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| scenario.contains(f.as_str()))
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| match f.strip_prefix('=') {
+                Some(exact) => scenario == exact,
+                None => scenario.contains(f.as_str()),
+            })
     }
 
     /// `full` operations normally, `quick` with `--quick`.
