@@ -530,21 +530,6 @@ async fn everything(s: &Storage) -> (Vec<Pattern>, BTreeMap<String, Value>, BTre
     (patterns, executions, audit)
 }
 
-/// The README block between `<!-- tested: NAME -->` markers of the chart's README.
-fn chart_readme_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(helm_dir().join("parallax-persistence/README.md")).unwrap();
-    let (open, close) = (format!("<!-- tested: {name} -->"), format!("<!-- /tested: {name} -->"));
-    let start = readme.find(&open).unwrap_or_else(|| panic!("the chart README has no {open}")) + open.len();
-    let len = readme[start..].find(&close).unwrap_or_else(|| panic!("the chart README has no {close}"));
-    let block: Vec<&str> = readme[start..start + len]
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("```"))
-        .collect();
-    assert!(!block.is_empty(), "the README block {name} is empty");
-    block.join("\n")
-}
-
 /// The chart configured for an external database (this test's PostgreSQL, with password authentication) and
 /// the local S3 server: the control plane opens the plugin from the rendered ConfigMap file and env; the backup
 /// CronJob's own command dumps to S3; the chart README's restore (`gunzip | psql`) brings the dump back into an
@@ -667,7 +652,7 @@ async fn the_rendered_jobs_back_up_restore_and_clean_up() {
     println!("the backup job stored s3://backups/{key}");
 
     // Restore as the chart README says, into an empty database, and read it back through the plugin.
-    let restore = chart_readme_block("restore");
+    let restore = tested_block("deploy/helm/parallax-persistence/README.md", "restore");
     let mut cmd = Command::new("bash");
     cmd.args(["-euo", "pipefail", "-c", &restore]).current_dir(dir.path());
     cmd.env_clear().envs(extra(&path)).envs([

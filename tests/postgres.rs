@@ -2524,21 +2524,6 @@ async fn test_connection_lists_the_primary_and_the_replica() {
     pg::server().drop_database(&db).await;
 }
 
-/// The lines of README.md between `<!-- tested: NAME -->` and `<!-- /tested: NAME -->`, without the code fence.
-fn readme_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let (open, close) = (format!("<!-- tested: {name} -->"), format!("<!-- /tested: {name} -->"));
-    let start = readme.find(&open).unwrap_or_else(|| panic!("README.md has no {open}")) + open.len();
-    let len = readme[start..].find(&close).unwrap_or_else(|| panic!("README.md has no {close}"));
-    let block: Vec<&str> = readme[start..start + len]
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("```"))
-        .collect();
-    assert!(!block.is_empty(), "the README block {name} is empty");
-    block.join("\n")
-}
-
 /// Every pattern version, execution (with events) and audit entry the store holds.
 async fn everything(
     s: &Storage,
@@ -2609,7 +2594,7 @@ async fn readme_pg_dump_backup_restores_everything() {
     server.drop_database(restored).await;
     let path = format!("{}:{}", pg::server_bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     let mut cmd = std::process::Command::new("bash");
-    cmd.args(["-euo", "pipefail", "-c", &readme_block("pg-dump")])
+    cmd.args(["-euo", "pipefail", "-c", &tested_block("README.md", "pg-dump")])
         .current_dir(h.dir.path())
         .env("PATH", path)
         .env("DATABASE_URL", server.url(h.pg_db.as_ref().unwrap()))

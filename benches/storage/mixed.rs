@@ -103,6 +103,18 @@ async fn ours(s: &Storage, ids: &[uuid::Uuid], k: usize) {
     }
 }
 
+/// One phase of ours: `n` operations of the sequence by the 16 callers through one storage object.
+async fn ours_phase(n: usize, storage: &Storage, ids: &Arc<Vec<uuid::Uuid>>) {
+    callers(n, |_| {
+        let (s, ids) = (storage.clone(), ids.clone());
+        move |k| {
+            let (s, ids) = (s.clone(), ids.clone());
+            async move { ours(&s, &ids, k).await }
+        }
+    })
+    .await;
+}
+
 fn report(backend: &str, [ours, base]: [f64; 2], ops: usize, rows: usize, baseline: &str) {
     util::report_throughput(
         &format!("{backend}_mixed"),
@@ -161,14 +173,7 @@ pub async fn sqlite(opts: &Opts) {
     }
     let result = util::abba(ROUNDS, ops / ROUNDS, async |side, n| {
         if side == 0 {
-            callers(n, |_| {
-                let (s, ids) = (storage.clone(), ids.clone());
-                move |k| {
-                    let (s, ids) = (s.clone(), ids.clone());
-                    async move { ours(&s, &ids, k).await }
-                }
-            })
-            .await;
+            ours_phase(n, &storage, &ids).await;
         } else {
             callers(n, |i| {
                 let (reader, writer, ids) = (readers[i].clone(), writer.clone(), ids.clone());
@@ -277,14 +282,7 @@ pub async fn postgres(opts: &Opts) {
     }
     let result = util::abba(ROUNDS, ops / ROUNDS, async |side, n| {
         if side == 0 {
-            callers(n, |_| {
-                let (s, ids) = (storage.clone(), ids.clone());
-                move |k| {
-                    let (s, ids) = (s.clone(), ids.clone());
-                    async move { ours(&s, &ids, k).await }
-                }
-            })
-            .await;
+            ours_phase(n, &storage, &ids).await;
         } else {
             callers(n, |i| {
                 let (client, ids) = (clients[i].clone(), ids.clone());

@@ -304,3 +304,20 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// The lines of a Markdown file (path relative to the repository) between `<!-- tested: NAME -->` and
+/// `<!-- /tested: NAME -->`, without the code fence: a documented command the tests run as written.
+pub fn tested_block(file: &str, name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (open, close) = (format!("<!-- tested: {name} -->"), format!("<!-- /tested: {name} -->"));
+    let start = text.find(&open).unwrap_or_else(|| panic!("{file} has no {open}")) + open.len();
+    let len = text[start..].find(&close).unwrap_or_else(|| panic!("{file} has no {close}"));
+    let block: Vec<&str> = text[start..start + len]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("```"))
+        .collect();
+    assert!(!block.is_empty(), "the {file} block {name} is empty");
+    block.join("\n")
+}
