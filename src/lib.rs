@@ -30,6 +30,7 @@ mod retention;
 mod rules;
 #[cfg(test)]
 mod schema_check;
+mod sql_text;
 pub mod sqlite;
 mod time;
 mod transfer;

@@ -15,6 +15,8 @@ use diesel::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::sql_text::sql_text;
+
 /// JSON text the adapter already validated, sent as JSONB without parsing and re-serialising it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawJson<'a>(pub &'a str);
@@ -239,10 +241,7 @@ impl QueryFragment<Pg> for SearchExecutions {
 /// The SQL text of [`SearchExecutions`] (`$1` the tsquery text, `$2` limit, `$3` offset), for the benchmark's
 /// raw baseline, which must run the plugin's exact statement.
 pub fn search_executions_sql() -> QueryResult<String> {
-    use diesel::{pg::PgQueryBuilder, query_builder::QueryBuilder};
-    let mut b = PgQueryBuilder::new();
-    SearchExecutions { ts_query: String::new(), limit: 0, offset: 0 }.to_sql(&mut b, &Pg)?;
-    Ok(b.finish())
+    sql_text::<Pg>(&SearchExecutions { ts_query: String::new(), limit: 0, offset: 0 })
 }
 
 /// The SQL text of the two statements of an execution's lifecycle as the plugin sends them (create with a
@@ -251,12 +250,6 @@ pub fn search_executions_sql() -> QueryResult<String> {
 /// `$1..$9` = status, output, error, completed_at, completed_at in µs, id, `started_at` lower and upper bound,
 /// completed_at.
 pub fn lifecycle_sql() -> QueryResult<[String; 2]> {
-    use diesel::{pg::PgQueryBuilder, query_builder::QueryBuilder};
-    fn sql(q: &impl QueryFragment<Pg>) -> QueryResult<String> {
-        let mut b = PgQueryBuilder::new();
-        q.to_sql(&mut b, &Pg)?;
-        Ok(b.finish())
-    }
     let (id, ts, tags) = (Uuid::nil(), PgTimestamp(0), Value::Array(Vec::new()));
     let insert = InsertExecution {
         id,
@@ -279,7 +272,7 @@ pub fn lifecycle_sql() -> QueryResult<[String; 2]> {
         lo: ts,
         hi: ts,
     };
-    Ok([sql(&insert)?, sql(&complete)?])
+    Ok([sql_text::<Pg>(&insert)?, sql_text::<Pg>(&complete)?])
 }
 
 #[cfg(test)]

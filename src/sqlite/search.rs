@@ -130,8 +130,5 @@ impl QueryFragment<Sqlite> for SearchExecutions {
 /// The SQL text of [`SearchExecutions`] (binds: the FTS5 query, limit, offset), for the benchmark's raw
 /// baseline, which must run the plugin's exact statement.
 pub fn search_executions_sql() -> QueryResult<String> {
-    use diesel::{query_builder::QueryBuilder, sqlite::SqliteQueryBuilder};
-    let mut b = SqliteQueryBuilder::new();
-    SearchExecutions { fts_query: String::new(), limit: 0, offset: 0 }.to_sql(&mut b, &Sqlite)?;
-    Ok(b.finish())
+    crate::sql_text::sql_text::<Sqlite>(&SearchExecutions { fts_query: String::new(), limit: 0, offset: 0 })
 }
