@@ -140,6 +140,18 @@ pub struct ReadGauges {
 }
 
 impl ReadGauges {
+    /// Takes a connection without waiting, counted as `pool.get()`'s are: r2d2 reports no checkout event for
+    /// `try_get`, but does report the checkin when the connection goes back, so without this the count
+    /// would wrap below zero.
+    pub fn try_get(
+        &self,
+        pool: &ReadPool,
+    ) -> Option<diesel::r2d2::PooledConnection<ConnectionManager<SqliteConnection>>> {
+        let conn = pool.try_get()?;
+        self.checked_out.fetch_add(1, Ordering::Relaxed);
+        Some(conn)
+    }
+
     pub fn active(&self) -> u64 {
         self.checked_out.load(Ordering::Relaxed)
     }

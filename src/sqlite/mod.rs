@@ -109,7 +109,7 @@ impl SqliteBackend {
         F: FnOnce(&mut diesel::SqliteConnection) -> Result<T> + Send + 'static,
     {
         if short {
-            if let Some(mut conn) = self.readers.try_get() {
+            if let Some(mut conn) = self.read_gauges.try_get(&self.readers) {
                 return f(&mut conn);
             }
         }
