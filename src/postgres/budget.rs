@@ -284,6 +284,19 @@ impl Budget {
         }
     }
 
+    /// An extra connection for work that can also run on one the caller already holds (a cleanup's second and
+    /// third lanes): an idle COPY client, or a permit when no caller waits and [`SPARE_ROOM`] permits stay free
+    /// for queries; never a wait. `None` when there is no such room.
+    pub fn spare(&self) -> Option<Raw> {
+        if let Some(client) = self.take_idle_copy() {
+            return Some(Raw::Idle(client));
+        }
+        if self.pool_waiting() || self.raw_waiting() || self.permits.available_permits() <= SPARE_ROOM {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok().map(|p| Raw::New(Slot(Some(p))))
+    }
+
     fn take_idle_copy(&self) -> Option<Client> {
         let mut idle = self.copy_idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|c| !c.is_closed());
@@ -316,6 +329,9 @@ impl Budget {
         self.returned.notify_one();
     }
 }
+
+/// Permits [`Budget::spare`] leaves free for the queries that may come while its connection is open.
+const SPARE_ROOM: usize = 2;
 
 /// How long a caller waits for a permit or a pooled connection: `acquireTimeout` + [`SERVER_GRACE`], so a
 /// permit that a connection closed within `acquireTimeout` frees (after the grace) still reaches it.

@@ -16,8 +16,14 @@
 //!      arrived (else it rolls back and the month is deleted in batches instead), and both tables renamed aside
 //!      (`parallax_detached_…`). Its rows leave `executions` and `execution_events` together at that commit.
 //!    - Then, holding no lock a writer waits for: an exact count of both detached tables for the report (no
-//!      writer can reach them; executions two days at a time through the `started_at` index) and their DROP, one index at a time and then the table, so that no single
-//!      statement spends long unlinking files (a DROP's time grows with the bytes it frees). A run killed in between leaves the renamed tables, which the next run counts and drops
+//!      writer can reach them; one `count(*)`, which the planner answers from the small status index, or
+//!      slices of days through the `started_at` index for a month of over [`COUNT_AT_ONCE`] rows) and their
+//!      DROP: both tables in one statement, or for a month of over [`DROP_AT_ONCE_BYTES`] one index at a time
+//!      and then the table, so that no single statement spends long unlinking files (a DROP's time grows with
+//!      the bytes it frees). Months are counted and dropped on up to [`SPARE_LANES`] spare sessions at once
+//!      while the next month is detached (counting is the server's CPU, a DROP its disk); the detaching session
+//!      joins them once every month is detached, and finishes alone when the connection budget has no room
+//!      ([`super::budget::Budget::spare`]). A run killed in between leaves the renamed tables, which the next run counts and drops
 //!      first; the `parallax_detached_` prefix marks tables only this module detached, so a partition an
 //!      operator detached on purpose is never touched.
 //!    - Why plain DETACH with a lock timeout: `DETACH … CONCURRENTLY` is refused while a DEFAULT partition
@@ -39,8 +45,9 @@
 //! kept with index probes (`EXISTS` below and above the limit, a count of the few pending/running rows below it
 //! through the status index). Only a dry run counts everything (whole months by partition).
 //!
-//! `Tally` is updated after each commit (a whole month counts exactly the rows its two tables had at the DROP;
-//! its time range is read just before, so a row written into it in between counts but may lie outside it). Killed at any point (kill -9), the database is consistent — events are
+//! `Tally` is updated after each commit and each month dropped (a whole month
+//! counts exactly the rows its two tables had at the DROP; its time range is read just before, so a row written
+//! into it in between counts but may lie outside it). Killed at any point (kill -9), the database is consistent — events are
 //! always deleted before or with their execution — and the next run picks up where this one stopped.
 //!
 //! Audit entries go in batches of [`BATCH`] in `(timestamp, id)` order. `audit_logs` is not partitioned: its
@@ -570,29 +577,23 @@ impl PostgresBackend {
             .map(|r| r.get(0))
             .collect();
 
-        // 0. Months a killed run detached but did not drop (their rows left `executions` then): dropped now.
-        for (name, ev_name) in detached_leftovers(&s).await? {
-            let d = finish_month(&s, name.as_deref(), ev_name.as_deref()).await?;
-            account(
-                &mut exec,
-                &mut events,
-                &d,
-                name.as_deref().map(original),
-                ev_name.as_deref().map(original),
-                tally,
-            );
+        // 0. Months a killed run detached but did not drop (their rows left `executions` then), and 1. whole
+        // months: DETACH of the month's executions and events partitions together (one short lock_timeout
+        // transaction, renamed aside), then counted and dropped without holding any lock that writers wait for.
+        // Accounted in month order, also when a step failed (the report names what already went).
+        let done = std::sync::Mutex::new(Vec::new());
+        let outcome = self.months_away(&s, sel, &done, tally).await;
+        let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        done.sort_by(|a: &Finished, b| a.month().cmp(b.month()));
+        for f in &done {
+            if let Some((bytes, ev_bytes)) = f.job.bytes {
+                exec.bytes = Some(exec.bytes.unwrap_or(0) + bytes);
+                events.bytes = Some(events.bytes.unwrap_or(0) + ev_bytes);
+            }
+            let (name, ev_name) = (f.job.name.as_deref(), f.job.events.as_deref());
+            account(&mut exec, &mut events, &f.dropped, name.map(original), ev_name.map(original));
         }
-        // 1. Whole months: DETACH of the month's executions and events partitions together (one short
-        // lock_timeout transaction, renamed aside), then counted and dropped without holding any lock that writers
-        // wait for.
-        for m in whole_months(&s, sel).await? {
-            // Not detached: its rows go in batches below.
-            let Some((bytes, ev_bytes)) = detach_month(&s, &m, sel).await? else { continue };
-            let d = finish_month(&s, Some(&aside(&m.name)), Some(&aside(&m.events))).await?;
-            exec.bytes = Some(exec.bytes.unwrap_or(0) + bytes);
-            events.bytes = Some(events.bytes.unwrap_or(0) + ev_bytes);
-            account(&mut exec, &mut events, &d, Some(&m.name), Some(&m.events), tally);
-        }
+        outcome?;
         // 2. The rest in batches, oldest first.
         let first = format!(
             "SELECT {}, id, started_at FROM executions WHERE {} ORDER BY started_at, id LIMIT {BATCH} FOR UPDATE",
@@ -745,8 +746,11 @@ fn original(name: &str) -> &str {
     name.strip_prefix(ASIDE).unwrap_or(name)
 }
 
-/// The span of `started_at` one counting statement covers (two days: some 20,000 rows of a 300,000-row month).
-const COUNT_SLICE_US: i64 = 2 * 24 * 3600 * 1_000_000;
+/// The most rows (by the table's statistics) one counting statement covers: some 70 ms through an index here.
+const COUNT_AT_ONCE: u64 = 2_000_000;
+
+/// The most bytes (tables and indexes) one DROP statement frees: some 30 ms here, unlinking being the cost.
+const DROP_AT_ONCE_BYTES: u64 = 256 << 20;
 
 /// What one month's detached tables held when dropped.
 #[derive(Default)]
@@ -759,23 +763,120 @@ struct Dropped {
     ev_hi: Option<i64>,
 }
 
-fn account(
-    exec: &mut Acc,
-    events: &mut Acc,
-    d: &Dropped,
-    name: Option<&str>,
-    ev_name: Option<&str>,
-    tally: &Tally,
-) {
+fn account(exec: &mut Acc, events: &mut Acc, d: &Dropped, name: Option<&str>, ev_name: Option<&str>) {
     exec.rows += d.rows;
     exec.seen(d.lo, d.hi);
     exec.partitions.extend(name.map(str::to_string));
     events.rows += d.events;
     events.seen(d.ev_lo, d.ev_hi);
     events.partitions.extend(ev_name.map(str::to_string));
-    tally.add("execution_events", d.events);
-    tally.add("executions", d.rows);
     tracing::info!(partition = ?name, rows = d.rows, events = d.events, "dropped an expired month");
+}
+
+/// A month's detached tables, to be counted and dropped by a lane of [`PostgresBackend::months_away`].
+struct Detached {
+    /// The tables' names (set aside: [`ASIDE`]); either may be missing in a killed run's leftovers.
+    name: Option<String>,
+    events: Option<String>,
+    /// Their sizes when detached by this run (`None`: a leftover, whose size was not taken).
+    bytes: Option<(u64, u64)>,
+}
+
+/// A month counted and dropped.
+struct Finished {
+    job: Detached,
+    dropped: Dropped,
+}
+
+impl Finished {
+    fn month(&self) -> &str {
+        let name = self.job.name.as_deref().or(self.job.events.as_deref()).unwrap_or_default();
+        &name[name.len().saturating_sub(7)..]
+    }
+}
+
+/// Lanes besides the detaching session that count and drop detached months at once: counting is the server's
+/// CPU, a DROP its disk, so three months finish in about the time of two (measured in BENCHMARKS.md).
+const SPARE_LANES: usize = 2;
+
+impl PostgresBackend {
+    /// Steps 0 and 1 of an executions cleanup: a killed run's leftovers and the whole expired months are
+    /// detached on `s` (one month at a time) and finished (counted, dropped) on up to [`SPARE_LANES`] spare
+    /// sessions meanwhile, when the connection budget has room for them ([`super::budget::Budget::spare`]);
+    /// whatever they leave is finished on `s` afterwards. Each month finished goes into `done`, also when
+    /// another step fails; the first error is returned after every lane has stopped.
+    async fn months_away(
+        &self,
+        s: &Session<'_>,
+        sel: &Selection,
+        done: &std::sync::Mutex<Vec<Finished>>,
+        tally: &Tally,
+    ) -> Result<()> {
+        let leftovers = detached_leftovers(s).await?;
+        let months = whole_months(s, sel).await?;
+        let jobs = leftovers.len() + months.len();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Detached>();
+        for (name, events) in leftovers {
+            let _ = tx.send(Detached { name, events, bytes: None });
+        }
+        let (a, b) = match jobs.saturating_sub(1).min(SPARE_LANES) {
+            0 => (None, None),
+            1 => (self.spare_session().await, None),
+            _ => tokio::join!(self.spare_session(), self.spare_session()),
+        };
+        let rx = tokio::sync::Mutex::new(rx);
+        let lane = async |ls: Option<&Session<'_>>| -> Result<()> {
+            let Some(ls) = ls else { return Ok(()) };
+            loop {
+                let Some(job) = rx.lock().await.recv().await else { return Ok(()) };
+                // On failure the month stays detached: the next run finds it among the leftovers.
+                let dropped = finish_month(ls, job.name.as_deref(), job.events.as_deref()).await?;
+                tally.add("execution_events", dropped.events);
+                tally.add("executions", dropped.rows);
+                done.lock().unwrap_or_else(|p| p.into_inner()).push(Finished { job, dropped });
+            }
+        };
+        // This session detaches, then finishes months too; the spare lanes finish months from the start.
+        let main = async move {
+            // A local, so that it is dropped (ending the lanes' queue) however the detaching ends.
+            let tx = tx;
+            let mut detached = Ok(());
+            for m in &months {
+                // Not detached (`None`): its rows go in batches.
+                match detach_month(s, m, sel).await {
+                    Ok(Some(bytes)) => {
+                        let (name, events) = (Some(aside(&m.name)), Some(aside(&m.events)));
+                        let _ = tx.send(Detached { name, events, bytes: Some(bytes) });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        detached = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            detached.and(lane(Some(s)).await)
+        };
+        let (main, lane_a, lane_b) = tokio::join!(main, lane(a.as_ref()), lane(b.as_ref()));
+        main.and(lane_a).and(lane_b)
+    }
+
+    /// A session from the budget's spare room ([`super::budget::Budget::spare`]), never waiting: `None` when
+    /// there is none or its connection failed (the work it would have done runs on a session already held).
+    async fn spare_session(&self) -> Option<Session<'_>> {
+        let client = match self.spec.budget.spare()? {
+            Raw::Idle(c) => c,
+            Raw::New(slot) => match super::connect::connect_raw(&self.spec, slot).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no spare session for a cleanup lane");
+                    return None;
+                }
+            },
+        };
+        Some(Session { backend: self, client: Some(client), in_transaction: AtomicBool::new(false) })
+    }
 }
 
 /// Tables set aside by a run killed between a month's DETACH and its DROP: (executions, events) names by month.
@@ -804,27 +905,43 @@ async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>
         let r = s
             .row(
                 &format!(
-                    "SELECT (SELECT {} FROM {q}), (SELECT {} FROM {q})",
+                    "SELECT (SELECT {} FROM {q}), (SELECT {} FROM {q}), (SELECT CASE WHEN reltuples >= 0 \
+                     THEN reltuples::int8 ELSE pg_relation_size(oid) / 100 END FROM pg_class WHERE oid = $1::text::regclass)",
                     us("min(started_at)"),
                     us("max(started_at)")
                 ),
-                &[],
+                &[&q],
                 "reading a detached month's time range",
             )
             .await?;
         (d.lo, d.hi) = (r.get(0), r.get(1));
-        // Counted a slice of days at a time through its started_at index: no single long statement.
-        let count =
-            format!("SELECT count(*) FROM {q} WHERE started_at >= {} AND started_at < {}", ts(1), ts(2));
+        let estimate = r.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64;
         if let (Some(lo), Some(hi)) = (d.lo, d.hi) {
-            let mut from = lo;
-            while from <= hi {
-                let to = from.saturating_add(COUNT_SLICE_US);
-                d.rows += s
-                    .row(&count, &[&from, &to], "counting a detached month's executions")
+            let slices = estimate.div_ceil(COUNT_AT_ONCE).max(1);
+            if slices == 1 {
+                // One statement: the planner counts through the smallest index (status, a few MB a month).
+                d.rows = s
+                    .row(&format!("SELECT count(*) FROM {q}"), &[], "counting a detached month's executions")
                     .await?
                     .get::<_, i64>(0) as u64;
-                from = to;
+            } else {
+                // A large month: a slice of its days at a time through its started_at index, so that no single
+                // statement runs long.
+                let count = format!(
+                    "SELECT count(*) FROM {q} WHERE started_at >= {} AND started_at < {}",
+                    ts(1),
+                    ts(2)
+                );
+                let span = ((hi - lo) as u64 / slices + 1) as i64;
+                let mut from = lo;
+                while from <= hi {
+                    let to = from.saturating_add(span);
+                    d.rows += s
+                        .row(&count, &[&from, &to], "counting a detached month's executions")
+                        .await?
+                        .get::<_, i64>(0) as u64;
+                    from = to;
+                }
             }
         }
     }
@@ -843,15 +960,29 @@ async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>
             .await?;
         (d.events, d.ev_lo, d.ev_hi) = (r.get::<_, i64>(0) as u64, r.get(1), r.get(2));
     }
-    for t in name.into_iter().chain(ev_name) {
-        drop_detached(s, t).await?;
+    let tables: Vec<&str> = name.into_iter().chain(ev_name).collect();
+    let bytes: i64 = s
+        .row(
+            "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::int8 FROM unnest($1::text[]) t",
+            &[&tables.iter().map(|t| quoted(t)).collect::<Vec<_>>()],
+            "measuring a detached month",
+        )
+        .await?
+        .get(0);
+    if (bytes as u64) <= DROP_AT_ONCE_BYTES {
+        let list: Vec<String> = tables.iter().map(|t| quoted(t)).collect();
+        s.batch(&format!("DROP TABLE IF EXISTS {}", list.join(", ")), "dropping a detached month").await?;
+    } else {
+        for t in tables {
+            drop_detached(s, t).await?;
+        }
     }
     Ok(d)
 }
 
 /// Drops a detached table one index at a time, then the table: each statement unlinks a part of its files (the
 /// time a DROP takes grows with the bytes it frees), so no single statement runs long. Only the detached table's
-/// own locks are held.
+/// own locks are held. For months larger than [`DROP_AT_ONCE_BYTES`].
 async fn drop_detached(s: &Session<'_>, table: &str) -> Result<()> {
     let indexes: Vec<String> = s
         .rows(
