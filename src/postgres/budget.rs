@@ -284,8 +284,8 @@ impl Budget {
         }
     }
 
-    /// An extra connection for work that can also run on one the caller already holds (a cleanup's second and
-    /// third lanes): an idle COPY client, or a permit when no caller waits and [`SPARE_ROOM`] permits stay free
+    /// An extra connection for work that can also run on one the caller already holds (a cleanup's second
+    /// lane): an idle COPY client, or a permit when no caller waits and [`SPARE_ROOM`] permits stay free
     /// for queries; never a wait. `None` when there is no such room.
     pub fn spare(&self) -> Option<Raw> {
         if let Some(client) = self.take_idle_copy() {

@@ -18,9 +18,9 @@
 //!    - Then, holding no lock a writer waits for: an exact count of both detached tables for the report (no
 //!      writer can reach them; one `count(*)`, which the planner answers from the small status index, or
 //!      slices of days through the `started_at` index for a month of over [`COUNT_AT_ONCE`] rows) and their
-//!      DROP: both tables in one statement, or for a month of over [`DROP_AT_ONCE_BYTES`] one index at a time
-//!      and then the table, so that no single statement spends long unlinking files (a DROP's time grows with
-//!      the bytes it frees). Months are counted and dropped on up to [`SPARE_LANES`] spare sessions at once
+//!      DROP: both tables in one statement, or for a month of over [`DROP_AT_ONCE_BYTES`] its indexes in
+//!      statements of at most that size and then each table, so that no single statement spends long unlinking files (a DROP's time grows with
+//!      the bytes it frees). Months are counted and dropped on a spare session
 //!      while the next month is detached (counting is the server's CPU, a DROP its disk); the detaching session
 //!      joins them once every month is detached, and finishes alone when the connection budget has no room
 //!      ([`super::budget::Budget::spare`]). A run killed in between leaves the renamed tables, which the next run counts and drops
@@ -746,11 +746,14 @@ fn original(name: &str) -> &str {
     name.strip_prefix(ASIDE).unwrap_or(name)
 }
 
-/// The most rows (by the table's statistics) one counting statement covers: some 70 ms through an index here.
-const COUNT_AT_ONCE: u64 = 2_000_000;
+/// The most rows (by the table's statistics) one counting statement covers: about 12 ms through the status
+/// index here for a 333,000-row month, idle; a larger month is counted in slices.
+const COUNT_AT_ONCE: u64 = 400_000;
 
-/// The most bytes (tables and indexes) one DROP statement frees: some 30 ms here, unlinking being the cost.
-const DROP_AT_ONCE_BYTES: u64 = 256 << 20;
+/// The most bytes (tables and indexes) one DROP statement frees, unless a single table or index is larger.
+/// Unlinking is the cost: up to about 1 ms a MiB here with 16 writers busy (a 178 MB month's two tables took
+/// 189 ms in one statement).
+const DROP_AT_ONCE_BYTES: u64 = 32 << 20;
 
 /// What one month's detached tables held when dropped.
 #[derive(Default)]
@@ -795,16 +798,14 @@ impl Finished {
     }
 }
 
-/// Lanes besides the detaching session that count and drop detached months at once: counting is the server's
-/// CPU, a DROP its disk, so three months finish in about the time of two (measured in BENCHMARKS.md).
-const SPARE_LANES: usize = 2;
-
 impl PostgresBackend {
     /// Steps 0 and 1 of an executions cleanup: a killed run's leftovers and the whole expired months are
-    /// detached on `s` (one month at a time) and finished (counted, dropped) on up to [`SPARE_LANES`] spare
-    /// sessions meanwhile, when the connection budget has room for them ([`super::budget::Budget::spare`]);
-    /// whatever they leave is finished on `s` afterwards. Each month finished goes into `done`, also when
-    /// another step fails; the first error is returned after every lane has stopped.
+    /// detached on `s` (one month at a time) and finished (counted, dropped) on a spare session meanwhile, when
+    /// the connection budget has room for one ([`super::budget::Budget::spare`]); once every month is detached,
+    /// `s` finishes months too (all of them without a spare). Each month finished goes into `done`, also when
+    /// another step fails; the first error is returned after both lanes have stopped. Only one spare: with two,
+    /// three lanes and 16 writers on this 2-core machine stretched a month's count to 241 ms (the statement
+    /// bound is 200 ms) for a few milliseconds gained.
     async fn months_away(
         &self,
         s: &Session<'_>,
@@ -819,11 +820,8 @@ impl PostgresBackend {
         for (name, events) in leftovers {
             let _ = tx.send(Detached { name, events, bytes: None });
         }
-        let (a, b) = match jobs.saturating_sub(1).min(SPARE_LANES) {
-            0 => (None, None),
-            1 => (self.spare_session().await, None),
-            _ => tokio::join!(self.spare_session(), self.spare_session()),
-        };
+        // A second lane only when there is a second month to finish.
+        let spare = if jobs > 1 { self.spare_session().await } else { None };
         let rx = tokio::sync::Mutex::new(rx);
         let lane = async |ls: Option<&Session<'_>>| -> Result<()> {
             let Some(ls) = ls else { return Ok(()) };
@@ -836,7 +834,7 @@ impl PostgresBackend {
                 done.lock().unwrap_or_else(|p| p.into_inner()).push(Finished { job, dropped });
             }
         };
-        // This session detaches, then finishes months too; the spare lanes finish months from the start.
+        // This session detaches, then finishes months too; the spare lane finishes months from the start.
         let main = async move {
             // A local, so that it is dropped (ending the lanes' queue) however the detaching ends.
             let tx = tx;
@@ -858,8 +856,8 @@ impl PostgresBackend {
             drop(tx);
             detached.and(lane(Some(s)).await)
         };
-        let (main, lane_a, lane_b) = tokio::join!(main, lane(a.as_ref()), lane(b.as_ref()));
-        main.and(lane_a).and(lane_b)
+        let (main, spare) = tokio::join!(main, lane(spare.as_ref()));
+        main.and(spare)
     }
 
     /// A session from the budget's spare room ([`super::budget::Budget::spare`]), never waiting: `None` when
@@ -980,13 +978,14 @@ async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>
     Ok(d)
 }
 
-/// Drops a detached table one index at a time, then the table: each statement unlinks a part of its files (the
-/// time a DROP takes grows with the bytes it frees), so no single statement runs long. Only the detached table's
-/// own locks are held. For months larger than [`DROP_AT_ONCE_BYTES`].
+/// Drops a detached table larger than [`DROP_AT_ONCE_BYTES`]: its indexes first, packed into statements of at
+/// most that many bytes each (a large index alone), then the table. A DROP's time grows with the bytes it frees
+/// (unlinking is the cost), so no single statement runs long. Only the detached table's own locks are held.
 async fn drop_detached(s: &Session<'_>, table: &str) -> Result<()> {
-    let indexes: Vec<String> = s
+    let indexes: Vec<(String, i64)> = s
         .rows(
-            "SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = to_regclass($1) \
+            "SELECT i.indexrelid::regclass::text, pg_relation_size(i.indexrelid) FROM pg_index i \
+             WHERE i.indrelid = to_regclass($1) \
              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) \
              ORDER BY pg_relation_size(i.indexrelid) DESC",
             &[&table],
@@ -994,11 +993,23 @@ async fn drop_detached(s: &Session<'_>, table: &str) -> Result<()> {
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    for i in indexes {
+    let mut statements: Vec<(Vec<String>, u64)> = Vec::new();
+    for (name, bytes) in indexes {
+        let bytes = bytes.max(0) as u64;
+        match statements.last_mut() {
+            Some((names, total)) if *total + bytes <= DROP_AT_ONCE_BYTES => {
+                names.push(name);
+                *total += bytes;
+            }
+            _ => statements.push((vec![name], bytes)),
+        }
+    }
+    for (names, _) in statements {
         // regclass text: already quoted where needed.
-        s.batch(&format!("DROP INDEX IF EXISTS {i}"), "dropping a detached month's index").await?;
+        s.batch(&format!("DROP INDEX IF EXISTS {}", names.join(", ")), "dropping a detached month's indexes")
+            .await?;
     }
     s.batch(&format!("DROP TABLE IF EXISTS {}", quoted(table)), "dropping a detached month").await
 }
