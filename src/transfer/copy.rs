@@ -42,7 +42,11 @@ const AUDIT_PAGE: usize = 2000;
 const FIRST_PAGE: usize = 64;
 const MIN_PAGE: usize = 16;
 const MAX_PAGE: usize = 4096;
+/// The largest page of the owned fast path ([`super::state::TransferState::owned`]).
+const MAX_OWNED_PAGE: usize = 16_384;
 const PAGE_BYTES: usize = 8 << 20;
+/// Executions per read of the target when an owned run computes the target's checksums.
+const VERIFY_PAGE: usize = 8192;
 /// Ids per read by id.
 const FETCH_CHUNK: usize = 1000;
 /// At most one progress line per this interval.
@@ -342,6 +346,9 @@ async fn copy_into<S: Contract, T: Contract>(
     if !params.dry_run {
         target.after_bulk_load().await?;
     }
+    // The owned fast path read nothing back: the target's side of the executions and events checksums comes
+    // from a scan of the target now.
+    landing.count_owned_target(VERIFY_PAGE).await?;
     landing.finish(source_label, target_label, None).await
 }
 
@@ -411,11 +418,11 @@ fn page_bytes(page: &[ExecutionRecord]) -> usize {
 }
 
 /// The next page size: grows while pages stay small, shrinks when one is heavy.
-fn next_limit(limit: usize, bytes: usize) -> usize {
+fn next_limit(limit: usize, bytes: usize, max: usize) -> usize {
     if bytes > PAGE_BYTES {
         (limit / 2).max(MIN_PAGE)
     } else if bytes < PAGE_BYTES / 2 {
-        (limit * 2).min(MAX_PAGE)
+        (limit * 2).min(max)
     } else {
         limit
     }
@@ -435,13 +442,15 @@ async fn copy_executions<S: Contract, T: Contract>(
     let sel = snapshot_selection(CleanupTarget::Executions, landing.state().snapshot);
     let after: Option<Key> = landing.state().cursors.get("executions").map(|c| (c.at, c.id.clone()));
     let mut limit = FIRST_PAGE;
+    // The owned fast path lands bigger pages (each one a transaction with the state).
+    let max = if landing.state().owned { MAX_OWNED_PAGE } else { MAX_PAGE };
     let mut page = source.scan_executions(sel.clone(), after, limit).await?;
     let mut first = true;
     while !page.is_empty() {
         let more = page.len() >= limit;
         let last =
             page.last().map(|r| (r.execution.started_at, r.execution.id.to_string())).expect("not empty");
-        limit = next_limit(limit, page_bytes(&page));
+        limit = next_limit(limit, page_bytes(&page), max);
         let read_next = async {
             if more {
                 source.scan_executions(sel.clone(), Some(last.clone()), limit).await
@@ -449,13 +458,27 @@ async fn copy_executions<S: Contract, T: Contract>(
                 Ok(Vec::new())
             }
         };
-        let (landed, next) = tokio::join!(landing.executions(page), read_next);
+        let cursor = Cursor { at: last.0, id: last.1.clone() };
+        let owned = landing.state().owned;
+        let land = async {
+            if owned {
+                // The page and the state with the cursor past it commit together.
+                landing.executions_owned(page, cursor).await
+            } else {
+                landing.executions(page).await
+            }
+        };
+        let (landed, next) = tokio::join!(land, read_next);
         landed?;
-        landing.state_mut().cursors.insert("executions".into(), Cursor { at: last.0, id: last.1 });
+        if !owned {
+            landing.state_mut().cursors.insert("executions".into(), Cursor { at: last.0, id: last.1 });
+        }
         if first {
             pause_point("before-save").await;
         }
-        landing.save().await?;
+        if !owned {
+            landing.save().await?;
+        }
         if first {
             pause_point("mid-executions").await;
             first = false;
@@ -896,11 +919,12 @@ mod tests {
 
     #[test]
     fn pages_grow_while_small_and_shrink_when_heavy() {
-        assert_eq!(next_limit(64, 1000), 128);
-        assert_eq!(next_limit(MAX_PAGE, 10), MAX_PAGE);
-        assert_eq!(next_limit(64, PAGE_BYTES + 1), 32);
-        assert_eq!(next_limit(MIN_PAGE, PAGE_BYTES * 4), MIN_PAGE);
-        assert_eq!(next_limit(100, PAGE_BYTES * 3 / 4), 100);
+        assert_eq!(next_limit(64, 1000, MAX_PAGE), 128);
+        assert_eq!(next_limit(MAX_PAGE, 10, MAX_PAGE), MAX_PAGE);
+        assert_eq!(next_limit(MAX_PAGE, 10, MAX_OWNED_PAGE), MAX_PAGE * 2);
+        assert_eq!(next_limit(64, PAGE_BYTES + 1, MAX_PAGE), 32);
+        assert_eq!(next_limit(MIN_PAGE, PAGE_BYTES * 4, MAX_PAGE), MIN_PAGE);
+        assert_eq!(next_limit(100, PAGE_BYTES * 3 / 4, MAX_PAGE), 100);
     }
 
     /// A catch-up killed after it replaced the target's unfinished copies but before it saved its state does
