@@ -436,18 +436,20 @@ impl<'a, T: Contract> Landing<'a, T> {
     /// source's checksums and the cursor `after` (the page's last key) go into the state, which the target
     /// saves in the same transaction as the rows ([`super::Store::land_owned`]). Nothing is read back here;
     /// [`Landing::count_owned_target`] computes the target's side at the end.
+    /// `hashes`: [`hashed`]'s for `rows`, computed while the previous page landed.
     pub async fn executions_owned(
         &mut self,
         rows: Vec<ExecutionRecord>,
+        hashes: Vec<RecordHashes>,
         after: super::state::Cursor,
     ) -> Result<()> {
         debug_assert!(self.state.owned && !self.dry_run);
+        debug_assert_eq!(rows.len(), hashes.len());
         if rows.is_empty() {
             return Ok(());
         }
         let events: u64 = rows.iter().map(|r| r.events.len() as u64).sum();
-        for r in &rows {
-            let (h, eh) = record_hashes(r);
+        for (r, (h, eh)) in rows.iter().zip(hashes) {
             self.table(EXECUTIONS).source.add(h);
             for e in &eh {
                 self.table(EVENTS).source.add(*e);
@@ -491,19 +493,18 @@ impl<'a, T: Contract> Landing<'a, T> {
                     _ => Ok(Vec::new()),
                 }
             };
-            let count = async {
-                for r in &batch {
-                    if self.changed.contains(r.execution.id.as_str()) {
-                        continue;
-                    }
-                    let (h, eh) = record_hashes(r);
-                    rows.add(h);
-                    for e in eh {
-                        events.add(e);
-                    }
+            // Hashed on a blocking thread while the next page is read and decoded.
+            let (hashed, next) = tokio::join!(hashed(batch), next);
+            let (batch_rows, hashes) = hashed?;
+            for (r, (h, eh)) in batch_rows.iter().zip(hashes) {
+                if self.changed.contains(r.execution.id.as_str()) {
+                    continue;
                 }
-            };
-            let ((), next) = tokio::join!(count, next);
+                rows.add(h);
+                for e in eh {
+                    events.add(e);
+                }
+            }
             batch = next?;
         }
         self.table(EXECUTIONS).target = rows;
@@ -825,6 +826,20 @@ fn started_range(rows: &[ExecutionRecord]) -> Option<(i64, i64)> {
     let lo = rows.iter().map(|r| r.execution.started_at).min()?;
     let hi = rows.iter().map(|r| r.execution.started_at).max()?;
     Some((lo, hi))
+}
+
+/// An execution's hash and its events' hashes ([`record_hashes`]).
+pub type RecordHashes = (u128, Vec<u128>);
+
+/// The rows with their [`record_hashes`], computed on a blocking thread (the caller's task keeps driving its
+/// I/O meanwhile).
+pub async fn hashed(rows: Vec<ExecutionRecord>) -> Result<(Vec<ExecutionRecord>, Vec<RecordHashes>)> {
+    tokio::task::spawn_blocking(move || {
+        let hashes = rows.iter().map(record_hashes).collect();
+        (rows, hashes)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("hashing a page of executions: {e}")))
 }
 
 /// The row's hash and its events' hashes, in `seq` order.
