@@ -8,6 +8,11 @@
 //!   the first field that differs.
 //! - A row missing after its insert is an error (a backend that lost a write), except a pattern version whose
 //!   `(name, version)` is taken by another id: a conflict.
+//! - **Owned fast path** ([`TransferState::owned`], a copy into a PostgreSQL target that was empty, no merge):
+//!   executions pages land without an id search by `COPY` in one transaction with the state whose cursor is
+//!   past them ([`Landing::executions_owned`]), so a resumed run never lands a page twice; nothing is read
+//!   back per page: the target's executions and events checksums come from a scan of the target at the end
+//!   ([`Landing::count_owned_target`]), which any row lost, added or altered makes differ.
 //! - An execution copied while pending or running is remembered (`unfinished`): the copy driver re-reads it
 //!   from the source at the end ([`Landing::refresh`]) and reports it when it changed (left out of both
 //!   checksums), and a catch-up run refreshes it ([`Landing::catch_up_unfinished`]).
