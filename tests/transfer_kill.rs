@@ -158,6 +158,17 @@ async fn kill_at(from: Backend, to: Backend, step: &str) {
 
     let landed = setup.target_rows(&when).await;
     let total = setup.counts.executions;
+    if let Some(db) = pg_database(&setup.target) {
+        // An empty PostgreSQL target is owned by the copy: its executions pages landed by COPY in one
+        // transaction with the state (the fast path), which is what this kill and the re-run exercise.
+        let client = common::pg::server().client(&db).await;
+        let owned: Option<bool> = client
+            .query_one("SELECT (state->>'owned')::boolean FROM transfer_runs", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(owned, Some(true), "{when}");
+    }
     match step {
         "after-patterns" => assert_eq!(landed, 0, "{when}: no execution copied yet"),
         "mid-executions" | "before-save" => {
@@ -201,7 +212,9 @@ async fn sqlite_to_postgresql_killed_mid_executions() {
     kill_at(Backend::Sqlite, Backend::Postgres, "mid-executions").await;
 }
 
-/// A page landed, its state not saved: the re-run finds its rows present and counts them once.
+/// A page landed, its state not saved: the re-run finds its rows present and counts them once. (On this owned
+/// PostgreSQL target the first page and its state committed together before the pause: the re-run starts
+/// after it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_to_postgresql_killed_before_save() {
     kill_at(Backend::Sqlite, Backend::Postgres, "before-save").await;

@@ -5,8 +5,10 @@
 //!
 //! - Ours: `parallax --config sqlite.json --output json storage copy --to-config pg.json` run as a child
 //!   process under GNU time (its own peak RSS, `%M`; target ≤ 150 MiB): the loaded plugin opens the target
-//!   itself, scans the source in key order, lands every page (month partitions made as needed, insert-if-absent
-//!   by id), reads every page back and checksums both sides, then `ANALYZE`. Its report must say verified.
+//!   itself, scans the source in key order and, the target being empty, owns it: every page lands by binary
+//!   `COPY` straight into the tables in one transaction with the resume state (month partitions made as
+//!   needed), the source's rows are checksummed as read, and at the end the target is scanned to checksum its
+//!   side while `ANALYZE` runs. Its report must say verified.
 //! - Baseline, in the same run on the same rows: rusqlite reads the executions, then the events (with their
 //!   execution's `started_at`), on a thread, streamed into tokio-postgres binary `COPY` of `executions` and
 //!   `execution_events` of another empty, migrated database whose month partitions were made first. No id
@@ -308,8 +310,9 @@ pub async fn run(opts: &Opts) {
         (!rss_ok).then_some(too_big.as_str()),
         &format!(
             "{n} executions with {EVENTS} events each ({:.0} MiB SQLite file) into an empty PostgreSQL database: \
-             ours {:.1} s (the CLI child `storage copy --to-config`: scan, land with month partitions made as \
-             needed, read back and checksum every page, ANALYZE; mode {}), peak RSS {:.0} MiB (target ≤ \
+             ours {:.1} s (the CLI child `storage copy --to-config`: scan, land each page by COPY with its \
+             state, month partitions made as needed, checksum the source as read and the target by a scan at the \
+             end, ANALYZE; mode {}), peak RSS {:.0} MiB (target ≤ \
              {MAX_RSS_MIB} MiB met={}); baseline rusqlite read → binary COPY of executions then events, \
              partitions made first, {:.1} s (no id check, no read-back, no checksum, no resume state)",
             std::fs::metadata(&sqlite).map(|m| m.len() as f64 / MIB).unwrap_or(0.0),

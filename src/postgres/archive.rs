@@ -359,6 +359,43 @@ struct EventRow<'a> {
     execution_started_at: At,
 }
 
+/// A JSON document's text sent as binary `jsonb` (version byte 1, then the text; the server parses it as the
+/// `::jsonb` cast would), for a `COPY` straight into a table.
+#[derive(Debug)]
+struct JsonbText<'a>(&'a str);
+
+impl ToSql for JsonbText<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+    to_sql_checked!();
+}
+
+/// A document column's text.
+fn doc(d: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> Option<&str> {
+    d.as_ref().map(|s| s.as_str()).into_option()
+}
+
+/// How [`PostgresBackend::import_records`] lands its records.
+pub(super) enum ImportMode<'a> {
+    /// Insert-if-absent by id (an import, a copy into a target that held rows).
+    IfAbsent,
+    /// `crate::transfer::Store::replace_unfinished`.
+    Replace,
+    /// `crate::transfer::Store::land_owned`: a binary `COPY` straight into `executions` and `execution_events`
+    /// (no id is looked for) and the transfer state `(id, source, state JSON)` saved in the same transaction.
+    Owned { id: Uuid, source: &'a str, state: &'a str },
+}
+
 fn month_of(micros: i64) -> (i16, i8) {
     let d = jiff::Timestamp::from_microsecond(micros).map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date());
     d.map(|d| (d.year(), d.month())).unwrap_or((0, 0))
@@ -420,8 +457,13 @@ impl PostgresBackend {
     pub(super) async fn import_records(
         &self,
         records: Vec<ExecutionRecord>,
-        replace: bool,
+        mode: ImportMode<'_>,
     ) -> Result<Imported> {
+        let replace = matches!(mode, ImportMode::Replace);
+        let owned = match &mode {
+            ImportMode::Owned { id, source, state } => Some((*id, *source, *state)),
+            _ => None,
+        };
         // Reads through this object must not miss the change on a replica (also after a failure or when the call
         // is dropped: what committed before stays).
         let _counted = self.counts_as_write();
@@ -500,6 +542,29 @@ impl PostgresBackend {
             Type::TIMESTAMPTZ,
             Type::TIMESTAMPTZ,
         ];
+        // Owned: the documents go straight into the `jsonb` columns.
+        let mut owned_exec_types = exec_types.clone();
+        for i in [4, 5, 6, 10, 11] {
+            owned_exec_types[i] = Type::JSONB;
+        }
+        let mut owned_event_types = event_types.clone();
+        owned_event_types[4] = Type::JSONB;
+        let (exec_table, event_table, exec_types, event_types, setup) = match owned {
+            Some(_) => (
+                format!("executions ({EXECUTION_COLUMNS})"),
+                "execution_events (id, execution_id, seq, kind, payload, recorded_at, execution_started_at)",
+                &owned_exec_types,
+                &owned_event_types,
+                "",
+            ),
+            None => (
+                "parallax_import_executions".to_string(),
+                "parallax_import_events",
+                &exec_types,
+                &event_types,
+                setup,
+            ),
+        };
         // Owned parameter values the COPY rows borrow.
         struct ExecParams<'a> {
             pattern_name: &'a str,
@@ -511,59 +576,93 @@ impl PostgresBackend {
             completed_at: Option<At>,
             duration_ms: Option<i64>,
             metadata: Option<&'a str>,
+            /// The documents (input, output, error, metadata, tags) as `jsonb`, for the owned mode.
+            jsonb: [Option<JsonbText<'a>>; 5],
         }
         let params: Vec<ExecParams> = execs
             .iter()
             .map(|x| ExecParams {
                 pattern_name: x.e.pattern_name.as_str(),
                 pattern_version: x.e.pattern_version.as_str(),
-                input: x.e.input.as_ref().map(|s| s.as_str()).into_option(),
-                output: x.e.output.as_ref().map(|s| s.as_str()).into_option(),
-                error: x.e.error.as_ref().map(|s| s.as_str()).into_option(),
+                input: doc(&x.e.input),
+                output: doc(&x.e.output),
+                error: doc(&x.e.error),
                 started_at: At(x.e.started_at),
                 completed_at: x.e.completed_at.map(At).into_option(),
                 duration_ms: x.e.duration_ms.into_option(),
-                metadata: x.e.metadata.as_ref().map(|s| s.as_str()).into_option(),
+                metadata: doc(&x.e.metadata),
+                jsonb: [
+                    doc(&x.e.input).map(JsonbText),
+                    doc(&x.e.output).map(JsonbText),
+                    doc(&x.e.error).map(JsonbText),
+                    doc(&x.e.metadata).map(JsonbText),
+                    Some(JsonbText(x.tags.as_str())),
+                ],
             })
             .collect();
-        let event_params: Vec<(At, &str)> =
-            events.iter().map(|v| (At(v.e.recorded_at), v.e.payload.as_str())).collect();
+        let event_params: Vec<(At, &str, JsonbText)> = events
+            .iter()
+            .map(|v| (At(v.e.recorded_at), v.e.payload.as_str(), JsonbText(v.e.payload.as_str())))
+            .collect();
         let ids: Vec<Uuid> = execs.iter().map(|x| x.id).collect();
-        let mut retry =
-            Retry::new(if replace { "replacing unfinished executions" } else { "restoring executions" });
+        let is_owned = owned.is_some();
+        let mut retry = Retry::new(match mode {
+            ImportMode::Replace => "replacing unfinished executions",
+            ImportMode::Owned { .. } => "copying executions into the target",
+            ImportMode::IfAbsent => "restoring executions",
+        });
         let (inserted, events_inserted) = loop {
             let step = s
                 .transaction(&Retry::setup(setup), retry.what, async |c| {
                     c.query_one("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK]).await?;
                     copy_rows(
                         c,
-                        "parallax_import_executions",
-                        &exec_types,
+                        &exec_table,
+                        exec_types,
                         execs.iter().zip(&params).map(|(x, p)| -> Vec<&(dyn ToSql + Sync)> {
-                            vec![
-                                &x.id,
-                                &p.pattern_name,
-                                &p.pattern_version,
-                                &x.status,
-                                &p.input,
-                                &p.output,
-                                &p.error,
-                                &p.started_at,
-                                &p.completed_at,
-                                &p.duration_ms,
-                                &p.metadata,
-                                &x.tags,
-                            ]
+                            let [input, output, error, metadata, tags] = &p.jsonb;
+                            if is_owned {
+                                vec![
+                                    &x.id,
+                                    &p.pattern_name,
+                                    &p.pattern_version,
+                                    &x.status,
+                                    input,
+                                    output,
+                                    error,
+                                    &p.started_at,
+                                    &p.completed_at,
+                                    &p.duration_ms,
+                                    metadata,
+                                    tags,
+                                ]
+                            } else {
+                                vec![
+                                    &x.id,
+                                    &p.pattern_name,
+                                    &p.pattern_version,
+                                    &x.status,
+                                    &p.input,
+                                    &p.output,
+                                    &p.error,
+                                    &p.started_at,
+                                    &p.completed_at,
+                                    &p.duration_ms,
+                                    &p.metadata,
+                                    &x.tags,
+                                ]
+                            }
                         }),
                     )
                     .await?;
                     if !events.is_empty() {
                         copy_rows(
                             c,
-                            "parallax_import_events",
-                            &event_types,
+                            event_table,
+                            event_types,
                             events.iter().zip(&event_params).map(
-                                |(v, (at, payload))| -> Vec<&(dyn ToSql + Sync)> {
+                                |(v, (at, payload, jsonb))| -> Vec<&(dyn ToSql + Sync)> {
+                                    let payload: &(dyn ToSql + Sync) = if is_owned { jsonb } else { payload };
                                     vec![
                                         &v.id,
                                         &v.execution_id,
@@ -577,6 +676,11 @@ impl PostgresBackend {
                             ),
                         )
                         .await?;
+                    }
+                    if let Some((id, source, state)) = owned {
+                        // Every row of the page and the state whose cursor is past it: one commit.
+                        c.execute(super::transfer::SAVE_STATE, &[&id, &source, &state]).await?;
+                        return Ok(Step::Done((execs.len() as u64, events.len() as u64)));
                     }
                     if replace && !super::transfer::clear_unfinished(c, &ids).await? {
                         return Ok(Step::Done((0, 0)));
@@ -748,7 +852,7 @@ impl Store for PostgresBackend {
     }
 
     async fn import_executions(&self, records: Vec<ExecutionRecord>) -> Result<Imported> {
-        self.import_records(records, false).await
+        self.import_records(records, ImportMode::IfAbsent).await
     }
 
     async fn import_audit(&self, entries: Vec<AuditEntry>) -> Result<Imported> {

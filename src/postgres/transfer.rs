@@ -211,6 +211,25 @@ pub(super) async fn clear_unfinished(
     Ok(true)
 }
 
+/// Inserts or replaces a transfer state: `(id, source, state JSON text)`.
+pub(super) const SAVE_STATE: &str = "INSERT INTO transfer_runs (id, source, started_at, updated_at, state) \
+     VALUES ($1, $2, clock_timestamp(), clock_timestamp(), $3::text::jsonb) \
+     ON CONFLICT (id) DO UPDATE SET source = EXCLUDED.source, updated_at = EXCLUDED.updated_at, \
+     state = EXCLUDED.state";
+
+/// A transfer state's id, checked like [`crate::transfer::Store::save_transfer_state`] checks it.
+fn checked_state(id: &str, source: &str, state: &str) -> Result<Uuid> {
+    let uuid = uuid_of("transfer state", id)?;
+    match serde_json::from_str::<serde_json::Value>(state) {
+        Ok(serde_json::Value::Object(_)) => {}
+        _ => return Err(Error::invalid(format!("transfer state {id}: its state is not a JSON object"))),
+    }
+    if doc_has_nul(state) || source.contains('\0') {
+        return Err(nul_refused(&format!("transfer state {id}"), "state or source"));
+    }
+    Ok(uuid)
+}
+
 fn cancelled(what: &str) -> Error {
     Error::new(
         parallax_storage_abi::ErrorKind::Timeout,
@@ -359,7 +378,7 @@ impl crate::transfer::Store for PostgresBackend {
     }
 
     async fn replace_unfinished(&self, records: Vec<ExecutionRecord>) -> Result<u64> {
-        Ok(self.import_records(records, true).await?.inserted)
+        Ok(self.import_records(records, super::archive::ImportMode::Replace).await?.inserted)
     }
 
     async fn after_bulk_load(&self) -> Result<()> {
@@ -379,26 +398,29 @@ impl crate::transfer::Store for PostgresBackend {
 
     async fn save_transfer_state(&self, id: String, source: String, state: String) -> Result<()> {
         let _counted = self.counts_as_write();
-        let uuid = uuid_of("transfer state", &id)?;
-        match serde_json::from_str::<serde_json::Value>(&state) {
-            Ok(serde_json::Value::Object(_)) => {}
-            _ => return Err(Error::invalid(format!("transfer state {id}: its state is not a JSON object"))),
-        }
-        if doc_has_nul(&state) || source.contains('\0') {
-            return Err(nul_refused(&format!("transfer state {id}"), "state or source"));
-        }
+        let uuid = checked_state(&id, &source, &state)?;
         let s = self.session().await?;
         s.client()
-            .execute(
-                "INSERT INTO transfer_runs (id, source, started_at, updated_at, state) \
-                 VALUES ($1, $2, clock_timestamp(), clock_timestamp(), $3::text::jsonb) \
-                 ON CONFLICT (id) DO UPDATE SET source = EXCLUDED.source, updated_at = EXCLUDED.updated_at, \
-                 state = EXCLUDED.state",
-                &[&uuid, &source, &state],
-            )
+            .execute(SAVE_STATE, &[&uuid, &source, &state])
             .await
             .map_err(|e| s.fail(e, &format!("saving transfer state {id}")))?;
         Ok(())
+    }
+
+    fn lands_owned(&self) -> bool {
+        true
+    }
+
+    async fn land_owned(
+        &self,
+        records: Vec<ExecutionRecord>,
+        id: String,
+        source: String,
+        state: String,
+    ) -> Result<Imported> {
+        let uuid = checked_state(&id, &source, &state)?;
+        let mode = super::archive::ImportMode::Owned { id: uuid, source: &source, state: &state };
+        self.import_records(records, mode).await
     }
 
     async fn transfer_states(&self) -> Result<Vec<(String, String, String)>> {

@@ -21,7 +21,7 @@ use parallax_storage_abi::{
 use serde_json::Value;
 
 use super::{
-    land::Landing,
+    land::{hashed, Landing, RecordHashes},
     pause_point,
     state::{Cursor, Kind, Phase, RecountBase},
 };
@@ -42,7 +42,11 @@ const AUDIT_PAGE: usize = 2000;
 const FIRST_PAGE: usize = 64;
 const MIN_PAGE: usize = 16;
 const MAX_PAGE: usize = 4096;
+/// The largest page of the owned fast path ([`super::state::TransferState::owned`]).
+const MAX_OWNED_PAGE: usize = 16_384;
 const PAGE_BYTES: usize = 8 << 20;
+/// Executions per read of the target when an owned run computes the target's checksums.
+const VERIFY_PAGE: usize = 8192;
 /// Ids per read by id.
 const FETCH_CHUNK: usize = 1000;
 /// At most one progress line per this interval.
@@ -339,9 +343,18 @@ async fn copy_into<S: Contract, T: Contract>(
     landing.state_mut().phase = Phase::Verify;
     landing.save().await?;
     pause_point("before-verify").await;
-    if !params.dry_run {
-        target.after_bulk_load().await?;
-    }
+    // The owned fast path read nothing back: the target's side of the executions and events checksums comes
+    // from a scan of the target now, while the target's statistics are refreshed (another connection).
+    let analyze = async {
+        if params.dry_run {
+            Ok(())
+        } else {
+            target.after_bulk_load().await
+        }
+    };
+    let (analyzed, counted) = tokio::join!(analyze, landing.count_owned_target(VERIFY_PAGE));
+    analyzed?;
+    counted?;
     landing.finish(source_label, target_label, None).await
 }
 
@@ -411,11 +424,11 @@ fn page_bytes(page: &[ExecutionRecord]) -> usize {
 }
 
 /// The next page size: grows while pages stay small, shrinks when one is heavy.
-fn next_limit(limit: usize, bytes: usize) -> usize {
+fn next_limit(limit: usize, bytes: usize, max: usize) -> usize {
     if bytes > PAGE_BYTES {
         (limit / 2).max(MIN_PAGE)
     } else if bytes < PAGE_BYTES / 2 {
-        (limit * 2).min(MAX_PAGE)
+        (limit * 2).min(max)
     } else {
         limit
     }
@@ -435,33 +448,60 @@ async fn copy_executions<S: Contract, T: Contract>(
     let sel = snapshot_selection(CleanupTarget::Executions, landing.state().snapshot);
     let after: Option<Key> = landing.state().cursors.get("executions").map(|c| (c.at, c.id.clone()));
     let mut limit = FIRST_PAGE;
-    let mut page = source.scan_executions(sel.clone(), after, limit).await?;
+    // The owned fast path lands bigger pages (each one a transaction with the state).
+    let max = if landing.state().owned { MAX_OWNED_PAGE } else { MAX_PAGE };
+    let owned = landing.state().owned;
+    // The owned fast path hashes a page on a blocking thread right after reading it, so that the next page's
+    // read and hashing overlap the landing of this one (the server's `COPY`).
+    let read =
+        async |after: Option<Key>, limit: usize| -> Result<(Vec<ExecutionRecord>, Vec<RecordHashes>)> {
+            let rows = source.scan_executions(sel.clone(), after, limit).await?;
+            if owned {
+                hashed(rows).await
+            } else {
+                Ok((rows, Vec::new()))
+            }
+        };
+    let (mut page, mut hashes) = read(after, limit).await?;
     let mut first = true;
     while !page.is_empty() {
         let more = page.len() >= limit;
         let last =
             page.last().map(|r| (r.execution.started_at, r.execution.id.to_string())).expect("not empty");
-        limit = next_limit(limit, page_bytes(&page));
+        limit = next_limit(limit, page_bytes(&page), max);
         let read_next = async {
             if more {
-                source.scan_executions(sel.clone(), Some(last.clone()), limit).await
+                read(Some(last.clone()), limit).await
             } else {
-                Ok(Vec::new())
+                Ok((Vec::new(), Vec::new()))
             }
         };
-        let (landed, next) = tokio::join!(landing.executions(page), read_next);
+        let cursor = Cursor { at: last.0, id: last.1.clone() };
+        let land = async {
+            if owned {
+                // The page and the state with the cursor past it commit together.
+                landing.executions_owned(page, hashes, cursor).await
+            } else {
+                landing.executions(page).await
+            }
+        };
+        let (landed, next) = tokio::join!(land, read_next);
         landed?;
-        landing.state_mut().cursors.insert("executions".into(), Cursor { at: last.0, id: last.1 });
+        if !owned {
+            landing.state_mut().cursors.insert("executions".into(), Cursor { at: last.0, id: last.1 });
+        }
         if first {
             pause_point("before-save").await;
         }
-        landing.save().await?;
+        if !owned {
+            landing.save().await?;
+        }
         if first {
             pause_point("mid-executions").await;
             first = false;
         }
         progress.tick(landing, "executions");
-        page = next?;
+        (page, hashes) = next?;
     }
     Ok(())
 }
@@ -896,11 +936,12 @@ mod tests {
 
     #[test]
     fn pages_grow_while_small_and_shrink_when_heavy() {
-        assert_eq!(next_limit(64, 1000), 128);
-        assert_eq!(next_limit(MAX_PAGE, 10), MAX_PAGE);
-        assert_eq!(next_limit(64, PAGE_BYTES + 1), 32);
-        assert_eq!(next_limit(MIN_PAGE, PAGE_BYTES * 4), MIN_PAGE);
-        assert_eq!(next_limit(100, PAGE_BYTES * 3 / 4), 100);
+        assert_eq!(next_limit(64, 1000, MAX_PAGE), 128);
+        assert_eq!(next_limit(MAX_PAGE, 10, MAX_PAGE), MAX_PAGE);
+        assert_eq!(next_limit(MAX_PAGE, 10, MAX_OWNED_PAGE), MAX_PAGE * 2);
+        assert_eq!(next_limit(64, PAGE_BYTES + 1, MAX_PAGE), 32);
+        assert_eq!(next_limit(MIN_PAGE, PAGE_BYTES * 4, MAX_PAGE), MIN_PAGE);
+        assert_eq!(next_limit(100, PAGE_BYTES * 3 / 4, MAX_PAGE), 100);
     }
 
     /// A catch-up killed after it replaced the target's unfinished copies but before it saved its state does
@@ -968,6 +1009,97 @@ mod tests {
         let e = run(&pg, CopyParams { merge: true, ..pg_params }).await.unwrap_err();
         assert!(e.0.message.contains("is the storage this copy reads from"), "{e}");
         pg.shutdown().await.unwrap();
+        source.shutdown().await.unwrap();
+    }
+
+    /// Into an empty PostgreSQL database a copy owns the target: each executions page lands by `COPY` with its
+    /// state in one transaction, nothing is read back per page, and the target's side of the checksums comes
+    /// from a scan of the target at the end. That scan catches a row altered, an event lost and an id present
+    /// twice after landing (each makes the run unverified); untouched, the run is verified. A target that held
+    /// rows (merge) never takes the owned path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owned_fast_path_s_scan_of_the_target_catches_any_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = seeded(&dir.path().join("source.db")).await;
+        let h = source.health().await.unwrap();
+        let label = format!("{} {}", h.backend, h.location);
+        let server = super::test_pg::server();
+        let cols =
+            "id, pattern_name, pattern_version, status, input, output, error, started_at, completed_at, \
+                    duration_ms, metadata, tags";
+        let tampers = [
+            (None, None),
+            (
+                Some(format!("UPDATE executions SET output = '{{\"summary\": \"other\"}}' WHERE id = '{}'", id(1))),
+                Some("executions"),
+            ),
+            (Some(format!("DELETE FROM execution_events WHERE id = '{}'", id(1022))), Some("execution_events")),
+            (
+                Some(format!(
+                    "INSERT INTO executions ({cols}) SELECT id, pattern_name, pattern_version, status, input, \
+                     output, error, started_at + interval '1 second', completed_at, duration_ms, metadata, tags \
+                     FROM executions WHERE id = '{}'",
+                    id(2)
+                )),
+                Some("executions"),
+            ),
+        ];
+        for (tamper, broken) in tampers {
+            let db = server.fresh_database().await;
+            let cfg = crate::config::parse(&server.storage_config(&db).to_string()).unwrap();
+            let target = crate::postgres::PostgresBackend::open(cfg, OpenOptions::default()).await.unwrap();
+            let snapshot = crate::time::now_micros();
+            let mut landing =
+                Landing::begin(&target, Kind::Copy, label.clone(), snapshot, false, false).await.unwrap();
+            assert!(landing.state().owned, "an empty PostgreSQL target is owned");
+            let sel = snapshot_selection(CleanupTarget::Executions, snapshot);
+            for after in [None, Some((T0 + 2_000_000, id(2)))] {
+                let (page, hashes) =
+                    hashed(source.scan_executions(sel.clone(), after, 2).await.unwrap()).await.unwrap();
+                let last = page.last().unwrap();
+                let cursor = Cursor { at: last.execution.started_at, id: last.execution.id.to_string() };
+                landing.executions_owned(page, hashes, cursor).await.unwrap();
+            }
+            let rest = source.scan_executions(sel.clone(), Some((T0 + 4_000_000, id(4))), 10).await.unwrap();
+            let (rest, hashes) = hashed(rest).await.unwrap();
+            landing.executions_owned(rest, hashes, Cursor { at: T0 + 5_000_000, id: id(5) }).await.unwrap();
+            // The state saved with the last page says where the run got.
+            let saved = target.transfer_states().await.unwrap();
+            let st = crate::transfer::state::TransferState::from_json(&saved[0].2).unwrap();
+            assert_eq!(st.cursors["executions"], Cursor { at: T0 + 5_000_000, id: id(5) });
+            assert_eq!(st.tables["executions"].source.rows, 5);
+            if let Some(sql) = &tamper {
+                server.client(&db).await.batch_execute(sql).await.unwrap();
+            }
+            landing.count_owned_target(2).await.unwrap();
+            let r = landing.finish(label.clone(), "pg".into(), None).await.unwrap();
+            assert_eq!(r.verified, broken.is_none(), "{tamper:?}: {r:#?}");
+            for name in ["executions", "execution_events"] {
+                assert_eq!(table(&r, name).ok, broken != Some(name), "{tamper:?}: {name}: {r:#?}");
+            }
+            if broken.is_none() {
+                assert_eq!(
+                    (table(&r, "executions").target_rows, table(&r, "execution_events").target_rows),
+                    (5, 10)
+                );
+            }
+            target.shutdown().await.unwrap();
+            server.drop_database(&db).await;
+        }
+
+        // Merge into a target that holds rows: the ordinary path (insert-if-absent, read back).
+        let db = server.fresh_database().await;
+        let cfg = crate::config::parse(&server.storage_config(&db).to_string()).unwrap();
+        let target = crate::postgres::PostgresBackend::open(cfg, OpenOptions::default()).await.unwrap();
+        execution(&target, 9, Some(ExecutionStatus::Completed)).await;
+        let landing =
+            Landing::begin(&target, Kind::Copy, label.clone(), crate::time::now_micros(), true, false)
+                .await
+                .unwrap();
+        assert!(!landing.state().owned);
+        drop(landing);
+        target.shutdown().await.unwrap();
+        server.drop_database(&db).await;
         source.shutdown().await.unwrap();
     }
 

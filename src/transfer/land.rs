@@ -8,6 +8,11 @@
 //!   the first field that differs.
 //! - A row missing after its insert is an error (a backend that lost a write), except a pattern version whose
 //!   `(name, version)` is taken by another id: a conflict.
+//! - **Owned fast path** ([`TransferState::owned`], a copy into a PostgreSQL target that was empty, no merge):
+//!   executions pages land without an id search by `COPY` in one transaction with the state whose cursor is
+//!   past them ([`Landing::executions_owned`]), so a resumed run never lands a page twice; nothing is read
+//!   back per page: the target's executions and events checksums come from a scan of the target at the end
+//!   ([`Landing::count_owned_target`]), which any row lost, added or altered makes differ.
 //! - An execution copied while pending or running is remembered (`unfinished`): the copy driver re-reads it
 //!   from the source at the end ([`Landing::refresh`]) and reports it when it changed (left out of both
 //!   checksums), and a catch-up run refreshes it ([`Landing::catch_up_unfinished`]).
@@ -140,6 +145,8 @@ impl<'a, T: Contract> Landing<'a, T> {
                     recount_base: None,
                     after_snapshot: BTreeMap::new(),
                     problems: Vec::new(),
+                    // The target holds the previous run's rows: insert-if-absent and read back again.
+                    owned: false,
                     ..old
                 };
                 (st, "catch-up")
@@ -165,6 +172,12 @@ impl<'a, T: Contract> Landing<'a, T> {
                     updated_at: now,
                     merge,
                     target_was_empty: empty,
+                    owned: empty
+                        && !merge
+                        && !dry_run
+                        && !blank
+                        && kind == Kind::Copy
+                        && target.lands_owned(),
                     phase: Phase::Patterns,
                     cursors: BTreeMap::new(),
                     tables: TABLES.iter().map(|t| (t.to_string(), Default::default())).collect(),
@@ -424,6 +437,86 @@ impl<'a, T: Contract> Landing<'a, T> {
         Ok(())
     }
 
+    /// Lands a page of executions (with their events) on the owned fast path ([`TransferState::owned`]): the
+    /// source's checksums and the cursor `after` (the page's last key) go into the state, which the target
+    /// saves in the same transaction as the rows ([`super::Store::land_owned`]). Nothing is read back here;
+    /// [`Landing::count_owned_target`] computes the target's side at the end.
+    /// `hashes`: [`hashed`]'s for `rows`, computed while the previous page landed.
+    pub async fn executions_owned(
+        &mut self,
+        rows: Vec<ExecutionRecord>,
+        hashes: Vec<RecordHashes>,
+        after: super::state::Cursor,
+    ) -> Result<()> {
+        debug_assert!(self.state.owned && !self.dry_run);
+        debug_assert_eq!(rows.len(), hashes.len());
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let events: u64 = rows.iter().map(|r| r.events.len() as u64).sum();
+        for (r, (h, eh)) in rows.iter().zip(hashes) {
+            self.table(EXECUTIONS).source.add(h);
+            for e in &eh {
+                self.table(EVENTS).source.add(*e);
+            }
+            if !r.execution.status.is_final() {
+                self.remember_unfinished(r.execution.id.as_str())?;
+                self.count_unfinished(h, &eh);
+            }
+        }
+        self.table(EXECUTIONS).copied += rows.len() as u64;
+        self.table(EVENTS).copied += events;
+        self.state.cursors.insert(EXECUTIONS.to_string(), after);
+        self.state.updated_at = crate::time::now_micros();
+        let (id, source, json) = (self.state.id.clone(), self.state.source.clone(), self.state.to_json());
+        self.target.land_owned(rows, id, source, json).await?;
+        Ok(())
+    }
+
+    /// The owned fast path's verification: the target's executions and events checksums computed from the
+    /// target itself, by scanning every execution up to the snapshot in key order (the run owns them: the
+    /// target was empty), leaving out the ones that changed after the snapshot (as the source's side does).
+    /// Anything lost, duplicated or altered on the way makes the counts or the checksums differ from the
+    /// source's. Computed from scratch each time (a resumed run scans again).
+    pub async fn count_owned_target(&mut self, page: usize) -> Result<()> {
+        if !self.state.owned || self.dry_run {
+            return Ok(());
+        }
+        let sel = crate::rules::Selection {
+            target: parallax_storage_abi::retention::CleanupTarget::Executions,
+            before: (self.state.snapshot.saturating_add(1), crate::rules::MIN_ID.to_string()),
+            include_unfinished: true,
+        };
+        let (mut rows, mut events) = (checksum::Tally::default(), checksum::Tally::default());
+        let mut batch = self.target.scan_executions(sel.clone(), None, page).await?;
+        while !batch.is_empty() {
+            let more = batch.len() >= page;
+            let last = batch.last().map(|r| (r.execution.started_at, r.execution.id.to_string()));
+            let next = async {
+                match last {
+                    Some(key) if more => self.target.scan_executions(sel.clone(), Some(key), page).await,
+                    _ => Ok(Vec::new()),
+                }
+            };
+            // Hashed on a blocking thread while the next page is read and decoded.
+            let (hashed, next) = tokio::join!(hashed(batch), next);
+            let (batch_rows, hashes) = hashed?;
+            for (r, (h, eh)) in batch_rows.iter().zip(hashes) {
+                if self.changed.contains(r.execution.id.as_str()) {
+                    continue;
+                }
+                rows.add(h);
+                for e in eh {
+                    events.add(e);
+                }
+            }
+            batch = next?;
+        }
+        self.table(EXECUTIONS).target = rows;
+        self.table(EVENTS).target = events;
+        Ok(())
+    }
+
     fn remember_unfinished(&mut self, id: &str) -> Result<()> {
         if self.unfinished.contains(id) {
             return Ok(());
@@ -449,14 +542,21 @@ impl<'a, T: Contract> Landing<'a, T> {
     /// Takes an execution counted in both checksums out of them again (it changed after the snapshot).
     fn uncount(&mut self, t: &ExecutionRecord) {
         let (h, eh) = record_hashes(t);
+        // An owned run counts the target's executions and events only at the end, leaving the changed ones out
+        // ([`Landing::count_owned_target`]).
+        let owned = self.state.owned;
         let s = self.table(EXECUTIONS);
         s.source.remove(h);
-        s.target.remove(h);
+        if !owned {
+            s.target.remove(h);
+        }
         self.state.unfinished_counted.entry(EXECUTIONS.to_string()).or_default().remove(h);
         for e in eh {
             let s = self.table(EVENTS);
             s.source.remove(e);
-            s.target.remove(e);
+            if !owned {
+                s.target.remove(e);
+            }
             self.state.unfinished_counted.entry(EVENTS.to_string()).or_default().remove(e);
         }
     }
@@ -731,6 +831,20 @@ fn started_range(rows: &[ExecutionRecord]) -> Option<(i64, i64)> {
     let lo = rows.iter().map(|r| r.execution.started_at).min()?;
     let hi = rows.iter().map(|r| r.execution.started_at).max()?;
     Some((lo, hi))
+}
+
+/// An execution's hash and its events' hashes ([`record_hashes`]).
+pub type RecordHashes = (u128, Vec<u128>);
+
+/// The rows with their [`record_hashes`], computed on a blocking thread (the caller's task keeps driving its
+/// I/O meanwhile).
+pub async fn hashed(rows: Vec<ExecutionRecord>) -> Result<(Vec<ExecutionRecord>, Vec<RecordHashes>)> {
+    tokio::task::spawn_blocking(move || {
+        let hashes = rows.iter().map(record_hashes).collect();
+        (rows, hashes)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("hashing a page of executions: {e}")))
 }
 
 /// The row's hash and its events' hashes, in `seq` order.

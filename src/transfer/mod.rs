@@ -144,6 +144,28 @@ pub trait Store: crate::archive::Store {
         async { Err(unsupported("replacing unfinished executions")) }
     }
 
+    /// Whether [`Store::land_owned`] is implemented (the fast path of a copy into a target it owns).
+    fn lands_owned(&self) -> bool {
+        false
+    }
+
+    /// The fast path of a copy into a target the run owns (it held no pattern, execution or audit entry when
+    /// the run began, and no `--merge`): inserts the records (rows and events) as given **without looking for
+    /// present ids**, and saves the transfer state `id` (as [`Store::save_transfer_state`]) whose cursor is
+    /// past them, **in one transaction**: a run killed at any moment has landed either the page and the state
+    /// that says so, or neither, so a resumed run never lands a page twice. Nothing is read back: the copy
+    /// computes the target's checksums by scanning the target at the end.
+    fn land_owned(
+        &self,
+        records: Vec<ExecutionRecord>,
+        id: String,
+        source: String,
+        state: String,
+    ) -> impl Future<Output = Result<Imported>> + Send {
+        let _ = (records, id, source, state);
+        async { Err(unsupported("landing a copy into a target it owns")) }
+    }
+
     /// After a bulk load: refresh planner statistics (PostgreSQL `ANALYZE`, SQLite `PRAGMA optimize`).
     fn after_bulk_load(&self) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }

@@ -87,6 +87,13 @@ pub struct TransferState {
     pub merge: bool,
     /// The target held no row of any table when the first run of this source started.
     pub target_was_empty: bool,
+    /// This run owns the target's executions (the target was empty when it began, no merge, and the target
+    /// lands owned pages: [`super::Store::land_owned`]): each executions page lands without an id search in
+    /// one transaction with this state, nothing is read back per page, and the target's executions and events
+    /// checksums are computed by scanning the target at the end. Kept by a resumed run; never set on a
+    /// catch-up or rescan (the target holds rows then).
+    #[serde(default)]
+    pub owned: bool,
     pub phase: Phase,
     /// Per table ([`parallax_storage_abi::transfer::TABLES`]): the last key landed.
     #[serde(default)]
