@@ -44,6 +44,7 @@ use tokio_postgres::{
 use uuid::Uuid;
 
 use super::{
+    copy::JsonbText,
     models::{from_pg, to_pg},
     partitions::PARTITION_LOCK,
     retention::{final_list, when_lock_waits, Session, Step, BATCH_ATTEMPTS, BATCH_LOCK_TIMEOUT},
@@ -359,26 +360,6 @@ struct EventRow<'a> {
     execution_started_at: At,
 }
 
-/// A JSON document's text sent as binary `jsonb` (version byte 1, then the text; the server parses it as the
-/// `::jsonb` cast would), for a `COPY` straight into a table.
-#[derive(Debug)]
-struct JsonbText<'a>(&'a str);
-
-impl ToSql for JsonbText<'_> {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        out.extend_from_slice(&[1]);
-        out.extend_from_slice(self.0.as_bytes());
-        Ok(IsNull::No)
-    }
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-    to_sql_checked!();
-}
 
 /// A document column's text.
 fn doc(d: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> Option<&str> {

@@ -259,9 +259,10 @@ fn copy_error(client: &Client, e: &tokio_postgres::Error) -> Error {
     }
 }
 
-/// JSON text already validated by the adapter, sent as JSONB without parsing it again.
+/// JSON text already validated by the adapter, sent as binary `jsonb` without parsing it again (version byte 1,
+/// then the text; the server parses it as the `::jsonb` cast would): audit `COPY` and a copy's owned pages.
 #[derive(Debug)]
-struct JsonbText<'a>(&'a str);
+pub(super) struct JsonbText<'a>(pub(super) &'a str);
 
 impl ToSql for JsonbText<'_> {
     fn to_sql(
