@@ -360,7 +360,6 @@ struct EventRow<'a> {
     execution_started_at: At,
 }
 
-
 /// A document column's text.
 fn doc(d: &abi_stable::std_types::ROption<abi_stable::std_types::RString>) -> Option<&str> {
     d.as_ref().map(|s| s.as_str()).into_option()
