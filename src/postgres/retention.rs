@@ -828,7 +828,8 @@ impl PostgresBackend {
             loop {
                 let Some(job) = rx.lock().await.recv().await else { return Ok(()) };
                 // On failure the month stays detached: the next run finds it among the leftovers.
-                let dropped = finish_month(ls, job.name.as_deref(), job.events.as_deref()).await?;
+                let sizes = job.bytes.map(|(b, eb)| b + eb);
+                let dropped = finish_month(ls, job.name.as_deref(), job.events.as_deref(), sizes).await?;
                 tally.add("execution_events", dropped.events);
                 tally.add("executions", dropped.rows);
                 done.lock().unwrap_or_else(|p| p.into_inner()).push(Finished { job, dropped });
@@ -895,8 +896,14 @@ async fn detached_leftovers(s: &Session<'_>) -> Result<Vec<(Option<String>, Opti
     Ok(rows.iter().map(|r| (r.get(1), r.get(2))).collect())
 }
 
-/// Counts (exactly: no writer can reach a detached table) and drops a month's detached tables.
-async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>) -> Result<Dropped> {
+/// Counts (exactly: no writer can reach a detached table) and drops a month's detached tables; `bytes`: their
+/// size together, when known.
+async fn finish_month(
+    s: &Session<'_>,
+    name: Option<&str>,
+    ev_name: Option<&str>,
+    bytes: Option<u64>,
+) -> Result<Dropped> {
     let mut d = Dropped::default();
     if let Some(t) = name {
         let q = quoted(t);
@@ -959,15 +966,20 @@ async fn finish_month(s: &Session<'_>, name: Option<&str>, ev_name: Option<&str>
         (d.events, d.ev_lo, d.ev_hi) = (r.get::<_, i64>(0) as u64, r.get(1), r.get(2));
     }
     let tables: Vec<&str> = name.into_iter().chain(ev_name).collect();
-    let bytes: i64 = s
-        .row(
-            "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::int8 FROM unnest($1::text[]) t",
-            &[&tables.iter().map(|t| quoted(t)).collect::<Vec<_>>()],
-            "measuring a detached month",
-        )
-        .await?
-        .get(0);
-    if (bytes as u64) <= DROP_AT_ONCE_BYTES {
+    // Measured at the DETACH; a killed run's leftovers are measured now.
+    let bytes = match bytes {
+        Some(b) => b,
+        None => s
+            .row(
+                "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::int8 FROM unnest($1::text[]) t",
+                &[&tables.iter().map(|t| quoted(t)).collect::<Vec<_>>()],
+                "measuring a detached month",
+            )
+            .await?
+            .get::<_, i64>(0)
+            .max(0) as u64,
+    };
+    if bytes <= DROP_AT_ONCE_BYTES {
         let list: Vec<String> = tables.iter().map(|t| quoted(t)).collect();
         s.batch(&format!("DROP TABLE IF EXISTS {}", list.join(", ")), "dropping a detached month").await?;
     } else {
