@@ -97,6 +97,7 @@ pub(super) fn check_destination(db: &Path, dest: &Path) -> Result<PathBuf> {
 fn check_copy(path: &Path) -> Result<(BTreeMap<String, u64>, String)> {
     let url =
         path.to_str().ok_or_else(|| Error::invalid(format!("{} is not valid UTF-8", path.display())))?;
+    super::connection::library_mode();
     let mut conn = SqliteConnection::establish(url)
         .map_err(|e| Error::unavailable(format!("cannot open the backup {}: {e}", path.display())))?;
     conn.batch_execute("PRAGMA query_only = ON;").map_err(sqlite_error)?;

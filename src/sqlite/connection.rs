@@ -39,7 +39,34 @@ struct JournalMode {
     journal_mode: String,
 }
 
+/// Sets the plugin's SQLite library (bundled, its own copy) to multi-thread mode without memory statistics,
+/// once, before its first connection; every connection is opened through [`url`] (or calls this itself).
+///
+/// - *Multi-thread mode*: the bundled SQLite defaults to serialized mode, where every call on a connection
+///   (each `sqlite3_column_value` of each row) takes that connection's mutex. Our connections are never used by
+///   two threads at once (the writer's is its thread's; a pooled reader belongs to whoever checked it out;
+///   diesel's `SqliteConnection` is not `Sync`), which is the condition multi-thread mode asks for. rusqlite
+///   opens its connections the same way (`SQLITE_OPEN_NO_MUTEX`).
+/// - *No memory statistics*: with them, every `sqlite3_malloc` and `sqlite3_free` takes a global mutex. Nothing
+///   here reads them (`sqlite3_status`, a soft heap limit).
+///
+/// Measured with `perf` over `sqlite_filtered_page` (BENCHMARKS.md, issue 20): the connection mutex was 7.6 %
+/// of the plugin's samples, the statistics mutex 2.8 %. If the library was initialised already (a program
+/// using the same copy opened a connection first), SQLite refuses the change and everything works as before.
+pub fn library_mode() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config before sqlite3_initialize is its documented use; after, it returns
+        // SQLITE_MISUSE and changes nothing. The variadic arguments are the ones each option takes.
+        unsafe {
+            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MULTITHREAD);
+            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
+        }
+    });
+}
+
 pub fn url(cfg: &SqliteConfig) -> Result<String> {
+    library_mode();
     let path = &cfg.path;
     let text = path.to_str().ok_or_else(|| {
         Error::invalid(format!("storage.sqlite.path {} is not valid UTF-8", path.display()))
@@ -202,4 +229,57 @@ pub fn read_pool(cfg: &SqliteConfig, gauges: Arc<ReadGauges>) -> Result<ReadPool
         ))))
         .build(ConnectionManager::new(url.clone()))
         .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr;
+
+    use libsqlite3_sys as ffi;
+
+    use super::library_mode;
+
+    const CHILD: &str = "PARALLAX_TEST_LIBRARY_MODE_CHILD";
+
+    /// The library's mode is process-wide and fixed by whichever connection is opened first, and the other unit
+    /// tests of this binary open connections on parallel threads: so the check runs in a fresh process of this
+    /// test binary, where [`library_mode`] comes first as it does in the plugin.
+    #[test]
+    fn connections_are_opened_without_the_connection_mutex_and_memory_statistics() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sqlite::connection::tests::library_mode_in_a_fresh_process", "--ignored"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "the child check failed:\n{text}");
+    }
+
+    #[test]
+    #[ignore = "run by connections_are_opened_without_the_connection_mutex_and_memory_statistics in a fresh process"]
+    fn library_mode_in_a_fresh_process() {
+        assert!(std::env::var_os(CHILD).is_some(), "run through its parent test, in a fresh process");
+        library_mode();
+        // SAFETY: a private in-memory connection, opened and closed here.
+        unsafe {
+            let mut db = ptr::null_mut();
+            let rc = ffi::sqlite3_open_v2(
+                c":memory:".as_ptr(),
+                &mut db,
+                ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE,
+                ptr::null(),
+            );
+            assert_eq!(rc, ffi::SQLITE_OK);
+            // Multi-thread mode: a connection has no mutex of its own.
+            assert!(ffi::sqlite3_db_mutex(db).is_null(), "the connection has a mutex: serialized mode");
+            // No memory statistics: nothing is counted however much is allocated.
+            let p = ffi::sqlite3_malloc(1 << 20);
+            let (mut now, mut peak) = (0i64, 0i64);
+            ffi::sqlite3_status64(ffi::SQLITE_STATUS_MEMORY_USED, &mut now, &mut peak, 0);
+            ffi::sqlite3_free(p);
+            assert_eq!((now, peak), (0, 0), "SQLite counts its memory");
+            ffi::sqlite3_close(db);
+        }
+    }
 }
