@@ -14,6 +14,7 @@ mod transfer;
 #[rustfmt::skip]
 pub mod schema;
 pub mod search;
+mod statements;
 mod vacuum;
 mod writer;
 

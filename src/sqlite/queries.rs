@@ -18,7 +18,9 @@ use super::{
         PatternRow,
     },
     schema::{audit_logs, execution_events, executions, patterns},
-    search, SqliteBackend,
+    search,
+    statements::InsertExecution,
+    SqliteBackend,
 };
 use crate::{
     audit_chain,
@@ -250,7 +252,7 @@ impl Contract for SqliteBackend {
         };
         self.writer
             .write("create_execution", move |conn| {
-                diesel::insert_into(executions::table).values(&row).execute(conn).map_err(|e| {
+                InsertExecution(&row).execute(conn).map_err(|e| {
                     rules::explain_conflict(sqlite_error(e), |_| rules::execution_exists(&row.id))
                 })?;
                 Ok(())
