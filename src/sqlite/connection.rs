@@ -242,24 +242,27 @@ mod tests {
     const CHILD: &str = "PARALLAX_TEST_LIBRARY_MODE_CHILD";
 
     /// The library's mode is process-wide and fixed by whichever connection is opened first, and the other unit
-    /// tests of this binary open connections on parallel threads: so the check runs in a fresh process of this
-    /// test binary, where [`library_mode`] comes first as it does in the plugin.
+    /// tests of this binary open connections on parallel threads: so the test runs itself again in a fresh
+    /// process of this test binary (marked by an environment variable), where [`library_mode`] comes first as
+    /// it does in the plugin.
     #[test]
     fn connections_are_opened_without_the_connection_mutex_and_memory_statistics() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sqlite::connection::tests::library_mode_in_a_fresh_process", "--ignored"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text =
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.contains("1 passed"), "the child check failed:\n{text}");
-    }
-
-    #[test]
-    #[ignore = "run by connections_are_opened_without_the_connection_mutex_and_memory_statistics in a fresh process"]
-    fn library_mode_in_a_fresh_process() {
-        assert!(std::env::var_os(CHILD).is_some(), "run through its parent test, in a fresh process");
+        const NAME: &str =
+            "sqlite::connection::tests::connections_are_opened_without_the_connection_mutex_and_memory_statistics";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads", "1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "the check in a fresh process failed:\n{text}"
+            );
+            return;
+        }
         library_mode();
         // SAFETY: a private in-memory connection, opened and closed here.
         unsafe {
