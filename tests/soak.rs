@@ -279,11 +279,16 @@ fn judge(backend: &str, samples: &[serde_json::Value]) -> String {
         rss_max <= rss0 * 1.10 + 8192.0,
         "{backend}: RSS grew from {rss0} KiB to {rss_max} KiB after warm-up"
     );
-    // Pools open and close connections as they idle: no drift is the test, not a constant count.
+    // Pools open and close connections as they idle, and a sample can catch files a write has open for a moment
+    // (the file store: 19-23 descriptors through a whole run): a leak raises the floor, so the floor of the last
+    // third is compared with the first third's.
     for key in ["fds", "conns"] {
-        let max = |xs: &[serde_json::Value]| xs.iter().map(|s| f(s, key)).fold(0.0, f64::max);
-        let (early, late) = (max(&steady[..third]), max(&steady[steady.len() - third..]));
-        assert!(late <= early + 2.0, "{backend}: {key} drifted up: at most {early} early, {late} at the end");
+        let min = |xs: &[serde_json::Value]| xs.iter().map(|s| f(s, key)).fold(f64::INFINITY, f64::min);
+        let (early, late) = (min(&steady[..third]), min(&steady[steady.len() - third..]));
+        assert!(
+            late <= early + 2.0,
+            "{backend}: {key} drifted up: at least {early} early, {late} at the end"
+        );
     }
     let fds: Vec<u64> = steady.iter().map(|s| f(s, "fds") as u64).collect();
     let conns: Vec<u64> = steady.iter().map(|s| f(s, "conns") as u64).collect();
