@@ -5,6 +5,8 @@
 //! every column is bound (`NULL` for `None`, which is each nullable column's default), and the SQL is built
 //! from the schema's column names.
 
+use std::sync::LazyLock;
+
 use diesel::{
     query_builder::{AstPass, QueryFragment, QueryId},
     sql_types::{BigInt, Nullable, Text},
@@ -24,51 +26,51 @@ impl QueryId for InsertExecution<'_> {
 
 impl<Conn> RunQueryDsl<Conn> for InsertExecution<'_> {}
 
-/// The columns in the order [`InsertExecution`] binds them.
-const COLUMNS: [&str; 12] = [
-    e::id::NAME,
-    e::pattern_name::NAME,
-    e::pattern_version::NAME,
-    e::status::NAME,
-    e::input::NAME,
-    e::output::NAME,
-    e::error::NAME,
-    e::started_at::NAME,
-    e::completed_at::NAME,
-    e::duration_ms::NAME,
-    e::metadata::NAME,
-    e::tags::NAME,
-];
+/// Each column with its SQL type, named once: the column list of the SQL ([`COLUMNS`]) and the binds
+/// ([`bind_row`]) come from the same list, so they cannot fall out of order. The fields of [`ExecutionRow`] carry
+/// the columns' names.
+macro_rules! execution_columns {
+    ($($col:ident: $ty:ty),+ $(,)?) => {
+        const COLUMNS: &[&str] = &[$(e::$col::NAME),+];
+
+        /// `?, ?, …`: the row's values, bound in [`COLUMNS`] order.
+        fn bind_row<'b>(r: &'b ExecutionRow, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+            let mut sep = "";
+            $(
+                out.push_sql(sep);
+                out.push_bind_param::<$ty, _>(&r.$col)?;
+                sep = ", ";
+            )+
+            let _ = sep;
+            Ok(())
+        }
+    };
+}
+
+execution_columns!(
+    id: Text,
+    pattern_name: Text,
+    pattern_version: Text,
+    status: Text,
+    input: Nullable<Text>,
+    output: Nullable<Text>,
+    error: Nullable<Text>,
+    started_at: BigInt,
+    completed_at: Nullable<BigInt>,
+    duration_ms: Nullable<BigInt>,
+    metadata: Nullable<Text>,
+    tags: Text,
+);
+
+/// `INSERT INTO executions (<COLUMNS>) VALUES (`, written once: `walk_ast` runs at every insert (to collect the
+/// binds), so the text is not built there.
+static HEAD: LazyLock<String> =
+    LazyLock::new(|| format!("INSERT INTO executions ({}) VALUES (", COLUMNS.join(", ")));
 
 impl QueryFragment<Sqlite> for InsertExecution<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let r = self.0;
-        out.push_sql("INSERT INTO executions (");
-        out.push_sql(&COLUMNS.join(", "));
-        out.push_sql(") VALUES (");
-        out.push_bind_param::<Text, _>(&r.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&r.pattern_name)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&r.pattern_version)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&r.status)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.input)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.output)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.error)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&r.started_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&r.completed_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&r.duration_ms)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.metadata)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&r.tags)?;
+        out.push_sql(&HEAD);
+        bind_row(self.0, &mut out)?;
         out.push_sql(")");
         Ok(())
     }
