@@ -203,6 +203,21 @@ async fn watch(db: String, writers: HashSet<i32>, stop: Arc<AtomicBool>) -> (f64
     (stmt, wait, what)
 }
 
+/// A `CHECKPOINT`, then `sync`: the server's dirty pages written and the kernel's writeback of them done, so
+/// that neither side of a comparison runs against the other's (or the template copies') disk traffic.
+async fn checkpoint() {
+    pg::server()
+        .admin()
+        .await
+        .batch_execute("CHECKPOINT")
+        .await
+        .unwrap_or_else(|e| util::fail(&format!("CHECKPOINT: {e}")));
+    let synced = std::process::Command::new("sync").status();
+    if !synced.as_ref().is_ok_and(|s| s.success()) {
+        util::fail(&format!("sync: {synced:?}"));
+    }
+}
+
 /// Our cleanup vs plain DELETEs of the same rows, each on a fresh copy of `template`, with the cutoff `offset`
 /// after the end of the three months; reports `scenario`.
 async fn compare(template: &str, scenario: &str, offset: &str, expect: u64, total: i64) {
@@ -217,6 +232,12 @@ async fn compare(template: &str, scenario: &str, offset: &str, expect: u64, tota
     let t = Instant::now();
     storage.cleanup(&dry).await.unwrap_or_else(|e| util::fail(&format!("dry run: {e}")));
     let counting = t.elapsed();
+    // Each side starts with no checkpoint or writeback pending: the two template copies just wrote the databases
+    // through the WAL, and the checkpoint and writeback they cause would otherwise run during whichever side
+    // comes first (ours). And the months' files are then on disk, as those of months that expired weeks ago
+    // are: freshly copied files are not yet allocated (ext4 delays it), and dropping them only discards cached
+    // pages (a 164 MB heap's truncate(2): 14.9 ms so, 41.5 ms once on disk; BENCHMARKS.md).
+    checkpoint().await;
     let secs = age(&ours_db, offset).await;
     let t = Instant::now();
     let report =
@@ -235,6 +256,7 @@ async fn compare(template: &str, scenario: &str, offset: &str, expect: u64, tota
     let cutoff = format!(
         "((date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '2 months' + interval '{offset}')"
     );
+    checkpoint().await;
     let t = Instant::now();
     let ev = c
         .execute(
@@ -310,6 +332,7 @@ pub async fn run(opts: &Opts) {
     compare(&template, "pg_retention", WHOLE_MONTHS, expired as u64, total).await;
     compare(&template, "pg_retention_boundary", BOUNDARY, (expired + boundary) as u64, total).await;
     let load_db = copy_of(&template).await;
+    checkpoint().await;
 
     // Writers during the cleanup vs without, on a third copy. The cleanup runs on its own storage instance.
     let writer_storage = open(&load_db, Some(WRITERS));
