@@ -205,7 +205,7 @@ async fn watch(db: String, writers: HashSet<i32>, stop: Arc<AtomicBool>) -> (f64
 
 /// A `CHECKPOINT`, then `sync`: the server's dirty pages written and the kernel's writeback of them done, so
 /// that neither side of a comparison runs against the other's (or the template copies') disk traffic.
-async fn checkpoint() {
+async fn flush_to_disk() {
     pg::server()
         .admin()
         .await
@@ -235,9 +235,9 @@ async fn compare(template: &str, scenario: &str, offset: &str, expect: u64, tota
     // Each side starts with no checkpoint or writeback pending: the two template copies just wrote the databases
     // through the WAL, and the checkpoint and writeback they cause would otherwise run during whichever side
     // comes first (ours). And the months' files are then on disk, as those of months that expired weeks ago
-    // are: freshly copied files are not yet allocated (ext4 delays it), and dropping them only discards cached
-    // pages (a 164 MB heap's truncate(2): 14.9 ms so, 41.5 ms once on disk; BENCHMARKS.md).
-    checkpoint().await;
+    // are: freshly copied files are only in the page cache, and dropping them mostly discards cached pages (a
+    // 164 MB heap's truncate(2): 14.9 ms so, 41.5 ms once on disk; BENCHMARKS.md).
+    flush_to_disk().await;
     let secs = age(&ours_db, offset).await;
     let t = Instant::now();
     let report =
@@ -256,7 +256,7 @@ async fn compare(template: &str, scenario: &str, offset: &str, expect: u64, tota
     let cutoff = format!(
         "((date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '2 months' + interval '{offset}')"
     );
-    checkpoint().await;
+    flush_to_disk().await;
     let t = Instant::now();
     let ev = c
         .execute(
@@ -332,7 +332,7 @@ pub async fn run(opts: &Opts) {
     compare(&template, "pg_retention", WHOLE_MONTHS, expired as u64, total).await;
     compare(&template, "pg_retention_boundary", BOUNDARY, (expired + boundary) as u64, total).await;
     let load_db = copy_of(&template).await;
-    checkpoint().await;
+    flush_to_disk().await;
 
     // Writers during the cleanup vs without, on a third copy. The cleanup runs on its own storage instance.
     let writer_storage = open(&load_db, Some(WRITERS));
